@@ -1,0 +1,31 @@
+# One command per task. Every target builds its own virtual environment first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test lint bench run loadtest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,load,lint]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine persistence server loadtest tests
+	$(BIN)/mypy --strict engine persistence
+
+bench: $(STAMP)
+	$(BIN)/tandtid bench all
+
+run: $(STAMP)
+	$(BIN)/tandtid serve --data ./data --seed-if-empty --open
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

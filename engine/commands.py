@@ -1,0 +1,132 @@
+"""Commands: typed requests to change a region's slot table.
+
+The adapters (HTTP routes, the CLI, the seed) validate outside input and build these;
+the engine trusts them (rule 6). Ids that must be unguessable (bookings, holds) are
+chosen by the adapter and carried in the command, so ``apply`` stays deterministic.
+Time never lives in a command: ``apply(command, now)`` receives it.
+
+Days are ``date.toordinal()`` ints; ``cell`` is the first cell index of the day
+(clinic-local wall clock, see ``engine.calendar``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.model import Clinic, Resource
+
+
+class Party(StrEnum):
+    """Who asked for a cancellation; decides whether freed cells go FREE or BUFFER."""
+
+    PATIENT = "patient"
+    CLINIC = "clinic"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterClinic:
+    """Add (or replace the details of) a clinic and its resources. Replacing keeps rows."""
+
+    clinic: Clinic
+    resources: tuple[Resource, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenDays:
+    """Turn CLOSED cells inside the clinic's opening hours FREE for ``days`` days from
+    ``first_day``. Cells already in another state are left as they are (idempotent)."""
+
+    resource: str
+    first_day: int
+    days: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceHold:
+    """Hold the cells a service needs from (day, cell) for ``ttl_s`` seconds.
+    A patient has at most one active hold per clinic: placing a new one releases the old."""
+
+    hold_id: str
+    patient: str
+    resource: str
+    service: str
+    day: int
+    cell: int
+    ttl_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseHold:
+    hold_id: str
+    patient: str
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """Book directly (cells must be FREE) or, with ``hold_id``, confirm the patient's hold
+    (then resource/service/day/cell may be left empty and are taken from the hold).
+    ``idempotency_key``: a retry with the same key and the same ``fingerprint`` returns the
+    first booking and changes nothing; the same key with another fingerprint is INVALID."""
+
+    booking_id: str
+    patient: str
+    resource: str = ""
+    service: str = ""
+    day: int = 0
+    cell: int = 0
+    hold_id: str = ""
+    idempotency_key: str = ""
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Cancel a booking. ``by`` PATIENT: ``requester`` must be the patient, cells go FREE.
+    CLINIC: ``requester`` is the clinic id and must own it; ADMIN: any booking. Those two
+    put the cells in BUFFER until now + the clinic's ``buffer_minutes``."""
+
+    booking_id: str
+    by: Party
+    requester: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reschedule:
+    """Move a patient's booking to (resource, day, cell) at the same clinic, atomically:
+    the new cells are taken and the old freed in one step, or nothing changes."""
+
+    booking_id: str
+    patient: str
+    resource: str
+    day: int
+    cell: int
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The clinic takes FREE/BUFFER cells out (lunch, leave). Booked or held cells: SLOT_TAKEN."""
+
+    resource: str
+    day: int
+    cell: int
+    cells: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unblock:
+    """BLOCKED cells go back to FREE (inside opening hours) or CLOSED (outside)."""
+
+    resource: str
+    day: int
+    cell: int
+    cells: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Expire holds whose time has passed and release BUFFER cells whose window ended."""
+
+
+Command = RegisterClinic | OpenDays | PlaceHold | ReleaseHold | Book | Cancel | Reschedule | Block | Unblock | Tick
