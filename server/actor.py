@@ -1,0 +1,391 @@
+"""The region actor: the ONLY writer of one region's slot table.
+
+One asyncio task per region. Each turn it
+
+1. drains a batch from its inbox (commands and queries),
+2. runs the queries on durable state (nothing unacknowledged is ever read),
+3. applies every command with ``state.apply(command, now)`` (pure, synchronous),
+4. appends the batch's events with ONE journal write (group commit),
+5. only after that write is durable resolves every caller's future and hands a
+   ``Committed`` to the listeners (the live hub, the notifier).
+
+If the journal write fails, every caller in the batch gets ``Unavailable``, the in-memory
+state is dropped and reloaded from snapshot + journal, retrying with backoff until the
+journal answers again; then listeners get ``Reloaded`` so they resync their subscribers.
+Holds expire and buffers release through the same path (a ``Tick`` command), so they are
+journaled too. Snapshots are taken every N events or T seconds; the state is copied on
+the actor (fast) and packed and written off it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from engine.commands import Command, Tick
+from engine.errors import RefusalCode, Refused, TandtidError
+from engine.events import Event, from_record, to_record
+from engine.state import Change, RegionState
+from persistence.codec import pack_events, pack_snapshot, unpack_events, unpack_snapshot
+from persistence.journal import Journal, JournalError, Snapshot, StaleEpoch
+from server import metrics
+
+log = logging.getLogger("tandtid.actor")
+T = TypeVar("T")
+
+
+class Unavailable(TandtidError):
+    """The region could not make the command durable; nothing happened. Retry later (HTTP 503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    region: str
+    position: int
+    committed_at: float                       # epoch seconds, taken when the write became durable
+    events: list[Event]
+    changes: list[Change]
+    counts: list[tuple[str, int, int]]        # (clinic, day, free cells) for every clinic-day touched
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    region: str
+
+
+Listener = Callable[[Committed | Reloaded], None]
+
+
+class _Query:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[RegionState], Any], future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+
+
+class _Request:
+    __slots__ = ("command", "future")
+
+    def __init__(self, command: Command, future: asyncio.Future[list[Event]]) -> None:
+        self.command = command
+        self.future = future
+
+
+class RegionActor:
+    """Owns one region. Create, ``await start()`` (recovers), then ``submit``/``query``."""
+
+    def __init__(
+        self,
+        region: str,
+        journal: Journal,
+        *,
+        epoch: int = 1,
+        clock: Callable[[], float] = time.time,
+        listeners: list[Listener] | None = None,
+        max_batch: int = 2048,
+        snapshot_every_events: int = 100_000,
+        snapshot_every_s: float = 300.0,
+        tick_interval_s: float = 1.0,
+        retry_backoff_s: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        self.region = region
+        self.journal = journal
+        self.epoch = epoch
+        self.clock = clock
+        self.listeners: list[Listener] = listeners if listeners is not None else []
+        self.max_batch = max_batch
+        self.snapshot_every_events = snapshot_every_events
+        self.snapshot_every_s = snapshot_every_s
+        self.tick_interval_s = tick_interval_s
+        self.retry_backoff_s = retry_backoff_s
+        self.state = RegionState(region)
+        self.position = 0
+        self.ready = False
+        self.fenced = False
+        self._inbox: asyncio.Queue[_Request | _Query] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._recovered = asyncio.Event()
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._events_since_snapshot = 0
+        self._last_snapshot_at = 0.0
+        self._queue_gauge = metrics.QUEUE_DEPTH.labels(region=region)
+        self._batch_hist = metrics.BATCH_SIZE.labels(region=region)
+        self._append_hist = metrics.JOURNAL_APPEND_SECONDS.labels(region=region)
+        self._ready_gauge = metrics.REGION_READY.labels(region=region)
+        self._command_counters: dict[str, Any] = {}
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return self._inbox.qsize()
+
+    async def start(self, wait: bool = True) -> None:
+        """Start the loop, which first recovers (snapshot + replay), retrying with backoff while
+        the journal is unreachable. ``wait``: return only once the region is ready."""
+        self._task = asyncio.create_task(self._run(), name=f"region-actor-{self.region}")
+        if wait:
+            await self.wait_ready()
+
+    async def wait_ready(self) -> None:
+        """Until the first recovery has finished (raises if the loop died instead)."""
+        assert self._task is not None, "start() first"
+        waiter = asyncio.create_task(self._recovered.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            self._task.result()  # re-raise the loop's failure
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._snapshot_task is not None:
+            with contextlib.suppress(Exception):
+                await self._snapshot_task
+        self._fail_pending(Unavailable(f"region {self.region} is shutting down"))
+        self.ready = False
+        self._ready_gauge.set(0)
+
+    async def submit(self, command: Command) -> list[Event]:
+        """Apply ``command``; returns its events once they are durable.
+        Raises ``Refused`` (nothing changed) or ``Unavailable`` (nothing changed, retry later)."""
+        if not self.ready:
+            raise Unavailable(f"region {self.region} is recovering")
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Request(command, future))
+        return await future
+
+    async def query(self, fn: Callable[[RegionState], T]) -> T:
+        """Run ``fn(state)`` inside the actor between batches, on durable state only.
+        ``fn`` must be quick and must not keep references to mutable state it returns."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Query(fn, future))
+        return await future
+
+    async def snapshot_now(self) -> None:
+        """Take a snapshot at the next turn and wait until it is stored (tests, benchmarks)."""
+        await self.query(lambda _state: None)
+        await self._write_snapshot(self._capture_snapshot())
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await self._recover_with_backoff()
+        self._last_snapshot_at = self.clock()
+        self._recovered.set()
+        inbox = self._inbox
+        while True:
+            try:
+                first = await asyncio.wait_for(inbox.get(), timeout=self._idle_timeout())
+            except TimeoutError:
+                first = None
+            items: list[_Request | _Query] = [] if first is None else [first]
+            while len(items) < self.max_batch and not inbox.empty():
+                items.append(inbox.get_nowait())
+            self._queue_gauge.set(inbox.qsize())
+            await self._turn(items)
+
+    def _idle_timeout(self) -> float:
+        deadline = self.state.next_deadline()
+        if deadline is None:
+            return self.tick_interval_s * 5
+        return max(0.0, min(self.tick_interval_s * 5, deadline - self.clock() + 0.001))
+
+    async def _turn(self, items: list[_Request | _Query]) -> None:
+        # 1. queries see durable state only
+        requests: list[_Request] = []
+        for item in items:
+            if isinstance(item, _Query):
+                if not item.future.done():
+                    try:
+                        item.future.set_result(item.fn(self.state))
+                    except Exception as exc:  # a bad query must not kill the actor
+                        item.future.set_exception(exc)
+            else:
+                requests.append(item)
+
+        # 2. apply (pure); ticks ride along when a deadline has passed
+        now_f = self.clock()
+        now = int(now_f)
+        state = self.state
+        deadline = state.next_deadline()
+        tick_events: list[Event] = []
+        if deadline is not None and deadline <= now:
+            tick_events = state.apply(Tick(), now)
+        if not requests and not tick_events:
+            if self._snapshot_due(now_f):
+                self._start_snapshot()
+            return
+        outcomes: list[list[Event] | Refused] = []
+        batch_events: list[Event] = list(tick_events)
+        for req in requests:
+            command = req.command
+            name = type(command).__name__
+            counter = self._command_counters.get(name)
+            if counter is None:
+                counter = self._command_counters[name] = metrics.COMMANDS.labels(type=name, region=self.region)
+            counter.inc()
+            try:
+                events = state.apply(command, now)
+            except Refused as refusal:
+                metrics.REFUSALS.labels(code=str(refusal.code), region=self.region).inc()
+                outcomes.append(refusal)
+                continue
+            except Exception as exc:  # an engine bug: refuse this command, keep the region alive
+                log.exception("engine error in region %s on %s", self.region, name)
+                outcomes.append(Refused(RefusalCode.INVALID, f"internal error: {type(exc).__name__}"))
+                continue
+            outcomes.append(events)
+            batch_events.extend(events)
+        changes = state.take_changes()
+        self._batch_hist.observe(len(requests))
+
+        # 3. one durable write for the whole batch
+        if batch_events:
+            payload = pack_events([to_record(e) for e in batch_events])
+            started = time.perf_counter()
+            try:
+                position = await self.journal.append(self.region, self.epoch, payload)
+            except (JournalError, OSError, ConnectionError) as exc:
+                metrics.JOURNAL_FAILURES.labels(region=self.region).inc()
+                await self._on_journal_failure(requests, exc)
+                return
+            self._append_hist.observe(time.perf_counter() - started)
+            self.position = position
+            self._events_since_snapshot += len(batch_events)
+
+        # 4. acknowledge, then publish
+        for req, outcome in zip(requests, outcomes, strict=True):
+            if req.future.done():  # the caller went away; its command still happened
+                continue
+            if isinstance(outcome, Refused):
+                req.future.set_exception(outcome)
+            else:
+                req.future.set_result(outcome)
+        if batch_events:
+            committed = Committed(
+                region=self.region, position=self.position, committed_at=time.time(),
+                events=batch_events, changes=changes, counts=self._counts(changes),
+            )
+            self._publish(committed)
+        if self._snapshot_due(now_f):
+            self._start_snapshot()
+
+    def _counts(self, changes: list[Change]) -> list[tuple[str, int, int]]:
+        touched = {(clinic, day) for clinic, _resource, day, _cell, _n, _state in changes}
+        free_count = self.state.free_count
+        return [(clinic, day, free_count(clinic, day)) for clinic, day in sorted(touched)]
+
+    def _publish(self, item: Committed | Reloaded) -> None:
+        for listener in self.listeners:
+            try:
+                listener(item)
+            except Exception:  # a listener's bug must not stop the region
+                log.exception("listener failed in region %s", self.region)
+
+    # -- failure and recovery -----------------------------------------------------------------
+
+    async def _on_journal_failure(self, requests: list[_Request], exc: Exception) -> None:
+        fenced = isinstance(exc, StaleEpoch)
+        log.error("journal append failed in region %s (%s): answering %d callers 503, reloading",
+                  self.region, type(exc).__name__, len(requests))
+        error = Unavailable(f"region {self.region}: journal unavailable")
+        for req in requests:
+            if not req.future.done():
+                req.future.set_exception(error)
+        self.ready = False
+        self._ready_gauge.set(0)
+        self.state = RegionState(self.region)  # drop everything unacknowledged at once
+        if fenced:
+            self.fenced = True
+            log.error("region %s: a newer writer holds the region (stale epoch %d); stopping writes",
+                      self.region, self.epoch)
+        self._fail_pending(error)
+        await self._recover_with_backoff(error)
+        self._publish(Reloaded(self.region))
+
+    async def _recover_with_backoff(self, error: Exception | None = None) -> None:
+        delay, max_delay = self.retry_backoff_s
+        while True:
+            if error is not None:
+                self._fail_pending(error)
+            try:
+                await self._recover()
+                return
+            except (JournalError, OSError, ConnectionError) as exc:
+                log.warning("region %s cannot reach its journal (%s); retrying in %.2fs",
+                            self.region, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(max_delay, delay * 2)
+
+    def _fail_pending(self, error: Exception) -> None:
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    async def _recover(self) -> None:
+        """Latest snapshot + replay of every later entry. Raises JournalError if unreachable."""
+        started = time.perf_counter()
+        snapshot = await self.journal.load_snapshot(self.region)
+        if snapshot is not None:
+            state = RegionState.from_snapshot(unpack_snapshot(snapshot.payload))
+            position = snapshot.position
+        else:
+            state = RegionState(self.region)
+            position = 0
+        replayed = 0
+        evolve = state.evolve
+        async for entry in self.journal.read(self.region, after=position):
+            for record in unpack_events(entry.payload):
+                evolve(from_record(record))
+                replayed += 1
+            position = entry.position
+        state.take_changes()
+        self.state = state
+        self.position = position
+        self._events_since_snapshot = replayed
+        if not self.fenced:
+            self.ready = True
+            self._ready_gauge.set(1)
+        log.info("region %s recovered: snapshot at %d, %d events replayed, position %d, %.3fs",
+                 self.region, snapshot.position if snapshot else 0, replayed, position,
+                 time.perf_counter() - started)
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def _snapshot_due(self, now: float) -> bool:
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            return False
+        if self._events_since_snapshot == 0:
+            return False
+        return (self._events_since_snapshot >= self.snapshot_every_events
+                or now - self._last_snapshot_at >= self.snapshot_every_s)
+
+    def _capture_snapshot(self) -> tuple[int, dict[str, Any]]:
+        return self.position, self.state.to_snapshot()
+
+    def _start_snapshot(self) -> None:
+        captured = self._capture_snapshot()
+        self._events_since_snapshot = 0
+        self._last_snapshot_at = self.clock()
+        self._snapshot_task = asyncio.create_task(self._write_snapshot(captured))
+
+    async def _write_snapshot(self, captured: tuple[int, dict[str, Any]]) -> None:
+        position, data = captured
+        try:
+            payload = await asyncio.to_thread(pack_snapshot, data)
+            await self.journal.save_snapshot(self.region, Snapshot(position=position, payload=payload))
+        except (JournalError, OSError, ConnectionError) as exc:
+            # the journal still has every event; the next snapshot will try again
+            log.warning("snapshot of region %s at %d failed: %s", self.region, position, type(exc).__name__)
+            self._events_since_snapshot = max(self._events_since_snapshot, 1)

@@ -1,0 +1,161 @@
+"""The ``tandtid`` command: serve, seed, bench, admin, watch, book.
+
+    tandtid serve --host H --port P --data DIR [--redis URL] [--seed]
+    tandtid seed --data DIR [--redis URL] [--scale demo|small|sweden|N]
+    tandtid bench engine|actor|recovery|memory|journal|http|fanout|all [options]
+    tandtid admin create-user --email E --name N [--password P] [--role patient|staff|admin] [--clinic ID]
+    tandtid admin clinic-key CLINIC
+    tandtid watch region:AB [--url ws://127.0.0.1:8000/ws]
+    tandtid book --clinic ID --service checkup [--url URL] [--email E --password P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("tandtid")
+
+
+def _common_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="data directory (default ./data, env TANDTID_DATA_DIR)")
+    p.add_argument("--redis", default=None, help="Redis URL: use the Redis stream journal (env TANDTID_REDIS_URL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tandtid", description="Real-time dental booking for Sweden")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    serve = sub.add_parser("serve", help="run the server (all 21 region actors + HTTP + WebSocket)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    _common_store_args(serve)
+    serve.add_argument("--seed", action="store_true", help="fill an EMPTY data store with demo data")
+    serve.add_argument("--seed-if-empty", action="store_true", help="same as --seed (used by make run)")
+    serve.add_argument("--scale", default="demo", help="seed scale: demo, small, sweden or a number")
+    serve.add_argument("--open", action="store_true", help="open the map in a browser once serving")
+    serve.add_argument("--log-level", default=None)
+
+    seed = sub.add_parser("seed", help="fill an empty data store with clinics (no server)")
+    _common_store_args(seed)
+    seed.add_argument("--scale", default="demo")
+    seed.add_argument("--days", type=int, default=90)
+
+    bench = sub.add_parser("bench", help="benchmarks, printed as JSON lines")
+    bench.add_argument("name", help="engine, actor, recovery, memory, journal, http, fanout, or all")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+
+    admin = sub.add_parser("admin", help="accounts and clinic API keys")
+    admin_sub = admin.add_subparsers(dest="admin_cmd", required=True)
+    cu = admin_sub.add_parser("create-user")
+    _common_store_args(cu)
+    cu.add_argument("--email", required=True)
+    cu.add_argument("--name", required=True)
+    cu.add_argument("--password", default=None, help="prompted for when omitted")
+    cu.add_argument("--role", default="patient", choices=["patient", "staff", "admin"])
+    cu.add_argument("--clinic", default=None, help="the clinic id, for staff")
+    ck = admin_sub.add_parser("clinic-key")
+    _common_store_args(ck)
+    ck.add_argument("clinic")
+
+    watch = sub.add_parser("watch", help="print a topic's live diffs")
+    watch.add_argument("topic", help="region:AB or clinic:<id>")
+    watch.add_argument("--url", default="ws://127.0.0.1:8000/ws")
+    watch.add_argument("--from", dest="from_", default=None)
+    watch.add_argument("--days", type=int, default=7)
+    watch.add_argument("--count", type=int, default=0, help="stop after this many messages (0: never)")
+
+    book = sub.add_parser("book", help="book the earliest free time at a clinic from the terminal")
+    book.add_argument("--url", default="http://127.0.0.1:8000")
+    book.add_argument("--clinic", required=True)
+    book.add_argument("--service", default="checkup")
+    book.add_argument("--email", required=True)
+    book.add_argument("--password", default=None)
+    book.add_argument("--days", type=int, default=14)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, (getattr(args, "log_level", None) or "INFO").upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if args.cmd == "serve":
+        from server.serve import serve
+
+        return asyncio.run(serve(args))
+    if args.cmd == "seed":
+        from server.serve import seed_store
+
+        return asyncio.run(seed_store(args))
+    if args.cmd == "bench":
+        return run_bench(args.name, args.args)
+    if args.cmd == "admin":
+        return run_admin(args)
+    if args.cmd == "watch":
+        from server.client import watch
+
+        return asyncio.run(watch(args.url, args.topic, args.from_, args.days, args.count))
+    if args.cmd == "book":
+        from server.client import book
+
+        password = args.password or getpass.getpass("password: ")
+        return asyncio.run(book(args.url, args.email, password, args.clinic, args.service, args.days))
+    return 2
+
+
+BENCHES = ("engine", "actor", "recovery", "memory", "journal", "http", "fanout")
+
+
+def run_bench(name: str, argv: list[str]) -> int:
+    if name == "all":
+        from loadtest.bench.suite import main as suite_main
+
+        suite_main(argv)
+        return 0
+    if name not in BENCHES:
+        print(f"unknown benchmark {name!r}; one of: {', '.join(BENCHES)}, all", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"loadtest.bench.{name}")
+    module.main(argv)
+    return 0
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    from server.accounts import AccountStore, Role
+    from server.settings import Settings
+
+    settings = Settings.from_env(data_dir=Path(args.data) if args.data else None)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = AccountStore(settings.data_dir / "accounts.sqlite3")
+    try:
+        if args.admin_cmd == "create-user":
+            password = args.password or getpass.getpass("password: ")
+            if args.role == "staff" and not args.clinic:
+                print("staff accounts need --clinic", file=sys.stderr)
+                return 2
+            user = store.create_user(args.email, password, args.name, Role(args.role), args.clinic)
+            print(json.dumps({"id": user.id, "role": str(user.role), "clinic": user.clinic}))
+        elif args.admin_cmd == "clinic-key":
+            key = store.create_clinic_key(args.clinic)
+            print(key)
+            print("Store this key now: only its hash is kept, it cannot be shown again.", file=sys.stderr)
+    finally:
+        store.close()
+    return 0
+
+
+def print_json(data: dict[str, Any]) -> None:
+    print(json.dumps(data, ensure_ascii=False), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Process wiring: settings -> journal -> regions -> app -> uvicorn, and the demo seed.
+
+Order on start: open the journal, start every region actor (each recovers from snapshot +
+journal in the background; /ready says when), optionally seed an empty store, then serve.
+On SIGTERM/SIGINT uvicorn stops accepting, finishes in-flight requests, and we stop the
+actors (taking no new commands) and close the journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import time
+import webbrowser
+from pathlib import Path
+
+from engine.calendar import day_of_epoch
+from persistence.journal import Journal
+from server.regions import Regions
+from server.settings import Settings
+
+log = logging.getLogger("tandtid.serve")
+
+DEMO_PASSWORD = "tandtid-demo"
+DEMO_ACCOUNTS = (
+    ("patient@demo.tandtid.se", "Demo Patient", "patient"),
+    ("staff@demo.tandtid.se", "Demo Staff", "staff"),
+    ("admin@demo.tandtid.se", "Demo Admin", "admin"),
+)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        data_dir=Path(args.data) if getattr(args, "data", None) else None,
+        redis_url=getattr(args, "redis", None),
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+async def open_journal(settings: Settings) -> Journal:
+    journal: Journal
+    if settings.redis_url:
+        from persistence.redis_journal import RedisStreamJournal
+
+        journal = RedisStreamJournal(settings.redis_url)
+    else:
+        from persistence.file_journal import FileJournal
+
+        journal = FileJournal(settings.data_dir)
+    await journal.open()
+    return journal
+
+
+def make_regions(settings: Settings, journal: Journal) -> Regions:
+    return Regions(
+        journal,
+        epoch=settings.epoch,
+        snapshot_every_events=settings.snapshot_every_events,
+        snapshot_every_s=settings.snapshot_every_s,
+        tick_interval_s=settings.tick_interval_s,
+    )
+
+
+async def store_is_empty(regions: Regions) -> bool:
+    for region in regions.actors:
+        if await regions.query(region, lambda state: len(state.clinics)):
+            return False
+    return True
+
+
+async def seed_regions(regions: Regions, scale: str, days: int = 90, now: float | None = None) -> int:
+    """Register the seed's clinics and open their days through the actors. Returns clinics added."""
+    from server.seed import seed_commands
+
+    first_day = day_of_epoch(int(now if now is not None else time.time()))
+    per_region = seed_commands(int(scale) if scale.isdigit() else scale, first_day=first_day, days=days)
+    clinics = 0
+    for commands in per_region.values():
+        # one region at a time keeps memory flat; within a region the actor batches them
+        results = await asyncio.gather(*(regions.submit(cmd) for cmd in commands))
+        clinics += sum(1 for events in results for e in events if type(e).__name__ == "ClinicRegistered")
+    return clinics
+
+
+async def first_clinic(regions: Regions, region: str = "AB") -> str | None:
+    ids = await regions.query(region, lambda state: sorted(state.clinics))
+    return ids[0] if ids else None
+
+
+def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[str, str, str]]:
+    from server.accounts import AccountStore, EmailTaken, Role
+
+    store = AccountStore(settings.data_dir / "accounts.sqlite3")
+    made = []
+    try:
+        for email, name, role in DEMO_ACCOUNTS:
+            try:
+                store.create_user(email, DEMO_PASSWORD, name, Role(role), clinic if role == "staff" else None)
+            except EmailTaken:
+                pass
+            made.append((email, role, clinic if role == "staff" else ""))
+    finally:
+        store.close()
+    return made
+
+
+async def seed_store(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    journal = await open_journal(settings)
+    regions = make_regions(settings, journal)
+    await regions.start()
+    try:
+        if not await store_is_empty(regions):
+            print("the store already has clinics; not seeding")
+            return 1
+        started = time.perf_counter()
+        clinics = await seed_regions(regions, args.scale, days=args.days)
+        print(f"seeded {clinics} clinics in {time.perf_counter() - started:.1f}s")
+        for actor in regions.actors.values():
+            await actor.snapshot_now()
+    finally:
+        await regions.stop()
+        await journal.close()
+    return 0
+
+
+async def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = settings_from_args(args)
+    journal = await open_journal(settings)
+    regions = make_regions(settings, journal)
+    await regions.start()
+    if (args.seed or args.seed_if_empty) and await store_is_empty(regions):
+        clinics = await seed_regions(regions, args.scale)
+        clinic = await first_clinic(regions)
+        accounts = create_demo_accounts(settings, clinic)
+        print(f"Seeded {clinics} demo clinics in all 21 regions.", flush=True)
+        print(f"Demo accounts (password {DEMO_PASSWORD!r}):", flush=True)
+        for email, role, at in accounts:
+            print(f"  {role:8s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
+    app = create_app(settings, regions=regions)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        lifespan="on", ws_max_size=settings.max_ws_frame, proxy_headers=False, access_log=False,
+    )
+    server = uvicorn.Server(config)
+    url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
+    if getattr(args, "open", False):
+        async def _open() -> None:
+            while not server.started:
+                await asyncio.sleep(0.1)
+            print(f"tandtid is serving {url}", flush=True)
+            webbrowser.open(url)
+        asyncio.get_running_loop().create_task(_open())
+    log.info("serving %s at %s (journal: %s)", dt.date.today(), url,
+             "redis" if settings.redis_url else f"files in {settings.data_dir}")
+    try:
+        await server.serve()
+    finally:
+        await regions.stop()
+        await journal.close()
+    return 0

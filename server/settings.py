@@ -1,0 +1,87 @@
+"""Settings from command-line flags and environment variables (one table in the README).
+
+Precedence: explicit overrides (flags) > environment (``TANDTID_*``) > defaults.
+The session signing key lives in ``<data_dir>/secret.key`` (created once, mode 0600)
+unless ``TANDTID_SECRET_KEY`` is set, so restarts and deploys keep everybody signed in.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def _env_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./data")
+    redis_url: str | None = None
+    secret_key: bytes = b""
+    allowed_origins: list[str] = field(default_factory=list)
+    epoch: int = 1
+    hold_ttl_s: int = 300
+    session_ttl_s: int = 7 * 24 * 3600
+    rate_per_s: float = 50.0
+    rate_burst: int = 200
+    max_body_bytes: int = 64 * 1024
+    max_ws_frame: int = 64 * 1024
+    ws_send_buffer: int = 256
+    snapshot_every_events: int = 100_000
+    snapshot_every_s: float = 300.0
+    tick_interval_s: float = 1.0
+    secure_cookies: bool = False
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ) if env is None else env
+        values: dict[str, Any] = {}
+        parsers: dict[str, Any] = {
+            "host": str, "port": int, "data_dir": Path, "redis_url": str,
+            "secret_key": lambda v: v.encode(), "allowed_origins": _env_list, "epoch": int,
+            "hold_ttl_s": int, "session_ttl_s": int, "rate_per_s": float, "rate_burst": int,
+            "max_body_bytes": int, "max_ws_frame": int, "ws_send_buffer": int,
+            "snapshot_every_events": int, "snapshot_every_s": float, "tick_interval_s": float,
+            "secure_cookies": lambda v: v.lower() in ("1", "true", "yes"), "log_level": str,
+        }
+        for f in fields(cls):
+            var = "TANDTID_" + f.name.upper()
+            if var in env and env[var] != "" and f.name in parsers:
+                values[f.name] = parsers[f.name](env[var])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.data_dir = Path(settings.data_dir)
+        if not settings.allowed_origins:
+            settings.allowed_origins = [
+                f"http://localhost:{settings.port}", f"http://127.0.0.1:{settings.port}",
+                f"http://{settings.host}:{settings.port}",
+            ]
+        if not settings.secret_key:
+            settings.secret_key = load_or_create_secret(settings.data_dir)
+        return settings
+
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """The session signing key kept in the data directory (created on first start)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "secret.key"
+    if path.exists():
+        return path.read_bytes().strip()
+    key = secrets.token_urlsafe(48).encode()
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return key
