@@ -1,0 +1,522 @@
+"""FileJournal: the embedded journal, one append-only file of checksummed frames per region.
+
+Layout under ``directory``::
+
+    journal/<REGION>.log      frames: header (magic, crc32, length, position, epoch) + payload
+    journal/<REGION>.epoch    the highest epoch accepted, ascii, replaced atomically
+    snapshots/<REGION>.snap   header (magic, crc32, length, position) + payload, replaced atomically
+
+One append is one ``os.pwrite`` + one ``os.fsync``, run in a worker thread so a slow disk
+never blocks the event loop; appends to one region are serialised by an asyncio lock.
+A failed write or fsync truncates the file back and raises JournalUnavailable: nothing
+of that entry stays visible. ``open()`` verifies every frame: a torn or garbage tail is
+cut (and logged with the region and byte count), damage followed by valid frames raises
+CorruptJournal. Only one process may append to a directory; others may read and tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import struct
+import zlib
+from bisect import bisect_right
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from persistence.journal import CorruptJournal, Entry, Journal, JournalUnavailable, Snapshot, StaleEpoch
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+FRAME_MAGIC = b"TTJ1"
+FRAME_HEADER = struct.Struct("<4sIIQQ")        # magic, crc32, length, position, epoch
+FRAME_CRC_FIELDS = slice(8, FRAME_HEADER.size)   # crc covers length, position, epoch + payload
+SNAP_MAGIC = b"TTS1"
+SNAP_HEADER = struct.Struct("<4sIQQ")          # magic, crc32, length, position
+MAX_PAYLOAD = 64 * 1024 * 1024
+READ_CHUNK = 4 * 1024 * 1024
+INDEX_EVERY = 1024                                # sparse position -> offset index stride
+TAIL_POLL_S = 0.25                                # how often tail() looks for other processes' appends
+_REGION = re.compile(r"^[A-Z]{1,3}$")
+
+
+def encode_frame(position: int, epoch: int, payload: bytes) -> bytes:
+    """One journal frame as it lies on disk."""
+    fields_ = struct.pack("<IQQ", len(payload), position, epoch)
+    crc = zlib.crc32(payload, zlib.crc32(fields_))
+    return FRAME_MAGIC + struct.pack("<I", crc) + fields_ + payload
+
+
+@dataclass(slots=True)
+class _Scan:
+    """What one pass over frames found."""
+
+    entries: list[Entry] = field(default_factory=list)
+    offset: int = 0            # first byte not consumed
+    position: int = 0          # position of the last good frame
+    max_epoch: int = 0
+    problem: str | None = None  # why scanning stopped before ``end`` (None: clean stop)
+    index: list[tuple[int, int]] = field(default_factory=list)  # (position, offset) samples
+
+
+def _frame_at(buf: memoryview, off: int) -> tuple[int, int, int] | None:
+    """(length, position, epoch) when a complete, checksummed frame starts at ``off``."""
+    if off + FRAME_HEADER.size > len(buf):
+        return None
+    magic, crc, length, position, epoch = FRAME_HEADER.unpack_from(buf, off)
+    if magic != FRAME_MAGIC or length > MAX_PAYLOAD:
+        return None
+    start = off + FRAME_HEADER.size
+    if start + length > len(buf):
+        return None
+    if zlib.crc32(buf[off + 8:start + length]) != crc:
+        return None
+    return length, position, epoch
+
+
+def _scan(fd: int, offset: int, end: int, position: int, after: int, *,
+          collect: bool, max_entries: int | None = None) -> _Scan:
+    """Walk frames in ``[offset, end)`` expecting positions ``position + 1, ...``.
+
+    Collects entries with position > ``after`` when ``collect``; stops after ``max_entries``
+    collected entries, at ``end``, or at the first frame that is incomplete, fails its
+    checksum or breaks the position sequence (``problem`` says which).
+    """
+    result = _Scan(offset=offset, position=position)
+    header_size = FRAME_HEADER.size
+    unpack = FRAME_HEADER.unpack_from
+    crc32 = zlib.crc32
+    entries = result.entries
+    while result.offset < end:
+        want = min(end - result.offset, READ_CHUNK)
+        buf = os.pread(fd, want, result.offset)
+        if len(buf) < header_size:
+            result.problem = "incomplete header"
+            return result
+        view = memoryview(buf)
+        off = 0
+        size = len(buf)
+        pos = result.position
+        max_epoch = result.max_epoch
+        while off + header_size <= size:
+            magic, crc, length, fpos, epoch = unpack(view, off)
+            if magic != FRAME_MAGIC or length > MAX_PAYLOAD:
+                result.problem = "bad frame header"
+                break
+            stop = off + header_size + length
+            if stop > size:
+                if off == 0:
+                    # One frame larger than a chunk: read exactly that frame.
+                    if result.offset + header_size + length > end:
+                        result.problem = "incomplete frame"
+                        break
+                    buf = os.pread(fd, header_size + length, result.offset)
+                    if len(buf) < header_size + length:
+                        result.problem = "incomplete frame"
+                        break
+                    view = memoryview(buf)
+                    size = len(buf)
+                    continue
+                break
+            if crc32(view[off + 8:stop]) != crc:
+                result.problem = "checksum mismatch"
+                break
+            if fpos != pos + 1:
+                result.problem = f"position {fpos} where {pos + 1} was expected"
+                break
+            pos = fpos
+            if epoch > max_epoch:
+                max_epoch = epoch
+            if fpos % INDEX_EVERY == 0:
+                result.index.append((fpos, result.offset + off))
+            if collect and fpos > after:
+                entries.append(Entry(fpos, epoch, bytes(view[off + header_size:stop])))
+            off = stop
+            if max_entries is not None and len(entries) >= max_entries:
+                break
+        view.release()
+        result.offset += off
+        result.position = pos
+        result.max_epoch = max_epoch
+        if result.problem is not None:
+            return result
+        if max_entries is not None and len(entries) >= max_entries:
+            return result
+        if off == 0:
+            result.problem = "incomplete frame"
+            return result
+    return result
+
+
+def _valid_frame_after(fd: int, offset: int, end: int) -> bool:
+    """Whether any checksummed frame starts somewhere in ``(offset, end)``."""
+    data = os.pread(fd, end - offset, offset)
+    view = memoryview(data)
+    try:
+        at = data.find(FRAME_MAGIC, 1)
+        while at >= 0:
+            if _frame_at(view, at) is not None:
+                return True
+            at = data.find(FRAME_MAGIC, at + 1)
+        return False
+    finally:
+        view.release()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """temp file, write, fsync, rename over ``path``, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _write_frame(fd: int, offset: int, frame: bytes, dirty: bool) -> None:
+    """pwrite + fsync; on failure truncate back to ``offset`` and re-raise."""
+    try:
+        if dirty:
+            os.ftruncate(fd, offset)
+        view = memoryview(frame)
+        at = offset
+        while view:
+            written = os.pwrite(fd, view, at)
+            if written <= 0:
+                raise OSError("pwrite wrote nothing")
+            view = view[written:]
+            at += written
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        raise
+
+
+@dataclass(slots=True)
+class _Cursor:
+    offset: int      # byte offset of the next frame
+    position: int    # position of the frame before it
+
+
+@dataclass(slots=True)
+class _Region:
+    name: str
+    log_path: Path
+    epoch_path: Path
+    fd: int | None = None          # write descriptor, opened on the first append
+    committed: int = 0             # bytes of verified, durable frames
+    position: int = 0
+    epoch: int = 0                 # highest epoch accepted
+    dirty: bool = False            # a failed write may have left bytes past ``committed``
+    owner: bool = False            # this object appended: readers stop at ``committed``
+    index_pos: list[int] = field(default_factory=lambda: [0])
+    index_off: list[int] = field(default_factory=lambda: [0])
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    appended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add_index(self, samples: list[tuple[int, int]]) -> None:
+        for pos, off in samples:
+            if pos > self.index_pos[-1]:
+                self.index_pos.append(pos - 1)   # (position before the frame, frame offset)
+                self.index_off.append(off)
+
+    def seek(self, after: int) -> tuple[int, int]:
+        """(offset, position before it) of an indexed frame at or before ``after + 1``."""
+        i = bisect_right(self.index_pos, after) - 1
+        return self.index_off[i], self.index_pos[i]
+
+
+class FileJournal(Journal):
+    """The embedded journal. ``await open()`` before use, ``await close()`` after."""
+
+    def __init__(self, directory: str | Path, *, max_workers: int = 8) -> None:
+        self._dir = Path(directory)
+        self._journal_dir = self._dir / "journal"
+        self._snap_dir = self._dir / "snapshots"
+        self._max_workers = max_workers
+        self._executor: ThreadPoolExecutor | None = None
+        self._regions: dict[str, _Region] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the directories, verify every region file and cut torn tails."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="file-journal")
+        try:
+            await self._run(self._journal_dir.mkdir, parents=True, exist_ok=True)
+            await self._run(self._snap_dir.mkdir, parents=True, exist_ok=True)
+            names = sorted(p.stem for p in self._journal_dir.glob("*.log") if _REGION.match(p.stem))
+            names += sorted(
+                p.stem for p in self._journal_dir.glob("*.epoch")
+                if _REGION.match(p.stem) and p.stem not in names
+            )
+            for name in names:
+                region = self._new_region(name)
+                await self._run(self._recover, region)
+                self._regions[name] = region
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        for region in self._regions.values():
+            if region.fd is not None:
+                os.close(region.fd)
+                region.fd = None
+        self._regions.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def ping(self) -> bool:
+        if self._executor is None:
+            return False
+        try:
+            return await self._run(os.access, self._journal_dir, os.W_OK)
+        except OSError:
+            return False
+
+    # -- appends ---------------------------------------------------------------------
+
+    async def append(self, region: str, epoch: int, payload: bytes) -> int:
+        state = self._region(region)
+        async with state.lock:
+            if epoch < state.epoch:
+                raise StaleEpoch(f"region {region}: epoch {epoch} < accepted {state.epoch}")
+            if len(payload) > MAX_PAYLOAD:
+                raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+            try:
+                if state.fd is None:
+                    state.fd = await self._run(self._open_for_append, state)
+                if epoch > state.epoch:
+                    await self._run(_write_atomically, state.epoch_path, b"%d\n" % epoch)
+                    state.epoch = epoch
+                state.owner = True
+                position = state.position + 1
+                frame = encode_frame(position, epoch, payload)
+                await self._finish(self._submit(_write_frame, state.fd, state.committed, frame, state.dirty))
+            except OSError as exc:
+                state.dirty = True
+                raise JournalUnavailable(f"region {region}: write failed ({exc.strerror or exc})") from exc
+            state.dirty = False
+            if position % INDEX_EVERY == 0:
+                state.add_index([(position, state.committed)])
+            state.committed += len(frame)
+            state.position = position
+            state.appended.set()
+            state.appended = asyncio.Event()
+            return position
+
+    async def last_position(self, region: str) -> int:
+        state = self._regions.get(self._check(region))
+        if state is None:
+            return 0
+        if not state.owner:
+            await self._catch_up(state)
+        return state.position
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def read(self, region: str, after: int = 0) -> AsyncIterator[Entry]:
+        self._check(region)
+        state = self._regions.get(region) or self._new_region(region)
+        cursor = _Cursor(*state.seek(after))
+        async for entry in self._entries(state, cursor, after):
+            yield entry
+
+    async def tail(self, region: str, after: int = 0) -> AsyncIterator[Entry]:
+        self._check(region)
+        detached = self._new_region(region)   # until this process appends to the region
+        state = self._regions.get(region) or detached
+        cursor = _Cursor(*state.seek(after))
+        while True:
+            state = self._regions.get(region) or detached
+            waiter = state.appended
+            async for entry in self._entries(state, cursor, after):
+                yield entry
+            # In-process appends set ``waiter``; another process's appends are polled for.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), TAIL_POLL_S)
+
+    async def _entries(self, state: _Region, cursor: _Cursor, after: int) -> AsyncIterator[Entry]:
+        """Entries after ``after`` from ``cursor`` on; ``cursor`` advances chunk by chunk."""
+        fd = await self._run(_open_read, state.log_path)
+        if fd is None:
+            return
+        try:
+            while True:
+                end = state.committed if state.owner else await self._run(_file_size, fd)
+                if cursor.offset >= end:
+                    return
+                scan = await self._run(_scan, fd, cursor.offset, end, cursor.position, after,
+                                       collect=True, max_entries=16384)
+                state.add_index(scan.index)
+                started_at = cursor.offset
+                cursor.offset, cursor.position = scan.offset, scan.position
+                for entry in scan.entries:
+                    yield entry
+                if scan.problem is not None:
+                    if started_at <= scan.offset < state.committed:
+                        raise CorruptJournal(f"region {state.name}: {scan.problem} at byte {scan.offset}")
+                    return   # an append in flight in another process, or a tail open() will cut
+        finally:
+            os.close(fd)
+
+    # -- snapshots -------------------------------------------------------------------
+
+    async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
+        self._check(region)
+        fields_ = struct.pack("<QQ", len(snapshot.payload), snapshot.position)
+        crc = zlib.crc32(snapshot.payload, zlib.crc32(fields_))
+        data = SNAP_MAGIC + struct.pack("<I", crc) + fields_ + snapshot.payload
+        try:
+            await self._run(_write_atomically, self._snap_dir / f"{region}.snap", data)
+        except OSError as exc:
+            raise JournalUnavailable(f"region {region}: snapshot write failed ({exc.strerror or exc})") from exc
+
+    async def load_snapshot(self, region: str) -> Snapshot | None:
+        self._check(region)
+        path = self._snap_dir / f"{region}.snap"
+        try:
+            data = await self._run(path.read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise JournalUnavailable(f"region {region}: snapshot read failed ({exc.strerror or exc})") from exc
+        if len(data) >= SNAP_HEADER.size:
+            magic, crc, length, position = SNAP_HEADER.unpack_from(data)
+            payload = data[SNAP_HEADER.size:]
+            if (magic == SNAP_MAGIC and length == len(payload)
+                    and zlib.crc32(payload, zlib.crc32(data[8:SNAP_HEADER.size])) == crc):
+                return Snapshot(position, payload)
+        log.warning("region %s: snapshot file is corrupt (%d bytes); ignoring it, full replay", region, len(data))
+        return None
+
+    # -- internals -------------------------------------------------------------------
+
+    def _check(self, region: str) -> str:
+        if not _REGION.match(region):
+            raise ValueError(f"not a region code: {region!r}")
+        if self._executor is None:
+            raise RuntimeError("FileJournal is not open; await open() first")
+        return region
+
+    def _new_region(self, name: str) -> _Region:
+        return _Region(name, self._journal_dir / f"{name}.log", self._journal_dir / f"{name}.epoch")
+
+    def _region(self, region: str) -> _Region:
+        state = self._regions.get(self._check(region))
+        if state is None:
+            state = self._regions[region] = self._new_region(region)
+        return state
+
+    def _submit(self, fn: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
+        assert self._executor is not None
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _run(self, fn: Callable[..., _T], *args: object, **kwargs: object) -> _T:
+        if self._executor is None:
+            raise RuntimeError("FileJournal is not open; await open() first")
+        if kwargs:
+            return await self._submit(lambda: fn(*args, **kwargs))
+        return await self._submit(fn, *args)
+
+    @staticmethod
+    async def _finish(future: asyncio.Future[_T]) -> _T:
+        """Await a write even if the caller is cancelled, so the region lock is never
+        released while a frame is still being written."""
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({future})
+            raise
+
+    async def _catch_up(self, state: _Region) -> None:
+        """Follow frames another process appended since we last looked."""
+        fd = await self._run(_open_read, state.log_path)
+        if fd is None:
+            return
+        try:
+            end = await self._run(_file_size, fd)
+            scan = await self._run(_scan, fd, state.committed, end, state.position, 0, collect=False)
+        finally:
+            os.close(fd)
+        state.add_index(scan.index)
+        state.committed, state.position = scan.offset, scan.position
+        state.epoch = max(state.epoch, scan.max_epoch)
+
+    def _open_for_append(self, state: _Region) -> int:
+        existed = state.log_path.exists()
+        fd = os.open(state.log_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        if not existed:
+            _fsync_dir(self._journal_dir)
+        return fd
+
+    def _recover(self, state: _Region) -> None:
+        """Verify the region's frames; cut a torn tail; load position, epoch, index."""
+        with contextlib.suppress(FileNotFoundError):
+            state.epoch = int(state.epoch_path.read_text().strip() or 0)
+        fd = _open_read(state.log_path)
+        if fd is None:
+            return
+        try:
+            end = os.fstat(fd).st_size
+            scan = _scan(fd, 0, end, 0, 0, collect=False)
+            if scan.problem is not None and scan.offset < end:
+                if _valid_frame_after(fd, scan.offset, end):
+                    raise CorruptJournal(
+                        f"region {state.name}: {scan.problem} at byte {scan.offset} "
+                        f"of {end}, followed by valid frames"
+                    )
+                cut = end - scan.offset
+                wfd = os.open(state.log_path, os.O_WRONLY)
+                try:
+                    os.ftruncate(wfd, scan.offset)
+                    os.fsync(wfd)
+                finally:
+                    os.close(wfd)
+                log.warning("region %s: cut %d bytes of torn journal tail (%s) after position %d",
+                            state.name, cut, scan.problem, scan.position)
+        finally:
+            os.close(fd)
+        state.committed = scan.offset
+        state.position = scan.position
+        state.epoch = max(state.epoch, scan.max_epoch)
+        state.add_index(scan.index)
+
+
+def _open_read(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+
+
+def _file_size(fd: int) -> int:
+    return os.fstat(fd).st_size
