@@ -1,0 +1,97 @@
+"""Read-only questions over a ``RegionState``: free start times, next free time, summaries.
+
+Pure functions; they never change the state. Runs of FREE cells are found with
+``bytes.find`` on the resource's row, which keeps a 90-day search over a clinic cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.calendar import cell_epoch
+from engine.cells import FREE
+from engine.rows import ResourceRow
+from engine.state import RegionState
+
+_DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
+
+
+def _candidates(state: RegionState, clinic: str, service: str) -> list[tuple[ResourceRow, int]]:
+    """(row, cells needed) for every resource of the clinic that performs ``service`` there."""
+    out = []
+    for res in state.resources_of(clinic):
+        row = state.resource_row(res.id)
+        k = row.cells_for.get(service)
+        if k is not None:
+            out.append((row, k))
+    return out
+
+
+def _starts_on(row: ResourceRow, k: int, day: int, now: int) -> list[int]:
+    off = row.offset(day)
+    if off < 0:
+        return []
+    buf, end, run = row.buf, off + row.cpd, bytes([FREE]) * k
+    cm = row.cell_minutes
+    out = []
+    i = buf.find(run, off, end)
+    while i >= 0:
+        cell = i - off
+        if cell_epoch(day, cell, cm) >= now:
+            out.append(cell)
+        i = buf.find(run, i + 1, end)
+    return out
+
+
+def free_starts(state: RegionState, clinic: str, service: str, first_day: int, days: int,
+                now: int) -> list[tuple[int, list[tuple[int, str]]]]:
+    """For each day of the range: the (cell, resource) starts where ``service`` fits on FREE
+    cells, not before ``now``, sorted by cell then resource. Every day appears (maybe empty)."""
+    cands = _candidates(state, clinic, service)
+    result: list[tuple[int, list[tuple[int, str]]]] = []
+    for day in range(first_day, first_day + days):
+        starts = [(cell, row.id) for row, k in cands for cell in _starts_on(row, k, day, now)]
+        starts.sort()
+        result.append((day, starts))
+    return result
+
+
+def next_free(state: RegionState, clinic: str, service: str, first_day: int, days: int,
+              now: int) -> tuple[int, int, str] | None:
+    """The earliest (day, cell, resource) where ``service`` fits in the range, or None."""
+    cands = _candidates(state, clinic, service)
+    if not cands:
+        return None
+    for day in range(first_day, first_day + days):
+        if state.free_count(clinic, day) == 0:
+            continue
+        best: tuple[int, str] | None = None
+        for row, k in cands:
+            starts = _starts_on(row, k, day, now)
+            if starts and (best is None or (starts[0], row.id) < best):
+                best = (starts[0], row.id)
+        if best is not None:
+            return day, best[0], best[1]
+    return None
+
+
+def region_summary(state: RegionState, first_day: int, days: int) -> dict[str, list[int]]:
+    """Per clinic (sorted by id): FREE cell counts for each day of the range (the map colours)."""
+    return {c: [state.free_count(c, d) for d in range(first_day, first_day + days)] for c in sorted(state.clinics)}
+
+
+def clinic_day(state: RegionState, clinic: str, day: int) -> dict[str, Any]:
+    """The clinic's resources with their cells that day (one digit per cell, ``engine.cells``
+    values) and the bookings starting that day. KeyError for an unknown clinic."""
+    c = state.clinics[clinic]
+    return {
+        "clinic": clinic,
+        "day": day,
+        "cell_minutes": c.cell_minutes,
+        "resources": [
+            {"id": r.id, "name": r.name, "kind": str(r.kind), "services": list(r.services),
+             "cells": state.row(r.id, day).translate(_DIGITS).decode("ascii")}
+            for r in state.resources_of(clinic)
+        ],
+        "bookings": [b.to_dict() for b in state.bookings_on(clinic, day)],
+    }

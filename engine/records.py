@@ -1,0 +1,66 @@
+"""Hold and Booking: the mutable records a region keeps beside its slot rows.
+
+Both are plain slotted dataclasses owned by ``RegionState``; callers read them and must
+not mutate them (only ``RegionState.evolve`` does). ``to_list``/``*_from_list`` are the
+compact snapshot form (msgpack-native, field order fixed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+BOOKED_STATUS = "booked"
+CANCELLED_STATUS = "cancelled"
+
+
+@dataclass(slots=True)
+class Hold:
+    id: str
+    patient: str
+    clinic: str
+    resource: str
+    service: str
+    day: int
+    cell: int
+    cells: int
+    expires_at: int      # epoch seconds; the hold is dead at expires_at <= now
+
+    def to_list(self) -> list[Any]:
+        return [self.id, self.patient, self.clinic, self.resource, self.service, self.day, self.cell,
+                self.cells, self.expires_at]
+
+
+def hold_from_list(r: list[Any]) -> Hold:
+    return Hold(*r)
+
+
+@dataclass(slots=True)
+class Booking:
+    id: str
+    patient: str
+    clinic: str
+    resource: str
+    service: str
+    day: int
+    cell: int
+    cells: int
+    status: str            # "booked" | "cancelled"
+    booked_at: int         # epoch seconds
+    cancelled_at: int = 0
+    cancelled_by: str = ""  # "" or a Party value
+
+    def to_list(self) -> list[Any]:
+        return [self.id, self.patient, self.clinic, self.resource, self.service, self.day, self.cell,
+                self.cells, self.status, self.booked_at, self.cancelled_at, self.cancelled_by]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/msgpack-friendly view (opaque patient id, no personal data)."""
+        return {"id": self.id, "patient": self.patient, "clinic": self.clinic, "resource": self.resource,
+                "service": self.service, "day": self.day, "cell": self.cell, "cells": self.cells,
+                "status": self.status, "booked_at": self.booked_at, "cancelled_at": self.cancelled_at,
+                "cancelled_by": self.cancelled_by}
+
+
+def booking_from_list(r: list[Any]) -> Booking:
+    return Booking(*r)

@@ -1,0 +1,105 @@
+"""Compact slot storage: one ``bytearray`` per resource holding all its opened days.
+
+A resource's row covers the days ``first_day .. first_day + days - 1`` contiguously;
+day ``d`` starts at offset ``(d - first_day) * cells_per_day``. Each byte is a
+``engine.cells.Cell``. Days outside the covered range read as all CLOSED. The row grows
+(at either end) when days outside it are opened. Opening-hour masks live here too.
+"""
+
+from __future__ import annotations
+
+from engine.calendar import nonexistent_cells
+from engine.cells import CLOSED, FREE
+from engine.model import OpeningHours
+
+
+class ResourceRow:
+    """The cells of one resource. Owned by ``RegionState``; read it, never write it."""
+
+    __slots__ = ("id", "clinic", "cell_minutes", "cpd", "first_day", "buf", "cells_for", "free")
+
+    def __init__(self, resource: str, clinic: str, cell_minutes: int) -> None:
+        self.id = resource
+        self.clinic = clinic
+        self.cell_minutes = cell_minutes
+        self.cpd = 24 * 60 // cell_minutes
+        self.first_day = 0
+        self.buf = bytearray()
+        # service id -> cells it needs, only for services this resource performs AND the clinic offers
+        self.cells_for: dict[str, int] = {}
+        # the clinic's FREE-cell count per day (shared by every row of the clinic)
+        self.free: dict[int, int] = {}
+
+    @property
+    def days(self) -> int:
+        return len(self.buf) // self.cpd
+
+    def offset(self, day: int) -> int:
+        """Offset of ``day``'s first cell in ``buf``, or -1 when the day is not covered."""
+        i = day - self.first_day
+        if self.buf and i >= 0 and (i + 1) * self.cpd <= len(self.buf):
+            return i * self.cpd
+        return -1
+
+    def cover(self, first_day: int, days: int) -> None:
+        """Grow the row so it covers ``first_day .. first_day + days - 1`` (new cells CLOSED)."""
+        if days <= 0:
+            return
+        if not self.buf:
+            self.first_day = first_day
+            self.buf = bytearray(days * self.cpd)
+            return
+        if first_day < self.first_day:
+            self.buf[0:0] = bytes((self.first_day - first_day) * self.cpd)
+            self.first_day = first_day
+        end = first_day + days
+        have_end = self.first_day + self.days
+        if end > have_end:
+            self.buf.extend(bytes((end - have_end) * self.cpd))
+
+    def day(self, day: int) -> bytes:
+        """The day's cells (all CLOSED when not covered)."""
+        off = self.offset(day)
+        if off < 0:
+            return bytes(self.cpd)
+        return bytes(self.buf[off:off + self.cpd])
+
+
+def weekday_template(hours: OpeningHours, iso_weekday: int, cell_minutes: int) -> bytes:
+    """One byte per cell: FREE where the whole cell lies inside an opening interval, else CLOSED."""
+    cpd = 24 * 60 // cell_minutes
+    out = bytearray(cpd)
+    for start, end in hours.get(iso_weekday, ()):
+        for cell in range(cpd):
+            m = cell * cell_minutes
+            if start <= m and m + cell_minutes <= end:
+                out[cell] = FREE
+    return bytes(out)
+
+
+def day_mask(template: bytes, day: int, cell_minutes: int) -> bytes:
+    """``template`` with the cells whose wall time does not exist on ``day`` (DST) closed."""
+    gaps = nonexistent_cells(day, cell_minutes)
+    if not gaps:
+        return template
+    out = bytearray(template)
+    for cell in gaps:
+        out[cell] = CLOSED
+    return bytes(out)
+
+
+def runs(cells: bytes | bytearray, value: int, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Maximal runs ``(first, length)`` of ``value`` in ``cells[start:end]`` (positions absolute)."""
+    stop = len(cells) if end is None else end
+    out: list[tuple[int, int]] = []
+    i = start
+    while i < stop:
+        if cells[i] == value:
+            j = i + 1
+            while j < stop and cells[j] == value:
+                j += 1
+            out.append((i, j - i))
+            i = j
+        else:
+            i += 1
+    return out

@@ -1,0 +1,680 @@
+"""RegionState: one region's slot table, and the only code that changes it.
+
+``apply(command, now)`` decides: it validates everything first (raising ``Refused``, which
+changes nothing), then builds the events and feeds each to ``evolve``. ``evolve(event)``
+applies a fact without judging it, so replaying journaled events through ``evolve``
+rebuilds exactly the state ``apply`` built. After a batch, ``take_changes()`` hands out
+the cell changes (for the live diff) exactly once.
+
+Refusal order when several apply (documented so callers and tests agree):
+
+- a start/run: unknown resource NOT_FOUND -> service not performed/offered INVALID ->
+  run leaves the day, day not opened, or any CLOSED cell in the run OUTSIDE_HOURS ->
+  start before ``now`` IN_PAST -> any cell not FREE (HELD/BOOKED/BLOCKED/BUFFER)
+  SLOT_TAKEN -> patient's upcoming bookings at the clinic >= ``max_bookings_per_patient``
+  LIMIT_REACHED.
+- a patient's own cells being given up in the same step (the hold a new hold replaces,
+  the booking being rescheduled) count as free for that check.
+- Cancel by PATIENT and Reschedule: a booking starting less than the clinic's
+  ``cancel_notice_hours`` after ``now`` is TOO_LATE (CLINIC/ADMIN cancels are never late).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, NoReturn
+
+from engine.calendar import cell_epoch, day_of_epoch, earliest_epoch
+from engine.cells import BLOCKED, BOOKED, BUFFER, CLOSED, FREE, HELD
+from engine.commands import (
+    Block,
+    Book,
+    Cancel,
+    Command,
+    OpenDays,
+    Party,
+    PlaceHold,
+    RegisterClinic,
+    ReleaseHold,
+    Reschedule,
+    Tick,
+    Unblock,
+)
+from engine.errors import RefusalCode, Refused
+from engine.events import (
+    Booked,
+    BufferReleased,
+    Cancelled,
+    CellsBlocked,
+    CellsUnblocked,
+    ClinicRegistered,
+    DaysOpened,
+    Event,
+    HoldExpired,
+    HoldPlaced,
+    HoldReleased,
+    Rescheduled,
+)
+from engine.model import (
+    SERVICES_BY_ID,
+    Clinic,
+    Resource,
+    clinic_from_record,
+    resource_from_record,
+    resource_to_record,
+)
+from engine.records import BOOKED_STATUS, CANCELLED_STATUS, Booking, Hold, booking_from_list, hold_from_list
+from engine.rows import ResourceRow, day_mask, weekday_template
+
+Change = tuple[str, str, int, int, int, int]
+"""(clinic, resource, day, first_cell, n_cells, new_state): every cell of the run is now new_state."""
+
+SNAPSHOT_VERSION = 1
+MAX_OPEN_DAYS = 400
+
+_RUNS = {state: [bytes([state]) * n for n in range(0, 24 * 60 + 1)] for state in (FREE, HELD, BOOKED, BUFFER)}
+_FREE_RUN = _RUNS[FREE]
+_HELD_RUN = _RUNS[HELD]
+_BOOKED_RUN = _RUNS[BOOKED]
+_BUFFER_RUN = _RUNS[BUFFER]
+
+_NOT_FOUND = RefusalCode.NOT_FOUND
+_INVALID = RefusalCode.INVALID
+
+
+def _refuse(code: RefusalCode, message: str) -> NoReturn:
+    raise Refused(code, message)
+
+
+class RegionState:
+    """The slot table of one region. Only the region's actor calls ``apply``/``evolve``."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.clinics: dict[str, Clinic] = {}
+        self.resources: dict[str, Resource] = {}
+        self.bookings: dict[str, Booking] = {}
+        self.holds: dict[str, Hold] = {}
+        self._rows: dict[str, ResourceRow] = {}
+        self._free: dict[str, dict[int, int]] = {}              # clinic -> day -> FREE cells
+        self._clinic_resources: dict[str, list[str]] = {}
+        self._templates: dict[tuple[str, int], bytes] = {}      # (clinic, iso weekday) -> open mask
+        self._by_patient: dict[str, list[Booking]] = {}
+        self._day_bookings: dict[tuple[str, int], dict[str, Booking]] = {}   # (clinic, day)
+        self._hold_of: dict[tuple[str, str], str] = {}          # (patient, clinic) -> hold id
+        self._idem: dict[tuple[str, str], tuple[str, str]] = {}  # (patient, key) -> (booking, fingerprint)
+        # active BUFFER windows per (resource, day): [cell, cells, until]
+        self._windows: dict[tuple[str, int], list[list[int]]] = {}
+        self._hold_heap: list[tuple[int, str]] = []              # (expires_at, hold id), lazy deletion
+        self._buffer_heap: list[tuple[int, str, int, int, int]] = []   # (until, resource, day, cell, cells)
+        self._changes: list[Change] = []
+        self._deciders: dict[type, Any] = {
+            RegisterClinic: self._decide_register, OpenDays: self._decide_open,
+            PlaceHold: self._decide_place_hold, ReleaseHold: self._decide_release_hold,
+            Book: self._decide_book, Cancel: self._decide_cancel, Reschedule: self._decide_reschedule,
+            Block: self._decide_block, Unblock: self._decide_unblock, Tick: self._decide_tick,
+        }
+        self._evolvers: dict[type, Any] = {
+            ClinicRegistered: self._on_clinic_registered, DaysOpened: self._on_days_opened,
+            HoldPlaced: self._on_hold_placed, HoldReleased: self._on_hold_gone,
+            HoldExpired: self._on_hold_gone, Booked: self._on_booked, Cancelled: self._on_cancelled,
+            Rescheduled: self._on_rescheduled, CellsBlocked: self._on_cells_blocked,
+            CellsUnblocked: self._on_cells_unblocked, BufferReleased: self._on_buffer_released,
+        }
+
+    # ------------------------------------------------------------------ the two entry points
+
+    def apply(self, command: Command, now: int) -> list[Event]:
+        """Validate ``command`` at epoch second ``now`` and apply it. Returns the events to
+        journal (``[]``: nothing new happened, e.g. an idempotent Book retry). Raises
+        ``Refused``; a refused command changes nothing."""
+        events: list[Event] = self._deciders[type(command)](command, now)
+        evolvers = self._evolvers
+        for event in events:
+            evolvers[type(event)](event)
+        return events
+
+    def evolve(self, event: Event) -> None:
+        """Apply one journaled fact (no validation: facts already happened)."""
+        self._evolvers[type(event)](event)
+
+    def take_changes(self) -> list[Change]:
+        """The cell changes since the last call, in order; the list is reset."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    # ------------------------------------------------------------------ reads
+
+    def row(self, resource: str, day: int) -> bytes:
+        """That day's cells of ``resource`` (all CLOSED if not opened). KeyError if unknown."""
+        return self._rows[resource].day(day)
+
+    def free_count(self, clinic: str, day: int) -> int:
+        free = self._free.get(clinic)
+        return free.get(day, 0) if free else 0
+
+    def resources_of(self, clinic: str) -> list[Resource]:
+        """The clinic's resources in registration order ([] for an unknown clinic)."""
+        return [self.resources[r] for r in self._clinic_resources.get(clinic, ())]
+
+    def resource_row(self, resource: str) -> ResourceRow:
+        """The resource's compact row (read only). KeyError if unknown."""
+        return self._rows[resource]
+
+    def cells_needed(self, resource: str, service: str) -> int | None:
+        """Cells ``service`` takes on ``resource``; None if it does not perform it there."""
+        row = self._rows.get(resource)
+        return row.cells_for.get(service) if row else None
+
+    def bookings_of(self, patient: str) -> list[Booking]:
+        """The patient's bookings (booked and cancelled), by start then id."""
+        return sorted(self._by_patient.get(patient, ()), key=lambda b: (b.day, b.cell, b.id))
+
+    def bookings_on(self, clinic: str, day: int) -> list[Booking]:
+        """The clinic's bookings starting that day (booked and cancelled), by start, resource, id."""
+        return sorted(self._day_bookings.get((clinic, day), {}).values(),
+                      key=lambda b: (b.cell, b.resource, b.id))
+
+    def hold_of(self, patient: str, clinic: str) -> Hold | None:
+        hold_id = self._hold_of.get((patient, clinic))
+        return self.holds.get(hold_id) if hold_id else None
+
+    def idempotent_booking(self, patient: str, key: str) -> Booking | None:
+        """The booking an earlier Book with this (patient, idempotency key) made, if any."""
+        seen = self._idem.get((patient, key))
+        return self.bookings.get(seen[0]) if seen else None
+
+    def next_deadline(self) -> int | None:
+        """Earliest epoch second at which a Tick would do something (hold expiry or end of a
+        BUFFER window), or None. The actor schedules its next Tick for then."""
+        hh, bh = self._hold_heap, self._buffer_heap
+        while hh:
+            expires_at, hold_id = hh[0]
+            hold = self.holds.get(hold_id)
+            if hold is not None and hold.expires_at == expires_at:
+                break
+            heapq.heappop(hh)
+        while bh and not self._window_live(bh[0]):
+            heapq.heappop(bh)
+        times = [h[0][0] for h in (hh, bh) if h]
+        return min(times) if times else None
+
+    def _window_live(self, entry: tuple[int, str, int, int, int]) -> bool:
+        until, resource, day, cell, cells = entry
+        return [cell, cells, until] in self._windows.get((resource, day), ())
+
+    # ------------------------------------------------------------------ deciders (validate, no mutation)
+
+    def _decide_register(self, c: RegisterClinic, now: int) -> list[Event]:
+        clinic = c.clinic
+        if clinic.region != self.region or not clinic.id.startswith(self.region + "-"):
+            _refuse(_INVALID, f"clinic {clinic.id} is not in region {self.region}")
+        if clinic.cell_minutes <= 0 or 60 % clinic.cell_minutes:
+            _refuse(_INVALID, "cell_minutes must divide an hour")
+        for s in clinic.services:
+            if s not in SERVICES_BY_ID:
+                _refuse(_INVALID, f"unknown service {s}")
+        old = self.clinics.get(clinic.id)
+        if old is not None and old.cell_minutes != clinic.cell_minutes and any(
+                self._rows[r].buf for r in self._clinic_resources.get(clinic.id, ())):
+            _refuse(_INVALID, "cell_minutes cannot change once days are opened")
+        for res in c.resources:
+            if res.clinic != clinic.id:
+                _refuse(_INVALID, f"resource {res.id} does not belong to clinic {clinic.id}")
+            known = self.resources.get(res.id)
+            if known is not None and known.clinic != clinic.id:
+                _refuse(_INVALID, f"resource {res.id} belongs to another clinic")
+            for s in res.services:
+                if s not in SERVICES_BY_ID:
+                    _refuse(_INVALID, f"unknown service {s}")
+        return [ClinicRegistered(clinic.to_record(), [resource_to_record(r) for r in c.resources])]
+
+    def _decide_open(self, c: OpenDays, now: int) -> list[Event]:
+        if c.resource not in self._rows:
+            _refuse(_NOT_FOUND, "unknown resource")
+        if not 0 < c.days <= MAX_OPEN_DAYS:
+            _refuse(_INVALID, f"days must be 1..{MAX_OPEN_DAYS}")
+        if c.first_day < day_of_epoch(now):
+            _refuse(RefusalCode.IN_PAST, "cannot open days that have passed")
+        return [DaysOpened(c.resource, c.first_day, c.days)]
+
+    def _check_run(self, row: ResourceRow, day: int, cell: int, k: int, now: int,
+                   own: tuple[str, int, int, int] | None) -> None:
+        """Refuse unless cells [cell, cell+k) of ``day`` are FREE, open and in the future.
+        ``own``: (resource, day, cell, cells) the same step gives up; those count as FREE."""
+        if cell < 0 or cell + k > row.cpd:
+            _refuse(RefusalCode.OUTSIDE_HOURS, "the time does not fit in the day")
+        off = row.offset(day)
+        if off < 0:
+            _refuse(RefusalCode.OUTSIDE_HOURS, "that day is not open")
+        off += cell
+        seg = row.buf[off:off + k]
+        if seg == _FREE_RUN[k]:
+            if cell_epoch(day, cell, row.cell_minutes) < now:
+                _refuse(RefusalCode.IN_PAST, "that time has passed")
+            return
+        if CLOSED in seg:
+            _refuse(RefusalCode.OUTSIDE_HOURS, "outside opening hours")
+        if earliest_epoch(day, cell, row.cell_minutes) < now:
+            _refuse(RefusalCode.IN_PAST, "that time has passed")
+        for i, v in enumerate(seg):
+            if v == FREE:
+                continue
+            if own is None or own[0] != row.id or own[1] != day or not own[2] <= cell + i < own[2] + own[3]:
+                _refuse(RefusalCode.SLOT_TAKEN, "that time is taken")
+
+    def _check_limit(self, patient: str, clinic: Clinic, now: int) -> None:
+        upcoming = 0
+        cm = clinic.cell_minutes
+        for b in self._by_patient.get(patient, ()):
+            if b.status == BOOKED_STATUS and b.clinic == clinic.id and cell_epoch(b.day, b.cell, cm) >= now:
+                upcoming += 1
+        if upcoming >= clinic.max_bookings_per_patient:
+            _refuse(RefusalCode.LIMIT_REACHED, "the patient has the most bookings this clinic allows")
+
+    def _decide_place_hold(self, c: PlaceHold, now: int) -> list[Event]:
+        row = self._rows.get(c.resource)
+        if row is None:
+            _refuse(_NOT_FOUND, "unknown resource")
+        k = row.cells_for.get(c.service)
+        if k is None:
+            _refuse(_INVALID, "the resource does not perform that service here")
+        if c.hold_id in self.holds or c.ttl_s <= 0:
+            _refuse(_INVALID, "hold id in use or ttl not positive")
+        old_id = self._hold_of.get((c.patient, row.clinic))
+        if old_id is None:
+            self._check_run(row, c.day, c.cell, k, now, None)
+        else:
+            old = self.holds[old_id]
+            self._check_run(row, c.day, c.cell, k, now, (old.resource, old.day, old.cell, old.cells))
+        if self._by_patient.get(c.patient):
+            self._check_limit(c.patient, self.clinics[row.clinic], now)
+        placed = HoldPlaced(c.hold_id, c.patient, row.clinic, c.resource, c.service, c.day, c.cell, k,
+                            now + c.ttl_s)
+        if old_id is None:
+            return [placed]
+        return [HoldReleased(old_id), placed]
+
+    def _decide_release_hold(self, c: ReleaseHold, now: int) -> list[Event]:
+        hold = self.holds.get(c.hold_id)
+        if hold is None:
+            _refuse(_NOT_FOUND, "unknown hold")
+        if hold.patient != c.patient:
+            _refuse(RefusalCode.NOT_YOURS, "not your hold")
+        return [HoldReleased(c.hold_id)]
+
+    def _decide_book(self, c: Book, now: int) -> list[Event]:
+        if c.idempotency_key:
+            seen = self._idem.get((c.patient, c.idempotency_key))
+            if seen is not None:
+                if seen[1] == c.fingerprint:
+                    return []
+                _refuse(_INVALID, "idempotency key reused with another request")
+        if c.booking_id in self.bookings:
+            _refuse(_INVALID, "booking id in use")
+        if c.hold_id:
+            hold = self.holds.get(c.hold_id)
+            if hold is None:
+                _refuse(_NOT_FOUND, "unknown hold")
+            if hold.patient != c.patient:
+                _refuse(RefusalCode.NOT_YOURS, "not your hold")
+            if hold.expires_at <= now:
+                _refuse(RefusalCode.HOLD_EXPIRED, "the hold has expired")
+            clinic = self.clinics[hold.clinic]
+            if cell_epoch(hold.day, hold.cell, clinic.cell_minutes) < now:
+                _refuse(RefusalCode.IN_PAST, "that time has passed")
+            if self._by_patient.get(c.patient):
+                self._check_limit(c.patient, clinic, now)
+            return [Booked(c.booking_id, c.patient, hold.clinic, hold.resource, hold.service, hold.day,
+                           hold.cell, hold.cells, now, c.hold_id, c.idempotency_key, c.fingerprint)]
+        row = self._rows.get(c.resource)
+        if row is None:
+            _refuse(_NOT_FOUND, "unknown resource")
+        k = row.cells_for.get(c.service)
+        if k is None:
+            _refuse(_INVALID, "the resource does not perform that service here")
+        self._check_run(row, c.day, c.cell, k, now, None)
+        if self._by_patient.get(c.patient):
+            self._check_limit(c.patient, self.clinics[row.clinic], now)
+        return [Booked(c.booking_id, c.patient, row.clinic, c.resource, c.service, c.day, c.cell, k, now,
+                       "", c.idempotency_key, c.fingerprint)]
+
+    def _decide_cancel(self, c: Cancel, now: int) -> list[Event]:
+        b = self.bookings.get(c.booking_id)
+        if b is None:
+            _refuse(_NOT_FOUND, "unknown booking")
+        by = c.by
+        if by is Party.PATIENT:
+            if b.patient != c.requester:
+                _refuse(RefusalCode.NOT_YOURS, "not your booking")
+        elif by is Party.CLINIC:
+            if b.clinic != c.requester:
+                _refuse(_NOT_FOUND, "unknown booking")
+        elif by is not Party.ADMIN:
+            _refuse(_INVALID, "unknown party")
+        if b.status != BOOKED_STATUS:
+            _refuse(_INVALID, "the booking is already cancelled")
+        clinic = self.clinics[b.clinic]
+        if by is Party.PATIENT:
+            if cell_epoch(b.day, b.cell, clinic.cell_minutes) - now < clinic.cancel_notice_hours * 3600:
+                _refuse(RefusalCode.TOO_LATE, "too close to the appointment to cancel online")
+            return [Cancelled(c.booking_id, str(by), now, 0)]
+        until = now + clinic.buffer_minutes * 60 if clinic.buffer_minutes > 0 else 0
+        return [Cancelled(c.booking_id, str(by), now, until)]
+
+    def _decide_reschedule(self, c: Reschedule, now: int) -> list[Event]:
+        b = self.bookings.get(c.booking_id)
+        if b is None:
+            _refuse(_NOT_FOUND, "unknown booking")
+        if b.patient != c.patient:
+            _refuse(RefusalCode.NOT_YOURS, "not your booking")
+        if b.status != BOOKED_STATUS:
+            _refuse(_INVALID, "the booking is cancelled")
+        row = self._rows.get(c.resource)
+        if row is None:
+            _refuse(_NOT_FOUND, "unknown resource")
+        if row.clinic != b.clinic:
+            _refuse(_INVALID, "a booking moves within its clinic only")
+        k = row.cells_for.get(b.service)
+        if k is None:
+            _refuse(_INVALID, "the resource does not perform that service here")
+        clinic = self.clinics[b.clinic]
+        if cell_epoch(b.day, b.cell, clinic.cell_minutes) - now < clinic.cancel_notice_hours * 3600:
+            _refuse(RefusalCode.TOO_LATE, "too close to the appointment to move it online")
+        self._check_run(row, c.day, c.cell, k, now, (b.resource, b.day, b.cell, b.cells))
+        return [Rescheduled(c.booking_id, c.resource, c.day, c.cell, now)]
+
+    def _check_span(self, row: ResourceRow | None, day: int, cell: int, cells: int) -> ResourceRow:
+        if row is None:
+            _refuse(_NOT_FOUND, "unknown resource")
+        if cells <= 0:
+            _refuse(_INVALID, "cells must be positive")
+        if cell < 0 or cell + cells > row.cpd:
+            _refuse(RefusalCode.OUTSIDE_HOURS, "the span does not fit in the day")
+        if row.offset(day) < 0:
+            _refuse(RefusalCode.OUTSIDE_HOURS, "that day is not open")
+        return row
+
+    def _decide_block(self, c: Block, now: int) -> list[Event]:
+        row = self._check_span(self._rows.get(c.resource), c.day, c.cell, c.cells)
+        if earliest_epoch(c.day, c.cell, row.cell_minutes) < now:
+            _refuse(RefusalCode.IN_PAST, "that time has passed")
+        off = row.offset(c.day) + c.cell
+        seg = row.buf[off:off + c.cells]
+        if HELD in seg or BOOKED in seg:
+            _refuse(RefusalCode.SLOT_TAKEN, "held or booked cells cannot be blocked")
+        return [CellsBlocked(c.resource, c.day, c.cell, c.cells)]
+
+    def _decide_unblock(self, c: Unblock, now: int) -> list[Event]:
+        self._check_span(self._rows.get(c.resource), c.day, c.cell, c.cells)
+        return [CellsUnblocked(c.resource, c.day, c.cell, c.cells)]
+
+    def _decide_tick(self, c: Tick, now: int) -> list[Event]:
+        # Popping stale heap entries is bookkeeping, not state: a Tick is never refused.
+        events: list[Event] = []
+        hh, bh = self._hold_heap, self._buffer_heap
+        expired: set[str] = set()
+        while hh and hh[0][0] <= now:
+            expires_at, hold_id = heapq.heappop(hh)
+            hold = self.holds.get(hold_id)
+            if hold is not None and hold.expires_at == expires_at and hold_id not in expired:
+                expired.add(hold_id)
+                events.append(HoldExpired(hold_id))
+        while bh and bh[0][0] <= now:
+            entry = heapq.heappop(bh)
+            if self._window_live(entry):
+                _, resource, day, cell, cells = entry
+                events.append(BufferReleased(resource, day, cell, cells))
+        return events
+
+    # ------------------------------------------------------------------ evolvers (facts, no checks)
+
+    def _install(self, clinic: Clinic, resources: list[Resource]) -> None:
+        old = self.clinics.get(clinic.id)
+        self.clinics[clinic.id] = clinic
+        free = self._free.setdefault(clinic.id, {})
+        members = self._clinic_resources.setdefault(clinic.id, [])
+        if old is not None and old.cell_minutes != clinic.cell_minutes:
+            for rid in members:   # no days opened (checked), so rows are empty: rebuild them
+                self._rows[rid] = ResourceRow(rid, clinic.id, clinic.cell_minutes)
+        for res in resources:
+            self.resources[res.id] = res
+            if res.id not in self._rows:
+                self._rows[res.id] = ResourceRow(res.id, clinic.id, clinic.cell_minutes)
+                members.append(res.id)
+        for key in [k for k in self._templates if k[0] == clinic.id]:
+            del self._templates[key]
+        offered = set(clinic.services)
+        cm = clinic.cell_minutes
+        for rid in members:
+            row = self._rows[rid]
+            row.free = free
+            row.cells_for = {s: -(-SERVICES_BY_ID[s].minutes // cm)
+                             for s in self.resources[rid].services if s in offered}
+
+    def _on_clinic_registered(self, e: ClinicRegistered) -> None:
+        self._install(clinic_from_record(e.clinic), [resource_from_record(r) for r in e.resources])
+
+    def _open_mask(self, clinic: Clinic, day: int) -> bytes:
+        weekday = (day - 1) % 7 + 1   # ordinal 1 (0001-01-01) is a Monday
+        key = (clinic.id, weekday)
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
+        return day_mask(template, day, clinic.cell_minutes)
+
+    def _commit(self, row: ResourceRow, day: int, first: int, old: bytes, new: bytes | bytearray) -> None:
+        """Write ``new`` over cells [first, first+len) of ``day`` (which held ``old``), keep the
+        free count and record the changed runs."""
+        off = row.offset(day) + first
+        row.buf[off:off + len(new)] = new
+        delta = new.count(FREE) - old.count(FREE)
+        if delta:
+            row.free[day] = row.free.get(day, 0) + delta
+        append = self._changes.append
+        i, n = 0, len(new)
+        while i < n:
+            v = new[i]
+            if v != old[i]:
+                j = i + 1
+                while j < n and new[j] == v and new[j] != old[j]:
+                    j += 1
+                append((row.clinic, row.id, day, first + i, j - i, v))
+                i = j
+            else:
+                i += 1
+
+    def _on_days_opened(self, e: DaysOpened) -> None:
+        row = self._rows[e.resource]
+        clinic = self.clinics[row.clinic]
+        row.cover(e.first_day, e.days)
+        cpd = row.cpd
+        for day in range(e.first_day, e.first_day + e.days):
+            row.free.setdefault(day, 0)
+            mask = self._open_mask(clinic, day)
+            off = row.offset(day)
+            old = bytes(row.buf[off:off + cpd])
+            new = bytes(FREE if (s == CLOSED and m == FREE) else s for s, m in zip(old, mask, strict=True))
+            if new != old:
+                self._commit(row, day, 0, old, new)
+
+    def _on_hold_placed(self, e: HoldPlaced) -> None:
+        row = self._rows[e.resource]
+        day, k = e.day, e.cells
+        off = row.offset(day) + e.cell
+        row.buf[off:off + k] = _HELD_RUN[k]
+        row.free[day] -= k
+        self.holds[e.hold_id] = Hold(e.hold_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k,
+                                     e.expires_at)
+        self._hold_of[(e.patient, e.clinic)] = e.hold_id
+        heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
+        self._changes.append((e.clinic, e.resource, day, e.cell, k, HELD))
+
+    def _on_hold_gone(self, e: HoldReleased | HoldExpired) -> None:
+        hold = self.holds.pop(e.hold_id)
+        key = (hold.patient, hold.clinic)
+        if self._hold_of.get(key) == hold.id:
+            del self._hold_of[key]
+        row = self._rows[hold.resource]
+        day, k = hold.day, hold.cells
+        off = row.offset(day) + hold.cell
+        row.buf[off:off + k] = _FREE_RUN[k]
+        row.free[day] += k
+        self._changes.append((hold.clinic, hold.resource, day, hold.cell, k, FREE))
+
+    def _on_booked(self, e: Booked) -> None:
+        row = self._rows[e.resource]
+        day, k = e.day, e.cells
+        off = row.offset(day) + e.cell
+        row.buf[off:off + k] = _BOOKED_RUN[k]
+        if e.hold_id:
+            hold = self.holds.pop(e.hold_id)
+            key = (hold.patient, hold.clinic)
+            if self._hold_of.get(key) == hold.id:
+                del self._hold_of[key]
+        else:
+            row.free[day] -= k
+        b = Booking(e.booking_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k,
+                    BOOKED_STATUS, e.at)
+        self._index(b)
+        if e.idempotency_key:
+            self._idem[(e.patient, e.idempotency_key)] = (e.booking_id, e.fingerprint)
+        self._changes.append((e.clinic, e.resource, day, e.cell, k, BOOKED))
+
+    def _index(self, b: Booking) -> None:
+        self.bookings[b.id] = b
+        mine = self._by_patient.get(b.patient)
+        if mine is None:
+            self._by_patient[b.patient] = [b]
+        else:
+            mine.append(b)
+        on_day = self._day_bookings.get((b.clinic, b.day))
+        if on_day is None:
+            self._day_bookings[(b.clinic, b.day)] = {b.id: b}
+        else:
+            on_day[b.id] = b
+
+    def _on_cancelled(self, e: Cancelled) -> None:
+        b = self.bookings[e.booking_id]
+        b.status = CANCELLED_STATUS
+        b.cancelled_at = e.at
+        b.cancelled_by = e.by
+        row = self._rows[b.resource]
+        day, k = b.day, b.cells
+        off = row.offset(day) + b.cell
+        if e.buffer_until:
+            row.buf[off:off + k] = _BUFFER_RUN[k]
+            self._windows.setdefault((b.resource, day), []).append([b.cell, k, e.buffer_until])
+            heapq.heappush(self._buffer_heap, (e.buffer_until, b.resource, day, b.cell, k))
+            self._changes.append((b.clinic, b.resource, day, b.cell, k, BUFFER))
+        else:
+            row.buf[off:off + k] = _FREE_RUN[k]
+            row.free[day] += k
+            self._changes.append((b.clinic, b.resource, day, b.cell, k, FREE))
+
+    def _on_rescheduled(self, e: Rescheduled) -> None:
+        b = self.bookings[e.booking_id]
+        k = b.cells
+        old_row = self._rows[b.resource]
+        off = old_row.offset(b.day) + b.cell
+        old_row.buf[off:off + k] = _FREE_RUN[k]
+        old_row.free[b.day] += k
+        self._changes.append((b.clinic, b.resource, b.day, b.cell, k, FREE))
+        row = self._rows[e.resource]
+        off = row.offset(e.day) + e.cell
+        row.buf[off:off + k] = _BOOKED_RUN[k]
+        row.free[e.day] -= k
+        self._changes.append((b.clinic, e.resource, e.day, e.cell, k, BOOKED))
+        if e.day != b.day:
+            del self._day_bookings[(b.clinic, b.day)][b.id]
+            self._day_bookings.setdefault((b.clinic, e.day), {})[b.id] = b
+        b.resource, b.day, b.cell = e.resource, e.day, e.cell
+
+    def _on_cells_blocked(self, e: CellsBlocked) -> None:
+        row = self._rows[e.resource]
+        off = row.offset(e.day) + e.cell
+        old = bytes(row.buf[off:off + e.cells])
+        new = bytes(BLOCKED if s in (FREE, BUFFER) else s for s in old)
+        if new != old:
+            self._commit(row, e.day, e.cell, old, new)
+
+    def _on_cells_unblocked(self, e: CellsUnblocked) -> None:
+        row = self._rows[e.resource]
+        off = row.offset(e.day) + e.cell
+        old = bytes(row.buf[off:off + e.cells])
+        if BLOCKED not in old:
+            return
+        mask = self._open_mask(self.clinics[row.clinic], e.day)[e.cell:e.cell + e.cells]
+        new = bytes((FREE if m == FREE else CLOSED) if s == BLOCKED else s for s, m in zip(old, mask, strict=True))
+        self._commit(row, e.day, e.cell, old, new)
+
+    def _on_buffer_released(self, e: BufferReleased) -> None:
+        windows = self._windows.get((e.resource, e.day), [])
+        mine = [w for w in windows if w[0] == e.cell and w[1] == e.cells]
+        if mine:
+            windows.remove(min(mine, key=lambda w: w[2]))
+        if not windows:
+            self._windows.pop((e.resource, e.day), None)
+        row = self._rows[e.resource]
+        off = row.offset(e.day) + e.cell
+        old = bytes(row.buf[off:off + e.cells])
+        new = bytearray(old)
+        for i, s in enumerate(old):
+            cell = e.cell + i
+            # a later window still covering the cell keeps it BUFFER
+            if s == BUFFER and not any(w[0] <= cell < w[0] + w[1] for w in windows):
+                new[i] = FREE
+        if new != old:
+            self._commit(row, e.day, e.cell, old, new)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """The whole state as msgpack-native data, canonical (sorted), so equal states pack to
+        equal bytes. Heaps and indexes are derived and rebuilt by ``from_snapshot``."""
+        return {
+            "v": SNAPSHOT_VERSION,
+            "region": self.region,
+            "clinics": [self.clinics[c].to_record() for c in sorted(self.clinics)],
+            "resources": [resource_to_record(self.resources[r]) for r in sorted(self.resources)],
+            "rows": [[r, self._rows[r].first_day, bytes(self._rows[r].buf)] for r in sorted(self._rows)],
+            "bookings": [self.bookings[b].to_list() for b in sorted(self.bookings)],
+            "holds": [self.holds[h].to_list() for h in sorted(self.holds)],
+            "windows": sorted([res, day, *w] for (res, day), ws in self._windows.items() for w in ws),
+            "idempotency": sorted([p, k, b, f] for (p, k), (b, f) in self._idem.items()),
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> RegionState:
+        if data.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"unknown snapshot version {data.get('v')!r}")
+        state = cls(data["region"])
+        by_clinic: dict[str, list[Resource]] = {}
+        for r in data["resources"]:
+            res = resource_from_record(r)
+            by_clinic.setdefault(res.clinic, []).append(res)
+        for c in data["clinics"]:
+            clinic = clinic_from_record(c)
+            state._install(clinic, by_clinic.get(clinic.id, []))
+        for rid, first_day, cells in data["rows"]:
+            row = state._rows[rid]
+            row.first_day = first_day
+            row.buf = bytearray(cells)
+            for i in range(row.days):
+                day = first_day + i
+                row.free[day] = row.free.get(day, 0) + row.buf.count(FREE, i * row.cpd, (i + 1) * row.cpd)
+        for rec in data["bookings"]:
+            state._index(booking_from_list(rec))
+        for rec in data["holds"]:
+            hold = hold_from_list(rec)
+            state.holds[hold.id] = hold
+            state._hold_of[(hold.patient, hold.clinic)] = hold.id
+            state._hold_heap.append((hold.expires_at, hold.id))
+        for res, day, cell, cells, until in data["windows"]:
+            state._windows.setdefault((res, day), []).append([cell, cells, until])
+            state._buffer_heap.append((until, res, day, cell, cells))
+        for patient, key, booking, fingerprint in data["idempotency"]:
+            state._idem[(patient, key)] = (booking, fingerprint)
+        heapq.heapify(state._hold_heap)
+        heapq.heapify(state._buffer_heap)
+        return state
