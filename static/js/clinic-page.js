@@ -1,0 +1,217 @@
+// /clinic/<id>: details, the live grid of free times, and the hold -> countdown -> confirm flow.
+
+import { ApiError, del, get, idempotencyKey, post } from "./api.js";
+import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
+import { LiveConnection } from "./live.js";
+import { authForm, currentUser } from "./session.js";
+import { announce, el, mountShell } from "./shell.js";
+import { LiveSlotGrid } from "./slotgrid.js";
+import { formatDate, formatDateTime, formatTime, todayIso } from "./stockholm.js";
+
+const live = new LiveConnection();
+mountShell({ active: "", live });
+live.start();
+
+const clinicId = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+const message = $("flow-message");
+
+let clinic = null;
+let services = [];
+let service = null;
+let grid = null;
+let user = null;
+let hold = null; // {id, start, end, expires_at, resource}
+let countdownTimer = null;
+let busy = false;
+
+function serviceName(s) {
+  return lang() === "en" && s.name_en ? s.name_en : s.name;
+}
+
+function renderDetails() {
+  $("clinic-name").textContent = clinic.name;
+  document.title = `${clinic.name} – Tandtid`;
+  const details = $("clinic-details-list");
+  const row = (key, value) => (value ? [el("dt", { "data-i18n": key }), el("dd", { text: value })] : []);
+  const hours = typeof clinic.hours === "string" ? clinic.hours
+    : clinic.hours ? Object.entries(clinic.hours).map(([d, h]) => `${d} ${Array.isArray(h) ? h.join("–") : h}`).join(", ") : "";
+  details.replaceChildren(
+    ...row("clinic.address", [clinic.address, clinic.municipality_name].filter(Boolean).join(", ")),
+    ...row("clinic.phone", clinic.phone),
+    ...row("clinic.hours", hours));
+  applyTranslations(details);
+}
+
+function renderServiceSelect() {
+  const select = $("service");
+  const offered = services.filter((s) => !clinic.services || clinic.services.includes(s.id));
+  select.replaceChildren(...offered.map((s) =>
+    el("option", { value: s.id, selected: s.id === service.id }, `${serviceName(s)} (${t("minutes", { n: s.minutes })})`)));
+}
+
+function resourceName(rid) {
+  const r = (clinic.resources || []).find((x) => x.id === rid);
+  return r ? r.name : rid;
+}
+
+function clearHoldUi() {
+  clearInterval(countdownTimer);
+  hold = null;
+  $("hold-panel").hidden = true;
+}
+
+function say(text, kind = "info") {
+  announce(message, text, kind);
+}
+
+async function pick(time) {
+  if (busy) return;
+  say("");
+  if (!user) {
+    say(t("clinic.signin_needed"));
+    $("auth-area").hidden = false;
+    user = await authForm($("auth-area"), { idPrefix: "book-auth" });
+    $("auth-area").hidden = true;
+    say("");
+  }
+  busy = true;
+  try {
+    if (hold) {
+      const old = hold;
+      clearHoldUi();
+      await del(`/api/holds/${encodeURIComponent(old.id)}`).catch(() => null);
+    }
+    showReserving(time);
+    const data = await post("/api/holds", { clinic: clinic.id, resource: time.resource, service: service.id, start: time.start });
+    hold = data.hold;
+    showHold();
+  } catch (err) {
+    clearHoldUi();
+    if (err instanceof ApiError && err.code === "SLOT_TAKEN") {
+      grid.markTaken(time.start);
+      say(t("clinic.taken"), "error");
+    } else {
+      say(err instanceof ApiError ? err.describe() : String(err), "error");
+    }
+  } finally {
+    busy = false;
+  }
+}
+
+function showReserving(time) {
+  const panel = $("hold-panel");
+  panel.hidden = false;
+  panel.dataset.state = "reserving";
+  $("hold-when").textContent = `${formatDate(time.start)} ${formatTime(time.start)}`;
+  $("hold-status").textContent = t("clinic.reserving");
+  $("hold-countdown").textContent = "";
+  $("confirm").disabled = true;
+  $("release").disabled = true;
+}
+
+function showHold() {
+  const panel = $("hold-panel");
+  panel.dataset.state = "held";
+  $("hold-when").textContent = `${formatDate(hold.start)} ${formatTime(hold.start)}–${formatTime(hold.end)}, ${resourceName(hold.resource)}`;
+  $("confirm").disabled = false;
+  $("release").disabled = false;
+  $("hold-status").textContent = t("clinic.held");
+  const expires = Date.parse(hold.expires_at);
+  const tick = () => {
+    const left = Math.max(0, Math.round((expires - Date.now()) / 1000));
+    const text = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+    $("hold-countdown").textContent = text;
+    $("hold-countdown").setAttribute("datetime", `PT${left}S`);
+    if (left <= 0) {
+      clearHoldUi();
+      say(t("clinic.expired"), "error");
+    }
+  };
+  tick();
+  clearInterval(countdownTimer);
+  countdownTimer = setInterval(tick, 250);
+  $("confirm").focus();
+}
+
+async function confirm() {
+  if (!hold || busy) return;
+  busy = true;
+  $("confirm").disabled = true;
+  $("hold-status").textContent = t("clinic.confirming");
+  const holdId = hold.id;
+  try {
+    const data = await post("/api/bookings", { hold: holdId }, { "Idempotency-Key": idempotencyKey() });
+    clearHoldUi();
+    showConfirmation(data.booking);
+  } catch (err) {
+    clearHoldUi();
+    if (err instanceof ApiError && err.code === "HOLD_EXPIRED") say(t("clinic.expired"), "error");
+    else if (err instanceof ApiError && err.code === "SLOT_TAKEN") say(t("clinic.taken"), "error");
+    else say(err instanceof ApiError ? err.describe() : String(err), "error");
+  } finally {
+    busy = false;
+  }
+}
+
+async function release() {
+  if (!hold) return;
+  const old = hold;
+  clearHoldUi();
+  await del(`/api/holds/${encodeURIComponent(old.id)}`).catch(() => null);
+}
+
+function showConfirmation(booking) {
+  const box = $("confirmation");
+  const svc = services.find((s) => s.id === booking.service);
+  const row = (key, value) => [el("dt", { "data-i18n": key }), el("dd", { text: value })];
+  box.replaceChildren(
+    el("h2", { id: "confirmation-title", "data-i18n": "clinic.booked.title", tabindex: "-1" }),
+    el("dl", { class: "booking" },
+      ...row("clinic.booking.id", booking.id),
+      ...row("clinic.when", `${formatDateTime(booking.start)}–${formatTime(booking.end)}`),
+      ...row("clinic.where", booking.clinic_name || clinic.name),
+      ...row("clinic.what", svc ? serviceName(svc) : booking.service),
+      ...row("clinic.with", resourceName(booking.resource))),
+    el("p", { class: "actions" },
+      el("a", { class: "button primary", id: "ics-link", href: `/api/bookings/${encodeURIComponent(booking.id)}/ics`, download: `${booking.id}.ics`, "data-i18n": "clinic.booked.ics" }),
+      el("a", { class: "button", href: "/me", "data-i18n": "clinic.booked.me" }),
+      el("button", { type: "button", "data-i18n": "clinic.booked.another", onclick: () => { box.hidden = true; $("times").hidden = false; } })));
+  box.dataset.booking = booking.id;
+  box.hidden = false;
+  $("times").hidden = true;
+  applyTranslations(box);
+  $("confirmation-title").focus();
+}
+
+async function main() {
+  $("confirm").addEventListener("click", confirm);
+  $("release").addEventListener("click", release);
+  try {
+    [clinic, services] = await Promise.all([get(`/api/clinics/${encodeURIComponent(clinicId)}`), get("/api/services")]);
+  } catch (err) {
+    $("clinic-name").textContent = err instanceof ApiError && err.status === 404 ? t("clinic.notfound") : err.describe?.() || String(err);
+    return;
+  }
+  service = services.find((s) => s.id === params.get("service")) || services.find((s) => s.id === "checkup") || services[0];
+  if (clinic.services && !clinic.services.includes(service.id)) service = services.find((s) => clinic.services.includes(s.id)) || service;
+  renderDetails();
+  renderServiceSelect();
+  $("service").addEventListener("change", (ev) => {
+    service = services.find((s) => s.id === ev.target.value);
+    grid.setService(service);
+    const url = new URL(location.href);
+    url.searchParams.set("service", service.id);
+    history.replaceState(null, "", url);
+  });
+  onLangChange(() => { renderServiceSelect(); renderDetails(); });
+  const days = Math.min(14, Math.max(1, Number(params.get("days")) || 7));
+  grid = new LiveSlotGrid({
+    container: $("grid"), live, clinic, service, from: params.get("from") || todayIso(), days, onPick: pick,
+  });
+  grid.start();
+  user = await currentUser().catch(() => null);
+}
+
+main();

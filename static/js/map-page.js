@@ -1,0 +1,360 @@
+// /: the map of Sweden with every clinic coloured by free times, the search panel, and the list beside the
+// map (the keyboard and screen-reader path to the same clinics). Markers follow the region summary topics.
+// The base map is the county geography shipped in static/geo; online tiles are an optional layer.
+
+import { ApiError, get, query } from "./api.js";
+import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
+import { LiveConnection } from "./live.js";
+import { announce, el, mountShell } from "./shell.js";
+import { addDays, formatDateTime, todayIso } from "./stockholm.js";
+
+const L = window.L;
+const live = new LiveConnection();
+mountShell({ active: "/", live });
+live.start();
+
+const $ = (id) => document.getElementById(id);
+const SWEDEN = [[55.2, 10.9], [69.1, 24.2]];
+const CLINIC_LIMIT = 2000;
+
+const state = {
+  services: [], regions: [], service: "checkup", from: todayIso(), days: 7, region: "", municipality: "",
+  near: null, sort: "earliest", hasFree: false,
+};
+const clinics = new Map(); // id -> clinic from /api/clinics
+const markers = new Map(); // id -> L.Marker
+const counts = new Map(); // id -> Map(date -> free cells)
+let subscribedRegions = new Set();
+let searchToken = 0;
+
+// ---- the map ------------------------------------------------------------------------------------------
+
+const map = L.map("map", { zoomSnap: 0.5, minZoom: 4, maxZoom: 17, preferCanvas: false });
+map.fitBounds(SWEDEN);
+map.attributionControl.setPrefix(false);
+map.attributionControl.addAttribution(
+  "Kommun- och länsdata bygger på SCB:s öppna data (CC0 1.0) · Koordinater © <a href=\"https://www.geonames.org/\">GeoNames</a> (CC BY 4.0) · <a href=\"https://leafletjs.com\">Leaflet</a>");
+map.getContainer().setAttribute("aria-label", t("map.aria"));
+
+const regionsLayer = L.geoJSON(null, {
+  style: { color: "#0b5c7a", weight: 1, fillColor: "#f4f1e8", fillOpacity: 1 },
+  interactive: false,
+});
+const outlineLayer = L.geoJSON(null, { style: { color: "#06384a", weight: 1.5, fill: false }, interactive: false });
+regionsLayer.addTo(map);
+outlineLayer.addTo(map);
+const tiles = L.tileLayer("https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
+  maxZoom: 19, attribution: "© <a href=\"https://www.openstreetmap.org/copyright\">OpenStreetMap</a>",
+});
+const layerControl = L.control.layers(null, {}, { collapsed: true }).addTo(map);
+
+function badgeClass(n) {
+  return n >= 10 ? "many" : n > 0 ? "few" : "none";
+}
+
+function badgeHtml(id, n) {
+  // Shape and number carry the meaning too: circle = many, diamond = some, square with 0 = none.
+  return `<span class="free-badge ${badgeClass(n)}" data-clinic="${id}" data-free="${n}"><span>${n}</span></span>`;
+}
+
+const clusters = L.markerClusterGroup({
+  disableClusteringAtZoom: 11,
+  showCoverageOnHover: false,
+  chunkedLoading: true,
+  iconCreateFunction(cluster) {
+    const children = cluster.getAllChildMarkers();
+    const withFree = children.filter((m) => m.options.free > 0).length;
+    const label = t("map.cluster", { n: children.length, free: withFree });
+    const size = children.length < 10 ? 36 : children.length < 100 ? 44 : 52;
+    return L.divIcon({
+      className: "cluster-marker",
+      html: `<span class="bubble ${withFree ? "" : "none"}" aria-label="${label}" title="${label}">${children.length}</span>`,
+      iconSize: [size, size],
+    });
+  },
+});
+clusters.addTo(map);
+
+async function loadGeography() {
+  try {
+    const [counties, outline] = await Promise.all([
+      fetch("/static/geo/se_counties.geojson").then((r) => r.json()),
+      fetch("/static/geo/se_outline.geojson").then((r) => r.json()),
+    ]);
+    regionsLayer.addData(counties);
+    outlineLayer.addData(outline);
+    layerControl.addOverlay(regionsLayer, t("map.layer.regions"));
+    layerControl.addOverlay(tiles, t("map.layer.tiles"));
+  } catch {
+    // the markers still work without the outline
+  }
+}
+
+// ---- counts from the region summary topics ------------------------------------------------------------
+
+function dates() {
+  return Array.from({ length: state.days }, (_, i) => addDays(state.from, i));
+}
+
+function freeCount(id) {
+  const perDay = counts.get(id);
+  if (!perDay) return 0;
+  let sum = 0;
+  for (const date of dates()) sum += perDay.get(date) || 0;
+  return sum;
+}
+
+function onRegionMessage(msg) {
+  if (msg.type === "snapshot") {
+    const { from, clinics: byClinic } = msg.data;
+    for (const [id, perDay] of Object.entries(byClinic || {})) {
+      const m = new Map();
+      perDay.forEach((n, i) => m.set(addDays(from, i), n));
+      counts.set(id, m);
+    }
+    refreshAll();
+  } else {
+    const changed = new Set();
+    for (const [id, date, n] of msg.data.counts || []) {
+      if (!counts.has(id)) counts.set(id, new Map());
+      counts.get(id).set(date, n);
+      changed.add(id);
+    }
+    for (const id of changed) refreshClinic(id);
+    if (changed.size) clusters.refreshClusters();
+  }
+}
+
+function subscribeRegions(codes) {
+  const wanted = new Set(codes);
+  for (const code of subscribedRegions) if (!wanted.has(code)) live.unsubscribe(`region:${code}`);
+  for (const code of wanted) {
+    live.subscribe(`region:${code}`, { from: state.from, days: state.days }, onRegionMessage);
+  }
+  subscribedRegions = wanted;
+}
+
+// ---- markers and list ---------------------------------------------------------------------------------
+
+function clinicUrl(c) {
+  return `/clinic/${encodeURIComponent(c.id)}${query({ service: state.service, from: state.from, days: Math.min(state.days, 14) })}`;
+}
+
+function nextFreeText(c) {
+  return c.next_free ? t("map.next_free", { time: formatDateTime(c.next_free) }) : t("map.next_free.none");
+}
+
+function popupContent(c) {
+  const n = freeCount(c.id);
+  return el("div", { class: "popup" },
+    el("h3", { text: c.name }),
+    el("p", { text: `${c.municipality_name || ""} · ${t("map.free.label", { n })}` }),
+    el("p", { text: nextFreeText(c) }),
+    el("a", { class: "button primary", href: clinicUrl(c), text: t("map.book") }));
+}
+
+function makeMarker(c) {
+  const n = freeCount(c.id);
+  const marker = L.marker([c.lat, c.lon], {
+    icon: L.divIcon({ className: "clinic-marker", html: badgeHtml(c.id, n), iconSize: [34, 34] }),
+    title: `${c.name}: ${t("map.free.label", { n })}`,
+    free: n,
+    riseOnHover: true,
+  });
+  marker.bindPopup(() => popupContent(c));
+  return marker;
+}
+
+function refreshClinic(id) {
+  const n = freeCount(id);
+  const c = clinics.get(id);
+  const marker = markers.get(id);
+  if (marker && marker.options.free !== n) {
+    marker.options.free = n;
+    marker.options.title = `${c.name}: ${t("map.free.label", { n })}`;
+    marker.setIcon(L.divIcon({ className: "clinic-marker", html: badgeHtml(id, n), iconSize: [34, 34] }));
+    if (marker.getElement()) marker.getElement().title = marker.options.title;
+  }
+  const item = document.querySelector(`#results li[data-clinic="${CSS.escape(id)}"]`);
+  if (item) {
+    const badge = item.querySelector(".free-badge");
+    badge.className = `free-badge ${badgeClass(n)}`;
+    badge.dataset.free = String(n);
+    badge.querySelector("span").textContent = String(n);
+    badge.setAttribute("aria-label", t("map.free.label", { n }));
+  }
+}
+
+function refreshAll() {
+  for (const id of clinics.keys()) refreshClinic(id);
+  clusters.refreshClusters();
+}
+
+function renderList(list) {
+  const ol = $("results");
+  $("results-count").textContent = list.length ? t("map.results.count", { n: list.length }) : t("map.results.none");
+  ol.replaceChildren(...list.map((c) => {
+    const n = freeCount(c.id);
+    const details = [c.municipality_name, c.distance_km != null ? t("map.distance", { km: c.distance_km.toFixed(1) }) : null]
+      .filter(Boolean).join(" · ");
+    return el("li", { class: "clinic", dataset: { clinic: c.id } },
+      el("span", { class: `free-badge ${badgeClass(n)}`, dataset: { free: String(n) }, role: "img", "aria-label": t("map.free.label", { n }) },
+        el("span", { "aria-hidden": "true", text: String(n) })),
+      el("div", {},
+        el("h3", {}, el("a", { href: clinicUrl(c), text: c.name })),
+        el("p", { class: "muted", text: details }),
+        el("p", { class: "next-free", text: nextFreeText(c) })),
+      el("p", { class: "actions" },
+        el("button", { type: "button", class: "show-on-map", text: t("map.show"), "aria-label": `${t("map.show")}: ${c.name}`, onclick: () => showOnMap(c.id) })));
+  }));
+}
+
+function showOnMap(id) {
+  const marker = markers.get(id);
+  if (!marker) return;
+  clusters.zoomToShowLayer(marker, () => marker.openPopup());
+  $("map").scrollIntoView({ block: "nearest" });
+}
+
+// ---- search -------------------------------------------------------------------------------------------
+
+async function fetchClinics() {
+  const base = {
+    service: state.service, from: state.from, days: state.days, municipality: state.municipality,
+    near: state.near ? `${state.near.lat.toFixed(4)},${state.near.lon.toFixed(4)}` : "",
+    sort: state.near && state.sort === "distance" ? "distance" : "earliest",
+    has_free: state.hasFree ? "true" : "", limit: CLINIC_LIMIT,
+  };
+  const codes = state.region ? [state.region] : state.regions.map((r) => r.code);
+  const parts = await Promise.all(codes.map((region) => get(`/api/clinics${query({ ...base, region })}`)));
+  const list = parts.flat();
+  if (base.sort === "distance") list.sort((a, b) => (a.distance_km ?? 1e9) - (b.distance_km ?? 1e9));
+  else list.sort((a, b) => (a.next_free ? Date.parse(a.next_free) : Infinity) - (b.next_free ? Date.parse(b.next_free) : Infinity));
+  return list;
+}
+
+async function search() {
+  const token = ++searchToken;
+  const message = $("search-message");
+  announce(message, t("loading"));
+  $("results").setAttribute("aria-busy", "true");
+  let list;
+  try {
+    list = await fetchClinics();
+  } catch (err) {
+    announce(message, err instanceof ApiError ? err.describe() : String(err), "error");
+    return;
+  } finally {
+    $("results").removeAttribute("aria-busy");
+  }
+  if (token !== searchToken) return;
+  announce(message, "");
+  clinics.clear();
+  for (const c of list) clinics.set(c.id, c);
+  clusters.clearLayers();
+  markers.clear();
+  const layerList = [];
+  for (const c of list) {
+    if (typeof c.lat !== "number" || typeof c.lon !== "number") continue;
+    const marker = makeMarker(c);
+    markers.set(c.id, marker);
+    layerList.push(marker);
+  }
+  clusters.addLayers(layerList);
+  renderList(list);
+  subscribeRegions(state.region ? [state.region] : [...new Set(list.map((c) => c.region))]);
+  if (state.region && layerList.length) map.fitBounds(clusters.getBounds(), { maxZoom: 10, padding: [20, 20] });
+  else if (!state.near) map.fitBounds(SWEDEN);
+  else map.setView([state.near.lat, state.near.lon], 10);
+}
+
+function serviceName(s) {
+  return lang() === "en" && s.name_en ? s.name_en : s.name;
+}
+
+function renderSelects() {
+  $("service").replaceChildren(...state.services.map((s) =>
+    el("option", { value: s.id, selected: s.id === state.service }, `${serviceName(s)} (${t("minutes", { n: s.minutes })})`)));
+  $("region").replaceChildren(el("option", { value: "" }, t("map.region.all")),
+    ...state.regions.map((r) => el("option", { value: r.code, selected: r.code === state.region }, r.name)));
+}
+
+async function loadMunicipalities() {
+  const select = $("municipality");
+  select.replaceChildren(el("option", { value: "" }, t("map.municipality.all")));
+  select.disabled = !state.region;
+  if (!state.region) return;
+  const list = await get(`/api/municipalities${query({ region: state.region })}`).catch(() => []);
+  select.append(...list.map((m) => el("option", { value: m.code }, m.name)));
+}
+
+function readForm() {
+  state.service = $("service").value;
+  state.from = $("from").value || todayIso();
+  state.days = Math.min(14, Math.max(1, Number($("days").value) || 7));
+  state.municipality = $("municipality").value;
+}
+
+function wireForm() {
+  $("from").value = state.from;
+  $("from").min = todayIso();
+  $("days").value = String(state.days);
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    readForm();
+    state.hasFree = false;
+    search();
+  });
+  $("region").addEventListener("change", async () => {
+    state.region = $("region").value;
+    state.municipality = "";
+    await loadMunicipalities();
+  });
+  $("earliest").addEventListener("click", () => {
+    readForm();
+    state.sort = "earliest";
+    state.hasFree = true;
+    search();
+  });
+  $("near").addEventListener("click", () => {
+    const message = $("search-message");
+    if (!navigator.geolocation) {
+      announce(message, t("map.near.denied"), "error");
+      return;
+    }
+    navigator.geolocation.getCurrentPosition((pos) => {
+      readForm();
+      state.near = { lat: pos.coords.latitude, lon: pos.coords.longitude };
+      state.sort = "distance";
+      state.region = "";
+      $("region").value = "";
+      search();
+    }, () => announce(message, t("map.near.denied"), "error"), { timeout: 10000, maximumAge: 600000 });
+  });
+}
+
+async function main() {
+  loadGeography();
+  wireForm();
+  try {
+    [state.services, state.regions] = await Promise.all([get("/api/services"), get("/api/regions")]);
+  } catch (err) {
+    announce($("search-message"), err instanceof ApiError ? err.describe() : String(err), "error");
+    return;
+  }
+  const params = new URLSearchParams(location.search);
+  if (params.get("service")) state.service = params.get("service");
+  if (params.get("region")) state.region = params.get("region");
+  renderSelects();
+  await loadMunicipalities();
+  onLangChange(() => {
+    renderSelects();
+    renderList([...clinics.values()]);
+    map.getContainer().setAttribute("aria-label", t("map.aria"));
+    clusters.refreshClusters();
+  });
+  await search();
+}
+
+main();
+applyTranslations(document);

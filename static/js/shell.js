@@ -1,0 +1,75 @@
+// Page chrome shared by every screen: the header with navigation, the language toggle and the
+// live connection indicator. Each page's module calls mountShell() first.
+
+import { applyTranslations, lang, onLangChange, setLang, t } from "./i18n.js";
+import { bindStatus } from "./live.js";
+
+const NAV = [
+  ["/", "nav.map"],
+  ["/me", "nav.me"],
+  ["/staff", "nav.staff"],
+  ["/admin", "nav.admin"],
+];
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/**
+ * Fill <header class="site"> and wire translations. Pass {live} (a LiveConnection) to show its state.
+ * Returns the status element (or null).
+ */
+export function mountShell({ active = "", live = null, nav = true } = {}) {
+  const header = document.querySelector("header.site");
+  header.replaceChildren();
+  header.append(el("a", { class: "brand", href: "/", "data-i18n": "app.name" }));
+  if (nav) {
+    const list = el("ul");
+    for (const [href, key] of NAV) {
+      const link = el("a", { href, "data-i18n": key });
+      if (href === active) link.setAttribute("aria-current", "page");
+      list.append(el("li", {}, link));
+    }
+    header.append(el("nav", { "data-i18n-label": "nav.label" }, list));
+  }
+  const tools = el("div", { class: "tools" });
+  let status = null;
+  if (live) {
+    status = el("p", { class: "conn", role: "status", id: "conn-status" });
+    tools.append(status);
+    bindStatus(live, status);
+  }
+  const toggle = el("button", {
+    type: "button", class: "lang", id: "lang-toggle", "data-i18n": "lang.toggle", "data-i18n-label": "lang.toggle.label",
+    lang: lang() === "sv" ? "en" : "sv",
+    onclick: () => setLang(lang() === "sv" ? "en" : "sv"),
+  });
+  onLangChange((next) => toggle.setAttribute("lang", next === "sv" ? "en" : "sv"));
+  tools.append(toggle);
+  header.append(tools);
+  applyTranslations(document);
+  if (live) onLangChange(() => live.setState(live.state));
+  return status;
+}
+
+/** Put a message in a region that screen readers announce (role=status or role=alert in the markup). */
+export function announce(element, text, kind = "info") {
+  element.textContent = text;
+  element.dataset.kind = kind;
+  element.hidden = !text;
+}
+
+export { t };
