@@ -1,0 +1,267 @@
+"""Unit tests (no network) for server.accounts: a real SQLite file and real argon2id hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+
+from server.accounts import (
+    CLINIC_KEY_PREFIX,
+    AccountStore,
+    EmailTaken,
+    InvalidAccount,
+    Role,
+    User,
+)
+
+PASSWORD = "correct horse battery"
+
+
+def cheap_hasher() -> PasswordHasher:
+    # Real argon2id, minimal cost: the algorithm under test, minus the deliberate slowness.
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+class CountingHasher(PasswordHasher):
+    """A real PasswordHasher that also counts verify calls (to show unknown e-mails cost a verify)."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.verifies = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002 - base signature
+        self.verifies += 1
+        return super().verify(hash, password)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "accounts.sqlite3"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[AccountStore]:
+    s = AccountStore(db_path, hasher=cheap_hasher())
+    yield s
+    s.close()
+
+
+def file_bytes(db_path: Path) -> bytes:
+    """Everything SQLite has written: the main file plus the WAL (recent commits live there)."""
+    out = b""
+    for p in (db_path, db_path.with_name(db_path.name + "-wal")):
+        if p.exists():
+            out += p.read_bytes()
+    return out
+
+
+def test_create_get_and_normalise(store: AccountStore) -> None:
+    user = store.create_user("  Anna.Svensson@Example.SE ", PASSWORD, " Anna ")
+    assert user.email == "anna.svensson@example.se"
+    assert user.name == "Anna"
+    assert user.role is Role.PATIENT and user.clinic is None
+    assert user.id.startswith("u_") and len(user.id) == 2 + 16
+    assert store.get(user.id) == user
+    assert store.get("u_nobody") is None
+
+
+def test_ids_are_random(store: AccountStore) -> None:
+    a = store.create_user("a@example.se", PASSWORD, "A")
+    b = store.create_user("b@example.se", PASSWORD, "B")
+    assert a.id != b.id
+
+
+def test_no_plaintext_password_stored(store: AccountStore, db_path: Path) -> None:
+    store.create_user("p@example.se", PASSWORD, "P")
+    written = file_bytes(db_path)
+    assert b"p@example.se" in written           # the file really is what we are looking at
+    assert PASSWORD.encode() not in written
+    assert b"$argon2id$" in written
+    store.close()
+    after_checkpoint = db_path.read_bytes()
+    assert PASSWORD.encode() not in after_checkpoint
+    assert b"$argon2id$" in after_checkpoint
+
+
+def test_default_hasher_is_argon2id(tmp_path: Path) -> None:
+    s = AccountStore(tmp_path / "a.db")
+    try:
+        u = s.create_user("d@example.se", PASSWORD, "D")
+        assert s.authenticate("d@example.se", PASSWORD) == u
+        stored = file_bytes(tmp_path / "a.db")
+        assert b"$argon2id$v=19$m=65536,t=3,p=4$" in stored
+    finally:
+        s.close()
+
+
+def test_authenticate(store: AccountStore) -> None:
+    user = store.create_user("x@example.se", PASSWORD, "X")
+    assert store.authenticate("X@Example.se ", PASSWORD) == user
+    assert store.authenticate("x@example.se", PASSWORD + "!") is None
+    assert store.authenticate("x@example.se", PASSWORD.upper()) is None
+    assert store.authenticate("x@example.se", "") is None
+    assert store.authenticate("x@example.se", "a" * 100_000) is None
+    assert store.authenticate("nobody@example.se", PASSWORD) is None
+
+
+def test_unknown_email_costs_a_verify_too(db_path: Path) -> None:
+    hasher = CountingHasher()
+    s = AccountStore(db_path, hasher=hasher)
+    try:
+        s.create_user("known@example.se", PASSWORD, "K")
+        assert s.authenticate("unknown@example.se", PASSWORD) is None
+        assert hasher.verifies == 1
+        assert s.authenticate("known@example.se", "wrong password") is None
+        assert hasher.verifies == 2
+    finally:
+        s.close()
+
+
+def test_duplicate_email_refused(store: AccountStore) -> None:
+    store.create_user("dup@example.se", PASSWORD, "One")
+    with pytest.raises(EmailTaken) as info:
+        store.create_user(" DUP@example.SE", "another password", "Two")
+    assert "dup@" not in str(info.value).lower()    # personal data stays out of messages
+    assert [u.name for u in store.users()] == ["One"]
+
+
+def test_concurrent_registration_of_one_email(store: AccountStore) -> None:
+    results: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def register(i: int) -> None:
+        start.wait()
+        try:
+            store.create_user("race@example.se", PASSWORD, f"R{i}")
+            outcome = "ok"
+        except EmailTaken:
+            outcome = "taken"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ok"] + ["taken"] * 7
+    assert len(store.users()) == 1
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "name", "role", "clinic"),
+    [
+        ("short@example.se", "1234567", "S", Role.PATIENT, None),
+        ("long@example.se", "x" * 1025, "L", Role.PATIENT, None),
+        ("no-at-sign.example.se", PASSWORD, "N", Role.PATIENT, None),
+        ("@example.se", PASSWORD, "N", Role.PATIENT, None),
+        ("a@localhost", PASSWORD, "N", Role.PATIENT, None),
+        ("a b@example.se", PASSWORD, "N", Role.PATIENT, None),
+        ("blank@example.se", PASSWORD, "   ", Role.PATIENT, None),
+        ("staff@example.se", PASSWORD, "S", Role.STAFF, None),
+        ("pat@example.se", PASSWORD, "P", Role.PATIENT, "AB-c1"),
+    ],
+)
+def test_invalid_accounts_refused(
+    store: AccountStore, email: str, password: str, name: str, role: Role, clinic: str | None
+) -> None:
+    with pytest.raises(InvalidAccount):
+        store.create_user(email, password, name, role, clinic)
+    assert store.users() == []
+
+
+def test_minimum_password_length_is_eight(store: AccountStore) -> None:
+    u = store.create_user("eight@example.se", "12345678", "E")
+    assert store.authenticate("eight@example.se", "12345678") == u
+
+
+def test_roles_and_listing(store: AccountStore) -> None:
+    p = store.create_user("p@example.se", PASSWORD, "Patient")
+    s = store.create_user("s@example.se", PASSWORD, "Staff", Role.STAFF, "AB-c1")
+    a = store.create_user("a@example.se", PASSWORD, "Admin", Role.ADMIN)
+    assert s.role is Role.STAFF and s.clinic == "AB-c1"
+    assert store.users() == [p, s, a]
+    assert store.users(Role.STAFF) == [s]
+    assert store.users(Role.ADMIN) == [a]
+    assert store.get(s.id) == User(s.id, "s@example.se", "Staff", Role.STAFF, "AB-c1")
+
+
+def test_names(store: AccountStore) -> None:
+    a = store.create_user("a@example.se", PASSWORD, "Anna")
+    b = store.create_user("b@example.se", PASSWORD, "Bo")
+    unknown = [f"u_missing{i}" for i in range(1200)]   # more than one SQL chunk
+    assert store.names([a.id, b.id, a.id, *unknown]) == {a.id: "Anna", b.id: "Bo"}
+    assert store.names([]) == {}
+
+
+def test_survives_reopen(db_path: Path) -> None:
+    s = AccountStore(db_path, hasher=cheap_hasher())
+    u = s.create_user("keep@example.se", PASSWORD, "K")
+    key = s.create_clinic_key("M-c9")
+    s.close()
+    again = AccountStore(db_path, hasher=cheap_hasher())
+    try:
+        assert again.authenticate("keep@example.se", PASSWORD) == u
+        assert again.clinic_for_key(key) == "M-c9"
+    finally:
+        again.close()
+
+
+def test_hash_upgraded_when_parameters_rise(db_path: Path) -> None:
+    weak = AccountStore(db_path, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    u = weak.create_user("up@example.se", PASSWORD, "U")
+    weak.close()
+    stronger = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
+    s = AccountStore(db_path, hasher=stronger)
+    try:
+        assert s.authenticate("up@example.se", PASSWORD) == u
+        assert b"$argon2id$v=19$m=16,t=2,p=1$" in file_bytes(db_path)
+        assert s.authenticate("up@example.se", PASSWORD) == u
+    finally:
+        s.close()
+
+
+def test_clinic_key_shown_once_and_only_hash_stored(store: AccountStore, db_path: Path) -> None:
+    key = store.create_clinic_key("AB-c1")
+    assert key.startswith(CLINIC_KEY_PREFIX)
+    assert len(key) == len(CLINIC_KEY_PREFIX) + 43      # 32 bytes, urlsafe base64, unpadded
+    written = file_bytes(db_path)
+    assert key.encode() not in written
+    assert key[len(CLINIC_KEY_PREFIX):].encode() not in written
+    assert hashlib.sha256(key.encode()).hexdigest().encode() in written
+    assert store.clinic_for_key(key) == "AB-c1"
+    assert store.create_clinic_key("AB-c1") != key
+
+
+def test_clinic_key_lookup_refuses_near_misses(store: AccountStore) -> None:
+    key = store.create_clinic_key("AB-c1")
+    assert store.clinic_for_key(key[:-1]) is None
+    assert store.clinic_for_key(key + "x") is None
+    assert store.clinic_for_key(key[len(CLINIC_KEY_PREFIX):]) is None
+    assert store.clinic_for_key(hashlib.sha256(key.encode()).hexdigest()) is None
+    assert store.clinic_for_key(CLINIC_KEY_PREFIX + "a" * 10_000) is None
+    assert store.clinic_for_key("") is None
+
+
+def test_revoke_clinic_keys(store: AccountStore) -> None:
+    k1 = store.create_clinic_key("AB-c1")
+    k2 = store.create_clinic_key("AB-c1")
+    other = store.create_clinic_key("O-c2")
+    assert store.revoke_clinic_keys("AB-c1") == 2
+    assert store.clinic_for_key(k1) is None
+    assert store.clinic_for_key(k2) is None
+    assert store.clinic_for_key(other) == "O-c2"
+    assert store.revoke_clinic_keys("AB-c1") == 0
+    fresh = store.create_clinic_key("AB-c1")
+    assert store.clinic_for_key(fresh) == "AB-c1"
+
+
+def test_clinic_key_needs_a_clinic(store: AccountStore) -> None:
+    with pytest.raises(InvalidAccount):
+        store.create_clinic_key("")

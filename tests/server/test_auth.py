@@ -1,0 +1,431 @@
+"""Unit tests (no network) for server.auth: real PyJWT tokens, real Starlette Request/WebSocket
+objects built from ASGI scopes, and a tiny inline app driven through Starlette's in-process client."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import warnings
+from collections.abc import Iterator
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from argon2 import PasswordHasher
+from jwt.warnings import InsecureKeyLengthWarning
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.websockets import WebSocket
+
+from server.accounts import AccountStore, Role, User
+from server.auth import (
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    AuthError,
+    Principal,
+    SessionSigner,
+    clear_session,
+    csrf_ok,
+    csrf_token_for,
+    principal_from,
+    require,
+    set_session,
+)
+
+SECRET = b"s" * 32
+PASSWORD = "correct horse battery"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def handmade(header: dict[str, Any], claims: dict[str, Any], sign: Any) -> str:
+    head = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    return head + "." + b64(sign(head.encode()))
+
+
+def claims_for(user: User, **over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base: dict[str, Any] = {"sub": user.id, "role": user.role.value, "clinic": user.clinic,
+                            "iat": now, "exp": now + 3600, "typ": "session"}
+    base.update(over)
+    return base
+
+
+@pytest.fixture
+def accounts(tmp_path: Path) -> Iterator[AccountStore]:
+    s = AccountStore(tmp_path / "accounts.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def signer() -> SessionSigner:
+    return SessionSigner(SECRET, ttl_s=3600)
+
+
+@pytest.fixture
+def app(accounts: AccountStore, signer: SessionSigner) -> Starlette:
+    a = Starlette()
+    a.state.accounts = accounts
+    a.state.signer = signer
+    return a
+
+
+@pytest.fixture
+def patient(accounts: AccountStore) -> User:
+    return accounts.create_user("patient@example.se", PASSWORD, "P")
+
+
+def conn(app: Starlette, *, method: str = "GET", headers: dict[str, str] | None = None,
+         cookies: dict[str, str] | None = None, kind: str = "http") -> HTTPConnection:
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    if cookies:
+        raw.append((b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode()))
+    scope: dict[str, Any] = {"type": kind, "app": app, "path": "/", "root_path": "", "query_string": b"",
+                             "headers": raw, "scheme": "http", "server": ("testserver", 80)}
+    if kind == "http":
+        scope["method"] = method
+        return Request(scope)
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("not used")
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError("not used")
+
+    return WebSocket(scope, receive, send)
+
+
+# -- SessionSigner -------------------------------------------------------------------------
+
+
+def test_roundtrip(signer: SessionSigner, patient: User) -> None:
+    token = signer.issue(patient, now=1_900_000_000)
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] == "HS256"
+    fresh = signer.issue(patient)
+    claims = signer.verify(fresh)
+    assert claims is not None
+    assert claims["sub"] == patient.id and claims["role"] == "patient" and claims["clinic"] is None
+    assert claims["typ"] == "session"
+    assert claims["exp"] - claims["iat"] == 3600
+    assert abs(claims["iat"] - time.time()) < 3600
+
+
+def test_no_personal_data_in_token(signer: SessionSigner, patient: User) -> None:
+    payload = jwt.decode(signer.issue(patient), options={"verify_signature": False})
+    assert "patient@example.se" not in json.dumps(payload)
+    assert set(payload) == {"sub", "role", "clinic", "iat", "exp", "typ"}
+
+
+def test_expired(signer: SessionSigner, patient: User) -> None:
+    assert signer.verify(signer.issue(patient, now=time.time() - 3600 - 60)) is None
+    assert signer.verify(signer.issue(patient, now=time.time() - 60)) is not None
+
+
+def test_tampered_signature(signer: SessionSigner, patient: User) -> None:
+    token = signer.issue(patient)
+    head, payload, sig = token.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
+    raw[0] ^= 1
+    assert signer.verify(f"{head}.{payload}.{b64(bytes(raw))}") is None
+
+
+def test_tampered_payload(signer: SessionSigner, patient: User) -> None:
+    head, _, sig = signer.issue(patient).split(".")
+    forged = b64(json.dumps(claims_for(patient, role="admin")).encode())
+    assert signer.verify(f"{head}.{forged}.{sig}") is None
+
+
+def test_alg_none_refused(signer: SessionSigner, patient: User) -> None:
+    unsigned = handmade({"alg": "none", "typ": "JWT"}, claims_for(patient), lambda _: b"")
+    assert signer.verify(unsigned) is None
+    assert signer.verify(unsigned.rstrip(".") + ".") is None
+    via_pyjwt = jwt.encode(claims_for(patient), None, algorithm="none")
+    assert signer.verify(via_pyjwt) is None
+
+
+def test_other_secret_refused(signer: SessionSigner, patient: User) -> None:
+    other = SessionSigner(b"o" * 32, ttl_s=3600)
+    assert signer.verify(other.issue(patient)) is None
+    # ...and the raw secret used directly (not the derived key) is refused too
+    assert signer.verify(jwt.encode(claims_for(patient), SECRET, algorithm="HS256")) is None
+
+
+def test_same_secret_same_key(patient: User) -> None:
+    # Restarts keep everybody signed in: two signers from one secret agree.
+    assert SessionSigner(SECRET).verify(SessionSigner(SECRET).issue(patient)) is not None
+
+
+def test_hs512_with_the_right_key_refused(signer: SessionSigner, patient: User) -> None:
+    key = signer._key   # the strongest attacker: knows the key, picks another algorithm
+    assert signer.verify(jwt.encode(claims_for(patient), key, algorithm="HS256")) is not None
+    for alg in ("HS384", "HS512"):
+        with warnings.catch_warnings():   # PyJWT warns that 32 bytes is short for SHA-384/512
+            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+            token = jwt.encode(claims_for(patient), key, algorithm=alg)
+        assert jwt.get_unverified_header(token)["alg"] == alg
+        assert signer.verify(token) is None
+
+
+def test_rs256_header_refused(signer: SessionSigner, patient: User) -> None:
+    key = signer._key
+
+    def hmac_sha256(msg: bytes) -> bytes:
+        return hmac.new(key, msg, hashlib.sha256).digest()
+
+    assert signer.verify(handmade({"alg": "HS256", "typ": "JWT"}, claims_for(patient), hmac_sha256)) is not None
+    for alg in ("RS256", "ES256", "PS256", "EdDSA"):
+        assert signer.verify(handmade({"alg": alg, "typ": "JWT"}, claims_for(patient), hmac_sha256)) is None
+
+
+def test_wrong_typ_or_missing_claims_refused(signer: SessionSigner, patient: User) -> None:
+    key = signer._key
+    assert signer.verify(jwt.encode(claims_for(patient, typ="reset"), key, algorithm="HS256")) is None
+    for missing in ("sub", "exp", "iat", "typ"):
+        c = claims_for(patient)
+        del c[missing]
+        assert signer.verify(jwt.encode(c, key, algorithm="HS256")) is None, missing
+    assert signer.verify(jwt.encode(claims_for(patient, sub=123), key, algorithm="HS256")) is None
+
+
+@pytest.mark.parametrize("garbage", ["", "x", "a.b.c", "..", "Bearer x", "é.é.é", "a" * 10_000])
+def test_garbage_refused(signer: SessionSigner, garbage: str) -> None:
+    assert signer.verify(garbage) is None
+
+
+def test_weak_secret_refused() -> None:
+    with pytest.raises(ValueError):
+        SessionSigner(b"short")
+    with pytest.raises(ValueError):
+        SessionSigner(SECRET, ttl_s=0)
+
+
+# -- principal_from ------------------------------------------------------------------------
+
+
+def test_no_credentials(app: Starlette) -> None:
+    assert principal_from(conn(app)) is None
+
+
+def test_bearer_session(app: Starlette, signer: SessionSigner, patient: User) -> None:
+    p = principal_from(conn(app, headers={"Authorization": "Bearer " + signer.issue(patient)}))
+    assert p == Principal(patient.id, Role.PATIENT, None, "bearer")
+    p = principal_from(conn(app, headers={"Authorization": "bearer  " + signer.issue(patient)}))
+    assert p is not None and p.via == "bearer"
+
+
+def test_bearer_clinic_key(app: Starlette, accounts: AccountStore) -> None:
+    key = accounts.create_clinic_key("AB-c1")
+    p = principal_from(conn(app, headers={"Authorization": f"Bearer {key}"}))
+    assert p == Principal(None, "clinic", "AB-c1", "clinic_key")
+    accounts.revoke_clinic_keys("AB-c1")
+    assert principal_from(conn(app, headers={"Authorization": f"Bearer {key}"})) is None
+
+
+def test_cookie_session(app: Starlette, signer: SessionSigner, accounts: AccountStore) -> None:
+    staff = accounts.create_user("staff@example.se", PASSWORD, "S", Role.STAFF, "O-c7")
+    p = principal_from(conn(app, cookies={SESSION_COOKIE: signer.issue(staff)}))
+    assert p == Principal(staff.id, Role.STAFF, "O-c7", "cookie")
+
+
+def test_bad_bearer_does_not_fall_back_to_cookie(app: Starlette, signer: SessionSigner, patient: User) -> None:
+    good_cookie = {SESSION_COOKIE: signer.issue(patient)}
+    for header in ("Bearer nonsense", "Bearer tt_live_nonsense", "Basic dXNlcjpwYXNz", "Bearer", "Bearer  "):
+        assert principal_from(conn(app, headers={"Authorization": header}, cookies=good_cookie)) is None, header
+
+
+def test_forged_or_expired_cookie(app: Starlette, signer: SessionSigner, patient: User) -> None:
+    other = SessionSigner(b"o" * 32)
+    assert principal_from(conn(app, cookies={SESSION_COOKIE: other.issue(patient)})) is None
+    stale = signer.issue(patient, now=time.time() - 7200)
+    assert principal_from(conn(app, cookies={SESSION_COOKIE: stale})) is None
+
+
+def test_user_must_still_exist(app: Starlette, signer: SessionSigner, tmp_path: Path) -> None:
+    elsewhere = AccountStore(tmp_path / "other.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    try:
+        ghost = elsewhere.create_user("ghost@example.se", PASSWORD, "G")
+    finally:
+        elsewhere.close()
+    assert principal_from(conn(app, headers={"Authorization": "Bearer " + signer.issue(ghost)})) is None
+    assert principal_from(conn(app, cookies={SESSION_COOKIE: signer.issue(ghost)})) is None
+
+
+def test_role_comes_from_the_store_not_the_token(app: Starlette, signer: SessionSigner, patient: User) -> None:
+    # Even a validly signed token claiming admin yields the stored role.
+    claimed_admin = jwt.encode(claims_for(patient, role="admin"), signer._key, algorithm="HS256")
+    p = principal_from(conn(app, headers={"Authorization": "Bearer " + claimed_admin}))
+    assert p is not None and p.role is Role.PATIENT
+
+
+def test_websocket_cookie(app: Starlette, signer: SessionSigner, patient: User) -> None:
+    ws = conn(app, cookies={SESSION_COOKIE: signer.issue(patient)}, kind="websocket")
+    assert isinstance(ws, WebSocket)
+    assert principal_from(ws) == Principal(patient.id, Role.PATIENT, None, "cookie")
+
+
+# -- CSRF ----------------------------------------------------------------------------------
+
+
+def cookie_principal(user: User) -> Principal:
+    return Principal(user.id, user.role, user.clinic, "cookie")
+
+
+def test_csrf_safe_methods_pass(app: Starlette, patient: User) -> None:
+    for method in ("GET", "HEAD", "OPTIONS"):
+        assert csrf_ok(conn(app, method=method), cookie_principal(patient))  # type: ignore[arg-type]
+
+
+def test_csrf_not_needed_for_bearer_or_key(app: Starlette, patient: User) -> None:
+    req = conn(app, method="POST")
+    assert csrf_ok(req, Principal(patient.id, Role.PATIENT, None, "bearer"))  # type: ignore[arg-type]
+    assert csrf_ok(req, Principal(None, "clinic", "AB-c1", "clinic_key"))  # type: ignore[arg-type]
+
+
+def test_csrf_cookie_writes(app: Starlette, signer: SessionSigner, patient: User) -> None:
+    token = signer.issue(patient)
+    csrf = csrf_token_for(token)
+    me = cookie_principal(patient)
+    jar = {SESSION_COOKIE: token, CSRF_COOKIE: csrf}
+
+    def ok(method: str, headers: dict[str, str], cookies: dict[str, str]) -> bool:
+        return csrf_ok(conn(app, method=method, headers=headers, cookies=cookies), me)  # type: ignore[arg-type]
+
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert ok(method, {CSRF_HEADER: csrf}, jar)
+        assert not ok(method, {}, jar)
+    assert not ok("POST", {CSRF_HEADER: csrf + "x"}, jar)
+    assert not ok("POST", {CSRF_HEADER: ""}, {SESSION_COOKIE: token, CSRF_COOKIE: ""})
+    assert not ok("POST", {CSRF_HEADER: csrf}, {SESSION_COOKIE: token})
+    # A planted csrf cookie (e.g. from a sibling subdomain) that the attacker also sends as header:
+    planted = "attacker-chosen-value"
+    assert not ok("POST", {CSRF_HEADER: planted}, {SESSION_COOKIE: token, CSRF_COOKIE: planted})
+    # The csrf value of another session does not fit this one.
+    other = csrf_token_for(signer.issue(patient, now=time.time() - 5))
+    assert not ok("POST", {CSRF_HEADER: other}, {SESSION_COOKIE: token, CSRF_COOKIE: other})
+
+
+# -- cookies -------------------------------------------------------------------------------
+
+
+def set_cookies(response: Response) -> dict[str, str]:
+    out = {}
+    for name, value in response.raw_headers:
+        if name == b"set-cookie":
+            line = value.decode()
+            out[line.split("=", 1)[0]] = line
+    return out
+
+
+def test_set_session_cookie_attributes(signer: SessionSigner, patient: User) -> None:
+    token = signer.issue(patient)
+    resp = Response()
+    set_session(resp, token, secure=True)
+    cookies = set_cookies(resp)
+    session, csrf = cookies[SESSION_COOKIE].lower(), cookies[CSRF_COOKIE].lower()
+    assert "httponly" in session and "samesite=lax" in session and "secure" in session and "path=/" in session
+    assert "httponly" not in csrf and "samesite=lax" in csrf and "secure" in csrf
+    parsed = SimpleCookie(cookies[SESSION_COOKIE])
+    assert parsed[SESSION_COOKIE].value == token
+    assert 3590 <= int(parsed[SESSION_COOKIE]["max-age"]) <= 3600
+    assert SimpleCookie(cookies[CSRF_COOKIE])[CSRF_COOKIE].value == csrf_token_for(token)
+
+    plain = Response()
+    set_session(plain, token, secure=False, max_age=60)
+    line = set_cookies(plain)[SESSION_COOKIE].lower()
+    assert "secure" not in line and "max-age=60" in line
+
+
+def test_clear_session() -> None:
+    resp = Response()
+    clear_session(resp)
+    cookies = set_cookies(resp)
+    for name in (SESSION_COOKIE, CSRF_COOKIE):
+        assert "max-age=0" in cookies[name].lower()
+
+
+# -- require -------------------------------------------------------------------------------
+
+
+def test_require() -> None:
+    staff = Principal("u_s", Role.STAFF, "AB-c1", "cookie")
+    admin = Principal("u_a", Role.ADMIN, None, "bearer")
+    key = Principal(None, "clinic", "AB-c1", "clinic_key")
+    patient = Principal("u_p", Role.PATIENT, None, "cookie")
+
+    with pytest.raises(AuthError) as info:
+        require(None)
+    assert (info.value.code, info.value.status) == ("UNAUTHENTICATED", 401)
+    assert require(patient) is patient
+    assert require(staff, Role.STAFF, "clinic", Role.ADMIN, clinic="AB-c1") is staff
+    assert require(key, Role.STAFF, "clinic", Role.ADMIN, clinic="AB-c1") is key
+    assert require(admin, Role.STAFF, "clinic", Role.ADMIN, clinic="O-c2") is admin
+    for who, clinic in ((staff, "O-c2"), (key, "O-c2"), (patient, None)):
+        with pytest.raises(AuthError) as info:
+            require(who, Role.STAFF, "clinic", Role.ADMIN, clinic=clinic)
+        assert (info.value.code, info.value.status) == ("FORBIDDEN", 403)
+    with pytest.raises(AuthError):
+        require(patient, Role.ADMIN)
+
+
+# -- the whole flow through a tiny inline app -----------------------------------------------
+
+
+async def test_login_then_cookie_write_needs_csrf(accounts: AccountStore, signer: SessionSigner, patient: User) -> None:
+    async def login(request: Request) -> Response:
+        body = await request.json()
+        user = request.app.state.accounts.authenticate(body["email"], body["password"])
+        if user is None:
+            return JSONResponse({"error": {"code": "UNAUTHENTICATED"}}, status_code=401)
+        token = request.app.state.signer.issue(user)
+        resp = JSONResponse({"token": token})
+        set_session(resp, token, secure=False)
+        return resp
+
+    async def write(request: Request) -> Response:
+        try:
+            who = require(principal_from(request))
+        except AuthError as e:
+            return JSONResponse({"error": {"code": e.code}}, status_code=e.status)
+        if not csrf_ok(request, who):
+            return JSONResponse({"error": {"code": "CSRF"}}, status_code=403)
+        return JSONResponse({"user": who.user_id, "via": who.via})
+
+    async def logout(request: Request) -> Response:
+        resp = JSONResponse({})
+        clear_session(resp)
+        return resp
+
+    app = Starlette(routes=[Route("/login", login, methods=["POST"]), Route("/write", write, methods=["POST"]),
+                            Route("/logout", logout, methods=["POST"])])
+    app.state.accounts = accounts
+    app.state.signer = signer
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.post("/write")).status_code == 401
+        wrong = {"email": "patient@example.se", "password": "wrong pw!"}
+        assert (await client.post("/login", json=wrong)).status_code == 401
+        r = await client.post("/login", json={"email": "patient@example.se", "password": PASSWORD})
+        assert r.status_code == 200
+        token = r.json()["token"]
+        assert (await client.post("/write")).json() == {"error": {"code": "CSRF"}}
+        csrf = client.cookies[CSRF_COOKIE]
+        r = await client.post("/write", headers={CSRF_HEADER: csrf})
+        assert r.json() == {"user": patient.id, "via": "cookie"}
+        await client.post("/logout", headers={CSRF_HEADER: csrf})
+        assert SESSION_COOKIE not in client.cookies
+        assert (await client.post("/write", headers={CSRF_HEADER: csrf})).status_code == 401
+        bearer = await client.post("/write", headers={"Authorization": f"Bearer {token}"})
+        assert bearer.json() == {"user": patient.id, "via": "bearer"}
