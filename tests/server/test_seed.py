@@ -172,3 +172,19 @@ def test_seed_commands_register_then_open_every_resource() -> None:
         assert [(r.clinic, r.resources) for r in registers] == catalog[region]
         assert [o.resource for o in opens] == [r.id for _, res in catalog[region] for r in res]
         assert all(o.first_day == 739_000 and o.days == 30 for o in opens)
+
+
+def test_the_engine_accepts_every_seed_command() -> None:
+    from datetime import date, datetime
+
+    from engine.calendar import TZ
+    from engine.state import RegionState
+
+    first = date(2026, 3, 23)   # a Monday; the week holds the spring DST switch
+    now = int(datetime(2026, 3, 22, 23, 59, tzinfo=TZ).timestamp())
+    for region, commands in seed_commands(300, first_day=first.toordinal(), days=7, rng_seed=5).items():
+        state = RegionState(region)
+        for command in commands:
+            state.apply(command, now)   # raises Refused if the engine rejects anything
+        for clinic in state.clinics:
+            assert state.free_count(clinic, first.toordinal()) > 0, clinic
