@@ -41,8 +41,8 @@ export class LiveConnection {
    * Subscribe to a topic. handler(message) gets every snapshot and diff in order; a snapshot replaces
    * everything the handler knew. Calling again with the same topic replaces params and handler.
    */
-  subscribe(topic, params, handler) {
-    this.topics.set(topic, { params, handler, seq: null });
+  subscribe(topic, params, handler, { sequenced = true } = {}) {
+    this.topics.set(topic, { params, handler, seq: null, sequenced });
     this.send({ op: "subscribe", topic, ...params });
   }
 
@@ -87,7 +87,7 @@ export class LiveConnection {
         sub.seq = null;
         socket.send(JSON.stringify({ op: "subscribe", topic, ...sub.params }));
       }
-      this.setState(this.topics.size ? "resyncing" : "live");
+      this.setState([...this.topics.values()].some((s) => s.sequenced) ? "resyncing" : "live");
     });
     socket.addEventListener("message", (ev) => {
       if (socket !== this.socket) return;
@@ -160,7 +160,7 @@ export class LiveConnection {
     if (msg.type === "snapshot") {
       sub.seq = msg.seq;
       sub.handler(msg);
-      if ([...this.topics.values()].every((s) => s.seq !== null)) this.setState("live");
+      if ([...this.topics.values()].every((s) => !s.sequenced || s.seq !== null)) this.setState("live");
       return;
     }
     if (sub.seq === null) return; // waiting for the snapshot we asked for

@@ -1,0 +1,198 @@
+// /me: sign in or register; upcoming and past bookings; cancel; move to another live time;
+// "tell me when a time opens" for a clinic and date range. Live: the "me" topic brings booking events.
+
+import { ApiError, del, get, post } from "./api.js";
+import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
+import { LiveConnection } from "./live.js";
+import { authForm, currentUser, userBar } from "./session.js";
+import { announce, el, mountShell } from "./shell.js";
+import { LiveSlotGrid } from "./slotgrid.js";
+import { addDays, formatDateTime, formatTime, todayIso } from "./stockholm.js";
+
+const live = new LiveConnection();
+mountShell({ active: "/me", live });
+live.start();
+
+const $ = (id) => document.getElementById(id);
+let user = null;
+let services = [];
+let bookings = [];
+let mover = null; // {booking, grid}
+
+function say(text, kind = "info") {
+  announce($("me-message"), text, kind);
+}
+
+function serviceName(id) {
+  const s = services.find((x) => x.id === id);
+  if (!s) return id;
+  return lang() === "en" && s.name_en ? s.name_en : s.name;
+}
+
+function describe(err) {
+  return err instanceof ApiError ? err.describe() : String(err);
+}
+
+async function loadBookings() {
+  const data = await get("/api/bookings");
+  bookings = data.bookings || [];
+  renderBookings();
+}
+
+function bookingItem(b, upcoming) {
+  const when = `${formatDateTime(b.start)}–${formatTime(b.end)}`;
+  const statusKey = `me.status.${b.status}`;
+  const status = t(statusKey) === statusKey ? b.status : t(statusKey);
+  const actions = upcoming && b.status === "confirmed"
+    ? el("p", { class: "actions" },
+      el("button", { type: "button", class: "move", "aria-label": `${t("me.move")}: ${when}`, text: t("me.move"), onclick: () => openMover(b) }),
+      el("button", { type: "button", class: "cancel danger", "aria-label": `${t("me.cancel")}: ${when}`, text: t("me.cancel"), onclick: () => cancel(b) }))
+    : null;
+  return el("li", { dataset: { booking: b.id, status: b.status } },
+    el("p", {}, el("strong", { text: when }), " ", el("span", { class: "status", text: status })),
+    el("p", {}, el("a", { href: `/clinic/${encodeURIComponent(b.clinic)}?service=${encodeURIComponent(b.service)}`, text: b.clinic_name || b.clinic }),
+      ` · ${serviceName(b.service)}`),
+    el("p", { class: "muted" }, `${t("clinic.booking.id")}: ${b.id} · `,
+      el("a", { href: `/api/bookings/${encodeURIComponent(b.id)}/ics`, download: `${b.id}.ics`, text: t("clinic.booked.ics") })),
+    actions);
+}
+
+function renderBookings() {
+  const now = Date.now();
+  const upcoming = bookings.filter((b) => Date.parse(b.end) > now && b.status === "confirmed")
+    .sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
+  const past = bookings.filter((b) => !upcoming.includes(b)).sort((a, b) => Date.parse(b.start) - Date.parse(a.start));
+  const fill = (id, list, isUpcoming) => {
+    $(id).replaceChildren(...(list.length ? list.map((b) => bookingItem(b, isUpcoming)) : [el("li", { class: "muted", text: t("me.none") })]));
+  };
+  fill("upcoming", upcoming, true);
+  fill("past", past, false);
+}
+
+async function cancel(b) {
+  if (!window.confirm(t("me.cancel.confirm", { time: formatDateTime(b.start) }))) return;
+  try {
+    await post(`/api/bookings/${encodeURIComponent(b.id)}/cancel`, {});
+    say(t("me.cancelled"), "ok");
+    await loadBookings();
+  } catch (err) {
+    say(describe(err), "error");
+  }
+}
+
+async function openMover(b) {
+  closeMover();
+  const clinic = await get(`/api/clinics/${encodeURIComponent(b.clinic)}`).catch((err) => { say(describe(err), "error"); return null; });
+  if (!clinic) return;
+  const panel = $("move-panel");
+  const service = services.find((s) => s.id === b.service) || { id: b.service, minutes: Math.round((Date.parse(b.end) - Date.parse(b.start)) / 60000) };
+  panel.hidden = false;
+  $("move-what").textContent = `${clinic.name} · ${serviceName(b.service)} · ${formatDateTime(b.start)}`;
+  const grid = new LiveSlotGrid({
+    container: $("move-grid"), live, clinic, service, from: todayIso(), days: 7, idPrefix: "move",
+    onPick: (time) => reschedule(b, time),
+  });
+  mover = { booking: b, grid };
+  grid.start();
+  $("move-title").focus();
+}
+
+function closeMover() {
+  if (mover) mover.grid.stop();
+  mover = null;
+  $("move-panel").hidden = true;
+  $("move-grid").replaceChildren();
+}
+
+async function reschedule(b, time) {
+  try {
+    const data = await post(`/api/bookings/${encodeURIComponent(b.id)}/reschedule`, { resource: time.resource, start: time.start });
+    closeMover();
+    say(t("me.moved", { time: formatDateTime(data.booking.start) }), "ok");
+    await loadBookings();
+  } catch (err) {
+    if (err instanceof ApiError && err.code === "SLOT_TAKEN") {
+      mover?.grid.markTaken(time.start);
+      say(t("clinic.taken"), "error");
+    } else {
+      say(describe(err), "error");
+    }
+  }
+}
+
+// ---- wait-list watches ---------------------------------------------------------------------------------
+
+async function loadWatches() {
+  const data = await get("/api/waitlist").catch(() => null);
+  const list = (data && (data.watches || data.waitlist || data.entries)) || [];
+  $("watches").replaceChildren(...list.map((w) => el("li", {},
+    `${w.clinic_name || w.clinic} · ${serviceName(w.service)} · ${w.from}–${w.to} `,
+    el("button", { type: "button", class: "link", text: t("me.notify.remove"), onclick: async () => {
+      await del(`/api/waitlist/${encodeURIComponent(w.id)}`).catch((err) => say(describe(err), "error"));
+      loadWatches();
+    } }))));
+  $("watches-wrap").hidden = list.length === 0;
+}
+
+function wireNotifyForm() {
+  const form = $("notify-form");
+  $("notify-service").replaceChildren(...services.map((s) => el("option", { value: s.id }, serviceName(s))));
+  $("notify-from").value = todayIso();
+  $("notify-to").value = addDays(todayIso(), 14);
+  const clinicParam = new URLSearchParams(location.search).get("clinic");
+  if (clinicParam) $("notify-clinic").value = clinicParam;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await post("/api/waitlist", {
+        clinic: $("notify-clinic").value.trim(), service: $("notify-service").value,
+        from: $("notify-from").value, to: $("notify-to").value,
+      });
+      announce($("notify-message"), t("me.notify.saved"), "ok");
+      loadWatches();
+    } catch (err) {
+      announce($("notify-message"), describe(err), "error");
+    }
+  });
+}
+
+// ---- live events ---------------------------------------------------------------------------------------
+
+function toast(text) {
+  const item = el("p", { class: "message", dataset: { kind: "ok" }, text });
+  $("toasts").append(item);
+  setTimeout(() => item.remove(), 8000);
+}
+
+live.onEvent("me", (msg) => {
+  const { kind, booking } = msg.data || {};
+  const time = booking && booking.start ? formatDateTime(booking.start) : "";
+  toast(t(`me.event.${kind}`, { time }));
+  loadBookings().catch(() => null);
+});
+
+async function signedIn(u) {
+  user = u;
+  $("signin").hidden = true;
+  $("account").hidden = false;
+  userBar($("userbar"), user, () => location.reload());
+  live.subscribe("me", {}, () => {}, { sequenced: false });
+  wireNotifyForm();
+  await Promise.all([loadBookings().catch((err) => say(describe(err), "error")), loadWatches()]);
+}
+
+async function main() {
+  $("move-close").addEventListener("click", closeMover);
+  services = await get("/api/services").catch(() => []);
+  onLangChange(() => { renderBookings(); if (user) userBar($("userbar"), user, () => location.reload()); });
+  const u = await currentUser().catch(() => null);
+  if (u) {
+    await signedIn(u);
+  } else {
+    $("signin").hidden = false;
+    await signedIn(await authForm($("signin"), { idPrefix: "me-auth" }));
+  }
+  applyTranslations(document);
+}
+
+main();

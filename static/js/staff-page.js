@@ -1,0 +1,157 @@
+// /staff: a clinic account sees its day. Resources by time, bookings with patient names (names appear only
+// on this page, fetched from /api/clinic/v1/day, never from the live diffs), block and unblock time,
+// cancel, mark no-show. The clinic topic tells the page when to fetch the day again.
+
+import { ApiError, get, post, query } from "./api.js";
+import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
+import { LiveConnection } from "./live.js";
+import { authForm, currentUser, userBar } from "./session.js";
+import { announce, el, mountShell } from "./shell.js";
+import { formatTime, todayIso, wallClock } from "./stockholm.js";
+
+const live = new LiveConnection();
+mountShell({ active: "/staff", live });
+live.start();
+
+const $ = (id) => document.getElementById(id);
+let user = null;
+let day = null;
+let services = [];
+let reloadTimer = null;
+
+function say(text, kind = "info") {
+  announce($("staff-message"), text, kind);
+}
+
+function serviceName(id) {
+  const s = services.find((x) => x.id === id);
+  if (!s) return id;
+  return lang() === "en" && s.name_en ? s.name_en : s.name;
+}
+
+function minuteText(minute) {
+  return `${String(Math.floor(minute / 60)).padStart(2, "0")}:${String(minute % 60).padStart(2, "0")}`;
+}
+
+function minuteOf(iso) {
+  const m = /T(\d{2}):(\d{2})/.exec(iso);
+  return m ? Number(m[1]) * 60 + Number(m[2]) : 0;
+}
+
+async function loadDay() {
+  const date = $("staff-date").value || todayIso();
+  try {
+    day = await get(`/api/clinic/v1/day${query({ date })}`);
+  } catch (err) {
+    say(err instanceof ApiError ? err.describe() : String(err), "error");
+    return;
+  }
+  renderDay();
+}
+
+function scheduleReload() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(loadDay, 250);
+}
+
+function renderDay() {
+  if (!day) return;
+  const cm = day.cell_minutes;
+  const resources = day.resources || [];
+  const open = resources.flatMap((r) => [...r.cells].map((c, i) => (c !== "0" ? i : -1)).filter((i) => i >= 0));
+  const first = open.length ? Math.min(...open) : 0;
+  const last = open.length ? Math.max(...open) : -1;
+  const bookingAt = new Map();
+  for (const b of day.bookings || []) bookingAt.set(`${b.resource}@${Math.floor(minuteOf(b.start) / cm)}`, b);
+  const head = el("tr", {}, el("th", { scope: "col", text: t("staff.time") }),
+    ...resources.map((r) => el("th", { scope: "col", text: r.name })));
+  const rows = [];
+  for (let i = first; i <= last; i++) {
+    rows.push(el("tr", {}, el("th", { scope: "row", text: minuteText(i * cm) }),
+      ...resources.map((r) => {
+        const state = r.cells[i] || "0";
+        const booking = bookingAt.get(`${r.id}@${i}`);
+        const text = booking ? `${booking.patient_name || ""} · ${serviceName(booking.service)}` : t(`cell.${state}`);
+        return el("td", { class: `cell s${state}`, dataset: { resource: r.id, cell: String(i), state }, text });
+      })));
+  }
+  $("day-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  $("block-resource").replaceChildren(...resources.map((r) => el("option", { value: r.id }, r.name)));
+  $("block-minutes").step = String(cm);
+  if (!$("block-minutes").value) $("block-minutes").value = String(cm * 4);
+
+  const bookings = (day.bookings || []).slice().sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
+  const names = Object.fromEntries(resources.map((r) => [r.id, r.name]));
+  $("bookings-body").replaceChildren(...(bookings.length ? bookings.map((b) => {
+    const when = `${formatTime(b.start)}–${formatTime(b.end)}`;
+    const active = b.status === "confirmed";
+    const statusKey = `me.status.${b.status}`;
+    return el("tr", { dataset: { booking: b.id } },
+      el("td", { text: when }), el("td", { text: names[b.resource] || b.resource }),
+      el("td", { text: serviceName(b.service) }), el("td", { text: b.patient_name || "" }),
+      el("td", { text: t(statusKey) === statusKey ? b.status : t(statusKey) }),
+      el("td", {}, active ? el("span", { class: "actions" },
+        el("button", { type: "button", class: "danger", "aria-label": `${t("staff.cancel")} ${when}`, text: t("staff.cancel"),
+          onclick: () => act(`/api/clinic/v1/bookings/${encodeURIComponent(b.id)}/cancel`, {}) }),
+        el("button", { type: "button", "aria-label": `${t("staff.noshow")} ${when}`, text: t("staff.noshow"),
+          onclick: () => act(`/api/clinic/v1/bookings/${encodeURIComponent(b.id)}/no-show`, {}) })) : ""));
+  }) : [el("tr", {}, el("td", { colspan: "6", class: "muted", text: t("staff.none") }))]));
+}
+
+async function act(path, body) {
+  try {
+    await post(path, body);
+    say(t("staff.done"), "ok");
+    await loadDay();
+  } catch (err) {
+    say(err instanceof ApiError ? err.describe() : String(err), "error");
+  }
+}
+
+function blockBody() {
+  const [h, m] = ($("block-start").value || "12:00").split(":").map(Number);
+  return {
+    resource: $("block-resource").value,
+    start: wallClock($("staff-date").value || todayIso(), h * 60 + m).iso,
+    minutes: Number($("block-minutes").value),
+  };
+}
+
+function subscribeDay() {
+  const date = $("staff-date").value || todayIso();
+  live.subscribe(`clinic:${user.clinic}`, { from: date, days: 1 }, (msg) => {
+    if (msg.type === "diff") scheduleReload();
+  });
+}
+
+async function signedIn(u) {
+  user = u;
+  userBar($("userbar"), user, () => location.reload());
+  if (user.role !== "staff" || !user.clinic) {
+    say(t("staff.notstaff"), "error");
+    return;
+  }
+  $("staff-day").hidden = false;
+  const clinic = await get(`/api/clinics/${encodeURIComponent(user.clinic)}`).catch(() => null);
+  $("staff-clinic").textContent = clinic ? clinic.name : user.clinic;
+  await loadDay();
+  subscribeDay();
+}
+
+async function main() {
+  $("staff-date").value = todayIso();
+  $("staff-date").addEventListener("change", () => { loadDay(); subscribeDay(); });
+  $("block").addEventListener("click", () => act("/api/clinic/v1/block", blockBody()));
+  $("unblock").addEventListener("click", () => act("/api/clinic/v1/unblock", blockBody()));
+  services = await get("/api/services").catch(() => []);
+  onLangChange(renderDay);
+  const u = await currentUser().catch(() => null);
+  if (u) await signedIn(u);
+  else {
+    say(t("staff.notstaff"));
+    await signedIn(await authForm($("signin"), { allowRegister: false, idPrefix: "staff-auth" }));
+  }
+  applyTranslations(document);
+}
+
+main();
