@@ -1,8 +1,10 @@
 """Accounts: users with argon2id password hashes, and clinic API keys, in one SQLite file.
 
 The store is synchronous and thread-safe: one connection guarded by a lock, WAL mode, so
-the routes may call it from ``asyncio.to_thread``. Password hashing and verification run
-*outside* the lock (argon2 is slow on purpose), so a login never stalls other lookups.
+the routes may call it from ``asyncio.to_thread`` (and the CLI may use the same file while
+the server runs). Password hashing and verification run *outside* the lock (argon2 is slow
+on purpose, ~150 ms with the default profile), so a login never stalls other lookups; at
+most one argon2 call per CPU core runs at a time.
 
 What is stored:
 
@@ -24,6 +26,7 @@ Messages never contain the e-mail, name or password (personal data stays out of 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import sqlite3
 import threading
@@ -131,6 +134,9 @@ class AccountStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._hasher = hasher or PasswordHasher()
         self._lock = threading.Lock()
+        # argon2id takes ~64 MiB and a core per call: at most one per core at a time, so a burst
+        # of logins queues here instead of swelling memory (the routes' thread pool is wider).
+        self._hashing = threading.BoundedSemaphore(os.cpu_count() or 1)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -181,7 +187,8 @@ class AccountStore:
             raise InvalidAccount("staff accounts need a clinic")
         if role is Role.PATIENT and clinic is not None:
             raise InvalidAccount("patient accounts have no clinic")
-        encoded = self._hasher.hash(password)       # slow: outside the lock
+        with self._hashing:                          # slow: outside the lock
+            encoded = self._hasher.hash(password)
         user = User("u_" + secrets.token_urlsafe(12), email, name, role, clinic or None)
         try:
             with self._tx() as db:
@@ -204,7 +211,8 @@ class AccountStore:
             password = password[:MAX_PASSWORD] + "\0"   # bounded work; can never match a stored hash
         encoded = str(rows[0][5]) if rows else self._dummy_hash
         try:
-            self._hasher.verify(encoded, password)
+            with self._hashing:
+                self._hasher.verify(encoded, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         if not rows:
@@ -212,7 +220,8 @@ class AccountStore:
         user = self._user(rows[0])
         if self._hasher.check_needs_rehash(encoded):
             # Parameters were raised since this hash was made: upgrade it while we hold the password.
-            fresh = self._hasher.hash(password)
+            with self._hashing:
+                fresh = self._hasher.hash(password)
             with self._tx() as db:
                 db.execute("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
                            (fresh, user.id, encoded))
