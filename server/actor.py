@@ -118,7 +118,7 @@ class RegionActor:
         self._batch_hist = metrics.BATCH_SIZE.labels(region=region)
         self._append_hist = metrics.JOURNAL_APPEND_SECONDS.labels(region=region)
         self._ready_gauge = metrics.REGION_READY.labels(region=region)
-        self._command_counters: dict[str, Any] = {}
+        self._command_counters: dict[type, Any] = {}
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -227,17 +227,16 @@ class RegionActor:
             return
         outcomes: list[list[Event] | Refused] = []
         batch_events: list[Event] = list(tick_events)
+        kinds: dict[type, int] = {}
+        refused: dict[str, int] = {}
         for req in requests:
             command = req.command
-            name = type(command).__name__
-            counter = self._command_counters.get(name)
-            if counter is None:
-                counter = self._command_counters[name] = metrics.COMMANDS.labels(type=name, region=self.region)
-            counter.inc()
+            kind = type(command)
+            kinds[kind] = kinds.get(kind, 0) + 1
             try:
                 events = state.apply(command, now)
             except Refused as refusal:
-                metrics.REFUSALS.labels(code=str(refusal.code), region=self.region).inc()
+                refused[refusal.code] = refused.get(refusal.code, 0) + 1
                 outcomes.append(refusal)
                 continue
             except Exception as exc:  # an engine bug: refuse this command, keep the region alive
@@ -247,7 +246,7 @@ class RegionActor:
             outcomes.append(events)
             batch_events.extend(events)
         changes = state.take_changes()
-        self._batch_hist.observe(len(requests))
+        self._count(kinds, refused, len(requests))
 
         # 3. one durable write for the whole batch
         if batch_events:
@@ -279,6 +278,18 @@ class RegionActor:
             self._publish(committed)
         if self._snapshot_due(now_f):
             self._start_snapshot()
+
+    def _count(self, kinds: dict[type, int], refused: dict[str, int], batch: int) -> None:
+        """Metrics once per batch, not per command: the hot loop stays free of them."""
+        for kind, n in kinds.items():
+            counter = self._command_counters.get(kind)
+            if counter is None:
+                counter = metrics.COMMANDS.labels(type=kind.__name__, region=self.region)
+                self._command_counters[kind] = counter
+            counter.inc(n)
+        for code, n in refused.items():
+            metrics.REFUSALS.labels(code=str(code), region=self.region).inc(n)
+        self._batch_hist.observe(batch)
 
     def _counts(self, changes: list[Change]) -> list[tuple[str, int, int]]:
         touched = {(clinic, day) for clinic, _resource, day, _cell, _n, _state in changes}

@@ -19,6 +19,7 @@ from pathlib import Path
 from engine.calendar import day_of_epoch
 from persistence.journal import Journal
 from server.regions import Regions
+from server.runtime import tune_gc
 from server.settings import Settings
 
 log = logging.getLogger("tandtid.serve")
@@ -145,6 +146,7 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"Demo accounts (password {DEMO_PASSWORD!r}):", flush=True)
         for email, role, at in accounts:
             print(f"  {role:8s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
+    tune_gc()
     app = create_app(settings, regions=regions)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,

@@ -19,6 +19,7 @@ from typing import Any
 from engine.commands import Book, OpenDays, RegisterClinic
 from persistence.journal import Journal
 from server.actor import RegionActor
+from server.runtime import tune_gc
 from loadtest.bench.catalog import bench_catalog, bench_now
 
 
@@ -73,6 +74,7 @@ async def run(kind: str, producers: int, bookings: int, redis_url: str | None) -
                 await actor.submit(command)
                 latencies.append(time.perf_counter() - t0)
 
+        tune_gc()
         position_before = await journal.last_position(region)
         started = time.perf_counter()
         await asyncio.gather(*(produce(mine) for mine in per_producer))
