@@ -130,7 +130,7 @@ def run_bench(name: str, argv: list[str]) -> int:
 
 
 def run_admin(args: argparse.Namespace) -> int:
-    from server.accounts import AccountStore, Role
+    from server.accounts import AccountStore, EmailTaken, InvalidAccount, Role
     from server.settings import Settings
 
     settings = Settings.from_env(data_dir=Path(args.data) if args.data else None)
@@ -142,7 +142,11 @@ def run_admin(args: argparse.Namespace) -> int:
             if args.role == "staff" and not args.clinic:
                 print("staff accounts need --clinic", file=sys.stderr)
                 return 2
-            user = store.create_user(args.email, password, args.name, Role(args.role), args.clinic)
+            try:
+                user = store.create_user(args.email, password, args.name, Role(args.role), args.clinic)
+            except (EmailTaken, InvalidAccount) as exc:
+                print(f"not created: {exc}", file=sys.stderr)
+                return 1
             print(json.dumps({"id": user.id, "role": str(user.role), "clinic": user.clinic}))
         elif args.admin_cmd == "clinic-key":
             key = store.create_clinic_key(args.clinic)

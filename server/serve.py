@@ -99,6 +99,8 @@ def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[s
     made = []
     try:
         for email, name, role in DEMO_ACCOUNTS:
+            if role == "staff" and clinic is None:
+                continue
             try:
                 store.create_user(email, DEMO_PASSWORD, name, Role(role), clinic if role == "staff" else None)
             except EmailTaken:
