@@ -1,0 +1,192 @@
+"""A live tandtid server for the HTTP tests: real uvicorn on a free port, the real ``Regions``
+over a real journal (FileJournal in a temp dir, or a RedisStreamJournal on a real
+redis-server), the real account store. It runs on its own event loop in a thread, so the
+tests talk to it only over HTTP (httpx) — plus ``LiveServer.call`` to read its journal.
+
+The server's clock is a ``MovableClock`` shared by the actors and the routes, so tests can
+move time (hold expiry) without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import uvicorn
+from argon2 import PasswordHasher
+
+from engine.commands import Command
+from engine.events import from_record
+from persistence.codec import unpack_events
+from persistence.journal import Journal
+from server.accounts import AccountStore, Role, User
+from server.app import create_app
+from server.regions import Regions
+from server.settings import Settings
+from tests.support import free_port
+from tests.support.catalog import NOW, setup_commands
+
+T = TypeVar("T")
+SECRET = b"test-secret-key-0123456789abcdef"
+# Cheap argon2 parameters: the same code path, milliseconds per hash instead of ~100 ms.
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+class MovableClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def catalog_commands() -> list[Command]:
+    """Two clinics in Stockholm (AB-c1, AB-c2) and one in Skåne (M-c1), 10 days open."""
+    return [*setup_commands("AB", clinics=2, resources=2, days=10), *setup_commands("M", clinics=1, days=10)]
+
+
+class LiveServer:
+    def __init__(self, data_dir: Path, *, redis_url: str | None = None, **settings: Any) -> None:
+        self.data_dir = data_dir
+        self.redis_url = redis_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.clock = MovableClock(NOW)
+        overrides: dict[str, Any] = {"rate_per_s": 1e6, "rate_burst": 1e6, **settings}
+        self.settings = Settings.from_env(env={}, host="127.0.0.1", port=self.port, data_dir=data_dir,
+                                          secret_key=SECRET, **overrides)
+        self.accounts = AccountStore(data_dir / "accounts.sqlite3", hasher=FAST_HASHER)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: uvicorn.Server | None = None
+        self.regions: Regions | None = None
+        self.journal: Journal | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def _open_journal(self) -> Journal:
+        journal: Journal
+        if self.redis_url:
+            from persistence.redis_journal import RedisStreamJournal
+
+            journal = RedisStreamJournal(self.redis_url)
+        else:
+            from persistence.file_journal import FileJournal
+
+            journal = FileJournal(self.data_dir / "journal")
+        await journal.open()
+        return journal
+
+    async def _main(self) -> None:
+        self.journal = await self._open_journal()
+        self.regions = Regions(self.journal, clock=self.clock, tick_interval_s=0.2)
+        await self.regions.start()
+        for command in catalog_commands():
+            await self.regions.submit(command)
+        app = create_app(self.settings, regions=self.regions, accounts=self.accounts)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                access_log=False, ws_max_size=self.settings.max_ws_frame)
+        self.server = uvicorn.Server(config)
+        serving = asyncio.create_task(self.server.serve())
+        for _ in range(3000):  # uvicorn offers no "started" event to wait on
+            if self.server.started or serving.done():
+                break
+            await asyncio.sleep(0.01)
+        self._started.set()
+        try:
+            await serving
+        finally:
+            await self.regions.stop()
+            await self.journal.close()
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.loop.run_until_complete(self._main())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._started.set()
+        finally:
+            self.loop.close()
+
+    def start(self) -> LiveServer:
+        self._thread = threading.Thread(target=self._run, name=f"live-server-{self.port}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(30):
+            raise RuntimeError("the live server did not start within 30 s")
+        if self._error is not None:
+            raise RuntimeError("the live server failed to start") from self._error
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(30)
+        self.accounts.close()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on the server's loop; ``await asyncio.wrap_future(...)`` or ``.result()``."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def journal_events(self, region: str) -> list[Any]:
+        assert self.journal is not None
+        journal = self.journal
+
+        async def read() -> list[Any]:
+            return [from_record(r) async for e in journal.read(region) for r in unpack_events(e.payload)]
+
+        return await asyncio.wrap_future(self.call(read()))
+
+    def user(self, role: Role = Role.PATIENT, clinic: str | None = None, *, name: str = "Test Person",
+             email: str | None = None) -> tuple[User, str]:
+        """A user in the store and a bearer token for it."""
+        import secrets
+
+        email = email or f"user-{secrets.token_hex(6)}@example.test"
+        user = self.accounts.create_user(email, "password-123", name, role, clinic)
+        signer_token = self.app_signer().issue(user)
+        return user, signer_token
+
+    def app_signer(self) -> Any:
+        from server.auth import SessionSigner
+
+        return SessionSigner(SECRET, self.settings.session_ttl_s)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_error_shape(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    error = body["error"]
+    assert set(error) >= {"code", "message", "request_id"}, body
+    assert error["request_id"] == response.headers["x-request-id"]
+    if code is not None:
+        assert error["code"] == code, body
+    return error
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = LiveServer(tmp_path_factory.mktemp("live")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
