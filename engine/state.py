@@ -238,6 +238,16 @@ class RegionState:
             _refuse(RefusalCode.IN_PAST, "cannot open days that have passed")
         return [DaysOpened(c.resource, c.first_day, c.days)]
 
+    def _run_is_free(self, row: ResourceRow, day: int, cell: int, k: int, now: int) -> bool:
+        """The hot path of ``_check_run``: True when the run is inside a covered day, all FREE
+        and not in the past. False means 'ask ``_check_run`` why not' (it may still pass)."""
+        cpd = row.cpd
+        i = day - row.first_day
+        if cell < 0 or cell + k > cpd or i < 0 or (i + 1) * cpd > len(row.buf):
+            return False
+        off = i * cpd + cell
+        return row.buf[off:off + k] == _FREE_RUN[k] and cell_epoch(day, cell, row.cell_minutes) >= now
+
     def _check_run(self, row: ResourceRow, day: int, cell: int, k: int, now: int,
                    own: tuple[str, int, int, int] | None) -> None:
         """Refuse unless cells [cell, cell+k) of ``day`` are FREE, open and in the future.
@@ -282,7 +292,9 @@ class RegionState:
         if c.hold_id in self.holds or c.ttl_s <= 0:
             _refuse(_INVALID, "hold id in use or ttl not positive")
         old_id = self._hold_of.get((c.patient, row.clinic))
-        if old_id is None:
+        if self._run_is_free(row, c.day, c.cell, k, now):
+            pass
+        elif old_id is None:
             self._check_run(row, c.day, c.cell, k, now, None)
         else:
             old = self.holds[old_id]
@@ -333,7 +345,8 @@ class RegionState:
         k = row.cells_for.get(c.service)
         if k is None:
             _refuse(_INVALID, "the resource does not perform that service here")
-        self._check_run(row, c.day, c.cell, k, now, None)
+        if not self._run_is_free(row, c.day, c.cell, k, now):
+            self._check_run(row, c.day, c.cell, k, now, None)
         if self._by_patient.get(c.patient):
             self._check_limit(c.patient, self.clinics[row.clinic], now)
         return [Booked(c.booking_id, c.patient, row.clinic, c.resource, c.service, c.day, c.cell, k, now,
@@ -501,7 +514,7 @@ class RegionState:
     def _on_hold_placed(self, e: HoldPlaced) -> None:
         row = self._rows[e.resource]
         day, k = e.day, e.cells
-        off = row.offset(day) + e.cell
+        off = (day - row.first_day) * row.cpd + e.cell
         row.buf[off:off + k] = _HELD_RUN[k]
         row.free[day] -= k
         self.holds[e.hold_id] = Hold(e.hold_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k,
@@ -517,7 +530,7 @@ class RegionState:
             del self._hold_of[key]
         row = self._rows[hold.resource]
         day, k = hold.day, hold.cells
-        off = row.offset(day) + hold.cell
+        off = (day - row.first_day) * row.cpd + hold.cell
         row.buf[off:off + k] = _FREE_RUN[k]
         row.free[day] += k
         self._changes.append((hold.clinic, hold.resource, day, hold.cell, k, FREE))
@@ -525,7 +538,7 @@ class RegionState:
     def _on_booked(self, e: Booked) -> None:
         row = self._rows[e.resource]
         day, k = e.day, e.cells
-        off = row.offset(day) + e.cell
+        off = (day - row.first_day) * row.cpd + e.cell
         row.buf[off:off + k] = _BOOKED_RUN[k]
         if e.hold_id:
             hold = self.holds.pop(e.hold_id)
@@ -561,7 +574,7 @@ class RegionState:
         b.cancelled_by = e.by
         row = self._rows[b.resource]
         day, k = b.day, b.cells
-        off = row.offset(day) + b.cell
+        off = (day - row.first_day) * row.cpd + b.cell
         if e.buffer_until:
             row.buf[off:off + k] = _BUFFER_RUN[k]
             self._windows.setdefault((b.resource, day), []).append([b.cell, k, e.buffer_until])
@@ -576,12 +589,12 @@ class RegionState:
         b = self.bookings[e.booking_id]
         k = b.cells
         old_row = self._rows[b.resource]
-        off = old_row.offset(b.day) + b.cell
+        off = (b.day - old_row.first_day) * old_row.cpd + b.cell
         old_row.buf[off:off + k] = _FREE_RUN[k]
         old_row.free[b.day] += k
         self._changes.append((b.clinic, b.resource, b.day, b.cell, k, FREE))
         row = self._rows[e.resource]
-        off = row.offset(e.day) + e.cell
+        off = (e.day - row.first_day) * row.cpd + e.cell
         row.buf[off:off + k] = _BOOKED_RUN[k]
         row.free[e.day] -= k
         self._changes.append((b.clinic, e.resource, e.day, e.cell, k, BOOKED))
