@@ -35,13 +35,27 @@ function renderDetails() {
   document.title = `${clinic.name} – Tandtid`;
   const details = $("clinic-details-list");
   const row = (key, value) => (value ? [el("dt", { "data-i18n": key }), el("dd", { text: value })] : []);
-  const hours = typeof clinic.hours === "string" ? clinic.hours
-    : clinic.hours ? Object.entries(clinic.hours).map(([d, h]) => `${d} ${Array.isArray(h) ? h.join("–") : h}`).join(", ") : "";
+  const hours = hoursText(clinic.hours);
   details.replaceChildren(
     ...row("clinic.address", [clinic.address, clinic.municipality_name].filter(Boolean).join(", ")),
     ...row("clinic.phone", clinic.phone),
     ...row("clinic.hours", hours));
   applyTranslations(details);
+}
+
+const hm = (m) => `${String(Math.floor(m / 60)).padStart(2, "0")}:${String(m % 60).padStart(2, "0")}`;
+
+/** {"1": [[480, 720], [780, 1020]], …} (ISO weekday -> minute ranges) as "mån 08:00–12:00, 13:00–17:00; …". */
+function hoursText(hours) {
+  if (!hours || typeof hours !== "object") return hours ? String(hours) : "";
+  const weekday = new Intl.DateTimeFormat(lang() === "en" ? "en-GB" : "sv-SE", { weekday: "short", timeZone: "UTC" });
+  return Object.entries(hours)
+    .filter(([, ranges]) => Array.isArray(ranges) && ranges.length)
+    .map(([d, ranges]) => {
+      const name = weekday.format(new Date(Date.UTC(2024, 0, Number(d)))); // 2024-01-01 was a Monday
+      return `${name} ${ranges.map(([a, b]) => `${hm(a)}–${hm(b)}`).join(", ")}`;
+    })
+    .join("; ");
 }
 
 function renderServiceSelect() {

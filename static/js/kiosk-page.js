@@ -1,7 +1,7 @@
 // /kiosk/<clinic>: a full-screen waiting-room display. Today's free times in large type, a clock, a QR code
 // to book on a phone. No sign-in. Runs for days: it follows the date at midnight, keeps reconnecting
 // (a server restart is just a longer reconnect), and every reconnect brings a fresh snapshot.
-// ?service=<id> picks the service (default: check-up).
+// ?service=<id> picks the service (default: check-up); ?date= pins the day.
 
 import qrcode from "../vendor/qrcode-generator/qrcode.mjs";
 import { get } from "./api.js";
@@ -23,7 +23,9 @@ let clinic = null;
 let service = null;
 let services = [];
 let cells = null;
-let day = todayIso();
+// ?date=YYYY-MM-DD pins the display to one day (previews, tests); otherwise it follows today.
+const pinnedDay = /^\d{4}-\d{2}-\d{2}$/.test(params.get("date") || "") ? params.get("date") : null;
+let day = pinnedDay || todayIso();
 
 function resourceIds() {
   return (clinic.resources || []).filter((r) => !r.services || r.services.includes(service.id)).map((r) => r.id);
@@ -69,7 +71,7 @@ function subscribe() {
 
 function tick() {
   $("clock").textContent = clockText();
-  const today = todayIso();
+  const today = pinnedDay || todayIso();
   if (today !== day) {
     day = today;
     cells = null;

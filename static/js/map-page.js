@@ -15,7 +15,7 @@ live.start();
 
 const $ = (id) => document.getElementById(id);
 const SWEDEN = [[55.2, 10.9], [69.1, 24.2]];
-const CLINIC_LIMIT = 2000;
+const CLINIC_LIMIT = 500; // the API's maximum per request; the map asks once per region
 
 const state = {
   services: [], regions: [], service: "checkup", from: todayIso(), days: 7, region: "", municipality: "",
