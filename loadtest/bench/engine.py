@@ -68,7 +68,6 @@ def plan(state: RegionState, n: int, seed: int, first_day: int, days: int, now0:
     holds: list[tuple[str, str]] = []          # (hold id, patient)
     bookings: list[tuple[str, str, str]] = []  # (booking id, patient, clinic)
     blocks: list[Unblock] = []
-    seq = 0
     now = now0
 
     def pick_start() -> tuple[str, str, int, int]:
@@ -77,7 +76,7 @@ def plan(state: RegionState, n: int, seed: int, first_day: int, days: int, now0:
             32 + rng.randrange(36)
 
     for i in range(n):
-        seq += 1
+        seq = i + 1
         patient = f"p{rng.randrange(50_000)}"
         roll = rng.random()
         cmd: Command
