@@ -1,0 +1,275 @@
+"""RedisStreamJournal: one Redis stream per region, one server round trip per append.
+
+Keys of region ``AB`` (the braces are a Redis Cluster hash tag: one shard per region)::
+
+    tandtid:{AB}:journal    stream; each entry has fields position, epoch, payload (in that order)
+    tandtid:{AB}:position   INCR counter: the last position handed out
+    tandtid:{AB}:epoch      the highest epoch accepted (fencing token)
+    tandtid:{AB}:snapshot   hash: position, stream_id, payload
+
+An append is one EVALSHA of a Lua script that fences the epoch, INCRs the position and
+XADDs the entry atomically. redis-py's retries are switched off: retrying a
+non-idempotent append after a lost reply could journal a batch twice. Every Redis or
+socket failure surfaces as JournalUnavailable; a lost reply means the entry MAY be
+written, which is why the actor reloads from the journal after any failed append.
+
+Reading from position ``after`` starts at the stream id stored with the snapshot when
+the snapshot is at or before ``after`` (or at an id this object remembers from its own
+recent appends), else at the start of the stream, and skips entries with position <=
+``after``: recovery (after == snapshot position) skips nothing; a tail from an arbitrary
+old position costs one transfer of the entries since the snapshot.
+
+After a snapshot is saved, history older than the snapshot AND older than
+``retention_s`` (by the server clock in the stream ids) is trimmed with XTRIM MINID.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from persistence.journal import Entry, Journal, JournalUnavailable, Snapshot, StaleEpoch
+
+_T = TypeVar("_T")
+
+PAGE = 10_000                 # stream entries per XRANGE round trip
+TAIL_BLOCK_MS = 1_000         # XREAD BLOCK; well under the socket timeout
+RECENT_IDS = 4_096            # remembered (position -> stream id) of this object's appends per region
+
+APPEND_LUA = """
+local accepted = tonumber(redis.call('GET', KEYS[1]) or '0')
+local epoch = tonumber(ARGV[1])
+if epoch < accepted then
+  return {-1, tostring(accepted)}
+end
+if epoch > accepted then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+local position = redis.call('INCR', KEYS[2])
+local id = redis.call('XADD', KEYS[3], '*', 'position', position, 'epoch', ARGV[1], 'payload', ARGV[2])
+return {position, id}
+"""
+
+
+def region_key(region: str, name: str) -> str:
+    """``tandtid:{AB}:<name>`` — every key of a region shares the ``{AB}`` hash tag."""
+    return f"tandtid:{{{region}}}:{name}"
+
+
+def _raw(response: Any, **_options: Any) -> Any:
+    return response
+
+
+def _entry(item: list[Any]) -> Entry:
+    fields = item[1]
+    # Fields are written in a fixed order by APPEND_LUA: position, epoch, payload.
+    return Entry(int(fields[1]), int(fields[3]), bytes(fields[5]))
+
+
+class RedisStreamJournal(Journal):
+    """Journal in Redis streams. ``await open()`` before use, ``await close()`` after."""
+
+    def __init__(self, url: str, *, retention_s: int = 96 * 3600, socket_timeout_s: float = 3.0,
+                 health_check_interval_s: int = 5) -> None:
+        self._url = url
+        self._retention_ms = retention_s * 1000
+        self._socket_timeout_s = socket_timeout_s
+        self._health_check_interval_s = health_check_interval_s
+        self._client: aioredis.Redis | None = None
+        self._append: Any = None    # redis-py AsyncScript: EVALSHA, SCRIPT LOAD on NOSCRIPT
+        self._recent: dict[str, OrderedDict[int, bytes]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and load the append script; JournalUnavailable when Redis is down."""
+        if self._client is not None:
+            return
+        client = aioredis.Redis.from_url(
+            self._url,
+            socket_timeout=self._socket_timeout_s,
+            socket_connect_timeout=self._socket_timeout_s,
+            health_check_interval=self._health_check_interval_s,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
+        for command in ("XRANGE", "XREVRANGE", "XREAD"):
+            client.set_response_callback(command, _raw)
+        self._client = client
+        self._append = client.register_script(APPEND_LUA)
+        try:
+            await self._call(client.script_load(APPEND_LUA))
+        except JournalUnavailable:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(self._redis.ping()))
+        except JournalUnavailable:
+            return False
+
+    # -- appends ---------------------------------------------------------------------
+
+    async def append(self, region: str, epoch: int, payload: bytes) -> int:
+        keys = [region_key(region, "epoch"), region_key(region, "position"), region_key(region, "journal")]
+        result = await self._call(self._append(keys=keys, args=[epoch, payload], client=self._redis))
+        position, detail = int(result[0]), result[1]
+        if position < 0:
+            raise StaleEpoch(f"region {region}: epoch {epoch} < accepted {int(detail)}")
+        recent = self._recent.setdefault(region, OrderedDict())
+        recent[position] = bytes(detail)
+        if len(recent) > RECENT_IDS:
+            recent.popitem(last=False)
+        return position
+
+    async def last_position(self, region: str) -> int:
+        value = await self._call(self._redis.get(region_key(region, "position")))
+        return int(value) if value is not None else 0
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def read(self, region: str, after: int = 0) -> AsyncIterator[Entry]:
+        async for entry, _stream_id in self._read(region, after):
+            yield entry
+
+    async def _read(self, region: str, after: int) -> AsyncIterator[tuple[Entry, bytes]]:
+        key = region_key(region, "journal")
+        start = await self._start_id(region, after)
+        while True:
+            page = await self._call(self._command("XRANGE", key, start, "+", "COUNT", PAGE))
+            for item in page:
+                entry = _entry(item)
+                if entry.position > after:
+                    yield entry, item[0]
+            if len(page) < PAGE:
+                return
+            start = b"(" + page[-1][0]
+
+    async def _start_id(self, region: str, after: int) -> bytes:
+        """The stream id to XRANGE from (inclusive) to see every position > ``after``."""
+        if after <= 0:
+            return b"-"
+        recent = self._recent.get(region)
+        if recent and after in recent:
+            return b"(" + recent[after]
+        snap = await self._call(self._redis.hmget(region_key(region, "snapshot"), "position", "stream_id"))
+        if snap[0] is not None and snap[1] and int(snap[0]) <= after:
+            return _as_bytes(snap[1])
+        return b"-"
+
+    async def tail(self, region: str, after: int = 0) -> AsyncIterator[Entry]:
+        """Entries after ``after``, then new ones as they come (XREAD BLOCK). Raises
+        JournalUnavailable when Redis goes away; the caller re-tails from its last position."""
+        key = region_key(region, "journal")
+        position = after
+        last_id: bytes | None = None
+        while last_id is None:
+            async for entry, stream_id in self._read(region, position):
+                yield entry
+                position, last_id = entry.position, stream_id
+            if last_id is None:
+                newest = await self._call(self._command("XREVRANGE", key, "+", "-", "COUNT", 1))
+                if not newest:
+                    last_id = b"0-0"
+                elif int(newest[0][1][1]) <= position:
+                    last_id = bytes(newest[0][0])
+                # else: appended meanwhile; read again
+        while True:
+            reply = await self._call(self._command(
+                "XREAD", "COUNT", PAGE, "BLOCK", TAIL_BLOCK_MS, "STREAMS", key, last_id))
+            if not reply:
+                continue
+            for item in reply[0][1]:
+                last_id = item[0]
+                entry = _entry(item)
+                if entry.position > position:
+                    position = entry.position
+                    yield entry
+
+    # -- snapshots -------------------------------------------------------------------
+
+    async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
+        """Store the snapshot (one MULTI/EXEC), then trim history that is older than it
+        and older than the retention period."""
+        stream_id = await self._stream_id_of(region, snapshot.position)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(region_key(region, "snapshot"), mapping={
+            "position": snapshot.position, "stream_id": stream_id, "payload": snapshot.payload})
+        pipe.time()
+        _, (seconds, micros) = await self._call(pipe.execute())
+        if not stream_id:
+            return
+        cutoff_ms = seconds * 1000 + micros // 1000 - self._retention_ms
+        minid = min(_id_tuple(stream_id), (cutoff_ms, 0))
+        if minid[0] <= 0:
+            return
+        await self._call(self._redis.xtrim(region_key(region, "journal"), minid=f"{minid[0]}-{minid[1]}",
+                                           approximate=False))
+
+    async def _stream_id_of(self, region: str, position: int) -> bytes:
+        """The stream id of ``position`` (b"" when it is not in the stream)."""
+        if position <= 0:
+            return b""
+        recent = self._recent.get(region)
+        if recent and position in recent:
+            return recent[position]
+        key = region_key(region, "journal")
+        end = b"+"
+        while True:
+            page = await self._call(self._command("XREVRANGE", key, end, "-", "COUNT", PAGE))
+            for item in page:
+                found = int(item[1][1])
+                if found == position:
+                    return bytes(item[0])
+                if found < position:
+                    return b""
+            if len(page) < PAGE:
+                return b""
+            end = b"(" + page[-1][0]
+
+    async def load_snapshot(self, region: str) -> Snapshot | None:
+        values = await self._call(self._redis.hmget(region_key(region, "snapshot"), "position", "payload"))
+        if values[0] is None or values[1] is None:
+            return None
+        return Snapshot(int(values[0]), _as_bytes(values[1]))
+
+    # -- internals -------------------------------------------------------------------
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:
+            raise RuntimeError("RedisStreamJournal is not open; await open() first")
+        return self._client
+
+    def _command(self, *args: Any) -> Awaitable[Any]:
+        """A raw command (stream replies come back unparsed: see ``_raw``)."""
+        return self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    async def _call(awaitable: Awaitable[_T]) -> _T:
+        """Await a Redis call, turning every store failure into JournalUnavailable."""
+        try:
+            return await awaitable
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise JournalUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _id_tuple(stream_id: bytes) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
