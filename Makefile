@@ -24,6 +24,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/tandtid bench all
 
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtest.run --seconds 120 --users 200 --scale sweden
+
 run: $(STAMP)
 	$(BIN)/tandtid serve --data ./data --seed-if-empty --open
 
