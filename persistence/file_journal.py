@@ -335,7 +335,10 @@ class FileJournal(Journal):
     async def last_position(self, region: str) -> int:
         state = self._regions.get(self._check(region))
         if state is None:
-            return 0
+            state = self._new_region(region)
+            if not await self._run(state.log_path.exists):
+                return 0
+            state = self._regions.setdefault(region, state)   # created by another process
         if not state.owner:
             await self._catch_up(state)
         return state.position

@@ -1,0 +1,218 @@
+"""FileJournal-specific tests (integration, real files): torn tails, corruption, failed writes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from persistence.file_journal import FRAME_HEADER, FileJournal
+from persistence.journal import CorruptJournal, Entry, JournalUnavailable, Snapshot, StaleEpoch
+
+PAYLOADS = [b"first-batch", b"second-batch", b"third-batch"]
+
+
+async def written(directory: Path, payloads: list[bytes] = PAYLOADS, epoch: int = 1) -> Path:
+    journal = FileJournal(directory)
+    await journal.open()
+    for payload in payloads:
+        await journal.append("AB", epoch, payload)
+    await journal.close()
+    return directory / "journal" / "AB.log"
+
+
+async def reopened(directory: Path) -> FileJournal:
+    journal = FileJournal(directory)
+    await journal.open()
+    return journal
+
+
+@pytest.fixture
+async def opened(tmp_path: Path) -> AsyncIterator[list[FileJournal]]:
+    journals: list[FileJournal] = []
+    yield journals
+    for journal in journals:
+        await journal.close()
+
+
+def frame_size(payload: bytes) -> int:
+    return FRAME_HEADER.size + len(payload)
+
+
+async def entries(journal: FileJournal) -> list[Entry]:
+    return [entry async for entry in journal.read("AB")]
+
+
+async def test_truncated_mid_frame_tail_is_cut(tmp_path: Path, opened: list[FileJournal],
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    log = await written(tmp_path)
+    full = log.stat().st_size
+    os.truncate(log, full - 5)
+    with caplog.at_level(logging.WARNING, logger="persistence.file_journal"):
+        journal = await reopened(tmp_path)
+    opened.append(journal)
+    assert [e.payload for e in await entries(journal)] == PAYLOADS[:2]
+    assert log.stat().st_size == full - frame_size(PAYLOADS[2])
+    cut = frame_size(PAYLOADS[2]) - 5
+    assert any("region AB" in r.getMessage() and f"cut {cut} bytes" in r.getMessage() for r in caplog.records)
+    assert all(b"batch" not in r.getMessage().encode() for r in caplog.records)
+    assert await journal.append("AB", 1, b"replacement") == 3
+    assert [e.payload for e in await entries(journal)] == [*PAYLOADS[:2], b"replacement"]
+
+
+async def test_truncated_inside_a_header_is_cut(tmp_path: Path, opened: list[FileJournal]) -> None:
+    log = await written(tmp_path)
+    os.truncate(log, frame_size(PAYLOADS[0]) + 7)
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    assert [e.position for e in await entries(journal)] == [1]
+    assert await journal.last_position("AB") == 1
+
+
+async def test_garbage_after_last_frame_is_cut(tmp_path: Path, opened: list[FileJournal]) -> None:
+    log = await written(tmp_path)
+    full = log.stat().st_size
+    with log.open("ab") as f:
+        f.write(b"\x00\xffTTJ1 not a frame at all" * 3)
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    assert log.stat().st_size == full
+    assert [e.payload for e in await entries(journal)] == PAYLOADS
+
+
+async def test_flipped_byte_in_last_frame_is_cut(tmp_path: Path, opened: list[FileJournal]) -> None:
+    log = await written(tmp_path)
+    data = bytearray(log.read_bytes())
+    data[-3] ^= 0x40
+    log.write_bytes(bytes(data))
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    assert [e.payload for e in await entries(journal)] == PAYLOADS[:2]
+    assert await journal.last_position("AB") == 2
+
+
+async def test_flipped_byte_in_a_middle_frame_is_corrupt(tmp_path: Path) -> None:
+    log = await written(tmp_path)
+    data = bytearray(log.read_bytes())
+    data[frame_size(PAYLOADS[0]) + FRAME_HEADER.size + 2] ^= 0x01   # inside the second payload
+    log.write_bytes(bytes(data))
+    before = log.stat().st_size
+    with pytest.raises(CorruptJournal):
+        await reopened(tmp_path)
+    assert log.stat().st_size == before      # nothing cut when the damage is not a tail
+
+
+async def test_flipped_length_in_a_middle_frame_is_corrupt(tmp_path: Path) -> None:
+    log = await written(tmp_path)
+    data = bytearray(log.read_bytes())
+    data[frame_size(PAYLOADS[0]) + 8] ^= 0x10                      # the second frame's length field
+    log.write_bytes(bytes(data))
+    with pytest.raises(CorruptJournal):
+        await reopened(tmp_path)
+
+
+async def test_epoch_survives_restart_even_when_frames_are_cut(tmp_path: Path, opened: list[FileJournal]) -> None:
+    log = await written(tmp_path, epoch=7)
+    os.truncate(log, 3)       # every frame gone: only the epoch file remembers
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    assert await journal.last_position("AB") == 0
+    with pytest.raises(StaleEpoch):
+        await journal.append("AB", 6, b"stale")
+    assert await journal.append("AB", 7, b"ok") == 1
+
+
+async def test_corrupt_snapshot_is_ignored(tmp_path: Path, opened: list[FileJournal],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    await journal.save_snapshot("AB", Snapshot(9, b"snapshot-bytes"))
+    snap = tmp_path / "snapshots" / "AB.snap"
+    data = bytearray(snap.read_bytes())
+    data[-1] ^= 0xFF
+    snap.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="persistence.file_journal"):
+        assert await journal.load_snapshot("AB") is None
+    assert any("snapshot" in r.getMessage() for r in caplog.records)
+    snap.write_bytes(b"xx")
+    assert await journal.load_snapshot("AB") is None
+    await journal.save_snapshot("AB", Snapshot(10, b"fresh"))
+    assert await journal.load_snapshot("AB") == Snapshot(10, b"fresh")
+    assert [p.name for p in snap.parent.iterdir()] == ["AB.snap"]   # no temp files left behind
+
+
+@pytest.fixture
+def file_size_limit() -> Iterator[None]:
+    """Lets a test lower RLIMIT_FSIZE (real EFBIG write failures); restores it afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+@pytest.mark.usefixtures("file_size_limit")
+async def test_failed_write_leaves_no_partial_frame(tmp_path: Path, opened: list[FileJournal]) -> None:
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    await journal.append("AB", 1, b"durable")
+    log = tmp_path / "journal" / "AB.log"
+    size = log.stat().st_size
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, hard))   # the next frame fits only partly
+    try:
+        with pytest.raises(JournalUnavailable):
+            await journal.append("AB", 1, b"x" * 100)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, hard))
+    assert log.stat().st_size == size
+    assert [e.payload for e in await entries(journal)] == [b"durable"]
+    assert await journal.append("AB", 1, b"after the disk recovered") == 2
+    await journal.close()
+    again = await reopened(tmp_path)
+    opened.append(again)
+    assert [e.payload for e in await entries(again)] == [b"durable", b"after the disk recovered"]
+
+
+async def test_second_journal_object_tails_by_polling(tmp_path: Path, opened: list[FileJournal]) -> None:
+    """Another process appending is seen by polling the file (here: another journal object)."""
+    writer = await reopened(tmp_path)
+    reader = await reopened(tmp_path)
+    opened += [writer, reader]
+    await writer.append("AB", 1, b"one")
+    tail = reader.tail("AB")
+    first = await asyncio.wait_for(anext(tail), 5)
+    second = asyncio.ensure_future(anext(tail))
+    await writer.append("AB", 1, b"two")
+    assert first == Entry(1, 1, b"one")
+    assert await asyncio.wait_for(second, 5) == Entry(2, 1, b"two")
+    await tail.aclose()
+    assert await reader.last_position("AB") == 2
+
+
+async def test_read_after_uses_the_index_across_many_entries(tmp_path: Path, opened: list[FileJournal]) -> None:
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    for i in range(1, 3001):
+        await journal.append("AB", 1, str(i).encode())
+    await journal.close()
+    again = await reopened(tmp_path)
+    opened.append(again)
+    for after in (0, 1023, 1024, 1025, 2047, 2048, 2999, 3000):
+        got = [e.position async for e in again.read("AB", after)]
+        assert got == list(range(after + 1, 3001)), after
+
+
+async def test_region_codes_are_validated(tmp_path: Path, opened: list[FileJournal]) -> None:
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    with pytest.raises(ValueError):
+        await journal.append("../etc", 1, b"x")
