@@ -169,7 +169,7 @@ async function sampleState() {
   $("hot").replaceChildren(...(hot.length ? hot.map((h) => {
     const id = Array.isArray(h) ? h[0] : h.clinic ?? h.id;
     const name = Array.isArray(h) ? h[0] : h.name ?? id;
-    const n = Array.isArray(h) ? h[1] : h.commands ?? h.count ?? h.bookings ?? "";
+    const n = Array.isArray(h) ? h[1] : h.bookings_today ?? h.commands ?? h.count ?? "";
     return el("tr", {}, el("td", {}, el("a", { href: `/clinic/${encodeURIComponent(id)}`, text: name })), el("td", { text: String(n) }));
   }) : [el("tr", {}, el("td", { colspan: "2", class: "muted", text: t("admin.nodata") }))]));
   const connections = typeof state.connections === "object" && state.connections !== null

@@ -1,0 +1,240 @@
+"""Browser-test machinery (integration): the real ``tandtid serve`` as a subprocess (uvicorn, region actors, file
+journal, demo seed) driven by headless Chromium (Debian's ``/usr/bin/chromium``) through Playwright.
+
+Every browser context refuses any request that is not to 127.0.0.1: the pages must work with no network
+beyond the server (that is also the offline-map test). Page errors (uncaught exceptions) fail the test.
+Timeouts are multiples of ``TIME_SCALE`` (env ``TANDTID_TIME_SCALE``, default 1.0) for slow machines.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.sync_api import Browser, BrowserContext, Page, Route
+
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+SCREENSHOTS = Path(os.environ.get("TANDTID_SCREENSHOTS", ROOT / "docs" / "screenshots"))
+TIME_SCALE = float(os.environ.get("TANDTID_TIME_SCALE", "1.0"))
+CHROMIUM = os.environ.get("TANDTID_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+DEMO_PASSWORD = "tandtid-demo"
+DEMO = {"patient": "patient@demo.tandtid.se", "staff": "staff@demo.tandtid.se", "admin": "admin@demo.tandtid.se"}
+PHONE = {"width": 360, "height": 780}
+DESKTOP = {"width": 1440, "height": 900}
+KIOSK = {"width": 1920, "height": 1080}
+
+
+def ms(seconds: float) -> float:
+    """A Playwright timeout in milliseconds, scaled."""
+    return seconds * 1000 * TIME_SCALE
+
+
+class ServedSystem:
+    """``tandtid serve --seed`` on a free port over a data directory; can be restarted on the same port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServedSystem:
+        exe = Path(sys.executable).with_name("tandtid")
+        command = [str(exe) if exe.exists() else "tandtid", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--data", str(self.data_dir), "--seed"]
+        log = self.log_path.open("ab")
+        # Every context of every test comes from 127.0.0.1, like a whole clinic behind one NAT address:
+        # give that one address room, or the per-IP rate limit (not under test here) would refuse pages.
+        env = {**os.environ, "TANDTID_RATE_PER_S": "1000", "TANDTID_RATE_BURST": "5000"}
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        log.close()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout * TIME_SCALE
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tandtid serve exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)  # polling interval while the server starts, not an assertion
+        raise RuntimeError(f"tandtid serve not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class Patient:
+    email: str
+    password: str
+    token: str
+    user: dict[str, Any]
+
+
+@dataclass
+class Api:
+    """The HTTP API as a test client (Bearer tokens, no CSRF), for setting up and for acting as 'someone else'."""
+
+    base_url: str
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.base_url, timeout=20)
+
+    def register(self) -> Patient:
+        email = f"test-{uuid.uuid4().hex[:12]}@example.test"
+        password = f"pw-{uuid.uuid4().hex}"
+        r = self.client.post("/api/auth/register", json={"email": email, "password": password, "name": "Test Patient"})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        return Patient(email, password, body["token"], body["user"])
+
+    def get(self, path: str, token: str | None = None, **params: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = self.client.get(path, params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def post(self, path: str, token: str, body: dict[str, Any]) -> httpx.Response:
+        return self.client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+
+    def free_times(self, clinic: str, service: str = "checkup", days: int = 7, **params: Any) -> list[dict[str, Any]]:
+        """Future free starts ({start, resource, date}) of a clinic, earliest first, skipping the next 20 minutes."""
+        data = self.get(f"/api/clinics/{clinic}/availability", service=service, days=days, **params)
+        soon = time.time() + 20 * 60
+        out = []
+        for day in data["days"]:
+            for t in day["times"]:
+                start = t["start"]
+                if _epoch(start) > soon:
+                    out.append({"start": start, "resource": t["resource"], "date": day["date"]})
+        return out
+
+    def clinics_with_one_resource(self, service: str = "checkup") -> list[str]:
+        """Clinics where exactly one resource performs the service, so a start time is one resource's cells."""
+        out = []
+        for region in self.get("/api/regions"):
+            for clinic in self.get("/api/clinics", region=region["code"], limit=500):
+                details = self.get(f"/api/clinics/{clinic['id']}")
+                if sum(service in r["services"] for r in details["resources"]) == 1:
+                    out.append(clinic["id"])
+        return sorted(out)
+
+    def book(self, patient: Patient, clinic: str, time_: dict[str, Any], service: str = "checkup") -> dict[str, Any]:
+        r = self.post("/api/bookings", patient.token,
+                      {"clinic": clinic, "resource": time_["resource"], "service": service, "start": time_["start"]})
+        assert r.status_code == 201, r.text
+        booking: dict[str, Any] = r.json()["booking"]
+        return booking
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+@dataclass
+class Contexts:
+    """Creates browser contexts that only reach 127.0.0.1; records what was blocked and every page error."""
+
+    browser: Browser
+    base_url: str
+    blocked: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    opened: list[BrowserContext] = field(default_factory=list)
+
+    def new(self, viewport: dict[str, int] = DESKTOP, **options: Any) -> BrowserContext:
+        context = self.browser.new_context(viewport=viewport, base_url=self.base_url, **options)
+        context.set_default_timeout(ms(10))
+
+        def only_local(route: Route) -> None:
+            url = route.request.url
+            if url.startswith(("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:")):
+                route.continue_()
+            else:
+                self.blocked.append(url)
+                route.abort("internetdisconnected")
+
+        context.route("**/*", only_local)
+        context.on("page", lambda page: page.on("pageerror", lambda err: self.page_errors.append(str(err))))
+        self.opened.append(context)
+        return context
+
+    def page(self, path: str, viewport: dict[str, int] = DESKTOP, **options: Any) -> Page:
+        page = self.new(viewport, **options).new_page()
+        page.goto(path)
+        return page
+
+
+def sign_in(page: Page, email: str, password: str) -> None:
+    """Fill whichever sign-in form the page shows (the forms share their field names)."""
+    form = page.locator("form.auth[data-mode='signin']")
+    form.locator("input[name=email]").fill(email)
+    form.locator("input[name=password]").fill(password)
+    form.locator("button[type=submit]").click()
+    form.wait_for(state="detached")
+
+
+def wait_live(page: Page) -> None:
+    """The page's live connection has all its snapshots (the status pill says so)."""
+    page.locator("#conn-status[data-state='live']").wait_for(timeout=ms(15))
+
+
+def check_accessibility(page: Page, screen: str) -> None:
+    """axe-core (vendored): no serious or critical violation on the screen as it is now."""
+    page.add_script_tag(path=str(AXE))
+    violations = page.evaluate(
+        """async () => {
+            const result = await axe.run(document, { resultTypes: ["violations"] });
+            return result.violations.map((v) => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.slice(0, 4).map((n) => n.target.join(" ")),
+            }));
+        }"""
+    )
+    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{screen}: accessibility violations: {bad}"
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))

@@ -1,0 +1,80 @@
+"""Fixtures for the browser tests (integration): a served system, Chromium, local-only contexts.
+
+The machinery (ServedSystem, Api, Contexts, sign_in, check_accessibility, screenshot) is in browsing.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
+
+from tests.browser.browsing import CHROMIUM, CHROMIUM_ARGS, Api, Contexts, ServedSystem
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedSystem]:
+    """One served system with demo data for the whole browser session (tests use fresh patients)."""
+    served = ServedSystem(tmp_path_factory.mktemp("served") / "data").start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture(scope="session")
+def api(system: ServedSystem) -> Iterator[Api]:
+    client = Api(system.base_url)
+    try:
+        yield client
+    finally:
+        client.client.close()
+
+
+@pytest.fixture(scope="session")
+def playwright_driver() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver: Playwright) -> Iterator[Browser]:
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    launched = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        yield launched
+    finally:
+        launched.close()
+
+
+@pytest.fixture
+def contexts(browser: Browser, system: ServedSystem) -> Iterator[Contexts]:
+    made = Contexts(browser, system.base_url)
+    try:
+        yield made
+    finally:
+        for context in made.opened:
+            context.close()
+    assert not made.page_errors, f"uncaught errors in the page: {made.page_errors}"
+
+
+@pytest.fixture
+def fresh_system(tmp_path: Path) -> Iterator[ServedSystem]:
+    """A served system of the test's own (for tests that restart the server)."""
+    served = ServedSystem(tmp_path / "data").start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture(scope="session")
+def solo_clinics(api: Api) -> list[str]:
+    """Demo clinics where one resource does check-ups: a booked start time then vanishes from every grid."""
+    clinics = api.clinics_with_one_resource("checkup")
+    assert len(clinics) >= 4, f"the demo seed has too few single-dentist clinics: {clinics}"
+    return clinics
