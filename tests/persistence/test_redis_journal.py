@@ -1,0 +1,142 @@
+"""RedisStreamJournal-specific tests (integration, a real redis-server per test): crashes,
+restarts, key layout, one round trip per append, MINID trimming."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from persistence.journal import Entry, JournalUnavailable, Snapshot
+from persistence.redis_journal import RedisStreamJournal, region_key
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+FAIL_FAST_S = 5.0   # the bound on "quickly": socket timeouts are 3 s, a dead server refuses at once
+
+
+@pytest.fixture
+async def journal(redis_server: RedisServer) -> AsyncIterator[RedisStreamJournal]:
+    journal = RedisStreamJournal(redis_server.url)
+    await journal.open()
+    yield journal
+    await journal.close()
+
+
+async def entries(journal: RedisStreamJournal, after: int = 0) -> list[Entry]:
+    return [entry async for entry in journal.read("AB", after)]
+
+
+async def test_killed_server_fails_fast_and_restart_keeps_acknowledged_entries(
+        redis_server: RedisServer, journal: RedisStreamJournal) -> None:
+    acknowledged = [await journal.append("AB", 1, b"batch-%d" % i) for i in range(50)]
+    assert acknowledged == list(range(1, 51))
+    redis_server.kill()
+
+    started = time.monotonic()
+    with pytest.raises(JournalUnavailable):
+        await journal.append("AB", 1, b"lost")
+    with pytest.raises(JournalUnavailable):
+        await journal.append("AB", 1, b"lost again")
+    assert time.monotonic() - started < FAIL_FAST_S
+    assert await journal.ping() is False
+    with pytest.raises(JournalUnavailable):
+        await entries(journal)
+
+    redis_server.start()   # same port, same data dir: AOF reload
+    assert await journal.append("AB", 1, b"after restart") == 51   # same journal object
+    assert await journal.ping() is True
+    got = await entries(journal)
+    assert [e.position for e in got] == list(range(1, 52))
+    assert [e.payload for e in got[:50]] == [b"batch-%d" % i for i in range(50)]
+
+
+async def test_open_against_a_dead_server_is_unavailable(redis_server: RedisServer) -> None:
+    redis_server.kill()
+    journal = RedisStreamJournal(redis_server.url)
+    with pytest.raises(JournalUnavailable):
+        await journal.open()
+
+
+async def test_keys_carry_the_region_hash_tag(redis_server: RedisServer, journal: RedisStreamJournal) -> None:
+    await journal.append("AB", 2, b"x")
+    await journal.save_snapshot("AB", Snapshot(1, b"s"))
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        keys = sorted(k.decode() for k in client.keys("*"))
+        assert keys == ["tandtid:{AB}:epoch", "tandtid:{AB}:journal", "tandtid:{AB}:position",
+                        "tandtid:{AB}:snapshot"]
+        (stream_id, fields), = client.xrange(region_key("AB", "journal"))
+        assert fields == {b"position": b"1", b"epoch": b"2", b"payload": b"x"}
+        assert client.hget(region_key("AB", "snapshot"), "stream_id") == stream_id
+    finally:
+        client.close()
+
+
+async def test_one_append_is_one_command_on_the_server(redis_server: RedisServer,
+                                                       journal: RedisStreamJournal) -> None:
+    await journal.append("AB", 1, b"warm-up")     # the script is loaded by open()
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        before = client.info("commandstats")
+        await journal.append("AB", 1, b"one")
+        after = client.info("commandstats")
+    finally:
+        client.close()
+    calls = {name.removeprefix("cmdstat_"): after[name]["calls"] - before.get(name, {"calls": 0})["calls"]
+             for name in after}
+    calls = {name: n for name, n in calls.items() if n}
+    # One EVALSHA from the client; GET, INCR, XADD ran inside it; INFO is the measurement.
+    assert calls == {"evalsha": 1, "get": 1, "incr": 1, "xadd": 1, "info": 1}
+
+
+async def test_script_flushed_on_the_server_is_reloaded(redis_server: RedisServer,
+                                                        journal: RedisStreamJournal) -> None:
+    await journal.append("AB", 1, b"a")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+    assert await journal.append("AB", 1, b"b") == 2
+
+
+async def test_snapshot_trims_only_history_older_than_snapshot_and_retention(redis_server: RedisServer) -> None:
+    journal = RedisStreamJournal(redis_server.url, retention_s=0)
+    await journal.open()
+    try:
+        for i in range(1, 11):
+            await journal.append("AB", 1, b"e%d" % i)
+        await journal.save_snapshot("AB", Snapshot(6, b"state-at-6"))
+        remaining = [e.position async for e in journal.read("AB")]
+        assert remaining == [6, 7, 8, 9, 10]       # everything newer than the snapshot is kept
+        assert [e.position async for e in journal.read("AB", 6)] == [7, 8, 9, 10]
+        assert await journal.last_position("AB") == 10
+    finally:
+        await journal.close()
+
+
+async def test_snapshot_within_retention_trims_nothing(journal: RedisStreamJournal) -> None:
+    for i in range(1, 6):
+        await journal.append("AB", 1, b"e%d" % i)
+    await journal.save_snapshot("AB", Snapshot(4, b"state"))
+    assert [e.position for e in await entries(journal)] == [1, 2, 3, 4, 5]
+
+
+async def test_read_after_snapshot_from_a_fresh_object(redis_server: RedisServer,
+                                                       journal: RedisStreamJournal) -> None:
+    for i in range(1, 21):
+        await journal.append("AB", 1, b"e%d" % i)
+    await journal.save_snapshot("AB", Snapshot(12, b"state"))
+    fresh = RedisStreamJournal(redis_server.url)
+    await fresh.open()
+    try:
+        # Starts from the snapshot's stream id (no position cache in this object).
+        assert [e.position async for e in fresh.read("AB", 12)] == list(range(13, 21))
+        assert [e.position async for e in fresh.read("AB", 15)] == list(range(16, 21))
+        assert [e.position async for e in fresh.read("AB", 3)] == list(range(4, 21))
+    finally:
+        await fresh.close()
