@@ -497,13 +497,17 @@ class Hub:
         committed_ms = int(item.committed_at * 1000)
         if item.counts:
             topic = topics.get("region:" + item.region)
-            if topic is not None and topic.subscribers:
-                self._add_pending(topic, committed_ms, "counts", count_items(item.counts))
+            if topic is not None:
+                topic.snapshots.clear()   # cached snapshots no longer match state
+                if topic.subscribers:
+                    self._add_pending(topic, committed_ms, "counts", count_items(item.counts))
         if item.changes:
             for clinic, cells in cell_items_by_clinic(item.changes).items():
                 topic = topics.get("clinic:" + clinic)
-                if topic is not None and topic.subscribers:
-                    self._add_pending(topic, committed_ms, "cells", cells)
+                if topic is not None:
+                    topic.snapshots.clear()
+                    if topic.subscribers:
+                        self._add_pending(topic, committed_ms, "cells", cells)
         for event in item.events:
             if type(event) is ClinicRegistered:
                 # a new clinic or new resources: a diff cannot say that, a snapshot can
@@ -516,7 +520,6 @@ class Hub:
             self._notify_patients(item)
 
     def _add_pending(self, topic: Topic, committed_ms: int, data_key: str, items: list[list[Any]]) -> None:
-        topic.snapshots.clear()
         pending = self._pending.get(topic.name.key)
         if pending is None:
             self._pending[topic.name.key] = (committed_ms, data_key, items)

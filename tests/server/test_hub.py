@@ -1,0 +1,348 @@
+"""Integration tests: the live hub over a real uvicorn, real sockets and real region actors.
+
+Each test starts uvicorn in-process on a free port serving a tiny Starlette app with the hub
+at /ws, backed by the lead's ``Regions`` over a FileJournal in a temp dir, seeded with a few
+clinics through ``regions.submit``. Clients are the ``websockets`` library (and one raw
+socket that stops reading). Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from engine.calendar import date_of
+from engine.cells import BOOKED, FREE
+from engine.commands import Book, Cancel, Party
+from persistence.file_journal import FileJournal
+from server.actor import Reloaded
+from server.hub import Hub
+from server.regions import Regions
+from server.settings import Settings
+from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
+
+TIMEOUT = 10.0          # one scalable unit for every wait in this file
+FIRST = date_of(FIRST_DAY).isoformat()
+SECOND = date_of(FIRST_DAY + 1).isoformat()
+ORIGIN = "http://localhost:8000"
+
+
+@dataclass
+class Live:
+    regions: Regions
+    hub: Hub
+    settings: Settings
+    url: str
+
+
+def free_port_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    settings = Settings(data_dir=tmp_path, secret_key=b"x" * 32, allowed_origins=[ORIGIN],
+                        ws_send_buffer=8, max_ws_frame=4096)
+    journal = FileJournal(tmp_path / "data")
+    await journal.open()
+    regions = Regions(journal, clock=lambda: NOW, regions=("AB",))
+    await regions.start()
+    for command in setup_commands("AB", clinics=3, resources=2, days=5):
+        await regions.submit(command)
+    hub = Hub(regions, settings, max_subscriptions=3, stall_s=1.0, sweep_s=0.1, close_timeout_s=2.0)
+    hub.start()
+    app = Starlette(routes=[WebSocketRoute("/ws", hub.endpoint)])
+    sock = free_port_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    await until(lambda: server.started, "uvicorn to start")
+    port = sock.getsockname()[1]
+    try:
+        yield Live(regions, hub, settings, f"ws://127.0.0.1:{port}/ws")
+    finally:
+        await hub.stop()
+        server.should_exit = True
+        await serving
+        await regions.stop()
+        await journal.close()
+        sock.close()
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    message: dict[str, Any] = msgpack.unpackb(raw) if isinstance(raw, bytes) else orjson.loads(raw)
+    return message
+
+
+async def send(ws: ClientConnection, message: dict[str, Any]) -> None:
+    await ws.send(orjson.dumps(message).decode())
+
+
+async def subscribe(ws: ClientConnection, topic: str, days: int = 5) -> dict[str, Any]:
+    await send(ws, {"op": "subscribe", "topic": topic, "from": FIRST, "days": days})
+    snapshot = await recv(ws)
+    assert snapshot["type"] == "snapshot" and snapshot["topic"] == topic, snapshot
+    return snapshot
+
+
+def book(n: int, resource: str = "AB-c1-r1", day: int = FIRST_DAY, cell: int = CELL_0900) -> Book:
+    return Book(booking_id=f"AB-b{n}", patient=f"opaque-patient-{n}", resource=resource,
+                service="checkup", day=day, cell=cell)
+
+
+async def until(condition: Any, what: str) -> None:
+    """Wait for a condition the server reaches on its own (never a timed assertion)."""
+    for _ in range(int(TIMEOUT / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_snapshots_then_one_diff_per_topic_per_batch(live: Live) -> None:
+    async with connect(live.url) as ws:
+        region = await subscribe(ws, "region:AB")
+        clinic = await subscribe(ws, "clinic:AB-c1")
+        assert region["data"]["from"] == FIRST and region["data"]["days"] == 5
+        assert set(region["data"]["clinics"]) == {"AB-c1", "AB-c2", "AB-c3"}
+        free_before = region["data"]["clinics"]["AB-c1"][0]
+        assert free_before == 2 * 32   # two resources, 08-12 and 13-17 in 15-minute cells
+        cells = clinic["data"]["resources"]["AB-c1-r1"][FIRST]
+        assert clinic["data"]["cell_minutes"] == 15 and len(cells) == 96
+        assert cells[CELL_0900:CELL_0900 + 2] == f"{FREE}{FREE}"
+
+        await live.regions.submit(book(1))
+        diffs = {m["topic"]: m for m in (await recv(ws), await recv(ws))}
+        region_diff, clinic_diff = diffs["region:AB"], diffs["clinic:AB-c1"]
+        assert region_diff["type"] == clinic_diff["type"] == "diff"
+        assert region_diff["seq"] == region["seq"] + 1 and clinic_diff["seq"] == clinic["seq"] + 1
+        assert region_diff["data"] == {"counts": [["AB-c1", FIRST, free_before - 2]]}
+        assert clinic_diff["data"] == {"cells": [["AB-c1-r1", FIRST, CELL_0900, 2, BOOKED]]}
+        assert isinstance(clinic_diff["committed_at"], int) and clinic_diff["committed_at"] > 1_700_000_000_000
+
+        # a booking at another clinic: only the region topic moves
+        await live.regions.submit(book(2, resource="AB-c2-r1"))
+        other = await recv(ws)
+        assert other["topic"] == "region:AB" and other["seq"] == region["seq"] + 2
+        assert other["data"] == {"counts": [["AB-c2", FIRST, 2 * 32 - 2]]}
+
+
+async def test_unsubscribe_then_resubscribe_gets_a_snapshot_with_the_gap_filled(live: Live) -> None:
+    async with connect(live.url) as ws:
+        await subscribe(ws, "region:AB")
+        first = await subscribe(ws, "clinic:AB-c1")
+        await send(ws, {"op": "unsubscribe", "topic": "clinic:AB-c1"})
+        await live.regions.submit(book(1))
+        await send(ws, {"op": "ping"})
+        # the region diff, then the pong: nothing for the clinic in between
+        assert (await recv(ws))["topic"] == "region:AB"
+        assert (await recv(ws)) == {"type": "pong"}
+        again = await subscribe(ws, "clinic:AB-c1")
+        assert again["seq"] >= first["seq"]
+        row = again["data"]["resources"]["AB-c1-r1"][FIRST]
+        assert row[CELL_0900:CELL_0900 + 2] == f"{BOOKED}{BOOKED}"
+        await live.regions.submit(book(2, cell=CELL_0900 + 4))
+        diffs = {m["topic"]: m for m in (await recv(ws), await recv(ws))}
+        assert diffs["clinic:AB-c1"]["seq"] == again["seq"] + 1
+
+
+async def test_cancel_frees_cells_and_snapshot_ranges_are_per_subscriber(live: Live) -> None:
+    async with connect(live.url) as a, connect(live.url) as b:
+        await send(a, {"op": "subscribe", "topic": "clinic:AB-c1", "from": SECOND, "days": 1})
+        narrow = await recv(a)
+        assert list(narrow["data"]["resources"]["AB-c1-r1"]) == [SECOND]
+        wide = await subscribe(b, "clinic:AB-c1", days=3)
+        assert len(wide["data"]["resources"]["AB-c1-r1"]) == 3
+        # two days ahead: far enough to cancel online
+        await live.regions.submit(book(1, day=FIRST_DAY + 2))
+        await live.regions.submit(Cancel("AB-b1", Party.PATIENT, "opaque-patient-1"))
+        third = date_of(FIRST_DAY + 2).isoformat()
+        for ws, base in ((a, narrow["seq"]), (b, wide["seq"])):
+            booked, freed = await recv(ws), await recv(ws)
+            assert (booked["seq"], freed["seq"]) == (base + 1, base + 2)
+            assert freed["data"] == {"cells": [["AB-c1-r1", third, CELL_0900, 2, FREE]]}
+
+
+async def test_msgpack_encoding_sends_binary_frames(live: Live) -> None:
+    async with connect(live.url + "?encoding=msgpack") as ws, connect(live.url) as js:
+        await send(ws, {"op": "subscribe", "topic": "clinic:AB-c1", "from": FIRST, "days": 2})
+        raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert isinstance(raw, bytes)
+        snapshot = msgpack.unpackb(raw)
+        assert snapshot["type"] == "snapshot" and len(snapshot["data"]["resources"]["AB-c1-r2"]) == 2
+        await subscribe(js, "clinic:AB-c1", days=2)
+        await live.regions.submit(book(1))
+        raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+        text = await asyncio.wait_for(js.recv(), TIMEOUT)
+        assert isinstance(raw, bytes) and isinstance(text, str)
+        assert msgpack.unpackb(raw) == orjson.loads(text)
+        # client -> server may be msgpack too
+        await ws.send(msgpack.packb({"op": "ping"}))
+        assert msgpack.unpackb(await asyncio.wait_for(ws.recv(), TIMEOUT)) == {"type": "pong"}
+
+
+async def test_origin_must_be_allowed_unless_absent(live: Live) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(live.url, origin="http://evil.example"):  # type: ignore[arg-type]
+            pass
+    assert refused.value.response.status_code == 403
+    async with connect(live.url, origin=ORIGIN) as ws:  # type: ignore[arg-type]
+        await send(ws, {"op": "ping"})
+        assert await recv(ws) == {"type": "pong"}
+    async with connect(live.url) as ws:   # no Origin: a non-browser client
+        await send(ws, {"op": "ping"})
+        assert await recv(ws) == {"type": "pong"}
+
+
+async def test_bad_frames_get_errors_or_a_close_and_others_keep_their_diffs(live: Live) -> None:
+    async with connect(live.url) as watcher, connect(live.url) as rude:
+        base = await subscribe(watcher, "region:AB")
+        await rude.send("{not json")
+        assert (await recv(rude))["code"] == "INVALID"
+        await send(rude, {"op": "dance"})
+        assert (await recv(rude))["code"] == "INVALID"
+        await send(rude, [1, 2])  # type: ignore[arg-type]
+        assert (await recv(rude))["code"] == "INVALID"
+        for topic in ("clinic:AB-c99", "region:XX", "clinic:nope", "region:C"):
+            await send(rude, {"op": "subscribe", "topic": topic})
+            error = await recv(rude)
+            assert error["type"] == "error" and error["code"] == "NOT_FOUND", error
+        await send(rude, {"op": "subscribe", "topic": "region:AB", "days": 1000})
+        assert (await recv(rude))["code"] == "INVALID"
+        await send(rude, {"op": "subscribe", "topic": "region:AB", "from": "23/11/2026"})
+        assert (await recv(rude))["code"] == "INVALID"
+        for topic in ("region:AB", "clinic:AB-c1", "clinic:AB-c2"):
+            await subscribe(rude, topic)
+        await send(rude, {"op": "subscribe", "topic": "clinic:AB-c3"})
+        assert (await recv(rude))["code"] == "LIMIT_REACHED"
+        await send(rude, {"op": "ping"})
+        assert await recv(rude) == {"type": "pong"}   # still connected after every error
+
+        await rude.send("x" * (live.settings.max_ws_frame + 1))
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await recv(rude)
+        assert rude.close_code == 1009
+
+        await live.regions.submit(book(1))
+        diff = await recv(watcher)
+        assert diff["type"] == "diff" and diff["seq"] == base["seq"] + 1
+
+
+async def test_reload_resyncs_every_subscriber_with_the_next_seq(live: Live) -> None:
+    async with connect(live.url) as ws:
+        region = await subscribe(ws, "region:AB")
+        clinic = await subscribe(ws, "clinic:AB-c1")
+        await live.regions.submit(book(1))
+        await recv(ws), await recv(ws)
+        # what the actor hands its listeners after dropping and reloading its state
+        live.hub.on_commit(Reloaded("AB"))
+        fresh = {m["topic"]: m for m in (await recv(ws), await recv(ws))}
+        assert {m["type"] for m in fresh.values()} == {"snapshot"}
+        assert fresh["region:AB"]["seq"] == region["seq"] + 2
+        assert fresh["clinic:AB-c1"]["seq"] == clinic["seq"] + 2
+        row = fresh["clinic:AB-c1"]["data"]["resources"]["AB-c1-r1"][FIRST]
+        assert row[CELL_0900] == str(BOOKED)
+        await live.regions.submit(book(2, cell=CELL_0900 + 4))
+        after = {m["topic"]: m for m in (await recv(ws), await recv(ws))}
+        assert after["clinic:AB-c1"]["seq"] == clinic["seq"] + 3
+
+
+async def test_a_client_that_stops_reading_is_resynced_then_dropped_within_bounds(live: Live) -> None:
+    hub = live.hub
+    port = int(live.url.split(":")[2].split("/")[0])
+    # A raw socket with a tiny receive buffer that completes the handshake, subscribes, and
+    # then never reads again.
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(raw, ("127.0.0.1", port))
+    await loop.sock_sendall(raw, (
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await asyncio.wait_for(loop.sock_recv(raw, 1), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101")
+
+    def masked(text: str) -> bytes:   # a client frame: FIN + text, masked with a zero key
+        data = text.encode()
+        assert len(data) < 126
+        return bytes([0x81, 0x80 | len(data), 0, 0, 0, 0]) + data
+
+    def subscribe_raw(topic: str, days: int) -> bytes:
+        return masked(orjson.dumps({"op": "subscribe", "topic": topic, "from": FIRST, "days": days}).decode())
+
+    # Re-subscribing with 92 days queues ~20 KB snapshots until the socket stops taking bytes.
+    sent = 0
+    while not any(c.send_since for c in hub.connections):
+        assert sent < 2000, "the server's socket never filled up"
+        await loop.sock_sendall(raw, subscribe_raw(("clinic:AB-c1", "clinic:AB-c2")[sent % 2], 92))
+        sent += 1
+        await until(lambda sent=sent: hub.frames_sent >= sent or any(c.send_since for c in hub.connections),
+                    "the snapshot to be sent")
+    await loop.sock_sendall(raw, subscribe_raw("region:AB", 5))
+    await until(lambda: hub.stats()["subscriptions"] == 3, "the raw client's subscriptions")
+
+    async with connect(live.url) as good:
+        base = await subscribe(good, "region:AB")
+        seq = base["seq"]
+        slots = [(resource, FIRST_DAY + d, cell)
+                 for d in range(4) for cell in [*range(32, 48, 2), *range(52, 68, 2)]
+                 for resource in ("AB-c1-r1", "AB-c1-r2", "AB-c2-r1", "AB-c2-r2")]
+        n = 0
+        try:
+            # bookings flow; the reading client gets every diff in order
+            while hub.dropped == 0 and n < 40:
+                resource, day, cell = slots[n]
+                n += 1
+                await live.regions.submit(book(n, resource=resource, day=day, cell=cell))
+                diff = await recv(good)   # the reading client keeps getting every diff in order
+                seq += 1
+                assert diff["seq"] == seq
+                assert max(len(c.queue) for c in hub.connections) <= hub.max_queue
+            # its queue overflowed: queued diffs were dropped and its topics marked for resync
+            assert hub.resynced >= 1
+            assert hub.stats()["queue_high_water"] <= hub.max_queue
+            # it still does not read: the sweeper closes it (1013) once its socket stalls too long
+            await until(lambda: hub.dropped == 1, "the stalled consumer to be dropped")
+            await live.regions.submit(book(n + 1, *slots[n]))
+            assert (await recv(good))["seq"] == seq + 1
+        finally:
+            raw.close()
+    stats = hub.stats()
+    assert stats["resynced"] >= 1 and stats["dropped"] == 1
+    assert stats["queue_high_water"] <= stats["queue_bound"] == live.settings.ws_send_buffer
+    await until(lambda: hub.stats()["connections"] == 0, "both connections to end")
+    assert hub.stats()["subscriptions"] == 0
+
+
+async def test_frames_carry_no_personal_data(live: Live) -> None:
+    async with connect(live.url) as ws:
+        frames = []
+        for topic in ("region:AB", "clinic:AB-c1"):
+            await send(ws, {"op": "subscribe", "topic": topic, "from": FIRST, "days": 5})
+            frames.append(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        await live.regions.submit(book(1, day=FIRST_DAY + 2))
+        await live.regions.submit(Cancel("AB-b1", Party.PATIENT, "opaque-patient-1"))
+        frames += [await asyncio.wait_for(ws.recv(), TIMEOUT) for _ in range(4)]
+    text = "\n".join(f if isinstance(f, str) else f.decode() for f in frames)
+    assert "opaque-patient" not in text and "AB-b1" not in text
+    assert "Tandläkare" not in text and "Testgatan" not in text
