@@ -1,0 +1,82 @@
+"""Unit tests: engine.queries — free starts, next free time, summaries, a clinic's day (no network)."""
+
+from __future__ import annotations
+
+from slot_world import MONDAY, cell, epoch, make_clinic, make_resources, world
+
+from engine.commands import Block, Book, OpenDays, RegisterClinic
+from engine.queries import clinic_day, free_starts, next_free, region_summary
+
+R1, R2 = "AB-c1-r1", "AB-c1-r2"
+
+
+def brute_starts(state, clinic, service, day, now):  # type: ignore[no-untyped-def]
+    """Reference: try every (cell, resource) the slow way."""
+    from engine.calendar import cell_epoch
+    out = []
+    for res in state.resources_of(clinic):
+        k = state.cells_needed(res.id, service)
+        if k is None:
+            continue
+        row = state.row(res.id, day)
+        for c in range(96 - k + 1):
+            if all(row[c + i] == 1 for i in range(k)) and cell_epoch(day, c, 15) >= now:
+                out.append((c, res.id))
+    return sorted(out)
+
+
+def test_free_starts_matches_brute_force() -> None:
+    state, now = world(days=3)
+    state.apply(Book("AB-b1", "p1", R1, "filling", MONDAY, cell(9)), now)
+    state.apply(Block(R2, MONDAY, cell(10), 3), now)
+    state.apply(Book("AB-b2", "p2", R2, "checkup", MONDAY + 1, cell(16, 30)), now)
+    for service in ("checkup", "filling", "cleaning", "child_checkup"):
+        result = free_starts(state, "AB-c1", service, MONDAY, 4, now)
+        assert [d for d, _ in result] == [MONDAY, MONDAY + 1, MONDAY + 2, MONDAY + 3]
+        for day, starts in result:
+            assert starts == brute_starts(state, "AB-c1", service, day, now)
+    monday = dict(free_starts(state, "AB-c1", "filling", MONDAY, 1, now))[MONDAY]
+    assert (cell(9), R1) not in monday and (cell(8), R1) in monday and (cell(8, 15), R1) not in monday
+    assert (cell(11), R1) in monday and (cell(11, 15), R1) not in monday     # would run into lunch
+
+
+def test_free_starts_future_only_and_service_filter() -> None:
+    state, _ = world(days=1)
+    state.apply(RegisterClinic(make_clinic(), make_resources(n=2) + make_resources(n=3, services=("cleaning",))[2:]),
+                epoch(MONDAY, 0))
+    state.apply(OpenDays("AB-c1-r3", MONDAY, 1), epoch(MONDAY, 0))
+    now = epoch(MONDAY, 16) + 1
+    [(day, starts)] = free_starts(state, "AB-c1", "checkup", MONDAY, 1, now)
+    assert starts == [(cell(16, 15), R1), (cell(16, 15), R2), (cell(16, 30), R1), (cell(16, 30), R2)]
+    [(day, starts)] = free_starts(state, "AB-c1", "cleaning", MONDAY, 1, now)
+    assert (cell(16, 15), "AB-c1-r3") in starts
+    assert free_starts(state, "AB-c9", "checkup", MONDAY, 1, now) == [(MONDAY, [])]
+
+
+def test_next_free() -> None:
+    state, now = world(days=2, n=1)
+    assert next_free(state, "AB-c1", "checkup", MONDAY, 2, now) == (MONDAY, cell(8), R1)
+    assert next_free(state, "AB-c1", "checkup", MONDAY, 2, epoch(MONDAY, 17)) == (MONDAY + 1, cell(8), R1)
+    state.apply(Block(R1, MONDAY + 1, 0, 96), now)
+    assert next_free(state, "AB-c1", "checkup", MONDAY, 2, epoch(MONDAY, 17)) is None
+    assert next_free(state, "AB-c1", "root_canal", MONDAY, 2, now) is None
+
+
+def test_region_summary_and_free_count() -> None:
+    state, now = world(days=2)
+    state.apply(RegisterClinic(make_clinic("AB-c0"), make_resources("AB-c0", n=1)), now)
+    state.apply(Book("AB-b1", "p1", R1, "filling", MONDAY, cell(9)), now)
+    assert region_summary(state, MONDAY, 3) == {"AB-c0": [0, 0, 0], "AB-c1": [60, 64, 0]}
+    assert list(region_summary(state, MONDAY, 1)) == ["AB-c0", "AB-c1"]
+
+
+def test_clinic_day() -> None:
+    state, now = world(days=1)
+    state.apply(Book("AB-b1", "p1", R2, "checkup", MONDAY, cell(9)), now)
+    view = clinic_day(state, "AB-c1", MONDAY)
+    assert view["clinic"] == "AB-c1" and view["cell_minutes"] == 15
+    assert [r["id"] for r in view["resources"]] == [R1, R2]
+    cells = view["resources"][1]["cells"]
+    assert len(cells) == 96 and cells[cell(8)] == "1" and cells[cell(9)] == "3" and cells[0] == "0"
+    assert [b["id"] for b in view["bookings"]] == ["AB-b1"]
+    assert view["bookings"][0]["patient"] == "p1"
