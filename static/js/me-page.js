@@ -14,6 +14,7 @@ mountShell({ active: "/me", live });
 live.start();
 
 const $ = (id) => document.getElementById(id);
+const ACTIVE = new Set(["booked", "confirmed"]); // a booking that can still be changed
 let user = null;
 let services = [];
 let bookings = [];
@@ -43,7 +44,7 @@ function bookingItem(b, upcoming) {
   const when = `${formatDateTime(b.start)}–${formatTime(b.end)}`;
   const statusKey = `me.status.${b.status}`;
   const status = t(statusKey) === statusKey ? b.status : t(statusKey);
-  const actions = upcoming && b.status === "confirmed"
+  const actions = upcoming && ACTIVE.has(b.status)
     ? el("p", { class: "actions" },
       el("button", { type: "button", class: "move", "aria-label": `${t("me.move")}: ${when}`, text: t("me.move"), onclick: () => openMover(b) }),
       el("button", { type: "button", class: "cancel danger", "aria-label": `${t("me.cancel")}: ${when}`, text: t("me.cancel"), onclick: () => cancel(b) }))
@@ -59,7 +60,7 @@ function bookingItem(b, upcoming) {
 
 function renderBookings() {
   const now = Date.now();
-  const upcoming = bookings.filter((b) => Date.parse(b.end) > now && b.status === "confirmed")
+  const upcoming = bookings.filter((b) => Date.parse(b.end) > now && ACTIVE.has(b.status))
     .sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
   const past = bookings.filter((b) => !upcoming.includes(b)).sort((a, b) => Date.parse(b.start) - Date.parse(a.start));
   const fill = (id, list, isUpcoming) => {
@@ -136,7 +137,7 @@ async function loadWatches() {
 
 function wireNotifyForm() {
   const form = $("notify-form");
-  $("notify-service").replaceChildren(...services.map((s) => el("option", { value: s.id }, serviceName(s))));
+  $("notify-service").replaceChildren(...services.map((s) => el("option", { value: s.id }, serviceName(s.id))));
   $("notify-from").value = todayIso();
   $("notify-to").value = addDays(todayIso(), 14);
   const clinicParam = new URLSearchParams(location.search).get("clinic");

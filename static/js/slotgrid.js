@@ -113,7 +113,9 @@ export class LiveSlotGrid {
     const wanted = new Set(times.map((x) => x.start));
     let removed = 0;
     for (const [start, button] of existing) {
-      if (wanted.has(start) || this.taken.has(start)) continue;
+      if (wanted.has(start)) continue;
+      // Live data now agrees the time is gone (the "taken" strike-through has done its job).
+      this.taken.delete(start);
       button.closest("li").remove();
       existing.delete(start);
       removed += 1;
@@ -136,6 +138,9 @@ export class LiveSlotGrid {
       } else if (button.dataset.resource !== time.resource) {
         button.dataset.resource = time.resource;
       }
+      const taken = this.taken.has(time.start);
+      button.classList.toggle("taken", taken);
+      button.disabled = taken;
       button.textContent = formatTime(time.millis);
       button.setAttribute("aria-label", label);
       previous = button;

@@ -14,6 +14,7 @@ mountShell({ active: "/staff", live });
 live.start();
 
 const $ = (id) => document.getElementById(id);
+const ACTIVE = new Set(["booked", "confirmed"]); // a booking that can still be changed
 let user = null;
 let day = null;
 let services = [];
@@ -84,7 +85,7 @@ function renderDay() {
   const names = Object.fromEntries(resources.map((r) => [r.id, r.name]));
   $("bookings-body").replaceChildren(...(bookings.length ? bookings.map((b) => {
     const when = `${formatTime(b.start)}–${formatTime(b.end)}`;
-    const active = b.status === "confirmed";
+    const active = ACTIVE.has(b.status);
     const statusKey = `me.status.${b.status}`;
     return el("tr", { dataset: { booking: b.id } },
       el("td", { text: when }), el("td", { text: names[b.resource] || b.resource }),
