@@ -38,7 +38,9 @@ from persistence.journal import Entry, Journal, JournalUnavailable, Snapshot, St
 
 _T = TypeVar("_T")
 
-PAGE = 10_000                 # stream entries per XRANGE round trip
+PAGE = 10_000                 # most stream entries per XRANGE round trip
+PAGE_MIN = 100                # fewest (the first page of a read)
+PAGE_BYTES = 8 * 1024 * 1024  # aimed-for payload bytes per XRANGE page
 TAIL_BLOCK_MS = 1_000         # XREAD BLOCK; well under the socket timeout
 RECENT_IDS = 4_096            # remembered (position -> stream id) of this object's appends per region
 
@@ -147,15 +149,20 @@ class RedisStreamJournal(Journal):
     async def _read(self, region: str, after: int) -> AsyncIterator[tuple[Entry, bytes]]:
         key = region_key(region, "journal")
         start = await self._start_id(region, after)
+        count = PAGE_MIN
         while True:
-            page = await self._call(self._command("XRANGE", key, start, "+", "COUNT", PAGE))
+            page = await self._call(self._command("XRANGE", key, start, "+", "COUNT", count))
+            size = 0
             for item in page:
                 entry = _entry(item)
+                size += len(entry.payload)
                 if entry.position > after:
                     yield entry, item[0]
-            if len(page) < PAGE:
+            if len(page) < count:
                 return
             start = b"(" + page[-1][0]
+            # Pages of about PAGE_BYTES: few round trips for small entries, bounded memory for big ones.
+            count = max(PAGE_MIN, min(PAGE, count * PAGE_BYTES // max(size, 1)))
 
     async def _start_id(self, region: str, after: int) -> bytes:
         """The stream id to XRANGE from (inclusive) to see every position > ``after``."""

@@ -140,3 +140,11 @@ async def test_read_after_snapshot_from_a_fresh_object(redis_server: RedisServer
         assert [e.position async for e in fresh.read("AB", 3)] == list(range(4, 21))
     finally:
         await fresh.close()
+
+
+async def test_read_pages_through_a_long_stream(journal: RedisStreamJournal) -> None:
+    for i in range(1, 351):
+        await journal.append("AB", 1, b"e%d" % i)
+    assert [e.position for e in await entries(journal)] == list(range(1, 351))
+    assert [e.position for e in await entries(journal, 150)] == list(range(151, 351))
+    assert [e.payload for e in await entries(journal, 348)] == [b"e349", b"e350"]
