@@ -28,7 +28,9 @@ from engine.calendar import date_of
 from engine.cells import BOOKED, FREE
 from engine.commands import Book, Cancel, Party
 from persistence.file_journal import FileJournal
+from server.accounts import AccountStore, Role
 from server.actor import Reloaded
+from server.auth import SessionSigner
 from server.hub import Hub
 from server.regions import Regions
 from server.settings import Settings
@@ -46,6 +48,8 @@ class Live:
     hub: Hub
     settings: Settings
     url: str
+    accounts: AccountStore
+    signer: SessionSigner
 
 
 def free_port_socket() -> socket.socket:
@@ -68,19 +72,23 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     hub = Hub(regions, settings, max_subscriptions=3, stall_s=1.0, sweep_s=0.1, close_timeout_s=2.0)
     hub.start()
     app = Starlette(routes=[WebSocketRoute("/ws", hub.endpoint)])
+    accounts = AccountStore(tmp_path / "accounts.sqlite3")
+    app.state.accounts = accounts
+    app.state.signer = SessionSigner(settings.secret_key)
     sock = free_port_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     await until(lambda: server.started, "uvicorn to start")
     port = sock.getsockname()[1]
     try:
-        yield Live(regions, hub, settings, f"ws://127.0.0.1:{port}/ws")
+        yield Live(regions, hub, settings, f"ws://127.0.0.1:{port}/ws", accounts, app.state.signer)
     finally:
         await hub.stop()
         server.should_exit = True
         await serving
         await regions.stop()
         await journal.close()
+        accounts.close()
         sock.close()
 
 
@@ -346,3 +354,29 @@ async def test_frames_carry_no_personal_data(live: Live) -> None:
     text = "\n".join(f if isinstance(f, str) else f.decode() for f in frames)
     assert "opaque-patient" not in text and "AB-b1" not in text
     assert "Tandläkare" not in text and "Testgatan" not in text
+
+
+async def test_signed_in_patients_get_their_own_booking_events_only(live: Live) -> None:
+    user = live.accounts.create_user("anna@example.se", "correct horse battery", "Anna Andersson", Role.PATIENT)
+    token = live.signer.issue(user)
+    async with connect(live.url, additional_headers={"Authorization": f"Bearer {token}"}) as me, \
+            connect(live.url) as anonymous:
+        day = FIRST_DAY + 2
+        await live.regions.submit(Book("AB-b1", user.id, "AB-c1-r1", "checkup", day, CELL_0900))
+        await live.regions.submit(book(2))   # somebody else's booking: no event for anyone
+        await live.regions.submit(Cancel("AB-b1", Party.PATIENT, user.id))
+        raw = [await asyncio.wait_for(me.recv(), TIMEOUT) for _ in range(2)]
+        confirmed, cancelled = (orjson.loads(r) for r in raw)
+        assert confirmed["type"] == "event" and confirmed["topic"] == "me"
+        assert confirmed["data"]["kind"] == "booking_confirmed"
+        booking = confirmed["data"]["booking"]
+        assert booking["id"] == "AB-b1" and booking["clinic"] == "AB-c1" and booking["status"] == "booked"
+        assert booking["start"] == f"{date_of(day).isoformat()}T09:00:00+01:00"
+        assert booking["end"] == f"{date_of(day).isoformat()}T09:30:00+01:00"
+        assert cancelled["data"]["kind"] == "booking_cancelled"
+        assert cancelled["data"]["booking"]["status"] == "cancelled"
+        text = "".join(str(r) for r in raw)
+        assert "anna" not in text.lower() and "Andersson" not in text and user.id not in text
+        for ws in (me, anonymous):
+            await send(ws, {"op": "ping"})
+            assert await recv(ws) == {"type": "pong"}   # nothing else was queued before the pong
