@@ -110,6 +110,17 @@ def raw_xadd_rate(url: str, payload: bytes, seconds: float) -> float:
         client.close()
 
 
+def _redis_server_class() -> Any:
+    """tests.support.redis_server.RedisServer, also when run as the installed ``tandtid``
+    script (whose sys.path lacks the repository root)."""
+    try:
+        from tests.support.redis_server import RedisServer
+    except ModuleNotFoundError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from tests.support.redis_server import RedisServer
+    return RedisServer
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     payload = batch_payload(args.batch)
     async with AsyncExitStack() as stack:
@@ -118,8 +129,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         redis_url: str | None = args.redis
         fsync_dir = base
         if args.journal == "redis" and redis_url is None:
-            from tests.support.redis_server import RedisServer
-
+            RedisServer = _redis_server_class()
             server = RedisServer(data_dir=base / "redis").start()
             stack.callback(server.stop)
             redis_url = server.url
