@@ -1,0 +1,471 @@
+"""``tandtid bench fanout``: the live hub under load, against ``websockets.broadcast``.
+
+Starts a real server as a subprocess (all 21 region actors over a FileJournal in a temp dir,
+bench clinics per region in proportion to population, the real app with the hub at /ws,
+uvicorn), opens ``--clients`` WebSocket clients from ``--client-procs`` processes, and:
+
+1. spread: every client watches one topic -- half region summaries, half clinics, regions
+   weighted by population -- while the server books ``--rate`` bookings/s (also weighted by
+   population) for ``--seconds``;
+2. hot: every client watches ONE clinic and every booking lands there;
+3. reference: a plain ``websockets`` server ``broadcast()``-ing same-size frames to the same
+   number of clients as fast as they take them.
+
+Latency is commit -> arrival (``committed_at`` in the frame vs the client's clock: same
+machine). RSS per connection is the server's RSS growth from 0 to N subscribed clients / N.
+Clients and server share the machine's cores: on 2 cores the client processes compete with
+the server, so frames/s is a floor for the server, not a ceiling.
+Prints one JSON line and returns the same dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+# approximate population (thousands) per län: topics and bookings follow it
+POPULATION: dict[str, int] = {
+    "AB": 2450, "C": 400, "D": 300, "E": 470, "F": 370, "G": 205, "H": 247, "I": 61, "K": 160,
+    "M": 1420, "N": 340, "O": 1750, "S": 283, "T": 307, "U": 280, "W": 288, "X": 288, "Y": 243,
+    "Z": 132, "AC": 275, "BD": 249,
+}
+HOT_CLINIC = "AB-c1"
+LATENCY_BINS = 30_000   # 1 ms bins
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# -- the server subprocess ------------------------------------------------------------------------
+
+def _open_starts(clinic: Any, day: int) -> list[int]:
+    """Cells where a 30-minute check-up fits inside the clinic's hours that day."""
+    from datetime import date
+
+    step = clinic.cell_minutes
+    starts: list[int] = []
+    for open_m, close_m in clinic.hours.get(date.fromordinal(day).isoweekday(), ()):
+        starts.extend(m // step for m in range(open_m, close_m - 30 + 1, 30))
+    return starts
+
+
+def _clinics_per_region(total: int) -> dict[str, int]:
+    people = sum(POPULATION.values())
+    return {r: max(2, round(total * p / people)) for r, p in POPULATION.items()}
+
+
+async def _serve(port: int, total_clinics: int, days: int) -> None:
+    import uvicorn
+
+    from engine.commands import Book, OpenDays, RegisterClinic
+    from loadtest.bench.catalog import bench_catalog, bench_now
+    from persistence.file_journal import FileJournal
+    from server.app import create_app
+    from server.regions import Regions
+    from server.runtime import tune_gc
+    from server.settings import Settings
+
+    _raise_nofile()
+    with tempfile.TemporaryDirectory(prefix="tandtid-fanout-") as tmp:
+        settings = Settings.from_env(port=port, data_dir=tmp, log_level="warning", rate_per_s=1e9,
+                                     rate_burst=1_000_000_000)
+        journal = FileJournal(tmp)
+        await journal.open()
+        first_day = bench_catalog("AB", 1, 1, days)[1]
+        now = bench_now(first_day)
+        regions = Regions(journal, clock=lambda: now)
+        await regions.start()
+        slots: dict[str, list[tuple[str, int, int]]] = {}
+        for region, n in _clinics_per_region(total_clinics).items():
+            clinics, first, _ = bench_catalog(region, n, 4, days)
+            if region == "AB":   # the hot clinic: many chairs, so it never runs out of times
+                hot, _, _ = bench_catalog("AB", 1, 24, days)
+                clinics[0] = hot[0]
+            commands: list[Any] = []
+            for clinic, res in clinics:
+                commands.append(RegisterClinic(clinic, res))
+                commands.extend(OpenDays(r.id, first, days) for r in res)
+            for command in commands:
+                await regions.submit(command)
+            slots[region] = [(r.id, d, c) for clinic, res in clinics for r in res
+                             for d in range(first, first + days) for c in _open_starts(clinic, d)]
+        tune_gc()
+        app = create_app(settings, regions=regions)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False,
+            ws_max_size=settings.max_ws_frame, backlog=4096))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+            await asyncio.sleep(0.05)
+        rng = random.Random(1)
+        for region_slots in slots.values():
+            rng.shuffle(region_slots)
+        hot_slots = [s for s in slots["AB"] if s[0].startswith(HOT_CLINIC + "-")]
+        print("READY", flush=True)
+        seq = 0
+        while True:
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line or line.startswith("quit"):
+                break
+            _, mode, rate_s, seconds_s = line.split()
+            rate, seconds = float(rate_s), float(seconds_s)
+            pools = {"AB": hot_slots} if mode == "hot" else slots
+            weights = [POPULATION[r] for r in pools]
+            names = list(pools)
+            ok = refused = 0
+            pending: set[asyncio.Task[Any]] = set()
+
+            def done(task: asyncio.Task[Any], pending: set[asyncio.Task[Any]] = pending) -> None:
+                nonlocal ok, refused
+                pending.discard(task)
+                if task.exception() is None:
+                    ok += 1
+                else:
+                    refused += 1
+
+            started = time.perf_counter()
+            sent = 0
+            while (elapsed := time.perf_counter() - started) < seconds:
+                due = int(elapsed * rate) - sent
+                for _ in range(max(0, due)):
+                    region = rng.choices(names, weights)[0]
+                    pool = pools[region]
+                    if not pool:
+                        continue
+                    res, day, cell = pool.pop()
+                    seq += 1
+                    task = asyncio.create_task(regions.submit(
+                        Book(f"{region}-bk{seq}", f"bench-p{seq}", res, "checkup", day, cell)))
+                    pending.add(task)
+                    task.add_done_callback(done)
+                    sent += 1
+                await asyncio.sleep(0.005)
+            if pending:
+                await asyncio.wait(pending)
+            hub = app.state.hub
+            print("DONE", json.dumps({"booked": ok, "refused": refused, "seconds": time.perf_counter() - started,
+                                      "hub": hub.stats() if hub is not None else {}}), flush=True)
+        server.should_exit = True
+        await serving
+        await regions.stop()
+        await journal.close()
+
+
+# -- the reference: websockets' own broadcast ---------------------------------------------------
+
+def _broadcast_server(port: int, pipe: Connection) -> None:
+    async def run() -> None:
+        from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+        _raise_nofile()
+        clients: set[ServerConnection] = set()
+
+        async def handler(ws: ServerConnection) -> None:
+            clients.add(ws)
+            try:
+                await ws.wait_closed()
+            finally:
+                clients.discard(ws)
+
+        async with serve(handler, "127.0.0.1", port, backlog=4096, ping_interval=None):
+            pipe.send("ready")
+            while True:
+                command = await asyncio.to_thread(pipe.recv)
+                if command == "quit":
+                    return
+                seconds, size = command
+                sent = 0
+                started = time.perf_counter()
+                pad = "x" * max(0, size - 110)
+                while time.perf_counter() - started < seconds:
+                    frame = (f'{{"type":"diff","topic":"clinic:AB-c1","seq":{sent},'
+                             f'"committed_at":{int(time.time() * 1000)},'
+                             f'"data":{{"cells":[["AB-c1-r1","2027-01-11",36,2,3]]}},"pad":"{pad}"}}')
+                    broadcast(clients, frame)
+                    sent += 1
+                    # like the hub, never let a slow reader grow memory: wait for the buffers
+                    while sent % 8 == 0 and any(  # noqa: ASYNC110 - polling transport buffers
+                            c.transport.get_write_buffer_size() > 64 * 1024 for c in clients):
+                        await asyncio.sleep(0.001)
+                    await asyncio.sleep(0)
+                pipe.send(sent)
+
+    asyncio.run(run())
+
+
+# -- client processes ---------------------------------------------------------------------------
+
+def _client_proc(url: str, topics: list[str | None], first: str, pipe: Connection) -> None:
+    asyncio.run(_clients(url, topics, first, pipe))
+
+
+async def _clients(url: str, topics: list[str | None], first: str, pipe: Connection) -> None:
+    from websockets.asyncio.client import ClientConnection, connect
+
+    _raise_nofile()
+    hist = [0] * LATENCY_BINS
+    stats = {"frames": 0, "diffs": 0, "bytes": 0, "closed": 0, "max_ms": 0}
+    counting = False
+
+    async def open_one(topic: str | None) -> ClientConnection:
+        ws = await connect(url, open_timeout=60, ping_interval=None, max_queue=64)
+        if topic is not None:
+            await ws.send(json.dumps({"op": "subscribe", "topic": topic, "from": first, "days": 14}))
+            await ws.recv()   # the snapshot
+        return ws
+
+    conns: list[ClientConnection] = []
+    for i in range(0, len(topics), 200):
+        conns += await asyncio.gather(*(open_one(t) for t in topics[i:i + 200]))
+
+    async def read(ws: ClientConnection) -> None:
+        try:
+            async for message in ws:
+                if not counting:
+                    continue
+                now_ms = time.time() * 1000
+                text = message if isinstance(message, str) else message.decode()
+                stats["frames"] += 1
+                stats["bytes"] += len(text)
+                i = text.find('"committed_at":')
+                if i < 0:
+                    continue
+                j = text.find(",", i)
+                latency = max(0, int(now_ms - int(text[i + 15:j])))
+                hist[min(latency, LATENCY_BINS - 1)] += 1
+                stats["diffs"] += 1
+                stats["max_ms"] = max(stats["max_ms"], latency)
+        except Exception:
+            pass
+        stats["closed"] += 1
+
+    readers = [asyncio.create_task(read(ws)) for ws in conns]
+    pipe.send(("ready", len(conns)))
+    while True:
+        command = await asyncio.to_thread(pipe.recv)
+        if command == "start":
+            counting = True
+            for key in stats:
+                stats[key] = 0
+            hist = [0] * LATENCY_BINS
+        elif command == "stop":
+            counting = False
+            pipe.send(("result", hist, dict(stats)))
+        elif command == "quit":
+            break
+    for ws in conns:
+        with contextlib.suppress(Exception):
+            await ws.close()
+    for task in readers:
+        task.cancel()
+
+
+class _ClientPool:
+    def __init__(self, url: str, topics: list[str | None], procs: int, first: str) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.procs: list[Any] = []
+        for k in range(procs):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_client_proc, args=(url, topics[k::procs], first, child), daemon=True)
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+        self.connected = sum(pipe.recv()[1] for pipe in self.pipes)
+
+    def start(self) -> None:
+        for pipe in self.pipes:
+            pipe.send("start")
+
+    def stop(self) -> tuple[list[int], dict[str, int]]:
+        hist = [0] * LATENCY_BINS
+        total: dict[str, int] = {}
+        for pipe in self.pipes:
+            pipe.send("stop")
+        for pipe in self.pipes:
+            _, h, stats = pipe.recv()
+            hist = [a + b for a, b in zip(hist, h, strict=True)]
+            for key, value in stats.items():
+                total[key] = max(total.get(key, 0), value) if key == "max_ms" else total.get(key, 0) + value
+        return hist, total
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(Exception):
+                pipe.send("quit")
+        for proc in self.procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _percentile(hist: list[int], q: float) -> float:
+    total = sum(hist)
+    if total == 0:
+        return 0.0
+    rank, seen = q * total, 0
+    for ms, count in enumerate(hist):
+        seen += count
+        if seen >= rank:
+            return float(ms)
+    return float(len(hist) - 1)
+
+
+def _spread_topics(n: int, clinics: dict[str, int], rng: random.Random) -> list[str | None]:
+    regions, weights = list(POPULATION), list(POPULATION.values())
+    topics: list[str | None] = []
+    for i in range(n):
+        region = rng.choices(regions, weights)[0]
+        if i % 2 == 0:
+            topics.append(f"region:{region}")
+        else:
+            topics.append(f"clinic:{region}-c{rng.randint(1, clinics[region])}")
+    return topics
+
+
+def _rss(pid: int) -> int:
+    import psutil
+
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def _phase(server: subprocess.Popen[str], pool: _ClientPool, mode: str, rate: float, seconds: float
+           ) -> dict[str, Any]:
+    assert server.stdin is not None and server.stdout is not None
+    pool.start()
+    server.stdin.write(f"book {mode} {rate} {seconds}\n")
+    server.stdin.flush()
+    line = server.stdout.readline()
+    while not line.startswith("DONE"):
+        if not line:
+            raise RuntimeError("the bench server died")
+        line = server.stdout.readline()
+    done = json.loads(line.split(" ", 1)[1])
+    time.sleep(0.5)   # let the last frames arrive
+    hist, stats = pool.stop()
+    return {
+        "bookings": done["booked"], "refused": done["refused"],
+        "bookings_per_s": round(done["booked"] / done["seconds"], 1),
+        "p50_ms": _percentile(hist, 0.50), "p99_ms": _percentile(hist, 0.99), "max_ms": float(stats["max_ms"]),
+        "frames": stats["frames"], "frames_per_s": round(stats["frames"] / seconds, 1),
+        "frame_bytes": round(stats["bytes"] / max(1, stats["frames"])),
+        "closed_by_server": stats["closed"], "hub": done["hub"],
+    }
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tandtid bench fanout", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=500.0, help="bookings per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--client-procs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--clinics", type=int, default=400, help="bench clinics across Sweden")
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    args = _parse(argv)
+    if args.serve:
+        asyncio.run(_serve(args.port, args.clinics, args.days))
+        return {}
+    _raise_nofile()
+    from loadtest.bench.catalog import FIRST_DATE
+
+    first = FIRST_DATE.isoformat()
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.bench.fanout", "--serve", "--port", str(port),
+         "--clinics", str(args.clinics), "--days", str(args.days)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    result: dict[str, Any] = {"bench": "fanout", "clients": args.clients}
+    try:
+        assert server.stdout is not None
+        while not server.stdout.readline().startswith("READY"):
+            if server.poll() is not None:
+                raise RuntimeError("the bench server did not start")
+        url = f"ws://127.0.0.1:{port}/ws"
+        time.sleep(1.0)
+        rss_before = _rss(server.pid)
+        clinics = _clinics_per_region(args.clinics)
+        topics = _spread_topics(args.clients, clinics, random.Random(2))
+        pool = _ClientPool(url, topics, args.client_procs, first)
+        time.sleep(1.0)
+        rss_after = _rss(server.pid)
+        spread = _phase(server, pool, "spread", args.rate, args.seconds)
+        pool.close()
+        hot_pool = _ClientPool(url, [f"clinic:{HOT_CLINIC}"] * args.clients, args.client_procs, first)
+        hot = _phase(server, hot_pool, "hot", args.rate, args.seconds)
+        hot_pool.close()
+        result.update({
+            "bookings_per_s": spread["bookings_per_s"], "p50_ms": spread["p50_ms"], "p99_ms": spread["p99_ms"],
+            "max_ms": spread["max_ms"], "frames_per_s": spread["frames_per_s"],
+            "rss_kb_per_conn": round((rss_after - rss_before) / 1024 / max(1, pool.connected), 1),
+            "hot": {k: v for k, v in hot.items() if k != "hub"},
+            "spread": {k: v for k, v in spread.items() if k != "hub"},
+            "hub_after_hot": hot["hub"],
+        })
+    finally:
+        if server.poll() is None and server.stdin is not None:
+            with contextlib.suppress(Exception):
+                server.stdin.write("quit\n")
+                server.stdin.flush()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+    # the reference: websockets' broadcast() to as many clients, frames the size of the hot diffs
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    bport = _free_port()
+    ref = ctx.Process(target=_broadcast_server, args=(bport, child), daemon=True)
+    ref.start()
+    parent.recv()
+    bpool = _ClientPool(f"ws://127.0.0.1:{bport}/", [None] * args.clients, args.client_procs, first)
+    bpool.start()
+    parent.send((args.seconds, int(result["hot"]["frame_bytes"]) or 120))
+    broadcasts = parent.recv()
+    time.sleep(0.5)
+    bhist, bstats = bpool.stop()
+    bpool.close()
+    parent.send("quit")
+    ref.join(timeout=30)
+    result["broadcast_frames_per_s"] = round(bstats["frames"] / args.seconds, 1)
+    result["broadcast"] = {"broadcasts": broadcasts, "p50_ms": _percentile(bhist, 0.5),
+                           "p99_ms": _percentile(bhist, 0.99)}
+    result["ratio"] = round(result["hot"]["frames_per_s"] / max(1.0, result["broadcast_frames_per_s"]), 3)
+    result["cores"] = os.cpu_count()
+    result["client_procs"] = args.client_procs
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
