@@ -1,0 +1,204 @@
+"""A bounded, headless load test: ``python -m loadtest.run --seconds 120 --users 200 --scale small``.
+
+Without ``--host`` it starts its own server in a temporary directory (``tandtid serve --seed
+--scale SCALE`` on a free 127.0.0.1 port, rate limits off: every simulated user shares one IP),
+creates clinic API keys for a few busy clinics, runs the fixed user mix of ``loadtest/users.py``
+for ``--seconds`` with Locust as a library (one process, so the invariant check sees every
+user), stops the server, and prints one JSON document: the run, Locust's statistics per request
+(WebSocket diff latency included) and the invariant check. Exit status 1 when the invariant
+fails (or could not be checked), 0 otherwise.
+
+With ``--host URL`` it drives that server instead (127.0.0.1 only); add ``--data DIR`` (the
+server's data directory) to create clinic keys there, or the clinic users sit the run out.
+"""
+
+from __future__ import annotations
+
+# Locust monkey-patches the standard library for gevent on import: it must come first.
+from locust import events  # isort: skip
+from locust.env import Environment  # isort: skip
+from locust.stats import print_error_report, print_percentile_stats, print_stats  # isort: skip
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import gevent
+import httpx
+
+SERVER_READY_TIMEOUT_S = 600.0
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tandtid(*args: str) -> list[str]:
+    return [sys.executable, "-m", "server.cli", *args]
+
+
+class LocalServer:
+    """``tandtid serve --seed`` in a temporary data directory; stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(self, scale: str, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir / "server.log"
+        env = {**os.environ, "TANDTID_RATE_PER_S": "0"}
+        env.pop("TANDTID_REDIS_URL", None)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                tandtid("serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", str(data_dir),
+                        "--seed", "--scale", scale, "--log-level", "warning"),
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
+
+    def wait_ready(self, timeout_s: float = SERVER_READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.proc.returncode}); see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server was not ready within {timeout_s:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def busy_clinics(host: str, region: str, count: int) -> list[str]:
+    """The clinics patients meet first in a region's search (where contention is)."""
+    reply = httpx.get(f"{host}/api/clinics", timeout=30,
+                      params={"region": region, "has_free": "true", "sort": "earliest", "limit": count})
+    reply.raise_for_status()
+    return [c["id"] for c in reply.json()]
+
+
+def create_clinic_keys(data_dir: Path, clinics: list[str]) -> dict[str, str]:
+    keys = {}
+    for clinic in clinics:
+        out = subprocess.run(tandtid("admin", "clinic-key", clinic, "--data", str(data_dir)),
+                             check=True, capture_output=True, text=True, timeout=60)
+        keys[clinic] = out.stdout.strip().splitlines()[0]
+    return keys
+
+
+def stats_summary(env: Environment) -> dict[str, Any]:
+    def row(entry: Any) -> dict[str, Any]:
+        return {
+            "type": entry.method, "name": entry.name, "requests": entry.num_requests,
+            "failures": entry.num_failures, "avg_ms": round(entry.avg_response_time, 1),
+            "median_ms": entry.median_response_time, "p95_ms": entry.get_response_time_percentile(0.95),
+            "p99_ms": entry.get_response_time_percentile(0.99), "max_ms": round(entry.max_response_time, 1),
+            "rps": round(entry.total_rps, 2),
+        }
+
+    stats = env.stats
+    entries = sorted(stats.entries.values(), key=lambda e: (e.method or "", e.name))
+    return {
+        "total": row(stats.total),
+        "requests": [row(e) for e in entries],
+        "errors": [{"type": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
+                   for e in stats.errors.values()],
+    }
+
+
+def run_locust(host: str, users: int, spawn_rate: float, seconds: float, stop_timeout: float) -> dict[str, Any]:
+    from loadtest import locustfile  # registers the test_start/test_stop listeners
+    from loadtest.users import ClinicSystemUser, FlashCrowd, KioskUser, PatientUser
+
+    env = Environment(user_classes=[PatientUser, KioskUser, ClinicSystemUser, FlashCrowd], host=host,
+                      events=events, stop_timeout=stop_timeout)
+    runner = env.create_local_runner()
+    started = time.monotonic()
+    runner.start(users, spawn_rate=spawn_rate)
+    gevent.spawn_later(seconds, runner.quit)
+    runner.greenlet.join()
+    elapsed = time.monotonic() - started
+    print_stats(env.stats, current=False)
+    print_percentile_stats(env.stats)
+    print_error_report(env.stats)
+    return {
+        "seconds": round(elapsed, 1),
+        "user_classes": dict(runner.final_user_classes_count or {}),
+        **stats_summary(env),
+        "invariant": dict(locustfile.LAST_REPORT) or {"ok": False, "error": "the check did not run"},
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=120)
+    p.add_argument("--users", type=int, default=200)
+    p.add_argument("--spawn-rate", type=float, default=10, help="users started per second")
+    p.add_argument("--scale", default="small", help="seed scale of the server it starts")
+    p.add_argument("--host", default=None, help="an already running server (127.0.0.1 only)")
+    p.add_argument("--data", default=None, help="with --host: its data directory, to create clinic keys")
+    p.add_argument("--clinic-keys", type=int, default=3, help="clinics given API keys (the first is the "
+                                                               "flash crowd's)")
+    p.add_argument("--regions", default="AB,O,M", help="regions the patients browse")
+    p.add_argument("--stop-timeout", type=float, default=15, help="seconds users get to finish their task")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    server: LocalServer | None = None
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+    try:
+        if args.host:
+            if urlparse(args.host).hostname not in LOCAL_HOSTS:
+                print("loadtest.run only targets 127.0.0.1", file=sys.stderr)
+                return 2
+            host, data_dir = args.host.rstrip("/"), Path(args.data) if args.data else None
+        else:
+            scratch = tempfile.TemporaryDirectory(prefix="tandtid-loadtest-")
+            server = LocalServer(args.scale, Path(scratch.name))
+            print(f"starting a server ({args.scale}) at {server.url} ...", file=sys.stderr, flush=True)
+            server.wait_ready()
+            host, data_dir = server.url, server.data_dir
+        regions = [r.strip() for r in args.regions.split(",") if r.strip()]
+        os.environ["TANDTID_LT_REGIONS"] = ",".join(regions)
+        keys: dict[str, str] = {}
+        if data_dir is not None and args.clinic_keys > 0:
+            keys = create_clinic_keys(data_dir, busy_clinics(host, regions[0], args.clinic_keys))
+        os.environ["TANDTID_LT_CLINIC_KEYS"] = ",".join(f"{c}={k}" for c, k in keys.items())
+        os.environ["TANDTID_LT_FLASH_CLINIC"] = next(iter(keys), "")
+        result = run_locust(host, args.users, args.spawn_rate, args.seconds, args.stop_timeout)
+        result = {"host": host, "users": args.users, "scale": None if args.host else args.scale,
+                  "clinic_keys": len(keys), **result}
+        print(json.dumps(result, indent=2, ensure_ascii=False), flush=True)
+        return 0 if result["invariant"].get("ok") else 1
+    finally:
+        if server is not None:
+            server.stop()
+        if scratch is not None:
+            scratch.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
