@@ -1,0 +1,92 @@
+"""The local outbox: where e-mails go when no SMTP server is configured (``make run``).
+
+One ``.eml`` file per message under ``<data_dir>/outbox/``, named by the message key
+(``AB:12:0:booked`` -> ``AB_12_0_booked.eml``), written atomically (temp file, fsync,
+rename). Writing a key that is already there changes nothing, so the outbox is
+exactly-once even across a crash between writing and recording. Admins read it through
+``GET /api/admin/outbox`` (it holds patients' e-mail addresses: never log its contents).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}\.eml$")
+
+
+def file_name(key: str) -> str:
+    return key.replace(":", "_") + ".eml"
+
+
+class Outbox:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def put(self, key: str, message: EmailMessage) -> bool:
+        """Write the message; False if a message with this key is already there."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / file_name(key)
+        if path.exists():
+            return False
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        data = message.as_bytes(policy=policy.SMTP)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return True
+
+    def names(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        return sorted((p.name for p in self.directory.iterdir() if _NAME.match(p.name)),
+                      key=lambda n: (self.directory / n).stat().st_mtime_ns, reverse=True)
+
+    def summary(self, name: str) -> dict[str, Any] | None:
+        message = self.read(name)
+        if message is None:
+            return None
+        return {"name": name, "key": str(message.get("X-Tandtid-Key", "")), "to": str(message.get("To", "")),
+                "subject": str(message.get("Subject", "")), "date": str(message.get("Date", "")),
+                "message_id": str(message.get("Message-ID", ""))}
+
+    def read(self, name: str) -> EmailMessage | None:
+        """The parsed message, or None for a name that is not an outbox file."""
+        if not _NAME.match(name):
+            return None
+        path = self.directory / name
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        message = BytesParser(policy=policy.default).parsebytes(data)
+        assert isinstance(message, EmailMessage)
+        return message
+
+    def view(self, name: str) -> dict[str, Any] | None:
+        """Headers, the text body and the attachments' names, for the admin page."""
+        message = self.read(name)
+        summary = self.summary(name)
+        if message is None or summary is None:
+            return None
+        body = message.get_body(preferencelist=("plain",))
+        summary["text"] = body.get_content() if body is not None else ""
+        summary["attachments"] = [
+            {"filename": part.get_filename() or "", "content_type": part.get_content_type()}
+            for part in message.iter_attachments()
+        ]
+        return summary

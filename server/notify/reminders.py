@@ -1,0 +1,89 @@
+"""Reminders: due at fixed leads before a booking's start (24 h and 2 h by default).
+
+Times are instants: ``start`` comes from ``engine.calendar.cell_epoch`` (Europe/Stockholm
+wall clock -> epoch), and ``due = start - lead`` is plain arithmetic on epoch seconds, so a
+DST change between the reminder and the appointment is handled by the time zone database,
+not by us. (A 09:00 appointment on Monday 2026-10-26 gets its 24 h reminder at 08:00Z on
+Sunday 2026-10-25, which is 09:00 local after the clocks went back.)
+
+A reminder is keyed by the fact that last set the booking's time plus its lead
+(``AB:12:0:booked:r24``); a reminder whose booking has since moved or been cancelled is
+stale and dropped when it comes due. A reminder whose due time had already passed when the
+booking was made is not sent (the confirmation said it all); one that fell due while the
+notifier was down is sent late, as long as the appointment has not begun.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from dataclasses import dataclass, field
+
+DEFAULT_LEADS: tuple[int, ...] = (24 * 3600, 2 * 3600)
+
+_LEAD = re.compile(r"^\s*(\d+)\s*([hm])\s*$")
+
+
+def parse_leads(text: str) -> tuple[int, ...]:
+    """``"24h,2h"`` -> ``(86400, 7200)``; ``"90m"`` works too; ``""`` means no reminders."""
+    leads: list[int] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        match = _LEAD.match(part)
+        if match is None:
+            raise ValueError(f"not a reminder lead: {part!r} (use e.g. 24h or 90m)")
+        amount, unit = int(match.group(1)), match.group(2)
+        leads.append(amount * (3600 if unit == "h" else 60))
+    return tuple(sorted(set(leads), reverse=True))
+
+
+def lead_label(lead_s: int) -> str:
+    """The key suffix of a lead: ``r24`` for 24 hours, ``r90m`` for 90 minutes."""
+    return f"r{lead_s // 3600}" if lead_s % 3600 == 0 else f"r{lead_s // 60}m"
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Reminder:
+    due: int
+    key: str                                  # f"{time_key}:{lead_label}"
+    region: str = field(compare=False)
+    booking_id: str = field(compare=False)
+    time_key: str = field(compare=False)      # the fact that set the booking's time
+    lead_s: int = field(compare=False)
+    start: int = field(compare=False)
+
+
+def plan(region: str, booking_id: str, time_key: str, start: int, booked_at: int,
+         leads: tuple[int, ...]) -> list[Reminder]:
+    """The reminders of a booking whose time was set by ``time_key``: one per lead whose due
+    instant comes after the booking was made (or moved)."""
+    return [
+        Reminder(start - lead, f"{time_key}:{lead_label(lead)}", region, booking_id, time_key, lead, start)
+        for lead in leads
+        if start - lead > booked_at
+    ]
+
+
+class Schedule:
+    """Reminders ordered by due time (a heap; stale entries are dropped when popped)."""
+
+    def __init__(self) -> None:
+        self._heap: list[Reminder] = []
+
+    def add(self, reminders: list[Reminder]) -> None:
+        for reminder in reminders:
+            heapq.heappush(self._heap, reminder)
+
+    def due(self, now: float) -> list[Reminder]:
+        """Remove and return every reminder due at or before ``now``, earliest first."""
+        out: list[Reminder] = []
+        while self._heap and self._heap[0].due <= now:
+            out.append(heapq.heappop(self._heap))
+        return out
+
+    def next_due(self) -> int | None:
+        return self._heap[0].due if self._heap else None
+
+    def __len__(self) -> int:
+        return len(self._heap)

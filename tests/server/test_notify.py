@@ -1,0 +1,365 @@
+"""Integration tests: the notifier over a real FileJournal, a real SMTP server (aiosmtpd, in this
+process) and a real notifier process killed with SIGKILL.
+
+- every expected e-mail arrives exactly once across a SIGKILL and a restart, including
+  entries appended while the restarted notifier tails the journal from another process;
+- reminders go out at the right instant across the October 2026 DST change (fake clock);
+- moved and cancelled bookings do not get stale reminders;
+- with no SMTP host, messages land in the outbox, one .eml per key, readable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from argon2 import PasswordHasher
+
+from engine.calendar import TZ, cell_epoch, day_of
+from engine.events import Booked, Cancelled, ClinicRegistered, Event, Rescheduled, to_record
+from engine.model import resource_to_record
+from persistence.codec import pack_events
+from persistence.file_journal import FileJournal
+from server.accounts import AccountStore, Role
+from server.notify.ledger import Ledger
+from server.notify.mailer import MailConfig, OutboxMailer, SmtpMailer
+from server.notify.messages import KEY_HEADER, message_id
+from server.notify.notifier import Notifier
+from server.notify.outbox import Outbox
+from server.notify.reminders import parse_leads
+from tests.support import free_port
+from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, clinic
+
+REPO = Path(__file__).resolve().parents[2]
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+WAIT_S = 30.0
+
+
+# -- a real SMTP server -----------------------------------------------------------------------------
+
+class Inbox:
+    """aiosmtpd handler: keeps every accepted message. With ``hold_after`` set, the message
+    after that many is held unanswered until ``release`` (then refused with 451)."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.hold_after: int | None = None
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.hold_after is not None and len(self.messages) >= self.hold_after:
+            self.holding.set()
+            await asyncio.to_thread(self.release.wait, WAIT_S)
+            return "451 4.3.0 try again later"
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        with self._lock:
+            self.messages.append(message)
+        return "250 OK"
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return [str(m[KEY_HEADER]) for m in self.messages]
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        inbox.release.set()
+        controller.stop()
+
+
+def wait_for(condition: Any, what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+# -- journal fixtures -------------------------------------------------------------------------------
+
+def registered(region: str) -> ClinicRegistered:
+    c, resources = clinic(region, 1)
+    return ClinicRegistered(c.to_record(), [resource_to_record(r) for r in resources])
+
+
+def booked(booking_id: str, patient: str, region: str, day: int, cell: int, at: int = NOW) -> Booked:
+    return Booked(booking_id, patient, f"{region}-c1", f"{region}-c1-r1", "checkup", day, cell, 2, at, "",
+                  "", "")
+
+
+async def append(journal: FileJournal, region: str, *events: Event) -> int:
+    return await journal.append(region, 1, pack_events([to_record(e) for e in events]))
+
+
+def expected_keys(batches: list[tuple[str, int, list[Event]]], patients_with_accounts: set[str],
+                  owners: dict[str, str]) -> set[str]:
+    kinds = {Booked: "booked", Cancelled: "cancelled", Rescheduled: "rescheduled"}
+    keys = set()
+    for region, position, events in batches:
+        for index, event in enumerate(events):
+            kind = kinds.get(type(event))
+            if kind is not None and owners[event.booking_id] in patients_with_accounts:  # type: ignore[union-attr]
+                keys.add(f"{region}:{position}:{index}:{kind}")
+    return keys
+
+
+def cursors(data: Path) -> dict[str, int]:
+    path = data / "notify.sqlite3"
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(path)
+    try:
+        return {r: p for r, p in db.execute("SELECT region, position FROM cursors")}
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        db.close()
+
+
+def start_notifier(data: Path, smtp_port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TANDTID_SMTP_HOST": "127.0.0.1", "TANDTID_SMTP_PORT": str(smtp_port),
+           "TANDTID_REMINDERS": "", "PYTHONPATH": str(REPO)}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "server.notify", "--data", str(data), "--regions", "AB,M"],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+# -- exactly once across SIGKILL ----------------------------------------------------------------------
+
+@pytest.mark.slow
+async def test_sigkill_and_restart_send_every_email_exactly_once(tmp_path: Path,
+                                                                 smtp: tuple[Inbox, int]) -> None:
+    inbox, port = smtp
+    data = tmp_path / "data"
+    accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
+    patients = [accounts.create_user(f"p{i}@example.test", "password-123", f"Patient {i}", Role.PATIENT).id
+                for i in range(4)]
+    accounts.close()
+    ghost = "u_without_account"
+    journal = FileJournal(data)
+    await journal.open()
+    batches: list[tuple[str, int, list[Event]]] = []
+    owners: dict[str, str] = {}
+
+    async def add(region: str, *events: Event) -> None:
+        position = await append(journal, region, *events)
+        batches.append((region, position, list(events)))
+
+    try:
+        for region in ("AB", "M"):
+            await add(region, registered(region))
+        n = 0
+        for region, count in (("AB", 24), ("M", 10)):
+            for i in range(count):
+                n += 1
+                patient = ghost if n == 5 else patients[n % len(patients)]
+                booking_id = f"{region}-b{n}"
+                owners[booking_id] = patient
+                # some entries hold two bookings (one actor batch), so keys with index 1 occur
+                if i % 6 == 5:
+                    n += 1
+                    second = f"{region}-b{n}"
+                    owners[second] = patients[n % len(patients)]
+                    await add(region, booked(booking_id, patient, region, FIRST_DAY + i % 5, CELL_0900 + 2 * i),
+                              booked(second, owners[second], region, FIRST_DAY + 5, CELL_0900 + 2 * i))
+                else:
+                    await add(region, booked(booking_id, patient, region, FIRST_DAY + i % 5, CELL_0900 + 2 * i))
+        await add("AB", Cancelled("AB-b2", "clinic", NOW + 60, NOW + 660))
+        await add("AB", Rescheduled("AB-b3", "AB-c1-r2", FIRST_DAY + 1, CELL_0900, NOW + 60))
+        await add("M", Cancelled(f"M-b{n}", "patient", NOW + 60, 0))
+
+        wanted = expected_keys(batches, set(patients), owners)
+        assert len(wanted) > 30
+
+        inbox.hold_after = 12
+        log = tmp_path / "notifier.log"
+        first = start_notifier(data, port, log)
+        try:
+            wait_for(inbox.holding.is_set, "the notifier to be in the middle of sending")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(WAIT_S)
+        assert first.returncode == -signal.SIGKILL
+        inbox.hold_after = None
+        inbox.release.set()
+        assert 12 <= len(inbox.keys()) < len(wanted)
+
+        second = start_notifier(data, port, log)
+        try:
+            last = {r: max(p for reg, p, _ in batches if reg == r) for r in ("AB", "M")}
+            wait_for(lambda: set(inbox.keys()) >= wanted and all(
+                cursors(data).get(r, 0) >= p for r, p in last.items()), "every e-mail after the restart")
+
+            # the restarted notifier tails the journal another process appends to
+            owners["AB-b900"] = patients[0]
+            await add("AB", booked("AB-b900", patients[0], "AB", FIRST_DAY + 2, CELL_0900 + 8))
+            wanted |= {f"AB:{batches[-1][1]}:0:booked"}
+            wait_for(lambda: set(inbox.keys()) >= wanted and cursors(data).get("AB", 0) >= batches[-1][1],
+                     "the e-mail of a booking journaled while the notifier runs")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(WAIT_S)
+        assert second.returncode == 0, log.read_text()
+    finally:
+        await journal.close()
+
+    counts = Counter(inbox.keys())
+    assert set(counts) == wanted
+    assert [k for k, c in counts.items() if c > 1] == []
+    for message in inbox.messages:
+        key = str(message[KEY_HEADER])
+        assert message["Message-ID"] == message_id(key)
+        attachments = list(message.iter_attachments())
+        assert [a.get_content_type() for a in attachments] == ["text/calendar"]
+        assert "BEGIN:VEVENT" in attachments[0].get_content()
+    cancelled = next(m for m in inbox.messages if m[KEY_HEADER].endswith(":cancelled") and "AB" in m[KEY_HEADER])
+    assert "av kliniken" in cancelled.get_body(preferencelist=("plain",)).get_content()
+    # personal data stays out of the log
+    assert "@example.test" not in log.read_text()
+
+
+# -- reminders across the October DST change ------------------------------------------------------------
+
+def utc(*args: int) -> float:
+    return datetime(*args, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_reminders_at_the_right_local_time_across_october_dst(tmp_path: Path,
+                                                                    smtp: tuple[Inbox, int]) -> None:
+    inbox, port = smtp
+    data = tmp_path / "data"
+    accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
+    patient = accounts.create_user("dst@example.test", "password-123", "Dst Patient", Role.PATIENT).id
+    monday = day_of(datetime(2026, 10, 26).date())
+    nine = 9 * 4
+    start = cell_epoch(monday, nine, 15)
+    assert start == utc(2026, 10, 26, 8, 0)          # 09:00 CET (+01:00)
+    booked_at = int(utc(2026, 10, 20, 10, 0))
+    journal = FileJournal(data)
+    await journal.open()
+    await append(journal, "AB", registered("AB"))
+    p_kept = await append(journal, "AB", booked("AB-b1", patient, "AB", monday, nine, at=booked_at))
+    p_moved = await append(journal, "AB", booked("AB-b2", patient, "AB", monday, nine + 8, at=booked_at))
+    p_gone = await append(journal, "AB", booked("AB-b3", patient, "AB", monday, nine + 16, at=booked_at))
+    await append(journal, "AB", Rescheduled("AB-b2", "AB-c1-r1", monday + 1, nine, booked_at + 60),
+                 Cancelled("AB-b3", "patient", booked_at + 60, 0))
+    clock = Clock(utc(2026, 10, 24, 12, 0))
+    ledger = Ledger(data / "notify.sqlite3")
+    notifier = Notifier(journal, ledger=ledger, accounts=accounts,
+                        mailer=SmtpMailer(MailConfig(host="127.0.0.1", port=port)),
+                        clock=clock, regions=["AB"], reminder_poll_s=3600)
+    await notifier.start()
+    try:
+        await asyncio.wait_for(notifier.wait_caught_up(), WAIT_S)
+        await asyncio.to_thread(wait_for, lambda: len(inbox.keys()) == 5, "the five confirmations")
+
+        clock.now = utc(2026, 10, 25, 7, 59, 59)     # 08:59:59 local, after the clocks went back
+        assert await notifier.send_due_reminders() == 0
+        clock.now = utc(2026, 10, 25, 8, 0)          # 09:00 local on Sunday
+        assert await notifier.send_due_reminders() == 1
+        r24 = inbox.messages[-1]
+        assert r24[KEY_HEADER] == f"AB:{p_kept}:0:booked:r24"
+        sent_at = datetime.fromtimestamp(clock.now, TZ)
+        assert (sent_at.hour, sent_at.minute, sent_at.utcoffset().total_seconds()) == (9, 0, 3600)  # type: ignore[union-attr]
+        assert "om 24 timmar" in r24.get_body(preferencelist=("plain",)).get_content()
+
+        clock.now = utc(2026, 10, 26, 5, 59, 59)
+        assert await notifier.send_due_reminders() == 0
+        clock.now = utc(2026, 10, 26, 6, 0)           # 07:00 local, 2 h before 09:00
+        assert await notifier.send_due_reminders() == 1
+        assert inbox.messages[-1][KEY_HEADER] == f"AB:{p_kept}:0:booked:r2"
+        # the cancelled booking (AB-b3) got no reminder at all; the moved one (AB-b2) none for
+        # its old Monday time — only for its new Tuesday 09:00 time
+        clock.now = utc(2026, 10, 27, 6, 0)           # Tuesday 07:00 local, before the moved time
+        assert await notifier.send_due_reminders() == 2   # r24 (late, it fell due Monday) and r2 of AB-b2
+        keys = inbox.keys()
+        assert not any(k.startswith((f"AB:{p_moved}:", f"AB:{p_gone}:")) and ":r" in k for k in keys)
+        assert sum(1 for k in keys if k.endswith((":r24", ":r2"))) == 4
+        # nothing twice: asking again sends nothing
+        assert await notifier.send_due_reminders() == 0
+    finally:
+        await notifier.stop()
+        ledger.close()
+        accounts.close()
+        await journal.close()
+
+
+def test_reminder_leads_parse() -> None:
+    assert parse_leads("24h,2h") == (86400, 7200)
+    assert parse_leads(" 90m , 24h") == (86400, 5400)
+    assert parse_leads("") == ()
+    with pytest.raises(ValueError):
+        parse_leads("soon")
+
+
+# -- the outbox -------------------------------------------------------------------------------------------
+
+async def test_without_smtp_messages_go_to_the_outbox_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
+    patient = accounts.create_user("outbox@example.test", "password-123", "Out Box", Role.PATIENT).id
+    journal = FileJournal(data)
+    await journal.open()
+    await append(journal, "M", registered("M"))
+    position = await append(journal, "M", booked("M-b1", patient, "M", FIRST_DAY, CELL_0900))
+    outbox = Outbox(data / "outbox")
+
+    async def run_once() -> None:
+        ledger = Ledger(data / "notify.sqlite3")
+        notifier = Notifier(journal, ledger=ledger, accounts=accounts, mailer=OutboxMailer(outbox),
+                            clock=Clock(NOW), regions=["M"], reminder_poll_s=3600)
+        await notifier.start()
+        try:
+            await asyncio.wait_for(notifier.wait_caught_up(), WAIT_S)
+            await asyncio.to_thread(wait_for, lambda: ledger.cursor("M") >= position, "the cursor")
+        finally:
+            await notifier.stop()
+            ledger.close()
+
+    try:
+        await run_once()
+        await run_once()      # a restart sends nothing again
+    finally:
+        accounts.close()
+        await journal.close()
+    names = outbox.names()
+    assert names == [f"M_{position}_0_booked.eml"]
+    view = outbox.view(names[0])
+    assert view is not None
+    assert view["key"] == f"M:{position}:0:booked"
+    assert view["attachments"] == [{"filename": "M-b1.ics", "content_type": "text/calendar"}]
+    assert "Bokningsnummer: M-b1" in view["text"]
+    assert outbox.view("../accounts.sqlite3") is None
