@@ -7,6 +7,7 @@ like an unknown one (404), whatever the engine said (NOT_YOURS never leaks).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from typing import Any
@@ -175,9 +176,8 @@ async def list_bookings(request: Request) -> Response:
         return [booking_view(b, state.clinics[b.clinic]) for b in state.bookings_of(patient)]
 
     # A patient's bookings can be in any region; the per-patient index makes each query cheap.
-    views: list[dict[str, Any]] = []
-    for code in regions.actors:
-        views.extend(await regions.query(code, read))
+    chunks = await asyncio.gather(*(regions.query(code, read) for code in regions.actors))
+    views = [view for chunk in chunks for view in chunk]
     views.sort(key=lambda v: (v["start"], v["id"]))
     return json_response({"bookings": views})
 
