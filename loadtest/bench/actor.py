@@ -17,10 +17,10 @@ from contextlib import ExitStack
 from typing import Any
 
 from engine.commands import Book, OpenDays, RegisterClinic
+from loadtest.bench.catalog import bench_catalog, bench_now
 from persistence.journal import Journal
 from server.actor import RegionActor
 from server.runtime import tune_gc
-from loadtest.bench.catalog import bench_catalog, bench_now
 
 
 async def open_bench_journal(kind: str, redis_url: str | None, stack: ExitStack) -> Journal:

@@ -111,13 +111,8 @@ def raw_xadd_rate(url: str, payload: bytes, seconds: float) -> float:
 
 
 def _redis_server_class() -> Any:
-    """tests.support.redis_server.RedisServer, also when run as the installed ``tandtid``
-    script (whose sys.path lacks the repository root)."""
-    try:
-        from tests.support.redis_server import RedisServer
-    except ModuleNotFoundError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-        from tests.support.redis_server import RedisServer
+    from loadtest.redis_server import RedisServer
+
     return RedisServer
 
 

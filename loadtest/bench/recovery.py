@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from engine.commands import Book, Cancel, OpenDays, Party, PlaceHold, RegisterClinic, ReleaseHold
+from engine.errors import Refused
 from engine.events import to_record
 from engine.state import RegionState
 from loadtest.bench.actor import open_bench_journal
@@ -77,9 +78,10 @@ async def run(kind: str, events_wanted: int, snapshot_at: float, redis_url: str 
                 await emit(state.apply(Cancel(bid, Party.PATIENT, patient), now))
             else:
                 try:
-                    await emit(state.apply(Book(bid, patient, res, "child_checkup", day, cell), now))
-                except Exception:
-                    pass   # the cell is taken in a later round: refused commands leave nothing
+                    events = state.apply(Book(bid, patient, res, "child_checkup", day, cell), now)
+                except Refused:
+                    events = []   # the cell is taken in a later round: refused commands leave nothing
+                await emit(events)
             state.take_changes()
         await flush()
         entries = await journal.last_position(region)

@@ -1,16 +1,10 @@
-"""Test machinery shared by every test package: real servers, free ports.
+"""Test machinery shared by every test package: real servers, free ports, small catalogues.
 
-Dependency-free on purpose (stdlib + redis-py) so tests and benchmarks can import it.
+The real redis-server launcher lives in ``loadtest.redis_server`` (benchmarks use it too).
 """
 
 from __future__ import annotations
 
-import socket
+from loadtest.redis_server import free_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["free_port"]

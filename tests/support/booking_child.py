@@ -49,8 +49,7 @@ async def main(directory: str) -> None:
                     task.add_done_callback(tasks.discard)
                     if len(tasks) >= 200:
                         await asyncio.sleep(0)
-    while tasks:
-        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
     print("DONE", flush=True)
     await asyncio.sleep(3600)
 
