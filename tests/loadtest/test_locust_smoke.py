@@ -1,0 +1,134 @@
+"""Integration: a bounded Locust run against a real server passes its invariant check.
+
+The test starts a real ``tandtid serve --seed`` (uvicorn, the demo catalogue, a FileJournal in a
+temp dir) on a free port, then runs ``python -m loadtest.run --host …`` in its own process (Locust
+monkey-patches the standard library for gevent, which must not happen inside pytest) with ten
+users for a few seconds: every user class runs, bookings happen, no slot is sold twice, and the
+server holds exactly the bookings the users were told succeeded. So the scenarios cannot rot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from loadtest.invariants import Ledger, check, double_bookings
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 120.0
+RUN_TIMEOUT_S = 240.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    tmp_path = tmp_path_factory.mktemp("loadtest-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # Every simulated user comes from 127.0.0.1: the per-IP rate limit would throttle the test itself.
+    env = {**os.environ, "TANDTID_RATE_PER_S": "0"}
+    env.pop("TANDTID_REDIS_URL", None)
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data", str(tmp_path), "--seed", "--scale", "demo", "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.1)
+        yield url, tmp_path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def run_load(url: str, data_dir: Path) -> tuple[int, dict[str, Any], str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.run", "--host", url, "--data", str(data_dir), "--seconds", "8",
+         "--users", "10", "--spawn-rate", "10", "--stop-timeout", "10"],
+        cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    )
+    result = json.loads(done.stdout) if done.stdout.strip() else {}
+    return done.returncode, result, done.stderr
+
+
+def test_a_short_locust_run_keeps_every_booking_straight(server: tuple[str, Path]) -> None:
+    url, data_dir = server
+    code, result, stderr = run_load(url, data_dir)
+    assert result, stderr[-4000:]
+    invariant = result["invariant"]
+    assert invariant["ok"], invariant
+    assert code == 0
+    assert invariant["double_bookings"] == [] and invariant["missing"] == [] and invariant["unexpected"] == []
+    assert invariant["confirmed"] > 0                                   # bookings happened
+    assert invariant["server_booked"] == invariant["expected_booked"]
+    assert set(result["user_classes"]) == {"PatientUser", "KioskUser", "ClinicSystemUser", "FlashCrowd"}
+    assert all(n >= 1 for n in result["user_classes"].values()), result["user_classes"]
+    assert result["clinic_keys"] == 3
+
+    by_name = {(r["type"], r["name"]): r for r in result["requests"]}
+    # diff delivery latency is in Locust's own statistics
+    assert by_name[("WS", "diff clinic")]["requests"] > 0
+    assert by_name[("WS", "snapshot region")]["requests"] > 0
+    patients = result["user_classes"]["PatientUser"] + result["user_classes"]["FlashCrowd"]
+    assert by_name[("POST", "/api/auth/register")]["requests"] == patients
+    # expected race outcomes (409 SLOT_TAKEN, 410 HOLD_EXPIRED) are not failures; nothing else failed
+    assert result["total"]["failures"] == 0, result["errors"]
+
+
+def test_the_check_fails_on_a_booking_the_server_does_not_hold(server: tuple[str, Path]) -> None:
+    url, _ = server
+    clinic = httpx.get(f"{url}/api/clinics", params={"region": "AB", "limit": 1}).json()[0]["id"]
+    ledger = Ledger()
+    ledger.patient("u-nobody")
+    start = "2030-01-07T09:00:00+01:00"
+    ledger.booked({"id": "AB-bnever", "clinic": clinic, "start": start})
+    report = check(url, ledger, admin_email="admin@demo.tandtid.se", admin_password="tandtid-demo")
+    assert not report.ok
+    assert report.missing == ["AB-bnever"] and report.unexpected == [] and report.error == ""
+
+
+def test_the_check_fails_without_a_server() -> None:
+    report = check(f"http://127.0.0.1:{free_port()}", Ledger(), admin_email="a@b.se", admin_password="x")
+    assert not report.ok and report.error
+
+
+def booking(booking_id: str, resource: str, start: str, end: str, status: str = "booked") -> dict[str, Any]:
+    return {"id": booking_id, "resource": resource, "start": start, "end": end, "status": status}
+
+
+def test_overlapping_booked_times_on_one_resource_are_double_bookings() -> None:
+    at = "2030-01-07T{}:00+01:00".format
+    assert double_bookings([
+        booking("a", "r1", at("09:00"), at("10:00")),
+        booking("b", "r1", at("09:45"), at("10:15")),            # overlaps a
+        booking("c", "r1", at("10:15"), at("10:30")),            # touches b: fine
+        booking("d", "r2", at("09:00"), at("10:00")),            # another resource
+        booking("e", "r1", at("10:15"), at("10:45"), "cancelled"),  # cancelled: does not count
+    ]) == [("a", "b")]
