@@ -31,7 +31,7 @@ from server.errors import EdgeMiddleware, error_response, exception_handlers
 from server.openapi import Endpoint, build_document
 from server.ratelimit import RateLimiter, RateLimitMiddleware
 from server.regions import Regions
-from server.routes import admin, auth_routes, clinic_api, ops, pages, patients, public
+from server.routes import admin, auth_routes, clinic_api, ops, outbox, pages, patients, public, webhooks
 from server.routes.pages import STATIC_DIR
 from server.settings import Settings
 
@@ -39,7 +39,7 @@ log = logging.getLogger("tandtid.app")
 
 ENDPOINTS: list[Endpoint] = [
     *ops.ENDPOINTS, *public.ENDPOINTS, *auth_routes.ENDPOINTS, *patients.ENDPOINTS,
-    *clinic_api.ENDPOINTS, *admin.ENDPOINTS, *pages.ENDPOINTS,
+    *clinic_api.ENDPOINTS, *webhooks.ENDPOINTS, *admin.ENDPOINTS, *outbox.ENDPOINTS, *pages.ENDPOINTS,
 ]
 
 

@@ -1,0 +1,269 @@
+"""Webhooks: signature unit tests (no network), then integration tests over a real uvicorn
+server (the live-server fixture), the real dispatcher on its loop, and a real HTTP receiver
+(``http.server`` in a thread) that verifies every signature with ``verify_signature``.
+
+The receiver is down while bookings happen; once it comes back it gets every event, in
+sequence order, each exactly once; the delivery log shows the retries; a replay re-sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.commands import Book, Cancel, Party, Reschedule
+from engine.events import Booked, Cancelled, Rescheduled
+from server.accounts import Role
+from server.webhooks import HEADER, sign, verify_signature
+from server.webhooks.dispatcher import WebhookDispatcher, url_problem
+from server.webhooks.store import WebhookStore
+from tests.server.conftest import LiveServer, bearer
+from tests.support import free_port
+from tests.support.catalog import CELL_0900, FIRST_DAY
+
+WAIT_S = 30.0
+SECRET = "whsec_test"
+BODY = b'{"id":"AB-1-0","type":"booking.created"}'
+
+
+# -- signatures (unit) ---------------------------------------------------------------------------
+
+def test_a_signature_verifies_and_tampering_fails() -> None:
+    now = 1_790_000_000
+    header = sign(SECRET, BODY, now)
+    assert verify_signature(SECRET, header, BODY, now + 10)
+    assert not verify_signature(SECRET, header, BODY.replace(b"created", b"cancelled"), now)
+    assert not verify_signature("whsec_other", header, BODY, now)
+    t, v1 = header.split(",")
+    assert not verify_signature(SECRET, f"t={now + 1},{v1}", BODY, now)      # timestamp is signed too
+
+
+def test_old_and_future_timestamps_fail() -> None:
+    now = 1_790_000_000
+    assert verify_signature(SECRET, sign(SECRET, BODY, now - 300), BODY, now)
+    assert not verify_signature(SECRET, sign(SECRET, BODY, now - 301), BODY, now)
+    assert not verify_signature(SECRET, sign(SECRET, BODY, now + 301), BODY, now)
+    assert not verify_signature(SECRET, sign(SECRET, BODY, now - 3600), BODY, now, tolerance_s=600)
+
+
+@pytest.mark.parametrize("header", [None, "", "garbage", "t=abc,v1=00", "v1=00", "t=1790000000",
+                                    "t=1790000000,t=1790000000,v1=00", "t=-5,v1=00"])
+def test_malformed_headers_fail(header: str | None) -> None:
+    assert not verify_signature(SECRET, header, BODY, 1_790_000_000)
+
+
+def test_endpoint_urls() -> None:
+    assert url_problem("https://clinic.example.se/hooks") is None
+    assert url_problem("http://clinic.example.se/hooks") is not None
+    assert url_problem("http://127.0.0.1:9000/h") is not None
+    assert url_problem("http://127.0.0.1:9000/h", allow_http=True) is None
+    assert url_problem("http://example.se/h", allow_http=True) is not None
+    assert url_problem("https://10.1.2.3/h") is not None
+    assert url_problem("https://169.254.169.254/latest") is not None
+    assert url_problem("https://user:pw@clinic.example.se/") is not None
+    assert url_problem("ftp://clinic.example.se/") is not None
+
+
+# -- a real receiver -------------------------------------------------------------------------------
+
+class Receiver:
+    """An HTTP server on a fixed port that can go down and come back."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.secret = ""
+        self.events: list[dict[str, Any]] = []
+        self.rejected = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                ok = verify_signature(receiver.secret, self.headers.get(HEADER), body, time.time())
+                with receiver._lock:
+                    if ok:
+                        event = json.loads(body)
+                        assert event["id"] == self.headers["Tandtid-Event-Id"]
+                        receiver.events.append(event)
+                    else:
+                        receiver.rejected += 1
+                self.send_response(200 if ok else 400)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def received(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.events)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+async def dispatcher(live: LiveServer) -> AsyncIterator[WebhookDispatcher]:
+    assert live.journal is not None
+    d = WebhookDispatcher(live.journal, WebhookStore(live.data_dir / "webhooks.sqlite3"), clock=time.time,
+                          backoff_base_s=0.05, backoff_cap_s=0.2, poll_s=0.1, timeout_s=2.0)
+    d._owns_store = True
+    await asyncio.wrap_future(live.call(d.start()))
+    try:
+        yield d
+    finally:
+        await asyncio.wrap_future(live.call(d.stop()))
+
+
+async def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# -- integration ---------------------------------------------------------------------------------
+
+async def test_create_endpoint_validates_and_is_scoped_to_the_clinic(
+        client: httpx.AsyncClient, live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, staff = live.user(Role.STAFF, "AB-c2")
+    _, other = live.user(Role.STAFF, "M-c1")
+    _, patient = live.user(Role.PATIENT)
+    url = "/api/clinic/v1/webhooks"
+    r = await client.post(url, json={"url": "http://127.0.0.1:9/h"}, headers=bearer(staff))
+    assert r.status_code == 422 and r.json()["error"]["field"] == "url"
+    monkeypatch.setenv("TANDTID_WEBHOOK_ALLOW_HTTP", "1")
+    r = await client.post(url, json={"url": "http://127.0.0.1:9/h", "events": ["booking.exploded"]},
+                          headers=bearer(staff))
+    assert r.status_code == 422
+    r = await client.post(url, json={"url": "http://127.0.0.1:9/h"}, headers=bearer(patient))
+    assert r.status_code == 403
+    r = await client.post(url, json={"url": "http://127.0.0.1:9/h", "events": ["booking.cancelled"]},
+                          headers=bearer(staff))
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["secret"].startswith("whsec_") and created["events"] == ["booking.cancelled"]
+    listed = (await client.get(url, headers=bearer(staff))).json()["endpoints"]
+    assert [e["id"] for e in listed] == [created["id"]] and "secret" not in listed[0]
+    assert (await client.get(url, headers=bearer(other))).json()["endpoints"] == []
+    r = await client.get(f"{url}/{created['id']}/deliveries", headers=bearer(other))
+    assert r.status_code == 404
+    assert (await client.delete(f"{url}/{created['id']}", headers=bearer(other))).status_code == 404
+    assert (await client.delete(f"{url}/{created['id']}", headers=bearer(staff))).status_code == 204
+    assert (await client.get(url, headers=bearer(staff))).json()["endpoints"] == []
+
+
+@pytest.mark.slow
+async def test_a_receiver_that_was_down_gets_every_event_in_order(
+        client: httpx.AsyncClient, live: LiveServer, receiver: Receiver, dispatcher: WebhookDispatcher,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDTID_WEBHOOK_ALLOW_HTTP", "1")
+    _, staff = live.user(Role.STAFF, "AB-c1")
+    patients = [live.user(Role.PATIENT)[0].id for _ in range(6)]   # at most 3 bookings each per clinic
+    r = await client.post("/api/clinic/v1/webhooks", json={"url": receiver.url}, headers=bearer(staff))
+    assert r.status_code == 201, r.text
+    endpoint = r.json()["id"]
+    receiver.secret = r.json()["secret"]
+    log_url = f"/api/clinic/v1/webhooks/{endpoint}/deliveries"
+    assert live.regions is not None
+    regions = live.regions
+
+    async def submit(command: Any) -> None:
+        await asyncio.wrap_future(live.call(regions.submit(command)))
+
+    # the receiver is down while things happen
+    for i in range(6):
+        await submit(Book(f"AB-bwh{i}", patients[i], "AB-c1-r1", "checkup", FIRST_DAY + 1, CELL_0900 + 2 * i))
+    await submit(Book("AB-bwh-other", patients[0], "AB-c2-r1", "checkup", FIRST_DAY + 1, CELL_0900))  # AB-c2
+    await submit(Cancel("AB-bwh1", Party.CLINIC, "AB-c1"))
+    await submit(Reschedule("AB-bwh2", patients[2], "AB-c1-r2", FIRST_DAY + 2, CELL_0900))
+
+    async def retried() -> bool:
+        rows = (await client.get(log_url, headers=bearer(staff))).json()["deliveries"]
+        return any(d["attempts"] >= 2 and d["last_error"] for d in rows)
+
+    await wait_until(retried, "failed attempts against the receiver that is down")
+
+    events = await live.journal_events("AB")
+    expected = [(e.booking_id, type(e).__name__) for e in events
+                if isinstance(e, Booked | Cancelled | Rescheduled) and e.booking_id.startswith("AB-bwh")
+                and e.booking_id != "AB-bwh-other"]
+    assert len(expected) == 8
+
+    receiver.start()
+
+    async def all_in() -> bool:
+        return len(receiver.received()) >= len(expected)
+
+    await wait_until(all_in, "every event at the receiver after it came back")
+    got = receiver.received()
+    assert receiver.rejected == 0
+    assert [(e["data"]["booking"], e["type"]) for e in got] == [
+        (b, {"Booked": "booking.created", "Cancelled": "booking.cancelled",
+             "Rescheduled": "booking.rescheduled"}[k]) for b, k in expected]
+    sequences = [e["sequence"] for e in got]
+    assert sequences == sorted(sequences)
+    assert len({e["id"] for e in got}) == len(got)
+    assert all(e["region"] == "AB" and e["data"]["clinic"] == "AB-c1" for e in got)
+    assert all("patient" not in e["data"] for e in got)
+    cancelled = next(e for e in got if e["type"] == "booking.cancelled")
+    assert cancelled["data"]["cancelled_by"] == "clinic" and cancelled["data"]["status"] == "cancelled"
+    moved = next(e for e in got if e["type"] == "booking.rescheduled")
+    assert moved["data"]["resource"] == "AB-c1-r2" and moved["data"]["previous_start"] < moved["data"]["start"]
+
+    rows = (await client.get(log_url, headers=bearer(staff))).json()["deliveries"]
+    assert [d["status"] for d in rows] == ["delivered"] * len(expected)
+    first = rows[-1]
+    assert first["attempts"] >= 2 and first["event_id"] == got[0]["id"]
+
+    r = await client.post(f"{log_url}/{first['id']}/replay", headers=bearer(staff))
+    assert r.status_code == 202, r.text
+    assert r.json()["delivery"]["replay_of"] == first["id"]
+
+    async def replayed() -> bool:
+        return len(receiver.received()) == len(expected) + 1
+
+    await wait_until(replayed, "the replayed delivery")
+    assert receiver.received()[-1] == got[0]
+    r = await client.post(f"{log_url}/999999/replay", headers=bearer(staff))
+    assert r.status_code == 404
