@@ -22,6 +22,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -93,7 +94,7 @@ def request_id(scope_or_conn: Any) -> str:
 
 
 def error_response(request: Request | Scope, status: int, code: str, message: str, *,
-                   field: str | None = None, headers: dict[str, str] | None = None) -> Response:
+                   field: str | None = None, headers: Mapping[str, str] | None = None) -> Response:
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id(request)}
     if field is not None:
         body["field"] = field

@@ -11,7 +11,7 @@ checked by the route (it needs the clinic's ``cell_minutes``).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -20,7 +20,9 @@ from engine.model import SERVICES
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,80}$")]
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{1,2}$")]
 MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
-ServiceId = Literal[tuple(s.id for s in SERVICES)]  # type: ignore[valid-type]
+ServiceId = Literal["checkup", "cleaning", "emergency", "filling", "child_checkup"]
+if set(get_args(ServiceId)) != {s.id for s in SERVICES}:  # the catalogue is the truth; keep them in step
+    raise ImportError("server.schemas.ServiceId is out of step with engine.model.SERVICES")
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254,
                                          pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]

@@ -97,7 +97,8 @@ async def system_state(request: Request) -> Response:
 
     codes = list(regions.actors)
     results = await asyncio.gather(*(regions.query(code, read) for code in codes))
-    rows, hot = [], []
+    rows: list[dict[str, Any]] = []
+    hot: list[dict[str, Any]] = []
     for code, (bookings, holds, busy) in zip(codes, results, strict=True):
         actor = regions.actors[code]
         rows.append({"code": code, "ready": actor.ready, "position": actor.position,
