@@ -7,6 +7,7 @@ rate limiting (429 with the error shape), and no personal data in the server's l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -126,3 +127,15 @@ async def test_rate_limit_gives_429_with_the_shape(strict_live: LiveServer) -> N
         assert error["message"] and int(r.headers["retry-after"]) >= 1
         # probes are never starved
         assert (await c.get("/ready")).status_code == 200
+
+
+async def test_the_live_hub_is_mounted_at_ws(live: LiveServer) -> None:
+    import json as _json
+
+    import websockets
+
+    async with websockets.connect(live.url.replace("http", "ws") + "/ws") as ws:
+        await ws.send(_json.dumps({"op": "subscribe", "topic": "region:AB", "from": "2026-12-07", "days": 2}))
+        message = _json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert message["type"] == "snapshot" and message["topic"] == "region:AB"
+    assert set(message["data"]["clinics"]) == {"AB-c1", "AB-c2"}
