@@ -1,0 +1,44 @@
+"""Integration: the admin's view of the local outbox over real HTTP (live uvicorn server)."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import httpx
+
+from server.accounts import Role
+from server.notify.outbox import Outbox
+from tests.server.conftest import LiveServer, bearer
+
+
+def message(key: str) -> EmailMessage:
+    m = EmailMessage()
+    m["Subject"] = "Bokningsbekräftelse / Booking confirmed"
+    m["To"] = "someone@example.test"
+    m["X-Tandtid-Key"] = key
+    m.set_content("Hej!")
+    m.add_attachment(b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", maintype="text", subtype="calendar",
+                     filename="AB-b1.ics")
+    return m
+
+
+async def test_admin_reads_the_outbox_and_nobody_else_does(live: LiveServer) -> None:
+    outbox = Outbox(live.settings.data_dir / "outbox")
+    assert outbox.put("AB:7:0:booked", message("AB:7:0:booked"))
+    assert not outbox.put("AB:7:0:booked", message("AB:7:0:booked"))   # one file per key
+    _, admin = live.user(Role.ADMIN)
+    _, patient = live.user(Role.PATIENT)
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        r = await client.get("/api/admin/outbox", headers=bearer(admin))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["total"] == 1 and body["messages"][0]["key"] == "AB:7:0:booked"
+        name = body["messages"][0]["name"]
+        r = await client.get(f"/api/admin/outbox/{name}", headers=bearer(admin))
+        assert r.status_code == 200
+        assert r.json()["text"].strip() == "Hej!"
+        assert r.json()["attachments"] == [{"filename": "AB-b1.ics", "content_type": "text/calendar"}]
+        assert (await client.get("/api/admin/outbox", headers=bearer(patient))).status_code == 403
+        assert (await client.get("/api/admin/outbox")).status_code == 401
+        r = await client.get("/api/admin/outbox/..%2Faccounts.sqlite3", headers=bearer(admin))
+        assert r.status_code == 404
