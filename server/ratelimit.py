@@ -52,16 +52,19 @@ def rate_limited(scope: Scope, wait: float) -> Response:
 
 
 class RateLimitMiddleware:
-    """Per client IP, on every HTTP request except the operations endpoints (probes must not be starved)."""
+    """Per client IP, on every HTTP request except the operations endpoints (probes must not be
+    starved) and static assets (a page load fetches dozens; they cost next to nothing)."""
 
     EXEMPT = ("/health", "/ready", "/metrics")
+    EXEMPT_PREFIX = "/static/"
 
     def __init__(self, app: ASGIApp, *, limiter: RateLimiter) -> None:
         self.app = app
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path") not in self.EXEMPT:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path not in self.EXEMPT and not path.startswith(self.EXEMPT_PREFIX):
             client = scope.get("client")
             key = "ip:" + (client[0] if client else "unknown")
             wait = self.limiter.take(key)
