@@ -1,0 +1,140 @@
+"""Browser tests (integration, real server + headless Chromium): every screen at phone and desktop size.
+
+Each screen is brought into a meaningful state, checked with axe-core (no serious or critical violation)
+and photographed into docs/screenshots/ (or $TANDTID_SCREENSHOTS). The map is also the offline test: the
+contexts refuse everything but 127.0.0.1, and the page must not even try to reach anything else.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.browsing import (
+    DEMO,
+    DEMO_PASSWORD,
+    DESKTOP,
+    KIOSK,
+    PHONE,
+    Api,
+    Contexts,
+    check_accessibility,
+    screenshot,
+    sign_in,
+    wait_live,
+)
+
+pytestmark = pytest.mark.browser
+
+SIZES = {"phone": PHONE, "desktop": DESKTOP}
+
+
+def settle(page: Page, screen: str, size: str) -> None:
+    check_accessibility(page, f"{screen} ({size})")
+    screenshot(page, f"{screen}-{size}")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_map_works_offline_and_is_accessible(contexts: Contexts, size: str) -> None:
+    page = contexts.page("/", viewport=SIZES[size])
+    wait_live(page)
+    expect(page.locator("#results li.clinic").first).to_be_visible()
+    # The 21 counties and the outline are drawn from the geography shipped in static/geo.
+    expect(page.locator(".leaflet-overlay-pane path")).to_have_count(22)
+    expect(page.locator(".leaflet-marker-pane .cluster-marker, .leaflet-marker-pane .clinic-marker").first).to_be_visible()
+    expect(page.locator(".leaflet-tile-pane img")).to_have_count(0)
+    assert contexts.blocked == [], f"the map tried to reach beyond the server: {contexts.blocked}"
+    settle(page, "map", size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_clinic_hold_and_confirmation_screens(contexts: Contexts, api: Api, solo_clinics: list[str], size: str) -> None:
+    clinic = solo_clinics[3]
+    patient = api.register()
+    page = contexts.page(f"/clinic/{clinic}?service=checkup", viewport=SIZES[size])
+    wait_live(page)
+    expect(page.locator("button.slot").first).to_be_visible()
+    settle(page, "clinic", size)
+
+    target = api.free_times(clinic)[-1 if size == "phone" else -2]
+    page.locator(f"button.slot[data-start='{target['start']}']").click()
+    expect(page.locator("form.auth")).to_be_visible()
+    settle(page, "clinic-sign-in", size)
+    sign_in(page, patient.email, patient.password)
+    expect(page.locator("#hold-panel")).to_have_attribute("data-state", "held")
+    expect(page.locator("#hold-countdown")).to_have_text(re.compile(r"^\d+:\d\d$"))
+    settle(page, "clinic-hold", size)
+    page.locator("#confirm").click()
+    expect(page.locator("#confirmation")).to_be_visible()
+    settle(page, "clinic-confirmation", size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_my_bookings_screen(contexts: Contexts, api: Api, solo_clinics: list[str], size: str) -> None:
+    clinic = solo_clinics[4 % len(solo_clinics)]
+    patient = api.register()
+    free = api.free_times(clinic)
+    booking = api.book(patient, clinic, free[1 if size == "phone" else 2])
+    page = contexts.page("/me", viewport=SIZES[size])
+    expect(page.locator("form.auth")).to_be_visible()
+    settle(page, "me-sign-in", size)
+    sign_in(page, patient.email, patient.password)
+    wait_live(page)
+    expect(page.locator(f"#upcoming li[data-booking='{booking['id']}']")).to_be_visible()
+    settle(page, "me", size)
+    page.locator(f"#upcoming li[data-booking='{booking['id']}'] button.move").click()
+    expect(page.locator("#move-grid button.slot").first).to_be_visible()
+    settle(page, "me-move", size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_kiosk_screen(contexts: Contexts, api: Api, solo_clinics: list[str], size: str) -> None:
+    clinic = solo_clinics[0]
+    day = api.free_times(clinic)[0]["date"]
+    page = contexts.page(f"/kiosk/{clinic}?date={day}", viewport=KIOSK if size == "desktop" else PHONE)
+    wait_live(page)
+    expect(page.locator("#kiosk-times li").first).to_be_visible()
+    expect(page.locator("#qr-img")).to_have_attribute("src", re.compile(r"^data:image/gif"))
+    settle(page, "kiosk", size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_staff_screen_shows_the_day_with_patient_names(
+    contexts: Contexts, api: Api, size: str
+) -> None:
+    patient = api.register()
+    booked = api.book(patient, "AB-c1", api.free_times("AB-c1")[4 if size == "phone" else 5])
+    page = contexts.page("/staff", viewport=SIZES[size])
+    sign_in(page, DEMO["staff"], DEMO_PASSWORD)
+    wait_live(page)
+    page.locator("#staff-date").fill(booked["start"][:10])
+    page.locator("#staff-date").dispatch_event("change")
+    row = page.locator(f"#bookings-body tr[data-booking='{booked['id']}']")
+    expect(row).to_contain_text("Test Patient")
+    expect(page.locator("#day-table td.s3").first).to_be_visible()
+    settle(page, "staff", size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_admin_dashboard_screen(contexts: Contexts, size: str) -> None:
+    page = contexts.page("/admin", viewport=SIZES[size])
+    sign_in(page, DEMO["admin"], DEMO_PASSWORD)
+    expect(page.locator("#regions li")).to_have_count(21)
+    expect(page.locator("#regions li[data-ready='true']")).to_have_count(21)
+    expect(page.locator("#chart-commands .plot canvas")).to_have_count(1)
+    settle(page, "admin", size)
+
+
+def test_english_toggle_is_remembered(contexts: Contexts) -> None:
+    page = contexts.page("/")
+    expect(page.locator("html")).to_have_attribute("lang", "sv")
+    expect(page.locator("header nav a[href='/']")).to_have_text("Karta")
+    page.locator("#lang-toggle").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.locator("header nav a[href='/']")).to_have_text("Map")
+    expect(page.locator("#search")).to_have_text("Search")
+    page.reload()
+    expect(page.locator("header nav a[href='/']")).to_have_text("Map")
+    expect(page.locator("#results-title")).to_have_text("Clinics")
