@@ -61,6 +61,13 @@ class Fact:
         return cell_epoch(self.booking.day, self.booking.cell, self.clinic.cell_minutes)
 
     @property
+    def previous_start(self) -> int:
+        """Start of the booking before a reschedule. ValueError when there is no previous time."""
+        if self.previous is None:
+            raise ValueError(f"fact {self.key} has no previous time")
+        return cell_epoch(self.previous.day, self.previous.cell, self.clinic.cell_minutes)
+
+    @property
     def end(self) -> int:
         return self.start + self.booking.cells * self.clinic.cell_minutes * 60
 
