@@ -1,0 +1,329 @@
+"""Unit tests: a Hypothesis state machine drives RegionState against a small reference model (no network).
+
+The model is a dict of cell -> owner. For every command it predicts the outcome (success
+or the exact refusal code) from the documented rules; the engine must agree. After every
+step: no cell belongs to two bookings, bookings' cells are BOOKED and holds' cells HELD,
+free counts equal a recount, a viewer fed only ``take_changes()`` sees the same rows, and
+replaying every event so far gives a byte-identical packed snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from slot_world import MONDAY, epoch, make_clinic, make_resources
+
+from engine.calendar import cell_epoch, earliest_epoch
+from engine.cells import BLOCKED, BOOKED, BUFFER, CLOSED, FREE, HELD
+from engine.commands import (
+    Block,
+    Book,
+    Cancel,
+    Command,
+    OpenDays,
+    Party,
+    PlaceHold,
+    RegisterClinic,
+    ReleaseHold,
+    Reschedule,
+    Tick,
+    Unblock,
+)
+from engine.errors import Refused
+from engine.events import Event
+from engine.state import RegionState
+
+CLINIC = "AB-c1"
+RES = ("AB-c1-r1", "AB-c1-r2")
+DAYS = (MONDAY, MONDAY + 1)
+SERVICE_CELLS = {"child_checkup": 1, "checkup": 2, "filling": 4}
+PATIENTS = ("p1", "p2", "p3")
+OPEN = set(range(32, 48)) | set(range(52, 68))    # 08-12, 13-17 in 15-minute cells
+BUFFER_S = 600
+
+cells_st = st.integers(28, 70)
+Key = tuple[str, int, int]
+
+
+class SlotMachine(RuleBasedStateMachine):
+    @initialize()
+    def setup(self) -> None:
+        self.now = epoch(MONDAY, 7)
+        self.state = RegionState("AB")
+        self.journal: list[Event] = []
+        self.seq = 0
+        setup: list[Command] = [
+            RegisterClinic(make_clinic(buffer_minutes=BUFFER_S // 60, cancel_notice_hours=0,
+                                       max_bookings_per_patient=100), make_resources(n=2)),
+            *(OpenDays(r, MONDAY, 2) for r in RES),
+        ]
+        for command in setup:
+            self.journal.extend(self.state.apply(command, self.now))
+        # the model
+        self.cells: dict[Key, Any] = {(r, d, c): "F" for r in RES for d in DAYS for c in OPEN}
+        self.holds: dict[str, dict[str, Any]] = {}
+        self.bookings: dict[str, dict[str, Any]] = {}
+        self.idem: dict[tuple[str, str], tuple[str, str]] = {}
+        self.viewer = {(r, d): bytearray(96) for r in RES for d in DAYS}
+        self._feed_viewer()
+
+    # ------------------------------------------------------------ helpers
+
+    def _id(self, prefix: str) -> str:
+        self.seq += 1
+        return f"AB-{prefix}{self.seq}"
+
+    def _feed_viewer(self) -> None:
+        for _clinic, res, day, first, n, value in self.state.take_changes():
+            self.viewer[(res, day)][first:first + n] = bytes([value]) * n
+
+    def _run(self, command: Command, expected: str | None) -> list[Event] | None:
+        """Apply; the outcome must be ``expected`` (None: success, else a refusal code)."""
+        before = msgpack.packb(self.state.to_snapshot())
+        try:
+            events = self.state.apply(command, self.now)
+        except Refused as refused:
+            assert refused.code == expected, (command, refused.code, expected)
+            assert msgpack.packb(self.state.to_snapshot()) == before
+            assert self.state.take_changes() == []
+            return None
+        assert expected is None, (command, "accepted", expected)
+        self.journal.extend(events)
+        return events
+
+    def _run_check(self, res: str, day: int, cell: int, k: int, own: set[Key]) -> str | None:
+        if cell < 0 or cell + k > 96:
+            return "OUTSIDE_HOURS"
+        keys = [(res, day, c) for c in range(cell, cell + k)]
+        if any(key not in self.cells for key in keys):
+            return "OUTSIDE_HOURS"
+        if cell_epoch(day, cell, 15) < self.now:
+            return "IN_PAST"
+        if any(self.cells[key] != "F" and key not in own for key in keys):
+            return "SLOT_TAKEN"
+        return None
+
+    def _set(self, res: str, day: int, cell: int, k: int, value: Any) -> None:
+        for c in range(cell, cell + k):
+            self.cells[(res, day, c)] = value
+
+    @staticmethod
+    def _span(res: str, day: int, cell: int, k: int) -> set[Key]:
+        return {(res, day, c) for c in range(cell, cell + k)}
+
+    # ------------------------------------------------------------ rules
+
+    @rule(patient=st.sampled_from(PATIENTS), res=st.sampled_from(RES), service=st.sampled_from(list(SERVICE_CELLS)),
+          day=st.sampled_from(DAYS), cell=cells_st, ttl=st.integers(60, 1800))
+    def place_hold(self, patient: str, res: str, service: str, day: int, cell: int, ttl: int) -> None:
+        k = SERVICE_CELLS[service]
+        old = next((h for h, v in self.holds.items() if v["patient"] == patient), None)
+        own = set() if old is None else self._span(*(self.holds[old][f] for f in ("res", "day", "cell", "k")))
+        expected = self._run_check(res, day, cell, k, own)
+        hold_id = self._id("h")
+        if self._run(PlaceHold(hold_id, patient, res, service, day, cell, ttl), expected) is None:
+            return
+        if old is not None:
+            h = self.holds.pop(old)
+            self._set(h["res"], h["day"], h["cell"], h["k"], "F")
+        self.holds[hold_id] = dict(patient=patient, res=res, day=day, cell=cell, k=k, exp=self.now + ttl,
+                                   service=service)
+        self._set(res, day, cell, k, ("H", hold_id))
+
+    @rule(pick=st.integers(0, 10), wrong=st.booleans())
+    def release_hold(self, pick: int, wrong: bool) -> None:
+        if not self.holds:
+            self._run(ReleaseHold("AB-nope", "p1"), "NOT_FOUND")
+            return
+        hold_id = sorted(self.holds)[pick % len(self.holds)]
+        h = self.holds[hold_id]
+        patient = "p9" if wrong else h["patient"]
+        if self._run(ReleaseHold(hold_id, patient), "NOT_YOURS" if wrong else None) is not None:
+            del self.holds[hold_id]
+            self._set(h["res"], h["day"], h["cell"], h["k"], "F")
+
+    def _booked(self, booking_id: str, patient: str, res: str, day: int, cell: int, k: int) -> None:
+        self.bookings[booking_id] = dict(patient=patient, res=res, day=day, cell=cell, k=k, status="booked")
+        self._set(res, day, cell, k, ("B", booking_id))
+
+    @rule(pick=st.integers(0, 10), wrong=st.booleans())
+    def book_from_hold(self, pick: int, wrong: bool) -> None:
+        if not self.holds:
+            self._run(Book(self._id("b"), "p1", hold_id="AB-nope"), "NOT_FOUND")
+            return
+        hold_id = sorted(self.holds)[pick % len(self.holds)]
+        h = self.holds[hold_id]
+        expected = ("NOT_YOURS" if wrong else "HOLD_EXPIRED" if h["exp"] <= self.now
+                    else "IN_PAST" if cell_epoch(h["day"], h["cell"], 15) < self.now else None)
+        booking_id = self._id("b")
+        if self._run(Book(booking_id, "p9" if wrong else h["patient"], hold_id=hold_id), expected) is not None:
+            del self.holds[hold_id]
+            self._booked(booking_id, h["patient"], h["res"], h["day"], h["cell"], h["k"])
+
+    @rule(patient=st.sampled_from(PATIENTS), res=st.sampled_from(RES), service=st.sampled_from(list(SERVICE_CELLS)),
+          day=st.sampled_from(DAYS), cell=cells_st, key=st.sampled_from(["", "", "k1", "k2"]),
+          fingerprint=st.sampled_from(["f1", "f2"]))
+    def book_direct(self, patient: str, res: str, service: str, day: int, cell: int, key: str,
+                    fingerprint: str) -> None:
+        k = SERVICE_CELLS[service]
+        booking_id = self._id("b")
+        command = Book(booking_id, patient, res, service, day, cell, idempotency_key=key, fingerprint=fingerprint)
+        seen = self.idem.get((patient, key)) if key else None
+        if seen is not None:
+            events = self._run(command, None if seen[1] == fingerprint else "INVALID")
+            assert events in (None, [])
+            if events == []:
+                assert self.state.idempotent_booking(patient, key) is self.state.bookings[seen[0]]
+            return
+        if self._run(command, self._run_check(res, day, cell, k, set())) is not None:
+            self._booked(booking_id, patient, res, day, cell, k)
+            if key:
+                self.idem[(patient, key)] = (booking_id, fingerprint)
+
+    @rule(pick=st.integers(0, 20), party=st.sampled_from(list(Party)), honest=st.booleans())
+    def cancel(self, pick: int, party: Party, honest: bool) -> None:
+        if not self.bookings:
+            self._run(Cancel("AB-nope", party, "p1"), "NOT_FOUND")
+            return
+        booking_id = sorted(self.bookings)[pick % len(self.bookings)]
+        b = self.bookings[booking_id]
+        requester = {Party.PATIENT: b["patient"], Party.CLINIC: CLINIC, Party.ADMIN: "admin"}[party]
+        expected: str | None = None
+        if not honest and party is Party.PATIENT:
+            requester, expected = "p9", "NOT_YOURS"
+        elif not honest and party is Party.CLINIC:
+            requester, expected = "AB-c2", "NOT_FOUND"
+        elif b["status"] != "booked":
+            expected = "INVALID"
+        elif party is Party.PATIENT and cell_epoch(b["day"], b["cell"], 15) < self.now:
+            expected = "TOO_LATE"
+        if self._run(Cancel(booking_id, party, requester), expected) is None:
+            return
+        b["status"] = "cancelled"
+        value = "F" if party is Party.PATIENT else ("U", self.now + BUFFER_S)
+        self._set(b["res"], b["day"], b["cell"], b["k"], value)
+
+    @rule(pick=st.integers(0, 20), res=st.sampled_from(RES), day=st.sampled_from(DAYS), cell=cells_st)
+    def reschedule(self, pick: int, res: str, day: int, cell: int) -> None:
+        if not self.bookings:
+            return
+        booking_id = sorted(self.bookings)[pick % len(self.bookings)]
+        b = self.bookings[booking_id]
+        if b["status"] != "booked":
+            expected: str | None = "INVALID"
+        elif cell_epoch(b["day"], b["cell"], 15) < self.now:
+            expected = "TOO_LATE"
+        else:
+            expected = self._run_check(res, day, cell, b["k"], self._span(b["res"], b["day"], b["cell"], b["k"]))
+        if self._run(Reschedule(booking_id, b["patient"], res, day, cell), expected) is None:
+            return
+        self._set(b["res"], b["day"], b["cell"], b["k"], "F")
+        b.update(res=res, day=day, cell=cell)
+        self._set(res, day, cell, b["k"], ("B", booking_id))
+
+    @rule(res=st.sampled_from(RES), day=st.sampled_from(DAYS), cell=cells_st, n=st.integers(1, 6))
+    def block(self, res: str, day: int, cell: int, n: int) -> None:
+        keys = [(res, day, c) for c in range(cell, cell + n)]
+        values = [self.cells.get(key) for key in keys]
+        expected = ("OUTSIDE_HOURS" if cell + n > 96
+                    else "IN_PAST" if earliest_epoch(day, cell, 15) < self.now
+                    else "SLOT_TAKEN" if any(isinstance(v, tuple) and v[0] in "HB" for v in values) else None)
+        if self._run(Block(res, day, cell, n), expected) is not None:
+            for key, v in zip(keys, values, strict=True):
+                if v == "F" or (isinstance(v, tuple) and v[0] == "U"):
+                    self.cells[key] = "X"
+
+    @rule(res=st.sampled_from(RES), day=st.sampled_from(DAYS), cell=cells_st, n=st.integers(1, 6))
+    def unblock(self, res: str, day: int, cell: int, n: int) -> None:
+        if self._run(Unblock(res, day, cell, n), "OUTSIDE_HOURS" if cell + n > 96 else None) is not None:
+            for c in range(cell, cell + n):
+                if self.cells.get((res, day, c)) == "X":
+                    self.cells[(res, day, c)] = "F"
+
+    @rule(advance=st.integers(0, 3600))
+    def tick(self, advance: int) -> None:
+        self.now += advance
+        events = self._run(Tick(), None)
+        assert events is not None
+        expired = {h for h, v in self.holds.items() if v["exp"] <= self.now}
+        assert {e.hold_id for e in events if e.KIND == "HoldExpired"} == expired  # type: ignore[union-attr]
+        for hold_id in expired:
+            h = self.holds.pop(hold_id)
+            self._set(h["res"], h["day"], h["cell"], h["k"], "F")
+        for key, v in self.cells.items():
+            if isinstance(v, tuple) and v[0] == "U" and v[1] <= self.now:
+                self.cells[key] = "F"
+        deadline = self.state.next_deadline()
+        pending = [h["exp"] for h in self.holds.values()] + [
+            v[1] for v in self.cells.values() if isinstance(v, tuple) and v[0] == "U"]
+        if deadline is not None:
+            assert deadline > self.now
+        if pending:
+            assert deadline is not None and deadline <= min(pending)
+
+    @rule()
+    def snapshot_and_restore(self) -> None:
+        before = msgpack.packb(self.state.to_snapshot())
+        self.state = RegionState.from_snapshot(msgpack.unpackb(before))
+        assert msgpack.packb(self.state.to_snapshot()) == before
+
+    @rule()
+    def crash_and_recover(self) -> None:
+        before = msgpack.packb(self.state.to_snapshot())
+        fresh = RegionState("AB")
+        for event in self.journal:
+            fresh.evolve(event)
+        fresh.take_changes()
+        self.state = fresh
+        assert msgpack.packb(self.state.to_snapshot()) == before
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def rows_match_the_model_and_the_viewer(self) -> None:
+        self._feed_viewer()
+        code = {"F": FREE, "X": BLOCKED}
+        for r in RES:
+            for d in DAYS:
+                row = self.state.row(r, d)
+                assert bytes(self.viewer[(r, d)]) == row
+                for c in range(96):
+                    v = self.cells.get((r, d, c))
+                    want = CLOSED if v is None else code[v] if isinstance(v, str) else {
+                        "H": HELD, "B": BOOKED, "U": BUFFER}[v[0]]
+                    assert row[c] == want, (r, d, c, v, row[c])
+
+    @invariant()
+    def bookings_and_holds_own_their_cells(self) -> None:
+        taken: set[Key] = set()
+        for b in self.state.bookings.values():
+            if b.status == "booked":
+                span = self._span(b.resource, b.day, b.cell, b.cells)
+                assert not span & taken, "a cell belongs to two bookings"
+                taken |= span
+                assert self.state.row(b.resource, b.day)[b.cell:b.cell + b.cells] == bytes([BOOKED]) * b.cells
+        for h in self.state.holds.values():
+            assert self.state.row(h.resource, h.day)[h.cell:h.cell + h.cells] == bytes([HELD]) * h.cells
+        assert set(self.state.holds) == set(self.holds)
+        assert {b: v.status for b, v in self.state.bookings.items()} == {
+            b: v["status"] for b, v in self.bookings.items()}
+
+    @invariant()
+    def free_counts_equal_a_recount(self) -> None:
+        for d in DAYS:
+            assert self.state.free_count(CLINIC, d) == sum(self.state.row(r, d).count(FREE) for r in RES)
+
+    @invariant()
+    def replay_is_byte_identical(self) -> None:
+        fresh = RegionState("AB")
+        for event in self.journal:
+            fresh.evolve(event)
+        assert msgpack.packb(fresh.to_snapshot()) == msgpack.packb(self.state.to_snapshot())
+
+
+SlotMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+test_slot_machine = SlotMachine.TestCase
