@@ -64,7 +64,7 @@ from engine.model import (
     resource_to_record,
 )
 from engine.records import BOOKED_STATUS, CANCELLED_STATUS, Booking, Hold, booking_from_list, hold_from_list
-from engine.rows import ResourceRow, day_mask, weekday_template
+from engine.rows import ResourceRow, day_mask, runs, weekday_template
 
 Change = tuple[str, str, int, int, int, int]
 """(clinic, resource, day, first_cell, n_cells, new_state): every cell of the run is now new_state."""
@@ -99,6 +99,7 @@ class RegionState:
         self._free: dict[str, dict[int, int]] = {}              # clinic -> day -> FREE cells
         self._clinic_resources: dict[str, list[str]] = {}
         self._templates: dict[tuple[str, int], bytes] = {}      # (clinic, iso weekday) -> open mask
+        self._mask_runs: dict[bytes, tuple[int, list[tuple[int, int]]]] = {}   # mask -> (FREE cells, runs)
         self._by_patient: dict[str, list[Booking]] = {}
         self._day_bookings: dict[tuple[str, int], dict[str, Booking]] = {}   # (clinic, day)
         self._hold_of: dict[tuple[str, str], str] = {}          # (patient, clinic) -> hold id
@@ -502,11 +503,22 @@ class RegionState:
         clinic = self.clinics[row.clinic]
         row.cover(e.first_day, e.days)
         cpd = row.cpd
+        closed_day = bytes(cpd)
+        free, append = row.free, self._changes.append
         for day in range(e.first_day, e.first_day + e.days):
-            row.free.setdefault(day, 0)
+            free.setdefault(day, 0)
             mask = self._open_mask(clinic, day)
             off = row.offset(day)
             old = bytes(row.buf[off:off + cpd])
+            if old == closed_day:   # the usual case: a fresh day takes the mask as it is
+                row.buf[off:off + cpd] = mask
+                opened = self._mask_runs.get(mask)
+                if opened is None:
+                    opened = self._mask_runs[mask] = (mask.count(FREE), runs(mask, FREE))
+                free[day] += opened[0]
+                for first, n in opened[1]:
+                    append((row.clinic, row.id, day, first, n, FREE))
+                continue
             new = bytes(FREE if (s == CLOSED and m == FREE) else s for s, m in zip(old, mask, strict=True))
             if new != old:
                 self._commit(row, day, 0, old, new)
