@@ -252,7 +252,10 @@ class _Region:
 class FileJournal(Journal):
     """The embedded journal. ``await open()`` before use, ``await close()`` after."""
 
-    def __init__(self, directory: str | Path, *, max_workers: int = 8) -> None:
+    def __init__(self, directory: str | Path, *, max_workers: int = 8, read_only: bool = False) -> None:
+        """``read_only``: for a second process that only reads and tails (the notifier). It never
+        cuts anything: an incomplete last frame may be the writer's append in progress."""
+        self._read_only = read_only
         self._dir = Path(directory)
         self._journal_dir = self._dir / "journal"
         self._snap_dir = self._dir / "snapshots"
@@ -304,6 +307,8 @@ class FileJournal(Journal):
     # -- appends ---------------------------------------------------------------------
 
     async def append(self, region: str, epoch: int, payload: bytes) -> int:
+        if self._read_only:
+            raise JournalUnavailable("this FileJournal was opened read-only")
         state = self._region(region)
         async with state.lock:
             if epoch < state.epoch:
@@ -393,6 +398,8 @@ class FileJournal(Journal):
     # -- snapshots -------------------------------------------------------------------
 
     async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
+        if self._read_only:
+            raise JournalUnavailable("this FileJournal was opened read-only")
         self._check(region)
         fields_ = struct.pack("<QQ", len(snapshot.payload), snapshot.position)
         crc = zlib.crc32(snapshot.payload, zlib.crc32(fields_))
@@ -491,7 +498,7 @@ class FileJournal(Journal):
         try:
             end = os.fstat(fd).st_size
             scan = _scan(fd, 0, end, 0, 0, collect=False)
-            if scan.problem is not None and scan.offset < end:
+            if scan.problem is not None and scan.offset < end and not self._read_only:
                 if _valid_frame_after(fd, scan.offset, end):
                     raise CorruptJournal(
                         f"region {state.name}: {scan.problem} at byte {scan.offset} "

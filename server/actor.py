@@ -240,7 +240,7 @@ class RegionActor:
                 outcomes.append(refusal)
                 continue
             except Exception as exc:  # an engine bug: refuse this command, keep the region alive
-                log.exception("engine error in region %s on %s", self.region, name)
+                log.exception("engine error in region %s on %s", self.region, kind.__name__)
                 outcomes.append(Refused(RefusalCode.INVALID, f"internal error: {type(exc).__name__}"))
                 continue
             outcomes.append(events)

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 from server.accounts import AccountStore
 from server.auth import AuthError, SessionSigner
 from server.errors import EdgeMiddleware, error_response, exception_handlers
+from server.hub import Hub
 from server.openapi import Endpoint, build_document
 from server.ratelimit import RateLimiter, RateLimitMiddleware
 from server.regions import Regions
@@ -57,11 +58,6 @@ async def _ws_endpoint(websocket: WebSocket) -> None:
 
 
 def _make_hub(regions: Regions, settings: Settings) -> Any:
-    try:
-        from server.hub import Hub
-    except ImportError:   # the live hub has not landed; HTTP works without it
-        log.warning("server.hub is not available; /ws will refuse connections")
-        return None
     return Hub(regions, settings)
 
 

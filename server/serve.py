@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -18,9 +19,11 @@ from pathlib import Path
 
 from engine.calendar import day_of_epoch
 from persistence.journal import Journal
+from server.notify.notifier import Notifier
 from server.regions import Regions
 from server.runtime import tune_gc
 from server.settings import Settings
+from server.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger("tandtid.serve")
 
@@ -101,10 +104,8 @@ def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[s
         for email, name, role in DEMO_ACCOUNTS:
             if role == "staff" and clinic is None:
                 continue
-            try:
+            with contextlib.suppress(EmailTaken):   # a restart keeps the accounts it made before
                 store.create_user(email, DEMO_PASSWORD, name, Role(role), clinic if role == "staff" else None)
-            except EmailTaken:
-                pass
             made.append((email, role, clinic if role == "staff" else ""))
     finally:
         store.close()
@@ -148,8 +149,14 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"Demo accounts (password {DEMO_PASSWORD!r}):", flush=True)
         for email, role, at in accounts:
             print(f"  {role:8s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
+    notifier = Notifier.from_env(journal, settings.data_dir)
+    await notifier.start()
+    webhooks = WebhookDispatcher.open(journal, settings.data_dir)
+    await webhooks.start()
     tune_gc()
     app = create_app(settings, regions=regions)
+    app.state.webhook_store = webhooks.store
+    app.state.webhook_dispatcher = webhooks
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         lifespan="on", ws_max_size=settings.max_ws_frame, proxy_headers=False, access_log=False,
@@ -158,7 +165,7 @@ async def serve(args: argparse.Namespace) -> int:
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
     if getattr(args, "open", False):
         async def _open() -> None:
-            while not server.started:
+            while not server.started:   # noqa: ASYNC110 - uvicorn exposes a flag, not an event
                 await asyncio.sleep(0.1)
             print(f"tandtid is serving {url}", flush=True)
             webbrowser.open(url)
@@ -168,6 +175,8 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         await server.serve()
     finally:
+        await notifier.stop()
+        await webhooks.stop()
         await regions.stop()
         await journal.close()
     return 0

@@ -28,7 +28,7 @@ async def run(data_dir: Path, redis_url: str | None, regions: list[str] | None) 
     else:
         from persistence.file_journal import FileJournal
 
-        journal = FileJournal(data_dir)
+        journal = FileJournal(data_dir, read_only=True)
     await journal.open()
     notifier = Notifier.from_env(journal, data_dir, regions=regions)
     stop = asyncio.Event()

@@ -225,3 +225,21 @@ async def test_frames_larger_than_a_read_chunk(tmp_path: Path, opened: list[File
     opened.append(journal)
     assert [e.payload for e in await entries(journal)] == [b"small", big, b"after"]
     assert [e.payload async for e in journal.read("AB", 1)] == [big, b"after"]
+
+
+async def test_a_read_only_reader_never_cuts_the_writers_append_in_progress(tmp_path: Path) -> None:
+    log = await written(tmp_path)
+    whole = log.read_bytes()
+    partial = encode_frame(4, 1, b"fourth-batch-being-written")[:10]
+    log.write_bytes(whole + partial)     # the writer is half-way through its next append
+    reader = FileJournal(tmp_path, read_only=True)
+    await reader.open()
+    try:
+        assert log.read_bytes() == whole + partial, "a reader must not truncate"
+        assert [e.payload async for e in reader.read("AB")] == PAYLOADS
+        with pytest.raises(JournalUnavailable):
+            await reader.append("AB", 1, b"x")
+        with pytest.raises(JournalUnavailable):
+            await reader.save_snapshot("AB", Snapshot(1, b"x"))
+    finally:
+        await reader.close()

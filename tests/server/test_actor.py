@@ -152,15 +152,15 @@ def _read_acks(proc: subprocess.Popen[str], want: int, timeout_s: float = 60) ->
     return acks
 
 
-async def test_sigkill_mid_load_loses_no_acknowledged_booking(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def _book_in_child_then_sigkill(data: Path, want: int) -> list[str]:
+    """Run the booking child, SIGKILL it once ``want`` bookings were acknowledged; all its ACKs."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.booking_child", str(data)], cwd=REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
     )
     try:
-        acks = _read_acks(proc, want=400)
+        acks = _read_acks(proc, want=want)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         assert proc.stdout is not None
@@ -171,6 +171,12 @@ async def test_sigkill_mid_load_loses_no_acknowledged_booking(tmp_path: Path) ->
             proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+    return acks
+
+
+async def test_sigkill_mid_load_loses_no_acknowledged_booking(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    acks = await asyncio.to_thread(_book_in_child_then_sigkill, data, 400)
     assert len(acks) >= 400, "the child should have been killed mid-load"
     # A power cut mid-write leaves a torn frame: simulate one on top of the SIGKILL.
     log = data / "journal" / "AB.log"
