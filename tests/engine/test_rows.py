@@ -1,0 +1,62 @@
+"""Unit tests: engine.rows — compact per-resource rows, opening masks, memory per resource-day (no network)."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from datetime import date
+
+from slot_world import MONDAY, make_clinic, make_resources
+
+from engine.calendar import day_of
+from engine.cells import CLOSED, FREE
+from engine.commands import OpenDays, RegisterClinic
+from engine.model import DEFAULT_HOURS
+from engine.rows import ResourceRow, day_mask, runs, weekday_template
+from engine.state import RegionState
+
+
+def test_row_cover_and_offsets() -> None:
+    row = ResourceRow("AB-c1-r1", "AB-c1", 15)
+    assert row.offset(MONDAY) == -1 and row.day(MONDAY) == bytes(96)
+    row.cover(MONDAY, 2)
+    assert (row.first_day, row.days, row.offset(MONDAY + 1)) == (MONDAY, 2, 96)
+    row.buf[96] = FREE
+    row.cover(MONDAY - 1, 1)                  # grow at the front: data moves with its day
+    assert (row.first_day, row.days) == (MONDAY - 1, 3)
+    assert row.day(MONDAY + 1)[0] == FREE and row.offset(MONDAY + 2) == -1
+    assert isinstance(row.buf, bytearray) and len(row.buf) == 3 * 96
+
+
+def test_masks_and_runs() -> None:
+    monday = weekday_template(DEFAULT_HOURS, 1, 15)
+    assert runs(monday, FREE) == [(32, 16), (52, 16)]
+    assert weekday_template(DEFAULT_HOURS, 6, 15) == bytes(96)
+    spring = day_of(date(2027, 3, 28))
+    all_day = weekday_template({7: ((0, 1440),)}, 7, 15)
+    assert runs(day_mask(all_day, spring, 15), CLOSED) == [(8, 4)]
+    half_hours = weekday_template({1: ((8 * 60 + 15, 9 * 60),)}, 1, 30)
+    assert runs(half_hours, FREE) == [(17, 1)]     # 08:15-08:30 is not a whole 30-minute cell
+
+
+def test_memory_per_resource_day_fits_all_of_sweden() -> None:
+    """13,000 resources x 90 days must fit well under 512 MB: measure 300 resources and scale."""
+    state = RegionState("AB")
+    now = 0
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for c in range(100):
+            cid = f"AB-c{c}"
+            resources = make_resources(cid, n=3)
+            state.apply(RegisterClinic(make_clinic(cid), resources), now)
+            for r in resources:
+                state.apply(OpenDays(r.id, MONDAY, 90), now)
+            state.take_changes()
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    per_resource = used / 300
+    assert per_resource * 13_000 < 256 * 2**20, f"{per_resource:.0f} bytes per resource"
+    print(f"{per_resource:.0f} bytes per resource (90 days)")
