@@ -12,7 +12,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from engine.commands import (
-    Block, Book, Cancel, Command, OpenDays, PlaceHold, RegisterClinic, ReleaseHold, Reschedule, Tick, Unblock,
+    Block,
+    Book,
+    Cancel,
+    Command,
+    OpenDays,
+    PlaceHold,
+    RegisterClinic,
+    ReleaseHold,
+    Reschedule,
+    Tick,
+    Unblock,
 )
 from engine.model import REGIONS, region_of
 from engine.state import RegionState
