@@ -1,5 +1,5 @@
-// /admin: the operations dashboard. Samples /metrics (Prometheus text) every two seconds and draws rates
-// from counter deltas with uPlot; /api/admin/state gives each region's readiness and the hottest clinics.
+// /admin: the operations dashboard. Samples /metrics (Prometheus text) and draws rates
+// from counter deltas with uPlot (one sample a second, three minutes kept); /api/admin/state gives each region's readiness and the hottest clinics.
 
 import uPlot from "../vendor/uplot/uPlot.esm.js";
 import { ApiError, get } from "./api.js";
@@ -10,8 +10,8 @@ import { announce, el, mountShell } from "./shell.js";
 mountShell({ active: "/admin" });
 
 const $ = (id) => document.getElementById(id);
-const SAMPLE_MS = 2000;
-const KEEP = 90; // samples: three minutes
+const SAMPLE_MS = 1000;
+const KEEP = 180; // samples: three minutes
 
 /** Parse Prometheus text exposition into [{name, labels, value}]. */
 export function parseMetrics(text) {
@@ -63,6 +63,7 @@ class LiveChart {
       this.times.shift();
       for (const arr of this.series.values()) arr.shift();
     }
+    this.container.dataset.samples = String(this.times.length);
     this.draw();
   }
 

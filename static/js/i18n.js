@@ -140,6 +140,7 @@ const sv = {
   "me.event.offer": "En tid har blivit ledig: {time}",
 
   "kiosk.title": "Lediga tider idag",
+  "kiosk.title.day": "Lediga tider",
   "kiosk.none": "Inga fler lediga tider idag",
   "kiosk.qr": "Skanna för att boka i mobilen",
   "kiosk.qr.alt": "QR-kod till klinikens bokningssida",
@@ -332,6 +333,7 @@ const en = {
   "me.event.offer": "A time has opened: {time}",
 
   "kiosk.title": "Free times today",
+  "kiosk.title.day": "Free times",
   "kiosk.none": "No more free times today",
   "kiosk.qr": "Scan to book on your phone",
   "kiosk.qr.alt": "QR code for the clinic's booking page",

@@ -84,6 +84,7 @@ function tick() {
 
 function renderHeading() {
   $("today").textContent = formatDate(day);
+  $("kiosk-title").textContent = day === todayIso() ? t("kiosk.title") : t("kiosk.title.day");
   if (service) $("service-name").textContent = lang() === "en" && service.name_en ? service.name_en : service.name;
 }
 

@@ -132,6 +132,7 @@ async function signedIn(u) {
     say(t("staff.notstaff"), "error");
     return;
   }
+  say("");
   $("staff-day").hidden = false;
   const clinic = await get(`/api/clinics/${encodeURIComponent(user.clinic)}`).catch(() => null);
   $("staff-clinic").textContent = clinic ? clinic.name : user.clinic;

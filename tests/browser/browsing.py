@@ -148,6 +148,11 @@ class Api:
                     out.append({"start": start, "resource": t["resource"], "date": day["date"]})
         return out
 
+    def today(self) -> str:
+        """The server's date in Stockholm (the first day of an availability answer)."""
+        day: str = self.get("/api/clinics/AB-c1/availability", service="checkup", days=1)["days"][0]["date"]
+        return day
+
     def clinics_with_one_resource(self, service: str = "checkup") -> list[str]:
         """Clinics where exactly one resource performs the service, so a start time is one resource's cells."""
         out = []

@@ -105,7 +105,9 @@ def test_staff_screen_shows_the_day_with_patient_names(
     contexts: Contexts, api: Api, size: str
 ) -> None:
     patient = api.register()
-    booked = api.book(patient, "AB-c1", api.free_times("AB-c1")[4 if size == "phone" else 5])
+    # A day after today, so the rest of that day is still open whatever hour the test runs.
+    today = api.today()
+    booked = api.book(patient, "AB-c1", [t for t in api.free_times("AB-c1") if t["date"] != today][4 if size == "phone" else 5])
     page = contexts.page("/staff", viewport=SIZES[size])
     sign_in(page, DEMO["staff"], DEMO_PASSWORD)
     wait_live(page)
@@ -114,7 +116,21 @@ def test_staff_screen_shows_the_day_with_patient_names(
     row = page.locator(f"#bookings-body tr[data-booking='{booked['id']}']")
     expect(row).to_contain_text("Test Patient")
     expect(page.locator("#day-table td.s3").first).to_be_visible()
+    expect(page.locator("#staff-message")).to_be_hidden()
     settle(page, "staff", size)
+
+    # Block a free half hour later that day on the booking's resource, then unblock it again.
+    later = [t for t in api.free_times("AB-c1") if t["date"] == booked["start"][:10]
+             and t["resource"] == booked["resource"] and t["start"] > booked["start"]]
+    page.locator("#block-resource").select_option(booked["resource"])
+    page.locator("#block-start").fill(later[-1]["start"][11:16])
+    page.locator("#block-minutes").fill("30")
+    column = page.locator(f"#day-table td[data-resource='{booked['resource']}']")
+    blocked_before = column.and_(page.locator(".s4")).count()
+    page.locator("#block").click()
+    expect(column.and_(page.locator(".s4"))).to_have_count(blocked_before + 2)
+    page.locator("#unblock").click()
+    expect(column.and_(page.locator(".s4"))).to_have_count(blocked_before)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -124,6 +140,7 @@ def test_admin_dashboard_screen(contexts: Contexts, size: str) -> None:
     expect(page.locator("#regions li")).to_have_count(21)
     expect(page.locator("#regions li[data-ready='true']")).to_have_count(21)
     expect(page.locator("#chart-commands .plot canvas")).to_have_count(1)
+    expect(page.locator("#chart-commands")).to_have_attribute("data-samples", re.compile(r"^([3-9]|\d\d+)$"))
     settle(page, "admin", size)
 
 
