@@ -98,7 +98,7 @@ class RegionState:
         self._rows: dict[str, ResourceRow] = {}
         self._free: dict[str, dict[int, int]] = {}              # clinic -> day -> FREE cells
         self._clinic_resources: dict[str, list[str]] = {}
-        self._templates: dict[tuple[str, int], bytes] = {}      # (clinic, iso weekday) -> open mask
+        self._templates: dict[str, dict[int, bytes]] = {}       # clinic -> iso weekday -> open mask
         self._mask_runs: dict[bytes, tuple[int, list[tuple[int, int]]]] = {}   # mask -> (FREE cells, runs)
         self._by_patient: dict[str, list[Booking]] = {}
         self._day_bookings: dict[tuple[str, int], dict[str, Booking]] = {}   # (clinic, day)
@@ -456,8 +456,7 @@ class RegionState:
             if res.id not in self._rows:
                 self._rows[res.id] = ResourceRow(res.id, clinic.id, clinic.cell_minutes)
                 members.append(res.id)
-        for key in [k for k in self._templates if k[0] == clinic.id]:
-            del self._templates[key]
+        self._templates.pop(clinic.id, None)
         offered = set(clinic.services)
         cm = clinic.cell_minutes
         for rid in members:
@@ -471,10 +470,10 @@ class RegionState:
 
     def _open_mask(self, clinic: Clinic, day: int) -> bytes:
         weekday = (day - 1) % 7 + 1   # ordinal 1 (0001-01-01) is a Monday
-        key = (clinic.id, weekday)
-        template = self._templates.get(key)
+        templates = self._templates.setdefault(clinic.id, {})
+        template = templates.get(weekday)
         if template is None:
-            template = self._templates[key] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
+            template = templates[weekday] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
         return day_mask(template, day, clinic.cell_minutes)
 
     def _commit(self, row: ResourceRow, day: int, first: int, old: bytes, new: bytes | bytearray) -> None:
