@@ -22,9 +22,9 @@ def test_kiosk_keeps_updating_across_a_server_restart(contexts: Contexts, fresh_
     try:
         clinic = api.clinics_with_one_resource("checkup")[0]
         free = api.free_times(clinic)
-        day = free[0]["date"]
+        days = sorted({t["date"] for t in free})
+        day = next(d for d in days if sum(t["date"] == d for t in free) >= 3)
         on_day = [t for t in free if t["date"] == day]
-        assert len(on_day) >= 3, f"{clinic} has too few free times on {day}"
         before, after = on_day[0], on_day[-1]
 
         contexts.base_url = fresh_system.base_url
