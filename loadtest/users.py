@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 import gevent
 from gevent import GreenletExit
+from gevent.lock import Semaphore
 from gevent.queue import Empty, Queue
 from locust import FastHttpUser, between, constant, task
 from locust.exception import StopUser
@@ -54,6 +55,7 @@ FIRST_OFFSET = 2        # days ahead: beyond every clinic's 24 h cancellation no
 WINDOW_DAYS = 7
 MAX_PER_CLINIC = 3      # the clinics' default max_bookings_per_patient
 DEMO_ADMIN = ("admin@demo.tandtid.se", "tandtid-demo")
+REGISTRATIONS = Semaphore(2)
 
 
 @dataclass
@@ -147,10 +149,17 @@ class PatientSession:
         self.clinic_cache: dict[str, dict[str, Any]] = {}
 
     def register(self) -> None:
-        email = f"lt-{uuid.uuid4().hex}@load.test"
-        reply = call(self.user, "POST", "/api/auth/register", name="/api/auth/register",
-                     json={"email": email, "password": uuid.uuid4().hex, "name": "Load Tester"})
-        if reply.status != 201:
+        """Sign up (a fresh e-mail each time). At most ``REGISTRATIONS`` sign-ups are in flight: the
+        server hashes one password per core at a time, and a crowd of users spawning at once would
+        otherwise queue there past the client's timeout. An unanswered sign-up is tried again."""
+        for _ in range(3):
+            email = f"lt-{uuid.uuid4().hex}@load.test"
+            with REGISTRATIONS:
+                reply = call(self.user, "POST", "/api/auth/register", name="/api/auth/register",
+                             json={"email": email, "password": uuid.uuid4().hex, "name": "Load Tester"})
+            if reply.status == 201:
+                break
+        else:
             raise StopUser()
         self.token = reply.body["token"]
         self.user_id = reply.body["user"]["id"]
@@ -342,8 +351,7 @@ class KioskUser(WebSocketUser):
 
     @task
     def keep_alive(self) -> None:
-        if self.live.connected:
-            self.live.ping()
+        self.live.ping()   # reconnects (and resubscribes) if the server dropped the screen
 
 
 # -- clinic systems ---------------------------------------------------------------------------

@@ -105,7 +105,23 @@ class LiveConnection:
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None and self._ws.connected and not self._closing
+        """True while the reader runs: it ends when the server closes or the socket fails."""
+        return self._reader is not None and not self._reader.dead and not self._closing
+
+    def reconnect(self) -> None:
+        """A new socket after a lost one (e.g. closed 1013, too slow), with every topic asked again.
+        Call from the user's greenlet only, never from ``on_diff``."""
+        if self._ws is not None:
+            self._ws.shutdown()
+        self.seq.clear()
+        self.open()
+        for topic, message in list(self.wanted.items()):
+            self.sent_at[topic] = time.perf_counter()
+            self._send(message)
+
+    def _ensure_open(self) -> None:
+        if not self.connected and not self._closing:
+            self.reconnect()
 
     # -- client -> server --------------------------------------------------------------------
 
@@ -122,6 +138,7 @@ class LiveConnection:
             message["from"] = from_
         if days is not None:
             message["days"] = days
+        self._ensure_open()
         self.wanted[topic] = message
         self.seq.pop(topic, None)
         result: AsyncResult = AsyncResult()
@@ -141,6 +158,7 @@ class LiveConnection:
             self._send({"op": "unsubscribe", "topic": topic})
 
     def ping(self) -> None:
+        self._ensure_open()
         self._send({"op": "ping"})
 
     # -- server -> client --------------------------------------------------------------------
