@@ -119,6 +119,16 @@ export class LiveConnection {
     this.retryTimer = setTimeout(() => this.open(), delay);
   }
 
+  /** Open a new socket now (e.g. after signing in, so the server knows who is listening). */
+  reconnect() {
+    const old = this.socket;
+    this.socket = null;
+    if (old) old.close();
+    clearTimeout(this.retryTimer);
+    this.attempt = 0;
+    this.open();
+  }
+
   retryNow() {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) return;
     clearTimeout(this.retryTimer);

@@ -172,12 +172,13 @@ live.onEvent("me", (msg) => {
   loadBookings().catch(() => null);
 });
 
-async function signedIn(u) {
+async function signedIn(u, fresh = false) {
   user = u;
+  // The server attaches "me" events to the socket of a signed-in user: reconnect with the new session.
+  if (fresh) live.reconnect();
   $("signin").hidden = true;
   $("account").hidden = false;
   userBar($("userbar"), user, () => location.reload());
-  live.subscribe("me", {}, () => {}, { sequenced: false });
   wireNotifyForm();
   await Promise.all([loadBookings().catch((err) => say(describe(err), "error")), loadWatches()]);
 }
@@ -191,7 +192,7 @@ async function main() {
     await signedIn(u);
   } else {
     $("signin").hidden = false;
-    await signedIn(await authForm($("signin"), { idPrefix: "me-auth" }));
+    await signedIn(await authForm($("signin"), { idPrefix: "me-auth" }), true);
   }
   applyTranslations(document);
 }

@@ -114,3 +114,17 @@ def test_move_then_cancel_a_booking_from_my_bookings(contexts: Contexts, api: Ap
     expect(page.locator(f"#upcoming li[data-booking='{booking['id']}']")).to_have_count(0)
     cancelled = api.get(f"/api/bookings/{booking['id']}", token=patient.token)
     assert cancelled.get("booking", cancelled)["status"] == "cancelled"
+
+
+def test_my_bookings_hears_about_a_booking_made_elsewhere(contexts: Contexts, api: Api, solo_clinics: list[str]) -> None:
+    clinic = solo_clinics[2]
+    patient = api.register()
+    page = contexts.page("/me")
+    sign_in(page, patient.email, patient.password)
+    wait_live(page)
+    expect(page.locator("#upcoming li.muted")).to_be_visible()  # no bookings yet
+
+    booking = api.book(patient, clinic, api.free_times(clinic)[4])  # e.g. from the phone app
+    expect(page.locator(f"#upcoming li[data-booking='{booking['id']}']")).to_be_visible()
+    expect(page.locator("#toasts .message").first).to_be_visible()
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
