@@ -87,7 +87,10 @@ class LiveChart {
       this.plot.setData(data);
       if (Math.abs(this.plot.width - width) > 4) this.plot.setSize({ width, height: 200 });
     }
-    const latest = names.map((n) => `${n}: ${format(this.series.get(n).at(-1))}`).join(", ");
+    // The text twin of the chart (screen readers, small screens): the largest current values.
+    const current = names.map((n) => [n, this.series.get(n).at(-1) ?? 0]).sort((a, b) => b[1] - a[1]);
+    const shown = current.filter(([, v]) => v > 0).slice(0, 6);
+    const latest = (shown.length ? shown : current.slice(0, 1)).map(([n, v]) => `${n}: ${format(v)}`).join(", ");
     this.container.querySelector(".summary").textContent = latest || t("admin.nodata");
   }
 }

@@ -134,9 +134,17 @@ def test_staff_screen_shows_the_day_with_patient_names(
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_admin_dashboard_screen(contexts: Contexts, size: str) -> None:
+def test_admin_dashboard_screen(contexts: Contexts, api: Api, solo_clinics: list[str], size: str) -> None:
     page = contexts.page("/admin", viewport=SIZES[size])
     sign_in(page, DEMO["admin"], DEMO_PASSWORD)
+    expect(page.locator("#chart-commands")).to_have_attribute("data-samples", re.compile(r"^\d+$"))
+    # Some traffic to draw: bookings in two regions and one refused (the time is already taken).
+    for clinic in (solo_clinics[0], solo_clinics[-1]):
+        taken = api.free_times(clinic)[6]
+        api.book(api.register(), clinic, taken)
+    assert api.post("/api/bookings", api.register().token,
+                    {"clinic": clinic, "resource": taken["resource"], "service": "checkup",
+                     "start": taken["start"]}).status_code == 409
     expect(page.locator("#regions li")).to_have_count(21)
     expect(page.locator("#regions li[data-ready='true']")).to_have_count(21)
     expect(page.locator("#chart-commands .plot canvas")).to_have_count(1)
