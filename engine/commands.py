@@ -46,7 +46,8 @@ class OpenDays:
 @dataclass(frozen=True, slots=True)
 class PlaceHold:
     """Hold the cells a service needs from (day, cell) for ``ttl_s`` seconds.
-    A patient has at most one active hold per clinic: placing a new one releases the old."""
+    A patient has at most one open hold in the region (offers included): placing a new one
+    releases the old in the same step, wherever it was (a released offer passes on)."""
 
     hold_id: str
     patient: str
@@ -125,8 +126,45 @@ class Unblock:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinWaitlist:
+    """Wait for a time at ``clinic`` (or, with ``clinic`` empty, at any clinic of
+    ``municipality`` in the region) for ``service`` on days ``first_day .. first_day+days-1``,
+    starting at or after ``from_minute`` and ending by ``to_minute`` (local minutes since
+    midnight). ``entry_id`` is chosen by the adapter and carries the region (``"AB-w…"``).
+    Entries are served in join order; see ``engine.waitlist`` for how offers are made."""
+
+    entry_id: str
+    patient: str
+    clinic: str
+    municipality: str
+    service: str
+    first_day: int
+    days: int
+    from_minute: int
+    to_minute: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveWaitlist:
+    """Leave the wait-list; an open offer of the entry is released (and passes on)."""
+
+    entry_id: str
+    patient: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkNoShow:
+    """Staff mark that the patient did not come. Only for a booked booking of ``clinic``
+    whose start has passed; the cells stay BOOKED (the time is gone)."""
+
+    booking_id: str
+    clinic: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
-    """Expire holds whose time has passed and release BUFFER cells whose window ended."""
+    """Expire holds and offers whose time has passed and release BUFFER cells whose window ended."""
 
 
-Command = RegisterClinic | OpenDays | PlaceHold | ReleaseHold | Book | Cancel | Reschedule | Block | Unblock | Tick
+Command = (RegisterClinic | OpenDays | PlaceHold | ReleaseHold | Book | Cancel | Reschedule | Block | Unblock
+           | JoinWaitlist | LeaveWaitlist | MarkNoShow | Tick)

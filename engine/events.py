@@ -116,13 +116,68 @@ class BufferReleased:
     cells: int
 
 
+@dataclass(frozen=True, slots=True)
+class WaitlistJoined:
+    KIND: ClassVar[str] = "WaitlistJoined"
+    entry_id: str
+    patient: str
+    clinic: str                        # "" when the entry is for a whole municipality
+    municipality: str                  # "" when the entry is for one clinic
+    service: str
+    first_day: int
+    days: int
+    from_minute: int
+    to_minute: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitlistLeft:
+    KIND: ClassVar[str] = "WaitlistLeft"
+    entry_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfferMade:
+    """Freed cells became an exclusive hold for the first matching wait-list entry."""
+
+    KIND: ClassVar[str] = "OfferMade"
+    hold_id: str
+    entry_id: str
+    patient: str
+    clinic: str
+    resource: str
+    service: str
+    day: int
+    cell: int
+    cells: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfferExpired:
+    """The offer was not confirmed in time: its entry is done, its cells pass on or go FREE."""
+
+    KIND: ClassVar[str] = "OfferExpired"
+    hold_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoShowMarked:
+    KIND: ClassVar[str] = "NoShowMarked"
+    booking_id: str
+    at: int
+
+
 Event = (ClinicRegistered | DaysOpened | HoldPlaced | HoldReleased | HoldExpired | Booked | Cancelled
-         | Rescheduled | CellsBlocked | CellsUnblocked | BufferReleased)
+         | Rescheduled | CellsBlocked | CellsUnblocked | BufferReleased | WaitlistJoined | WaitlistLeft
+         | OfferMade | OfferExpired | NoShowMarked)
 
 _EVENT_TYPES: dict[str, Any] = {
     cls.KIND: cls
     for cls in (ClinicRegistered, DaysOpened, HoldPlaced, HoldReleased, HoldExpired, Booked, Cancelled,
-                Rescheduled, CellsBlocked, CellsUnblocked, BufferReleased)
+                Rescheduled, CellsBlocked, CellsUnblocked, BufferReleased, WaitlistJoined, WaitlistLeft,
+                OfferMade, OfferExpired, NoShowMarked)
 }
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {
     kind: tuple(f.name for f in fields(cls)) for kind, cls in _EVENT_TYPES.items()

@@ -123,6 +123,7 @@ class Clinic:
     buffer_minutes: int = 10     # how long a clinic-cancelled time stays BUFFER before FREE
     cancel_notice_hours: int = 24
     max_bookings_per_patient: int = 3
+    offer_minutes: int = 10      # how long a wait-list offer (an exclusive hold) stays open
 
     @property
     def cells_per_day(self) -> int:
@@ -139,6 +140,7 @@ class Clinic:
             "cell_minutes": self.cell_minutes, "phone": self.phone,
             "buffer_minutes": self.buffer_minutes, "cancel_notice_hours": self.cancel_notice_hours,
             "max_bookings_per_patient": self.max_bookings_per_patient,
+            "offer_minutes": self.offer_minutes,
         }
 
 
@@ -152,6 +154,7 @@ def clinic_from_record(r: dict[str, Any]) -> Clinic:
         buffer_minutes=int(r.get("buffer_minutes", 10)),
         cancel_notice_hours=int(r.get("cancel_notice_hours", 24)),
         max_bookings_per_patient=int(r.get("max_bookings_per_patient", 3)),
+        offer_minutes=int(r.get("offer_minutes", 10)),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 BOOKED_STATUS = "booked"
 CANCELLED_STATUS = "cancelled"
+NO_SHOW_STATUS = "no_show"       # the patient did not come; the cells stay BOOKED
 
 
 @dataclass(slots=True)
@@ -25,14 +26,15 @@ class Hold:
     cell: int
     cells: int
     expires_at: int      # epoch seconds; the hold is dead at expires_at <= now
+    offer: str = ""      # the wait-list entry id when this hold is an exclusive offer, else ""
 
     def to_list(self) -> list[Any]:
         return [self.id, self.patient, self.clinic, self.resource, self.service, self.day, self.cell,
-                self.cells, self.expires_at]
+                self.cells, self.expires_at, self.offer]
 
 
 def hold_from_list(r: list[Any]) -> Hold:
-    return Hold(*r)
+    return Hold(*r)   # snapshots older than offers have 9 fields: ``offer`` defaults to ""
 
 
 @dataclass(slots=True)
@@ -45,7 +47,7 @@ class Booking:
     day: int
     cell: int
     cells: int
-    status: str            # "booked" | "cancelled"
+    status: str            # "booked" | "cancelled" | "no_show"
     booked_at: int         # epoch seconds
     cancelled_at: int = 0
     cancelled_by: str = ""  # "" or a Party value

@@ -31,6 +31,9 @@ from engine.commands import (
     Book,
     Cancel,
     Command,
+    JoinWaitlist,
+    LeaveWaitlist,
+    MarkNoShow,
     OpenDays,
     Party,
     PlaceHold,
@@ -53,7 +56,12 @@ from engine.events import (
     HoldExpired,
     HoldPlaced,
     HoldReleased,
+    NoShowMarked,
+    OfferExpired,
+    OfferMade,
     Rescheduled,
+    WaitlistJoined,
+    WaitlistLeft,
 )
 from engine.model import (
     SERVICES_BY_ID,
@@ -63,8 +71,24 @@ from engine.model import (
     resource_from_record,
     resource_to_record,
 )
-from engine.records import BOOKED_STATUS, CANCELLED_STATUS, Booking, Hold, booking_from_list, hold_from_list
+from engine.records import (
+    BOOKED_STATUS,
+    CANCELLED_STATUS,
+    NO_SHOW_STATUS,
+    Booking,
+    Hold,
+    booking_from_list,
+    hold_from_list,
+)
 from engine.rows import ResourceRow, day_mask, runs, weekday_template
+from engine.waitlist import (
+    MAX_ENTRIES_PER_PATIENT,
+    MAX_WAIT_DAYS,
+    WaitEntry,
+    Waitlist,
+    first_start,
+    offer_hold_id,
+)
 
 Change = tuple[str, str, int, int, int, int]
 """(clinic, resource, day, first_cell, n_cells, new_state): every cell of the run is now new_state."""
@@ -108,12 +132,17 @@ class RegionState:
         self._windows: dict[tuple[str, int], list[list[int]]] = {}
         self._hold_heap: list[tuple[int, str]] = []              # (expires_at, hold id), lazy deletion
         self._buffer_heap: list[tuple[int, str, int, int, int]] = []   # (until, resource, day, cell, cells)
+        self.waitlist = Waitlist()
+        # spans (resource, day, cell, cells) that became available this step, while anyone waits
+        self._freed: list[tuple[str, int, int, int]] = []
         self._changes: list[Change] = []
         self._deciders: dict[type, Any] = {
             RegisterClinic: self._decide_register, OpenDays: self._decide_open,
             PlaceHold: self._decide_place_hold, ReleaseHold: self._decide_release_hold,
             Book: self._decide_book, Cancel: self._decide_cancel, Reschedule: self._decide_reschedule,
             Block: self._decide_block, Unblock: self._decide_unblock, Tick: self._decide_tick,
+            JoinWaitlist: self._decide_join, LeaveWaitlist: self._decide_leave,
+            MarkNoShow: self._decide_no_show,
         }
         self._evolvers: dict[type, Any] = {
             ClinicRegistered: self._on_clinic_registered, DaysOpened: self._on_days_opened,
@@ -121,6 +150,8 @@ class RegionState:
             HoldExpired: self._on_hold_gone, Booked: self._on_booked, Cancelled: self._on_cancelled,
             Rescheduled: self._on_rescheduled, CellsBlocked: self._on_cells_blocked,
             CellsUnblocked: self._on_cells_unblocked, BufferReleased: self._on_buffer_released,
+            WaitlistJoined: self._on_waitlist_joined, WaitlistLeft: self._on_waitlist_left,
+            OfferMade: self._on_offer_made, OfferExpired: self._on_hold_gone, NoShowMarked: self._on_no_show,
         }
 
     # ------------------------------------------------------------------ the two entry points
@@ -133,11 +164,16 @@ class RegionState:
         evolvers = self._evolvers
         for event in events:
             evolvers[type(event)](event)
+        if self._freed:
+            events.extend(self._offer_freed(now))
         return events
 
     def evolve(self, event: Event) -> None:
-        """Apply one journaled fact (no validation: facts already happened)."""
+        """Apply one journaled fact (no validation: facts already happened). Offers are
+        journaled as ``OfferMade`` facts, so replay never matches anything itself."""
         self._evolvers[type(event)](event)
+        if self._freed:
+            self._freed.clear()
 
     def take_changes(self) -> list[Change]:
         """The cell changes since the last call, in order; the list is reset."""
@@ -274,13 +310,16 @@ class RegionState:
             if own is None or own[0] != row.id or own[1] != day or not own[2] <= cell + i < own[2] + own[3]:
                 _refuse(RefusalCode.SLOT_TAKEN, "that time is taken")
 
-    def _check_limit(self, patient: str, clinic: Clinic, now: int) -> None:
+    def _upcoming(self, patient: str, clinic: Clinic, now: int) -> int:
         upcoming = 0
         cm = clinic.cell_minutes
         for b in self._by_patient.get(patient, ()):
             if b.status == BOOKED_STATUS and b.clinic == clinic.id and cell_epoch(b.day, b.cell, cm) >= now:
                 upcoming += 1
-        if upcoming >= clinic.max_bookings_per_patient:
+        return upcoming
+
+    def _check_limit(self, patient: str, clinic: Clinic, now: int) -> None:
+        if self._upcoming(patient, clinic, now) >= clinic.max_bookings_per_patient:
             _refuse(RefusalCode.LIMIT_REACHED, "the patient has the most bookings this clinic allows")
 
     def _decide_place_hold(self, c: PlaceHold, now: int) -> list[Event]:
@@ -433,13 +472,122 @@ class RegionState:
             hold = self.holds.get(hold_id)
             if hold is not None and hold.expires_at == expires_at and hold_id not in expired:
                 expired.add(hold_id)
-                events.append(HoldExpired(hold_id))
+                events.append(OfferExpired(hold_id) if hold.offer else HoldExpired(hold_id))
         while bh and bh[0][0] <= now:
             entry = heapq.heappop(bh)
             if self._window_live(entry):
                 _, resource, day, cell, cells = entry
                 events.append(BufferReleased(resource, day, cell, cells))
         return events
+
+    def _decide_join(self, c: JoinWaitlist, now: int) -> list[Event]:
+        if not c.entry_id.startswith(self.region + "-") or c.entry_id in self.waitlist.entries:
+            _refuse(_INVALID, "entry id not of this region or in use")
+        if c.service not in SERVICES_BY_ID:
+            _refuse(_INVALID, f"unknown service {c.service}")
+        if bool(c.clinic) == bool(c.municipality):
+            _refuse(_INVALID, "wait for a clinic or for a municipality, not both")
+        if c.clinic:
+            clinic = self.clinics.get(c.clinic)
+            if clinic is None:
+                _refuse(_NOT_FOUND, "unknown clinic")
+            if c.service not in clinic.services:
+                _refuse(_INVALID, "the clinic does not offer that service")
+        elif not any(k.municipality == c.municipality for k in self.clinics.values()):
+            _refuse(_NOT_FOUND, "no clinic in that municipality")
+        if not 0 < c.days <= MAX_WAIT_DAYS:
+            _refuse(_INVALID, f"days must be 1..{MAX_WAIT_DAYS}")
+        if not 0 <= c.from_minute < c.to_minute <= 24 * 60:
+            _refuse(_INVALID, "the time-of-day window is empty or outside the day")
+        if c.first_day + c.days <= day_of_epoch(now):
+            _refuse(RefusalCode.IN_PAST, "those days have passed")
+        if len(self.waitlist.of_patient(c.patient)) >= MAX_ENTRIES_PER_PATIENT:
+            _refuse(RefusalCode.LIMIT_REACHED, "the patient already waits for the most times allowed")
+        return [WaitlistJoined(c.entry_id, c.patient, c.clinic, c.municipality, c.service, c.first_day, c.days,
+                               c.from_minute, c.to_minute, now)]
+
+    def _decide_leave(self, c: LeaveWaitlist, now: int) -> list[Event]:
+        entry = self.waitlist.entries.get(c.entry_id)
+        if entry is None:
+            _refuse(_NOT_FOUND, "unknown wait-list entry")
+        if entry.patient != c.patient:
+            _refuse(RefusalCode.NOT_YOURS, "not your wait-list entry")
+        if entry.offer:
+            return [WaitlistLeft(c.entry_id), HoldReleased(entry.offer)]
+        return [WaitlistLeft(c.entry_id)]
+
+    def _decide_no_show(self, c: MarkNoShow, now: int) -> list[Event]:
+        b = self.bookings.get(c.booking_id)
+        if b is None or b.clinic != c.clinic:
+            _refuse(_NOT_FOUND, "unknown booking")
+        if b.status != BOOKED_STATUS:
+            _refuse(_INVALID, "only a booked booking can be a no-show")
+        if cell_epoch(b.day, b.cell, self.clinics[b.clinic].cell_minutes) > now:
+            _refuse(_INVALID, "the appointment has not started yet")
+        return [NoShowMarked(c.booking_id, now)]
+
+    # ------------------------------------------------------------------ offers (run inside apply)
+
+    def _offer_freed(self, now: int) -> list[Event]:
+        """Turn the cells freed by this step into offers for the wait-list, in join order.
+        Each offer is evolved at once, so the next search sees its cells HELD."""
+        freed, self._freed = self._freed, []
+        made: list[Event] = []
+        for resource, day, cell, cells in freed:
+            row = self._rows[resource]
+            clinic = self.clinics[row.clinic]
+            entries = self.waitlist.waiting_for(clinic)
+            while entries:
+                offer = self._first_offer(row, clinic, day, (cell, cell + cells), entries, now)
+                if offer is None:
+                    break
+                self._on_offer_made(offer)
+                made.append(offer)
+                entries = [e for e in entries if e.id != offer.entry_id]
+        self._freed.clear()   # evolving offers records nothing new, but keep the contract plain
+        return made
+
+    def _first_offer(self, row: ResourceRow, clinic: Clinic, day: int, span: tuple[int, int],
+                     entries: list[WaitEntry], now: int) -> OfferMade | None:
+        off = row.offset(day)
+        if off < 0:
+            return None
+        seg = row.buf[off:off + row.cpd]
+        avail = (FREE, BUFFER)
+        spans: list[tuple[int, int]] = []   # maximal available runs overlapping the freed span
+        c = span[0]
+        while c < span[1]:
+            if seg[c] not in avail:
+                c += 1
+                continue
+            lo = c
+            while lo > 0 and seg[lo - 1] in avail:
+                lo -= 1
+            hi = c + 1
+            while hi < row.cpd and seg[hi] in avail:
+                hi += 1
+            spans.append((lo, hi))
+            c = hi
+        if not spans:
+            return None
+        cm = clinic.cell_minutes
+        for entry in entries:
+            k = row.cells_for.get(entry.service)
+            if (k is None or entry.offer or not entry.covers(day) or self._holds_something(entry.patient)
+                    or self._upcoming(entry.patient, clinic, now) >= clinic.max_bookings_per_patient):
+                continue
+            best: int | None = None
+            for lo, hi in spans:
+                s = first_start(entry, k, cm, day, lo, hi, span, now)
+                if s is not None and (best is None or s < best):
+                    best = s
+            if best is not None:
+                return OfferMade(offer_hold_id(entry.id), entry.id, entry.patient, clinic.id, row.id,
+                                 entry.service, day, best, k, now + clinic.offer_minutes * 60)
+        return None
+
+    def _holds_something(self, patient: str) -> bool:
+        return any(p == patient for p, _ in self._hold_of)
 
     # ------------------------------------------------------------------ evolvers (facts, no checks)
 
@@ -534,7 +682,7 @@ class RegionState:
         heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
         self._changes.append((e.clinic, e.resource, day, e.cell, k, HELD))
 
-    def _on_hold_gone(self, e: HoldReleased | HoldExpired) -> None:
+    def _on_hold_gone(self, e: HoldReleased | HoldExpired | OfferExpired) -> None:
         hold = self.holds.pop(e.hold_id)
         key = (hold.patient, hold.clinic)
         if self._hold_of.get(key) == hold.id:
@@ -545,6 +693,10 @@ class RegionState:
         row.buf[off:off + k] = _FREE_RUN[k]
         row.free[day] += k
         self._changes.append((hold.clinic, hold.resource, day, hold.cell, k, FREE))
+        if hold.offer:   # a missed or declined offer ends its entry; the time passes on
+            self.waitlist.remove(hold.offer)
+            if self.waitlist:
+                self._freed.append((hold.resource, day, hold.cell, k))
 
     def _on_booked(self, e: Booked) -> None:
         row = self._rows[e.resource]
@@ -556,6 +708,8 @@ class RegionState:
             key = (hold.patient, hold.clinic)
             if self._hold_of.get(key) == hold.id:
                 del self._hold_of[key]
+            if hold.offer:   # a confirmed offer ends its wait
+                self.waitlist.remove(hold.offer)
         else:
             row.free[day] -= k
         b = Booking(e.booking_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k,
@@ -595,6 +749,8 @@ class RegionState:
             row.buf[off:off + k] = _FREE_RUN[k]
             row.free[day] += k
             self._changes.append((b.clinic, b.resource, day, b.cell, k, FREE))
+        if self.waitlist:
+            self._freed.append((b.resource, day, b.cell, k))
 
     def _on_rescheduled(self, e: Rescheduled) -> None:
         b = self.bookings[e.booking_id]
@@ -604,6 +760,8 @@ class RegionState:
         old_row.buf[off:off + k] = _FREE_RUN[k]
         old_row.free[b.day] += k
         self._changes.append((b.clinic, b.resource, b.day, b.cell, k, FREE))
+        if self.waitlist:
+            self._freed.append((b.resource, b.day, b.cell, k))
         row = self._rows[e.resource]
         off = (e.day - row.first_day) * row.cpd + e.cell
         row.buf[off:off + k] = _BOOKED_RUN[k]
@@ -631,6 +789,8 @@ class RegionState:
         mask = self._open_mask(self.clinics[row.clinic], e.day)[e.cell:e.cell + e.cells]
         new = bytes((FREE if m == FREE else CLOSED) if s == BLOCKED else s for s, m in zip(old, mask, strict=True))
         self._commit(row, e.day, e.cell, old, new)
+        if self.waitlist:
+            self._freed.append((e.resource, e.day, e.cell, e.cells))
 
     def _on_buffer_released(self, e: BufferReleased) -> None:
         windows = self._windows.get((e.resource, e.day), [])
@@ -650,6 +810,41 @@ class RegionState:
                 new[i] = FREE
         if new != old:
             self._commit(row, e.day, e.cell, old, new)
+            if self.waitlist:
+                self._freed.append((e.resource, e.day, e.cell, e.cells))
+
+    def _on_waitlist_joined(self, e: WaitlistJoined) -> None:
+        waitlist = self.waitlist
+        waitlist.seq += 1
+        entry = WaitEntry(e.entry_id, e.patient, e.clinic, e.municipality, e.service, e.first_day, e.days,
+                          e.from_minute, e.to_minute, waitlist.seq, e.at)
+        waitlist.add(entry)
+        # BUFFER time already waiting at a clinic this entry covers is offered at once
+        for (resource, day), windows in sorted(self._windows.items()):
+            row = self._rows[resource]
+            if entry.covers(day) and (row.clinic == e.clinic or (
+                    not e.clinic and self.clinics[row.clinic].municipality == e.municipality)):
+                for cell, cells, _ in sorted(windows):
+                    self._freed.append((resource, day, cell, cells))
+
+    def _on_waitlist_left(self, e: WaitlistLeft) -> None:
+        self.waitlist.remove(e.entry_id)
+
+    def _on_offer_made(self, e: OfferMade) -> None:
+        row = self._rows[e.resource]
+        off = row.offset(e.day) + e.cell
+        old = bytes(row.buf[off:off + e.cells])
+        self._commit(row, e.day, e.cell, old, _HELD_RUN[e.cells])
+        self.holds[e.hold_id] = Hold(e.hold_id, e.patient, e.clinic, e.resource, e.service, e.day, e.cell,
+                                     e.cells, e.expires_at, e.entry_id)
+        self._hold_of[(e.patient, e.clinic)] = e.hold_id
+        heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
+        entry = self.waitlist.entries.get(e.entry_id)
+        if entry is not None:
+            entry.offer = e.hold_id
+
+    def _on_no_show(self, e: NoShowMarked) -> None:
+        self.bookings[e.booking_id].status = NO_SHOW_STATUS
 
     # ------------------------------------------------------------------ snapshots
 
@@ -666,6 +861,8 @@ class RegionState:
             "holds": [self.holds[h].to_list() for h in sorted(self.holds)],
             "windows": sorted([res, day, *w] for (res, day), ws in self._windows.items() for w in ws),
             "idempotency": sorted([p, k, b, f] for (p, k), (b, f) in self._idem.items()),
+            "waitlist": self.waitlist.to_snapshot(),
+            "wait_seq": self.waitlist.seq,
         }
 
     @classmethod
@@ -699,6 +896,7 @@ class RegionState:
             state._buffer_heap.append((until, res, day, cell, cells))
         for patient, key, booking, fingerprint in data["idempotency"]:
             state._idem[(patient, key)] = (booking, fingerprint)
+        state.waitlist.load(data.get("waitlist", []), int(data.get("wait_seq", 0)))
         heapq.heapify(state._hold_heap)
         heapq.heapify(state._buffer_heap)
         return state

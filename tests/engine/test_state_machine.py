@@ -5,6 +5,11 @@ or the exact refusal code) from the documented rules; the engine must agree. Aft
 step: no cell belongs to two bookings, bookings' cells are BOOKED and holds' cells HELD,
 free counts equal a recount, a viewer fed only ``take_changes()`` sees the same rows, and
 replaying every event so far gives a byte-identical packed snapshot.
+
+Wait-list: the model keeps the line in join order and follows the engine's offers; every
+``OfferMade`` must take only FREE/BUFFER cells, go to an entry that fits, and no entry that
+joined earlier (waiting, patient holding nothing) may fit the offered cells: an offer always
+goes to the earliest matching entry.
 """
 
 from __future__ import annotations
@@ -12,18 +17,21 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+from hypothesis import event as note_event
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from slot_world import MONDAY, epoch, make_clinic, make_resources
 
-from engine.calendar import cell_epoch, earliest_epoch
+from engine.calendar import cell_epoch, day_of_epoch, earliest_epoch
 from engine.cells import BLOCKED, BOOKED, BUFFER, CLOSED, FREE, HELD
 from engine.commands import (
     Block,
     Book,
     Cancel,
     Command,
+    JoinWaitlist,
+    LeaveWaitlist,
     OpenDays,
     Party,
     PlaceHold,
@@ -34,8 +42,9 @@ from engine.commands import (
     Unblock,
 )
 from engine.errors import Refused
-from engine.events import Event
+from engine.events import Booked, Event, HoldReleased, OfferMade
 from engine.state import RegionState
+from engine.waitlist import MAX_ENTRIES_PER_PATIENT
 
 CLINIC = "AB-c1"
 RES = ("AB-c1-r1", "AB-c1-r2")
@@ -56,6 +65,7 @@ class SlotMachine(RuleBasedStateMachine):
         self.state = RegionState("AB")
         self.journal: list[Event] = []
         self.seq = 0
+        self._pending: list[Event] = []
         setup: list[Command] = [
             RegisterClinic(make_clinic(buffer_minutes=BUFFER_S // 60, cancel_notice_hours=0,
                                        max_bookings_per_patient=100), make_resources(n=2)),
@@ -68,6 +78,7 @@ class SlotMachine(RuleBasedStateMachine):
         self.holds: dict[str, dict[str, Any]] = {}
         self.bookings: dict[str, dict[str, Any]] = {}
         self.idem: dict[tuple[str, str], tuple[str, str]] = {}
+        self.entries: dict[str, dict[str, Any]] = {}     # join order
         self.viewer = {(r, d): bytearray(96) for r in RES for d in DAYS}
         self._feed_viewer()
 
@@ -82,7 +93,9 @@ class SlotMachine(RuleBasedStateMachine):
             self.viewer[(res, day)][first:first + n] = bytes([value]) * n
 
     def _run(self, command: Command, expected: str | None) -> list[Event] | None:
-        """Apply; the outcome must be ``expected`` (None: success, else a refusal code)."""
+        """Apply; the outcome must be ``expected`` (None: success, else a refusal code).
+        The rule updates the model for the command itself; ``_follow_offers`` then follows the
+        offers the same step made."""
         before = msgpack.packb(self.state.to_snapshot())
         try:
             events = self.state.apply(command, self.now)
@@ -93,7 +106,47 @@ class SlotMachine(RuleBasedStateMachine):
             return None
         assert expected is None, (command, "accepted", expected)
         self.journal.extend(events)
+        self._pending = events
         return events
+
+    def _fits(self, entry: dict[str, Any], day: int, cell: int, k: int) -> bool:
+        return (entry["first_day"] <= day < entry["first_day"] + entry["days"]
+                and cell * 15 >= entry["from"] and (cell + k) * 15 <= entry["to"]
+                and cell_epoch(day, cell, 15) >= self.now)
+
+    def _holds_something(self, patient: str) -> bool:
+        return any(h["patient"] == patient for h in self.holds.values())
+
+    def _follow_offers(self) -> None:
+        events, self._pending = self._pending, []
+        for e in events:
+            if not isinstance(e, OfferMade):
+                continue
+            note_event("offer made")
+            span = [(e.resource, e.day, c) for c in range(e.cell, e.cell + e.cells)]
+            assert all(self.cells[key] == "F" or (isinstance(self.cells[key], tuple) and self.cells[key][0] == "U")
+                       for key in span), ("offer took cells that were not FREE/BUFFER", e)
+            entry = self.entries[e.entry_id]
+            assert entry["offer"] == "" and entry["patient"] == e.patient and not self._holds_something(e.patient)
+            assert SERVICE_CELLS[entry["service"]] == e.cells and self._fits(entry, e.day, e.cell, e.cells)
+            for earlier_id, earlier in self.entries.items():
+                if earlier_id == e.entry_id:
+                    break
+                k = SERVICE_CELLS[earlier["service"]]
+                assert not (earlier["offer"] == "" and not self._holds_something(earlier["patient"])
+                            and k <= e.cells and self._fits(earlier, e.day, e.cell, k)), (
+                    "an earlier entry fits the offered time", earlier_id, e)
+            entry["offer"] = e.hold_id
+            self.holds[e.hold_id] = dict(patient=e.patient, res=e.resource, day=e.day, cell=e.cell, k=e.cells,
+                                         exp=e.expires_at, service=e.service, entry=e.entry_id)
+            self._set(e.resource, e.day, e.cell, e.cells, ("H", e.hold_id))
+
+    def _hold_gone(self, hold_id: str) -> dict[str, Any]:
+        """The model side of a hold leaving: an offer's entry ends with it."""
+        h = self.holds.pop(hold_id)
+        if h.get("entry"):
+            self.entries.pop(h["entry"], None)
+        return h
 
     def _run_check(self, res: str, day: int, cell: int, k: int, own: set[Key]) -> str | None:
         if cell < 0 or cell + k > 96:
@@ -128,11 +181,12 @@ class SlotMachine(RuleBasedStateMachine):
         if self._run(PlaceHold(hold_id, patient, res, service, day, cell, ttl), expected) is None:
             return
         if old is not None:
-            h = self.holds.pop(old)
+            h = self._hold_gone(old)
             self._set(h["res"], h["day"], h["cell"], h["k"], "F")
         self.holds[hold_id] = dict(patient=patient, res=res, day=day, cell=cell, k=k, exp=self.now + ttl,
                                    service=service)
         self._set(res, day, cell, k, ("H", hold_id))
+        self._follow_offers()
 
     @rule(pick=st.integers(0, 10), wrong=st.booleans())
     def release_hold(self, pick: int, wrong: bool) -> None:
@@ -143,8 +197,9 @@ class SlotMachine(RuleBasedStateMachine):
         h = self.holds[hold_id]
         patient = "p9" if wrong else h["patient"]
         if self._run(ReleaseHold(hold_id, patient), "NOT_YOURS" if wrong else None) is not None:
-            del self.holds[hold_id]
+            self._hold_gone(hold_id)
             self._set(h["res"], h["day"], h["cell"], h["k"], "F")
+            self._follow_offers()
 
     def _booked(self, booking_id: str, patient: str, res: str, day: int, cell: int, k: int) -> None:
         self.bookings[booking_id] = dict(patient=patient, res=res, day=day, cell=cell, k=k, status="booked")
@@ -161,7 +216,7 @@ class SlotMachine(RuleBasedStateMachine):
                     else "IN_PAST" if cell_epoch(h["day"], h["cell"], 15) < self.now else None)
         booking_id = self._id("b")
         if self._run(Book(booking_id, "p9" if wrong else h["patient"], hold_id=hold_id), expected) is not None:
-            del self.holds[hold_id]
+            self._hold_gone(hold_id)
             self._booked(booking_id, h["patient"], h["res"], h["day"], h["cell"], h["k"])
 
     @rule(patient=st.sampled_from(PATIENTS), res=st.sampled_from(RES), service=st.sampled_from(list(SERVICE_CELLS)),
@@ -206,6 +261,7 @@ class SlotMachine(RuleBasedStateMachine):
         b["status"] = "cancelled"
         value = "F" if party is Party.PATIENT else ("U", self.now + BUFFER_S)
         self._set(b["res"], b["day"], b["cell"], b["k"], value)
+        self._follow_offers()
 
     @rule(pick=st.integers(0, 20), res=st.sampled_from(RES), day=st.sampled_from(DAYS), cell=cells_st)
     def reschedule(self, pick: int, res: str, day: int, cell: int) -> None:
@@ -224,6 +280,7 @@ class SlotMachine(RuleBasedStateMachine):
         self._set(b["res"], b["day"], b["cell"], b["k"], "F")
         b.update(res=res, day=day, cell=cell)
         self._set(res, day, cell, b["k"], ("B", booking_id))
+        self._follow_offers()
 
     @rule(res=st.sampled_from(RES), day=st.sampled_from(DAYS), cell=cells_st, n=st.integers(1, 6))
     def block(self, res: str, day: int, cell: int, n: int) -> None:
@@ -243,6 +300,7 @@ class SlotMachine(RuleBasedStateMachine):
             for c in range(cell, cell + n):
                 if self.cells.get((res, day, c)) == "X":
                     self.cells[(res, day, c)] = "F"
+            self._follow_offers()
 
     @rule(advance=st.integers(0, 3600))
     def tick(self, advance: int) -> None:
@@ -250,13 +308,15 @@ class SlotMachine(RuleBasedStateMachine):
         events = self._run(Tick(), None)
         assert events is not None
         expired = {h for h, v in self.holds.items() if v["exp"] <= self.now}
-        assert {e.hold_id for e in events if e.KIND == "HoldExpired"} == expired  # type: ignore[union-attr]
-        for hold_id in expired:
-            h = self.holds.pop(hold_id)
+        gone = {e.hold_id for e in events if e.KIND in ("HoldExpired", "OfferExpired")}  # type: ignore[union-attr]
+        assert gone == expired
+        for hold_id in sorted(expired):
+            h = self._hold_gone(hold_id)
             self._set(h["res"], h["day"], h["cell"], h["k"], "F")
         for key, v in self.cells.items():
             if isinstance(v, tuple) and v[0] == "U" and v[1] <= self.now:
                 self.cells[key] = "F"
+        self._follow_offers()
         deadline = self.state.next_deadline()
         pending = [h["exp"] for h in self.holds.values()] + [
             v[1] for v in self.cells.values() if isinstance(v, tuple) and v[0] == "U"]
@@ -264,6 +324,59 @@ class SlotMachine(RuleBasedStateMachine):
             assert deadline > self.now
         if pending:
             assert deadline is not None and deadline <= min(pending)
+
+    @rule(patient=st.sampled_from(PATIENTS), town=st.booleans(), service=st.sampled_from(list(SERVICE_CELLS)),
+          day=st.sampled_from(DAYS), days=st.sampled_from([1, 2, 2]),
+          start=st.sampled_from([8 * 60, 8 * 60, 9 * 60, 13 * 60]), length=st.sampled_from([120, 240, 600, 600]))
+    def join(self, patient: str, town: bool, service: str, day: int, days: int, start: int, length: int) -> None:
+        entry_id = self._id("w")
+        to = min(start + length, 24 * 60)
+        expected = ("IN_PAST" if day + days <= day_of_epoch(self.now)
+                    else "LIMIT_REACHED" if sum(e["patient"] == patient for e in self.entries.values())
+                    >= MAX_ENTRIES_PER_PATIENT else None)
+        command = JoinWaitlist(entry_id, patient, "" if town else CLINIC, "0180" if town else "", service, day,
+                               days, start, to)
+        if self._run(command, expected) is None:
+            return
+        self.entries[entry_id] = dict(patient=patient, service=service, first_day=day, days=days, offer="",
+                                      **{"from": start, "to": to})
+        self._follow_offers()
+
+    join_more = join   # joins and freed time twice as often: the line is what this machine is about
+
+    @rule(res=st.sampled_from(RES), service=st.sampled_from(list(SERVICE_CELLS)), day=st.sampled_from(DAYS),
+          cell=cells_st, party=st.sampled_from(list(Party)))
+    def free_time(self, res: str, service: str, day: int, cell: int, party: Party) -> None:
+        """Another patient books a time and it is cancelled at once: time the line may get."""
+        k = SERVICE_CELLS[service]
+        if self._run_check(res, day, cell, k, set()) is not None:
+            return
+        booking_id = self._id("b")
+        self._run(Book(booking_id, "p0", res, service, day, cell), None)
+        self._booked(booking_id, "p0", res, day, cell, k)
+        requester = {Party.PATIENT: "p0", Party.CLINIC: CLINIC, Party.ADMIN: "admin"}[party]
+        self._run(Cancel(booking_id, party, requester), None)
+        self.bookings[booking_id]["status"] = "cancelled"
+        self._set(res, day, cell, k, "F" if party is Party.PATIENT else ("U", self.now + BUFFER_S))
+        self._follow_offers()
+
+    @rule(pick=st.integers(0, 10), wrong=st.booleans())
+    def leave(self, pick: int, wrong: bool) -> None:
+        if not self.entries:
+            self._run(LeaveWaitlist("AB-nope", "p1"), "NOT_FOUND")
+            return
+        entry_id = sorted(self.entries)[pick % len(self.entries)]
+        entry = self.entries[entry_id]
+        events = self._run(LeaveWaitlist(entry_id, "p9" if wrong else entry["patient"]),
+                           "NOT_YOURS" if wrong else None)
+        if events is None:
+            return
+        del self.entries[entry_id]
+        if entry["offer"]:
+            assert isinstance(events[1], HoldReleased)
+            h = self._hold_gone(entry["offer"])
+            self._set(h["res"], h["day"], h["cell"], h["k"], "F")
+        self._follow_offers()
 
     @rule()
     def snapshot_and_restore(self) -> None:
@@ -311,6 +424,13 @@ class SlotMachine(RuleBasedStateMachine):
         assert set(self.state.holds) == set(self.holds)
         assert {b: v.status for b, v in self.state.bookings.items()} == {
             b: v["status"] for b, v in self.bookings.items()}
+
+    @invariant()
+    def the_line_matches_the_model(self) -> None:
+        line = self.state.waitlist.entries
+        assert list(line) == list(self.entries)
+        assert {i: e.offer for i, e in line.items()} == {i: e["offer"] for i, e in self.entries.items()}
+        assert all(b.hold_id == "" or b.hold_id not in self.holds for b in self.journal if isinstance(b, Booked))
 
     @invariant()
     def free_counts_equal_a_recount(self) -> None:
