@@ -15,6 +15,10 @@ Refusal order when several apply (documented so callers and tests agree):
   LIMIT_REACHED.
 - a patient's own cells being given up in the same step (the hold a new hold replaces,
   the booking being rescheduled) count as free for that check.
+- one open hold per patient in the region (no hoarding): PlaceHold releases the patient's
+  open hold wherever it is (``HoldReleased`` then ``HoldPlaced`` in one step); if that hold
+  was a wait-list offer, the offer passes on. Chosen over refusing so that a patient who
+  changes their mind never has to find and release the old hold first.
 - Cancel by PATIENT and Reschedule: a booking starting less than the clinic's
   ``cancel_notice_hours`` after ``now`` is TOO_LATE (CLINIC/ADMIN cancels are never late).
 """
@@ -126,7 +130,7 @@ class RegionState:
         self._mask_runs: dict[bytes, tuple[int, list[tuple[int, int]]]] = {}   # mask -> (FREE cells, runs)
         self._by_patient: dict[str, list[Booking]] = {}
         self._day_bookings: dict[tuple[str, int], dict[str, Booking]] = {}   # (clinic, day)
-        self._hold_of: dict[tuple[str, str], str] = {}          # (patient, clinic) -> hold id
+        self._hold_of: dict[str, str] = {}                      # patient -> their one open hold
         self._idem: dict[tuple[str, str], tuple[str, str]] = {}  # (patient, key) -> (booking, fingerprint)
         # active BUFFER windows per (resource, day): [cell, cells, until]
         self._windows: dict[tuple[str, int], list[list[int]]] = {}
@@ -212,9 +216,12 @@ class RegionState:
         return sorted(self._day_bookings.get((clinic, day), {}).values(),
                       key=lambda b: (b.cell, b.resource, b.id))
 
-    def hold_of(self, patient: str, clinic: str) -> Hold | None:
-        hold_id = self._hold_of.get((patient, clinic))
-        return self.holds.get(hold_id) if hold_id else None
+    def hold_of(self, patient: str, clinic: str | None = None) -> Hold | None:
+        """The patient's one open hold (an offer included) in the region, or None; with
+        ``clinic``, only if it is at that clinic."""
+        hold_id = self._hold_of.get(patient)
+        hold = self.holds.get(hold_id) if hold_id else None
+        return hold if hold is not None and (clinic is None or hold.clinic == clinic) else None
 
     def idempotent_booking(self, patient: str, key: str) -> Booking | None:
         """The booking an earlier Book with this (patient, idempotency key) made, if any."""
@@ -331,7 +338,7 @@ class RegionState:
             _refuse(_INVALID, "the resource does not perform that service here")
         if c.hold_id in self.holds or c.ttl_s <= 0:
             _refuse(_INVALID, "hold id in use or ttl not positive")
-        old_id = self._hold_of.get((c.patient, row.clinic))
+        old_id = self._hold_of.get(c.patient)
         if self._run_is_free(row, c.day, c.cell, k, now):
             pass
         elif old_id is None:
@@ -587,7 +594,7 @@ class RegionState:
         return None
 
     def _holds_something(self, patient: str) -> bool:
-        return any(p == patient for p, _ in self._hold_of)
+        return patient in self._hold_of
 
     # ------------------------------------------------------------------ evolvers (facts, no checks)
 
@@ -678,15 +685,14 @@ class RegionState:
         row.free[day] -= k
         self.holds[e.hold_id] = Hold(e.hold_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k,
                                      e.expires_at)
-        self._hold_of[(e.patient, e.clinic)] = e.hold_id
+        self._hold_of[e.patient] = e.hold_id
         heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
         self._changes.append((e.clinic, e.resource, day, e.cell, k, HELD))
 
     def _on_hold_gone(self, e: HoldReleased | HoldExpired | OfferExpired) -> None:
         hold = self.holds.pop(e.hold_id)
-        key = (hold.patient, hold.clinic)
-        if self._hold_of.get(key) == hold.id:
-            del self._hold_of[key]
+        if self._hold_of.get(hold.patient) == hold.id:
+            del self._hold_of[hold.patient]
         row = self._rows[hold.resource]
         day, k = hold.day, hold.cells
         off = (day - row.first_day) * row.cpd + hold.cell
@@ -705,9 +711,8 @@ class RegionState:
         row.buf[off:off + k] = _BOOKED_RUN[k]
         if e.hold_id:
             hold = self.holds.pop(e.hold_id)
-            key = (hold.patient, hold.clinic)
-            if self._hold_of.get(key) == hold.id:
-                del self._hold_of[key]
+            if self._hold_of.get(hold.patient) == hold.id:
+                del self._hold_of[hold.patient]
             if hold.offer:   # a confirmed offer ends its wait
                 self.waitlist.remove(hold.offer)
         else:
@@ -837,7 +842,7 @@ class RegionState:
         self._commit(row, e.day, e.cell, old, _HELD_RUN[e.cells])
         self.holds[e.hold_id] = Hold(e.hold_id, e.patient, e.clinic, e.resource, e.service, e.day, e.cell,
                                      e.cells, e.expires_at, e.entry_id)
-        self._hold_of[(e.patient, e.clinic)] = e.hold_id
+        self._hold_of[e.patient] = e.hold_id
         heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
         entry = self.waitlist.entries.get(e.entry_id)
         if entry is not None:
@@ -889,7 +894,7 @@ class RegionState:
         for rec in data["holds"]:
             hold = hold_from_list(rec)
             state.holds[hold.id] = hold
-            state._hold_of[(hold.patient, hold.clinic)] = hold.id
+            state._hold_of[hold.patient] = hold.id
             state._hold_heap.append((hold.expires_at, hold.id))
         for res, day, cell, cells, until in data["windows"]:
             state._windows.setdefault((res, day), []).append([cell, cells, until])

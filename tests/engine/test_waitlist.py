@@ -321,3 +321,41 @@ def test_old_snapshots_without_a_waitlist_still_load() -> None:
     data["clinics"] = old_clinics
     restored = RegionState.from_snapshot(data)
     assert packed(restored) == packed(w.state)
+
+
+# -- policies: one open hold per patient in the region, late cancellation, booking limit ---------
+
+def test_a_hold_at_another_clinic_releases_the_first_in_the_same_step() -> None:
+    w = Region()
+    w.run(PlaceHold("AB-h1", "p1", R1, "checkup", TUESDAY, NINE))
+    events = w.run(PlaceHold("AB-h2", "p1", "AB-c2-r1", "checkup", TUESDAY, NINE))
+    assert [type(e).__name__ for e in events] == ["HoldReleased", "HoldPlaced"]
+    assert list(w.state.holds) == ["AB-h2"]
+    assert cells(w.state, R1, TUESDAY, NINE, 2) == bytes([FREE]) * 2
+    hold = w.state.hold_of("p1")
+    assert hold is not None and hold.id == "AB-h2"
+    assert w.state.hold_of("p1", "AB-c1") is None
+
+
+def test_a_new_hold_gives_up_an_open_offer_which_passes_on() -> None:
+    w = Region()
+    w.run(Book("AB-b1", "p0", R1, "checkup", TUESDAY, NINE))
+    w.join("AB-w1", "p1")
+    w.join("AB-w2", "p2")
+    (first,) = offers(w.run(Cancel("AB-b1", Party.PATIENT, "p0")))
+    events = w.run(PlaceHold("AB-h1", "p1", "AB-c3-r1", "checkup", TUESDAY, NINE))
+    assert [type(e).__name__ for e in events] == ["HoldReleased", "HoldPlaced", "OfferMade"]
+    assert offers(events)[0].patient == "p2"
+    assert "AB-w1" not in w.state.waitlist.entries
+
+
+def test_late_cancel_and_hoarding_are_refused_and_change_nothing() -> None:
+    w = Region(max_bookings_per_patient=2)
+    w.run(Book("AB-b1", "p1", R1, "checkup", TUESDAY, NINE))
+    w.run(Book("AB-b2", "p1", R1, "checkup", TUESDAY, cell(10)))
+    w.refuse(Book("AB-b3", "p1", R2, "checkup", TUESDAY, NINE), RefusalCode.LIMIT_REACHED)
+    w.refuse(PlaceHold("AB-h3", "p1", R2, "checkup", TUESDAY, NINE), RefusalCode.LIMIT_REACHED)
+    w.join("AB-w1", "p2")
+    w.now = epoch(TUESDAY, 8)    # one hour before: too late to cancel online
+    w.refuse(Cancel("AB-b1", Party.PATIENT, "p1"), RefusalCode.TOO_LATE)
+    assert not w.state.holds and w.state.bookings["AB-b1"].status == "booked"
