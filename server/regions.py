@@ -16,6 +16,9 @@ from engine.commands import (
     Book,
     Cancel,
     Command,
+    JoinWaitlist,
+    LeaveWaitlist,
+    MarkNoShow,
     OpenDays,
     PlaceHold,
     RegisterClinic,
@@ -39,8 +42,10 @@ def command_region(command: Command) -> str:
             return command.clinic.region
         case OpenDays() | PlaceHold() | Block() | Unblock():
             return region_of(command.resource)
-        case Book() | Cancel() | Reschedule():
+        case Book() | Cancel() | Reschedule() | MarkNoShow():
             return region_of(command.booking_id)
+        case JoinWaitlist() | LeaveWaitlist():
+            return region_of(command.entry_id)
         case ReleaseHold():
             return region_of(command.hold_id)
         case Tick():

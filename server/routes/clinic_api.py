@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from engine import queries
 from engine.calendar import date_of, day_of, iso
-from engine.commands import Block, Cancel, OpenDays, Party, Unblock
+from engine.commands import Block, Cancel, MarkNoShow, OpenDays, Party, Unblock
 from engine.model import Clinic, Resource
 from engine.state import RegionState
 from server.accounts import AccountStore
@@ -131,6 +131,23 @@ async def cancel_booking(request: Request) -> Response:
     return json_response({"booking": await regions.query(region, read)})
 
 
+async def mark_no_show(request: Request) -> Response:
+    _, clinic_id = require_clinic(request)
+    booking_id = path_id(request)
+    region = region_or_404(booking_id)
+    if region != region_or_404(clinic_id):
+        raise not_found("no such booking")
+    regions = regions_of(request)
+    # Another clinic's booking is NOT_FOUND; one not started yet or not booked is INVALID (422).
+    await regions.submit(MarkNoShow(booking_id, clinic_id))
+
+    def read(state: RegionState) -> dict[str, Any]:
+        booking = state.bookings[booking_id]
+        return booking_view(booking, state.clinics[booking.clinic])
+
+    return json_response({"booking": await regions.query(region, read)})
+
+
 _BOOKING = {"type": "object", "required": ["booking"], "properties": {"booking": {"type": "object"}}}
 
 ENDPOINTS = [
@@ -145,4 +162,7 @@ ENDPOINTS = [
     Endpoint("POST", "/api/clinic/v1/bookings/{id}/cancel", cancel_booking,
              "Cancel a booking of the clinic (cells go to BUFFER, then FREE)", "clinic", ok_schema=_BOOKING,
              errors=(409,), auth="clinic"),
+    Endpoint("POST", "/api/clinic/v1/bookings/{id}/no-show", mark_no_show,
+             "Mark that the patient did not come (after the start; the time stays booked)", "clinic",
+             ok_schema=_BOOKING, auth="clinic"),
 ]

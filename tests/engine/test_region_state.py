@@ -426,3 +426,19 @@ def test_changes_are_handed_out_once() -> None:
     state.apply(PlaceHold("AB-h1", "p1", R1, "checkup", MONDAY, NINE), now)
     assert state.take_changes() == [("AB-c1", R1, MONDAY, NINE, 2, HELD)]
     assert state.take_changes() == []
+
+
+def test_no_show_only_after_the_start_and_the_cells_stay_booked() -> None:
+    from engine.commands import MarkNoShow
+    from engine.events import NoShowMarked
+
+    state, now = world()
+    state.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY, NINE), now)
+    refuse(state, MarkNoShow("AB-b1", "AB-c1"), epoch(MONDAY, 8, 59), RefusalCode.INVALID)
+    refuse(state, MarkNoShow("AB-b1", "AB-c2"), epoch(MONDAY, 9), RefusalCode.NOT_FOUND)
+    refuse(state, MarkNoShow("AB-nope", "AB-c1"), epoch(MONDAY, 9), RefusalCode.NOT_FOUND)
+    assert state.apply(MarkNoShow("AB-b1", "AB-c1"), epoch(MONDAY, 9, 5)) == [NoShowMarked("AB-b1", epoch(MONDAY, 9, 5))]
+    assert state.bookings["AB-b1"].status == "no_show"
+    assert cells_of(state, R1, MONDAY, NINE, 2) == bytes([BOOKED]) * 2
+    refuse(state, MarkNoShow("AB-b1", "AB-c1"), epoch(MONDAY, 10), RefusalCode.INVALID)
+    refuse(state, Cancel("AB-b1", Party.CLINIC, "AB-c1"), epoch(MONDAY, 10), RefusalCode.INVALID)
