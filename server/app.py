@@ -32,14 +32,25 @@ from server.hub import Hub
 from server.openapi import Endpoint, build_document
 from server.ratelimit import RateLimiter, RateLimitMiddleware
 from server.regions import Regions
-from server.routes import admin, auth_routes, clinic_api, ops, outbox, pages, patients, public, webhooks
+from server.routes import (
+    admin,
+    auth_routes,
+    clinic_api,
+    ops,
+    outbox,
+    pages,
+    patients,
+    public,
+    waitlist,
+    webhooks,
+)
 from server.routes.pages import STATIC_DIR
 from server.settings import Settings
 
 log = logging.getLogger("tandtid.app")
 
 ENDPOINTS: list[Endpoint] = [
-    *ops.ENDPOINTS, *public.ENDPOINTS, *auth_routes.ENDPOINTS, *patients.ENDPOINTS,
+    *ops.ENDPOINTS, *public.ENDPOINTS, *auth_routes.ENDPOINTS, *patients.ENDPOINTS, *waitlist.ENDPOINTS,
     *clinic_api.ENDPOINTS, *webhooks.ENDPOINTS, *admin.ENDPOINTS, *outbox.ENDPOINTS, *pages.ENDPOINTS,
 ]
 

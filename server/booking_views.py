@@ -58,6 +58,7 @@ def hold_view(hold: Hold, clinic: Clinic) -> dict[str, Any]:
         "start": iso(hold.day, hold.cell, cm),
         "end": end_iso(hold.day, hold.cell, hold.cells, cm),
         "expires_at": epoch_iso(hold.expires_at),
+        "offer": bool(hold.offer),   # a wait-list offer: confirm it like any hold
     }
 
 
@@ -116,7 +117,7 @@ def booking_ics(booking: Booking, clinic: Clinic, *, now_s: int) -> str:
         f"SUMMARY:{_ics_text(title)}",
         f"LOCATION:{_ics_text(location)}",
         f"GEO:{clinic.lat:.6f};{clinic.lon:.6f}",
-        "STATUS:" + ("CANCELLED" if booking.status == "cancelled" else "CONFIRMED"),
+        "STATUS:" + {"cancelled": "CANCELLED", "offer": "TENTATIVE"}.get(booking.status, "CONFIRMED"),
         "END:VEVENT",
         "END:VCALENDAR",
     ]

@@ -36,10 +36,11 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.calendar import day_of_epoch, iso
-from engine.events import Booked, Cancelled, ClinicRegistered, Rescheduled
+from engine.events import Booked, Cancelled, ClinicRegistered, OfferMade, Rescheduled
 from engine.state import RegionState
 from server import metrics
 from server.actor import Committed, Reloaded
+from server.booking_views import hold_view
 from server.regions import Regions
 from server.settings import Settings
 from server.topics import (
@@ -566,16 +567,25 @@ class Hub:
             return
         state = actor.state   # safe: on_commit runs inside the actor's turn
         for event in item.events:
-            kind = _ME_KINDS.get(type(event))
-            if kind is None:
-                continue
-            booking = state.bookings.get(event.booking_id)  # type: ignore[union-attr]
-            if booking is None:
-                continue
-            watchers = self.patients.get(booking.patient)
-            if not watchers:
-                continue
-            message = {"type": "event", "topic": "me", "data": {"kind": kind, "booking": self._booking_view(state, booking)}}
+            if isinstance(event, OfferMade):
+                # a wait-list offer: the patient's new hold (gone already if released in the same batch)
+                hold = state.holds.get(event.hold_id)
+                watchers = self.patients.get(event.patient)
+                if hold is None or not watchers:
+                    continue
+                data: dict[str, Any] = {"kind": "offer", "hold": hold_view(hold, state.clinics[hold.clinic])}
+            else:
+                kind = _ME_KINDS.get(type(event))
+                if kind is None:
+                    continue
+                booking = state.bookings.get(event.booking_id)  # type: ignore[union-attr]
+                if booking is None:
+                    continue
+                watchers = self.patients.get(booking.patient)
+                if not watchers:
+                    continue
+                data = {"kind": kind, "booking": self._booking_view(state, booking)}
+            message = {"type": "event", "topic": "me", "data": data}
             frames: dict[Encoding, Frame] = {}
             for conn in list(watchers):
                 frame = frames.get(conn.encoding)

@@ -85,6 +85,35 @@ class RescheduleBody(Body):
     start: AwareDatetime
 
 
+ClockTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+
+
+class WaitlistBody(Body):
+    """Wait for a time at one clinic or in one municipality (exactly one of the two)."""
+
+    clinic: Id | None = None
+    municipality: MunicipalityCode | None = None
+    service: ServiceId
+    from_: dt.date = Field(alias="from")
+    days: int = Field(default=14, ge=1, le=90)
+    from_time: ClockTime = "00:00"
+    to_time: ClockTime = "24:00"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> WaitlistBody:
+        if (self.clinic is None) == (self.municipality is None):
+            raise ValueError("send clinic or municipality (exactly one)")
+        if minute_of(self.from_time) >= minute_of(self.to_time):
+            raise ValueError("from_time must be before to_time")
+        return self
+
+
+def minute_of(clock: str) -> int:
+    """``"HH:MM"`` -> minutes since midnight."""
+    hh, mm = clock.split(":")
+    return int(hh) * 60 + int(mm)
+
+
 # -- clinics ------------------------------------------------------------------------------------
 
 class OpenBody(Body):

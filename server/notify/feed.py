@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.calendar import cell_epoch
-from engine.events import Booked, Cancelled, ClinicRegistered, Rescheduled, from_record
+from engine.events import Booked, Cancelled, ClinicRegistered, OfferMade, Rescheduled, from_record
 from engine.model import Clinic, clinic_from_record
 from engine.records import BOOKED_STATUS, CANCELLED_STATUS, Booking
 from persistence.codec import unpack_events
@@ -40,8 +40,9 @@ class Fact:
     region: str
     position: int
     index: int               # the event's index inside its journal entry
-    kind: str                # "booked" | "cancelled" | "rescheduled" (| "offer" later)
-    booking: Booking         # the booking AFTER the event (a copy; never mutated)
+    kind: str                # "booked" | "cancelled" | "rescheduled" | "offer"
+    booking: Booking         # the booking AFTER the event (a copy; never mutated); for an offer,
+                             # the offered time as a Booking with the hold id and status "offer"
     clinic: Clinic
     at: int                  # epoch seconds of the decision
     by: str = ""             # who cancelled: a Party value ("patient", "clinic", "admin")
@@ -89,6 +90,7 @@ class Projection:
             Booked: self._on_booked,
             Cancelled: self._on_cancelled,
             Rescheduled: self._on_rescheduled,
+            OfferMade: self._on_offered,
         }
 
     def apply(self, region: str, position: int, index: int, event: object) -> Fact | None:
@@ -134,6 +136,16 @@ class Projection:
                     previous=previous)
         self.times[booking.id] = fact.key
         return fact
+
+
+    def _on_offered(self, region: str, position: int, index: int, event: OfferMade) -> Fact | None:
+        clinic = self.clinics.get(event.clinic)
+        if clinic is None:
+            return None
+        at = event.expires_at - clinic.offer_minutes * 60
+        offered = Booking(event.hold_id, event.patient, event.clinic, event.resource, event.service, event.day,
+                          event.cell, event.cells, "offer", at)
+        return Fact(region, position, index, "offer", offered, clinic, at)
 
 
 Handle = Callable[[str, int, list[Fact], bool], Awaitable[None]]

@@ -39,6 +39,11 @@ TEMPLATES: dict[str, Template] = {
     "rescheduled": Template("Din tid är flyttad", "Appointment moved",
                             "Din tid har flyttats (tidigare {previous}).",
                             "Your appointment has been moved (previously {previous})."),
+    "offer": Template("En tid har blivit ledig åt dig", "A time has opened up for you",
+                      "En tid du väntar på har blivit ledig och är reserverad åt dig en kort stund. "
+                      "Bekräfta den under Mina bokningar i Tandtid, annars går den vidare till nästa i kön.",
+                      "A time you are waiting for has opened up and is held for you for a short while. "
+                      "Confirm it under My bookings in Tandtid, or it passes to the next in line."),
     "reminder": Template("Påminnelse om din tid", "Appointment reminder",
                          "Påminnelse: du har en tid {when_sv}.", "Reminder: you have an appointment {when_en}."),
 }

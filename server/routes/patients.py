@@ -91,6 +91,22 @@ async def place_hold(request: Request) -> Response:
     return json_response({"hold": hold_view(hold, clinic)}, status=201)
 
 
+async def list_holds(request: Request) -> Response:
+    """The patient's open holds: at most one per region, wait-list offers included (``offer``)."""
+    principal = require_user(request)
+    patient = principal.user_id
+    assert patient is not None
+    regions = regions_of(request)
+
+    def read(state: RegionState) -> list[dict[str, Any]]:
+        hold = state.hold_of(patient)
+        return [hold_view(hold, state.clinics[hold.clinic])] if hold is not None else []
+
+    chunks = await asyncio.gather(*(regions.query(code, read) for code in regions.actors))
+    views = sorted((v for chunk in chunks for v in chunk), key=lambda v: (v["expires_at"], v["id"]))
+    return json_response({"holds": views})
+
+
 async def release_hold(request: Request) -> Response:
     principal = require_user(request)
     hold_id = path_id(request)
@@ -266,7 +282,10 @@ _IDEM = ((IDEMPOTENCY_HEADER, "retry safely: the same key and body return the fi
 ENDPOINTS = [
     Endpoint("POST", "/api/holds", place_hold, "Hold a time while the patient confirms", "patients",
              body=HoldBody, ok=201, errors=(404, 409), auth="user"),
-    Endpoint("DELETE", "/api/holds/{id}", release_hold, "Release a hold", "patients", ok=204, auth="user"),
+    Endpoint("GET", "/api/holds", list_holds, "The signed-in patient's open holds (wait-list offers too)",
+             "patients", auth="user"),
+    Endpoint("DELETE", "/api/holds/{id}", release_hold, "Release a hold (declining an offer passes it on)",
+             "patients", ok=204, auth="user"),
     Endpoint("POST", "/api/bookings", create_booking, "Book a time (directly or by confirming a hold)",
              "patients", body=BookingBody, ok=201, ok_schema=_BOOKING, errors=(404, 409, 410), auth="user",
              headers=_IDEM),
