@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import multiprocessing as mp
 import os
 import subprocess
@@ -62,8 +63,9 @@ def prepare(base: str, patients: int, wanted: int) -> tuple[list[str], list[tupl
         for clinic in clinics:
             days = client.get(f"/api/clinics/{clinic}/availability",
                               params={"service": "child_checkup", "days": 31}).json()["days"]
-            slots += [(clinic, t["resource"], t["start"]) for d in days for t in d["times"]]
-            if len(slots) >= wanted * 2:
+            # each patient may hold 3 upcoming bookings per clinic: spread the load over clinics
+            slots += [(clinic, t["resource"], t["start"]) for d in days for t in d["times"]][:3 * patients]
+            if len(slots) >= wanted:
                 break
     per_clinic_patient: dict[tuple[str, int], int] = {}
     requests: list[tuple[str, bytes]] = []
@@ -160,6 +162,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--patients", type=int, default=40)
     parser.add_argument("--scale", default="small")
     args = parser.parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     result = run(args.bookings, args.workers, args.connections, args.patients, args.scale)
     print(json.dumps(result), flush=True)
     return result
