@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 from server.accounts import AccountStore
 from server.auth import AuthError, SessionSigner
 from server.errors import EdgeMiddleware, error_response, exception_handlers
+from server.feeds import FeedTokens
 from server.hub import Hub
 from server.openapi import Endpoint, build_document
 from server.ratelimit import RateLimiter, RateLimitMiddleware
@@ -36,6 +37,7 @@ from server.routes import (
     admin,
     auth_routes,
     clinic_api,
+    ical,
     ops,
     outbox,
     pages,
@@ -50,7 +52,7 @@ from server.settings import Settings
 log = logging.getLogger("tandtid.app")
 
 ENDPOINTS: list[Endpoint] = [
-    *ops.ENDPOINTS, *public.ENDPOINTS, *auth_routes.ENDPOINTS, *patients.ENDPOINTS, *waitlist.ENDPOINTS,
+    *ops.ENDPOINTS, *public.ENDPOINTS, *auth_routes.ENDPOINTS, *patients.ENDPOINTS, *waitlist.ENDPOINTS, *ical.ENDPOINTS,
     *clinic_api.ENDPOINTS, *webhooks.ENDPOINTS, *admin.ENDPOINTS, *outbox.ENDPOINTS, *pages.ENDPOINTS,
 ]
 
@@ -84,6 +86,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore |
         store = accounts if accounts is not None else AccountStore(settings.data_dir / "accounts.sqlite3")
         app.state.accounts = store
         app.state.signer = SessionSigner(settings.secret_key, settings.session_ttl_s)
+        app.state.feed_tokens = FeedTokens(settings.data_dir / "accounts.sqlite3")
         hub = _make_hub(regions, settings)
         app.state.hub = hub
         if hub is not None and hasattr(hub, "start"):
@@ -93,6 +96,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore |
         finally:
             if hub is not None and hasattr(hub, "stop"):
                 await hub.stop()
+            app.state.feed_tokens.close()
             if own_accounts:
                 store.close()
 

@@ -122,3 +122,34 @@ def booking_ics(booking: Booking, clinic: Clinic, *, now_s: int) -> str:
         "END:VCALENDAR",
     ]
     return "\r\n".join(_fold(line) for line in lines) + "\r\n"
+
+
+def feed_ics(items: list[tuple[Booking, Clinic, str]], *, name: str, now_s: int) -> str:
+    """A subscribable calendar (an iCal feed) of several bookings: ``(booking, clinic, summary)``
+    each; the caller chooses the summary (a clinic feed must not name patients)."""
+    lines = [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        "PRODID:-//tandtid//feed//SV",
+        "CALSCALE:GREGORIAN",
+        "METHOD:PUBLISH",
+        f"X-WR-CALNAME:{_ics_text(name)}",
+        "X-PUBLISHED-TTL:PT15M",
+    ]
+    for booking, clinic, summary in items:
+        cm = clinic.cell_minutes
+        start = cell_epoch(booking.day, booking.cell, cm)
+        location = ", ".join(p for p in (clinic.address, clinic.phone) if p)
+        lines += [
+            "BEGIN:VEVENT",
+            f"UID:{booking.id}@tandtid",
+            f"DTSTAMP:{_ics_time(now_s)}",
+            f"DTSTART:{_ics_time(start)}",
+            f"DTEND:{_ics_time(start + booking.cells * cm * 60)}",
+            f"SUMMARY:{_ics_text(summary)}",
+            f"LOCATION:{_ics_text(location)}",
+            "STATUS:CONFIRMED",
+            "END:VEVENT",
+        ]
+    lines.append("END:VCALENDAR")
+    return "\r\n".join(_fold(line) for line in lines) + "\r\n"
