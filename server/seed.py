@@ -22,25 +22,39 @@ Names, streets, postcodes and phone numbers are made up. Phone numbers come from
 series PTS reserves for fiction (031-390 06 00..99 and 040-628 04 00..99), so none rings
 a real subscriber. Everything is drawn from one ``random.Random(rng_seed)``: the same seed
 gives the same catalogue.
+
+Pre-booked times (``prebook_commands``): a Swedish clinic is nearly full for the next week
+or two (recall check-ups are sent out weeks ahead, and the gaps go to emergencies), about
+half full a month out and lightly booked two to three months out. The share booked on a
+day ``d`` days ahead follows ``fill_share``; its mean over the opened days is the ``share``
+asked for. Patients are opaque ids (``"seed-p17"``), never names; each has at most two of
+the pre-booked times, well under a clinic's ``max_bookings_per_patient``.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from engine.commands import Command, OpenDays, RegisterClinic
+from engine.calendar import cell_epoch, day_of_epoch
+from engine.cells import FREE
+from engine.commands import Book, Command, OpenDays, RegisterClinic
 from engine.model import (
     DEFAULT_HOURS,
     REGIONS,
     SERVICES,
+    SERVICES_BY_ID,
     Clinic,
     ClinicKind,
     OpeningHours,
     Resource,
     ResourceKind,
 )
+from engine.rows import day_mask, weekday_template
+from engine.state import RegionState
 from server.geography import Municipality, municipalities, municipalities_in, on_land
 
 Catalog = dict[str, list[tuple[Clinic, tuple[Resource, ...]]]]
@@ -186,6 +200,128 @@ def seed_commands(scale: str | int, *, first_day: int, days: int = 90, rng_seed:
         commands: list[Command] = [RegisterClinic(clinic, resources) for clinic, resources in clinics]
         commands.extend(OpenDays(res.id, first_day, days) for _, resources in clinics for res in resources)
         out[region] = commands
+    return out
+
+
+# --- times already booked ----------------------------------------------------------------
+
+# Service mix of booked times, by who performs them (weights; services a resource does not
+# perform are skipped). Dentists: mostly check-ups and fillings; hygienists: cleanings.
+DENTIST_MIX: dict[str, int] = {"checkup": 40, "filling": 22, "emergency": 10, "cleaning": 10, "child_checkup": 18}
+HYGIENIST_MIX: dict[str, int] = {"cleaning": 75, "child_checkup": 25}
+BOOKINGS_PER_PATIENT = 2      # < Clinic.max_bookings_per_patient (3) by construction
+FILL_DECAY_DAYS = 21.0        # the booked share falls off with this time constant...
+FILL_FLOOR = 0.12             # ...towards this fraction of its start value
+FILL_MAX = 0.92               # never quite full: emergencies need gaps
+
+_ATTEMPTS_PER_DAY = 48
+
+
+def fill_share(days_ahead: int, share: float, days: int) -> float:
+    """The fraction of a day's open cells booked ``days_ahead`` days from the first day, for
+    an overall ``share`` over ``days`` days: ``exp(-d/21) + 0.12`` scaled to mean ``share``,
+    capped at 0.92 (so the mean is a little under ``share`` when the cap bites)."""
+    if share <= 0 or days <= 0:
+        return 0.0
+    mean = sum(math.exp(-d / FILL_DECAY_DAYS) for d in range(days)) / days + FILL_FLOOR
+    return min(FILL_MAX, share * (math.exp(-days_ahead / FILL_DECAY_DAYS) + FILL_FLOOR) / mean)
+
+
+Rows = Callable[[Resource, Clinic, int], bytes]
+
+
+class _OpeningRows:
+    """The cells ``OpenDays`` opens on a day: FREE inside opening hours (templates cached per clinic)."""
+
+    def __init__(self) -> None:
+        self._clinic = ""
+        self._templates: dict[int, bytes] = {}
+
+    def __call__(self, resource: Resource, clinic: Clinic, day: int) -> bytes:
+        if clinic.id != self._clinic:
+            self._clinic, self._templates = clinic.id, {}
+        weekday = (day - 1) % 7 + 1   # ordinal 1 is a Monday
+        template = self._templates.get(weekday)
+        if template is None:
+            template = self._templates[weekday] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
+        return day_mask(template, day, clinic.cell_minutes)
+
+
+def _state_rows(state: RegionState) -> Rows:
+    return lambda resource, clinic, day: state.row(resource.id, day)
+
+
+def prebook_region(region: str, clinics: Sequence[tuple[Clinic, Sequence[Resource]]], share: float, *,
+                   first_day: int, days: int, rng_seed: int = 1, not_before: int = 0,
+                   rows: Rows | None = None) -> Iterator[Book]:
+    """One region's pre-booked times as ``Book`` commands, lazily (so a caller can submit them
+    in chunks). Every command fits: it books FREE cells of ``rows`` (by default the cells the
+    seed's ``OpenDays`` opens) that no earlier command of this call took, starting at or after
+    epoch second ``not_before``. Booking ids are ``"<region>-s<n>"``, patients ``"seed-p<n>"``."""
+    rng = random.Random(f"prebook-{rng_seed}-{region}")
+    rows = rows or _OpeningRows()
+    fills = [fill_share(offset, share, days) for offset in range(days)]
+    last_past_day = day_of_epoch(not_before) if not_before else 0
+    n = 0
+    for clinic, resources in clinics:
+        cm = clinic.cell_minutes
+        offered = set(clinic.services)
+        for res in resources:
+            mix = DENTIST_MIX if res.kind is not ResourceKind.HYGIENIST else HYGIENIST_MIX
+            services = [s for s in mix if s in res.services and s in offered]
+            if not services:
+                continue
+            cumulative = list(itertools.accumulate(mix[s] for s in services))
+            total = cumulative[-1]
+            cells_for = [-(-SERVICES_BY_ID[s].minutes // cm) for s in services]
+            for offset in range(days):
+                day = first_day + offset
+                cells = bytearray(rows(res, clinic, day))
+                target = round(cells.count(FREE) * fills[offset])
+                if not target:
+                    continue
+                check_past = day <= last_past_day
+                span = len(cells)
+                booked = 0
+                for _ in range(_ATTEMPTS_PER_DAY):
+                    i = bisect.bisect_right(cumulative, rng.random() * total)
+                    k = cells_for[i]
+                    start = int(rng.random() * (span - k + 1))
+                    if cells[start:start + k] != _FREE_RUNS[k] or (
+                            check_past and cell_epoch(day, start, cm) < not_before):
+                        continue
+                    cells[start:start + k] = _TAKEN_RUNS[k]
+                    booked += k
+                    yield Book(f"{region}-s{n}", f"seed-p{n // BOOKINGS_PER_PATIENT}", res.id, services[i],
+                               day, start)
+                    n += 1
+                    if booked >= target:
+                        break
+
+
+_FREE_RUNS = [bytes([FREE]) * k for k in range(24 * 60 + 1)]
+_TAKEN_RUNS = [bytes(k) for k in range(24 * 60 + 1)]   # any value but FREE marks a cell taken here
+
+
+def prebook_commands(catalog_or_state: Catalog | Mapping[str, RegionState], share: float, *, first_day: int,
+                     days: int = 90, rng_seed: int = 1, not_before: int = 0) -> dict[str, list[Book]]:
+    """Per region code: ``Book`` commands that fill about ``share`` (0..1) of the open cells
+    over ``days`` days from ``first_day``, more in the next weeks than far out (see
+    ``fill_share``). From a ``Catalog`` the open cells are the seed's opening hours; from
+    region states (after the seed's commands) they are the states' FREE cells. Deterministic
+    for a given ``rng_seed``. Apply them after the seed's commands, with ``now <= not_before``."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be within 0..1, got {share}")
+    out: dict[str, list[Book]] = {}
+    for region, source in catalog_or_state.items():
+        rows: Rows | None
+        if isinstance(source, RegionState):
+            clinics = [(c, source.resources_of(c.id)) for c in source.clinics.values()]
+            rows = _state_rows(source)
+        else:
+            clinics, rows = list(source), None
+        out[region] = list(prebook_region(region, clinics, share, first_day=first_day, days=days,
+                                          rng_seed=rng_seed, not_before=not_before, rows=rows))
     return out
 
 

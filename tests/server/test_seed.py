@@ -5,13 +5,24 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from engine.commands import OpenDays, RegisterClinic
 from engine.model import REGION_CODES, SERVICES, Clinic, ClinicKind, Resource, ResourceKind, region_of
 from server.geography import SWEDEN_BBOX, municipalities, municipality
-from server.seed import Catalog, build_catalog, clinic_count, seed_commands
+from server.seed import (
+    BOOKINGS_PER_PATIENT,
+    FILL_MAX,
+    Catalog,
+    build_catalog,
+    clinic_count,
+    fill_share,
+    prebook_commands,
+    seed_commands,
+)
 
 ALL_SERVICES = {s.id for s in SERVICES}
 
@@ -188,3 +199,129 @@ def test_the_engine_accepts_every_seed_command() -> None:
             state.apply(command, now)   # raises Refused if the engine rejects anything
         for clinic in state.clinics:
             assert state.free_count(clinic, first.toordinal()) > 0, clinic
+
+
+# --- pre-booked times -----------------------------------------------------------------------
+
+PREBOOK_FIRST = 740_062     # 2027-03-22, a Monday; the week holds the spring DST switch
+
+
+def _seeded_states(scale: int, days: int, rng_seed: int = 2) -> tuple[dict[str, Any], int]:
+    from engine.state import RegionState
+
+    now = _midnight(PREBOOK_FIRST) - 60
+    states: dict[str, Any] = {}
+    for region, commands in seed_commands(scale, first_day=PREBOOK_FIRST, days=days, rng_seed=rng_seed).items():
+        state = states[region] = RegionState(region)
+        for command in commands:
+            state.apply(command, now)
+        state.take_changes()
+    return states, now
+
+
+def _midnight(day: int) -> int:
+    from datetime import date, datetime
+
+    from engine.calendar import TZ
+
+    d = date.fromordinal(day)
+    return int(datetime(d.year, d.month, d.day, tzinfo=TZ).timestamp())
+
+
+def test_prebook_is_deterministic_and_the_seed_matters() -> None:
+    catalog = build_catalog(120, rng_seed=2)
+    first = prebook_commands(catalog, 0.3, first_day=PREBOOK_FIRST, days=20, rng_seed=4)
+    assert first == prebook_commands(catalog, 0.3, first_day=PREBOOK_FIRST, days=20, rng_seed=4)
+    assert first != prebook_commands(catalog, 0.3, first_day=PREBOOK_FIRST, days=20, rng_seed=5)
+    assert set(first) == REGION_CODES
+
+
+def test_prebook_ids_are_opaque_and_carry_the_region() -> None:
+    per_region = prebook_commands(build_catalog(120, rng_seed=2), 0.3, first_day=PREBOOK_FIRST, days=20)
+    for region, books in per_region.items():
+        assert books, region
+        assert len({b.booking_id for b in books}) == len(books)
+        for b in books:
+            assert region_of(b.booking_id) == region and re.fullmatch(rf"{region}-s\d+", b.booking_id)
+            assert re.fullmatch(r"seed-p\d+", b.patient), b.patient   # an opaque id, never a name
+            assert region_of(b.resource) == region
+        per_patient = Counter(b.patient for b in books)
+        assert max(per_patient.values()) <= BOOKINGS_PER_PATIENT
+
+
+@pytest.mark.parametrize("from_state", [False, True])
+def test_the_engine_accepts_every_prebook_command_and_the_share_is_met(from_state: bool) -> None:
+    days = 28
+    states, now = _seeded_states(150, days)
+    source: Any = states if from_state else build_catalog(150, rng_seed=2)
+    per_region = prebook_commands(source, 0.3, first_day=PREBOOK_FIRST, days=days, rng_seed=1)
+    free_before = {r: sum(s.free_count(c, d) for c in s.clinics for d in range(PREBOOK_FIRST, PREBOOK_FIRST + days))
+                   for r, s in states.items()}
+    booked_cells = open_cells = 0
+    for region, books in per_region.items():
+        state = states[region]
+        for book in books:
+            state.apply(book, now)   # raises Refused if any time does not fit
+        state.take_changes()
+        assert len(state.bookings) == len(books)
+        booked_cells += sum(b.cells for b in state.bookings.values())
+        open_cells += free_before[region]
+    expected = sum(fill_share(d, 0.3, days) for d in range(days)) / days
+    assert expected == pytest.approx(0.3, abs=0.02)
+    # whole appointments: a day's last one may overshoot its target, a crowded day may fall short
+    assert booked_cells / open_cells == pytest.approx(expected, abs=0.05)
+
+
+def test_prebook_on_a_state_skips_cells_already_taken() -> None:
+    states, now = _seeded_states(40, 7)
+    first = prebook_commands(states, 0.5, first_day=PREBOOK_FIRST, days=7, rng_seed=1)
+    for region, books in first.items():
+        for book in books:
+            states[region].apply(book, now)
+    # a second round on the filled states books only cells still FREE: the engine takes all of it
+    second = prebook_commands(states, 0.3, first_day=PREBOOK_FIRST, days=7, rng_seed=9)
+    for region, books in second.items():
+        state = states[region]
+        for book in books:
+            state.apply(replace(book, booking_id=book.booking_id.replace("-s", "-t"),
+                                patient=book.patient.replace("seed-p", "seed-q")), now)
+
+
+def test_near_days_are_booked_more_than_far_days() -> None:
+    days = 90
+    assert fill_share(0, 0.3, days) > 0.8
+    assert fill_share(14, 0.3, days) > 2 * fill_share(80, 0.3, days)
+    assert all(fill_share(d, 0.3, days) >= fill_share(d + 1, 0.3, days) for d in range(days - 1))
+    assert all(fill_share(d, 1.0, days) <= FILL_MAX for d in range(days))
+    per_region = prebook_commands(build_catalog(60, rng_seed=2), 0.3, first_day=PREBOOK_FIRST, days=days)
+    by_week = Counter((b.day - PREBOOK_FIRST) // 7 for books in per_region.values() for b in books)
+    assert by_week[0] > 2 * by_week[11] > 0
+
+
+def test_prebook_mix_fits_who_performs_it() -> None:
+    catalog = build_catalog(120, rng_seed=2)
+    kinds = {r.id: r.kind for entries in catalog.values() for _, res in entries for r in res}
+    per_region = prebook_commands(catalog, 0.3, first_day=PREBOOK_FIRST, days=14)
+    services = Counter(b.service for books in per_region.values() for b in books)
+    assert set(services) == {"checkup", "cleaning", "emergency", "filling", "child_checkup"}
+    assert services.most_common(1)[0][0] in ("checkup", "cleaning")
+    for books in per_region.values():
+        for b in books:
+            if kinds[b.resource] is ResourceKind.HYGIENIST:
+                assert b.service in ("cleaning", "child_checkup")
+
+
+def test_prebook_starts_after_not_before_and_share_bounds() -> None:
+    catalog = build_catalog(60, rng_seed=2)
+    noon = _midnight(PREBOOK_FIRST) + 12 * 3600
+    states, _ = _seeded_states(60, 3)
+    per_region = prebook_commands(catalog, 0.5, first_day=PREBOOK_FIRST, days=3, not_before=noon)
+    for region, books in per_region.items():
+        state = states[region]
+        for b in books:
+            state.apply(b, noon)   # IN_PAST would raise
+    assert any(b.day == PREBOOK_FIRST for books in per_region.values() for b in books)
+    assert all(not books for books in prebook_commands(catalog, 0.0, first_day=PREBOOK_FIRST, days=3).values())
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError):
+            prebook_commands(catalog, bad, first_day=PREBOOK_FIRST, days=3)
