@@ -53,6 +53,7 @@ def hold_view(hold: Hold, clinic: Clinic) -> dict[str, Any]:
     return {
         "id": hold.id,
         "clinic": hold.clinic,
+        "clinic_name": clinic.name,
         "resource": hold.resource,
         "service": hold.service,
         "start": iso(hold.day, hold.cell, cm),

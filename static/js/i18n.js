@@ -138,6 +138,10 @@ const sv = {
   "me.event.booking_cancelled": "Bokning avbokad: {time}",
   "me.event.booking_moved": "Bokning flyttad: {time}",
   "me.event.offer": "En tid har blivit ledig: {time}",
+  "me.offers": "Erbjudna tider",
+  "me.offer.book": "Boka tiden",
+  "me.offer.until": "Reserverad åt dig till {time}",
+  "me.offer.booked": "Bokad: {time}",
 
   "kiosk.title": "Lediga tider idag",
   "kiosk.title.day": "Lediga tider",
@@ -331,6 +335,10 @@ const en = {
   "me.event.booking_cancelled": "Booking cancelled: {time}",
   "me.event.booking_moved": "Booking moved: {time}",
   "me.event.offer": "A time has opened: {time}",
+  "me.offers": "Times offered to you",
+  "me.offer.book": "Book this time",
+  "me.offer.until": "Held for you until {time}",
+  "me.offer.booked": "Booked: {time}",
 
   "kiosk.title": "Free times today",
   "kiosk.title.day": "Free times",

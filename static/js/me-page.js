@@ -121,13 +121,40 @@ async function reschedule(b, time) {
   }
 }
 
+// ---- wait-list offers: a time held for this patient alone, for the clinic's offer window ---------------
+
+async function loadOffers() {
+  const data = await get("/api/holds").catch(() => null);
+  const offers = ((data && data.holds) || []).filter((h) => h.offer);
+  $("offers").replaceChildren(...offers.map((h) => {
+    const when = `${formatDateTime(h.start)}–${formatTime(h.end)}`;
+    return el("li", { dataset: { hold: h.id } },
+      el("p", {}, el("strong", { text: when }), ` · ${h.clinic_name || h.clinic} · ${serviceName(h.service)}`),
+      el("p", { class: "muted", text: t("me.offer.until", { time: formatTime(h.expires_at) }) }),
+      el("p", { class: "actions" }, el("button", {
+        type: "button", class: "primary", "aria-label": `${t("me.offer.book")}: ${when}`, text: t("me.offer.book"),
+        onclick: async () => {
+          try {
+            await post("/api/bookings", { hold: h.id });
+            say(t("me.offer.booked", { time: when }), "ok");
+          } catch (err) {
+            say(describe(err), "error");
+          }
+          await Promise.all([loadBookings().catch(() => null), loadOffers(), loadWatches()]);
+        },
+      })));
+  }));
+  $("offers-wrap").hidden = offers.length === 0;
+}
+
 // ---- wait-list watches ---------------------------------------------------------------------------------
 
 async function loadWatches() {
   const data = await get("/api/waitlist").catch(() => null);
-  const list = (data && (data.watches || data.waitlist || data.entries)) || [];
+  const list = (data && data.entries) || [];
   $("watches").replaceChildren(...list.map((w) => el("li", {},
-    `${w.clinic_name || w.clinic} · ${serviceName(w.service)} · ${w.from}–${w.to} `,
+    `${w.clinic || w.municipality} · ${serviceName(w.service)} · ${w.from}–${addDays(w.from, w.days - 1)}`
+      + ` · ${w.from_time}–${w.to_time} `,
     el("button", { type: "button", class: "link", text: t("me.notify.remove"), onclick: async () => {
       await del(`/api/waitlist/${encodeURIComponent(w.id)}`).catch((err) => say(describe(err), "error"));
       loadWatches();
@@ -145,9 +172,10 @@ function wireNotifyForm() {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
+      const from = $("notify-from").value;
+      const days = Math.round((Date.parse($("notify-to").value) - Date.parse(from)) / 86400000) + 1;
       await post("/api/waitlist", {
-        clinic: $("notify-clinic").value.trim(), service: $("notify-service").value,
-        from: $("notify-from").value, to: $("notify-to").value,
+        clinic: $("notify-clinic").value.trim(), service: $("notify-service").value, from, days,
       });
       announce($("notify-message"), t("me.notify.saved"), "ok");
       loadWatches();
@@ -166,10 +194,12 @@ function toast(text) {
 }
 
 live.onEvent("me", (msg) => {
-  const { kind, booking } = msg.data || {};
-  const time = booking && booking.start ? formatDateTime(booking.start) : "";
+  const { kind, booking, hold } = msg.data || {};
+  const start = (booking && booking.start) || (hold && hold.start);
+  const time = start ? formatDateTime(start) : "";
   toast(t(`me.event.${kind}`, { time }));
   loadBookings().catch(() => null);
+  loadOffers();
 });
 
 async function signedIn(u, fresh = false) {
@@ -180,7 +210,7 @@ async function signedIn(u, fresh = false) {
   $("account").hidden = false;
   userBar($("userbar"), user, () => location.reload());
   wireNotifyForm();
-  await Promise.all([loadBookings().catch((err) => say(describe(err), "error")), loadWatches()]);
+  await Promise.all([loadBookings().catch((err) => say(describe(err), "error")), loadWatches(), loadOffers()]);
 }
 
 async function main() {
