@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import time
 import webbrowser
@@ -76,17 +77,42 @@ async def store_is_empty(regions: Regions) -> bool:
     return True
 
 
-async def seed_regions(regions: Regions, scale: str, days: int = 90, now: float | None = None) -> int:
-    """Register the seed's clinics and open their days through the actors. Returns clinics added."""
-    from server.seed import seed_commands
+PREBOOK_CHUNK = 5_000          # Book commands in flight per region at a time: memory stays flat
+PREBOOK_LEAD_S = 15 * 60      # pre-booked times start at least this long after seeding begins
 
-    first_day = day_of_epoch(int(now if now is not None else time.time()))
-    per_region = seed_commands(int(scale) if scale.isdigit() else scale, first_day=first_day, days=days)
-    clinics = 0
-    for commands in per_region.values():
+
+async def seed_regions(regions: Regions, scale: str, days: int = 90, now: float | None = None,
+                       booked: float = 0.0) -> int:
+    """Register the seed's clinics and open their days through the actors, then (``booked`` > 0)
+    book about that share of the open cells (``server.seed.prebook_region``), region by region
+    in chunks. Returns clinics added."""
+    from engine.errors import Refused
+    from server.seed import build_catalog, prebook_region, seed_commands
+
+    now_s = int(now if now is not None else time.time())
+    first_day = day_of_epoch(now_s)
+    scale_: str | int = int(scale) if scale.isdigit() else scale
+    per_region = seed_commands(scale_, first_day=first_day, days=days)
+    catalog = build_catalog(scale_) if booked else {}
+    clinics = bookings = refused = 0
+    for region, commands in per_region.items():
         # one region at a time keeps memory flat; within a region the actor batches them
         results = await asyncio.gather(*(regions.submit(cmd) for cmd in commands))
         clinics += sum(1 for events in results for e in events if type(e).__name__ == "ClinicRegistered")
+        if not booked:
+            continue
+        books = prebook_region(region, catalog[region], booked, first_day=first_day, days=days,
+                               not_before=now_s + PREBOOK_LEAD_S)
+        while chunk := list(itertools.islice(books, PREBOOK_CHUNK)):
+            for outcome in await asyncio.gather(*(regions.submit(b) for b in chunk), return_exceptions=True):
+                if isinstance(outcome, Refused):
+                    refused += 1   # e.g. a time that passed while seeding: the seed is not the test
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    bookings += 1
+    if booked:
+        log.info("pre-booked %d times (%d refused)", bookings, refused)
     return clinics
 
 
@@ -106,7 +132,7 @@ def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[s
                 continue
             with contextlib.suppress(EmailTaken):   # a restart keeps the accounts it made before
                 store.create_user(email, DEMO_PASSWORD, name, Role(role), clinic if role == "staff" else None)
-            made.append((email, role, clinic if role == "staff" else ""))
+            made.append((email, role, (clinic or "") if role == "staff" else ""))
     finally:
         store.close()
     return made
@@ -122,8 +148,8 @@ async def seed_store(args: argparse.Namespace) -> int:
             print("the store already has clinics; not seeding")
             return 1
         started = time.perf_counter()
-        clinics = await seed_regions(regions, args.scale, days=args.days)
-        print(f"seeded {clinics} clinics in {time.perf_counter() - started:.1f}s")
+        clinics = await seed_regions(regions, args.scale, days=args.days, booked=args.booked)
+        print(f"seeded {clinics} clinics ({args.booked:.0%} pre-booked) in {time.perf_counter() - started:.1f}s")
         for actor in regions.actors.values():
             await actor.snapshot_now()
     finally:
@@ -142,7 +168,7 @@ async def serve(args: argparse.Namespace) -> int:
     regions = make_regions(settings, journal)
     await regions.start()
     if (args.seed or args.seed_if_empty) and await store_is_empty(regions):
-        clinics = await seed_regions(regions, args.scale)
+        clinics = await seed_regions(regions, args.scale, booked=args.booked)
         clinic = await first_clinic(regions)
         accounts = create_demo_accounts(settings, clinic)
         print(f"Seeded {clinics} demo clinics in all 21 regions.", flush=True)
