@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(BIN)/tandtid bench all
 
 loadtest: $(STAMP)
-	$(BIN)/python -m loadtest.run --seconds 120 --users 200 --scale sweden
+	$(BIN)/python -m loadtest.run --seconds 120 --users 200 --scale sweden --booked 0.3
 
 run: $(STAMP)
 	$(BIN)/tandtid serve --data ./data --seed-if-empty --open

@@ -1,7 +1,7 @@
 """A bounded, headless load test: ``python -m loadtest.run --seconds 120 --users 200 --scale small``.
 
 Without ``--host`` it starts its own server in a temporary directory (``tandtid serve --seed
---scale SCALE`` on a free 127.0.0.1 port, rate limits off: every simulated user shares one IP),
+--scale SCALE --booked SHARE`` on a free 127.0.0.1 port, rate limits off: every simulated user shares one IP),
 creates clinic API keys for a few busy clinics, runs the fixed user mix of ``loadtest/users.py``
 for ``--seconds`` with Locust as a library (one process, so the invariant check sees every
 user), stops the server, and prints one JSON document: the run, Locust's statistics per request
@@ -53,7 +53,7 @@ def tandtid(*args: str) -> list[str]:
 class LocalServer:
     """``tandtid serve --seed`` in a temporary data directory; stopped with SIGTERM (then SIGKILL)."""
 
-    def __init__(self, scale: str, data_dir: Path) -> None:
+    def __init__(self, scale: str, data_dir: Path, booked: float = 0.0) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,7 +63,7 @@ class LocalServer:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 tandtid("serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", str(data_dir),
-                        "--seed", "--scale", scale, "--log-level", "warning"),
+                        "--seed", "--scale", scale, "--booked", str(booked), "--log-level", "warning"),
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )
 
@@ -156,6 +156,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--spawn-rate", type=float, default=10, help="users started per second")
     p.add_argument("--scale", default="small", help="seed scale of the server it starts")
+    p.add_argument("--booked", type=float, default=0.0, help="share of the seed's open times pre-booked (0..1)")
     p.add_argument("--host", default=None, help="an already running server (127.0.0.1 only)")
     p.add_argument("--data", default=None, help="with --host: its data directory, to create clinic keys")
     p.add_argument("--clinic-keys", type=int, default=3, help="clinics given API keys (the first is the "
@@ -177,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             host, data_dir = args.host.rstrip("/"), Path(args.data) if args.data else None
         else:
             scratch = tempfile.TemporaryDirectory(prefix="tandtid-loadtest-")
-            server = LocalServer(args.scale, Path(scratch.name))
-            print(f"starting a server ({args.scale}) at {server.url} ...", file=sys.stderr, flush=True)
+            server = LocalServer(args.scale, Path(scratch.name), args.booked)
+            print(f"starting a server ({args.scale}, {args.booked:.0%} pre-booked) at {server.url} ...",
+                  file=sys.stderr, flush=True)
             server.wait_ready()
             host, data_dir = server.url, server.data_dir
         regions = [r.strip() for r in args.regions.split(",") if r.strip()]
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TANDTID_LT_FLASH_CLINIC"] = next(iter(keys), "")
         result = run_locust(host, args.users, args.spawn_rate, args.seconds, args.stop_timeout)
         result = {"host": host, "users": args.users, "scale": None if args.host else args.scale,
+                  "booked": None if args.host else args.booked,
                   "clinic_keys": len(keys), **result}
         print(json.dumps(result, indent=2, ensure_ascii=False), flush=True)
         return 0 if result["invariant"].get("ok") else 1

@@ -325,3 +325,28 @@ def test_prebook_starts_after_not_before_and_share_bounds() -> None:
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError):
             prebook_commands(catalog, bad, first_day=PREBOOK_FIRST, days=3)
+
+
+async def test_seed_regions_books_the_share_through_the_actors(tmp_path: Any) -> None:
+    """Real actors over a real FileJournal: the pre-booked times are journaled like any booking."""
+    from persistence.file_journal import FileJournal
+    from server.regions import Regions
+    from server.serve import seed_regions
+
+    journal = FileJournal(tmp_path)
+    await journal.open()
+    regions = Regions(journal)
+    await regions.start()
+    try:
+        now = _midnight(PREBOOK_FIRST) + 10 * 3600
+        clinics = await seed_regions(regions, "42", days=14, now=now, booked=0.3)
+        assert clinics == 42
+        expected = prebook_commands(build_catalog(42), 0.3, first_day=PREBOOK_FIRST, days=14,
+                                    not_before=now + 15 * 60)
+        for region, books in expected.items():
+            held = await regions.query(region, lambda state: {b.id: (b.resource, b.day, b.cell)
+                                                              for b in state.bookings.values()})
+            assert held == {b.booking_id: (b.resource, b.day, b.cell) for b in books}
+    finally:
+        await regions.stop()
+        await journal.close()
