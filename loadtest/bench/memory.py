@@ -2,8 +2,10 @@
 
 Builds the seed catalogue (default ``--scale sweden``: ~4,430 clinics, ~13,000 resources),
 applies its commands to one ``engine.state.RegionState`` per region with ``--days`` days
-opened (default 90), and reports the process RSS (psutil) after a full GC. The target is
-< 512 MB RSS. Prints one JSON line and returns the same dict.
+opened (default 90), then (with ``--booked F``) the seed's pre-booked times filling about
+that share of the open cells (``server.seed.prebook_region``), and reports the process RSS
+(psutil) after a full GC. The target for the empty slot tables is < 512 MB RSS. Prints one
+JSON line and returns the same dict.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import psutil
 
 from engine.calendar import TZ
 from engine.state import RegionState
-from server.seed import seed_commands
+from server.seed import build_catalog, prebook_region, seed_commands
 
 
 def _now_before(first_day: int) -> int:
@@ -35,6 +37,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--first-day", type=date.fromisoformat, default=None,
                         help="YYYY-MM-DD of the first opened day (default: today)")
     parser.add_argument("--seed", type=int, default=1, help="rng seed of the catalogue")
+    parser.add_argument("--booked", type=float, default=0.0,
+                        help="share of the open cells pre-booked (0..1), as `tandtid seed --booked`")
     return parser.parse_args(argv)
 
 
@@ -46,15 +50,23 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     started = time.perf_counter()
     states: dict[str, RegionState] = {}
-    clinics = resources = 0
+    clinics = resources = bookings = 0
+    catalog = build_catalog(scale, rng_seed=args.seed) if args.booked else {}
     for region, commands in seed_commands(scale, first_day=first_day, days=args.days,
                                           rng_seed=args.seed).items():
         state = states[region] = RegionState(region)
         for command in commands:
             state.apply(command, now)
             state.take_changes()   # nobody listens: drop the diff so it cannot pile up
+        if args.booked:
+            for book in prebook_region(region, catalog[region], args.booked, first_day=first_day,
+                                       days=args.days, rng_seed=args.seed):
+                state.apply(book, now)
+                state.take_changes()
         clinics += len(state.clinics)
         resources += len(state.resources)
+        bookings += len(state.bookings)
+    del catalog
     build_s = time.perf_counter() - started
 
     gc.collect()
@@ -62,9 +74,12 @@ def main(argv: list[str]) -> dict[str, Any]:
     cells = sum(len(s.resource_row(r).buf) for s in states.values() for r in s.resources)
     free_cells = sum(s.free_count(c, d) for s in states.values() for c in s.clinics
                      for d in range(first_day, first_day + args.days))
+    booked_cells = sum(b.cells for s in states.values() for b in s.bookings.values())
     result: dict[str, Any] = {
         "bench": "memory", "clinics": clinics, "resources": resources, "cells": cells,
-        "free_cells": free_cells, "days": args.days, "rss_mb": round(rss_mb, 1),
+        "free_cells": free_cells, "bookings": bookings, "booked_cells": booked_cells,
+        "booked_share": round(booked_cells / max(1, booked_cells + free_cells), 3),
+        "days": args.days, "rss_mb": round(rss_mb, 1),
         "build_s": round(build_s, 2),
     }
     print(json.dumps(result), flush=True)
