@@ -181,9 +181,28 @@ async function sampleState() {
   $("connections").textContent = `${t("admin.connections")}: ${connections}`;
 }
 
+async function showMessage(name) {
+  const m = await get(`/api/admin/outbox/${encodeURIComponent(name)}`);
+  const files = (m.attachments || []).map((a) => a.filename).join(", ");
+  const box = $("outbox-message");
+  box.textContent = `${m.subject}\n${m.to} · ${m.date}\n\n${m.text}${files ? `\n\n📎 ${files}` : ""}`;
+  box.hidden = false;
+  box.focus();
+}
+
+async function sampleOutbox() {
+  const data = await get("/api/admin/outbox?limit=20");
+  $("outbox-total").textContent = t("admin.outbox.total", { n: data.total });
+  $("outbox").replaceChildren(...(data.messages.length ? data.messages.map((m) => el("tr", {},
+    el("td", {}, el("button", { type: "button", class: "link", text: m.subject || m.name,
+      onclick: () => showMessage(m.name).catch((err) => announce($("admin-message"),
+        err instanceof ApiError ? err.describe() : t("error.network"), "error")) })),
+    el("td", { text: m.to }), el("td", { text: m.date }))) : [el("tr", {}, el("td", { colspan: "3", class: "muted", text: t("admin.nodata") }))]));
+}
+
 async function loop() {
   try {
-    await Promise.all([sampleMetrics(), sampleState()]);
+    await Promise.all([sampleMetrics(), sampleState(), sampleOutbox()]);
     announce($("admin-message"), "");
   } catch (err) {
     announce($("admin-message"), err instanceof ApiError ? err.describe() : t("error.network"), "error");

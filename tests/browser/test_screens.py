@@ -21,6 +21,7 @@ from tests.browser.browsing import (
     Api,
     Contexts,
     check_accessibility,
+    ms,
     screenshot,
     sign_in,
     wait_live,
@@ -149,6 +150,11 @@ def test_admin_dashboard_screen(contexts: Contexts, api: Api, solo_clinics: list
     expect(page.locator("#regions li[data-ready='true']")).to_have_count(21)
     expect(page.locator("#chart-commands .plot canvas")).to_have_count(1)
     expect(page.locator("#chart-commands")).to_have_attribute("data-samples", re.compile(r"^([3-9]|\d\d+)$"))
+    # With no SMTP configured, the confirmations of those bookings land in the outbox the admin reads here.
+    expect(page.locator("#outbox tr button").first).to_be_visible(timeout=ms(15))
+    page.locator("#outbox tr button").first.click()
+    expect(page.locator("#outbox-message")).to_be_visible()
+    expect(page.locator("#outbox-message")).to_contain_text(".ics")
     settle(page, "admin", size)
 
 
