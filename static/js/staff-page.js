@@ -1,11 +1,14 @@
 // /staff: a clinic account sees its day. Resources by time, bookings with patient names (names appear only
 // on this page, fetched from /api/clinic/v1/day, never from the live diffs), block and unblock time,
-// cancel, mark no-show. The clinic topic tells the page when to fetch the day again.
+// cancel, mark no-show. The clinic topic tells the page when to fetch the day again (and the webhooks panel
+// to look for new deliveries). Below the day: the clinic's calendar feed and its webhooks.
 
 import { ApiError, get, post, query } from "./api.js";
 import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
 import { LiveConnection } from "./live.js";
+import { feedControl } from "./feed-control.js";
 import { authForm, currentUser, userBar } from "./session.js";
+import { WebhooksPanel } from "./staff-webhooks.js";
 import { announce, el, mountShell } from "./shell.js";
 import { formatTime, todayIso, wallClock } from "./stockholm.js";
 
@@ -19,6 +22,7 @@ let user = null;
 let day = null;
 let services = [];
 let reloadTimer = null;
+const webhooks = new WebhooksPanel();
 
 function say(text, kind = "info") {
   announce($("staff-message"), text, kind);
@@ -95,7 +99,7 @@ function renderDay() {
         el("button", { type: "button", class: "danger", "aria-label": `${t("staff.cancel")} ${when}`, text: t("staff.cancel"),
           onclick: () => act(`/api/clinic/v1/bookings/${encodeURIComponent(b.id)}/cancel`, {}) }),
         el("button", { type: "button", "aria-label": `${t("staff.noshow")} ${when}`, text: t("staff.noshow"),
-          onclick: () => act(`/api/clinic/v1/bookings/${encodeURIComponent(b.id)}/no-show`, {}) })) : ""));
+          onclick: () => markNoShow(b) })) : ""));
   }) : [el("tr", {}, el("td", { colspan: "6", class: "muted", text: t("staff.none") }))]));
 }
 
@@ -106,6 +110,22 @@ async function act(path, body) {
     await loadDay();
   } catch (err) {
     say(err instanceof ApiError ? err.describe() : String(err), "error");
+  }
+}
+
+/** The server refuses a no-show (422 INVALID) before the appointment has started: say why, plainly. */
+async function markNoShow(b) {
+  try {
+    await post(`/api/clinic/v1/bookings/${encodeURIComponent(b.id)}/no-show`, {});
+    say(t("staff.noshow.done"), "ok");
+    await loadDay();
+  } catch (err) {
+    if (err instanceof ApiError && err.code === "INVALID") {
+      const early = Date.parse(b.start) > Date.now();
+      say(early ? t("staff.noshow.early", { time: formatTime(b.start) }) : t("staff.noshow.notbooked"), "error");
+    } else {
+      say(err instanceof ApiError ? err.describe() : String(err), "error");
+    }
   }
 }
 
@@ -121,7 +141,10 @@ function blockBody() {
 function subscribeDay() {
   const date = $("staff-date").value || todayIso();
   live.subscribe(`clinic:${user.clinic}`, { from: date, days: 1 }, (msg) => {
-    if (msg.type === "diff") scheduleReload();
+    if (msg.type === "diff") {
+      scheduleReload();
+      webhooks.changed();
+    }
   });
 }
 
@@ -138,6 +161,8 @@ async function signedIn(u) {
   $("staff-clinic").textContent = clinic ? clinic.name : user.clinic;
   await loadDay();
   subscribeDay();
+  feedControl($("staff-feed"), { tokenPath: "/api/clinic/v1/ical-token", idPrefix: "staff-feed", intro: "staff.feed.intro" });
+  await webhooks.start();
 }
 
 async function main() {
@@ -146,7 +171,7 @@ async function main() {
   $("block").addEventListener("click", () => act("/api/clinic/v1/block", blockBody()));
   $("unblock").addEventListener("click", () => act("/api/clinic/v1/unblock", blockBody()));
   services = await get("/api/services").catch(() => []);
-  onLangChange(renderDay);
+  onLangChange(() => { renderDay(); webhooks.render(); });
   const u = await currentUser().catch(() => null);
   if (u) await signedIn(u);
   else {

@@ -44,10 +44,12 @@ def ms(seconds: float) -> float:
 
 
 class ServedSystem:
-    """``tandtid serve --seed`` on a free port over a data directory; can be restarted on the same port."""
+    """``tandtid serve --seed`` on a free port over a data directory; can be restarted on the same port.
+    ``env`` adds to the server's environment (e.g. ``TANDTID_WEBHOOK_ALLOW_HTTP``)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = dict(env or {})
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"server-{self.port}.log"
@@ -60,7 +62,7 @@ class ServedSystem:
         log = self.log_path.open("ab")
         # Every context of every test comes from 127.0.0.1, like a whole clinic behind one NAT address:
         # give that one address room, or the per-IP rate limit (not under test here) would refuse pages.
-        env = {**os.environ, "TANDTID_RATE_PER_S": "1000", "TANDTID_RATE_BURST": "5000"}
+        env = {**os.environ, "TANDTID_RATE_PER_S": "1000", "TANDTID_RATE_BURST": "5000", **self.env}
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         log.close()
         self.wait_ready()

@@ -14,11 +14,14 @@ from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from tests.browser.browsing import CHROMIUM, CHROMIUM_ARGS, Api, Contexts, ServedSystem
 
+WEBHOOKS_TO_LOOPBACK = {"TANDTID_WEBHOOK_ALLOW_HTTP": "1"}
+
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedSystem]:
-    """One served system with demo data for the whole browser session (tests use fresh patients)."""
-    served = ServedSystem(tmp_path_factory.mktemp("served") / "data").start()
+    """One served system with demo data for the whole browser session (tests use fresh patients).
+    Webhooks may post plain HTTP to loopback, so a receiver in the test process can take deliveries."""
+    served = ServedSystem(tmp_path_factory.mktemp("served") / "data", env=WEBHOOKS_TO_LOOPBACK).start()
     try:
         yield served
     finally:
