@@ -1,9 +1,11 @@
 // /me: sign in or register; upcoming and past bookings; cancel; move to another live time;
-// "tell me when a time opens" for a clinic and date range. Live: the "me" topic brings booking events.
+// "tell me when a time opens" for a clinic and date range; a private calendar feed URL.
+// Live: the "me" topic brings booking events.
 
 import { ApiError, del, get, post } from "./api.js";
 import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
 import { LiveConnection } from "./live.js";
+import { feedControl } from "./feed-control.js";
 import { authForm, currentUser, userBar } from "./session.js";
 import { announce, el, mountShell } from "./shell.js";
 import { LiveSlotGrid } from "./slotgrid.js";
@@ -210,6 +212,7 @@ async function signedIn(u, fresh = false) {
   $("account").hidden = false;
   userBar($("userbar"), user, () => location.reload());
   wireNotifyForm();
+  feedControl($("me-feed"), { tokenPath: "/api/me/ical-token", idPrefix: "me-feed", intro: "me.feed.intro" });
   await Promise.all([loadBookings().catch((err) => say(describe(err), "error")), loadWatches(), loadOffers()]);
 }
 
