@@ -176,3 +176,7 @@ def test_an_address_the_server_refuses_is_explained(contexts: Contexts) -> None:
     expect(message).to_have_attribute("data-kind", "error")
     expect(message).to_contain_text("måste börja med https://")
     expect(page.locator("#webhook-secret")).to_be_hidden()
+    page.locator("#lang-toggle").click()
+    expect(page.locator("#webhooks-title + p")).to_contain_text("sends the clinic's booking events")
+    page.locator("#webhook-register").click()
+    expect(message).to_contain_text("must start with https://")
