@@ -219,68 +219,161 @@ def _broadcast_server(port: int, pipe: Connection) -> None:
 # -- client processes ---------------------------------------------------------------------------
 
 def _client_proc(url: str, topics: list[str | None], first: str, pipe: Connection) -> None:
+    with contextlib.suppress(ImportError):   # the load generator must not be the bottleneck
+        import uvloop
+
+        uvloop.install()
     asyncio.run(_clients(url, topics, first, pipe))
 
 
+class _Reader(asyncio.Protocol):
+    """A minimal WebSocket client: hand-made handshake (no compression), a frame reader that
+    only counts frames and reads ``committed_at``; replies to pings. Much cheaper per frame
+    than a full client library, so the client processes keep up and the bench measures the server."""
+
+    def __init__(self, request: bytes, sink: _Sink, subscribing: bool) -> None:
+        self.request = request
+        self.subscribing = subscribing
+        self.sink = sink
+        self.buf = bytearray()
+        self.handshaken = False
+        self.first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport   # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.first.done():
+            self.first.set_exception(ConnectionError("closed before the first frame"))
+        self.sink.stats["closed"] += 1
+
+    def send_text(self, text: str) -> None:
+        assert self.transport is not None
+        data = text.encode()
+        # client frames are masked; an all-zero mask leaves the payload as it is
+        header = bytes([0x81, 0x80 | len(data)]) if len(data) < 126 else bytes([0x81, 0xFE]) + len(data).to_bytes(2)
+        self.transport.write(header + b"\0\0\0\0" + data)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.handshaken:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.handshaken = True
+            del buf[:end + 4]
+            if not self.first.done() and not self.subscribing:
+                self.first.set_result(None)
+        pos, size = 0, len(buf)
+        sink = self.sink
+        while size - pos >= 2:
+            opcode, n = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n, head = int.from_bytes(buf[pos + 2:pos + 4]), 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                n, head = int.from_bytes(buf[pos + 2:pos + 10]), 10
+            if size - pos < head + n:
+                break
+            start = pos + head
+            pos = start + n
+            if opcode == 0x9:   # ping -> pong (masked, zero mask)
+                assert self.transport is not None
+                self.transport.write(bytes([0x8A, 0x80 | n]) + b"\0\0\0\0" + bytes(buf[start:pos]))
+                continue
+            if not self.first.done():
+                self.first.set_result(None)
+                continue
+            if sink.counting and opcode in (0x1, 0x2):
+                sink.frame(buf, start, pos)
+        del buf[:pos]
+
+
+class _Sink:
+    """What one client process counts: frames, bytes, commit -> arrival latency histogram."""
+
+    def __init__(self) -> None:
+        self.hist = [0] * LATENCY_BINS
+        self.stats = {"frames": 0, "diffs": 0, "bytes": 0, "closed": 0, "max_ms": 0}
+        self.counting = False
+
+    def reset(self) -> None:
+        for key in self.stats:
+            self.stats[key] = 0
+        self.hist = [0] * LATENCY_BINS
+
+    def frame(self, buf: bytearray, start: int, end: int) -> None:
+        stats = self.stats
+        stats["frames"] += 1
+        stats["bytes"] += end - start
+        i = buf.find(b'"committed_at":', start, end)
+        if i < 0:
+            return
+        j = buf.find(b",", i, end)
+        latency = max(0, int(time.time() * 1000 - int(buf[i + 15:j])))
+        self.hist[min(latency, LATENCY_BINS - 1)] += 1
+        stats["diffs"] += 1
+        if latency > stats["max_ms"]:
+            stats["max_ms"] = latency
+
+
 async def _clients(url: str, topics: list[str | None], first: str, pipe: Connection) -> None:
-    from websockets.asyncio.client import ClientConnection, connect
+    import base64
+    from urllib.parse import urlsplit
 
     _raise_nofile()
-    hist = [0] * LATENCY_BINS
-    stats = {"frames": 0, "diffs": 0, "bytes": 0, "closed": 0, "max_ms": 0}
-    counting = False
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = (f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    sink = _Sink()
+    loop = asyncio.get_running_loop()
 
-    async def open_one(topic: str | None) -> ClientConnection:
-        ws = await connect(url, open_timeout=60, ping_interval=None, max_queue=64)
+    async def open_one(topic: str | None) -> _Reader:
+        for attempt in range(5):
+            try:
+                _, reader = await loop.create_connection(lambda: _Reader(request, sink, topic is not None), host, port)
+                break
+            except OSError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
         if topic is not None:
-            await ws.send(json.dumps({"op": "subscribe", "topic": topic, "from": first, "days": 14}))
-            await ws.recv()   # the snapshot
-        return ws
+            while not reader.handshaken:   # noqa: ASYNC110 - the handshake is a flag on a protocol
+                await asyncio.sleep(0.005)
+            reader.send_text(json.dumps({"op": "subscribe", "topic": topic, "from": first, "days": 14}))
+            await asyncio.wait_for(reader.first, 60)   # the snapshot
+        return reader
 
-    conns: list[ClientConnection] = []
+    readers: list[_Reader] = []
     for i in range(0, len(topics), 200):
-        conns += await asyncio.gather(*(open_one(t) for t in topics[i:i + 200]))
-
-    async def read(ws: ClientConnection) -> None:
-        try:
-            async for message in ws:
-                if not counting:
-                    continue
-                now_ms = time.time() * 1000
-                text = message if isinstance(message, str) else message.decode()
-                stats["frames"] += 1
-                stats["bytes"] += len(text)
-                i = text.find('"committed_at":')
-                if i < 0:
-                    continue
-                j = text.find(",", i)
-                latency = max(0, int(now_ms - int(text[i + 15:j])))
-                hist[min(latency, LATENCY_BINS - 1)] += 1
-                stats["diffs"] += 1
-                stats["max_ms"] = max(stats["max_ms"], latency)
-        except Exception:
-            pass
-        stats["closed"] += 1
-
-    readers = [asyncio.create_task(read(ws)) for ws in conns]
-    pipe.send(("ready", len(conns)))
+        readers += await asyncio.gather(*(open_one(t) for t in topics[i:i + 200]))
+    pipe.send(("ready", len(readers)))
     while True:
         command = await asyncio.to_thread(pipe.recv)
         if command == "start":
-            counting = True
-            for key in stats:
-                stats[key] = 0
-            hist = [0] * LATENCY_BINS
+            sink.reset()
+            sink.counting = True
         elif command == "stop":
-            counting = False
-            pipe.send(("result", hist, dict(stats)))
+            sink.counting = False
+            pipe.send(("result", sink.hist, dict(sink.stats)))
         elif command == "quit":
             break
-    for ws in conns:
-        with contextlib.suppress(Exception):
-            await ws.close()
-    for task in readers:
-        task.cancel()
+    for reader in readers:
+        if reader.transport is not None:
+            reader.transport.close()
 
 
 class _ClientPool:
