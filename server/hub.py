@@ -53,7 +53,16 @@ from server.topics import (
     parse_topic,
     snapshot_data,
 )
-from server.ws_codec import Encoding, Frame, MalformedMessage, decode_client, encode, encoding_from_query
+from server.ws_codec import (
+    Encoding,
+    Frame,
+    MalformedMessage,
+    decode_client,
+    encode,
+    encoding_from_query,
+    wire_frame,
+)
+from server.ws_protocol import RAW_WEBSOCKET, HubWebSocketProtocol
 
 log = logging.getLogger("tandtid.hub")
 
@@ -98,11 +107,15 @@ QueueItem = tuple[Subscription | None, str, Frame]
 class Connection:
     """Per-socket state, kept small: a deque of shared frame objects and the subscriptions."""
 
-    __slots__ = ("websocket", "encoding", "patient", "queue", "queued_bytes", "subs", "waiter", "sender",
+    __slots__ = ("websocket", "raw", "encoding", "patient", "queue", "queued_bytes", "subs", "waiter", "sender",
                  "strikes", "send_since", "closed", "resync_pending")
 
-    def __init__(self, websocket: WebSocket, encoding: Encoding, patient: str | None) -> None:
+    def __init__(self, websocket: WebSocket, encoding: Encoding, patient: str | None,
+                 raw: HubWebSocketProtocol | None = None) -> None:
         self.websocket = websocket
+        # the uvicorn protocol when frames may be written straight to its transport (see
+        # server/ws_protocol.py); then there is no sender task, only a drain task while a backlog waits
+        self.raw = raw
         self.encoding = encoding
         self.patient = patient
         self.queue: deque[QueueItem] = deque()
@@ -154,6 +167,7 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self._frames_metric = {kind: metrics.WS_FRAMES_SENT.labels(kind=kind) for kind in _KINDS}
+        self._direct_diffs = 0   # diff frames written straight to sockets, not yet added to the metric
         self._slow_metric = {action: metrics.WS_SLOW_CONSUMERS.labels(action=action)
                              for action in ("resynced", "dropped")}
         regions.add_listener(self.on_commit)
@@ -182,6 +196,7 @@ class Hub:
             await asyncio.gather(*self._closers, return_exceptions=True)
 
     def stats(self) -> dict[str, int]:
+        self._report_direct()
         return {
             "connections": len(self.connections),
             "subscriptions": sum(len(t.subscribers) for t in self.topics.values()),
@@ -205,12 +220,14 @@ class Hub:
         patient = self._patient_of(websocket)
         await websocket.accept()
         self.start()
-        conn = Connection(websocket, encoding, patient)
+        raw = websocket.scope.get("extensions", {}).get(RAW_WEBSOCKET)
+        conn = Connection(websocket, encoding, patient, raw if isinstance(raw, HubWebSocketProtocol) else None)
         self.connections.add(conn)
         if patient is not None:
             self.patients.setdefault(patient, set()).add(conn)
         metrics.WS_CONNECTIONS.inc()
-        conn.sender = asyncio.get_running_loop().create_task(self._send_loop(conn))
+        if conn.raw is None:   # any other ASGI server: one sender task per connection
+            conn.sender = asyncio.get_running_loop().create_task(self._send_loop(conn))
         try:
             await self._receive_loop(conn)
         except (WebSocketDisconnect, RuntimeError, OSError):
@@ -337,8 +354,15 @@ class Hub:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _push(self, conn: Connection, sub: Subscription | None, kind: str, frame: Frame) -> None:
+    def _push(self, conn: Connection, sub: Subscription | None, kind: str, frame: Frame,
+              wire: bytes | None = None) -> None:
         queue = conn.queue
+        raw = conn.raw
+        if raw is not None and not queue and not conn.closed and raw.writable_now():
+            raw.transport.write(wire_frame(frame) if wire is None else wire)
+            self.frames_sent += 1
+            self._frames_metric[kind].inc()
+            return
         size = len(frame)
         if len(queue) >= self.max_queue or conn.queued_bytes + size > self.max_queued_bytes:
             self._overflow(conn, sub)
@@ -347,8 +371,47 @@ class Hub:
         conn.queued_bytes += size
         if len(queue) > self.queue_high_water:
             self.queue_high_water = len(queue)
-        if conn.waiter is not None:
-            self._wake(conn)
+        self._kick(conn)
+
+    def _kick(self, conn: Connection) -> None:
+        """Make sure somebody sends ``conn``'s queue (and its pending resyncs)."""
+        if conn.raw is None:
+            if conn.waiter is not None:
+                self._wake(conn)
+        elif conn.sender is None and not conn.closed:
+            conn.sender = asyncio.get_running_loop().create_task(self._drain(conn))
+
+    async def _drain(self, conn: Connection) -> None:
+        """A direct connection's backlog: write it as the transport takes it, then resync."""
+        raw = conn.raw
+        assert raw is not None
+        queue = conn.queue
+        loop = asyncio.get_running_loop()
+        frames_metric = self._frames_metric
+        try:
+            while not conn.closed:
+                if queue:
+                    if raw.disconnected or raw.close_sent or raw.transport.is_closing():
+                        break   # the receive loop sees the disconnect and cleans up
+                    if not raw.writable.is_set():
+                        conn.send_since = loop.time()
+                        await raw.writable.wait()
+                        conn.send_since = 0.0
+                        continue
+                    _sub, kind, frame = queue.popleft()
+                    conn.queued_bytes -= len(frame)
+                    raw.transport.write(wire_frame(frame))
+                    self.frames_sent += 1
+                    frames_metric[kind].inc()
+                    continue
+                conn.strikes = 0
+                if not conn.resync_pending:
+                    break
+                await self._resync(conn)
+        finally:
+            conn.send_since = 0.0
+            if conn.sender is asyncio.current_task():
+                conn.sender = None
 
     def _control(self, conn: Connection, message: dict[str, Any]) -> None:
         """A pong or an error: dropped if the deque is full (the client is behind anyway)."""
@@ -485,7 +548,7 @@ class Hub:
             sub.resync = True
             conn.resync_pending = True
             if not conn.queue:
-                self._wake(conn)
+                self._kick(conn)
 
     # -- from the actors ---------------------------------------------------------------------
 
@@ -540,19 +603,31 @@ class Hub:
             topic.snapshots.clear()
             message = {"type": "diff", "topic": key, "seq": topic.seq, "committed_at": committed_ms,
                        "data": {data_key: items}}
-            json_frame: Frame | None = None
-            msgpack_frame: Frame | None = None
+            # per encoding in use: the message encoded once and framed once for every subscriber
+            frames: dict[Encoding, tuple[Frame, bytes]] = {}
+            direct = 0
             for conn, sub in list(topic.subscribers.items()):
                 if sub.resync:
                     continue
-                if conn.encoding is Encoding.JSON:
-                    if json_frame is None:
-                        json_frame = encode(message, Encoding.JSON)
-                    self._push(conn, sub, "diff", json_frame)
+                encoded = frames.get(conn.encoding)
+                if encoded is None:
+                    frame = encode(message, conn.encoding)
+                    encoded = frames[conn.encoding] = (frame, wire_frame(frame))
+                raw = conn.raw
+                # the hot path: nothing queued, socket writable -> the shared bytes go out now
+                if raw is not None and not conn.queue and raw.writable_now():
+                    raw.transport.write(encoded[1])
+                    direct += 1
                 else:
-                    if msgpack_frame is None:
-                        msgpack_frame = encode(message, Encoding.MSGPACK)
-                    self._push(conn, sub, "diff", msgpack_frame)
+                    self._push(conn, sub, "diff", encoded[0], encoded[1])
+            self.frames_sent += direct
+            self._direct_diffs += direct
+        self._report_direct()
+
+    def _report_direct(self) -> None:
+        if self._direct_diffs:
+            self._frames_metric["diff"].inc(self._direct_diffs)
+            self._direct_diffs = 0
 
     def _on_reloaded(self, region: str) -> None:
         for key in [k for k, t in self.topics.items() if t.name.region == region]:

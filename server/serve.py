@@ -25,6 +25,7 @@ from server.regions import Regions
 from server.runtime import tune_gc
 from server.settings import Settings
 from server.webhooks.dispatcher import WebhookDispatcher
+from server.ws_protocol import UVICORN_WS_OPTIONS
 
 log = logging.getLogger("tandtid.serve")
 
@@ -186,6 +187,7 @@ async def serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         lifespan="on", ws_max_size=settings.max_ws_frame, proxy_headers=False, access_log=False,
+        **UVICORN_WS_OPTIONS,   # the hub writes pre-framed diffs straight to sockets; no deflate
     )
     server = uvicorn.Server(config)
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"

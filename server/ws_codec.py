@@ -41,6 +41,23 @@ def encode(message: dict[str, Any], encoding: Encoding) -> Frame:
     return orjson.dumps(message).decode()
 
 
+def wire_frame(frame: Frame) -> bytes:
+    """``frame`` as one complete, unmasked server WebSocket frame (FIN; text for str, binary
+    for bytes), ready to be written to a socket as is -- built once, shared by every subscriber."""
+    if isinstance(frame, str):
+        payload, first = frame.encode(), 0x81
+    else:
+        payload, first = frame, 0x82
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 1 << 16:
+        head = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
 def decode_client(raw: str | bytes) -> dict[str, Any]:
     """A client message as a dict. JSON text, or msgpack/JSON bytes. Raises MalformedMessage."""
     try:

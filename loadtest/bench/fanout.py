@@ -77,7 +77,7 @@ def _clinics_per_region(total: int) -> dict[str, int]:
     return {r: max(2, round(total * p / people)) for r, p in POPULATION.items()}
 
 
-async def _serve(port: int, total_clinics: int, days: int) -> None:
+async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
     import uvicorn
 
     from engine.commands import Book, OpenDays, RegisterClinic
@@ -87,7 +87,10 @@ async def _serve(port: int, total_clinics: int, days: int) -> None:
     from server.regions import Regions
     from server.runtime import tune_gc
     from server.settings import Settings
+    from server.ws_protocol import UVICORN_WS_OPTIONS
 
+    # "hub": as served; "stock": uvicorn's default protocol and options (every frame via ASGI send)
+    ws_options: dict[str, Any] = UVICORN_WS_OPTIONS if ws == "hub" else {}
     _raise_nofile()
     with tempfile.TemporaryDirectory(prefix="tandtid-fanout-") as tmp:
         settings = Settings.from_env(port=port, data_dir=tmp, log_level="warning", rate_per_s=1e9,
@@ -114,9 +117,9 @@ async def _serve(port: int, total_clinics: int, days: int) -> None:
                              for d in range(first, first + days) for c in _open_starts(clinic, d)]
         tune_gc()
         app = create_app(settings, regions=regions)
-        server = uvicorn.Server(uvicorn.Config(
+        server = uvicorn.Server(uvicorn.Config(   # the WebSocket options `tandtid serve` uses
             app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False,
-            ws_max_size=settings.max_ws_frame, backlog=4096))
+            ws_max_size=settings.max_ws_frame, backlog=4096, **ws_options))
         serving = asyncio.create_task(server.serve())
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.05)
@@ -477,6 +480,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--client-procs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--clinics", type=int, default=400, help="bench clinics across Sweden")
     parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--ws", choices=("hub", "stock"), default="hub",
+                        help="server WebSocket protocol: the hub's (as served) or uvicorn's stock one")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -485,7 +490,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> dict[str, Any]:
     args = _parse(argv)
     if args.serve:
-        asyncio.run(_serve(args.port, args.clinics, args.days))
+        asyncio.run(_serve(args.port, args.clinics, args.days, args.ws))
         return {}
     _raise_nofile()
     from loadtest.bench.catalog import FIRST_DATE
@@ -494,10 +499,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "loadtest.bench.fanout", "--serve", "--port", str(port),
-         "--clinics", str(args.clinics), "--days", str(args.days)],
+         "--clinics", str(args.clinics), "--days", str(args.days), "--ws", args.ws],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    result: dict[str, Any] = {"bench": "fanout", "clients": args.clients}
+    result: dict[str, Any] = {"bench": "fanout", "clients": args.clients, "ws": args.ws}
     try:
         assert server.stdout is not None
         while not server.stdout.readline().startswith("READY"):

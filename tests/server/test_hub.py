@@ -34,6 +34,7 @@ from server.auth import SessionSigner
 from server.hub import Hub
 from server.regions import Regions
 from server.settings import Settings
+from server.ws_protocol import UVICORN_WS_OPTIONS
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
 
 TIMEOUT = 10.0          # one scalable unit for every wait in this file
@@ -50,6 +51,7 @@ class Live:
     url: str
     accounts: AccountStore
     signer: SessionSigner
+    direct: bool = False
 
 
 def free_port_socket() -> socket.socket:
@@ -59,8 +61,10 @@ def free_port_socket() -> socket.socket:
     return sock
 
 
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
+@pytest.fixture(params=["direct", "asgi"])
+async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Live]:
+    """``direct``: the hub's own uvicorn protocol (pre-framed writes straight to sockets, as
+    ``tandtid serve`` runs); ``asgi``: uvicorn's stock protocol, every frame through ASGI send."""
     settings = Settings(data_dir=tmp_path, secret_key=b"x" * 32, allowed_origins=[ORIGIN],
                         ws_send_buffer=8, max_ws_frame=4096)
     journal = FileJournal(tmp_path / "data")
@@ -76,12 +80,14 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     app.state.accounts = accounts
     app.state.signer = SessionSigner(settings.secret_key)
     sock = free_port_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    ws_options: dict[str, Any] = UVICORN_WS_OPTIONS if request.param == "direct" else {"ws": "websockets-sansio"}
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **ws_options))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     await until(lambda: server.started, "uvicorn to start")
     port = sock.getsockname()[1]
     try:
-        yield Live(regions, hub, settings, f"ws://127.0.0.1:{port}/ws", accounts, app.state.signer)
+        yield Live(regions, hub, settings, f"ws://127.0.0.1:{port}/ws", accounts, app.state.signer,
+                   request.param == "direct")
     finally:
         await hub.stop()
         server.should_exit = True
@@ -380,3 +386,20 @@ async def test_signed_in_patients_get_their_own_booking_events_only(live: Live) 
         for ws in (me, anonymous):
             await send(ws, {"op": "ping"})
             assert await recv(ws) == {"type": "pong"}   # nothing else was queued before the pong
+
+
+async def test_direct_connections_need_no_sender_task_and_share_one_framed_diff(live: Live) -> None:
+    async with connect(live.url) as one, connect(live.url) as two:
+        for ws in (one, two):
+            await subscribe(ws, "clinic:AB-c1")
+        conns = list(live.hub.connections)
+        assert len(conns) == 2
+        # direct: the uvicorn protocol is known and idle connections have no task of their own
+        assert all((c.raw is not None) == live.direct for c in conns)
+        assert all((c.sender is None) == live.direct for c in conns)
+        sent = live.hub.frames_sent
+        await live.regions.submit(book(1))
+        first, second = await recv(one), await recv(two)
+        assert first == second and first["type"] == "diff"
+        assert first["data"]["cells"] == [["AB-c1-r1", FIRST, CELL_0900, 2, BOOKED]]
+        assert live.hub.frames_sent == sent + 2
