@@ -117,6 +117,26 @@ async def seed_regions(regions: Regions, scale: str, days: int = 90, now: float 
     return clinics
 
 
+async def pass_over_seed(settings: Settings, journal: Journal) -> None:
+    """Move the notifier's and the webhook dispatcher's cursors past the seed: its bookings were
+    made by no one who can be told (opaque ``seed-p…`` patients), and acting on each of millions
+    of them (one SQLite look-up per booking) would keep the server busy for half an hour. They
+    still replay the seed into their projections, so later changes to those bookings are told."""
+    from engine.model import REGIONS
+    from server.notify.ledger import Ledger
+    from server.webhooks.store import WebhookStore
+
+    ends = {r.code: await journal.last_position(r.code) for r in REGIONS}
+    ledger, hooks = Ledger(settings.data_dir / "notify.sqlite3"), WebhookStore(settings.data_dir / "webhooks.sqlite3")
+    try:
+        for region, end in ends.items():
+            ledger.advance(region, end)
+            hooks.advance(region, end)
+    finally:
+        ledger.close()
+        hooks.close()
+
+
 async def first_clinic(regions: Regions, region: str = "AB") -> str | None:
     ids = await regions.query(region, lambda state: sorted(state.clinics))
     return ids[0] if ids else None
@@ -151,6 +171,7 @@ async def seed_store(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         clinics = await seed_regions(regions, args.scale, days=args.days, booked=args.booked)
         print(f"seeded {clinics} clinics ({args.booked:.0%} pre-booked) in {time.perf_counter() - started:.1f}s")
+        await pass_over_seed(settings, journal)
         for actor in regions.actors.values():
             await actor.snapshot_now()
     finally:
@@ -170,6 +191,7 @@ async def serve(args: argparse.Namespace) -> int:
     await regions.start()
     if (args.seed or args.seed_if_empty) and await store_is_empty(regions):
         clinics = await seed_regions(regions, args.scale, booked=args.booked)
+        await pass_over_seed(settings, journal)
         clinic = await first_clinic(regions)
         accounts = create_demo_accounts(settings, clinic)
         print(f"Seeded {clinics} demo clinics in all 21 regions.", flush=True)

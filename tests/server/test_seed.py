@@ -350,3 +350,35 @@ async def test_seed_regions_books_the_share_through_the_actors(tmp_path: Any) ->
     finally:
         await regions.stop()
         await journal.close()
+
+
+async def test_the_notifier_and_webhooks_start_after_the_seed(tmp_path: Any) -> None:
+    """Nobody is told about pre-booked times: both consumers' cursors sit at the seed's end."""
+    from engine.model import REGIONS
+    from persistence.file_journal import FileJournal
+    from server.notify.ledger import Ledger
+    from server.regions import Regions
+    from server.serve import pass_over_seed, seed_regions
+    from server.settings import Settings
+    from server.webhooks.store import WebhookStore
+
+    settings = Settings.from_env(data_dir=tmp_path)
+    journal = FileJournal(tmp_path)
+    await journal.open()
+    regions = Regions(journal)
+    await regions.start()
+    try:
+        await seed_regions(regions, "42", days=7, now=_midnight(PREBOOK_FIRST), booked=0.3)
+        await pass_over_seed(settings, journal)
+        ends = {r.code: await journal.last_position(r.code) for r in REGIONS}
+    finally:
+        await regions.stop()
+        await journal.close()
+    assert all(ends.values())
+    ledger, hooks = Ledger(tmp_path / "notify.sqlite3"), WebhookStore(tmp_path / "webhooks.sqlite3")
+    try:
+        assert ledger.cursors() == ends
+        assert hooks.cursors() == ends
+    finally:
+        ledger.close()
+        hooks.close()
