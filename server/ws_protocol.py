@@ -30,6 +30,13 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:   # the ASGI task is created but has not run yet: it sees this
             scope["extensions"][RAW_WEBSOCKET] = self
 
+    def start_keepalive(self) -> None:
+        # called right after the 101 response is written: the parsed request and the response
+        # (header lists, ~2 KB per connection) are never read again
+        self.request = None     # type: ignore[assignment]
+        self.response = None    # type: ignore[assignment]
+        super().start_keepalive()
+
     def writable_now(self) -> bool:
         """True when a frame may go straight to the socket: open, not closing, not paused."""
         return (self.handshake_complete and not self.close_sent and not self.disconnected
