@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "serve":
         from server.serve import serve
 
-        return asyncio.run(serve(args))
+        return run_server_loop(serve(args))
     if args.cmd == "seed":
         from server.serve import seed_store
 
@@ -120,6 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         password = args.password or getpass.getpass("password: ")
         return asyncio.run(book(args.url, args.email, password, args.clinic, args.service, args.days))
     return 2
+
+
+def run_server_loop(main_coro: Any) -> int:
+    """The server's event loop: uvloop when installed (uvicorn[standard] brings it), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main_coro)
+    result: int = uvloop.run(main_coro)
+    return result
 
 
 BENCHES = ("engine", "actor", "recovery", "memory", "journal", "http", "fanout")
