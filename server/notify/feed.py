@@ -18,6 +18,7 @@ kind to ``server.notify.messages.TEMPLATES`` (e-mail) and, if clinics should see
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -188,3 +189,37 @@ async def follow_region(journal: Journal, region: str, projection: Projection, *
             announced = True
             if caught_up is not None:
                 caught_up(region)
+
+
+class PendingCursors:
+    """Cursors of journal entries that needed no durable action (nothing to send or deliver).
+
+    Advancing the durable cursor for each of those would be one SQLite write per entry;
+    instead the newest position per region is kept here and written every ``every_s``
+    seconds. A crash loses at most that much progress, and the entries re-read after it
+    need no action anyway. A consumer that records an action for a region in the same
+    transaction as its cursor calls ``discard`` for that region.
+    """
+
+    def __init__(self, advance: Callable[[str, int], None], every_s: float = 1.0) -> None:
+        self._advance = advance
+        self._every_s = every_s
+        self._pending: dict[str, int] = {}
+
+    def note(self, region: str, position: int) -> None:
+        self._pending[region] = position
+
+    def discard(self, region: str) -> None:
+        self._pending.pop(region, None)
+
+    def flush(self) -> None:
+        """Write the pending cursors now (blocking: call via ``asyncio.to_thread``)."""
+        pending, self._pending = self._pending, {}
+        for region, position in pending.items():
+            self._advance(region, position)
+
+    async def flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            if self._pending:
+                await asyncio.to_thread(self.flush)

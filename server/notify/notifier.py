@@ -33,7 +33,7 @@ from engine.model import REGIONS
 from engine.records import BOOKED_STATUS
 from persistence.journal import Journal
 from server.accounts import AccountStore
-from server.notify.feed import Fact, Projection, follow_region
+from server.notify.feed import Fact, PendingCursors, Projection, follow_region
 from server.notify.ledger import Ledger
 from server.notify.mailer import MailConfig, Mailer, MailUnavailable, Rejected, mailer_for
 from server.notify.messages import TEMPLATES, compose
@@ -83,7 +83,7 @@ class Notifier:
         self.stats = NotifierStats()
         self._caught_up: set[str] = set()
         self._all_caught_up = asyncio.Event()
-        self._pending_cursor: dict[str, int] = {}
+        self._cursors = PendingCursors(self.ledger.advance, CURSOR_FLUSH_S)
         self._tasks: list[asyncio.Task[None]] = []
         self._owned: list[Callable[[], None]] = []
 
@@ -116,7 +116,7 @@ class Notifier:
                               handle=self._handle, caught_up=self._region_caught_up),
                 name=f"notify-{region}"))
         self._tasks.append(asyncio.create_task(self._remind_forever(), name="notify-reminders"))
-        self._tasks.append(asyncio.create_task(self._flush_forever(), name="notify-cursors"))
+        self._tasks.append(asyncio.create_task(self._cursors.flush_forever(), name="notify-cursors"))
         for task in self._tasks:
             task.add_done_callback(self._crashed)
 
@@ -128,7 +128,7 @@ class Notifier:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.to_thread(self._flush_cursors)
+        await asyncio.to_thread(self._cursors.flush)
         for close in self._owned:
             close()
         self._owned.clear()
@@ -162,12 +162,12 @@ class Notifier:
             return
         wanted = [f for f in facts if f.kind in TEMPLATES]
         if not wanted:
-            self._pending_cursor[region] = position
+            self._cursors.note(region, position)
             return
         for i, fact in enumerate(wanted):
             last = i == len(wanted) - 1
             await self._deliver(fact.key, fact, region=region if last else None, position=position if last else None)
-        self._pending_cursor.pop(region, None)
+        self._cursors.discard(region)
 
     async def _deliver(self, key: str, fact: Fact, *, region: str | None = None, position: int | None = None,
                        kind: str | None = None, lead_s: int = 0) -> None:
@@ -248,15 +248,3 @@ class Notifier:
             await self.send_due_reminders()
             await asyncio.sleep(self.reminder_poll_s)
 
-    # -- cursors of entries without messages -----------------------------------------------------
-
-    def _flush_cursors(self) -> None:
-        pending, self._pending_cursor = self._pending_cursor, {}
-        for region, position in pending.items():
-            self.ledger.advance(region, position)
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(CURSOR_FLUSH_S)
-            if self._pending_cursor:
-                await asyncio.to_thread(self._flush_cursors)

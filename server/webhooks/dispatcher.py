@@ -41,7 +41,7 @@ import orjson
 from engine.model import REGIONS
 from persistence.journal import Journal
 from server.booking_views import end_iso, epoch_iso
-from server.notify.feed import Fact, Projection, follow_region
+from server.notify.feed import Fact, PendingCursors, Projection, follow_region
 from server.webhooks.signing import HEADER, sign
 from server.webhooks.store import Attempt, QueuedRow, WebhookStore
 
@@ -132,7 +132,7 @@ class WebhookDispatcher:
         self.poll_s = poll_s
         self._transport = transport
         self.projection = Projection()
-        self._pending_cursor: dict[str, int] = {}
+        self._cursors = PendingCursors(self.store.advance, CURSOR_FLUSH_S)
         self._wake = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,7 +155,7 @@ class WebhookDispatcher:
                 follow_region(self.journal, region, self.projection, cursor=cursors.get(region, 0),
                               handle=self._handle), name=f"webhooks-{region}"))
         self._tasks.append(asyncio.create_task(self._send_forever(), name="webhooks-sender"))
-        self._tasks.append(asyncio.create_task(self._flush_forever(), name="webhooks-cursors"))
+        self._tasks.append(asyncio.create_task(self._cursors.flush_forever(), name="webhooks-cursors"))
         for task in self._tasks:
             task.add_done_callback(self._crashed)
 
@@ -169,7 +169,7 @@ class WebhookDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._inflight.clear()
-        await asyncio.to_thread(self._flush_cursors)
+        await asyncio.to_thread(self._cursors.flush)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -204,22 +204,11 @@ class WebhookDispatcher:
                     continue
                 rows.extend((endpoint, fact.event_id, event_type, body) for endpoint in endpoints)
         if not rows:
-            self._pending_cursor[region] = position
+            self._cursors.note(region, position)
             return
         await asyncio.to_thread(self.store.enqueue, region, position, rows, self.clock())
-        self._pending_cursor.pop(region, None)
+        self._cursors.discard(region)
         self._wake.set()
-
-    def _flush_cursors(self) -> None:
-        pending, self._pending_cursor = self._pending_cursor, {}
-        for region, position in pending.items():
-            self.store.advance(region, position)
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(CURSOR_FLUSH_S)
-            if self._pending_cursor:
-                await asyncio.to_thread(self._flush_cursors)
 
     # -- sending ---------------------------------------------------------------------------------
 
