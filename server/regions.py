@@ -104,6 +104,12 @@ class Regions:
     async def query(self, region: str, fn: Callable[[RegionState], T]) -> T:
         return await self.actor(region).query(fn)
 
+    async def query_all(self, fn: Callable[[RegionState], list[T]]) -> list[T]:
+        """``fn`` on every region (in parallel, each inside its actor), the lists joined.
+        For things that can live in any region: a patient's bookings, holds, wait-list entries."""
+        chunks = await asyncio.gather(*(actor.query(fn) for actor in self.actors.values()))
+        return [item for chunk in chunks for item in chunk]
+
     def ready(self) -> bool:
         return all(actor.ready for actor in self.actors.values())
 

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from engine.calendar import day_of, day_of_epoch, locate
+from engine.commands import Command
+from engine.errors import RefusalCode, Refused
+from engine.events import Event
 from engine.model import region_of
 from server.accounts import Role
 from server.auth import AuthError, Principal, csrf_ok, principal_from
@@ -29,6 +32,17 @@ M = TypeVar("M", bound=BaseModel)
 def regions_of(request: Request) -> Regions:
     regions: Regions = request.app.state.regions
     return regions
+
+
+async def submit_own(request: Request, command: Command, missing: str) -> list[Event]:
+    """Submit a command on something the caller must own. Somebody else's (NOT_YOURS) is
+    answered exactly like an unknown id, 404 ``missing``, so its existence is never revealed."""
+    try:
+        return await regions_of(request).submit(command)
+    except Refused as exc:
+        if exc.code in (RefusalCode.NOT_FOUND, RefusalCode.NOT_YOURS):
+            raise not_found(missing) from None
+        raise
 
 
 def now_s(request: Request) -> int:

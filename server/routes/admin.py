@@ -42,8 +42,8 @@ async def all_clinics(request: Request) -> Response:
             rows.append(row)
         return rows
 
-    chunks = await asyncio.gather(*(regions.query(code, read) for code in regions.actors))
-    return json_response(sorted((r for chunk in chunks for r in chunk), key=lambda r: r["id"]))
+    found = await regions.query_all(read)
+    return json_response(sorted(found, key=lambda r: r["id"]))
 
 
 async def clinic_bookings(request: Request) -> Response:

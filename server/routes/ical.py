@@ -63,8 +63,8 @@ async def patient_feed(request: Request) -> Response:
                 out.append((b, clinic, f"{_service(b)} – {clinic.name}"))
         return out
 
-    chunks = await asyncio.gather(*(regions.query(code, read) for code in regions.actors))
-    items = sorted((i for chunk in chunks for i in chunk),
+    found = await regions.query_all(read)
+    items = sorted(found,
                    key=lambda i: (cell_epoch(i[0].day, i[0].cell, i[1].cell_minutes), i[0].id))
     return _feed_response(feed_ics(items, name="Tandtid", now_s=now))
 

@@ -7,7 +7,6 @@ like an unknown one (404), whatever the engine said (NOT_YOURS never leaks).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 from typing import Any
@@ -33,6 +32,7 @@ from server.routes.access import (
     region_or_404,
     regions_of,
     require_user,
+    submit_own,
 )
 from server.routes.replies import json_response, no_content
 from server.schemas import BookingBody, HoldBody, RescheduleBody
@@ -102,8 +102,8 @@ async def list_holds(request: Request) -> Response:
         hold = state.hold_of(patient)
         return [hold_view(hold, state.clinics[hold.clinic])] if hold is not None else []
 
-    chunks = await asyncio.gather(*(regions.query(code, read) for code in regions.actors))
-    views = sorted((v for chunk in chunks for v in chunk), key=lambda v: (v["expires_at"], v["id"]))
+    found = await regions.query_all(read)
+    views = sorted(found, key=lambda v: (v["expires_at"], v["id"]))
     return json_response({"holds": views})
 
 
@@ -112,12 +112,7 @@ async def release_hold(request: Request) -> Response:
     hold_id = path_id(request)
     region_or_404(hold_id)
     assert principal.user_id is not None
-    try:
-        await regions_of(request).submit(ReleaseHold(hold_id, principal.user_id))
-    except Refused as exc:
-        if exc.code in (RefusalCode.NOT_FOUND, RefusalCode.NOT_YOURS):
-            raise not_found("no such hold") from None
-        raise
+    await submit_own(request, ReleaseHold(hold_id, principal.user_id), "no such hold")
     return no_content()
 
 
@@ -192,9 +187,7 @@ async def list_bookings(request: Request) -> Response:
         return [booking_view(b, state.clinics[b.clinic]) for b in state.bookings_of(patient)]
 
     # A patient's bookings can be in any region; the per-patient index makes each query cheap.
-    chunks = await asyncio.gather(*(regions.query(code, read) for code in regions.actors))
-    views = [view for chunk in chunks for view in chunk]
-    views.sort(key=lambda v: (v["start"], v["id"]))
+    views = sorted(await regions.query_all(read), key=lambda v: (v["start"], v["id"]))
     return json_response({"bookings": views})
 
 

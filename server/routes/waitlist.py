@@ -8,7 +8,6 @@ confirmed with ``POST /api/bookings {"hold": id}`` like any hold.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 
@@ -17,14 +16,21 @@ from starlette.responses import Response
 
 from engine.calendar import date_of
 from engine.commands import JoinWaitlist, LeaveWaitlist
-from engine.errors import RefusalCode, Refused
 from engine.state import RegionState
 from engine.waitlist import WaitEntry
 from server import geography
 from server.booking_views import epoch_iso, hold_view
 from server.errors import not_found
 from server.openapi import Endpoint
-from server.routes.access import first_day, parse_body, path_id, region_or_404, regions_of, require_user
+from server.routes.access import (
+    first_day,
+    parse_body,
+    path_id,
+    region_or_404,
+    regions_of,
+    require_user,
+    submit_own,
+)
 from server.routes.replies import json_response, no_content
 from server.schemas import WaitlistBody, minute_of
 
@@ -91,8 +97,8 @@ async def list_waitlist(request: Request) -> Response:
     def read(state: RegionState) -> list[dict[str, Any]]:
         return [entry_view(state, e) for e in state.waitlist.of_patient(patient)]
 
-    chunks = await asyncio.gather(*(regions.query(code, read) for code in regions.actors))
-    views = sorted((v for chunk in chunks for v in chunk), key=lambda v: (v["joined_at"], v["id"]))
+    found = await regions.query_all(read)
+    views = sorted(found, key=lambda v: (v["joined_at"], v["id"]))
     return json_response({"entries": views})
 
 
@@ -101,12 +107,7 @@ async def leave_waitlist(request: Request) -> Response:
     entry_id = path_id(request)
     region_or_404(entry_id)
     assert principal.user_id is not None
-    try:
-        await regions_of(request).submit(LeaveWaitlist(entry_id, principal.user_id))
-    except Refused as exc:
-        if exc.code in (RefusalCode.NOT_FOUND, RefusalCode.NOT_YOURS):
-            raise not_found("no such wait-list entry") from None
-        raise
+    await submit_own(request, LeaveWaitlist(entry_id, principal.user_id), "no such wait-list entry")
     return no_content()
 
 
