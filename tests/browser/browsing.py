@@ -146,7 +146,7 @@ class Api:
         for day in data["days"]:
             for t in day["times"]:
                 start = t["start"]
-                if _epoch(start) > soon:
+                if epoch_of(start) > soon:
                     out.append({"start": start, "resource": t["resource"], "date": day["date"]})
         return out
 
@@ -173,7 +173,7 @@ class Api:
         return booking
 
 
-def _epoch(iso: str) -> float:
+def epoch_of(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso).timestamp()
