@@ -166,5 +166,18 @@ class Tick:
     """Expire holds and offers whose time has passed and release BUFFER cells whose window ended."""
 
 
-Command = (RegisterClinic | OpenDays | PlaceHold | ReleaseHold | Book | Cancel | Reschedule | Block | Unblock
-           | JoinWaitlist | LeaveWaitlist | MarkNoShow | Tick)
+Command = (
+    RegisterClinic
+    | OpenDays
+    | PlaceHold
+    | ReleaseHold
+    | Book
+    | Cancel
+    | Reschedule
+    | Block
+    | Unblock
+    | JoinWaitlist
+    | LeaveWaitlist
+    | MarkNoShow
+    | Tick
+)

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 @dataclass(frozen=True, slots=True)
 class ClinicRegistered:
     KIND: ClassVar[str] = "ClinicRegistered"
-    clinic: dict[str, Any]             # Clinic.to_record()
-    resources: list[dict[str, Any]]    # resource_to_record() each
+    clinic: dict[str, Any]  # Clinic.to_record()
+    resources: list[dict[str, Any]]  # resource_to_record() each
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class HoldPlaced:
     day: int
     cell: int
     cells: int
-    expires_at: int                    # epoch seconds
+    expires_at: int  # epoch seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +64,8 @@ class Booked:
     day: int
     cell: int
     cells: int
-    at: int                            # epoch seconds of the decision
-    hold_id: str                       # "" when booked directly
+    at: int  # epoch seconds of the decision
+    hold_id: str  # "" when booked directly
     idempotency_key: str
     fingerprint: str
 
@@ -74,9 +74,9 @@ class Booked:
 class Cancelled:
     KIND: ClassVar[str] = "Cancelled"
     booking_id: str
-    by: str                            # Party value
+    by: str  # Party value
     at: int
-    buffer_until: int                  # 0: cells went FREE; else BUFFER until this epoch second
+    buffer_until: int  # 0: cells went FREE; else BUFFER until this epoch second
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +121,8 @@ class WaitlistJoined:
     KIND: ClassVar[str] = "WaitlistJoined"
     entry_id: str
     patient: str
-    clinic: str                        # "" when the entry is for a whole municipality
-    municipality: str                  # "" when the entry is for one clinic
+    clinic: str  # "" when the entry is for a whole municipality
+    municipality: str  # "" when the entry is for one clinic
     service: str
     first_day: int
     days: int
@@ -169,15 +169,45 @@ class NoShowMarked:
     at: int
 
 
-Event = (ClinicRegistered | DaysOpened | HoldPlaced | HoldReleased | HoldExpired | Booked | Cancelled
-         | Rescheduled | CellsBlocked | CellsUnblocked | BufferReleased | WaitlistJoined | WaitlistLeft
-         | OfferMade | OfferExpired | NoShowMarked)
+Event = (
+    ClinicRegistered
+    | DaysOpened
+    | HoldPlaced
+    | HoldReleased
+    | HoldExpired
+    | Booked
+    | Cancelled
+    | Rescheduled
+    | CellsBlocked
+    | CellsUnblocked
+    | BufferReleased
+    | WaitlistJoined
+    | WaitlistLeft
+    | OfferMade
+    | OfferExpired
+    | NoShowMarked
+)
 
 _EVENT_TYPES: dict[str, Any] = {
     cls.KIND: cls
-    for cls in (ClinicRegistered, DaysOpened, HoldPlaced, HoldReleased, HoldExpired, Booked, Cancelled,
-                Rescheduled, CellsBlocked, CellsUnblocked, BufferReleased, WaitlistJoined, WaitlistLeft,
-                OfferMade, OfferExpired, NoShowMarked)
+    for cls in (
+        ClinicRegistered,
+        DaysOpened,
+        HoldPlaced,
+        HoldReleased,
+        HoldExpired,
+        Booked,
+        Cancelled,
+        Rescheduled,
+        CellsBlocked,
+        CellsUnblocked,
+        BufferReleased,
+        WaitlistJoined,
+        WaitlistLeft,
+        OfferMade,
+        OfferExpired,
+        NoShowMarked,
+    )
 }
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {
     kind: tuple(f.name for f in fields(cls)) for kind, cls in _EVENT_TYPES.items()

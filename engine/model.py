@@ -14,7 +14,7 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Region:
-    code: str   # län letter code: "AB", "O", "M", ...
+    code: str  # län letter code: "AB", "O", "M", ...
     name: str
 
 
@@ -55,7 +55,7 @@ def region_of(entity_id: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Service:
     id: str
-    name: str        # Swedish
+    name: str  # Swedish
     name_en: str
     minutes: int
 
@@ -77,17 +77,17 @@ class ResourceKind(StrEnum):
 
 
 class ClinicKind(StrEnum):
-    PUBLIC = "public"     # Folktandvården
+    PUBLIC = "public"  # Folktandvården
     PRIVATE = "private"
 
 
 @dataclass(frozen=True, slots=True)
 class Resource:
-    id: str                     # carries the region: "AB-c12-r3"
+    id: str  # carries the region: "AB-c12-r3"
     clinic: str
     kind: ResourceKind
-    name: str                   # display name, e.g. "Tandläkare 1" (staff, not patients)
-    services: tuple[str, ...]   # service ids this resource performs
+    name: str  # display name, e.g. "Tandläkare 1" (staff, not patients)
+    services: tuple[str, ...]  # service ids this resource performs
 
 
 # Opening hours: for each ISO weekday 1..7 (Monday=1) a tuple of (open_minute, close_minute)
@@ -107,10 +107,10 @@ DEFAULT_HOURS: OpeningHours = {
 
 @dataclass(frozen=True, slots=True)
 class Clinic:
-    id: str                      # carries the region: "AB-c12"
+    id: str  # carries the region: "AB-c12"
     name: str
     region: str
-    municipality: str            # SCB municipality code, e.g. "0180"
+    municipality: str  # SCB municipality code, e.g. "0180"
     municipality_name: str
     address: str
     lat: float
@@ -119,11 +119,11 @@ class Clinic:
     services: tuple[str, ...]
     hours: OpeningHours = field(default_factory=lambda: dict(DEFAULT_HOURS))
     cell_minutes: int = 15
-    phone: str = ""              # the clinic's switchboard (public business data)
-    buffer_minutes: int = 10     # how long a clinic-cancelled time stays BUFFER before FREE
+    phone: str = ""  # the clinic's switchboard (public business data)
+    buffer_minutes: int = 10  # how long a clinic-cancelled time stays BUFFER before FREE
     cancel_notice_hours: int = 24
     max_bookings_per_patient: int = 3
-    offer_minutes: int = 10      # how long a wait-list offer (an exclusive hold) stays open
+    offer_minutes: int = 10  # how long a wait-list offer (an exclusive hold) stays open
 
     @property
     def cells_per_day(self) -> int:
@@ -132,13 +132,21 @@ class Clinic:
     def to_record(self) -> dict[str, Any]:
         """A msgpack/JSON-friendly dict; ``clinic_from_record`` is its inverse."""
         return {
-            "id": self.id, "name": self.name, "region": self.region,
-            "municipality": self.municipality, "municipality_name": self.municipality_name,
-            "address": self.address, "lat": self.lat, "lon": self.lon, "kind": str(self.kind),
+            "id": self.id,
+            "name": self.name,
+            "region": self.region,
+            "municipality": self.municipality,
+            "municipality_name": self.municipality_name,
+            "address": self.address,
+            "lat": self.lat,
+            "lon": self.lon,
+            "kind": str(self.kind),
             "services": list(self.services),
             "hours": {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(self.hours.items())},
-            "cell_minutes": self.cell_minutes, "phone": self.phone,
-            "buffer_minutes": self.buffer_minutes, "cancel_notice_hours": self.cancel_notice_hours,
+            "cell_minutes": self.cell_minutes,
+            "phone": self.phone,
+            "buffer_minutes": self.buffer_minutes,
+            "cancel_notice_hours": self.cancel_notice_hours,
             "max_bookings_per_patient": self.max_bookings_per_patient,
             "offer_minutes": self.offer_minutes,
         }
@@ -146,11 +154,19 @@ class Clinic:
 
 def clinic_from_record(r: dict[str, Any]) -> Clinic:
     return Clinic(
-        id=r["id"], name=r["name"], region=r["region"], municipality=r["municipality"],
-        municipality_name=r["municipality_name"], address=r["address"], lat=float(r["lat"]),
-        lon=float(r["lon"]), kind=ClinicKind(r["kind"]), services=tuple(r["services"]),
+        id=r["id"],
+        name=r["name"],
+        region=r["region"],
+        municipality=r["municipality"],
+        municipality_name=r["municipality_name"],
+        address=r["address"],
+        lat=float(r["lat"]),
+        lon=float(r["lon"]),
+        kind=ClinicKind(r["kind"]),
+        services=tuple(r["services"]),
         hours={int(d): tuple((int(a), int(b)) for a, b in ivs) for d, ivs in r["hours"].items()},
-        cell_minutes=int(r["cell_minutes"]), phone=r.get("phone", ""),
+        cell_minutes=int(r["cell_minutes"]),
+        phone=r.get("phone", ""),
         buffer_minutes=int(r.get("buffer_minutes", 10)),
         cancel_notice_hours=int(r.get("cancel_notice_hours", 24)),
         max_bookings_per_patient=int(r.get("max_bookings_per_patient", 3)),
@@ -159,10 +175,20 @@ def clinic_from_record(r: dict[str, Any]) -> Clinic:
 
 
 def resource_to_record(res: Resource) -> dict[str, Any]:
-    return {"id": res.id, "clinic": res.clinic, "kind": str(res.kind), "name": res.name,
-            "services": list(res.services)}
+    return {
+        "id": res.id,
+        "clinic": res.clinic,
+        "kind": str(res.kind),
+        "name": res.name,
+        "services": list(res.services),
+    }
 
 
 def resource_from_record(r: dict[str, Any]) -> Resource:
-    return Resource(id=r["id"], clinic=r["clinic"], kind=ResourceKind(r["kind"]), name=r["name"],
-                    services=tuple(r["services"]))
+    return Resource(
+        id=r["id"],
+        clinic=r["clinic"],
+        kind=ResourceKind(r["kind"]),
+        name=r["name"],
+        services=tuple(r["services"]),
+    )

@@ -43,8 +43,9 @@ def _starts_on(row: ResourceRow, k: int, day: int, now: int) -> list[int]:
     return out
 
 
-def free_starts(state: RegionState, clinic: str, service: str, first_day: int, days: int,
-                now: int) -> list[tuple[int, list[tuple[int, str]]]]:
+def free_starts(
+    state: RegionState, clinic: str, service: str, first_day: int, days: int, now: int
+) -> list[tuple[int, list[tuple[int, str]]]]:
     """For each day of the range: the (cell, resource) starts where ``service`` fits on FREE
     cells, not before ``now``, sorted by cell then resource. Every day appears (maybe empty)."""
     cands = _candidates(state, clinic, service)
@@ -56,8 +57,9 @@ def free_starts(state: RegionState, clinic: str, service: str, first_day: int, d
     return result
 
 
-def next_free(state: RegionState, clinic: str, service: str, first_day: int, days: int,
-              now: int) -> tuple[int, int, str] | None:
+def next_free(
+    state: RegionState, clinic: str, service: str, first_day: int, days: int, now: int
+) -> tuple[int, int, str] | None:
     """The earliest (day, cell, resource) where ``service`` fits in the range, or None."""
     cands = _candidates(state, clinic, service)
     if not cands:
@@ -77,7 +79,9 @@ def next_free(state: RegionState, clinic: str, service: str, first_day: int, day
 
 def region_summary(state: RegionState, first_day: int, days: int) -> dict[str, list[int]]:
     """Per clinic (sorted by id): FREE cell counts for each day of the range (the map colours)."""
-    return {c: [state.free_count(c, d) for d in range(first_day, first_day + days)] for c in sorted(state.clinics)}
+    return {
+        c: [state.free_count(c, d) for d in range(first_day, first_day + days)] for c in sorted(state.clinics)
+    }
 
 
 def clinic_day(state: RegionState, clinic: str, day: int) -> dict[str, Any]:
@@ -89,8 +93,13 @@ def clinic_day(state: RegionState, clinic: str, day: int) -> dict[str, Any]:
         "day": day,
         "cell_minutes": c.cell_minutes,
         "resources": [
-            {"id": r.id, "name": r.name, "kind": str(r.kind), "services": list(r.services),
-             "cells": state.row(r.id, day).translate(_DIGITS).decode("ascii")}
+            {
+                "id": r.id,
+                "name": r.name,
+                "kind": str(r.kind),
+                "services": list(r.services),
+                "cells": state.row(r.id, day).translate(_DIGITS).decode("ascii"),
+            }
             for r in state.resources_of(clinic)
         ],
         "bookings": [b.to_dict() for b in state.bookings_on(clinic, day)],

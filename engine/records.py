@@ -12,7 +12,7 @@ from typing import Any
 
 BOOKED_STATUS = "booked"
 CANCELLED_STATUS = "cancelled"
-NO_SHOW_STATUS = "no_show"       # the patient did not come; the cells stay BOOKED
+NO_SHOW_STATUS = "no_show"  # the patient did not come; the cells stay BOOKED
 
 
 @dataclass(slots=True)
@@ -25,16 +25,26 @@ class Hold:
     day: int
     cell: int
     cells: int
-    expires_at: int      # epoch seconds; the hold is dead at expires_at <= now
-    offer: str = ""      # the wait-list entry id when this hold is an exclusive offer, else ""
+    expires_at: int  # epoch seconds; the hold is dead at expires_at <= now
+    offer: str = ""  # the wait-list entry id when this hold is an exclusive offer, else ""
 
     def to_list(self) -> list[Any]:
-        return [self.id, self.patient, self.clinic, self.resource, self.service, self.day, self.cell,
-                self.cells, self.expires_at, self.offer]
+        return [
+            self.id,
+            self.patient,
+            self.clinic,
+            self.resource,
+            self.service,
+            self.day,
+            self.cell,
+            self.cells,
+            self.expires_at,
+            self.offer,
+        ]
 
 
 def hold_from_list(r: list[Any]) -> Hold:
-    return Hold(*r)   # snapshots older than offers have 9 fields: ``offer`` defaults to ""
+    return Hold(*r)  # snapshots older than offers have 9 fields: ``offer`` defaults to ""
 
 
 @dataclass(slots=True)
@@ -47,21 +57,43 @@ class Booking:
     day: int
     cell: int
     cells: int
-    status: str            # "booked" | "cancelled" | "no_show"
-    booked_at: int         # epoch seconds
+    status: str  # "booked" | "cancelled" | "no_show"
+    booked_at: int  # epoch seconds
     cancelled_at: int = 0
     cancelled_by: str = ""  # "" or a Party value
 
     def to_list(self) -> list[Any]:
-        return [self.id, self.patient, self.clinic, self.resource, self.service, self.day, self.cell,
-                self.cells, self.status, self.booked_at, self.cancelled_at, self.cancelled_by]
+        return [
+            self.id,
+            self.patient,
+            self.clinic,
+            self.resource,
+            self.service,
+            self.day,
+            self.cell,
+            self.cells,
+            self.status,
+            self.booked_at,
+            self.cancelled_at,
+            self.cancelled_by,
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/msgpack-friendly view (opaque patient id, no personal data)."""
-        return {"id": self.id, "patient": self.patient, "clinic": self.clinic, "resource": self.resource,
-                "service": self.service, "day": self.day, "cell": self.cell, "cells": self.cells,
-                "status": self.status, "booked_at": self.booked_at, "cancelled_at": self.cancelled_at,
-                "cancelled_by": self.cancelled_by}
+        return {
+            "id": self.id,
+            "patient": self.patient,
+            "clinic": self.clinic,
+            "resource": self.resource,
+            "service": self.service,
+            "day": self.day,
+            "cell": self.cell,
+            "cells": self.cells,
+            "status": self.status,
+            "booked_at": self.booked_at,
+            "cancelled_at": self.cancelled_at,
+            "cancelled_by": self.cancelled_by,
+        }
 
 
 def booking_from_list(r: list[Any]) -> Booking:

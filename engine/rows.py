@@ -62,7 +62,7 @@ class ResourceRow:
         off = self.offset(day)
         if off < 0:
             return bytes(self.cpd)
-        return bytes(self.buf[off:off + self.cpd])
+        return bytes(self.buf[off : off + self.cpd])
 
 
 def weekday_template(hours: OpeningHours, iso_weekday: int, cell_minutes: int) -> bytes:
@@ -88,7 +88,9 @@ def day_mask(template: bytes, day: int, cell_minutes: int) -> bytes:
     return bytes(out)
 
 
-def runs(cells: bytes | bytearray, value: int, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+def runs(
+    cells: bytes | bytearray, value: int, start: int = 0, end: int | None = None
+) -> list[tuple[int, int]]:
     """Maximal runs ``(first, length)`` of ``value`` in ``cells[start:end]`` (positions absolute)."""
     stop = len(cells) if end is None else end
     out: list[tuple[int, int]] = []

@@ -124,38 +124,54 @@ class RegionState:
         self.bookings: dict[str, Booking] = {}
         self.holds: dict[str, Hold] = {}
         self._rows: dict[str, ResourceRow] = {}
-        self._free: dict[str, dict[int, int]] = {}              # clinic -> day -> FREE cells
+        self._free: dict[str, dict[int, int]] = {}  # clinic -> day -> FREE cells
         self._clinic_resources: dict[str, list[str]] = {}
-        self._templates: dict[str, dict[int, bytes]] = {}       # clinic -> iso weekday -> open mask
-        self._mask_runs: dict[bytes, tuple[int, list[tuple[int, int]]]] = {}   # mask -> (FREE cells, runs)
+        self._templates: dict[str, dict[int, bytes]] = {}  # clinic -> iso weekday -> open mask
+        self._mask_runs: dict[bytes, tuple[int, list[tuple[int, int]]]] = {}  # mask -> (FREE cells, runs)
         self._by_patient: dict[str, list[Booking]] = {}
-        self._day_bookings: dict[tuple[str, int], dict[str, Booking]] = {}   # (clinic, day)
-        self._hold_of: dict[str, str] = {}                      # patient -> their one open hold
+        self._day_bookings: dict[tuple[str, int], dict[str, Booking]] = {}  # (clinic, day)
+        self._hold_of: dict[str, str] = {}  # patient -> their one open hold
         self._idem: dict[tuple[str, str], tuple[str, str]] = {}  # (patient, key) -> (booking, fingerprint)
         # active BUFFER windows per (resource, day): [cell, cells, until]
         self._windows: dict[tuple[str, int], list[list[int]]] = {}
-        self._hold_heap: list[tuple[int, str]] = []              # (expires_at, hold id), lazy deletion
-        self._buffer_heap: list[tuple[int, str, int, int, int]] = []   # (until, resource, day, cell, cells)
+        self._hold_heap: list[tuple[int, str]] = []  # (expires_at, hold id), lazy deletion
+        self._buffer_heap: list[tuple[int, str, int, int, int]] = []  # (until, resource, day, cell, cells)
         self.waitlist = Waitlist()
         # spans (resource, day, cell, cells) that became available this step, while anyone waits
         self._freed: list[tuple[str, int, int, int]] = []
         self._changes: list[Change] = []
         self._deciders: dict[type, Any] = {
-            RegisterClinic: self._decide_register, OpenDays: self._decide_open,
-            PlaceHold: self._decide_place_hold, ReleaseHold: self._decide_release_hold,
-            Book: self._decide_book, Cancel: self._decide_cancel, Reschedule: self._decide_reschedule,
-            Block: self._decide_block, Unblock: self._decide_unblock, Tick: self._decide_tick,
-            JoinWaitlist: self._decide_join, LeaveWaitlist: self._decide_leave,
+            RegisterClinic: self._decide_register,
+            OpenDays: self._decide_open,
+            PlaceHold: self._decide_place_hold,
+            ReleaseHold: self._decide_release_hold,
+            Book: self._decide_book,
+            Cancel: self._decide_cancel,
+            Reschedule: self._decide_reschedule,
+            Block: self._decide_block,
+            Unblock: self._decide_unblock,
+            Tick: self._decide_tick,
+            JoinWaitlist: self._decide_join,
+            LeaveWaitlist: self._decide_leave,
             MarkNoShow: self._decide_no_show,
         }
         self._evolvers: dict[type, Any] = {
-            ClinicRegistered: self._on_clinic_registered, DaysOpened: self._on_days_opened,
-            HoldPlaced: self._on_hold_placed, HoldReleased: self._on_hold_gone,
-            HoldExpired: self._on_hold_gone, Booked: self._on_booked, Cancelled: self._on_cancelled,
-            Rescheduled: self._on_rescheduled, CellsBlocked: self._on_cells_blocked,
-            CellsUnblocked: self._on_cells_unblocked, BufferReleased: self._on_buffer_released,
-            WaitlistJoined: self._on_waitlist_joined, WaitlistLeft: self._on_waitlist_left,
-            OfferMade: self._on_offer_made, OfferExpired: self._on_hold_gone, NoShowMarked: self._on_no_show,
+            ClinicRegistered: self._on_clinic_registered,
+            DaysOpened: self._on_days_opened,
+            HoldPlaced: self._on_hold_placed,
+            HoldReleased: self._on_hold_gone,
+            HoldExpired: self._on_hold_gone,
+            Booked: self._on_booked,
+            Cancelled: self._on_cancelled,
+            Rescheduled: self._on_rescheduled,
+            CellsBlocked: self._on_cells_blocked,
+            CellsUnblocked: self._on_cells_unblocked,
+            BufferReleased: self._on_buffer_released,
+            WaitlistJoined: self._on_waitlist_joined,
+            WaitlistLeft: self._on_waitlist_left,
+            OfferMade: self._on_offer_made,
+            OfferExpired: self._on_hold_gone,
+            NoShowMarked: self._on_no_show,
         }
 
     # ------------------------------------------------------------------ the two entry points
@@ -213,8 +229,9 @@ class RegionState:
 
     def bookings_on(self, clinic: str, day: int) -> list[Booking]:
         """The clinic's bookings starting that day (booked and cancelled), by start, resource, id."""
-        return sorted(self._day_bookings.get((clinic, day), {}).values(),
-                      key=lambda b: (b.cell, b.resource, b.id))
+        return sorted(
+            self._day_bookings.get((clinic, day), {}).values(), key=lambda b: (b.cell, b.resource, b.id)
+        )
 
     def hold_of(self, patient: str, clinic: str | None = None) -> Hold | None:
         """The patient's one open hold (an offer included) in the region, or None; with
@@ -259,8 +276,11 @@ class RegionState:
             if s not in SERVICES_BY_ID:
                 _refuse(_INVALID, f"unknown service {s}")
         old = self.clinics.get(clinic.id)
-        if old is not None and old.cell_minutes != clinic.cell_minutes and any(
-                self._rows[r].buf for r in self._clinic_resources.get(clinic.id, ())):
+        if (
+            old is not None
+            and old.cell_minutes != clinic.cell_minutes
+            and any(self._rows[r].buf for r in self._clinic_resources.get(clinic.id, ()))
+        ):
             _refuse(_INVALID, "cell_minutes cannot change once days are opened")
         for res in c.resources:
             if res.clinic != clinic.id:
@@ -290,10 +310,11 @@ class RegionState:
         if cell < 0 or cell + k > cpd or i < 0 or (i + 1) * cpd > len(row.buf):
             return False
         off = i * cpd + cell
-        return row.buf[off:off + k] == _FREE_RUN[k] and cell_epoch(day, cell, row.cell_minutes) >= now
+        return row.buf[off : off + k] == _FREE_RUN[k] and cell_epoch(day, cell, row.cell_minutes) >= now
 
-    def _check_run(self, row: ResourceRow, day: int, cell: int, k: int, now: int,
-                   own: tuple[str, int, int, int] | None) -> None:
+    def _check_run(
+        self, row: ResourceRow, day: int, cell: int, k: int, now: int, own: tuple[str, int, int, int] | None
+    ) -> None:
         """Refuse unless cells [cell, cell+k) of ``day`` are FREE, open and in the future.
         ``own``: (resource, day, cell, cells) the same step gives up; those count as FREE."""
         if cell < 0 or cell + k > row.cpd:
@@ -302,7 +323,7 @@ class RegionState:
         if off < 0:
             _refuse(RefusalCode.OUTSIDE_HOURS, "that day is not open")
         off += cell
-        seg = row.buf[off:off + k]
+        seg = row.buf[off : off + k]
         if seg == _FREE_RUN[k]:
             if cell_epoch(day, cell, row.cell_minutes) < now:
                 _refuse(RefusalCode.IN_PAST, "that time has passed")
@@ -348,8 +369,9 @@ class RegionState:
             self._check_run(row, c.day, c.cell, k, now, (old.resource, old.day, old.cell, old.cells))
         if self._by_patient.get(c.patient):
             self._check_limit(c.patient, self.clinics[row.clinic], now)
-        placed = HoldPlaced(c.hold_id, c.patient, row.clinic, c.resource, c.service, c.day, c.cell, k,
-                            now + c.ttl_s)
+        placed = HoldPlaced(
+            c.hold_id, c.patient, row.clinic, c.resource, c.service, c.day, c.cell, k, now + c.ttl_s
+        )
         if old_id is None:
             return [placed]
         return [HoldReleased(old_id), placed]
@@ -384,8 +406,22 @@ class RegionState:
                 _refuse(RefusalCode.IN_PAST, "that time has passed")
             if self._by_patient.get(c.patient):
                 self._check_limit(c.patient, clinic, now)
-            return [Booked(c.booking_id, c.patient, hold.clinic, hold.resource, hold.service, hold.day,
-                           hold.cell, hold.cells, now, c.hold_id, c.idempotency_key, c.fingerprint)]
+            return [
+                Booked(
+                    c.booking_id,
+                    c.patient,
+                    hold.clinic,
+                    hold.resource,
+                    hold.service,
+                    hold.day,
+                    hold.cell,
+                    hold.cells,
+                    now,
+                    c.hold_id,
+                    c.idempotency_key,
+                    c.fingerprint,
+                )
+            ]
         row = self._rows.get(c.resource)
         if row is None:
             _refuse(_NOT_FOUND, "unknown resource")
@@ -396,8 +432,22 @@ class RegionState:
             self._check_run(row, c.day, c.cell, k, now, None)
         if self._by_patient.get(c.patient):
             self._check_limit(c.patient, self.clinics[row.clinic], now)
-        return [Booked(c.booking_id, c.patient, row.clinic, c.resource, c.service, c.day, c.cell, k, now,
-                       "", c.idempotency_key, c.fingerprint)]
+        return [
+            Booked(
+                c.booking_id,
+                c.patient,
+                row.clinic,
+                c.resource,
+                c.service,
+                c.day,
+                c.cell,
+                k,
+                now,
+                "",
+                c.idempotency_key,
+                c.fingerprint,
+            )
+        ]
 
     def _decide_cancel(self, c: Cancel, now: int) -> list[Event]:
         b = self.bookings.get(c.booking_id)
@@ -460,7 +510,7 @@ class RegionState:
         if earliest_epoch(c.day, c.cell, row.cell_minutes) < now:
             _refuse(RefusalCode.IN_PAST, "that time has passed")
         off = row.offset(c.day) + c.cell
-        seg = row.buf[off:off + c.cells]
+        seg = row.buf[off : off + c.cells]
         if HELD in seg or BOOKED in seg:
             _refuse(RefusalCode.SLOT_TAKEN, "held or booked cells cannot be blocked")
         return [CellsBlocked(c.resource, c.day, c.cell, c.cells)]
@@ -510,8 +560,20 @@ class RegionState:
             _refuse(RefusalCode.IN_PAST, "those days have passed")
         if len(self.waitlist.of_patient(c.patient)) >= MAX_ENTRIES_PER_PATIENT:
             _refuse(RefusalCode.LIMIT_REACHED, "the patient already waits for the most times allowed")
-        return [WaitlistJoined(c.entry_id, c.patient, c.clinic, c.municipality, c.service, c.first_day, c.days,
-                               c.from_minute, c.to_minute, now)]
+        return [
+            WaitlistJoined(
+                c.entry_id,
+                c.patient,
+                c.clinic,
+                c.municipality,
+                c.service,
+                c.first_day,
+                c.days,
+                c.from_minute,
+                c.to_minute,
+                now,
+            )
+        ]
 
     def _decide_leave(self, c: LeaveWaitlist, now: int) -> list[Event]:
         entry = self.waitlist.entries.get(c.entry_id)
@@ -551,17 +613,24 @@ class RegionState:
                 self._on_offer_made(offer)
                 made.append(offer)
                 entries = [e for e in entries if e.id != offer.entry_id]
-        self._freed.clear()   # evolving offers records nothing new, but keep the contract plain
+        self._freed.clear()  # evolving offers records nothing new, but keep the contract plain
         return made
 
-    def _first_offer(self, row: ResourceRow, clinic: Clinic, day: int, span: tuple[int, int],
-                     entries: list[WaitEntry], now: int) -> OfferMade | None:
+    def _first_offer(
+        self,
+        row: ResourceRow,
+        clinic: Clinic,
+        day: int,
+        span: tuple[int, int],
+        entries: list[WaitEntry],
+        now: int,
+    ) -> OfferMade | None:
         off = row.offset(day)
         if off < 0:
             return None
-        seg = row.buf[off:off + row.cpd]
+        seg = row.buf[off : off + row.cpd]
         avail = (FREE, BUFFER)
-        spans: list[tuple[int, int]] = []   # maximal available runs overlapping the freed span
+        spans: list[tuple[int, int]] = []  # maximal available runs overlapping the freed span
         c = span[0]
         while c < span[1]:
             if seg[c] not in avail:
@@ -580,8 +649,13 @@ class RegionState:
         cm = clinic.cell_minutes
         for entry in entries:
             k = row.cells_for.get(entry.service)
-            if (k is None or entry.offer or not entry.covers(day) or self._holds_something(entry.patient)
-                    or self._upcoming(entry.patient, clinic, now) >= clinic.max_bookings_per_patient):
+            if (
+                k is None
+                or entry.offer
+                or not entry.covers(day)
+                or self._holds_something(entry.patient)
+                or self._upcoming(entry.patient, clinic, now) >= clinic.max_bookings_per_patient
+            ):
                 continue
             best: int | None = None
             for lo, hi in spans:
@@ -589,8 +663,18 @@ class RegionState:
                 if s is not None and (best is None or s < best):
                     best = s
             if best is not None:
-                return OfferMade(offer_hold_id(entry.id), entry.id, entry.patient, clinic.id, row.id,
-                                 entry.service, day, best, k, now + clinic.offer_minutes * 60)
+                return OfferMade(
+                    offer_hold_id(entry.id),
+                    entry.id,
+                    entry.patient,
+                    clinic.id,
+                    row.id,
+                    entry.service,
+                    day,
+                    best,
+                    k,
+                    now + clinic.offer_minutes * 60,
+                )
         return None
 
     def _holds_something(self, patient: str) -> bool:
@@ -604,7 +688,7 @@ class RegionState:
         free = self._free.setdefault(clinic.id, {})
         members = self._clinic_resources.setdefault(clinic.id, [])
         if old is not None and old.cell_minutes != clinic.cell_minutes:
-            for rid in members:   # no days opened (checked), so rows are empty: rebuild them
+            for rid in members:  # no days opened (checked), so rows are empty: rebuild them
                 self._rows[rid] = ResourceRow(rid, clinic.id, clinic.cell_minutes)
         for res in resources:
             self.resources[res.id] = res
@@ -617,14 +701,15 @@ class RegionState:
         for rid in members:
             row = self._rows[rid]
             row.free = free
-            row.cells_for = {s: -(-SERVICES_BY_ID[s].minutes // cm)
-                             for s in self.resources[rid].services if s in offered}
+            row.cells_for = {
+                s: -(-SERVICES_BY_ID[s].minutes // cm) for s in self.resources[rid].services if s in offered
+            }
 
     def _on_clinic_registered(self, e: ClinicRegistered) -> None:
         self._install(clinic_from_record(e.clinic), [resource_from_record(r) for r in e.resources])
 
     def _open_mask(self, clinic: Clinic, day: int) -> bytes:
-        weekday = (day - 1) % 7 + 1   # ordinal 1 (0001-01-01) is a Monday
+        weekday = (day - 1) % 7 + 1  # ordinal 1 (0001-01-01) is a Monday
         templates = self._templates.setdefault(clinic.id, {})
         template = templates.get(weekday)
         if template is None:
@@ -635,7 +720,7 @@ class RegionState:
         """Write ``new`` over cells [first, first+len) of ``day`` (which held ``old``), keep the
         free count and record the changed runs."""
         off = row.offset(day) + first
-        row.buf[off:off + len(new)] = new
+        row.buf[off : off + len(new)] = new
         delta = new.count(FREE) - old.count(FREE)
         if delta:
             row.free[day] = row.free.get(day, 0) + delta
@@ -663,9 +748,9 @@ class RegionState:
             free.setdefault(day, 0)
             mask = self._open_mask(clinic, day)
             off = row.offset(day)
-            old = bytes(row.buf[off:off + cpd])
-            if old == closed_day:   # the usual case: a fresh day takes the mask as it is
-                row.buf[off:off + cpd] = mask
+            old = bytes(row.buf[off : off + cpd])
+            if old == closed_day:  # the usual case: a fresh day takes the mask as it is
+                row.buf[off : off + cpd] = mask
                 opened = self._mask_runs.get(mask)
                 if opened is None:
                     opened = self._mask_runs[mask] = (mask.count(FREE), runs(mask, FREE))
@@ -681,10 +766,11 @@ class RegionState:
         row = self._rows[e.resource]
         day, k = e.day, e.cells
         off = (day - row.first_day) * row.cpd + e.cell
-        row.buf[off:off + k] = _HELD_RUN[k]
+        row.buf[off : off + k] = _HELD_RUN[k]
         row.free[day] -= k
-        self.holds[e.hold_id] = Hold(e.hold_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k,
-                                     e.expires_at)
+        self.holds[e.hold_id] = Hold(
+            e.hold_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k, e.expires_at
+        )
         self._hold_of[e.patient] = e.hold_id
         heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
         self._changes.append((e.clinic, e.resource, day, e.cell, k, HELD))
@@ -696,10 +782,10 @@ class RegionState:
         row = self._rows[hold.resource]
         day, k = hold.day, hold.cells
         off = (day - row.first_day) * row.cpd + hold.cell
-        row.buf[off:off + k] = _FREE_RUN[k]
+        row.buf[off : off + k] = _FREE_RUN[k]
         row.free[day] += k
         self._changes.append((hold.clinic, hold.resource, day, hold.cell, k, FREE))
-        if hold.offer:   # a missed or declined offer ends its entry; the time passes on
+        if hold.offer:  # a missed or declined offer ends its entry; the time passes on
             self.waitlist.remove(hold.offer)
             if self.waitlist:
                 self._freed.append((hold.resource, day, hold.cell, k))
@@ -708,17 +794,18 @@ class RegionState:
         row = self._rows[e.resource]
         day, k = e.day, e.cells
         off = (day - row.first_day) * row.cpd + e.cell
-        row.buf[off:off + k] = _BOOKED_RUN[k]
+        row.buf[off : off + k] = _BOOKED_RUN[k]
         if e.hold_id:
             hold = self.holds.pop(e.hold_id)
             if self._hold_of.get(hold.patient) == hold.id:
                 del self._hold_of[hold.patient]
-            if hold.offer:   # a confirmed offer ends its wait
+            if hold.offer:  # a confirmed offer ends its wait
                 self.waitlist.remove(hold.offer)
         else:
             row.free[day] -= k
-        b = Booking(e.booking_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k,
-                    BOOKED_STATUS, e.at)
+        b = Booking(
+            e.booking_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k, BOOKED_STATUS, e.at
+        )
         self._index(b)
         if e.idempotency_key:
             self._idem[(e.patient, e.idempotency_key)] = (e.booking_id, e.fingerprint)
@@ -746,12 +833,12 @@ class RegionState:
         day, k = b.day, b.cells
         off = (day - row.first_day) * row.cpd + b.cell
         if e.buffer_until:
-            row.buf[off:off + k] = _BUFFER_RUN[k]
+            row.buf[off : off + k] = _BUFFER_RUN[k]
             self._windows.setdefault((b.resource, day), []).append([b.cell, k, e.buffer_until])
             heapq.heappush(self._buffer_heap, (e.buffer_until, b.resource, day, b.cell, k))
             self._changes.append((b.clinic, b.resource, day, b.cell, k, BUFFER))
         else:
-            row.buf[off:off + k] = _FREE_RUN[k]
+            row.buf[off : off + k] = _FREE_RUN[k]
             row.free[day] += k
             self._changes.append((b.clinic, b.resource, day, b.cell, k, FREE))
         if self.waitlist:
@@ -762,14 +849,14 @@ class RegionState:
         k = b.cells
         old_row = self._rows[b.resource]
         off = (b.day - old_row.first_day) * old_row.cpd + b.cell
-        old_row.buf[off:off + k] = _FREE_RUN[k]
+        old_row.buf[off : off + k] = _FREE_RUN[k]
         old_row.free[b.day] += k
         self._changes.append((b.clinic, b.resource, b.day, b.cell, k, FREE))
         if self.waitlist:
             self._freed.append((b.resource, b.day, b.cell, k))
         row = self._rows[e.resource]
         off = (e.day - row.first_day) * row.cpd + e.cell
-        row.buf[off:off + k] = _BOOKED_RUN[k]
+        row.buf[off : off + k] = _BOOKED_RUN[k]
         row.free[e.day] -= k
         self._changes.append((b.clinic, e.resource, e.day, e.cell, k, BOOKED))
         if e.day != b.day:
@@ -780,7 +867,7 @@ class RegionState:
     def _on_cells_blocked(self, e: CellsBlocked) -> None:
         row = self._rows[e.resource]
         off = row.offset(e.day) + e.cell
-        old = bytes(row.buf[off:off + e.cells])
+        old = bytes(row.buf[off : off + e.cells])
         new = bytes(BLOCKED if s in (FREE, BUFFER) else s for s in old)
         if new != old:
             self._commit(row, e.day, e.cell, old, new)
@@ -788,11 +875,13 @@ class RegionState:
     def _on_cells_unblocked(self, e: CellsUnblocked) -> None:
         row = self._rows[e.resource]
         off = row.offset(e.day) + e.cell
-        old = bytes(row.buf[off:off + e.cells])
+        old = bytes(row.buf[off : off + e.cells])
         if BLOCKED not in old:
             return
-        mask = self._open_mask(self.clinics[row.clinic], e.day)[e.cell:e.cell + e.cells]
-        new = bytes((FREE if m == FREE else CLOSED) if s == BLOCKED else s for s, m in zip(old, mask, strict=True))
+        mask = self._open_mask(self.clinics[row.clinic], e.day)[e.cell : e.cell + e.cells]
+        new = bytes(
+            (FREE if m == FREE else CLOSED) if s == BLOCKED else s for s, m in zip(old, mask, strict=True)
+        )
         self._commit(row, e.day, e.cell, old, new)
         if self.waitlist:
             self._freed.append((e.resource, e.day, e.cell, e.cells))
@@ -806,7 +895,7 @@ class RegionState:
             self._windows.pop((e.resource, e.day), None)
         row = self._rows[e.resource]
         off = row.offset(e.day) + e.cell
-        old = bytes(row.buf[off:off + e.cells])
+        old = bytes(row.buf[off : off + e.cells])
         new = bytearray(old)
         for i, s in enumerate(old):
             cell = e.cell + i
@@ -821,14 +910,27 @@ class RegionState:
     def _on_waitlist_joined(self, e: WaitlistJoined) -> None:
         waitlist = self.waitlist
         waitlist.seq += 1
-        entry = WaitEntry(e.entry_id, e.patient, e.clinic, e.municipality, e.service, e.first_day, e.days,
-                          e.from_minute, e.to_minute, waitlist.seq, e.at)
+        entry = WaitEntry(
+            e.entry_id,
+            e.patient,
+            e.clinic,
+            e.municipality,
+            e.service,
+            e.first_day,
+            e.days,
+            e.from_minute,
+            e.to_minute,
+            waitlist.seq,
+            e.at,
+        )
         waitlist.add(entry)
         # BUFFER time already waiting at a clinic this entry covers is offered at once
         for (resource, day), windows in sorted(self._windows.items()):
             row = self._rows[resource]
-            if entry.covers(day) and (row.clinic == e.clinic or (
-                    not e.clinic and self.clinics[row.clinic].municipality == e.municipality)):
+            if entry.covers(day) and (
+                row.clinic == e.clinic
+                or (not e.clinic and self.clinics[row.clinic].municipality == e.municipality)
+            ):
                 for cell, cells, _ in sorted(windows):
                     self._freed.append((resource, day, cell, cells))
 
@@ -838,10 +940,20 @@ class RegionState:
     def _on_offer_made(self, e: OfferMade) -> None:
         row = self._rows[e.resource]
         off = row.offset(e.day) + e.cell
-        old = bytes(row.buf[off:off + e.cells])
+        old = bytes(row.buf[off : off + e.cells])
         self._commit(row, e.day, e.cell, old, _HELD_RUN[e.cells])
-        self.holds[e.hold_id] = Hold(e.hold_id, e.patient, e.clinic, e.resource, e.service, e.day, e.cell,
-                                     e.cells, e.expires_at, e.entry_id)
+        self.holds[e.hold_id] = Hold(
+            e.hold_id,
+            e.patient,
+            e.clinic,
+            e.resource,
+            e.service,
+            e.day,
+            e.cell,
+            e.cells,
+            e.expires_at,
+            e.entry_id,
+        )
         self._hold_of[e.patient] = e.hold_id
         heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
         entry = self.waitlist.entries.get(e.entry_id)

@@ -40,31 +40,52 @@ MAX_WAIT_DAYS = 180
 class WaitEntry:
     id: str
     patient: str
-    clinic: str          # "" when the entry is for a whole municipality
-    municipality: str    # "" when the entry is for one clinic
+    clinic: str  # "" when the entry is for a whole municipality
+    municipality: str  # "" when the entry is for one clinic
     service: str
     first_day: int
     days: int
     from_minute: int
     to_minute: int
-    seq: int             # join order in the region
-    joined_at: int       # epoch seconds
-    offer: str = ""      # the open offer's hold id, or ""
+    seq: int  # join order in the region
+    joined_at: int  # epoch seconds
+    offer: str = ""  # the open offer's hold id, or ""
 
     def covers(self, day: int) -> bool:
         return self.first_day <= day < self.first_day + self.days
 
     def to_list(self) -> list[Any]:
-        return [self.id, self.patient, self.clinic, self.municipality, self.service, self.first_day,
-                self.days, self.from_minute, self.to_minute, self.seq, self.joined_at, self.offer]
+        return [
+            self.id,
+            self.patient,
+            self.clinic,
+            self.municipality,
+            self.service,
+            self.first_day,
+            self.days,
+            self.from_minute,
+            self.to_minute,
+            self.seq,
+            self.joined_at,
+            self.offer,
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (opaque patient id, no personal data)."""
-        return {"id": self.id, "patient": self.patient, "clinic": self.clinic or None,
-                "municipality": self.municipality or None, "service": self.service,
-                "first_day": self.first_day, "days": self.days, "from_minute": self.from_minute,
-                "to_minute": self.to_minute, "position": self.seq, "joined_at": self.joined_at,
-                "offer": self.offer or None}
+        return {
+            "id": self.id,
+            "patient": self.patient,
+            "clinic": self.clinic or None,
+            "municipality": self.municipality or None,
+            "service": self.service,
+            "first_day": self.first_day,
+            "days": self.days,
+            "from_minute": self.from_minute,
+            "to_minute": self.to_minute,
+            "position": self.seq,
+            "joined_at": self.joined_at,
+            "offer": self.offer or None,
+        }
 
 
 def entry_from_list(r: list[Any]) -> WaitEntry:
@@ -86,8 +107,8 @@ class Waitlist:
     __slots__ = ("entries", "seq", "_by_target")
 
     def __init__(self) -> None:
-        self.entries: dict[str, WaitEntry] = {}      # insertion order is join order
-        self.seq = 0                                 # the last seq given out
+        self.entries: dict[str, WaitEntry] = {}  # insertion order is join order
+        self.seq = 0  # the last seq given out
         self._by_target: dict[str, dict[str, WaitEntry]] = {}
 
     def __bool__(self) -> bool:
@@ -132,8 +153,9 @@ class Waitlist:
         self.seq = seq
 
 
-def first_start(entry: WaitEntry, k: int, cell_minutes: int, day: int, lo: int, hi: int,
-                span: tuple[int, int], now: int) -> int | None:
+def first_start(
+    entry: WaitEntry, k: int, cell_minutes: int, day: int, lo: int, hi: int, span: tuple[int, int], now: int
+) -> int | None:
     """The earliest start ``s`` for ``entry`` (needing ``k`` cells) on a freed cell of ``span``
     (first, end) whose cells lie in the available run ``[lo, hi)`` (so an offer may reach into
     FREE/BUFFER neighbours, never start before the freed time), fits the entry's time-of-day

@@ -44,7 +44,7 @@ class PendingBook:
     token: str
     body: dict[str, Any]
     key: str
-    reason: str = "unanswered"   # or "interrupted": the user was stopped mid-request
+    reason: str = "unanswered"  # or "interrupted": the user was stopped mid-request
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,12 @@ class Ledger:
     """What the server told the users. Safe to share between greenlets (and threads)."""
 
     patients: set[str] = field(default_factory=set)
-    confirmed: dict[str, str] = field(default_factory=dict)   # booking id -> clinic
+    confirmed: dict[str, str] = field(default_factory=dict)  # booking id -> clinic
     cancelled: set[str] = field(default_factory=set)
     dates: dict[str, set[dt.date]] = field(default_factory=dict)  # clinic -> dates touched
     pending_books: list[PendingBook] = field(default_factory=list)
     pending_cancels: list[PendingCancel] = field(default_factory=list)
-    refusals: Counter[str] = field(default_factory=Counter)   # expected refusals (lost races) by code
+    refusals: Counter[str] = field(default_factory=Counter)  # expected refusals (lost races) by code
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def reset(self) -> None:
@@ -136,12 +136,18 @@ class InvariantReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "clinics_checked": self.clinics_checked, "confirmed": self.confirmed,
-            "cancelled": self.cancelled, "expected_booked": self.expected_booked,
-            "server_booked": self.server_booked, "pending_resolved": self.pending_resolved,
+            "ok": self.ok,
+            "clinics_checked": self.clinics_checked,
+            "confirmed": self.confirmed,
+            "cancelled": self.cancelled,
+            "expected_booked": self.expected_booked,
+            "server_booked": self.server_booked,
+            "pending_resolved": self.pending_resolved,
             "refusals": self.refusals,
             "double_bookings": [list(pair) for pair in self.double_bookings],
-            "missing": self.missing, "unexpected": self.unexpected, "error": self.error,
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "error": self.error,
         }
 
 
@@ -173,8 +179,11 @@ def resolve_pending(client: httpx.Client, ledger: Ledger) -> dict[str, int]:
     with ledger._lock:
         pending, ledger.pending_books = ledger.pending_books, []
     for p in pending:
-        reply = client.post("/api/bookings", json=p.body,
-                            headers={"Authorization": f"Bearer {p.token}", "Idempotency-Key": p.key})
+        reply = client.post(
+            "/api/bookings",
+            json=p.body,
+            headers={"Authorization": f"Bearer {p.token}", "Idempotency-Key": p.key},
+        )
         if reply.status_code == 201:
             ledger.booked(reply.json()["booking"])
         elif reply.status_code not in (409, 410):
@@ -198,16 +207,20 @@ def server_bookings(client: httpx.Client, token: str, dates: dict[str, set[dt.da
         day = first
         while day <= last:
             span = min(MAX_ADMIN_DAYS, (last - day).days + 1)
-            reply = client.get("/api/admin/bookings", headers={"Authorization": f"Bearer {token}"},
-                               params={"clinic": clinic, "from": day.isoformat(), "days": span})
+            reply = client.get(
+                "/api/admin/bookings",
+                headers={"Authorization": f"Bearer {token}"},
+                params={"clinic": clinic, "from": day.isoformat(), "days": span},
+            )
             reply.raise_for_status()
             out.extend(reply.json()["bookings"])
             day += dt.timedelta(days=span)
     return out
 
 
-def check(base_url: str, ledger: Ledger, *, admin_email: str, admin_password: str,
-          timeout_s: float = 30.0) -> InvariantReport:
+def check(
+    base_url: str, ledger: Ledger, *, admin_email: str, admin_password: str, timeout_s: float = 30.0
+) -> InvariantReport:
     """Compare the ledger with the server (see the module docstring). Never raises: a failure
     to reach the server is a failed report with ``error`` set."""
     try:
@@ -222,9 +235,20 @@ def check(base_url: str, ledger: Ledger, *, admin_email: str, admin_password: st
                 refusals = dict(ledger.refusals)
             bookings = server_bookings(client, token, dates)
     except (httpx.HTTPError, KeyError, ValueError) as exc:
-        return InvariantReport(False, 0, len(ledger.confirmed), len(ledger.cancelled), 0, 0, {},
-                               dict(ledger.refusals), [], [], [],
-                               error=f"{type(exc).__name__}: {exc}")
+        return InvariantReport(
+            False,
+            0,
+            len(ledger.confirmed),
+            len(ledger.cancelled),
+            0,
+            0,
+            {},
+            dict(ledger.refusals),
+            [],
+            [],
+            [],
+            error=f"{type(exc).__name__}: {exc}",
+        )
     expected = set(confirmed) - cancelled
     held = {b["id"] for b in bookings if b["status"] == BOOKED and b.get("patient") in patients}
     # A cancellation whose answer was lost may or may not have happened: the server decides.
@@ -232,7 +256,15 @@ def check(base_url: str, ledger: Ledger, *, admin_email: str, admin_password: st
     unexpected = sorted((held - expected) - uncertain)
     clashes = double_bookings(bookings)
     return InvariantReport(
-        ok=not (missing or unexpected or clashes), clinics_checked=len(dates), confirmed=len(confirmed),
-        cancelled=len(cancelled), expected_booked=len(expected), server_booked=len(held),
-        pending_resolved=resolved, refusals=refusals, double_bookings=clashes, missing=missing, unexpected=unexpected,
+        ok=not (missing or unexpected or clashes),
+        clinics_checked=len(dates),
+        confirmed=len(confirmed),
+        cancelled=len(cancelled),
+        expected_booked=len(expected),
+        server_booked=len(held),
+        pending_resolved=resolved,
+        refusals=refusals,
+        double_bookings=clashes,
+        missing=missing,
+        unexpected=unexpected,
     )

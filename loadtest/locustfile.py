@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):   # run by path (locust -f loadtest/locustfile.py): make the repo importable
+if __package__ in (None, ""):  # run by path (locust -f loadtest/locustfile.py): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from locust import events
@@ -45,8 +45,9 @@ def _check_invariant(environment: Environment, **_: Any) -> None:
     if environment.host is None or os.environ.get("TANDTID_LT_SKIP_CHECK"):
         return
     cfg = config()
-    report = invariants.check(environment.host, invariants.LEDGER, admin_email=cfg.admin_email,
-                              admin_password=cfg.admin_password)
+    report = invariants.check(
+        environment.host, invariants.LEDGER, admin_email=cfg.admin_email, admin_password=cfg.admin_password
+    )
     LAST_REPORT.clear()
     LAST_REPORT.update(report.as_dict())
     log.info("invariant %s", json.dumps(LAST_REPORT))

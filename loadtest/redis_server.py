@@ -35,6 +35,7 @@ def free_port() -> int:
         port: int = sock.getsockname()[1]
         return port
 
+
 START_TIMEOUT_S = 10.0
 
 
@@ -54,11 +55,18 @@ def redis_server_binary() -> str:
 class RedisServer:
     """One redis-server process. Not thread-safe; one owner."""
 
-    def __init__(self, *, port: int | None = None, data_dir: str | Path | None = None,
-                 extra_config: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        data_dir: str | Path | None = None,
+        extra_config: dict[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self._own_dir = data_dir is None
-        self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="tandtid-redis-"))
+        self.data_dir = (
+            Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="tandtid-redis-"))
+        )
         self._extra = dict(extra_config or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self.binary = redis_server_binary()
@@ -96,8 +104,9 @@ class RedisServer:
         if self._proc is not None and self._proc.poll() is None:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self._wait_ready()
         return self
 
@@ -108,15 +117,19 @@ class RedisServer:
             while True:
                 assert self._proc is not None
                 if self._proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self._proc.returncode}; see {self.data_dir}/redis.log")
+                    raise RuntimeError(
+                        f"redis-server exited with {self._proc.returncode}; see {self.data_dir}/redis.log"
+                    )
                 try:
                     if client.ping():
                         return
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"redis-server on port {self.port} did not answer PING in {START_TIMEOUT_S}s")
-                time.sleep(0.02)   # polling for readiness, not an assertion
+                    raise TimeoutError(
+                        f"redis-server on port {self.port} did not answer PING in {START_TIMEOUT_S}s"
+                    )
+                time.sleep(0.02)  # polling for readiness, not an assertion
         finally:
             client.close()
 
@@ -151,6 +164,7 @@ class RedisServer:
     def __enter__(self) -> RedisServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import gevent
 import httpx
 
-SERVER_READY_TIMEOUT_S = 1200.0   # all of Sweden with 30% pre-booked seeds in ~6 min on 2 cores
+SERVER_READY_TIMEOUT_S = 1200.0  # all of Sweden with 30% pre-booked seeds in ~6 min on 2 cores
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
@@ -62,9 +62,25 @@ class LocalServer:
         env.pop("TANDTID_REDIS_URL", None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                tandtid("serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", str(data_dir),
-                        "--seed", "--scale", scale, "--booked", str(booked), "--log-level", "warning"),
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                tandtid(
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--data",
+                    str(data_dir),
+                    "--seed",
+                    "--scale",
+                    scale,
+                    "--booked",
+                    str(booked),
+                    "--log-level",
+                    "warning",
+                ),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
 
     def wait_ready(self, timeout_s: float = SERVER_READY_TIMEOUT_S) -> None:
@@ -92,8 +108,11 @@ class LocalServer:
 
 def busy_clinics(host: str, region: str, count: int) -> list[str]:
     """The clinics patients meet first in a region's search (where contention is)."""
-    reply = httpx.get(f"{host}/api/clinics", timeout=30,
-                      params={"region": region, "has_free": "true", "sort": "earliest", "limit": count})
+    reply = httpx.get(
+        f"{host}/api/clinics",
+        timeout=30,
+        params={"region": region, "has_free": "true", "sort": "earliest", "limit": count},
+    )
     reply.raise_for_status()
     return [c["id"] for c in reply.json()]
 
@@ -101,8 +120,13 @@ def busy_clinics(host: str, region: str, count: int) -> list[str]:
 def create_clinic_keys(data_dir: Path, clinics: list[str]) -> dict[str, str]:
     keys = {}
     for clinic in clinics:
-        out = subprocess.run(tandtid("admin", "clinic-key", clinic, "--data", str(data_dir)),
-                             check=True, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            tandtid("admin", "clinic-key", clinic, "--data", str(data_dir)),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         keys[clinic] = out.stdout.strip().splitlines()[0]
     return keys
 
@@ -110,10 +134,15 @@ def create_clinic_keys(data_dir: Path, clinics: list[str]) -> dict[str, str]:
 def stats_summary(env: Environment) -> dict[str, Any]:
     def row(entry: Any) -> dict[str, Any]:
         return {
-            "type": entry.method, "name": entry.name, "requests": entry.num_requests,
-            "failures": entry.num_failures, "avg_ms": round(entry.avg_response_time, 1),
-            "median_ms": entry.median_response_time, "p95_ms": entry.get_response_time_percentile(0.95),
-            "p99_ms": entry.get_response_time_percentile(0.99), "max_ms": round(entry.max_response_time, 1),
+            "type": entry.method,
+            "name": entry.name,
+            "requests": entry.num_requests,
+            "failures": entry.num_failures,
+            "avg_ms": round(entry.avg_response_time, 1),
+            "median_ms": entry.median_response_time,
+            "p95_ms": entry.get_response_time_percentile(0.95),
+            "p99_ms": entry.get_response_time_percentile(0.99),
+            "max_ms": round(entry.max_response_time, 1),
             "rps": round(entry.total_rps, 2),
         }
 
@@ -122,17 +151,25 @@ def stats_summary(env: Environment) -> dict[str, Any]:
     return {
         "total": row(stats.total),
         "requests": [row(e) for e in entries],
-        "errors": [{"type": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
-                   for e in stats.errors.values()],
+        "errors": [
+            {"type": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
+            for e in stats.errors.values()
+        ],
     }
 
 
-def run_locust(host: str, users: int, spawn_rate: float, seconds: float, stop_timeout: float) -> dict[str, Any]:
+def run_locust(
+    host: str, users: int, spawn_rate: float, seconds: float, stop_timeout: float
+) -> dict[str, Any]:
     from loadtest import locustfile  # registers the test_start/test_stop listeners
     from loadtest.users import ClinicSystemUser, FlashCrowd, KioskUser, PatientUser
 
-    env = Environment(user_classes=[PatientUser, KioskUser, ClinicSystemUser, FlashCrowd], host=host,
-                      events=events, stop_timeout=stop_timeout)
+    env = Environment(
+        user_classes=[PatientUser, KioskUser, ClinicSystemUser, FlashCrowd],
+        host=host,
+        events=events,
+        stop_timeout=stop_timeout,
+    )
     runner = env.create_local_runner()
     started = time.monotonic()
     runner.start(users, spawn_rate=spawn_rate)
@@ -156,11 +193,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--spawn-rate", type=float, default=10, help="users started per second")
     p.add_argument("--scale", default="small", help="seed scale of the server it starts")
-    p.add_argument("--booked", type=float, default=0.0, help="share of the seed's open times pre-booked (0..1)")
+    p.add_argument(
+        "--booked", type=float, default=0.0, help="share of the seed's open times pre-booked (0..1)"
+    )
     p.add_argument("--host", default=None, help="an already running server (127.0.0.1 only)")
     p.add_argument("--data", default=None, help="with --host: its data directory, to create clinic keys")
-    p.add_argument("--clinic-keys", type=int, default=3, help="clinics given API keys (the first is the "
-                                                               "flash crowd's)")
+    p.add_argument(
+        "--clinic-keys", type=int, default=3, help="clinics given API keys (the first is the flash crowd's)"
+    )
     p.add_argument("--regions", default="AB,O,M", help="regions the patients browse")
     p.add_argument("--stop-timeout", type=float, default=15, help="seconds users get to finish their task")
     return p.parse_args(argv)
@@ -179,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             scratch = tempfile.TemporaryDirectory(prefix="tandtid-loadtest-")
             server = LocalServer(args.scale, Path(scratch.name), args.booked)
-            print(f"starting a server ({args.scale}, {args.booked:.0%} pre-booked) at {server.url} ...",
-                  file=sys.stderr, flush=True)
+            print(
+                f"starting a server ({args.scale}, {args.booked:.0%} pre-booked) at {server.url} ...",
+                file=sys.stderr,
+                flush=True,
+            )
             server.wait_ready()
             host, data_dir = server.url, server.data_dir
         regions = [r.strip() for r in args.regions.split(",") if r.strip()]
@@ -191,9 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TANDTID_LT_CLINIC_KEYS"] = ",".join(f"{c}={k}" for c, k in keys.items())
         os.environ["TANDTID_LT_FLASH_CLINIC"] = next(iter(keys), "")
         result = run_locust(host, args.users, args.spawn_rate, args.seconds, args.stop_timeout)
-        result = {"host": host, "users": args.users, "scale": None if args.host else args.scale,
-                  "booked": None if args.host else args.booked,
-                  "clinic_keys": len(keys), **result}
+        result = {
+            "host": host,
+            "users": args.users,
+            "scale": None if args.host else args.scale,
+            "booked": None if args.host else args.booked,
+            "clinic_keys": len(keys),
+            **result,
+        }
         print(json.dumps(result, indent=2, ensure_ascii=False), flush=True)
         return 0 if result["invariant"].get("ok") else 1
     finally:

@@ -51,9 +51,9 @@ TZ = ZoneInfo("Europe/Stockholm")
 EXPECTED = frozenset({"SLOT_TAKEN", "HOLD_EXPIRED"})
 SERVICES = ("checkup", "checkup", "checkup", "cleaning", "emergency", "filling", "child_checkup")
 FREE = 1
-FIRST_OFFSET = 2        # days ahead: beyond every clinic's 24 h cancellation notice
+FIRST_OFFSET = 2  # days ahead: beyond every clinic's 24 h cancellation notice
 WINDOW_DAYS = 7
-MAX_PER_CLINIC = 3      # the clinics' default max_bookings_per_patient
+MAX_PER_CLINIC = 3  # the clinics' default max_bookings_per_patient
 DEMO_ADMIN = ("admin@demo.tandtid.se", "tandtid-demo")
 REGISTRATIONS = Semaphore(2)
 
@@ -76,8 +76,13 @@ class LoadConfig:
                 keys[clinic.strip()] = key.strip()
         flash = env.get("TANDTID_LT_FLASH_CLINIC") or (next(iter(keys)) if keys else None)
         regions = [r.strip() for r in env.get("TANDTID_LT_REGIONS", "AB,O,M").split(",") if r.strip()]
-        return cls(keys, flash, regions, env.get("TANDTID_LT_ADMIN_EMAIL", DEMO_ADMIN[0]),
-                   env.get("TANDTID_LT_ADMIN_PASSWORD", DEMO_ADMIN[1]))
+        return cls(
+            keys,
+            flash,
+            regions,
+            env.get("TANDTID_LT_ADMIN_EMAIL", DEMO_ADMIN[0]),
+            env.get("TANDTID_LT_ADMIN_PASSWORD", DEMO_ADMIN[1]),
+        )
 
 
 def config() -> LoadConfig:
@@ -100,6 +105,7 @@ def free_runs(cells: str, length: int) -> list[int]:
 
 # -- HTTP with Locust's bookkeeping ------------------------------------------------------------
 
+
 @dataclass
 class Reply:
     status: int
@@ -107,17 +113,26 @@ class Reply:
     code: str = ""
 
 
-def call(user: FastHttpUser, method: str, path: str, *, name: str, token: str | None = None,
-         json: Any = None, params: dict[str, Any] | None = None,
-         headers: dict[str, str] | None = None) -> Reply:
+def call(
+    user: FastHttpUser,
+    method: str,
+    path: str,
+    *,
+    name: str,
+    token: str | None = None,
+    json: Any = None,
+    params: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     """One request: 2xx and the expected race outcomes are successes, the rest failures."""
     if params:
         path = f"{path}?{urlencode(params)}"
     all_headers = dict(headers or {})
     if token:
         all_headers["Authorization"] = f"Bearer {token}"
-    with user.client.request(method, path, name=name, json=json, headers=all_headers,
-                             catch_response=True) as resp:
+    with user.client.request(
+        method, path, name=name, json=json, headers=all_headers, catch_response=True
+    ) as resp:
         status = resp.status_code or 0
         body: Any = None
         if resp.content:
@@ -155,8 +170,13 @@ class PatientSession:
         for _ in range(3):
             email = f"lt-{uuid.uuid4().hex}@load.test"
             with REGISTRATIONS:
-                reply = call(self.user, "POST", "/api/auth/register", name="/api/auth/register",
-                             json={"email": email, "password": uuid.uuid4().hex, "name": "Load Tester"})
+                reply = call(
+                    self.user,
+                    "POST",
+                    "/api/auth/register",
+                    name="/api/auth/register",
+                    json={"email": email, "password": uuid.uuid4().hex, "name": "Load Tester"},
+                )
             if reply.status == 201:
                 break
         else:
@@ -177,8 +197,11 @@ class PatientSession:
         return self.clinic_cache[clinic_id]
 
     def availability(self, clinic_id: str, service: str, first: dt.date) -> list[dict[str, Any]]:
-        reply = self.get(f"/api/clinics/{quote(clinic_id)}/availability", "/api/clinics/[id]/availability",
-                         {"service": service, "from": first.isoformat(), "days": WINDOW_DAYS})
+        reply = self.get(
+            f"/api/clinics/{quote(clinic_id)}/availability",
+            "/api/clinics/[id]/availability",
+            {"service": service, "from": first.isoformat(), "days": WINDOW_DAYS},
+        )
         if reply.status != 200:
             return []
         return [t for d in reply.body["days"] for t in d["times"]]
@@ -187,8 +210,14 @@ class PatientSession:
         return [b for b, view in self.bookings.items() if view["clinic"] == clinic_id]
 
     def hold(self, clinic_id: str, resource: str, service: str, start: str) -> dict[str, Any] | None:
-        reply = call(self.user, "POST", "/api/holds", name="/api/holds", token=self.token,
-                     json={"clinic": clinic_id, "resource": resource, "service": service, "start": start})
+        reply = call(
+            self.user,
+            "POST",
+            "/api/holds",
+            name="/api/holds",
+            token=self.token,
+            json={"clinic": clinic_id, "resource": resource, "service": service, "start": start},
+        )
         return reply.body["hold"] if reply.status == 201 else None
 
     def release_hold(self, hold_id: str) -> None:
@@ -201,25 +230,37 @@ class PatientSession:
         pending = PendingBook(self.token, body, key)
         try:
             for _ in range(3):
-                reply = call(self.user, "POST", "/api/bookings", name=name, token=self.token, json=body,
-                             headers={"Idempotency-Key": key})
+                reply = call(
+                    self.user,
+                    "POST",
+                    "/api/bookings",
+                    name=name,
+                    token=self.token,
+                    json=body,
+                    headers={"Idempotency-Key": key},
+                )
                 if reply.status == 201:
                     view: dict[str, Any] = reply.body["booking"]
                     LEDGER.booked(view)
                     self.bookings[view["id"]] = view
                     return view
                 if reply.status not in (0, 502, 503, 504):
-                    return None     # refused: nothing was booked
+                    return None  # refused: nothing was booked
             LEDGER.pending_book(pending)
             return None
         except GreenletExit:
-            LEDGER.pending_book(PendingBook(self.token, body, key, "interrupted"))   # the check settles it
+            LEDGER.pending_book(PendingBook(self.token, body, key, "interrupted"))  # the check settles it
             raise
 
     def cancel(self, booking_id: str) -> None:
         try:
-            reply = call(self.user, "POST", f"/api/bookings/{quote(booking_id)}/cancel",
-                         name="/api/bookings/[id]/cancel", token=self.token)
+            reply = call(
+                self.user,
+                "POST",
+                f"/api/bookings/{quote(booking_id)}/cancel",
+                name="/api/bookings/[id]/cancel",
+                token=self.token,
+            )
         except GreenletExit:
             LEDGER.pending_cancel(PendingCancel(booking_id))
             raise
@@ -232,16 +273,22 @@ class PatientSession:
 
     def move(self, booking_id: str, resource: str, start: str) -> None:
         view = self.bookings[booking_id]
-        LEDGER.touched(view["clinic"], start)   # so the check reads the target day too
-        reply = call(self.user, "POST", f"/api/bookings/{quote(booking_id)}/reschedule",
-                     name="/api/bookings/[id]/reschedule", token=self.token,
-                     json={"resource": resource, "start": start})
+        LEDGER.touched(view["clinic"], start)  # so the check reads the target day too
+        reply = call(
+            self.user,
+            "POST",
+            f"/api/bookings/{quote(booking_id)}/reschedule",
+            name="/api/bookings/[id]/reschedule",
+            token=self.token,
+            json={"resource": resource, "start": start},
+        )
         if reply.status == 200:
             LEDGER.moved(reply.body["booking"])
             self.bookings[booking_id] = reply.body["booking"]
 
 
 # -- patients ---------------------------------------------------------------------------------
+
 
 class PatientUser(WebSocketUser):
     weight = 60
@@ -269,12 +316,22 @@ class PatientUser(WebSocketUser):
         s = self.session
         service = random.choice(SERVICES)
         first = today() + dt.timedelta(days=FIRST_OFFSET + random.randint(0, 2))
-        found = s.get("/api/clinics", "/api/clinics?region&service", {
-            "region": self.region, "service": service, "from": first.isoformat(), "days": WINDOW_DAYS,
-            "has_free": "true", "sort": "earliest", "limit": 20})
+        found = s.get(
+            "/api/clinics",
+            "/api/clinics?region&service",
+            {
+                "region": self.region,
+                "service": service,
+                "from": first.isoformat(),
+                "days": WINDOW_DAYS,
+                "has_free": "true",
+                "sort": "earliest",
+                "limit": 20,
+            },
+        )
         if found.status != 200 or not found.body:
             return
-        clinic_id = random.choice(found.body[:5])["id"]    # most patients take the top of the list
+        clinic_id = random.choice(found.body[:5])["id"]  # most patients take the top of the list
         mine = s.at_clinic(clinic_id)
         if len(mine) >= MAX_PER_CLINIC:
             s.cancel(random.choice(mine))
@@ -290,8 +347,15 @@ class PatientUser(WebSocketUser):
             if random.random() < 0.5:
                 self.hold_then_confirm(clinic_id, pick["resource"], service, pick["start"])
             else:
-                s.book({"clinic": clinic_id, "resource": pick["resource"], "service": service,
-                        "start": pick["start"]}, "/api/bookings (direct)")
+                s.book(
+                    {
+                        "clinic": clinic_id,
+                        "resource": pick["resource"],
+                        "service": service,
+                        "start": pick["start"],
+                    },
+                    "/api/bookings (direct)",
+                )
         finally:
             self.live.unsubscribe(topic)
 
@@ -299,9 +363,9 @@ class PatientUser(WebSocketUser):
         hold = self.session.hold(clinic_id, resource, service, start)
         if hold is None:
             return
-        gevent.sleep(random.uniform(0.2, 1.0))      # reading the confirmation page
+        gevent.sleep(random.uniform(0.2, 1.0))  # reading the confirmation page
         if random.random() < 0.1:
-            self.session.release_hold(hold["id"])   # changed their mind
+            self.session.release_hold(hold["id"])  # changed their mind
             return
         self.session.book({"hold": hold["id"]}, "/api/bookings (hold)")
 
@@ -318,7 +382,9 @@ class PatientUser(WebSocketUser):
         booking_id = random.choice(list(s.bookings))
         view = s.bookings[booking_id]
         first = today() + dt.timedelta(days=FIRST_OFFSET)
-        times = [t for t in s.availability(view["clinic"], view["service"], first) if t["start"] != view["start"]]
+        times = [
+            t for t in s.availability(view["clinic"], view["service"], first) if t["start"] != view["start"]
+        ]
         if times:
             pick = random.choice(times[:8])
             s.move(booking_id, pick["resource"], pick["start"])
@@ -329,6 +395,7 @@ class PatientUser(WebSocketUser):
 
 
 # -- kiosks -----------------------------------------------------------------------------------
+
 
 class KioskUser(WebSocketUser):
     """A waiting-room screen: one clinic's cells for today, kept live for the whole run."""
@@ -341,9 +408,18 @@ class KioskUser(WebSocketUser):
         cfg = config()
         clinic_id = cfg.flash_clinic if cfg.flash_clinic and random.random() < 0.3 else None
         if clinic_id is None:
-            found = call(self, "GET", "/api/clinics", name="/api/clinics?region",
-                         params={"region": random.choice(cfg.regions), "has_free": "true",
-                                 "sort": "earliest", "limit": 5})
+            found = call(
+                self,
+                "GET",
+                "/api/clinics",
+                name="/api/clinics?region",
+                params={
+                    "region": random.choice(cfg.regions),
+                    "has_free": "true",
+                    "sort": "earliest",
+                    "limit": 5,
+                },
+            )
             if found.status != 200 or not found.body:
                 raise StopUser()
             clinic_id = random.choice(found.body)["id"]
@@ -351,10 +427,11 @@ class KioskUser(WebSocketUser):
 
     @task
     def keep_alive(self) -> None:
-        self.live.ping()   # reconnects (and resubscribes) if the server dropped the screen
+        self.live.ping()  # reconnects (and resubscribes) if the server dropped the screen
 
 
 # -- clinic systems ---------------------------------------------------------------------------
+
 
 def clinic_details(user: FastHttpUser, clinic_id: str) -> dict[str, Any]:
     reply = call(user, "GET", f"/api/clinics/{quote(clinic_id)}", name="/api/clinics/[id]")
@@ -395,13 +472,20 @@ class ClinicSystemUser(FastHttpUser):
 
     def unblock_all(self) -> None:
         while self.blocked:
-            call(self, "POST", "/api/clinic/v1/unblock", name="/api/clinic/v1/unblock", token=self.key,
-                 json=self.blocked.pop())
+            call(
+                self,
+                "POST",
+                "/api/clinic/v1/unblock",
+                name="/api/clinic/v1/unblock",
+                token=self.key,
+                json=self.blocked.pop(),
+            )
 
     @task(3)
     def read_day(self) -> None:
-        clinic_day(self, self.key, today() + dt.timedelta(days=random.randint(0, WINDOW_DAYS)),
-                   "/api/clinic/v1/day")
+        clinic_day(
+            self, self.key, today() + dt.timedelta(days=random.randint(0, WINDOW_DAYS)), "/api/clinic/v1/day"
+        )
 
     @task(2)
     def block_and_unblock(self) -> None:
@@ -416,20 +500,35 @@ class ClinicSystemUser(FastHttpUser):
         starts = free_runs(resource["cells"], 2)
         if not starts:
             return
-        body = {"resource": resource["id"], "start": start_iso(date, random.choice(starts), self.cell_minutes),
-                "minutes": 2 * self.cell_minutes}
-        reply = call(self, "POST", "/api/clinic/v1/block", name="/api/clinic/v1/block", token=self.key, json=body)
+        body = {
+            "resource": resource["id"],
+            "start": start_iso(date, random.choice(starts), self.cell_minutes),
+            "minutes": 2 * self.cell_minutes,
+        }
+        reply = call(
+            self, "POST", "/api/clinic/v1/block", name="/api/clinic/v1/block", token=self.key, json=body
+        )
         if reply.status == 200:
             self.blocked.append(body)
 
     @task(1)
     def open_days(self) -> None:
-        call(self, "POST", "/api/clinic/v1/open", name="/api/clinic/v1/open", token=self.key,
-             json={"resource": random.choice(self.resources),
-                   "from": (today() + dt.timedelta(days=80)).isoformat(), "days": 10})
+        call(
+            self,
+            "POST",
+            "/api/clinic/v1/open",
+            name="/api/clinic/v1/open",
+            token=self.key,
+            json={
+                "resource": random.choice(self.resources),
+                "from": (today() + dt.timedelta(days=80)).isoformat(),
+                "days": 10,
+            },
+        )
 
 
 # -- the flash crowd --------------------------------------------------------------------------
+
 
 class FlashRelease:
     """Paces the releases: at most one every ``interval_s`` across the whole crowd."""
@@ -471,9 +570,13 @@ class FlashCrowd(WebSocketUser):
     def fallback_clinic(self) -> str:
         """Without a clinic key, everybody races for the earliest times of one busy clinic."""
         if RELEASE.fallback_clinic is None:
-            found = call(self, "GET", "/api/clinics", name="/api/clinics?region",
-                         params={"region": self.cfg.regions[0], "has_free": "true", "sort": "earliest",
-                                 "limit": 1})
+            found = call(
+                self,
+                "GET",
+                "/api/clinics",
+                name="/api/clinics?region",
+                params={"region": self.cfg.regions[0], "has_free": "true", "sort": "earliest", "limit": 1},
+            )
             if found.status != 200 or not found.body:
                 raise StopUser()
             RELEASE.fallback_clinic = found.body[0]["id"]
@@ -492,26 +595,39 @@ class FlashCrowd(WebSocketUser):
             self.release(key)
         mine = self.session.at_clinic(self.clinic_id)
         if len(mine) >= MAX_PER_CLINIC:
-            self.session.cancel(mine[0])    # frees cells: the rest of the crowd races for them too
+            self.session.cancel(mine[0])  # frees cells: the rest of the crowd races for them too
         try:
             released = self.released.get(timeout=3)
         except Empty:
             self.race_for_earliest()
             return
-        while not self.released.empty():    # only the newest release matters
+        while not self.released.empty():  # only the newest release matters
             released = self.released.get_nowait()
         resource, date, first_cell, n = released
         cell = first_cell + random.randrange(n)
-        self.session.book({"clinic": self.clinic_id, "resource": resource, "service": "child_checkup",
-                           "start": start_iso(dt.date.fromisoformat(date), cell, self.cell_minutes)},
-                          "/api/bookings (flash)")
+        self.session.book(
+            {
+                "clinic": self.clinic_id,
+                "resource": resource,
+                "service": "child_checkup",
+                "start": start_iso(dt.date.fromisoformat(date), cell, self.cell_minutes),
+            },
+            "/api/bookings (flash)",
+        )
 
     def race_for_earliest(self) -> None:
         times = self.session.availability(self.clinic_id, "child_checkup", self.first)
         if times:
             pick = random.choice(times[:3])
-            self.session.book({"clinic": self.clinic_id, "resource": pick["resource"],
-                               "service": "child_checkup", "start": pick["start"]}, "/api/bookings (flash)")
+            self.session.book(
+                {
+                    "clinic": self.clinic_id,
+                    "resource": pick["resource"],
+                    "service": "child_checkup",
+                    "start": pick["start"],
+                },
+                "/api/bookings (flash)",
+            )
 
     def release(self, key: str) -> None:
         """The clinic blocks a free hour and releases it a moment later: the crowd sees it turn FREE."""
@@ -525,9 +641,16 @@ class FlashCrowd(WebSocketUser):
             return
         resource, first_cell = random.choice(candidates)
         body = {"resource": resource, "start": start_iso(date, first_cell, self.cell_minutes), "minutes": 60}
-        blocked = call(self, "POST", "/api/clinic/v1/block", name="/api/clinic/v1/block (flash)", token=key,
-                       json=body)
+        blocked = call(
+            self, "POST", "/api/clinic/v1/block", name="/api/clinic/v1/block (flash)", token=key, json=body
+        )
         if blocked.status == 200:
             gevent.sleep(0.3)
-            call(self, "POST", "/api/clinic/v1/unblock", name="/api/clinic/v1/unblock (flash)", token=key,
-                 json=body)
+            call(
+                self,
+                "POST",
+                "/api/clinic/v1/unblock",
+                name="/api/clinic/v1/unblock (flash)",
+                token=key,
+                json=body,
+            )

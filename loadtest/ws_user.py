@@ -37,9 +37,9 @@ def ws_url(host: str) -> str:
     """``http://h:p`` -> ``ws://h:p/ws`` (``https`` -> ``wss``)."""
     base = host.rstrip("/")
     if base.startswith("https://"):
-        return "wss://" + base[len("https://"):] + "/ws"
+        return "wss://" + base[len("https://") :] + "/ws"
     if base.startswith("http://"):
-        return "ws://" + base[len("http://"):] + "/ws"
+        return "ws://" + base[len("http://") :] + "/ws"
     return base + "/ws"
 
 
@@ -50,16 +50,22 @@ def topic_kind(topic: str) -> str:
 class LiveConnection:
     """One ``/ws`` connection with its reader greenlet. Open with ``open()``; always ``close()``."""
 
-    def __init__(self, environment: Environment, host: str, *, on_diff: DiffHandler | None = None,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        environment: Environment,
+        host: str,
+        *,
+        on_diff: DiffHandler | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.environment = environment
         self.url = ws_url(host)
         self.on_diff = on_diff
         self.timeout_s = timeout_s
-        self.seq: dict[str, int] = {}                    # topic -> last seq seen
-        self.wanted: dict[str, dict[str, Any]] = {}      # topic -> its subscribe message
-        self.sent_at: dict[str, float] = {}              # topic -> perf_counter of the subscribe
-        self.waiting: dict[str, AsyncResult] = {}        # topic -> snapshot future
+        self.seq: dict[str, int] = {}  # topic -> last seq seen
+        self.wanted: dict[str, dict[str, Any]] = {}  # topic -> its subscribe message
+        self.sent_at: dict[str, float] = {}  # topic -> perf_counter of the subscribe
+        self.waiting: dict[str, AsyncResult] = {}  # topic -> snapshot future
         self.diffs = 0
         self.gaps = 0
         self._ws: websocket.WebSocket | None = None
@@ -68,11 +74,16 @@ class LiveConnection:
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def _report(self, name: str, response_time_ms: float, length: int = 0,
-                exception: BaseException | None = None) -> None:
+    def _report(
+        self, name: str, response_time_ms: float, length: int = 0, exception: BaseException | None = None
+    ) -> None:
         self.environment.events.request.fire(
-            request_type=WS, name=name, response_time=response_time_ms, response_length=length,
-            exception=exception, context={},
+            request_type=WS,
+            name=name,
+            response_time=response_time_ms,
+            response_length=length,
+            exception=exception,
+            context={},
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -86,7 +97,7 @@ class LiveConnection:
             self._report("connect", (time.perf_counter() - started) * 1000, exception=exc)
             raise
         self._report("connect", (time.perf_counter() - started) * 1000)
-        self._ws.settimeout(None)   # the reader blocks (cooperatively) until a frame or close
+        self._ws.settimeout(None)  # the reader blocks (cooperatively) until a frame or close
         self._reader = gevent.spawn(self._read_forever)
 
     def close(self) -> None:
@@ -97,7 +108,7 @@ class LiveConnection:
         if self._ws is not None:
             with contextlib.suppress(OSError, websocket.WebSocketException):
                 self._ws.close(timeout=1)
-            self._ws.shutdown()   # close() skips the socket when the server had closed first
+            self._ws.shutdown()  # close() skips the socket when the server had closed first
         for result in self.waiting.values():
             if not result.ready():
                 result.set_exception(ConnectionError("connection closed"))
@@ -130,8 +141,9 @@ class LiveConnection:
             raise ConnectionError("not connected")
         self._ws.send(orjson.dumps(message).decode())
 
-    def subscribe(self, topic: str, *, from_: str | None = None, days: int | None = None,
-                  wait: bool = True) -> dict[str, Any] | None:
+    def subscribe(
+        self, topic: str, *, from_: str | None = None, days: int | None = None, wait: bool = True
+    ) -> dict[str, Any] | None:
         """Subscribe and (with ``wait``) return the snapshot's ``data``; raises on timeout."""
         message: dict[str, Any] = {"op": "subscribe", "topic": topic}
         if from_ is not None:
@@ -187,8 +199,11 @@ class LiveConnection:
         elif kind == "diff":
             self._on_diff(topic, message, len(frame), arrived_s)
         elif kind == "error":
-            self._report(f"error {message.get('code', '?')}", 0,
-                         exception=RuntimeError(message.get("message", "error frame")))
+            self._report(
+                f"error {message.get('code', '?')}",
+                0,
+                exception=RuntimeError(message.get("message", "error frame")),
+            )
 
     def _on_snapshot(self, topic: str, message: dict[str, Any], length: int) -> None:
         if topic not in self.wanted:
@@ -203,7 +218,7 @@ class LiveConnection:
 
     def _on_diff(self, topic: str, message: dict[str, Any], length: int, arrived_s: float) -> None:
         last = self.seq.get(topic)
-        if last is None:        # not subscribed (any more), or still waiting for the snapshot
+        if last is None:  # not subscribed (any more), or still waiting for the snapshot
             return
         seq = int(message["seq"])
         if seq != last + 1:
@@ -244,7 +259,7 @@ class WebSocketUser(FastHttpUser):
         live = getattr(self, "live", None)
         if live is not None:
             live.close()
-        self.client.client.close()   # the HTTP connection pool: nothing left to the garbage collector
+        self.client.client.close()  # the HTTP connection pool: nothing left to the garbage collector
 
     def on_diff(self, topic: str, data: dict[str, Any]) -> None:
         """Called in the reader greenlet for every in-order diff; must not block."""

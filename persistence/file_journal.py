@@ -37,14 +37,14 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 FRAME_MAGIC = b"TTJ1"
-FRAME_HEADER = struct.Struct("<4sIIQQ")        # magic, crc32, length, position, epoch
-FRAME_CRC_FIELDS = slice(8, FRAME_HEADER.size)   # crc covers length, position, epoch + payload
+FRAME_HEADER = struct.Struct("<4sIIQQ")  # magic, crc32, length, position, epoch
+FRAME_CRC_FIELDS = slice(8, FRAME_HEADER.size)  # crc covers length, position, epoch + payload
 SNAP_MAGIC = b"TTS1"
-SNAP_HEADER = struct.Struct("<4sIQQ")          # magic, crc32, length, position
+SNAP_HEADER = struct.Struct("<4sIQQ")  # magic, crc32, length, position
 MAX_PAYLOAD = 64 * 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
-INDEX_EVERY = 1024                                # sparse position -> offset index stride
-TAIL_POLL_S = 0.25                                # how often tail() looks for other processes' appends
+INDEX_EVERY = 1024  # sparse position -> offset index stride
+TAIL_POLL_S = 0.25  # how often tail() looks for other processes' appends
 _REGION = re.compile(r"^[A-Z]{1,3}$")
 
 
@@ -60,8 +60,8 @@ class _Scan:
     """What one pass over frames found."""
 
     entries: list[Entry] = field(default_factory=list)
-    offset: int = 0            # first byte not consumed
-    position: int = 0          # position of the last good frame
+    offset: int = 0  # first byte not consumed
+    position: int = 0  # position of the last good frame
     max_epoch: int = 0
     problem: str | None = None  # why scanning stopped before ``end`` (None: clean stop)
     index: list[tuple[int, int]] = field(default_factory=list)  # (position, offset) samples
@@ -77,13 +77,21 @@ def _frame_at(buf: memoryview, off: int) -> tuple[int, int, int] | None:
     start = off + FRAME_HEADER.size
     if start + length > len(buf):
         return None
-    if zlib.crc32(buf[off + 8:start + length]) != crc:
+    if zlib.crc32(buf[off + 8 : start + length]) != crc:
         return None
     return length, position, epoch
 
 
-def _scan(fd: int, offset: int, end: int, position: int, after: int, *,
-          collect: bool, max_entries: int | None = None) -> _Scan:
+def _scan(
+    fd: int,
+    offset: int,
+    end: int,
+    position: int,
+    after: int,
+    *,
+    collect: bool,
+    max_entries: int | None = None,
+) -> _Scan:
     """Walk frames in ``[offset, end)`` expecting positions ``position + 1, ...``.
 
     Collects entries with position > ``after`` when ``collect``; stops after ``max_entries``
@@ -126,7 +134,7 @@ def _scan(fd: int, offset: int, end: int, position: int, after: int, *,
                     size = len(buf)
                     continue
                 break
-            if crc32(view[off + 8:stop]) != crc:
+            if crc32(view[off + 8 : stop]) != crc:
                 result.problem = "checksum mismatch"
                 break
             if fpos != pos + 1:
@@ -138,7 +146,7 @@ def _scan(fd: int, offset: int, end: int, position: int, after: int, *,
             if fpos % INDEX_EVERY == 0:
                 result.index.append((fpos, result.offset + off))
             if collect and fpos > after:
-                entries.append(Entry(fpos, epoch, bytes(view[off + header_size:stop])))
+                entries.append(Entry(fpos, epoch, bytes(view[off + header_size : stop])))
             off = stop
             if max_entries is not None and len(entries) >= max_entries:
                 break
@@ -186,7 +194,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -217,8 +225,8 @@ def _write_frame(fd: int, offset: int, frame: bytes, dirty: bool) -> None:
 
 @dataclass(slots=True)
 class _Cursor:
-    offset: int      # byte offset of the next frame
-    position: int    # position of the frame before it
+    offset: int  # byte offset of the next frame
+    position: int  # position of the frame before it
 
 
 @dataclass(slots=True)
@@ -226,12 +234,12 @@ class _Region:
     name: str
     log_path: Path
     epoch_path: Path
-    fd: int | None = None          # write descriptor, opened on the first append
-    committed: int = 0             # bytes of verified, durable frames
+    fd: int | None = None  # write descriptor, opened on the first append
+    committed: int = 0  # bytes of verified, durable frames
     position: int = 0
-    epoch: int = 0                 # highest epoch accepted
-    dirty: bool = False            # a failed write may have left bytes past ``committed``
-    owner: bool = False            # this object appended: readers stop at ``committed``
+    epoch: int = 0  # highest epoch accepted
+    dirty: bool = False  # a failed write may have left bytes past ``committed``
+    owner: bool = False  # this object appended: readers stop at ``committed``
     index_pos: list[int] = field(default_factory=lambda: [0])
     index_off: list[int] = field(default_factory=lambda: [0])
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -240,7 +248,7 @@ class _Region:
     def add_index(self, samples: list[tuple[int, int]]) -> None:
         for pos, off in samples:
             if pos > self.index_pos[-1]:
-                self.index_pos.append(pos - 1)   # (position before the frame, frame offset)
+                self.index_pos.append(pos - 1)  # (position before the frame, frame offset)
                 self.index_off.append(off)
 
     def seek(self, after: int) -> tuple[int, int]:
@@ -275,7 +283,8 @@ class FileJournal(Journal):
             await self._run(self._snap_dir.mkdir, parents=True, exist_ok=True)
             names = sorted(p.stem for p in self._journal_dir.glob("*.log") if _REGION.match(p.stem))
             names += sorted(
-                p.stem for p in self._journal_dir.glob("*.epoch")
+                p.stem
+                for p in self._journal_dir.glob("*.epoch")
                 if _REGION.match(p.stem) and p.stem not in names
             )
             for name in names:
@@ -343,7 +352,7 @@ class FileJournal(Journal):
             state = self._new_region(region)
             if not await self._run(state.log_path.exists):
                 return 0
-            state = self._regions.setdefault(region, state)   # created by another process
+            state = self._regions.setdefault(region, state)  # created by another process
         if not state.owner:
             await self._catch_up(state)
         return state.position
@@ -359,7 +368,7 @@ class FileJournal(Journal):
 
     async def tail(self, region: str, after: int = 0) -> AsyncIterator[Entry]:
         self._check(region)
-        detached = self._new_region(region)   # until this process appends to the region
+        detached = self._new_region(region)  # until this process appends to the region
         state = self._regions.get(region) or detached
         cursor = _Cursor(*state.seek(after))
         while True:
@@ -381,8 +390,9 @@ class FileJournal(Journal):
                 end = state.committed if state.owner else await self._run(_file_size, fd)
                 if cursor.offset >= end:
                     return
-                scan = await self._run(_scan, fd, cursor.offset, end, cursor.position, after,
-                                       collect=True, max_entries=16384)
+                scan = await self._run(
+                    _scan, fd, cursor.offset, end, cursor.position, after, collect=True, max_entries=16384
+                )
                 state.add_index(scan.index)
                 started_at = cursor.offset
                 cursor.offset, cursor.position = scan.offset, scan.position
@@ -391,7 +401,7 @@ class FileJournal(Journal):
                 if scan.problem is not None:
                     if started_at <= scan.offset < state.committed:
                         raise CorruptJournal(f"region {state.name}: {scan.problem} at byte {scan.offset}")
-                    return   # an append in flight in another process, or a tail open() will cut
+                    return  # an append in flight in another process, or a tail open() will cut
         finally:
             os.close(fd)
 
@@ -407,7 +417,9 @@ class FileJournal(Journal):
         try:
             await self._run(_write_atomically, self._snap_dir / f"{region}.snap", data)
         except OSError as exc:
-            raise JournalUnavailable(f"region {region}: snapshot write failed ({exc.strerror or exc})") from exc
+            raise JournalUnavailable(
+                f"region {region}: snapshot write failed ({exc.strerror or exc})"
+            ) from exc
 
     async def load_snapshot(self, region: str) -> Snapshot | None:
         self._check(region)
@@ -417,14 +429,21 @@ class FileJournal(Journal):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise JournalUnavailable(f"region {region}: snapshot read failed ({exc.strerror or exc})") from exc
+            raise JournalUnavailable(
+                f"region {region}: snapshot read failed ({exc.strerror or exc})"
+            ) from exc
         if len(data) >= SNAP_HEADER.size:
             magic, crc, length, position = SNAP_HEADER.unpack_from(data)
-            payload = data[SNAP_HEADER.size:]
-            if (magic == SNAP_MAGIC and length == len(payload)
-                    and zlib.crc32(payload, zlib.crc32(data[8:SNAP_HEADER.size])) == crc):
+            payload = data[SNAP_HEADER.size :]
+            if (
+                magic == SNAP_MAGIC
+                and length == len(payload)
+                and zlib.crc32(payload, zlib.crc32(data[8 : SNAP_HEADER.size])) == crc
+            ):
                 return Snapshot(position, payload)
-        log.warning("region %s: snapshot file is corrupt (%d bytes); ignoring it, full replay", region, len(data))
+        log.warning(
+            "region %s: snapshot file is corrupt (%d bytes); ignoring it, full replay", region, len(data)
+        )
         return None
 
     # -- internals -------------------------------------------------------------------
@@ -511,8 +530,13 @@ class FileJournal(Journal):
                     os.fsync(wfd)
                 finally:
                     os.close(wfd)
-                log.warning("region %s: cut %d bytes of torn journal tail (%s) after position %d",
-                            state.name, cut, scan.problem, scan.position)
+                log.warning(
+                    "region %s: cut %d bytes of torn journal tail (%s) after position %d",
+                    state.name,
+                    cut,
+                    scan.problem,
+                    scan.position,
+                )
         finally:
             os.close(fd)
         state.committed = scan.offset

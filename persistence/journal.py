@@ -44,14 +44,14 @@ class CorruptJournal(JournalError):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    position: int     # 1, 2, 3, ... per region
+    position: int  # 1, 2, 3, ... per region
     epoch: int
     payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    position: int     # the last journal position whose events the snapshot includes
+    position: int  # the last journal position whose events the snapshot includes
     payload: bytes
 
 

@@ -38,11 +38,11 @@ from persistence.journal import Entry, Journal, JournalUnavailable, Snapshot, St
 
 _T = TypeVar("_T")
 
-PAGE = 10_000                 # most stream entries per XRANGE round trip
-PAGE_MIN = 100                # fewest (the first page of a read)
+PAGE = 10_000  # most stream entries per XRANGE round trip
+PAGE_MIN = 100  # fewest (the first page of a read)
 PAGE_BYTES = 8 * 1024 * 1024  # aimed-for payload bytes per XRANGE page
-TAIL_BLOCK_MS = 1_000         # XREAD BLOCK; well under the socket timeout
-RECENT_IDS = 4_096            # remembered (position -> stream id) of this object's appends per region
+TAIL_BLOCK_MS = 1_000  # XREAD BLOCK; well under the socket timeout
+RECENT_IDS = 4_096  # remembered (position -> stream id) of this object's appends per region
 
 APPEND_LUA = """
 local accepted = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -77,14 +77,20 @@ def _entry(item: list[Any]) -> Entry:
 class RedisStreamJournal(Journal):
     """Journal in Redis streams. ``await open()`` before use, ``await close()`` after."""
 
-    def __init__(self, url: str, *, retention_s: int = 96 * 3600, socket_timeout_s: float = 3.0,
-                 health_check_interval_s: int = 5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention_s: int = 96 * 3600,
+        socket_timeout_s: float = 3.0,
+        health_check_interval_s: int = 5,
+    ) -> None:
         self._url = url
         self._retention_ms = retention_s * 1000
         self._socket_timeout_s = socket_timeout_s
         self._health_check_interval_s = health_check_interval_s
         self._client: aioredis.Redis | None = None
-        self._append: Any = None    # redis-py AsyncScript: EVALSHA, SCRIPT LOAD on NOSCRIPT
+        self._append: Any = None  # redis-py AsyncScript: EVALSHA, SCRIPT LOAD on NOSCRIPT
         self._recent: dict[str, OrderedDict[int, bytes]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -194,8 +200,9 @@ class RedisStreamJournal(Journal):
                     last_id = bytes(newest[0][0])
                 # else: appended meanwhile; read again
         while True:
-            reply = await self._call(self._command(
-                "XREAD", "COUNT", PAGE, "BLOCK", TAIL_BLOCK_MS, "STREAMS", key, last_id))
+            reply = await self._call(
+                self._command("XREAD", "COUNT", PAGE, "BLOCK", TAIL_BLOCK_MS, "STREAMS", key, last_id)
+            )
             if not reply:
                 continue
             for item in reply[0][1]:
@@ -212,8 +219,10 @@ class RedisStreamJournal(Journal):
         and older than the retention period."""
         stream_id = await self._stream_id_of(region, snapshot.position)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(region_key(region, "snapshot"), mapping={
-            "position": snapshot.position, "stream_id": stream_id, "payload": snapshot.payload})
+        pipe.hset(
+            region_key(region, "snapshot"),
+            mapping={"position": snapshot.position, "stream_id": stream_id, "payload": snapshot.payload},
+        )
         pipe.time()
         _, (seconds, micros) = await self._call(pipe.execute())
         if not stream_id:
@@ -222,8 +231,11 @@ class RedisStreamJournal(Journal):
         minid = min(_id_tuple(stream_id), (cutoff_ms, 0))
         if minid[0] <= 0:
             return
-        await self._call(self._redis.xtrim(region_key(region, "journal"), minid=f"{minid[0]}-{minid[1]}",
-                                           approximate=False))
+        await self._call(
+            self._redis.xtrim(
+                region_key(region, "journal"), minid=f"{minid[0]}-{minid[1]}", approximate=False
+            )
+        )
 
     async def _stream_id_of(self, region: str, position: int) -> bytes:
         """The stream id of ``position`` (b"" when it is not in the stream)."""

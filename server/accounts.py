@@ -43,12 +43,12 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from engine.errors import TandtidError
 
 MIN_PASSWORD = 8
-MAX_PASSWORD = 1024          # argon2 would hash a megabyte happily; a login form need not
+MAX_PASSWORD = 1024  # argon2 would hash a megabyte happily; a login form need not
 MAX_EMAIL = 254
 MAX_NAME = 200
 CLINIC_KEY_PREFIX = "tt_live_"
-_MAX_KEY = 128               # longer bearer strings are not keys; do not even hash them
-_SQL_CHUNK = 500             # stay well under SQLite's bound-variable limit
+_MAX_KEY = 128  # longer bearer strings are not keys; do not even hash them
+_SQL_CHUNK = 500  # stay well under SQLite's bound-variable limit
 
 
 class Role(StrEnum):
@@ -187,7 +187,7 @@ class AccountStore:
             raise InvalidAccount("staff accounts need a clinic")
         if role is Role.PATIENT and clinic is not None:
             raise InvalidAccount("patient accounts have no clinic")
-        with self._hashing:                          # slow: outside the lock
+        with self._hashing:  # slow: outside the lock
             encoded = self._hasher.hash(password)
         user = User("u_" + secrets.token_urlsafe(12), email, name, role, clinic or None)
         try:
@@ -208,7 +208,7 @@ class AccountStore:
             (normalise_email(email),),
         )
         if len(password) > MAX_PASSWORD:
-            password = password[:MAX_PASSWORD] + "\0"   # bounded work; can never match a stored hash
+            password = password[:MAX_PASSWORD] + "\0"  # bounded work; can never match a stored hash
         encoded = str(rows[0][5]) if rows else self._dummy_hash
         try:
             with self._hashing:
@@ -223,8 +223,10 @@ class AccountStore:
             with self._hashing:
                 fresh = self._hasher.hash(password)
             with self._tx() as db:
-                db.execute("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
-                           (fresh, user.id, encoded))
+                db.execute(
+                    "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                    (fresh, user.id, encoded),
+                )
         return user
 
     def get(self, user_id: str) -> User | None:
@@ -236,7 +238,7 @@ class AccountStore:
         ids = list(dict.fromkeys(user_ids))
         out: dict[str, str] = {}
         for i in range(0, len(ids), _SQL_CHUNK):
-            chunk = ids[i:i + _SQL_CHUNK]
+            chunk = ids[i : i + _SQL_CHUNK]
             marks = ",".join("?" * len(chunk))
             for uid, name in self._fetch(f"SELECT id, name FROM users WHERE id IN ({marks})", chunk):
                 out[str(uid)] = str(name)
@@ -259,8 +261,10 @@ class AccountStore:
             raise InvalidAccount("clinic is required")
         key = CLINIC_KEY_PREFIX + secrets.token_urlsafe(32)
         with self._tx() as db:
-            db.execute("INSERT INTO clinic_keys (key_hash, clinic, created_at) VALUES (?, ?, ?)",
-                       (_key_hash(key), clinic, time.time()))
+            db.execute(
+                "INSERT INTO clinic_keys (key_hash, clinic, created_at) VALUES (?, ?, ?)",
+                (_key_hash(key), clinic, time.time()),
+            )
         return key
 
     def clinic_for_key(self, key: str) -> str | None:

@@ -48,10 +48,10 @@ class Unavailable(TandtidError):
 class Committed:
     region: str
     position: int
-    committed_at: float                       # epoch seconds, taken when the write became durable
+    committed_at: float  # epoch seconds, taken when the write became durable
     events: list[Event]
     changes: list[Change]
-    counts: list[tuple[str, int, int]]        # (clinic, day, free cells) for every clinic-day touched
+    counts: list[tuple[str, int, int]]  # (clinic, day, free cells) for every clinic-day touched
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +273,12 @@ class RegionActor:
                 req.future.set_result(outcome)
         if batch_events:
             committed = Committed(
-                region=self.region, position=self.position, committed_at=time.time(),
-                events=batch_events, changes=changes, counts=self._counts(changes),
+                region=self.region,
+                position=self.position,
+                committed_at=time.time(),
+                events=batch_events,
+                changes=changes,
+                counts=self._counts(changes),
             )
             self._publish(committed)
         if self._snapshot_due(now_f):
@@ -308,8 +312,12 @@ class RegionActor:
 
     async def _on_journal_failure(self, requests: list[_Request], exc: Exception) -> None:
         fenced = isinstance(exc, StaleEpoch)
-        log.error("journal append failed in region %s (%s): answering %d callers 503, reloading",
-                  self.region, type(exc).__name__, len(requests))
+        log.error(
+            "journal append failed in region %s (%s): answering %d callers 503, reloading",
+            self.region,
+            type(exc).__name__,
+            len(requests),
+        )
         error = Unavailable(f"region {self.region}: journal unavailable")
         for req in requests:
             if not req.future.done():
@@ -319,8 +327,11 @@ class RegionActor:
         self.state = RegionState(self.region)  # drop everything unacknowledged at once
         if fenced:
             self.fenced = True
-            log.error("region %s: a newer writer holds the region (stale epoch %d); stopping writes",
-                      self.region, self.epoch)
+            log.error(
+                "region %s: a newer writer holds the region (stale epoch %d); stopping writes",
+                self.region,
+                self.epoch,
+            )
         self._fail_pending(error)
         await self._recover_with_backoff(error)
         self._publish(Reloaded(self.region))
@@ -334,8 +345,12 @@ class RegionActor:
                 await self._recover()
                 return
             except (JournalError, OSError, ConnectionError) as exc:
-                log.warning("region %s cannot reach its journal (%s); retrying in %.2fs",
-                            self.region, type(exc).__name__, delay)
+                log.warning(
+                    "region %s cannot reach its journal (%s); retrying in %.2fs",
+                    self.region,
+                    type(exc).__name__,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(max_delay, delay * 2)
 
@@ -382,9 +397,14 @@ class RegionActor:
         if not self.fenced:
             self.ready = True
             self._ready_gauge.set(1)
-        log.info("region %s recovered: snapshot at %d, %d events replayed, position %d, %.3fs",
-                 self.region, snapshot.position if snapshot else 0, replayed, position,
-                 time.perf_counter() - started)
+        log.info(
+            "region %s recovered: snapshot at %d, %d events replayed, position %d, %.3fs",
+            self.region,
+            snapshot.position if snapshot else 0,
+            replayed,
+            position,
+            time.perf_counter() - started,
+        )
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -393,8 +413,10 @@ class RegionActor:
             return False
         if self._events_since_snapshot == 0:
             return False
-        return (self._events_since_snapshot >= self.snapshot_every_events
-                or now - self._last_snapshot_at >= self.snapshot_every_s)
+        return (
+            self._events_since_snapshot >= self.snapshot_every_events
+            or now - self._last_snapshot_at >= self.snapshot_every_s
+        )
 
     def _capture_snapshot(self) -> tuple[int, dict[str, Any]]:
         return self.position, self.state.to_snapshot()

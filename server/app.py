@@ -52,8 +52,17 @@ from server.settings import Settings
 log = logging.getLogger("tandtid.app")
 
 ENDPOINTS: list[Endpoint] = [
-    *ops.ENDPOINTS, *public.ENDPOINTS, *auth_routes.ENDPOINTS, *patients.ENDPOINTS, *waitlist.ENDPOINTS, *ical.ENDPOINTS,
-    *clinic_api.ENDPOINTS, *webhooks.ENDPOINTS, *admin.ENDPOINTS, *outbox.ENDPOINTS, *pages.ENDPOINTS,
+    *ops.ENDPOINTS,
+    *public.ENDPOINTS,
+    *auth_routes.ENDPOINTS,
+    *patients.ENDPOINTS,
+    *waitlist.ENDPOINTS,
+    *ical.ENDPOINTS,
+    *clinic_api.ENDPOINTS,
+    *webhooks.ENDPOINTS,
+    *admin.ENDPOINTS,
+    *outbox.ENDPOINTS,
+    *pages.ENDPOINTS,
 ]
 
 

@@ -83,8 +83,12 @@ class SessionSigner:
     def issue(self, user: User, now: float | None = None) -> str:
         iat = int(time.time() if now is None else now)
         claims = {
-            "sub": user.id, "role": user.role.value, "clinic": user.clinic,
-            "iat": iat, "exp": iat + self.ttl_s, "typ": TOKEN_TYPE,
+            "sub": user.id,
+            "role": user.role.value,
+            "clinic": user.clinic,
+            "iat": iat,
+            "exp": iat + self.ttl_s,
+            "typ": TOKEN_TYPE,
         }
         return jwt.encode(claims, self._key, algorithm=_ALGORITHM)
 
@@ -94,7 +98,9 @@ class SessionSigner:
             return None
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, self._key, algorithms=[_ALGORITHM],
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
                 options={"require": ["sub", "iat", "exp", "typ"]},
             )
         except jwt.InvalidTokenError:
@@ -118,10 +124,18 @@ def set_session(response: Response, token: str, *, secure: bool, max_age: int | 
     if max_age is None:
         exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
         max_age = max(0, int(exp - time.time())) if isinstance(exp, int | float) else None
-    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, path="/", secure=secure,
-                        httponly=True, samesite="lax")
-    response.set_cookie(CSRF_COOKIE, csrf_token_for(token), max_age=max_age, path="/", secure=secure,
-                        httponly=False, samesite="lax")
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=max_age, path="/", secure=secure, httponly=True, samesite="lax"
+    )
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf_token_for(token),
+        max_age=max_age,
+        path="/",
+        secure=secure,
+        httponly=False,
+        samesite="lax",
+    )
 
 
 def clear_session(response: Response) -> None:
@@ -129,8 +143,9 @@ def clear_session(response: Response) -> None:
     response.delete_cookie(CSRF_COOKIE, path="/", httponly=False, samesite="lax")
 
 
-def _user_principal(accounts: AccountStore, claims: dict[str, Any] | None,
-                    via: Literal["cookie", "bearer"]) -> Principal | None:
+def _user_principal(
+    accounts: AccountStore, claims: dict[str, Any] | None, via: Literal["cookie", "bearer"]
+) -> Principal | None:
     if claims is None:
         return None
     user = accounts.get(claims["sub"])
@@ -171,12 +186,14 @@ def csrf_ok(request: Request, principal: Principal) -> bool:
     session = request.cookies.get(SESSION_COOKIE, "")
     if not sent or not cookie or not session:
         return False
-    return (hmac.compare_digest(sent.encode(), cookie.encode())
-            and hmac.compare_digest(cookie.encode(), csrf_token_for(session).encode()))
+    return hmac.compare_digest(sent.encode(), cookie.encode()) and hmac.compare_digest(
+        cookie.encode(), csrf_token_for(session).encode()
+    )
 
 
-def require(principal: Principal | None, *roles: Role | Literal["clinic"],
-            clinic: str | None = None) -> Principal:
+def require(
+    principal: Principal | None, *roles: Role | Literal["clinic"], clinic: str | None = None
+) -> Principal:
     """``principal`` if it has one of ``roles`` (any role if none given) and may act for ``clinic``.
 
     Staff and clinic keys reach only their own clinic; admins reach every clinic.

@@ -59,7 +59,7 @@ def hold_view(hold: Hold, clinic: Clinic) -> dict[str, Any]:
         "start": iso(hold.day, hold.cell, cm),
         "end": end_iso(hold.day, hold.cell, hold.cells, cm),
         "expires_at": epoch_iso(hold.expires_at),
-        "offer": bool(hold.offer),   # a wait-list offer: confirm it like any hold
+        "offer": bool(hold.offer),  # a wait-list offer: confirm it like any hold
     }
 
 
@@ -69,9 +69,15 @@ def booking_start_epoch(booking: Booking, clinic: Clinic) -> int:
 
 # -- iCalendar (RFC 5545) ----------------------------------------------------------------------
 
+
 def _ics_text(value: str) -> str:
-    return (value.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,")
-            .replace("\r\n", "\\n").replace("\n", "\\n"))
+    return (
+        value.replace("\\", "\\\\")
+        .replace(";", "\\;")
+        .replace(",", "\\,")
+        .replace("\r\n", "\\n")
+        .replace("\n", "\\n")
+    )
 
 
 def _ics_time(epoch_s: int) -> str:

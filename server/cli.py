@@ -1,12 +1,12 @@
 """The ``tandtid`` command: serve, seed, bench, admin, watch, book.
 
-    tandtid serve --host H --port P --data DIR [--redis URL] [--seed [--scale S] [--booked F]]
-    tandtid seed --data DIR [--redis URL] [--scale demo|small|sweden|N] [--booked F]
-    tandtid bench engine|actor|recovery|memory|journal|http|fanout|all [options]
-    tandtid admin create-user --email E --name N [--password P] [--role patient|staff|admin] [--clinic ID]
-    tandtid admin clinic-key CLINIC
-    tandtid watch region:AB [--url ws://127.0.0.1:8000/ws]
-    tandtid book --clinic ID --service checkup [--url URL] [--email E --password P]
+tandtid serve --host H --port P --data DIR [--redis URL] [--seed [--scale S] [--booked F]]
+tandtid seed --data DIR [--redis URL] [--scale demo|small|sweden|N] [--booked F]
+tandtid bench engine|actor|recovery|memory|journal|http|fanout|all [options]
+tandtid admin create-user --email E --name N [--password P] [--role patient|staff|admin] [--clinic ID]
+tandtid admin clinic-key CLINIC
+tandtid watch region:AB [--url ws://127.0.0.1:8000/ws]
+tandtid book --clinic ID --service checkup [--url URL] [--email E --password P]
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ log = logging.getLogger("tandtid")
 
 def _common_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="data directory (default ./data, env TANDTID_DATA_DIR)")
-    p.add_argument("--redis", default=None, help="Redis URL: use the Redis stream journal (env TANDTID_REDIS_URL)")
+    p.add_argument(
+        "--redis", default=None, help="Redis URL: use the Redis stream journal (env TANDTID_REDIS_URL)"
+    )
 
 
 def _share(text: str) -> float:
@@ -47,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", action="store_true", help="fill an EMPTY data store with demo data")
     serve.add_argument("--seed-if-empty", action="store_true", help="same as --seed (used by make run)")
     serve.add_argument("--scale", default="demo", help="seed scale: demo, small, sweden or a number")
-    serve.add_argument("--booked", type=_share, default=0.0, help="seed: share of open times pre-booked (0..1)")
+    serve.add_argument(
+        "--booked", type=_share, default=0.0, help="seed: share of open times pre-booked (0..1)"
+    )
     serve.add_argument("--open", action="store_true", help="open the map in a browser once serving")
     serve.add_argument("--log-level", default=None)
 
@@ -55,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common_store_args(seed)
     seed.add_argument("--scale", default="demo")
     seed.add_argument("--days", type=int, default=90)
-    seed.add_argument("--booked", type=_share, default=0.0, help="share of open times pre-booked (0..1), "
-                                                                 "more in the next weeks than far out")
+    seed.add_argument(
+        "--booked",
+        type=_share,
+        default=0.0,
+        help="share of open times pre-booked (0..1), more in the next weeks than far out",
+    )
 
     bench = sub.add_parser("bench", help="benchmarks, printed as JSON lines")
     bench.add_argument("name", help="engine, actor, recovery, memory, journal, http, fanout, or all")

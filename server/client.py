@@ -23,8 +23,17 @@ async def watch(url: str, topic: str, from_: str | None, days: int, count: int) 
             if msg.get("type") == "snapshot":
                 data = msg.get("data", {})
                 size = len(data.get("clinics", data.get("resources", {})))
-                print(json.dumps({"type": "snapshot", "topic": msg.get("topic"), "seq": msg.get("seq"),
-                                  "entries": size}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "type": "snapshot",
+                            "topic": msg.get("topic"),
+                            "seq": msg.get("seq"),
+                            "entries": size,
+                        }
+                    ),
+                    flush=True,
+                )
             else:
                 print(json.dumps(msg, ensure_ascii=False), flush=True)
             seen += 1
@@ -41,16 +50,23 @@ async def book(base_url: str, email: str, password: str, clinic: str, service: s
             print(f"sign-in failed: {login.status_code} {login.text}", file=sys.stderr)
             return 1
         headers = {"Authorization": f"Bearer {login.json()['token']}"}
-        avail = await client.get(f"/api/clinics/{clinic}/availability",
-                                 params={"service": service, "days": days})
+        avail = await client.get(
+            f"/api/clinics/{clinic}/availability", params={"service": service, "days": days}
+        )
         if avail.status_code != 200:
             print(f"availability failed: {avail.status_code} {avail.text}", file=sys.stderr)
             return 1
         times = [t for day in avail.json()["days"] for t in day["times"]]
         for slot in times:
-            body = {"clinic": clinic, "resource": slot["resource"], "service": service, "start": slot["start"]}
-            resp = await client.post("/api/bookings", json=body,
-                                     headers={**headers, "Idempotency-Key": str(uuid.uuid4())})
+            body = {
+                "clinic": clinic,
+                "resource": slot["resource"],
+                "service": service,
+                "start": slot["start"],
+            }
+            resp = await client.post(
+                "/api/bookings", json=body, headers={**headers, "Idempotency-Key": str(uuid.uuid4())}
+            )
             if resp.status_code == 201:
                 print(json.dumps(resp.json()["booking"], ensure_ascii=False))
                 return 0

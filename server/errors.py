@@ -54,18 +54,33 @@ REFUSAL_STATUS: dict[RefusalCode, int] = {
 
 # Every status the API can answer with an error body, for the OpenAPI document.
 ERROR_STATUSES: dict[int, str] = {
-    400: "bad request", 401: "UNAUTHENTICATED", 403: "FORBIDDEN or CSRF", 404: "NOT_FOUND",
-    405: "method not allowed", 409: "SLOT_TAKEN, IDEMPOTENCY_MISMATCH, TOO_LATE, LIMIT_REACHED",
-    410: "HOLD_EXPIRED", 413: "TOO_LARGE", 422: "INVALID, IN_PAST, OUTSIDE_HOURS", 429: "RATE_LIMITED",
-    500: "INTERNAL", 503: "UNAVAILABLE",
+    400: "bad request",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN or CSRF",
+    404: "NOT_FOUND",
+    405: "method not allowed",
+    409: "SLOT_TAKEN, IDEMPOTENCY_MISMATCH, TOO_LATE, LIMIT_REACHED",
+    410: "HOLD_EXPIRED",
+    413: "TOO_LARGE",
+    422: "INVALID, IN_PAST, OUTSIDE_HOURS",
+    429: "RATE_LIMITED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
 }
 
 
 class ApiError(TandtidError):
     """An answer other than success. Raise it from a route; the handler renders the shape."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -93,13 +108,21 @@ def request_id(scope_or_conn: Any) -> str:
     return rid if isinstance(rid, str) else ""
 
 
-def error_response(request: Request | Scope, status: int, code: str, message: str, *,
-                   field: str | None = None, headers: Mapping[str, str] | None = None) -> Response:
+def error_response(
+    request: Request | Scope,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id(request)}
     if field is not None:
         body["field"] = field
-    return Response(orjson.dumps({"error": body}), status_code=status, headers=headers,
-                    media_type="application/json")
+    return Response(
+        orjson.dumps({"error": body}), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 def refusal_error(exc: Refused) -> ApiError:
@@ -128,14 +151,20 @@ async def _refused(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    return error_response(request, 503, "UNAVAILABLE", "the region cannot record changes right now; "
-                          "nothing happened, try again shortly", headers={"Retry-After": "2"})
+    return error_response(
+        request,
+        503,
+        "UNAVAILABLE",
+        "the region cannot record changes right now; nothing happened, try again shortly",
+        headers={"Retry-After": "2"},
+    )
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(
-        exc.status_code, "HTTP_ERROR")
+        exc.status_code, "HTTP_ERROR"
+    )
     return error_response(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
@@ -159,10 +188,12 @@ def _route_template(scope: Scope) -> str:
 
 
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
-    (b"content-security-policy",
-     b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-     b"img-src 'self' data: blob: https:; connect-src 'self' ws: wss:; font-src 'self'; "
-     b"object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data: blob: https:; connect-src 'self' ws: wss:; font-src 'self'; "
+        b"object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
@@ -228,21 +259,30 @@ class EdgeMiddleware:
         try:
             if declared is not None and declared > limit:
                 await error_response(scope, 413, "TOO_LARGE", f"request body over {limit} bytes")(
-                    scope, receive, send_wrapper)
+                    scope, receive, send_wrapper
+                )
             else:
                 await self.app(scope, receive_capped, send_wrapper)
         except Exception as exc:  # the catch-all: one shape, one log line with the request id
-            log.error("unhandled %s in %s %s (request %s)", type(exc).__name__, scope.get("method", ""),
-                      _route_template(scope), rid, exc_info=exc)
+            log.error(
+                "unhandled %s in %s %s (request %s)",
+                type(exc).__name__,
+                scope.get("method", ""),
+                _route_template(scope),
+                rid,
+                exc_info=exc,
+            )
             if not response_started:
                 await error_response(scope, 500, "INTERNAL", "something went wrong on our side")(
-                    scope, receive, send_wrapper)
+                    scope, receive, send_wrapper
+                )
         finally:
             elapsed = time.perf_counter() - started
             template = _route_template(scope)
             _observe(template, scope.get("method", ""), status, elapsed)
-            access_log.info("%s %s %d %.1fms rid=%s", scope.get("method", ""), template, status,
-                            elapsed * 1000, rid)
+            access_log.info(
+                "%s %s %d %.1fms rid=%s", scope.get("method", ""), template, status, elapsed * 1000, rid
+            )
 
 
 def _content_length(scope: Scope) -> int | None:

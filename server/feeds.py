@@ -30,8 +30,8 @@ _MAX_TOKEN = 128
 
 
 class FeedKind(StrEnum):
-    PATIENT = "patient"   # owner: the patient's opaque user id
-    CLINIC = "clinic"     # owner: the clinic id
+    PATIENT = "patient"  # owner: the patient's opaque user id
+    CLINIC = "clinic"  # owner: the clinic id
 
 
 def _hash(token: str) -> str:
@@ -56,8 +56,10 @@ class FeedTokens:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute("DELETE FROM ical_tokens WHERE kind = ? AND owner = ?", (kind.value, owner))
-                self._db.execute("INSERT INTO ical_tokens (token_hash, kind, owner, created_at) VALUES (?, ?, ?, ?)",
-                                 (_hash(token), kind.value, owner, time.time()))
+                self._db.execute(
+                    "INSERT INTO ical_tokens (token_hash, kind, owner, created_at) VALUES (?, ?, ?, ?)",
+                    (_hash(token), kind.value, owner, time.time()),
+                )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -67,7 +69,9 @@ class FeedTokens:
     def revoke(self, kind: FeedKind, owner: str) -> bool:
         """Remove the owner's token; False if there was none."""
         with self._lock:
-            cur = self._db.execute("DELETE FROM ical_tokens WHERE kind = ? AND owner = ?", (kind.value, owner))
+            cur = self._db.execute(
+                "DELETE FROM ical_tokens WHERE kind = ? AND owner = ?", (kind.value, owner)
+            )
             return cur.rowcount > 0
 
     def owner(self, kind: FeedKind, token: str) -> str | None:
@@ -75,8 +79,9 @@ class FeedTokens:
         if not 0 < len(token) <= _MAX_TOKEN:
             return None
         with self._lock:
-            row = self._db.execute("SELECT owner FROM ical_tokens WHERE token_hash = ? AND kind = ?",
-                                   (_hash(token), kind.value)).fetchone()
+            row = self._db.execute(
+                "SELECT owner FROM ical_tokens WHERE token_hash = ? AND kind = ?", (_hash(token), kind.value)
+            ).fetchone()
         return None if row is None else str(row[0])
 
     def close(self) -> None:

@@ -24,21 +24,21 @@ _DIR = "geodata"
 
 @dataclass(frozen=True, slots=True)
 class Municipality:
-    code: str          # SCB municipality code, "0180"
-    name: str          # SCB short name, "Stockholm"
-    region: str        # county letter = region code, "AB"
-    lat: float         # the municipal seat (centralort)
+    code: str  # SCB municipality code, "0180"
+    name: str  # SCB short name, "Stockholm"
+    region: str  # county letter = region code, "AB"
+    lat: float  # the municipal seat (centralort)
     lon: float
-    population: int    # SCB, 31 Dec 2019
+    population: int  # SCB, 31 Dec 2019
 
 
 @dataclass(frozen=True, slots=True)
 class County:
-    code: str          # SCB county code, "01"
-    region: str        # county letter = region code, "AB"
-    name: str          # "Stockholms län"
-    seat: str          # residensstad, "Stockholm"
-    lat: float         # the seat's coordinates
+    code: str  # SCB county code, "01"
+    region: str  # county letter = region code, "AB"
+    name: str  # "Stockholms län"
+    seat: str  # residensstad, "Stockholm"
+    lat: float  # the seat's coordinates
     lon: float
     population: int
 
@@ -55,8 +55,14 @@ def _rows(name: str) -> Iterator[dict[str, str]]:
 def municipalities() -> tuple[Municipality, ...]:
     """All 290 municipalities, ordered by code."""
     out = [
-        Municipality(code=r["municipality_code"], name=r["municipality_name"], region=r["county_letter"],
-                     lat=float(r["lat"]), lon=float(r["lon"]), population=int(r["population"]))
+        Municipality(
+            code=r["municipality_code"],
+            name=r["municipality_name"],
+            region=r["county_letter"],
+            lat=float(r["lat"]),
+            lon=float(r["lon"]),
+            population=int(r["population"]),
+        )
         for r in _rows("se_municipalities.csv")
     ]
     return tuple(sorted(out, key=lambda m: m.code))
@@ -66,8 +72,15 @@ def municipalities() -> tuple[Municipality, ...]:
 def counties() -> tuple[County, ...]:
     """All 21 counties, ordered by SCB county code."""
     out = [
-        County(code=r["county_code"], region=r["county_letter"], name=r["county_name"], seat=r["seat"],
-               lat=float(r["lat"]), lon=float(r["lon"]), population=int(r["population"]))
+        County(
+            code=r["county_code"],
+            region=r["county_letter"],
+            name=r["county_name"],
+            seat=r["seat"],
+            lat=float(r["lat"]),
+            lon=float(r["lon"]),
+            population=int(r["population"]),
+        )
         for r in _rows("se_counties.csv")
     ]
     return tuple(sorted(out, key=lambda c: c.code))
@@ -112,7 +125,7 @@ def attribution() -> str:
 
 
 # Bounding box of Sweden (with a margin), for cheap sanity checks.
-SWEDEN_BBOX = (55.0, 10.9, 69.2, 24.2)   # (min_lat, min_lon, max_lat, max_lon)
+SWEDEN_BBOX = (55.0, 10.9, 69.2, 24.2)  # (min_lat, min_lon, max_lat, max_lon)
 
 
 class _Outline:
@@ -120,10 +133,12 @@ class _Outline:
     lakes included), with edges bucketed into latitude bands so a query checks a few dozen
     edges instead of thousands."""
 
-    BAND = 0.05   # degrees of latitude per bucket
+    BAND = 0.05  # degrees of latitude per bucket
 
     def __init__(self, geometry: dict[str, Any]) -> None:
-        polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
+        polygons = (
+            geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
+        )
         self._bands: dict[int, list[tuple[float, float, float, float]]] = {}
         for polygon in polygons:
             for ring in polygon:

@@ -66,9 +66,9 @@ from server.ws_protocol import RAW_WEBSOCKET, HubWebSocketProtocol
 
 log = logging.getLogger("tandtid.hub")
 
-CLOSE_POLICY = 1008        # foreign Origin
+CLOSE_POLICY = 1008  # foreign Origin
 CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN = 1013     # slow consumer
+CLOSE_TRY_AGAIN = 1013  # slow consumer
 CLOSE_GOING_AWAY = 1001
 
 _KINDS = ("snapshot", "diff", "event", "control")
@@ -85,7 +85,7 @@ class Subscription:
         self.topic = topic
         self.first_day = first_day
         self.days = days
-        self.resync = False   # diffs suppressed until a fresh snapshot is queued
+        self.resync = False  # diffs suppressed until a fresh snapshot is queued
 
 
 class Topic:
@@ -107,11 +107,29 @@ QueueItem = tuple[Subscription | None, str, Frame]
 class Connection:
     """Per-socket state, kept small: a deque of shared frame objects and the subscriptions."""
 
-    __slots__ = ("websocket", "raw", "encoding", "patient", "queue", "queued_bytes", "subs", "waiter", "sender",
-                 "strikes", "send_since", "closed", "resync_pending")
+    __slots__ = (
+        "websocket",
+        "raw",
+        "encoding",
+        "patient",
+        "queue",
+        "queued_bytes",
+        "subs",
+        "waiter",
+        "sender",
+        "strikes",
+        "send_since",
+        "closed",
+        "resync_pending",
+    )
 
-    def __init__(self, websocket: WebSocket, encoding: Encoding, patient: str | None,
-                 raw: HubWebSocketProtocol | None = None) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        encoding: Encoding,
+        patient: str | None,
+        raw: HubWebSocketProtocol | None = None,
+    ) -> None:
         self.websocket = websocket
         # the uvicorn protocol when frames may be written straight to its transport (see
         # server/ws_protocol.py); then there is no sender task, only a drain task while a backlog waits
@@ -123,8 +141,8 @@ class Connection:
         self.subs: dict[str, Subscription] = {}
         self.waiter: asyncio.Future[None] | None = None
         self.sender: asyncio.Task[None] | None = None
-        self.strikes = 0            # overflows since the deque last drained
-        self.send_since = 0.0       # loop time the frame being sent was handed to the socket; 0: idle
+        self.strikes = 0  # overflows since the deque last drained
+        self.send_since = 0.0  # loop time the frame being sent was handed to the socket; 0: idle
         self.closed = False
         self.resync_pending = False
 
@@ -167,9 +185,10 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self._frames_metric = {kind: metrics.WS_FRAMES_SENT.labels(kind=kind) for kind in _KINDS}
-        self._direct_diffs = 0   # diff frames written straight to sockets, not yet added to the metric
-        self._slow_metric = {action: metrics.WS_SLOW_CONSUMERS.labels(action=action)
-                             for action in ("resynced", "dropped")}
+        self._direct_diffs = 0  # diff frames written straight to sockets, not yet added to the metric
+        self._slow_metric = {
+            action: metrics.WS_SLOW_CONSUMERS.labels(action=action) for action in ("resynced", "dropped")
+        }
         regions.add_listener(self.on_commit)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -214,19 +233,21 @@ class Hub:
     async def endpoint(self, websocket: WebSocket) -> None:
         origin = websocket.headers.get("origin")
         if origin and origin not in self.settings.allowed_origins:
-            await websocket.close(code=CLOSE_POLICY)   # before accept: the handshake gets 403
+            await websocket.close(code=CLOSE_POLICY)  # before accept: the handshake gets 403
             return
         encoding = encoding_from_query(websocket.query_params.get("encoding"))
         patient = self._patient_of(websocket)
         await websocket.accept()
         self.start()
         raw = websocket.scope.get("extensions", {}).get(RAW_WEBSOCKET)
-        conn = Connection(websocket, encoding, patient, raw if isinstance(raw, HubWebSocketProtocol) else None)
+        conn = Connection(
+            websocket, encoding, patient, raw if isinstance(raw, HubWebSocketProtocol) else None
+        )
         self.connections.add(conn)
         if patient is not None:
             self.patients.setdefault(patient, set()).add(conn)
         metrics.WS_CONNECTIONS.inc()
-        if conn.raw is None:   # any other ASGI server: one sender task per connection
+        if conn.raw is None:  # any other ASGI server: one sender task per connection
             conn.sender = asyncio.get_running_loop().create_task(self._send_loop(conn))
         try:
             await self._receive_loop(conn)
@@ -252,9 +273,9 @@ class Hub:
             size = len(raw) if isinstance(raw, bytes) or len(raw) * 4 <= limit else len(raw.encode())
             if size > limit:
                 self._shut(conn, CLOSE_TOO_BIG)
-                continue   # keep reading until the client's disconnect arrives
+                continue  # keep reading until the client's disconnect arrives
             if conn.closed:
-                continue   # being closed: read until the disconnect arrives
+                continue  # being closed: read until the disconnect arrives
             try:
                 request = decode_client(raw)
             except MalformedMessage as exc:
@@ -307,7 +328,9 @@ class Hub:
             sub = Subscription(conn, topic, first_day, days)
             topic.subscribers[conn] = sub
             conn.subs[name.key] = sub
-            self._push(conn, sub, "snapshot", self._snapshot_frame(state, topic, first_day, days, conn.encoding))
+            self._push(
+                conn, sub, "snapshot", self._snapshot_frame(state, topic, first_day, days, conn.encoding)
+            )
             return True
 
         try:
@@ -354,8 +377,9 @@ class Hub:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _push(self, conn: Connection, sub: Subscription | None, kind: str, frame: Frame,
-              wire: bytes | None = None) -> None:
+    def _push(
+        self, conn: Connection, sub: Subscription | None, kind: str, frame: Frame, wire: bytes | None = None
+    ) -> None:
         queue = conn.queue
         raw = conn.raw
         if raw is not None and not queue and not conn.closed and raw.writable_now():
@@ -392,7 +416,7 @@ class Hub:
             while not conn.closed:
                 if queue:
                     if raw.disconnected or raw.close_sent or raw.transport.is_closing():
-                        break   # the receive loop sees the disconnect and cleans up
+                        break  # the receive loop sees the disconnect and cleans up
                     if not raw.writable.is_set():
                         conn.send_since = loop.time()
                         await raw.writable.wait()
@@ -449,8 +473,11 @@ class Hub:
             return
         self.dropped += 1
         self._slow_metric["dropped"].inc()
-        log.info("closing a slow WebSocket consumer (queue %d frames, %d bytes)",
-                 len(conn.queue), conn.queued_bytes)
+        log.info(
+            "closing a slow WebSocket consumer (queue %d frames, %d bytes)",
+            len(conn.queue),
+            conn.queued_bytes,
+        )
         self._shut(conn, CLOSE_TRY_AGAIN)
 
     def _shut(self, conn: Connection, code: int) -> None:
@@ -504,16 +531,21 @@ class Hub:
 
     # -- snapshots and resync ----------------------------------------------------------------
 
-    def _snapshot_frame(self, state: RegionState, topic: Topic, first_day: int, days: int,
-                        encoding: Encoding) -> Frame:
+    def _snapshot_frame(
+        self, state: RegionState, topic: Topic, first_day: int, days: int, encoding: Encoding
+    ) -> Frame:
         """Runs inside the actor. Subscribers asking for the same range share one encoded frame."""
         key = (first_day, days, encoding)
         frame = topic.snapshots.get(key)
         if frame is None:
             if len(topic.snapshots) >= 16:
                 topic.snapshots.clear()
-            message = {"type": "snapshot", "topic": topic.name.key, "seq": topic.seq,
-                       "data": snapshot_data(state, topic.name, first_day, days)}
+            message = {
+                "type": "snapshot",
+                "topic": topic.name.key,
+                "seq": topic.seq,
+                "data": snapshot_data(state, topic.name, first_day, days),
+            }
             frame = topic.snapshots[key] = encode(message, encoding)
         return frame
 
@@ -524,17 +556,23 @@ class Hub:
             if sub.resync:
                 by_region[sub.topic.name.region].append(sub)
         for region, subs in by_region.items():
+
             def resnapshot(state: RegionState, subs: list[Subscription] = subs) -> None:
                 for sub in subs:
                     topic = sub.topic
                     if conn.closed or not sub.resync or topic.subscribers.get(conn) is not sub:
                         continue
                     sub.resync = False
-                    self._push(conn, sub, "snapshot",
-                               self._snapshot_frame(state, topic, sub.first_day, sub.days, conn.encoding))
+                    self._push(
+                        conn,
+                        sub,
+                        "snapshot",
+                        self._snapshot_frame(state, topic, sub.first_day, sub.days, conn.encoding),
+                    )
+
             try:
                 await self.regions.query(region, resnapshot)
-            except Exception as exc:   # the region is reloading: Reloaded will resync again
+            except Exception as exc:  # the region is reloading: Reloaded will resync again
                 log.info("resync from region %s failed (%s); retrying", region, type(exc).__name__)
                 conn.resync_pending = True
                 await asyncio.sleep(0.5)
@@ -562,7 +600,7 @@ class Hub:
         if item.counts:
             topic = topics.get("region:" + item.region)
             if topic is not None:
-                topic.snapshots.clear()   # cached snapshots no longer match state
+                topic.snapshots.clear()  # cached snapshots no longer match state
                 if topic.subscribers:
                     self._add_pending(topic, committed_ms, "counts", count_items(item.counts))
         if item.changes:
@@ -601,8 +639,13 @@ class Hub:
                 continue
             topic.seq += 1
             topic.snapshots.clear()
-            message = {"type": "diff", "topic": key, "seq": topic.seq, "committed_at": committed_ms,
-                       "data": {data_key: items}}
+            message = {
+                "type": "diff",
+                "topic": key,
+                "seq": topic.seq,
+                "committed_at": committed_ms,
+                "data": {data_key: items},
+            }
             # per encoding in use: the message encoded once and framed once for every subscriber
             frames: dict[Encoding, tuple[Frame, bytes]] = {}
             direct = 0
@@ -640,7 +683,7 @@ class Hub:
         actor = self.regions.actors.get(item.region)
         if actor is None:
             return
-        state = actor.state   # safe: on_commit runs inside the actor's turn
+        state = actor.state  # safe: on_commit runs inside the actor's turn
         for event in item.events:
             if isinstance(event, OfferMade):
                 # a wait-list offer: the patient's new hold (gone already if released in the same batch)
@@ -673,15 +716,20 @@ class Hub:
         """A booking as patients see it: no personal data, not even the patient id."""
         clinic = state.clinics.get(booking.clinic)
         cell_minutes = clinic.cell_minutes if clinic is not None else 15
-        view: dict[str, Any] = {"id": booking.id, "clinic": booking.clinic, "resource": booking.resource,
-                                "service": booking.service, "status": booking.status}
+        view: dict[str, Any] = {
+            "id": booking.id,
+            "clinic": booking.clinic,
+            "resource": booking.resource,
+            "service": booking.service,
+            "status": booking.status,
+        }
         end_day, end_cell = booking.day, booking.cell + booking.cells
         if end_cell * cell_minutes >= 24 * 60:
             end_day, end_cell = end_day + 1, end_cell - 24 * 60 // cell_minutes
         try:
             view["start"] = iso(booking.day, booking.cell, cell_minutes)
             view["end"] = iso(end_day, end_cell, cell_minutes)
-        except ValueError:   # a DST gap edge: leave the times to the HTTP API
+        except ValueError:  # a DST gap edge: leave the times to the HTTP API
             view.setdefault("start", "")
             view["end"] = ""
         if clinic is not None:
@@ -695,7 +743,7 @@ class Hub:
             from server.auth import principal_from
 
             principal = principal_from(websocket)
-        except Exception:   # no auth wiring in this app (e.g. a bare test app)
+        except Exception:  # no auth wiring in this app (e.g. a bare test app)
             return None
         if principal is not None and principal.role == "patient" and principal.user_id:
             return principal.user_id

@@ -11,11 +11,15 @@ from prometheus_client import Counter, Gauge, Histogram
 COMMANDS = Counter("tandtid_commands_total", "Commands applied by region actors", ["type", "region"])
 REFUSALS = Counter("tandtid_refusals_total", "Commands refused by the engine", ["code", "region"])
 BATCH_SIZE = Histogram(
-    "tandtid_batch_size", "Commands per actor batch (one journal write each)", ["region"],
+    "tandtid_batch_size",
+    "Commands per actor batch (one journal write each)",
+    ["region"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
 )
 JOURNAL_APPEND_SECONDS = Histogram(
-    "tandtid_journal_append_seconds", "Latency of one durable journal append", ["region"],
+    "tandtid_journal_append_seconds",
+    "Latency of one durable journal append",
+    ["region"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 JOURNAL_FAILURES = Counter("tandtid_journal_failures_total", "Journal appends that failed", ["region"])
@@ -26,6 +30,8 @@ WS_FRAMES_SENT = Counter("tandtid_ws_frames_sent_total", "WebSocket frames sent"
 WS_SLOW_CONSUMERS = Counter("tandtid_ws_slow_consumers_total", "Slow WebSocket consumers", ["action"])
 HTTP_REQUESTS = Counter("tandtid_http_requests_total", "HTTP requests", ["route", "method", "status"])
 HTTP_LATENCY = Histogram(
-    "tandtid_http_request_seconds", "HTTP request latency", ["route"],
+    "tandtid_http_request_seconds",
+    "HTTP request latency",
+    ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )

@@ -45,7 +45,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str                       # Starlette path, e.g. "/api/bookings/{id}"
+    path: str  # Starlette path, e.g. "/api/bookings/{id}"
     handler: Handler
     summary: str
     tag: str
@@ -56,7 +56,7 @@ class Endpoint:
     ok_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     errors: tuple[int, ...] = ()
     auth: Auth = "none"
-    headers: tuple[tuple[str, str], ...] = ()   # (name, description) of optional request headers
+    headers: tuple[tuple[str, str], ...] = ()  # (name, description) of optional request headers
     rate_limited: bool = True
     in_schema: bool = True
 
@@ -98,11 +98,13 @@ def _status_set(endpoint: Endpoint) -> list[int]:
         statuses |= {401}
     if endpoint.path_params():
         statuses.add(404)
-    statuses.add(503)   # every endpoint may meet a region that is recovering
+    statuses.add(503)  # every endpoint may meet a region that is recovering
     return sorted(statuses)
 
 
-def build_document(endpoints: Iterable[Endpoint], *, title: str = "tandtid", version: str = "0.1.0") -> dict[str, Any]:
+def build_document(
+    endpoints: Iterable[Endpoint], *, title: str = "tandtid", version: str = "0.1.0"
+) -> dict[str, Any]:
     components: dict[str, Any] = {"Error": ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
@@ -114,19 +116,33 @@ def build_document(endpoints: Iterable[Endpoint], *, title: str = "tandtid", ver
             "tags": [ep.tag],
         }
         params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True,
-             "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,80}$"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,80}$"},
+            }
             for name in ep.path_params()
         ]
         if ep.query is not None:
             params.extend(_query_parameters(ep.query))
-        params.extend({"name": name, "in": "header", "required": False, "description": desc,
-                       "schema": {"type": "string", "maxLength": 200}} for name, desc in ep.headers)
+        params.extend(
+            {
+                "name": name,
+                "in": "header",
+                "required": False,
+                "description": desc,
+                "schema": {"type": "string", "maxLength": 200},
+            }
+            for name, desc in ep.headers
+        )
         if params:
             op["parameters"] = params
         if ep.body is not None:
-            op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": _model_schema(ep.body, components)}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _model_schema(ep.body, components)}},
+            }
         responses: dict[str, Any] = {}
         if ep.ok == 204:
             responses["204"] = {"description": "done"}
@@ -143,14 +159,20 @@ def build_document(endpoints: Iterable[Endpoint], *, title: str = "tandtid", ver
         paths.setdefault(ep.openapi_path(), {})[ep.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version,
-                 "description": "Real-time dental appointment booking for Sweden. See docs/API.md."},
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Real-time dental appointment booking for Sweden. See docs/API.md.",
+        },
         "paths": paths,
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "a session token from /api/auth/login, or a clinic API key"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a session token from /api/auth/login, or a clinic API key",
+                },
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "tandtid_session"},
             },
         },

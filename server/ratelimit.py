@@ -20,8 +20,14 @@ from server.errors import error_response
 
 
 class RateLimiter:
-    def __init__(self, rate: float, burst: float, *, max_keys: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys
@@ -47,8 +53,13 @@ class RateLimiter:
 
 
 def rate_limited(scope: Scope, wait: float) -> Response:
-    return error_response(scope, 429, "RATE_LIMITED", "too many requests; slow down",
-                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
+    return error_response(
+        scope,
+        429,
+        "RATE_LIMITED",
+        "too many requests; slow down",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
 
 
 class RateLimitMiddleware:

@@ -67,8 +67,9 @@ class Regions:
         self._listeners: list[Callable[[Committed | Reloaded], None]] = []
         codes = regions if regions is not None else tuple(r.code for r in REGIONS)
         self.actors: dict[str, RegionActor] = {
-            code: RegionActor(code, journal, epoch=epoch, clock=clock, listeners=self._listeners,
-                              **actor_options)
+            code: RegionActor(
+                code, journal, epoch=epoch, clock=clock, listeners=self._listeners, **actor_options
+            )
             for code in codes
         }
 

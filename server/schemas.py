@@ -23,8 +23,12 @@ MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
 ServiceId = Literal["checkup", "cleaning", "emergency", "filling", "child_checkup"]
 if set(get_args(ServiceId)) != {s.id for s in SERVICES}:  # the catalogue is the truth; keep them in step
     raise ImportError("server.schemas.ServiceId is out of step with engine.model.SERVICES")
-Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254,
-                                         pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    ),
+]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -40,6 +44,7 @@ class Query(BaseModel):
 
 # -- accounts -----------------------------------------------------------------------------------
 
+
 class RegisterBody(Body):
     email: Email
     password: Password
@@ -52,6 +57,7 @@ class LoginBody(Body):
 
 
 # -- patients -----------------------------------------------------------------------------------
+
 
 class HoldBody(Body):
     clinic: Id
@@ -116,6 +122,7 @@ def minute_of(clock: str) -> int:
 
 # -- clinics ------------------------------------------------------------------------------------
 
+
 class OpenBody(Body):
     resource: Id
     from_: dt.date = Field(alias="from")
@@ -129,6 +136,7 @@ class BlockBody(Body):
 
 
 # -- queries ------------------------------------------------------------------------------------
+
 
 class MunicipalitiesQuery(Query):
     region: RegionCode | None = None

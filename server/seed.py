@@ -60,7 +60,7 @@ from server.geography import Municipality, municipalities, municipalities_in, on
 Catalog = dict[str, list[tuple[Clinic, tuple[Resource, ...]]]]
 
 SCALES: dict[str, int] = {"demo": 60, "small": 400, "sweden": 4430}
-PUBLIC_SHARE = 880 / 4430           # TLV: ~880 Folktandvården of ~4,430 clinics
+PUBLIC_SHARE = 880 / 4430  # TLV: ~880 Folktandvården of ~4,430 clinics
 PRIVATE_POPULATION_EXPONENT = 1.15  # > 1: private clinics crowd into the big cities
 
 DENTIST_SERVICES: tuple[str, ...] = tuple(s.id for s in SERVICES)
@@ -74,82 +74,298 @@ _PRIVATE_HYGIENISTS = ((0, 48), (1, 40), (2, 12))
 
 # First two digits of postcodes by region, roughly as the real series run.
 _POSTCODE_PREFIXES: dict[str, tuple[int, int]] = {
-    "AB": (10, 19), "C": (74, 75), "D": (61, 64), "E": (58, 61), "F": (55, 57), "G": (35, 36),
-    "H": (38, 39), "I": (62, 62), "K": (37, 37), "M": (21, 29), "N": (30, 31), "O": (40, 54),
-    "S": (65, 68), "T": (69, 71), "U": (72, 73), "W": (77, 79), "X": (80, 82), "Y": (85, 89),
-    "Z": (83, 84), "AC": (90, 93), "BD": (94, 98),
+    "AB": (10, 19),
+    "C": (74, 75),
+    "D": (61, 64),
+    "E": (58, 61),
+    "F": (55, 57),
+    "G": (35, 36),
+    "H": (38, 39),
+    "I": (62, 62),
+    "K": (37, 37),
+    "M": (21, 29),
+    "N": (30, 31),
+    "O": (40, 54),
+    "S": (65, 68),
+    "T": (69, 71),
+    "U": (72, 73),
+    "W": (77, 79),
+    "X": (80, 82),
+    "Y": (85, 89),
+    "Z": (83, 84),
+    "AC": (90, 93),
+    "BD": (94, 98),
 }
 _SOUTHERN_REGIONS = frozenset({"M", "K", "G", "H", "N", "F", "E", "I"})
 
 _STREETS = (
-    "Storgatan", "Drottninggatan", "Kungsgatan", "Järnvägsgatan", "Skolgatan", "Kyrkogatan",
-    "Nygatan", "Torggatan", "Ågatan", "Parkgatan", "Sjögatan", "Östra Långgatan", "Västra vägen",
-    "Södra vägen", "Norra allén", "Hantverkargatan", "Bergsgatan", "Prästgatan", "Trädgårdsgatan",
-    "Stationsgatan", "Fabriksgatan", "Repslagargatan", "Vasagatan", "Köpmangatan", "Strandvägen",
-    "Björkvägen", "Lindvägen", "Ekvägen", "Tallvägen", "Granvägen", "Rönnvägen", "Lärkvägen",
-    "Mästargatan", "Smedjegatan", "Brogatan", "Kvarngatan", "Tullgatan", "Badhusgatan",
-    "Magasinsgatan", "Sveavägen", "Linnégatan", "Esplanaden", "Långgatan", "Hamngatan",
+    "Storgatan",
+    "Drottninggatan",
+    "Kungsgatan",
+    "Järnvägsgatan",
+    "Skolgatan",
+    "Kyrkogatan",
+    "Nygatan",
+    "Torggatan",
+    "Ågatan",
+    "Parkgatan",
+    "Sjögatan",
+    "Östra Långgatan",
+    "Västra vägen",
+    "Södra vägen",
+    "Norra allén",
+    "Hantverkargatan",
+    "Bergsgatan",
+    "Prästgatan",
+    "Trädgårdsgatan",
+    "Stationsgatan",
+    "Fabriksgatan",
+    "Repslagargatan",
+    "Vasagatan",
+    "Köpmangatan",
+    "Strandvägen",
+    "Björkvägen",
+    "Lindvägen",
+    "Ekvägen",
+    "Tallvägen",
+    "Granvägen",
+    "Rönnvägen",
+    "Lärkvägen",
+    "Mästargatan",
+    "Smedjegatan",
+    "Brogatan",
+    "Kvarngatan",
+    "Tullgatan",
+    "Badhusgatan",
+    "Magasinsgatan",
+    "Sveavägen",
+    "Linnégatan",
+    "Esplanaden",
+    "Långgatan",
+    "Hamngatan",
 )
 _PLACES = (
-    "Torget", "Stortorget", "Ån", "Hamnen", "Parken", "Stationen", "Kyrkan", "Bron", "Slottet",
-    "Sjön", "Vattentornet", "Kanalen", "Esplanaden", "Lilla torget", "Strömmen",
+    "Torget",
+    "Stortorget",
+    "Ån",
+    "Hamnen",
+    "Parken",
+    "Stationen",
+    "Kyrkan",
+    "Bron",
+    "Slottet",
+    "Sjön",
+    "Vattentornet",
+    "Kanalen",
+    "Esplanaden",
+    "Lilla torget",
+    "Strömmen",
 )
 _SURNAMES = (
-    "Andersson", "Johansson", "Karlsson", "Nilsson", "Eriksson", "Larsson", "Olsson", "Persson",
-    "Svensson", "Gustafsson", "Pettersson", "Jonsson", "Hansson", "Bengtsson", "Lindberg",
-    "Lindström", "Lindqvist", "Bergström", "Lundberg", "Lundgren", "Sjöberg", "Holm", "Wallin",
-    "Engström", "Hedlund", "Nyström", "Sandberg", "Forsberg", "Åberg", "Sundberg", "Ekström",
-    "Håkansson", "Blom", "Lind", "Strand", "Falk", "Hellström", "Björklund", "Dahlberg", "Mattsson",
+    "Andersson",
+    "Johansson",
+    "Karlsson",
+    "Nilsson",
+    "Eriksson",
+    "Larsson",
+    "Olsson",
+    "Persson",
+    "Svensson",
+    "Gustafsson",
+    "Pettersson",
+    "Jonsson",
+    "Hansson",
+    "Bengtsson",
+    "Lindberg",
+    "Lindström",
+    "Lindqvist",
+    "Bergström",
+    "Lundberg",
+    "Lundgren",
+    "Sjöberg",
+    "Holm",
+    "Wallin",
+    "Engström",
+    "Hedlund",
+    "Nyström",
+    "Sandberg",
+    "Forsberg",
+    "Åberg",
+    "Sundberg",
+    "Ekström",
+    "Håkansson",
+    "Blom",
+    "Lind",
+    "Strand",
+    "Falk",
+    "Hellström",
+    "Björklund",
+    "Dahlberg",
+    "Mattsson",
 )
 _COMPASS = ("Centrum", "Norr", "Söder", "Öster", "Väster")
 
 # Where the municipality's short name is not the name of its seat town, the seat's name is
 # what goes on signs and addresses.
 _SEAT_TOWNS: dict[str, str] = {
-    "Gotland": "Visby", "Botkyrka": "Tumba", "Haninge": "Handen", "Österåker": "Åkersberga",
-    "Värmdö": "Gustavsberg", "Järfälla": "Jakobsberg", "Salem": "Rönninge", "Upplands-Bro": "Kungsängen",
-    "Sigtuna": "Märsta", "Danderyd": "Djursholm", "Håbo": "Bålsta", "Härryda": "Mölnlycke",
-    "Tjörn": "Skärhamn", "Orust": "Henån", "Ale": "Nödinge", "Sotenäs": "Kungshamn", "Tanum": "Tanumshede",
-    "Mark": "Kinna", "Essunga": "Nossebro", "Dals-Ed": "Ed", "Härjedalen": "Sveg", "Berg": "Svenstavik",
-    "Åre": "Järpen", "Ragunda": "Hammarstrand", "Burlöv": "Arlöv", "Östra Göinge": "Broby",
-    "Kinda": "Kisa", "Ydre": "Österbymo", "Gagnef": "Djurås", "Älvkarleby": "Skutskär",
-    "Lekeberg": "Fjugesta", "Ljusnarsberg": "Kopparberg", "Malung-Sälen": "Malung",
-    "Nordanstig": "Bergsjö", "Ovanåker": "Edsbyn", "Hylte": "Hyltebruk", "Uppvidinge": "Åseda",
-    "Hammarö": "Skoghall", "Eda": "Charlottenberg",
+    "Gotland": "Visby",
+    "Botkyrka": "Tumba",
+    "Haninge": "Handen",
+    "Österåker": "Åkersberga",
+    "Värmdö": "Gustavsberg",
+    "Järfälla": "Jakobsberg",
+    "Salem": "Rönninge",
+    "Upplands-Bro": "Kungsängen",
+    "Sigtuna": "Märsta",
+    "Danderyd": "Djursholm",
+    "Håbo": "Bålsta",
+    "Härryda": "Mölnlycke",
+    "Tjörn": "Skärhamn",
+    "Orust": "Henån",
+    "Ale": "Nödinge",
+    "Sotenäs": "Kungshamn",
+    "Tanum": "Tanumshede",
+    "Mark": "Kinna",
+    "Essunga": "Nossebro",
+    "Dals-Ed": "Ed",
+    "Härjedalen": "Sveg",
+    "Berg": "Svenstavik",
+    "Åre": "Järpen",
+    "Ragunda": "Hammarstrand",
+    "Burlöv": "Arlöv",
+    "Östra Göinge": "Broby",
+    "Kinda": "Kisa",
+    "Ydre": "Österbymo",
+    "Gagnef": "Djurås",
+    "Älvkarleby": "Skutskär",
+    "Lekeberg": "Fjugesta",
+    "Ljusnarsberg": "Kopparberg",
+    "Malung-Sälen": "Malung",
+    "Nordanstig": "Bergsjö",
+    "Ovanåker": "Edsbyn",
+    "Hylte": "Hyltebruk",
+    "Uppvidinge": "Åseda",
+    "Hammarö": "Skoghall",
+    "Eda": "Charlottenberg",
 }
 
 # Districts used to tell apart several clinics in one big city (keyed by municipality code).
 _DISTRICTS: dict[str, tuple[str, ...]] = {
     "0180": (  # Stockholm
-        "Kungsholmen", "Södermalm", "Östermalm", "Vasastan", "Norrmalm", "Gamla stan", "Liljeholmen",
-        "Hornstull", "Fridhemsplan", "Hammarby sjöstad", "Skärholmen", "Farsta", "Vällingby",
-        "Hässelby", "Bromma", "Rinkeby", "Tensta", "Spånga", "Kista", "Högdalen", "Hägersten", "Årsta",
-        "Enskede", "Björkhagen", "Skarpnäck", "Bagarmossen", "Älvsjö", "Bandhagen", "Hökarängen",
-        "Rågsved", "Sköndal", "Aspudden", "Midsommarkransen", "Västertorp", "Fruängen", "Gubbängen",
-        "Johanneshov", "Gärdet", "Hjorthagen", "Akalla", "Husby", "Blackeberg", "Alvik", "Traneberg",
+        "Kungsholmen",
+        "Södermalm",
+        "Östermalm",
+        "Vasastan",
+        "Norrmalm",
+        "Gamla stan",
+        "Liljeholmen",
+        "Hornstull",
+        "Fridhemsplan",
+        "Hammarby sjöstad",
+        "Skärholmen",
+        "Farsta",
+        "Vällingby",
+        "Hässelby",
+        "Bromma",
+        "Rinkeby",
+        "Tensta",
+        "Spånga",
+        "Kista",
+        "Högdalen",
+        "Hägersten",
+        "Årsta",
+        "Enskede",
+        "Björkhagen",
+        "Skarpnäck",
+        "Bagarmossen",
+        "Älvsjö",
+        "Bandhagen",
+        "Hökarängen",
+        "Rågsved",
+        "Sköndal",
+        "Aspudden",
+        "Midsommarkransen",
+        "Västertorp",
+        "Fruängen",
+        "Gubbängen",
+        "Johanneshov",
+        "Gärdet",
+        "Hjorthagen",
+        "Akalla",
+        "Husby",
+        "Blackeberg",
+        "Alvik",
+        "Traneberg",
         "Stureby",
     ),
     "1480": (  # Göteborg
-        "Centrum", "Majorna", "Linnéstaden", "Hisingen", "Backa", "Biskopsgården", "Frölunda",
-        "Angered", "Hammarkullen", "Bergsjön", "Kortedala", "Gamlestaden", "Redbergslid", "Örgryte",
-        "Johanneberg", "Guldheden", "Askim", "Torslanda", "Tynnered", "Hjällbo", "Lundby", "Eriksberg",
-        "Kungsladugård", "Högsbo", "Härlanda", "Lunden", "Kvillebäcken",
+        "Centrum",
+        "Majorna",
+        "Linnéstaden",
+        "Hisingen",
+        "Backa",
+        "Biskopsgården",
+        "Frölunda",
+        "Angered",
+        "Hammarkullen",
+        "Bergsjön",
+        "Kortedala",
+        "Gamlestaden",
+        "Redbergslid",
+        "Örgryte",
+        "Johanneberg",
+        "Guldheden",
+        "Askim",
+        "Torslanda",
+        "Tynnered",
+        "Hjällbo",
+        "Lundby",
+        "Eriksberg",
+        "Kungsladugård",
+        "Högsbo",
+        "Härlanda",
+        "Lunden",
+        "Kvillebäcken",
     ),
     "1280": (  # Malmö
-        "Centrum", "Möllevången", "Limhamn", "Rosengård", "Värnhem", "Västra hamnen", "Husie", "Oxie",
-        "Kirseberg", "Fosie", "Hyllie", "Bunkeflo", "Lindängen", "Slottsstaden", "Ribersborg",
-        "Augustenborg", "Kroksbäck",
+        "Centrum",
+        "Möllevången",
+        "Limhamn",
+        "Rosengård",
+        "Värnhem",
+        "Västra hamnen",
+        "Husie",
+        "Oxie",
+        "Kirseberg",
+        "Fosie",
+        "Hyllie",
+        "Bunkeflo",
+        "Lindängen",
+        "Slottsstaden",
+        "Ribersborg",
+        "Augustenborg",
+        "Kroksbäck",
     ),
-    "0380": ("Centrum", "Gottsunda", "Sävja", "Luthagen", "Eriksberg", "Gränby", "Stenhagen",
-             "Svartbäcken", "Kvarngärdet", "Storvreta"),                                  # Uppsala
+    "0380": (
+        "Centrum",
+        "Gottsunda",
+        "Sävja",
+        "Luthagen",
+        "Eriksberg",
+        "Gränby",
+        "Stenhagen",
+        "Svartbäcken",
+        "Kvarngärdet",
+        "Storvreta",
+    ),  # Uppsala
     "0580": ("Centrum", "Ryd", "Skäggetorp", "Berga", "Ekholmen", "Lambohov", "Tornby"),  # Linköping
-    "1880": ("Centrum", "Vivalla", "Brickebacken", "Adolfsberg", "Varberga", "Tybble"),   # Örebro
-    "1980": ("Centrum", "Bäckby", "Hammarby", "Råby", "Vallby", "Skultuna"),              # Västerås
-    "1283": ("Centrum", "Råå", "Högasten", "Drottninghög", "Dalhem", "Påarp"),            # Helsingborg
-    "0581": ("Centrum", "Hageby", "Navestad", "Skarphagen", "Klockaretorpet", "Lindö"),   # Norrköping
-    "0680": ("Centrum", "Huskvarna", "Råslätt", "Öxnehaga", "Tenhult", "Ljungarum"),      # Jönköping
-    "2480": ("Centrum", "Ersboda", "Holmsund", "Mariehem", "Ålidhem", "Teg"),             # Umeå
-    "1281": ("Centrum", "Norra Fäladen", "Klostergården", "Linero", "Södra Sandby"),      # Lund
+    "1880": ("Centrum", "Vivalla", "Brickebacken", "Adolfsberg", "Varberga", "Tybble"),  # Örebro
+    "1980": ("Centrum", "Bäckby", "Hammarby", "Råby", "Vallby", "Skultuna"),  # Västerås
+    "1283": ("Centrum", "Råå", "Högasten", "Drottninghög", "Dalhem", "Påarp"),  # Helsingborg
+    "0581": ("Centrum", "Hageby", "Navestad", "Skarphagen", "Klockaretorpet", "Lindö"),  # Norrköping
+    "0680": ("Centrum", "Huskvarna", "Råslätt", "Öxnehaga", "Tenhult", "Ljungarum"),  # Jönköping
+    "2480": ("Centrum", "Ersboda", "Holmsund", "Mariehem", "Ålidhem", "Teg"),  # Umeå
+    "1281": ("Centrum", "Norra Fäladen", "Klostergården", "Linero", "Södra Sandby"),  # Lund
 }
 
 
@@ -191,7 +407,9 @@ def build_catalog(scale: str | int, *, rng_seed: int = 1) -> Catalog:
     return catalog
 
 
-def seed_commands(scale: str | int, *, first_day: int, days: int = 90, rng_seed: int = 1) -> dict[str, list[Command]]:
+def seed_commands(
+    scale: str | int, *, first_day: int, days: int = 90, rng_seed: int = 1
+) -> dict[str, list[Command]]:
     """Per region code: a ``RegisterClinic`` for each clinic, then an ``OpenDays`` for each
     resource over ``days`` days from ``first_day`` (a ``date.toordinal()``). Apply them in
     order to an empty region state."""
@@ -207,12 +425,18 @@ def seed_commands(scale: str | int, *, first_day: int, days: int = 90, rng_seed:
 
 # Service mix of booked times, by who performs them (weights; services a resource does not
 # perform are skipped). Dentists: mostly check-ups and fillings; hygienists: cleanings.
-DENTIST_MIX: dict[str, int] = {"checkup": 40, "filling": 22, "emergency": 10, "cleaning": 10, "child_checkup": 18}
+DENTIST_MIX: dict[str, int] = {
+    "checkup": 40,
+    "filling": 22,
+    "emergency": 10,
+    "cleaning": 10,
+    "child_checkup": 18,
+}
 HYGIENIST_MIX: dict[str, int] = {"cleaning": 75, "child_checkup": 25}
-BOOKINGS_PER_PATIENT = 2      # < Clinic.max_bookings_per_patient (3) by construction
-FILL_DECAY_DAYS = 21.0        # the booked share falls off with this time constant...
-FILL_FLOOR = 0.12             # ...towards this fraction of its start value
-FILL_MAX = 0.92               # never quite full: emergencies need gaps
+BOOKINGS_PER_PATIENT = 2  # < Clinic.max_bookings_per_patient (3) by construction
+FILL_DECAY_DAYS = 21.0  # the booked share falls off with this time constant...
+FILL_FLOOR = 0.12  # ...towards this fraction of its start value
+FILL_MAX = 0.92  # never quite full: emergencies need gaps
 
 _ATTEMPTS_PER_DAY = 48
 
@@ -240,7 +464,7 @@ class _OpeningRows:
     def __call__(self, resource: Resource, clinic: Clinic, day: int) -> bytes:
         if clinic.id != self._clinic:
             self._clinic, self._templates = clinic.id, {}
-        weekday = (day - 1) % 7 + 1   # ordinal 1 is a Monday
+        weekday = (day - 1) % 7 + 1  # ordinal 1 is a Monday
         template = self._templates.get(weekday)
         if template is None:
             template = self._templates[weekday] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
@@ -251,9 +475,17 @@ def _state_rows(state: RegionState) -> Rows:
     return lambda resource, clinic, day: state.row(resource.id, day)
 
 
-def prebook_region(region: str, clinics: Sequence[tuple[Clinic, Sequence[Resource]]], share: float, *,
-                   first_day: int, days: int, rng_seed: int = 1, not_before: int = 0,
-                   rows: Rows | None = None) -> Iterator[Book]:
+def prebook_region(
+    region: str,
+    clinics: Sequence[tuple[Clinic, Sequence[Resource]]],
+    share: float,
+    *,
+    first_day: int,
+    days: int,
+    rng_seed: int = 1,
+    not_before: int = 0,
+    rows: Rows | None = None,
+) -> Iterator[Book]:
     """One region's pre-booked times as ``Book`` commands, lazily (so a caller can submit them
     in chunks). Every command fits: it books FREE cells of ``rows`` (by default the cells the
     seed's ``OpenDays`` opens) that no earlier command of this call took, starting at or after
@@ -287,24 +519,38 @@ def prebook_region(region: str, clinics: Sequence[tuple[Clinic, Sequence[Resourc
                     i = bisect.bisect_right(cumulative, rng.random() * total)
                     k = cells_for[i]
                     start = int(rng.random() * (span - k + 1))
-                    if cells[start:start + k] != _FREE_RUNS[k] or (
-                            check_past and cell_epoch(day, start, cm) < not_before):
+                    if cells[start : start + k] != _FREE_RUNS[k] or (
+                        check_past and cell_epoch(day, start, cm) < not_before
+                    ):
                         continue
-                    cells[start:start + k] = _TAKEN_RUNS[k]
+                    cells[start : start + k] = _TAKEN_RUNS[k]
                     booked += k
-                    yield Book(f"{region}-s{n}", f"seed-p{n // BOOKINGS_PER_PATIENT}", res.id, services[i],
-                               day, start)
+                    yield Book(
+                        f"{region}-s{n}",
+                        f"seed-p{n // BOOKINGS_PER_PATIENT}",
+                        res.id,
+                        services[i],
+                        day,
+                        start,
+                    )
                     n += 1
                     if booked >= target:
                         break
 
 
 _FREE_RUNS = [bytes([FREE]) * k for k in range(24 * 60 + 1)]
-_TAKEN_RUNS = [bytes(k) for k in range(24 * 60 + 1)]   # any value but FREE marks a cell taken here
+_TAKEN_RUNS = [bytes(k) for k in range(24 * 60 + 1)]  # any value but FREE marks a cell taken here
 
 
-def prebook_commands(catalog_or_state: Catalog | Mapping[str, RegionState], share: float, *, first_day: int,
-                     days: int = 90, rng_seed: int = 1, not_before: int = 0) -> dict[str, list[Book]]:
+def prebook_commands(
+    catalog_or_state: Catalog | Mapping[str, RegionState],
+    share: float,
+    *,
+    first_day: int,
+    days: int = 90,
+    rng_seed: int = 1,
+    not_before: int = 0,
+) -> dict[str, list[Book]]:
     """Per region code: ``Book`` commands that fill about ``share`` (0..1) of the open cells
     over ``days`` days from ``first_day``, more in the next weeks than far out (see
     ``fill_share``). From a ``Catalog`` the open cells are the seed's opening hours; from
@@ -320,12 +566,23 @@ def prebook_commands(catalog_or_state: Catalog | Mapping[str, RegionState], shar
             rows = _state_rows(source)
         else:
             clinics, rows = list(source), None
-        out[region] = list(prebook_region(region, clinics, share, first_day=first_day, days=days,
-                                          rng_seed=rng_seed, not_before=not_before, rows=rows))
+        out[region] = list(
+            prebook_region(
+                region,
+                clinics,
+                share,
+                first_day=first_day,
+                days=days,
+                rng_seed=rng_seed,
+                not_before=not_before,
+                rows=rows,
+            )
+        )
     return out
 
 
 # --- how many clinics where --------------------------------------------------------------
+
 
 def _apportion(total: int, weights: Sequence[float], floor: int = 0) -> list[int]:
     """Split ``total`` into integer shares proportional to ``weights`` (largest remainder),
@@ -370,11 +627,12 @@ def _plan(total: int) -> tuple[dict[str, int], dict[str, int]]:
         public = {m.code: k for m, k in zip(munis, counts, strict=True)}
     else:
         public = _two_level(n_public, population)
-    private = _two_level(n_private, {c: p ** PRIVATE_POPULATION_EXPONENT for c, p in population.items()})
+    private = _two_level(n_private, {c: p**PRIVATE_POPULATION_EXPONENT for c, p in population.items()})
     return public, private
 
 
 # --- one town's names and addresses -------------------------------------------------------
+
 
 class _Town:
     """Naming and placing state for one municipality: names already used, its postcode area."""
@@ -475,6 +733,7 @@ class _Town:
 
 # --- one clinic ---------------------------------------------------------------------------
 
+
 def _pick(rng: random.Random, table: tuple[tuple[int, int], ...]) -> int:
     return rng.choices([v for v, _ in table], weights=[w for _, w in table])[0]
 
@@ -491,16 +750,16 @@ def _hours(rng: random.Random, kind: ClinicKind, big_city: bool) -> tuple[Openin
     hours: OpeningHours = dict(DEFAULT_HOURS)
     saturday_odds = 0.18 if kind is ClinicKind.PRIVATE and big_city else 0.07
     r = rng.random()
-    if r < 0.10:                                  # Tuesday evenings as well as Thursday
+    if r < 0.10:  # Tuesday evenings as well as Thursday
         hours[2] = ((8 * 60, 12 * 60), (13 * 60, 19 * 60))
-    elif r < 0.10 + saturday_odds:                # Saturday mornings
+    elif r < 0.10 + saturday_odds:  # Saturday mornings
         hours[6] = ((9 * 60, 13 * 60),)
-    elif r < 0.18 + saturday_odds:                # 30-minute lunch
+    elif r < 0.18 + saturday_odds:  # 30-minute lunch
         for day in (1, 2, 3):
             hours[day] = ((8 * 60, 12 * 60), (12 * 60 + 30, 16 * 60 + 30))
         hours[4] = ((8 * 60, 12 * 60), (12 * 60 + 30, 18 * 60 + 30))
         hours[5] = ((8 * 60, 12 * 60), (12 * 60 + 30, 14 * 60 + 30))
-    elif r < 0.24 + saturday_odds:                # early birds, 30-minute lunch
+    elif r < 0.24 + saturday_odds:  # early birds, 30-minute lunch
         for day in (1, 2, 3, 4):
             hours[day] = ((7 * 60 + 30, 11 * 60 + 30), (12 * 60, 16 * 60))
         hours[5] = ((7 * 60 + 30, 11 * 60 + 30), (12 * 60, 14 * 60))
@@ -513,7 +772,9 @@ def _hours(rng: random.Random, kind: ClinicKind, big_city: bool) -> tuple[Openin
     return hours, 15
 
 
-def _clinic(clinic_id: str, kind: ClinicKind, town: _Town, rng: random.Random) -> tuple[Clinic, tuple[Resource, ...]]:
+def _clinic(
+    clinic_id: str, kind: ClinicKind, town: _Town, rng: random.Random
+) -> tuple[Clinic, tuple[Resource, ...]]:
     muni = town.muni
     if kind is ClinicKind.PUBLIC:
         name = town.public_name(rng)
@@ -524,19 +785,38 @@ def _clinic(clinic_id: str, kind: ClinicKind, town: _Town, rng: random.Random) -
     lat, lon = town.position(rng)
     hours, cell_minutes = _hours(rng, kind, big_city=muni.population >= 100_000)
     resources = tuple(
-        Resource(id=f"{clinic_id}-r{i + 1}", clinic=clinic_id, kind=ResourceKind.DENTIST,
-                 name=f"Tandläkare {i + 1}", services=DENTIST_SERVICES)
+        Resource(
+            id=f"{clinic_id}-r{i + 1}",
+            clinic=clinic_id,
+            kind=ResourceKind.DENTIST,
+            name=f"Tandläkare {i + 1}",
+            services=DENTIST_SERVICES,
+        )
         for i in range(dentists)
     ) + tuple(
-        Resource(id=f"{clinic_id}-r{dentists + i + 1}", clinic=clinic_id, kind=ResourceKind.HYGIENIST,
-                 name=f"Tandhygienist {i + 1}", services=HYGIENIST_SERVICES)
+        Resource(
+            id=f"{clinic_id}-r{dentists + i + 1}",
+            clinic=clinic_id,
+            kind=ResourceKind.HYGIENIST,
+            name=f"Tandhygienist {i + 1}",
+            services=HYGIENIST_SERVICES,
+        )
         for i in range(hygienists)
     )
     offered = {s for res in resources for s in res.services}
     clinic = Clinic(
-        id=clinic_id, name=name, region=muni.region, municipality=muni.code,
-        municipality_name=muni.name, address=town.address(rng), lat=lat, lon=lon, kind=kind,
-        services=tuple(s.id for s in SERVICES if s.id in offered), hours=hours,
-        cell_minutes=cell_minutes, phone=_phone(rng, muni.region),
+        id=clinic_id,
+        name=name,
+        region=muni.region,
+        municipality=muni.code,
+        municipality_name=muni.name,
+        address=town.address(rng),
+        lat=lat,
+        lon=lon,
+        kind=kind,
+        services=tuple(s.id for s in SERVICES if s.id in offered),
+        hours=hours,
+        cell_minutes=cell_minutes,
+        phone=_phone(rng, muni.region),
     )
     return clinic, resources

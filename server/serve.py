@@ -78,12 +78,13 @@ async def store_is_empty(regions: Regions) -> bool:
     return True
 
 
-PREBOOK_CHUNK = 5_000          # Book commands in flight per region at a time: memory stays flat
-PREBOOK_LEAD_S = 15 * 60      # pre-booked times start at least this long after seeding begins
+PREBOOK_CHUNK = 5_000  # Book commands in flight per region at a time: memory stays flat
+PREBOOK_LEAD_S = 15 * 60  # pre-booked times start at least this long after seeding begins
 
 
-async def seed_regions(regions: Regions, scale: str, days: int = 90, now: float | None = None,
-                       booked: float = 0.0) -> int:
+async def seed_regions(
+    regions: Regions, scale: str, days: int = 90, now: float | None = None, booked: float = 0.0
+) -> int:
     """Register the seed's clinics and open their days through the actors, then (``booked`` > 0)
     book about that share of the open cells (``server.seed.prebook_region``), region by region
     in chunks. Returns clinics added."""
@@ -102,12 +103,13 @@ async def seed_regions(regions: Regions, scale: str, days: int = 90, now: float 
         clinics += sum(1 for events in results for e in events if type(e).__name__ == "ClinicRegistered")
         if not booked:
             continue
-        books = prebook_region(region, catalog[region], booked, first_day=first_day, days=days,
-                               not_before=now_s + PREBOOK_LEAD_S)
+        books = prebook_region(
+            region, catalog[region], booked, first_day=first_day, days=days, not_before=now_s + PREBOOK_LEAD_S
+        )
         while chunk := list(itertools.islice(books, PREBOOK_CHUNK)):
             for outcome in await asyncio.gather(*(regions.submit(b) for b in chunk), return_exceptions=True):
                 if isinstance(outcome, Refused):
-                    refused += 1   # e.g. a time that passed while seeding: the seed is not the test
+                    refused += 1  # e.g. a time that passed while seeding: the seed is not the test
                 elif isinstance(outcome, BaseException):
                     raise outcome
                 else:
@@ -127,7 +129,10 @@ async def pass_over_seed(settings: Settings, journal: Journal) -> None:
     from server.webhooks.store import WebhookStore
 
     ends = {r.code: await journal.last_position(r.code) for r in REGIONS}
-    ledger, hooks = Ledger(settings.data_dir / "notify.sqlite3"), WebhookStore(settings.data_dir / "webhooks.sqlite3")
+    ledger, hooks = (
+        Ledger(settings.data_dir / "notify.sqlite3"),
+        WebhookStore(settings.data_dir / "webhooks.sqlite3"),
+    )
     try:
         for region, end in ends.items():
             ledger.advance(region, end)
@@ -151,7 +156,7 @@ def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[s
         for email, name, role in DEMO_ACCOUNTS:
             if role == "staff" and clinic is None:
                 continue
-            with contextlib.suppress(EmailTaken):   # a restart keeps the accounts it made before
+            with contextlib.suppress(EmailTaken):  # a restart keeps the accounts it made before
                 store.create_user(email, DEMO_PASSWORD, name, Role(role), clinic if role == "staff" else None)
             made.append((email, role, (clinic or "") if role == "staff" else ""))
     finally:
@@ -170,7 +175,9 @@ async def seed_store(args: argparse.Namespace) -> int:
             return 1
         started = time.perf_counter()
         clinics = await seed_regions(regions, args.scale, days=args.days, booked=args.booked)
-        print(f"seeded {clinics} clinics ({args.booked:.0%} pre-booked) in {time.perf_counter() - started:.1f}s")
+        print(
+            f"seeded {clinics} clinics ({args.booked:.0%} pre-booked) in {time.perf_counter() - started:.1f}s"
+        )
         await pass_over_seed(settings, journal)
         for actor in regions.actors.values():
             await actor.snapshot_now()
@@ -207,21 +214,33 @@ async def serve(args: argparse.Namespace) -> int:
     app.state.webhook_store = webhooks.store
     app.state.webhook_dispatcher = webhooks
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        lifespan="on", ws_max_size=settings.max_ws_frame, proxy_headers=False, access_log=False,
-        **UVICORN_WS_OPTIONS,   # the hub writes pre-framed diffs straight to sockets; no deflate
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        ws_max_size=settings.max_ws_frame,
+        proxy_headers=False,
+        access_log=False,
+        **UVICORN_WS_OPTIONS,  # the hub writes pre-framed diffs straight to sockets; no deflate
     )
     server = uvicorn.Server(config)
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
     if getattr(args, "open", False):
+
         async def _open() -> None:
-            while not server.started:   # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+            while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
                 await asyncio.sleep(0.1)
             print(f"tandtid is serving {url}", flush=True)
             webbrowser.open(url)
+
         asyncio.get_running_loop().create_task(_open())
-    log.info("serving %s at %s (journal: %s)", dt.date.today(), url,
-             "redis" if settings.redis_url else f"files in {settings.data_dir}")
+    log.info(
+        "serving %s at %s (journal: %s)",
+        dt.date.today(),
+        url,
+        "redis" if settings.redis_url else f"files in {settings.data_dir}",
+    )
     try:
         await server.serve()
     finally:

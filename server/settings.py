@@ -45,12 +45,25 @@ class Settings:
         env = dict(os.environ) if env is None else env
         values: dict[str, Any] = {}
         parsers: dict[str, Any] = {
-            "host": str, "port": int, "data_dir": Path, "redis_url": str,
-            "secret_key": lambda v: v.encode(), "allowed_origins": _env_list, "epoch": int,
-            "hold_ttl_s": int, "session_ttl_s": int, "rate_per_s": float, "rate_burst": int,
-            "max_body_bytes": int, "max_ws_frame": int, "ws_send_buffer": int,
-            "snapshot_every_events": int, "snapshot_every_s": float, "tick_interval_s": float,
-            "secure_cookies": lambda v: v.lower() in ("1", "true", "yes"), "log_level": str,
+            "host": str,
+            "port": int,
+            "data_dir": Path,
+            "redis_url": str,
+            "secret_key": lambda v: v.encode(),
+            "allowed_origins": _env_list,
+            "epoch": int,
+            "hold_ttl_s": int,
+            "session_ttl_s": int,
+            "rate_per_s": float,
+            "rate_burst": int,
+            "max_body_bytes": int,
+            "max_ws_frame": int,
+            "ws_send_buffer": int,
+            "snapshot_every_events": int,
+            "snapshot_every_s": float,
+            "tick_interval_s": float,
+            "secure_cookies": lambda v: v.lower() in ("1", "true", "yes"),
+            "log_level": str,
         }
         for f in fields(cls):
             var = "TANDTID_" + f.name.upper()
@@ -61,7 +74,8 @@ class Settings:
         settings.data_dir = Path(settings.data_dir)
         if not settings.allowed_origins:
             settings.allowed_origins = [
-                f"http://localhost:{settings.port}", f"http://127.0.0.1:{settings.port}",
+                f"http://localhost:{settings.port}",
+                f"http://127.0.0.1:{settings.port}",
                 f"http://{settings.host}:{settings.port}",
             ]
         if not settings.secret_key:

@@ -40,9 +40,9 @@ class BadTopic(TandtidError):
 
 @dataclass(frozen=True, slots=True)
 class TopicName:
-    key: str      # "region:AB" | "clinic:AB-c1"
-    kind: str     # "region" | "clinic"
-    ident: str    # region code or clinic id
+    key: str  # "region:AB" | "clinic:AB-c1"
+    kind: str  # "region" | "clinic"
+    ident: str  # region code or clinic id
     region: str
 
 
@@ -92,6 +92,7 @@ def cell_string(row: bytes | bytearray) -> str:
 
 # -- snapshots: run inside the actor -----------------------------------------------------------
 
+
 def clinic_exists(state: RegionState, clinic: str) -> bool:
     return clinic in state.clinics
 
@@ -108,8 +109,12 @@ def clinic_snapshot(state: RegionState, clinic: str, first_day: int, days: int) 
             iso_date(day): cell_string(state.row(resource.id, day))
             for day in range(first_day, first_day + days)
         }
-    return {"from": iso_date(first_day), "days": days, "cell_minutes": state.clinics[clinic].cell_minutes,
-            "resources": resources}
+    return {
+        "from": iso_date(first_day),
+        "days": days,
+        "cell_minutes": state.clinics[clinic].cell_minutes,
+        "resources": resources,
+    }
 
 
 def snapshot_data(state: RegionState, topic: TopicName, first_day: int, days: int) -> dict[str, Any]:
@@ -119,6 +124,7 @@ def snapshot_data(state: RegionState, topic: TopicName, first_day: int, days: in
 
 
 # -- diffs: from a committed batch only ---------------------------------------------------------
+
 
 def count_items(counts: list[tuple[str, int, int]]) -> list[list[Any]]:
     """``Committed.counts`` as the region diff's ``counts`` list: [clinic, date, free]."""

@@ -26,7 +26,7 @@ class MalformedMessage(TandtidError):
     """A client frame that is not a JSON (or msgpack) object."""
 
 
-Frame = str | bytes   # str: a text frame (JSON); bytes: a binary frame (msgpack)
+Frame = str | bytes  # str: a text frame (JSON); bytes: a binary frame (msgpack)
 
 
 def encoding_from_query(value: str | None) -> Encoding:

@@ -27,20 +27,25 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
-        if scope is not None:   # the ASGI task is created but has not run yet: it sees this
+        if scope is not None:  # the ASGI task is created but has not run yet: it sees this
             scope["extensions"][RAW_WEBSOCKET] = self
 
     def start_keepalive(self) -> None:
         # called right after the 101 response is written: the parsed request and the response
         # (header lists, ~2 KB per connection) are never read again
-        self.request = None     # type: ignore[assignment]
-        self.response = None    # type: ignore[assignment]
+        self.request = None  # type: ignore[assignment]
+        self.response = None  # type: ignore[assignment]
         super().start_keepalive()
 
     def writable_now(self) -> bool:
         """True when a frame may go straight to the socket: open, not closing, not paused."""
-        return (self.handshake_complete and not self.close_sent and not self.disconnected
-                and self.writable.is_set() and not self.transport.is_closing())
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.writable.is_set()
+            and not self.transport.is_closing()
+        )
 
 
 # Per-message deflate costs a zlib compressor + decompressor per connection (~50 KB) and a

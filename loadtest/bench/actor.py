@@ -55,16 +55,21 @@ async def run(kind: str, producers: int, bookings: int, redis_url: str | None) -
         for clinic, resources in clinics:
             await actor.submit(RegisterClinic(clinic, resources))
             await asyncio.gather(*(actor.submit(OpenDays(r.id, first_day, days)) for r in resources))
-        slots = await actor.query(lambda s: [
-            (res, day, cell)
-            for res in sorted(s.resources)
-            for day in range(first_day, first_day + days)
-            for cell, value in enumerate(s.row(res, day)) if value == 1
-        ])
+        slots = await actor.query(
+            lambda s: [
+                (res, day, cell)
+                for res in sorted(s.resources)
+                for day in range(first_day, first_day + days)
+                for cell, value in enumerate(s.row(res, day))
+                if value == 1
+            ]
+        )
         if len(slots) < bookings:
             raise SystemExit(f"only {len(slots)} free cells for {bookings} bookings")
-        commands = [Book(f"{region}-b{i}", f"p{i % 5000}", res, "child_checkup", day, cell)
-                    for i, (res, day, cell) in enumerate(slots[:bookings])]
+        commands = [
+            Book(f"{region}-b{i}", f"p{i % 5000}", res, "child_checkup", day, cell)
+            for i, (res, day, cell) in enumerate(slots[:bookings])
+        ]
         latencies: list[float] = []
         per_producer = [commands[i::producers] for i in range(producers)]
 
@@ -84,11 +89,15 @@ async def run(kind: str, producers: int, bookings: int, redis_url: str | None) -
         await journal.close()
     latencies.sort()
     return {
-        "bench": "actor", "journal": kind, "producers": producers, "bookings": bookings,
+        "bench": "actor",
+        "journal": kind,
+        "producers": producers,
+        "bookings": bookings,
         "bookings_per_s": round(bookings / elapsed),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-        "journal_appends": appends, "mean_batch": round(bookings / max(1, appends), 1),
+        "journal_appends": appends,
+        "mean_batch": round(bookings / max(1, appends), 1),
     }
 
 

@@ -47,10 +47,22 @@ def build_region(clinics: int, days: int, first_day: int, now: int) -> RegionSta
     state = RegionState("AB")
     for c in range(clinics):
         cid = f"AB-c{c}"
-        clinic = Clinic(cid, f"Klinik {c}", "AB", "0180", "Stockholm", f"Gatan {c}", 59.3, 18.0,
-                        ClinicKind.PUBLIC, SERVICES, max_bookings_per_patient=1000)
-        resources = tuple(Resource(f"{cid}-r{r}", cid, ResourceKind.DENTIST, f"Tandläkare {r}", SERVICES)
-                          for r in range(3))
+        clinic = Clinic(
+            cid,
+            f"Klinik {c}",
+            "AB",
+            "0180",
+            "Stockholm",
+            f"Gatan {c}",
+            59.3,
+            18.0,
+            ClinicKind.PUBLIC,
+            SERVICES,
+            max_bookings_per_patient=1000,
+        )
+        resources = tuple(
+            Resource(f"{cid}-r{r}", cid, ResourceKind.DENTIST, f"Tandläkare {r}", SERVICES) for r in range(3)
+        )
         state.apply(RegisterClinic(clinic, resources), now)
         for res in resources:
             state.apply(OpenDays(res.id, first_day, days), now)
@@ -58,22 +70,32 @@ def build_region(clinics: int, days: int, first_day: int, now: int) -> RegionSta
     return state
 
 
-def plan(state: RegionState, n: int, seed: int, first_day: int, days: int, now0: int,
-         ) -> tuple[list[tuple[Command, int]], list[list[Change]]]:
+def plan(
+    state: RegionState,
+    n: int,
+    seed: int,
+    first_day: int,
+    days: int,
+    now0: int,
+) -> tuple[list[tuple[Command, int]], list[list[Change]]]:
     """The command stream (command, now) and, per command, the cell changes it made."""
     rng = random.Random(seed)
     clinic_ids = sorted(state.clinics)
     stream: list[tuple[Command, int]] = []
     effects: list[list[Change]] = []
-    holds: list[tuple[str, str]] = []          # (hold id, patient)
+    holds: list[tuple[str, str]] = []  # (hold id, patient)
     bookings: list[tuple[str, str, str]] = []  # (booking id, patient, clinic)
     blocks: list[Unblock] = []
     now = now0
 
     def pick_start() -> tuple[str, str, int, int]:
         clinic = rng.choice(clinic_ids)
-        return f"{clinic}-r{rng.randrange(3)}", rng.choice(SERVICES), first_day + rng.randrange(days), \
-            32 + rng.randrange(36)
+        return (
+            f"{clinic}-r{rng.randrange(3)}",
+            rng.choice(SERVICES),
+            first_day + rng.randrange(days),
+            32 + rng.randrange(36),
+        )
 
     for i in range(n):
         seq = i + 1
@@ -94,8 +116,11 @@ def plan(state: RegionState, n: int, seed: int, first_day: int, days: int, now0:
             cmd = Book(f"AB-b{seq}", patient, res, svc, day, cell)
         elif roll < 0.80 and bookings:
             booking_id, owner, clinic = bookings.pop(rng.randrange(len(bookings)))
-            cmd = (Cancel(booking_id, Party.PATIENT, owner) if rng.random() < 0.6
-                   else Cancel(booking_id, Party.CLINIC, clinic))
+            cmd = (
+                Cancel(booking_id, Party.PATIENT, owner)
+                if rng.random() < 0.6
+                else Cancel(booking_id, Party.CLINIC, clinic)
+            )
         elif roll < 0.85:
             res, _, day, cell = pick_start()
             cmd = Block(res, day, cell, 1 + rng.randrange(4))
@@ -104,18 +129,18 @@ def plan(state: RegionState, n: int, seed: int, first_day: int, days: int, now0:
             cmd = blocks.pop(rng.randrange(len(blocks)))
         elif roll < 0.95 and holds:
             hold_id, owner = holds[rng.randrange(len(holds))]
-            cmd = ReleaseHold(hold_id, f"x{owner}")        # refusal: NOT_YOURS
+            cmd = ReleaseHold(hold_id, f"x{owner}")  # refusal: NOT_YOURS
         else:
-            cmd = Book(f"AB-b{seq}", patient, "AB-nope", "checkup", first_day, 40)   # refusal: NOT_FOUND
+            cmd = Book(f"AB-b{seq}", patient, "AB-nope", "checkup", first_day, 40)  # refusal: NOT_FOUND
         try:
             events = state.apply(cmd, now)
         except Refused:
             events = []
         for e in events:
             if type(e).__name__ == "HoldPlaced":
-                holds.append((e.hold_id, e.patient))   # type: ignore[union-attr]
+                holds.append((e.hold_id, e.patient))  # type: ignore[union-attr]
             elif type(e).__name__ == "Booked":
-                bookings.append((e.booking_id, e.patient, e.clinic))   # type: ignore[union-attr]
+                bookings.append((e.booking_id, e.patient, e.clinic))  # type: ignore[union-attr]
         stream.append((cmd, now))
         effects.append(state.take_changes())
     return stream, effects
@@ -149,8 +174,8 @@ def time_bare(state: RegionState, effects: list[list[Change]]) -> float:
             row = rows[ch[1]]
             off = (ch[2] - row.first_day) * row.cpd + ch[3]
             run = runs[ch[5]][ch[4]]
-            if row.buf[off:off + ch[4]] != run:
-                row.buf[off:off + ch[4]] = run
+            if row.buf[off : off + ch[4]] != run:
+                row.buf[off : off + ch[4]] = run
             changes.append(ch)
         if i & 255 == 255:
             changes = []

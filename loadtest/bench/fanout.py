@@ -38,12 +38,30 @@ from typing import Any
 
 # approximate population (thousands) per län: topics and bookings follow it
 POPULATION: dict[str, int] = {
-    "AB": 2450, "C": 400, "D": 300, "E": 470, "F": 370, "G": 205, "H": 247, "I": 61, "K": 160,
-    "M": 1420, "N": 340, "O": 1750, "S": 283, "T": 307, "U": 280, "W": 288, "X": 288, "Y": 243,
-    "Z": 132, "AC": 275, "BD": 249,
+    "AB": 2450,
+    "C": 400,
+    "D": 300,
+    "E": 470,
+    "F": 370,
+    "G": 205,
+    "H": 247,
+    "I": 61,
+    "K": 160,
+    "M": 1420,
+    "N": 340,
+    "O": 1750,
+    "S": 283,
+    "T": 307,
+    "U": 280,
+    "W": 288,
+    "X": 288,
+    "Y": 243,
+    "Z": 132,
+    "AC": 275,
+    "BD": 249,
 }
 HOT_CLINIC = "AB-c1"
-LATENCY_BINS = 30_000   # 1 ms bins
+LATENCY_BINS = 30_000  # 1 ms bins
 
 
 def _raise_nofile() -> None:
@@ -60,6 +78,7 @@ def _free_port() -> int:
 
 
 # -- the server subprocess ------------------------------------------------------------------------
+
 
 def _open_starts(clinic: Any, day: int) -> list[int]:
     """Cells where a 30-minute check-up fits inside the clinic's hours that day."""
@@ -93,8 +112,9 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
     ws_options: dict[str, Any] = UVICORN_WS_OPTIONS if ws == "hub" else {}
     _raise_nofile()
     with tempfile.TemporaryDirectory(prefix="tandtid-fanout-") as tmp:
-        settings = Settings.from_env(port=port, data_dir=tmp, log_level="warning", rate_per_s=1e9,
-                                     rate_burst=1_000_000_000)
+        settings = Settings.from_env(
+            port=port, data_dir=tmp, log_level="warning", rate_per_s=1e9, rate_burst=1_000_000_000
+        )
         journal = FileJournal(tmp)
         await journal.open()
         first_day = bench_catalog("AB", 1, 1, days)[1]
@@ -104,7 +124,7 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
         slots: dict[str, list[tuple[str, int, int]]] = {}
         for region, n in _clinics_per_region(total_clinics).items():
             clinics, first, _ = bench_catalog(region, n, 4, days)
-            if region == "AB":   # the hot clinic: many chairs, so it never runs out of times
+            if region == "AB":  # the hot clinic: many chairs, so it never runs out of times
                 hot, _, _ = bench_catalog("AB", 1, 24, days)
                 clinics[0] = hot[0]
             commands: list[Any] = []
@@ -113,13 +133,28 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
                 commands.extend(OpenDays(r.id, first, days) for r in res)
             for command in commands:
                 await regions.submit(command)
-            slots[region] = [(r.id, d, c) for clinic, res in clinics for r in res
-                             for d in range(first, first + days) for c in _open_starts(clinic, d)]
+            slots[region] = [
+                (r.id, d, c)
+                for clinic, res in clinics
+                for r in res
+                for d in range(first, first + days)
+                for c in _open_starts(clinic, d)
+            ]
         tune_gc()
         app = create_app(settings, regions=regions)
-        server = uvicorn.Server(uvicorn.Config(   # the WebSocket options `tandtid serve` uses
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False,
-            ws_max_size=settings.max_ws_frame, backlog=4096, **ws_options))
+        server = uvicorn.Server(
+            uvicorn.Config(  # the WebSocket options `tandtid serve` uses
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="on",
+                access_log=False,
+                ws_max_size=settings.max_ws_frame,
+                backlog=4096,
+                **ws_options,
+            )
+        )
         serving = asyncio.create_task(server.serve())
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.05)
@@ -160,8 +195,9 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
                         continue
                     res, day, cell = pool.pop()
                     seq += 1
-                    task = asyncio.create_task(regions.submit(
-                        Book(f"{region}-bk{seq}", f"bench-p{seq}", res, "checkup", day, cell)))
+                    task = asyncio.create_task(
+                        regions.submit(Book(f"{region}-bk{seq}", f"bench-p{seq}", res, "checkup", day, cell))
+                    )
                     pending.add(task)
                     task.add_done_callback(done)
                     sent += 1
@@ -169,8 +205,18 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
             if pending:
                 await asyncio.wait(pending)
             hub = app.state.hub
-            print("DONE", json.dumps({"booked": ok, "refused": refused, "seconds": time.perf_counter() - started,
-                                      "hub": hub.stats() if hub is not None else {}}), flush=True)
+            print(
+                "DONE",
+                json.dumps(
+                    {
+                        "booked": ok,
+                        "refused": refused,
+                        "seconds": time.perf_counter() - started,
+                        "hub": hub.stats() if hub is not None else {},
+                    }
+                ),
+                flush=True,
+            )
         server.should_exit = True
         await serving
         await regions.stop()
@@ -178,6 +224,7 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
 
 
 # -- the reference: websockets' own broadcast ---------------------------------------------------
+
 
 def _broadcast_server(port: int, pipe: Connection) -> None:
     async def run() -> None:
@@ -204,14 +251,17 @@ def _broadcast_server(port: int, pipe: Connection) -> None:
                 started = time.perf_counter()
                 pad = "x" * max(0, size - 110)
                 while time.perf_counter() - started < seconds:
-                    frame = (f'{{"type":"diff","topic":"clinic:AB-c1","seq":{sent},'
-                             f'"committed_at":{int(time.time() * 1000)},'
-                             f'"data":{{"cells":[["AB-c1-r1","2027-01-11",36,2,3]]}},"pad":"{pad}"}}')
+                    frame = (
+                        f'{{"type":"diff","topic":"clinic:AB-c1","seq":{sent},'
+                        f'"committed_at":{int(time.time() * 1000)},'
+                        f'"data":{{"cells":[["AB-c1-r1","2027-01-11",36,2,3]]}},"pad":"{pad}"}}'
+                    )
                     broadcast(clients, frame)
                     sent += 1
                     # like the hub, never let a slow reader grow memory: wait for the buffers
                     while sent % 8 == 0 and any(  # noqa: ASYNC110 - polling transport buffers
-                            c.transport.get_write_buffer_size() > 64 * 1024 for c in clients):
+                        c.transport.get_write_buffer_size() > 64 * 1024 for c in clients
+                    ):
                         await asyncio.sleep(0.001)
                     await asyncio.sleep(0)
                 pipe.send(sent)
@@ -221,8 +271,9 @@ def _broadcast_server(port: int, pipe: Connection) -> None:
 
 # -- client processes ---------------------------------------------------------------------------
 
+
 def _client_proc(url: str, topics: list[str | None], first: str, pipe: Connection) -> None:
-    with contextlib.suppress(ImportError):   # the load generator must not be the bottleneck
+    with contextlib.suppress(ImportError):  # the load generator must not be the bottleneck
         import uvloop
 
         uvloop.install()
@@ -244,7 +295,7 @@ class _Reader(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport   # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -256,7 +307,11 @@ class _Reader(asyncio.Protocol):
         assert self.transport is not None
         data = text.encode()
         # client frames are masked; an all-zero mask leaves the payload as it is
-        header = bytes([0x81, 0x80 | len(data)]) if len(data) < 126 else bytes([0x81, 0xFE]) + len(data).to_bytes(2)
+        header = (
+            bytes([0x81, 0x80 | len(data)])
+            if len(data) < 126
+            else bytes([0x81, 0xFE]) + len(data).to_bytes(2)
+        )
         self.transport.write(header + b"\0\0\0\0" + data)
 
     def data_received(self, data: bytes) -> None:
@@ -271,7 +326,7 @@ class _Reader(asyncio.Protocol):
                 self.transport.close()
                 return
             self.handshaken = True
-            del buf[:end + 4]
+            del buf[: end + 4]
             if not self.first.done() and not self.subscribing:
                 self.first.set_result(None)
         pos, size = 0, len(buf)
@@ -282,16 +337,16 @@ class _Reader(asyncio.Protocol):
             if n == 126:
                 if size - pos < 4:
                     break
-                n, head = int.from_bytes(buf[pos + 2:pos + 4]), 4
+                n, head = int.from_bytes(buf[pos + 2 : pos + 4]), 4
             elif n == 127:
                 if size - pos < 10:
                     break
-                n, head = int.from_bytes(buf[pos + 2:pos + 10]), 10
+                n, head = int.from_bytes(buf[pos + 2 : pos + 10]), 10
             if size - pos < head + n:
                 break
             start = pos + head
             pos = start + n
-            if opcode == 0x9:   # ping -> pong (masked, zero mask)
+            if opcode == 0x9:  # ping -> pong (masked, zero mask)
                 assert self.transport is not None
                 self.transport.write(bytes([0x8A, 0x80 | n]) + b"\0\0\0\0" + bytes(buf[start:pos]))
                 continue
@@ -324,7 +379,7 @@ class _Sink:
         if i < 0:
             return
         j = buf.find(b",", i, end)
-        latency = max(0, int(time.time() * 1000 - int(buf[i + 15:j])))
+        latency = max(0, int(time.time() * 1000 - int(buf[i + 15 : j])))
         self.hist[min(latency, LATENCY_BINS - 1)] += 1
         stats["diffs"] += 1
         if latency > stats["max_ms"]:
@@ -338,31 +393,35 @@ async def _clients(url: str, topics: list[str | None], first: str, pipe: Connect
     _raise_nofile()
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = (f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    request = (
+        f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
     sink = _Sink()
     loop = asyncio.get_running_loop()
 
     async def open_one(topic: str | None) -> _Reader:
         for attempt in range(5):
             try:
-                _, reader = await loop.create_connection(lambda: _Reader(request, sink, topic is not None), host, port)
+                _, reader = await loop.create_connection(
+                    lambda: _Reader(request, sink, topic is not None), host, port
+                )
                 break
             except OSError:
                 if attempt == 4:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
         if topic is not None:
-            while not reader.handshaken:   # noqa: ASYNC110 - the handshake is a flag on a protocol
+            while not reader.handshaken:  # noqa: ASYNC110 - the handshake is a flag on a protocol
                 await asyncio.sleep(0.005)
             reader.send_text(json.dumps({"op": "subscribe", "topic": topic, "from": first, "days": 14}))
-            await asyncio.wait_for(reader.first, 60)   # the snapshot
+            await asyncio.wait_for(reader.first, 60)  # the snapshot
         return reader
 
     readers: list[_Reader] = []
     for i in range(0, len(topics), 200):
-        readers += await asyncio.gather(*(open_one(t) for t in topics[i:i + 200]))
+        readers += await asyncio.gather(*(open_one(t) for t in topics[i : i + 200]))
     pipe.send(("ready", len(readers)))
     while True:
         command = await asyncio.to_thread(pipe.recv)
@@ -448,8 +507,9 @@ def _rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
 
-def _phase(server: subprocess.Popen[str], pool: _ClientPool, mode: str, rate: float, seconds: float
-           ) -> dict[str, Any]:
+def _phase(
+    server: subprocess.Popen[str], pool: _ClientPool, mode: str, rate: float, seconds: float
+) -> dict[str, Any]:
     assert server.stdin is not None and server.stdout is not None
     pool.start()
     server.stdin.write(f"book {mode} {rate} {seconds}\n")
@@ -460,15 +520,20 @@ def _phase(server: subprocess.Popen[str], pool: _ClientPool, mode: str, rate: fl
             raise RuntimeError("the bench server died")
         line = server.stdout.readline()
     done = json.loads(line.split(" ", 1)[1])
-    time.sleep(0.5)   # let the last frames arrive
+    time.sleep(0.5)  # let the last frames arrive
     hist, stats = pool.stop()
     return {
-        "bookings": done["booked"], "refused": done["refused"],
+        "bookings": done["booked"],
+        "refused": done["refused"],
         "bookings_per_s": round(done["booked"] / done["seconds"], 1),
-        "p50_ms": _percentile(hist, 0.50), "p99_ms": _percentile(hist, 0.99), "max_ms": float(stats["max_ms"]),
-        "frames": stats["frames"], "frames_per_s": round(stats["frames"] / seconds, 1),
+        "p50_ms": _percentile(hist, 0.50),
+        "p99_ms": _percentile(hist, 0.99),
+        "max_ms": float(stats["max_ms"]),
+        "frames": stats["frames"],
+        "frames_per_s": round(stats["frames"] / seconds, 1),
         "frame_bytes": round(stats["bytes"] / max(1, stats["frames"])),
-        "closed_by_server": stats["closed"], "hub": done["hub"],
+        "closed_by_server": stats["closed"],
+        "hub": done["hub"],
     }
 
 
@@ -480,8 +545,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--client-procs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--clinics", type=int, default=400, help="bench clinics across Sweden")
     parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--ws", choices=("hub", "stock"), default="hub",
-                        help="server WebSocket protocol: the hub's (as served) or uvicorn's stock one")
+    parser.add_argument(
+        "--ws",
+        choices=("hub", "stock"),
+        default="hub",
+        help="server WebSocket protocol: the hub's (as served) or uvicorn's stock one",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -498,9 +567,24 @@ def main(argv: list[str]) -> dict[str, Any]:
     first = FIRST_DATE.isoformat()
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.bench.fanout", "--serve", "--port", str(port),
-         "--clinics", str(args.clinics), "--days", str(args.days), "--ws", args.ws],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "loadtest.bench.fanout",
+            "--serve",
+            "--port",
+            str(port),
+            "--clinics",
+            str(args.clinics),
+            "--days",
+            str(args.days),
+            "--ws",
+            args.ws,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     result: dict[str, Any] = {"bench": "fanout", "clients": args.clients, "ws": args.ws}
     try:
@@ -521,14 +605,19 @@ def main(argv: list[str]) -> dict[str, Any]:
         hot_pool = _ClientPool(url, [f"clinic:{HOT_CLINIC}"] * args.clients, args.client_procs, first)
         hot = _phase(server, hot_pool, "hot", args.rate, args.seconds)
         hot_pool.close()
-        result.update({
-            "bookings_per_s": spread["bookings_per_s"], "p50_ms": spread["p50_ms"], "p99_ms": spread["p99_ms"],
-            "max_ms": spread["max_ms"], "frames_per_s": spread["frames_per_s"],
-            "rss_kb_per_conn": round((rss_after - rss_before) / 1024 / max(1, pool.connected), 1),
-            "hot": {k: v for k, v in hot.items() if k != "hub"},
-            "spread": {k: v for k, v in spread.items() if k != "hub"},
-            "hub_after_hot": hot["hub"],
-        })
+        result.update(
+            {
+                "bookings_per_s": spread["bookings_per_s"],
+                "p50_ms": spread["p50_ms"],
+                "p99_ms": spread["p99_ms"],
+                "max_ms": spread["max_ms"],
+                "frames_per_s": spread["frames_per_s"],
+                "rss_kb_per_conn": round((rss_after - rss_before) / 1024 / max(1, pool.connected), 1),
+                "hot": {k: v for k, v in hot.items() if k != "hub"},
+                "spread": {k: v for k, v in spread.items() if k != "hub"},
+                "hub_after_hot": hot["hub"],
+            }
+        )
     finally:
         if server.poll() is None and server.stdin is not None:
             with contextlib.suppress(Exception):
@@ -556,8 +645,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     parent.send("quit")
     ref.join(timeout=30)
     result["broadcast_frames_per_s"] = round(bstats["frames"] / args.seconds, 1)
-    result["broadcast"] = {"broadcasts": broadcasts, "p50_ms": _percentile(bhist, 0.5),
-                           "p99_ms": _percentile(bhist, 0.99)}
+    result["broadcast"] = {
+        "broadcasts": broadcasts,
+        "p50_ms": _percentile(bhist, 0.5),
+        "p99_ms": _percentile(bhist, 0.99),
+    }
     result["ratio"] = round(result["hot"]["frames_per_s"] / max(1.0, result["broadcast_frames_per_s"]), 3)
     result["cores"] = os.cpu_count()
     result["client_procs"] = args.client_procs

@@ -27,12 +27,33 @@ from loadtest.redis_server import free_port
 
 
 def start_server(data: str, port: int, scale: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TANDTID_RATE_PER_S": "1000000", "TANDTID_RATE_BURST": "1000000",
-           "TANDTID_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "TANDTID_RATE_PER_S": "1000000",
+        "TANDTID_RATE_BURST": "1000000",
+        "TANDTID_LOG_LEVEL": "warning",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data", data, "--seed", "--scale", scale, "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data",
+            data,
+            "--seed",
+            "--scale",
+            scale,
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -52,19 +73,28 @@ def prepare(base: str, patients: int, wanted: int) -> tuple[list[str], list[tupl
     with httpx.Client(base_url=base, timeout=30) as client:
         tokens = []
         for i in range(patients):
-            r = client.post("/api/auth/register", json={
-                "email": f"bench-{i}-{time.time_ns()}@bench.test", "password": "bench-password", "name": "Bench"})
+            r = client.post(
+                "/api/auth/register",
+                json={
+                    "email": f"bench-{i}-{time.time_ns()}@bench.test",
+                    "password": "bench-password",
+                    "name": "Bench",
+                },
+            )
             r.raise_for_status()
             tokens.append(r.json()["token"])
         clinics = []
         for region in [r["code"] for r in client.get("/api/regions").json()]:
-            clinics += [c["id"] for c in client.get("/api/clinics", params={"region": region, "limit": 500}).json()]
+            clinics += [
+                c["id"] for c in client.get("/api/clinics", params={"region": region, "limit": 500}).json()
+            ]
         slots: list[tuple[str, str, str]] = []
         for clinic in clinics:
-            days = client.get(f"/api/clinics/{clinic}/availability",
-                              params={"service": "child_checkup", "days": 31}).json()["days"]
+            days = client.get(
+                f"/api/clinics/{clinic}/availability", params={"service": "child_checkup", "days": 31}
+            ).json()["days"]
             # each patient may hold 3 upcoming bookings per clinic: spread the load over clinics
-            slots += [(clinic, t["resource"], t["start"]) for d in days for t in d["times"]][:3 * patients]
+            slots += [(clinic, t["resource"], t["start"]) for d in days for t in d["times"]][: 3 * patients]
             if len(slots) >= wanted:
                 break
     per_clinic_patient: dict[tuple[str, int], int] = {}
@@ -78,14 +108,18 @@ def prepare(base: str, patients: int, wanted: int) -> tuple[list[str], list[tupl
         else:
             continue
         per_clinic_patient[(clinic, p)] = per_clinic_patient.get((clinic, p), 0) + 1
-        body = json.dumps({"clinic": clinic, "resource": resource, "service": "child_checkup", "start": start})
+        body = json.dumps(
+            {"clinic": clinic, "resource": resource, "service": "child_checkup", "start": start}
+        )
         requests.append((tokens[p], body.encode()))
         if len(requests) >= wanted:
             break
     return tokens, requests
 
 
-async def _drive(port: int, work: list[tuple[str, bytes]], connections: int) -> tuple[list[float], dict[int, int]]:
+async def _drive(
+    port: int, work: list[tuple[str, bytes]], connections: int
+) -> tuple[list[float], dict[int, int]]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue = list(reversed(work))
@@ -94,8 +128,10 @@ async def _drive(port: int, work: list[tuple[str, bytes]], connections: int) -> 
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while queue:
             token, body = queue.pop()
-            request = (f"POST /api/bookings HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+            request = (
+                f"POST /api/bookings HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
             t0 = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -126,8 +162,10 @@ def run(bookings: int, workers: int, connections: int, patients: int, scale: str
             _tokens, work = prepare(f"http://127.0.0.1:{port}", patients, bookings)
             ctx = mp.get_context("spawn")
             out = ctx.Queue()
-            procs = [ctx.Process(target=_worker, args=(port, work[i::workers], connections, out))
-                     for i in range(workers)]
+            procs = [
+                ctx.Process(target=_worker, args=(port, work[i::workers], connections, out))
+                for i in range(workers)
+            ]
             started = time.perf_counter()
             for proc in procs:
                 proc.start()
@@ -145,12 +183,16 @@ def run(bookings: int, workers: int, connections: int, patients: int, scale: str
             statuses[code] = statuses.get(code, 0) + n
     created = statuses.get(201, 0)
     return {
-        "bench": "http", "requests": len(latencies), "bookings": created,
-        "bookings_per_s": round(created / elapsed), "requests_per_s": round(len(latencies) / elapsed),
+        "bench": "http",
+        "requests": len(latencies),
+        "bookings": created,
+        "bookings_per_s": round(created / elapsed),
+        "requests_per_s": round(len(latencies) / elapsed),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "workers": workers, "connections": workers * connections,
+        "workers": workers,
+        "connections": workers * connections,
     }
 
 

@@ -36,16 +36,52 @@ from persistence.file_journal import FileJournal
 from persistence.journal import Journal
 from persistence.redis_journal import RedisStreamJournal
 
-REGIONS = ("AB", "O", "M", "E", "F", "G", "H", "I", "K", "N", "S", "T", "U", "W", "X", "Y", "Z", "AC",
-           "BD", "C", "D")
+REGIONS = (
+    "AB",
+    "O",
+    "M",
+    "E",
+    "F",
+    "G",
+    "H",
+    "I",
+    "K",
+    "N",
+    "S",
+    "T",
+    "U",
+    "W",
+    "X",
+    "Y",
+    "Z",
+    "AC",
+    "BD",
+    "C",
+    "D",
+)
 PIPELINE = 64
 
 
 def batch_payload(batch: int, seed: int = 0) -> bytes:
     """A realistic batch: ``batch`` small Booked-like records with opaque ids."""
-    records = [["Booked", f"AB-{seed:04d}{i:05d}", f"p-{i * 7919 % 100000}", "AB-c12", "AB-c12-r1",
-                "checkup", 20500, 36 + i % 20, 2, 1_770_000_000 + i, "", f"k{i}", f"f{i:x}"]
-               for i in range(batch)]
+    records = [
+        [
+            "Booked",
+            f"AB-{seed:04d}{i:05d}",
+            f"p-{i * 7919 % 100000}",
+            "AB-c12",
+            "AB-c12-r1",
+            "checkup",
+            20500,
+            36 + i % 20,
+            2,
+            1_770_000_000 + i,
+            "",
+            f"k{i}",
+            f"f{i:x}",
+        ]
+        for i in range(batch)
+    ]
     return pack_events(records)
 
 
@@ -119,8 +155,11 @@ def _redis_server_class() -> Any:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     payload = batch_payload(args.batch)
     async with AsyncExitStack() as stack:
-        base = Path(args.dir) if args.dir else Path(stack.enter_context(tempfile.TemporaryDirectory(
-            prefix="tandtid-bench-journal-")))
+        base = (
+            Path(args.dir)
+            if args.dir
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tandtid-bench-journal-")))
+        )
         redis_url: str | None = args.redis
         fsync_dir = base
         if args.journal == "redis" and redis_url is None:
@@ -149,12 +188,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "appends_per_s": round(appends / elapsed, 1),
             "records_per_s": round(appends * args.batch / elapsed, 1),
             "read_entries_per_s": round(read / read_elapsed, 1) if read_elapsed > 0 else None,
-            "raw_fsync_per_s": round(await asyncio.to_thread(
-                raw_fsync_rate, fsync_dir, len(payload), args.seconds), 1),
-            "raw_xadd_per_s": round(await asyncio.to_thread(
-                raw_xadd_rate, redis_url, b"xyz", args.seconds), 1) if redis_url else None,
-            "raw_xadd_batch_per_s": round(await asyncio.to_thread(
-                raw_xadd_rate, redis_url, payload, args.seconds), 1) if redis_url else None,
+            "raw_fsync_per_s": round(
+                await asyncio.to_thread(raw_fsync_rate, fsync_dir, len(payload), args.seconds), 1
+            ),
+            "raw_xadd_per_s": round(
+                await asyncio.to_thread(raw_xadd_rate, redis_url, b"xyz", args.seconds), 1
+            )
+            if redis_url
+            else None,
+            "raw_xadd_batch_per_s": round(
+                await asyncio.to_thread(raw_xadd_rate, redis_url, payload, args.seconds), 1
+            )
+            if redis_url
+            else None,
         }
         return result
 

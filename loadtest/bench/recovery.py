@@ -26,8 +26,9 @@ from persistence.journal import Snapshot
 from server.actor import RegionActor
 
 
-async def run(kind: str, events_wanted: int, snapshot_at: float, redis_url: str | None,
-              batch: int) -> dict[str, Any]:
+async def run(
+    kind: str, events_wanted: int, snapshot_at: float, redis_url: str | None, batch: int
+) -> dict[str, Any]:
     region = "AB"
     with ExitStack() as stack:
         journal = await open_bench_journal(kind, redis_url, stack)
@@ -52,15 +53,22 @@ async def run(kind: str, events_wanted: int, snapshot_at: float, redis_url: str 
                 await flush()
                 if not snapshot_taken and written >= events_wanted * snapshot_at:
                     position = await journal.last_position(region)
-                    await journal.save_snapshot(region, Snapshot(position, pack_snapshot(state.to_snapshot())))
+                    await journal.save_snapshot(
+                        region, Snapshot(position, pack_snapshot(state.to_snapshot()))
+                    )
                     snapshot_taken = True
 
         for clinic, resources in clinics:
             await emit(state.apply(RegisterClinic(clinic, resources), now))
             for r in resources:
                 await emit(state.apply(OpenDays(r.id, first_day, days), now))
-        slots = [(res, day, cell) for res in sorted(state.resources) for day in range(first_day, first_day + days)
-                 for cell, value in enumerate(state.row(res, day)) if value == 1]
+        slots = [
+            (res, day, cell)
+            for res in sorted(state.resources)
+            for day in range(first_day, first_day + days)
+            for cell, value in enumerate(state.row(res, day))
+            if value == 1
+        ]
         n = 0
         i = 0
         while written < events_wanted:
@@ -70,8 +78,10 @@ async def run(kind: str, events_wanted: int, snapshot_at: float, redis_url: str 
             bid = f"{region}-b{n}"
             patient = f"p{n % 10_000}"
             kind_of = n % 5
-            if kind_of == 4:   # hold then release: two events
-                await emit(state.apply(PlaceHold(f"{region}-h{n}", patient, res, "child_checkup", day, cell), now))
+            if kind_of == 4:  # hold then release: two events
+                await emit(
+                    state.apply(PlaceHold(f"{region}-h{n}", patient, res, "child_checkup", day, cell), now)
+                )
                 await emit(state.apply(ReleaseHold(f"{region}-h{n}", patient), now))
             elif kind_of == 3:  # book then cancel: the cell is free again for later rounds
                 await emit(state.apply(Book(bid, patient, res, "child_checkup", day, cell), now))
@@ -80,7 +90,7 @@ async def run(kind: str, events_wanted: int, snapshot_at: float, redis_url: str 
                 try:
                     events = state.apply(Book(bid, patient, res, "child_checkup", day, cell), now)
                 except Refused:
-                    events = []   # the cell is taken in a later round: refused commands leave nothing
+                    events = []  # the cell is taken in a later round: refused commands leave nothing
                 await emit(events)
             state.take_changes()
         await flush()
@@ -102,6 +112,7 @@ async def run(kind: str, events_wanted: int, snapshot_at: float, redis_url: str 
         t0 = time.perf_counter()
         from engine.events import from_record
         from persistence.codec import unpack_events
+
         replay = RegionState(region)
         async for entry in journal.read(region):
             for record in unpack_events(entry.payload):
@@ -109,9 +120,14 @@ async def run(kind: str, events_wanted: int, snapshot_at: float, redis_url: str 
         full_replay = time.perf_counter() - t0
         await journal.close()
     return {
-        "bench": "recovery", "journal": kind, "events": written, "journal_entries": entries,
-        "tail_entries": tail_entries, "recovery_s": round(with_snapshot, 3),
-        "full_replay_s": round(full_replay, 3), "state_identical": same,
+        "bench": "recovery",
+        "journal": kind,
+        "events": written,
+        "journal_entries": entries,
+        "tail_entries": tail_entries,
+        "recovery_s": round(with_snapshot, 3),
+        "full_replay_s": round(full_replay, 3),
+        "state_identical": same,
     }
 
 
@@ -120,8 +136,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--journal", choices=["file", "redis"], default="file")
     parser.add_argument("--redis", default=None)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--snapshot-at", type=float, default=0.9,
-                        help="fraction of the journal covered by the snapshot")
+    parser.add_argument(
+        "--snapshot-at", type=float, default=0.9, help="fraction of the journal covered by the snapshot"
+    )
     parser.add_argument("--batch", type=int, default=500, help="events per journal entry")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args.journal, args.events, args.snapshot_at, args.redis, args.batch))

@@ -30,8 +30,9 @@ PLAN: list[tuple[str, list[str], str, str]] = [
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -68,8 +69,11 @@ def main(argv: list[str]) -> dict[str, Any]:
             result["ratio_to_reference"] = round(result[figure] / result[reference], 3)
         results.append(result)
         print(json.dumps(result), flush=True)
-    record = {"commit": git_commit(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "results": results}
+    record = {
+        "commit": git_commit(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
@@ -77,7 +81,8 @@ def main(argv: list[str]) -> dict[str, Any]:
         history.write(json.dumps(record) + "\n")
     print(f"\n{'benchmark':28s} {'figure':>16s} {'value':>12s} {'vs reference':>13s}")
     for (name, extra, figure, _reference), result in zip(
-            [p for p in PLAN if not args.only or p[0] in args.only], results, strict=True):
+        [p for p in PLAN if not args.only or p[0] in args.only], results, strict=True
+    ):
         label = " ".join([name, *extra[1:2]])
         value = result.get(figure, result.get("error", "?"))
         ratio = result.get("ratio_to_reference", "")

@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regions", default=None, help="comma-separated region codes (default: all 21)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     regions = [r.strip() for r in args.regions.split(",") if r.strip()] if args.regions else None
     return asyncio.run(run(Path(args.data), args.redis, regions))
 

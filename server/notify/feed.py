@@ -40,14 +40,14 @@ class Fact:
 
     region: str
     position: int
-    index: int               # the event's index inside its journal entry
-    kind: str                # "booked" | "cancelled" | "rescheduled" | "offer"
-    booking: Booking         # the booking AFTER the event (a copy; never mutated); for an offer,
-                             # the offered time as a Booking with the hold id and status "offer"
+    index: int  # the event's index inside its journal entry
+    kind: str  # "booked" | "cancelled" | "rescheduled" | "offer"
+    booking: Booking  # the booking AFTER the event (a copy; never mutated); for an offer,
+    # the offered time as a Booking with the hold id and status "offer"
     clinic: Clinic
-    at: int                  # epoch seconds of the decision
-    by: str = ""             # who cancelled: a Party value ("patient", "clinic", "admin")
-    previous: Booking | None = None   # the booking BEFORE the event (reschedules)
+    at: int  # epoch seconds of the decision
+    by: str = ""  # who cancelled: a Party value ("patient", "clinic", "admin")
+    previous: Booking | None = None  # the booking BEFORE the event (reschedules)
 
     @property
     def key(self) -> str:
@@ -104,8 +104,18 @@ class Projection:
         self.clinics[clinic.id] = clinic
 
     def _on_booked(self, region: str, position: int, index: int, event: Booked) -> Fact | None:
-        booking = Booking(event.booking_id, event.patient, event.clinic, event.resource, event.service,
-                          event.day, event.cell, event.cells, BOOKED_STATUS, event.at)
+        booking = Booking(
+            event.booking_id,
+            event.patient,
+            event.clinic,
+            event.resource,
+            event.service,
+            event.day,
+            event.cell,
+            event.cells,
+            BOOKED_STATUS,
+            event.at,
+        )
         self.bookings[booking.id] = booking
         clinic = self.clinics.get(booking.clinic)
         if clinic is None:
@@ -133,19 +143,29 @@ class Projection:
         clinic = self.clinics.get(booking.clinic)
         if clinic is None:
             return None
-        fact = Fact(region, position, index, "rescheduled", replace(booking), clinic, event.at,
-                    previous=previous)
+        fact = Fact(
+            region, position, index, "rescheduled", replace(booking), clinic, event.at, previous=previous
+        )
         self.times[booking.id] = fact.key
         return fact
-
 
     def _on_offered(self, region: str, position: int, index: int, event: OfferMade) -> Fact | None:
         clinic = self.clinics.get(event.clinic)
         if clinic is None:
             return None
         at = event.expires_at - clinic.offer_minutes * 60
-        offered = Booking(event.hold_id, event.patient, event.clinic, event.resource, event.service, event.day,
-                          event.cell, event.cells, "offer", at)
+        offered = Booking(
+            event.hold_id,
+            event.patient,
+            event.clinic,
+            event.resource,
+            event.service,
+            event.day,
+            event.cell,
+            event.cells,
+            "offer",
+            at,
+        )
         return Fact(region, position, index, "offer", offered, clinic, at)
 
 
@@ -168,8 +188,15 @@ def facts_of(projection: Projection, region: str, position: int, payload: bytes)
     return facts
 
 
-async def follow_region(journal: Journal, region: str, projection: Projection, *, cursor: int,
-                        handle: Handle, caught_up: Callable[[str], None] | None = None) -> None:
+async def follow_region(
+    journal: Journal,
+    region: str,
+    projection: Projection,
+    *,
+    cursor: int,
+    handle: Handle,
+    caught_up: Callable[[str], None] | None = None,
+) -> None:
     """Replay ``region`` from 0 into ``projection`` and call ``handle(region, position, facts, act)``
     for every entry, in order, forever: ``act`` is True for entries after ``cursor`` (the
     caller acts on them and moves its cursor; also called for entries without facts) and

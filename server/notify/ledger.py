@@ -48,15 +48,17 @@ class Ledger:
         with self._lock:
             return self._db.execute("SELECT 1 FROM sent WHERE key = ?", (key,)).fetchone() is not None
 
-    def record(self, key: str, channel: str, now: float, *, region: str | None = None,
-               position: int | None = None) -> None:
+    def record(
+        self, key: str, channel: str, now: float, *, region: str | None = None, position: int | None = None
+    ) -> None:
         """Mark ``key`` sent and, when ``region``/``position`` are given, move that cursor —
         in one transaction."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("INSERT OR IGNORE INTO sent (key, channel, sent_at) VALUES (?, ?, ?)",
-                                 (key, channel, now))
+                self._db.execute(
+                    "INSERT OR IGNORE INTO sent (key, channel, sent_at) VALUES (?, ?, ?)", (key, channel, now)
+                )
                 if region is not None and position is not None:
                     self._advance(region, position)
                 self._db.execute("COMMIT")
@@ -73,7 +75,8 @@ class Ledger:
         self._db.execute(
             "INSERT INTO cursors (region, position) VALUES (?, ?) "
             "ON CONFLICT(region) DO UPDATE SET position = max(position, excluded.position)",
-            (region, position))
+            (region, position),
+        )
 
     def sent_count(self) -> int:
         with self._lock:

@@ -80,8 +80,13 @@ class SmtpMailer:
         c = self.config
         try:
             await aiosmtplib.send(
-                message, hostname=c.host, port=c.port, username=c.username, password=c.password,
-                use_tls=c.tls == "tls", start_tls=c.tls == "starttls",
+                message,
+                hostname=c.host,
+                port=c.port,
+                username=c.username,
+                password=c.password,
+                use_tls=c.tls == "tls",
+                start_tls=c.tls == "starttls",
                 timeout=c.timeout_s,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:

@@ -88,9 +88,16 @@ class Notifier:
         self._owned: list[Callable[[], None]] = []
 
     @classmethod
-    def from_env(cls, journal: Journal, data_dir: Path, *, env: dict[str, str] | None = None,
-                 accounts: AccountStore | None = None, clock: Callable[[], float] = time.time,
-                 regions: Iterable[str] | None = None) -> Notifier:
+    def from_env(
+        cls,
+        journal: Journal,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        accounts: AccountStore | None = None,
+        clock: Callable[[], float] = time.time,
+        regions: Iterable[str] | None = None,
+    ) -> Notifier:
         """The notifier of a data directory: ``notify.sqlite3``, ``accounts.sqlite3``, and SMTP
         (``TANDTID_SMTP_*``) or the outbox; ``TANDTID_REMINDERS`` (default ``24h,2h``)."""
         env = dict(os.environ) if env is None else env
@@ -99,8 +106,16 @@ class Notifier:
         ledger = Ledger(data_dir / "notify.sqlite3")
         own_accounts = accounts is None
         store = accounts if accounts is not None else AccountStore(data_dir / "accounts.sqlite3")
-        notifier = cls(journal, ledger=ledger, accounts=store, mailer=mailer_for(config, data_dir),
-                       sender=config.sender, clock=clock, leads=leads, regions=regions)
+        notifier = cls(
+            journal,
+            ledger=ledger,
+            accounts=store,
+            mailer=mailer_for(config, data_dir),
+            sender=config.sender,
+            clock=clock,
+            leads=leads,
+            regions=regions,
+        )
         notifier._owned.append(ledger.close)
         if own_accounts:
             notifier._owned.append(store.close)
@@ -111,10 +126,19 @@ class Notifier:
     async def start(self) -> None:
         cursors = await asyncio.to_thread(self.ledger.cursors)
         for region in self.regions:
-            self._tasks.append(asyncio.create_task(
-                follow_region(self.journal, region, self.projection, cursor=cursors.get(region, 0),
-                              handle=self._handle, caught_up=self._region_caught_up),
-                name=f"notify-{region}"))
+            self._tasks.append(
+                asyncio.create_task(
+                    follow_region(
+                        self.journal,
+                        region,
+                        self.projection,
+                        cursor=cursors.get(region, 0),
+                        handle=self._handle,
+                        caught_up=self._region_caught_up,
+                    ),
+                    name=f"notify-{region}",
+                )
+            )
         self._tasks.append(asyncio.create_task(self._remind_forever(), name="notify-reminders"))
         self._tasks.append(asyncio.create_task(self._cursors.flush_forever(), name="notify-cursors"))
         for task in self._tasks:
@@ -154,7 +178,7 @@ class Notifier:
             if fact.kind in ("booked", "rescheduled"):
                 try:
                     start = fact.start
-                except ValueError:   # a time the calendar cannot place (never written by the engine)
+                except ValueError:  # a time the calendar cannot place (never written by the engine)
                     log.warning("message %s: booking time not on the calendar; no reminders", fact.key)
                     continue
                 self.schedule.add(plan(region, fact.booking.id, fact.key, start, fact.at, self.leads))
@@ -166,18 +190,30 @@ class Notifier:
             return
         for i, fact in enumerate(wanted):
             last = i == len(wanted) - 1
-            await self._deliver(fact.key, fact, region=region if last else None, position=position if last else None)
+            await self._deliver(
+                fact.key, fact, region=region if last else None, position=position if last else None
+            )
         self._cursors.discard(region)
 
-    async def _deliver(self, key: str, fact: Fact, *, region: str | None = None, position: int | None = None,
-                       kind: str | None = None, lead_s: int = 0) -> None:
+    async def _deliver(
+        self,
+        key: str,
+        fact: Fact,
+        *,
+        region: str | None = None,
+        position: int | None = None,
+        kind: str | None = None,
+        lead_s: int = 0,
+    ) -> None:
         """Send one message unless its key is already recorded; record it (and the cursor)."""
         if await asyncio.to_thread(self.ledger.is_sent, key):
             if region is not None and position is not None:
                 await asyncio.to_thread(self.ledger.advance, region, position)
             return
         channel = await self._send(key, fact, kind or fact.kind, lead_s)
-        await asyncio.to_thread(self.ledger.record, key, channel, self.clock(), region=region, position=position)
+        await asyncio.to_thread(
+            self.ledger.record, key, channel, self.clock(), region=region, position=position
+        )
 
     async def _send(self, key: str, fact: Fact, kind: str, lead_s: int) -> str:
         user = self.accounts.get(fact.booking.patient)
@@ -186,10 +222,20 @@ class Notifier:
             log.info("message %s: no account for the patient; not sent", key)
             return "skipped:no-account"
         try:
-            message = compose(kind, key, booking=fact.booking, clinic=fact.clinic, to_name=user.name,
-                              to_email=user.email, sender=self.sender, now_s=int(self.clock()), by=fact.by,
-                              previous=fact.previous, lead_s=lead_s)
-        except (KeyError, ValueError):   # no template, or a time the calendar cannot place
+            message = compose(
+                kind,
+                key,
+                booking=fact.booking,
+                clinic=fact.clinic,
+                to_name=user.name,
+                to_email=user.email,
+                sender=self.sender,
+                now_s=int(self.clock()),
+                by=fact.by,
+                previous=fact.previous,
+                lead_s=lead_s,
+            )
+        except (KeyError, ValueError):  # no template, or a time the calendar cannot place
             self.stats.skipped += 1
             log.warning("message %s: cannot be composed; not sent", key)
             return "skipped:uncomposable"
@@ -233,8 +279,12 @@ class Notifier:
     def _current(self, reminder: Reminder, now: float) -> Fact | None:
         """The reminder's booking as a fact, if the booking still stands at that time."""
         booking = self.projection.bookings.get(reminder.booking_id)
-        if (booking is None or booking.status != BOOKED_STATUS or now >= reminder.start
-                or self.projection.times.get(booking.id) != reminder.time_key):
+        if (
+            booking is None
+            or booking.status != BOOKED_STATUS
+            or now >= reminder.start
+            or self.projection.times.get(booking.id) != reminder.time_key
+        ):
             return None
         clinic = self.projection.clinics.get(booking.clinic)
         if clinic is None:
@@ -247,4 +297,3 @@ class Notifier:
         while True:
             await self.send_due_reminders()
             await asyncio.sleep(self.reminder_poll_s)
-

@@ -53,16 +53,24 @@ class Outbox:
     def names(self) -> list[str]:
         if not self.directory.is_dir():
             return []
-        return sorted((p.name for p in self.directory.iterdir() if _NAME.match(p.name)),
-                      key=lambda n: (self.directory / n).stat().st_mtime_ns, reverse=True)
+        return sorted(
+            (p.name for p in self.directory.iterdir() if _NAME.match(p.name)),
+            key=lambda n: (self.directory / n).stat().st_mtime_ns,
+            reverse=True,
+        )
 
     def summary(self, name: str) -> dict[str, Any] | None:
         message = self.read(name)
         if message is None:
             return None
-        return {"name": name, "key": str(message.get("X-Tandtid-Key", "")), "to": str(message.get("To", "")),
-                "subject": str(message.get("Subject", "")), "date": str(message.get("Date", "")),
-                "message_id": str(message.get("Message-ID", ""))}
+        return {
+            "name": name,
+            "key": str(message.get("X-Tandtid-Key", "")),
+            "to": str(message.get("To", "")),
+            "subject": str(message.get("Subject", "")),
+            "date": str(message.get("Date", "")),
+            "message_id": str(message.get("Message-ID", "")),
+        }
 
     def read(self, name: str) -> EmailMessage | None:
         """The parsed message, or None for a name that is not an outbox file."""

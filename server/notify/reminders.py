@@ -46,16 +46,17 @@ def lead_label(lead_s: int) -> str:
 @dataclass(frozen=True, order=True, slots=True)
 class Reminder:
     due: int
-    key: str                                  # f"{time_key}:{lead_label}"
+    key: str  # f"{time_key}:{lead_label}"
     region: str = field(compare=False)
     booking_id: str = field(compare=False)
-    time_key: str = field(compare=False)      # the fact that set the booking's time
+    time_key: str = field(compare=False)  # the fact that set the booking's time
     lead_s: int = field(compare=False)
     start: int = field(compare=False)
 
 
-def plan(region: str, booking_id: str, time_key: str, start: int, booked_at: int,
-         leads: tuple[int, ...]) -> list[Reminder]:
+def plan(
+    region: str, booking_id: str, time_key: str, start: int, booked_at: int, leads: tuple[int, ...]
+) -> list[Reminder]:
     """The reminders of a booking whose time was set by ``time_key``: one per lead whose due
     instant comes after the booking was made (or moved)."""
     return [

@@ -72,6 +72,7 @@ def path_id(request: Request, name: str = "id") -> str:
 
 # -- input ----------------------------------------------------------------------------------------
 
+
 async def parse_body(request: Request, model: type[M]) -> M:
     raw = await request.body()
     if not raw.strip():
@@ -112,11 +113,13 @@ def locate_start(start: datetime, cell_minutes: int, field: str = "start") -> tu
     try:
         return locate(start, cell_minutes)
     except ValueError as exc:
-        raise invalid(field, f"not a start time of this clinic ({exc}); times are on "
-                             f"{cell_minutes}-minute boundaries") from None
+        raise invalid(
+            field, f"not a start time of this clinic ({exc}); times are on {cell_minutes}-minute boundaries"
+        ) from None
 
 
 # -- who ------------------------------------------------------------------------------------------
+
 
 def _throttle(request: Request, key: str) -> None:
     limiter: RateLimiter | None = getattr(request.app.state, "principal_limiter", None)
@@ -124,8 +127,12 @@ def _throttle(request: Request, key: str) -> None:
         return
     wait = limiter.take(key)
     if wait > 0:
-        raise ApiError(429, "RATE_LIMITED", "too many requests; slow down",
-                       headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        raise ApiError(
+            429,
+            "RATE_LIMITED",
+            "too many requests; slow down",
+            headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+        )
 
 
 def _check_csrf(request: Request, principal: Principal) -> None:

@@ -60,7 +60,7 @@ async def clinic_bookings(request: Request) -> Response:
         for day in range(start, start + q.days):
             for booking in state.bookings_on(q.clinic, day):
                 view = booking_view(booking, clinic)
-                view["patient"] = booking.patient   # opaque id, for support; never a name here
+                view["patient"] = booking.patient  # opaque id, for support; never a name here
                 out.append(view)
         return out
 
@@ -101,23 +101,61 @@ async def system_state(request: Request) -> Response:
     hot: list[dict[str, Any]] = []
     for code, (bookings, holds, busy) in zip(codes, results, strict=True):
         actor = regions.actors[code]
-        rows.append({"code": code, "ready": actor.ready, "position": actor.position,
-                     "queue_depth": actor.queue_depth, "bookings": bookings, "holds": holds})
-        hot.extend({"id": cid, "name": name, "region": code, "bookings_today": n} for n, cid, name in busy if n)
+        rows.append(
+            {
+                "code": code,
+                "ready": actor.ready,
+                "position": actor.position,
+                "queue_depth": actor.queue_depth,
+                "bookings": bookings,
+                "holds": holds,
+            }
+        )
+        hot.extend(
+            {"id": cid, "name": name, "region": code, "bookings_today": n} for n, cid, name in busy if n
+        )
     hot.sort(key=lambda h: (-h["bookings_today"], h["id"]))
     hub = getattr(request.app.state, "hub", None)
     stats = hub.stats() if hub is not None and hasattr(hub, "stats") else {}
-    return json_response({"regions": rows, "connections": int(stats.get("connections", 0)),
-                          "hub": stats, "hot_clinics": hot[:HOT_CLINICS]})
+    return json_response(
+        {
+            "regions": rows,
+            "connections": int(stats.get("connections", 0)),
+            "hub": stats,
+            "hot_clinics": hot[:HOT_CLINICS],
+        }
+    )
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/api/admin/clinics", all_clinics, "Every clinic", "admin", auth="admin",
-             ok_schema={"type": "array", "items": {"type": "object"}}),
-    Endpoint("GET", "/api/admin/bookings", clinic_bookings, "A clinic's bookings (from, days)", "admin",
-             query=AdminBookingsQuery, auth="admin"),
-    Endpoint("POST", "/api/admin/bookings/{id}/cancel", cancel_booking, "Cancel any booking", "admin",
-             errors=(409,), auth="admin"),
-    Endpoint("GET", "/api/admin/state", system_state, "Regions, connections, hot clinics", "admin",
-             auth="admin"),
+    Endpoint(
+        "GET",
+        "/api/admin/clinics",
+        all_clinics,
+        "Every clinic",
+        "admin",
+        auth="admin",
+        ok_schema={"type": "array", "items": {"type": "object"}},
+    ),
+    Endpoint(
+        "GET",
+        "/api/admin/bookings",
+        clinic_bookings,
+        "A clinic's bookings (from, days)",
+        "admin",
+        query=AdminBookingsQuery,
+        auth="admin",
+    ),
+    Endpoint(
+        "POST",
+        "/api/admin/bookings/{id}/cancel",
+        cancel_booking,
+        "Cancel any booking",
+        "admin",
+        errors=(409,),
+        auth="admin",
+    ),
+    Endpoint(
+        "GET", "/api/admin/state", system_state, "Regions, connections, hot clinics", "admin", auth="admin"
+    ),
 ]

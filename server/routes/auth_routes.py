@@ -23,8 +23,13 @@ from server.schemas import LoginBody, RegisterBody
 
 
 def user_view(user: User) -> dict[str, Any]:
-    return {"id": user.id, "email": user.email, "name": user.name, "role": str(user.role),
-            "clinic": user.clinic}
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": str(user.role),
+        "clinic": user.clinic,
+    }
 
 
 def _signed_in(request: Request, user: User, status: int) -> Response:
@@ -73,14 +78,34 @@ async def me(request: Request) -> Response:
     return json_response({"user": user_view(user)})
 
 
-_SIGNED_IN = {"type": "object", "required": ["token", "user"],
-              "properties": {"token": {"type": "string"}, "user": {"type": "object"}}}
+_SIGNED_IN = {
+    "type": "object",
+    "required": ["token", "user"],
+    "properties": {"token": {"type": "string"}, "user": {"type": "object"}},
+}
 
 ENDPOINTS = [
-    Endpoint("POST", "/api/auth/register", register, "Create a patient account and sign in", "accounts",
-             body=RegisterBody, ok=201, ok_schema=_SIGNED_IN, errors=(409,)),
-    Endpoint("POST", "/api/auth/login", login, "Sign in", "accounts", body=LoginBody, ok_schema=_SIGNED_IN,
-             errors=(401,)),
+    Endpoint(
+        "POST",
+        "/api/auth/register",
+        register,
+        "Create a patient account and sign in",
+        "accounts",
+        body=RegisterBody,
+        ok=201,
+        ok_schema=_SIGNED_IN,
+        errors=(409,),
+    ),
+    Endpoint(
+        "POST",
+        "/api/auth/login",
+        login,
+        "Sign in",
+        "accounts",
+        body=LoginBody,
+        ok_schema=_SIGNED_IN,
+        errors=(401,),
+    ),
     Endpoint("POST", "/api/auth/logout", logout, "Sign out (clears the cookies)", "accounts", ok=204),
     Endpoint("GET", "/api/auth/me", me, "The signed-in user", "accounts", auth="optional"),
 ]

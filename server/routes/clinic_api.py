@@ -56,15 +56,34 @@ async def clinic_day(request: Request) -> Response:
         raw = queries.clinic_day(state, clinic_id, day)
         cm = clinic.cell_minutes
         bookings = [
-            {"id": b["id"], "resource": b["resource"], "service": b["service"],
-             "start": iso(b["day"], b["cell"], cm), "end": end_iso(b["day"], b["cell"], b["cells"], cm),
-             "status": b["status"], "patient": b["patient"]}
+            {
+                "id": b["id"],
+                "resource": b["resource"],
+                "service": b["service"],
+                "start": iso(b["day"], b["cell"], cm),
+                "end": end_iso(b["day"], b["cell"], b["cells"], cm),
+                "status": b["status"],
+                "patient": b["patient"],
+            }
             for b in raw["bookings"]
         ]
-        resources = [{"id": r["id"], "name": r["name"], "kind": r["kind"], "services": r["services"],
-                      "cells": r["cells"]} for r in raw["resources"]]
-        return {"clinic": clinic_id, "date": date_of(day).isoformat(), "cell_minutes": cm,
-                "resources": resources, "bookings": bookings}
+        resources = [
+            {
+                "id": r["id"],
+                "name": r["name"],
+                "kind": r["kind"],
+                "services": r["services"],
+                "cells": r["cells"],
+            }
+            for r in raw["resources"]
+        ]
+        return {
+            "clinic": clinic_id,
+            "date": date_of(day).isoformat(),
+            "cell_minutes": cm,
+            "resources": resources,
+            "bookings": bookings,
+        }
 
     view = await regions_of(request).query(region, read)
     if view is None:
@@ -86,8 +105,14 @@ async def open_days(request: Request) -> Response:
     if first < today(request):
         raise invalid("from", "that date has passed")
     events = await regions.submit(OpenDays(body.resource, first, body.days))
-    return json_response({"resource": body.resource, "from": body.from_.isoformat(), "days": body.days,
-                          "changed": bool(events)})
+    return json_response(
+        {
+            "resource": body.resource,
+            "from": body.from_.isoformat(),
+            "days": body.days,
+            "changed": bool(events),
+        }
+    )
 
 
 async def _block_or_unblock(request: Request, unblock: bool) -> Response:
@@ -102,8 +127,14 @@ async def _block_or_unblock(request: Request, unblock: bool) -> Response:
     cells = body.minutes // clinic.cell_minutes
     command = (Unblock if unblock else Block)(body.resource, day, cell, cells)
     await regions.submit(command)
-    return json_response({"resource": body.resource, "start": iso(day, cell, clinic.cell_minutes),
-                          "minutes": body.minutes, "blocked": not unblock})
+    return json_response(
+        {
+            "resource": body.resource,
+            "start": iso(day, cell, clinic.cell_minutes),
+            "minutes": body.minutes,
+            "blocked": not unblock,
+        }
+    )
 
 
 async def block(request: Request) -> Response:
@@ -151,18 +182,62 @@ async def mark_no_show(request: Request) -> Response:
 _BOOKING = {"type": "object", "required": ["booking"], "properties": {"booking": {"type": "object"}}}
 
 ENDPOINTS = [
-    Endpoint("GET", "/api/clinic/v1/day", clinic_day, "The clinic's day: cells per resource and bookings",
-             "clinic", query=DayQuery, auth="clinic"),
-    Endpoint("POST", "/api/clinic/v1/open", open_days, "Open days for a resource", "clinic", body=OpenBody,
-             errors=(404,), auth="clinic"),
-    Endpoint("POST", "/api/clinic/v1/block", block, "Block time (lunch, leave)", "clinic", body=BlockBody,
-             errors=(404, 409), auth="clinic"),
-    Endpoint("POST", "/api/clinic/v1/unblock", unblock, "Unblock time", "clinic", body=BlockBody,
-             errors=(404, 409), auth="clinic"),
-    Endpoint("POST", "/api/clinic/v1/bookings/{id}/cancel", cancel_booking,
-             "Cancel a booking of the clinic (cells go to BUFFER, then FREE)", "clinic", ok_schema=_BOOKING,
-             errors=(409,), auth="clinic"),
-    Endpoint("POST", "/api/clinic/v1/bookings/{id}/no-show", mark_no_show,
-             "Mark that the patient did not come (after the start; the time stays booked)", "clinic",
-             ok_schema=_BOOKING, auth="clinic"),
+    Endpoint(
+        "GET",
+        "/api/clinic/v1/day",
+        clinic_day,
+        "The clinic's day: cells per resource and bookings",
+        "clinic",
+        query=DayQuery,
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/open",
+        open_days,
+        "Open days for a resource",
+        "clinic",
+        body=OpenBody,
+        errors=(404,),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/block",
+        block,
+        "Block time (lunch, leave)",
+        "clinic",
+        body=BlockBody,
+        errors=(404, 409),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/unblock",
+        unblock,
+        "Unblock time",
+        "clinic",
+        body=BlockBody,
+        errors=(404, 409),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/bookings/{id}/cancel",
+        cancel_booking,
+        "Cancel a booking of the clinic (cells go to BUFFER, then FREE)",
+        "clinic",
+        ok_schema=_BOOKING,
+        errors=(409,),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/bookings/{id}/no-show",
+        mark_no_show,
+        "Mark that the patient did not come (after the start; the time stays booked)",
+        "clinic",
+        ok_schema=_BOOKING,
+        auth="clinic",
+    ),
 ]

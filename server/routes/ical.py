@@ -40,7 +40,9 @@ def _service(booking: Booking) -> str:
 
 
 def _upcoming(booking: Booking, clinic: Clinic, now: int) -> bool:
-    return booking.status == BOOKED_STATUS and cell_epoch(booking.day, booking.cell, clinic.cell_minutes) >= now
+    return (
+        booking.status == BOOKED_STATUS and cell_epoch(booking.day, booking.cell, clinic.cell_minutes) >= now
+    )
 
 
 def _feed_response(text: str) -> Response:
@@ -64,8 +66,7 @@ async def patient_feed(request: Request) -> Response:
         return out
 
     found = await regions.query_all(read)
-    items = sorted(found,
-                   key=lambda i: (cell_epoch(i[0].day, i[0].cell, i[1].cell_minutes), i[0].id))
+    items = sorted(found, key=lambda i: (cell_epoch(i[0].day, i[0].cell, i[1].cell_minutes), i[0].id))
     return _feed_response(feed_ics(items, name="Tandtid", now_s=now))
 
 
@@ -82,9 +83,12 @@ async def clinic_feed(request: Request) -> Response:
         if clinic is None:
             return "", []
         names = {r.id: r.name for r in state.resources_of(clinic_id)}
-        items = [(b, clinic, f"{_service(b)} – {names.get(b.resource, b.resource)} ({b.id})")
-                 for day in range(today, today + CLINIC_FEED_DAYS) for b in state.bookings_on(clinic_id, day)
-                 if _upcoming(b, clinic, now)]
+        items = [
+            (b, clinic, f"{_service(b)} – {names.get(b.resource, b.resource)} ({b.id})")
+            for day in range(today, today + CLINIC_FEED_DAYS)
+            for b in state.bookings_on(clinic_id, day)
+            if _upcoming(b, clinic, now)
+        ]
         return clinic.name, items
 
     name, items = await regions_of(request).query(region_or_404(clinic_id), read)
@@ -93,8 +97,11 @@ async def clinic_feed(request: Request) -> Response:
 
 def _created(request: Request, kind: FeedKind, token: str) -> Response:
     path = f"/ical/{kind.value}/{token}.ics"
-    return json_response({"url": str(request.base_url).rstrip("/") + path, "path": path}, status=201,
-                         headers={"Cache-Control": "no-store"})
+    return json_response(
+        {"url": str(request.base_url).rstrip("/") + path, "path": path},
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def create_my_token(request: Request) -> Response:
@@ -123,22 +130,69 @@ async def revoke_clinic_token(request: Request) -> Response:
     return no_content()
 
 
-_FEED_URL: dict[str, Any] = {"type": "object", "required": ["url", "path"],
-                             "properties": {"url": {"type": "string"}, "path": {"type": "string"}}}
+_FEED_URL: dict[str, Any] = {
+    "type": "object",
+    "required": ["url", "path"],
+    "properties": {"url": {"type": "string"}, "path": {"type": "string"}},
+}
 
 ENDPOINTS = [
-    Endpoint("POST", "/api/me/ical-token", create_my_token,
-             "A private calendar feed URL of the patient's bookings (replaces the previous one)", "patients",
-             ok=201, ok_schema=_FEED_URL, auth="user"),
-    Endpoint("DELETE", "/api/me/ical-token", revoke_my_token, "Revoke the patient's calendar feed URL",
-             "patients", ok=204, auth="user"),
-    Endpoint("POST", "/api/clinic/v1/ical-token", create_clinic_token,
-             "A private calendar feed URL of the clinic's bookings (no patient names)", "clinic",
-             ok=201, ok_schema=_FEED_URL, auth="clinic"),
-    Endpoint("DELETE", "/api/clinic/v1/ical-token", revoke_clinic_token, "Revoke the clinic's calendar feed URL",
-             "clinic", ok=204, auth="clinic"),
-    Endpoint("GET", "/ical/patient/{token}.ics", patient_feed, "A patient's calendar feed (the token is the key)",
-             "feeds", ok_media="text/calendar", ok_schema={"type": "string"}, errors=(404,)),
-    Endpoint("GET", "/ical/clinic/{token}.ics", clinic_feed, "A clinic's calendar feed (the token is the key)",
-             "feeds", ok_media="text/calendar", ok_schema={"type": "string"}, errors=(404,)),
+    Endpoint(
+        "POST",
+        "/api/me/ical-token",
+        create_my_token,
+        "A private calendar feed URL of the patient's bookings (replaces the previous one)",
+        "patients",
+        ok=201,
+        ok_schema=_FEED_URL,
+        auth="user",
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/me/ical-token",
+        revoke_my_token,
+        "Revoke the patient's calendar feed URL",
+        "patients",
+        ok=204,
+        auth="user",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/ical-token",
+        create_clinic_token,
+        "A private calendar feed URL of the clinic's bookings (no patient names)",
+        "clinic",
+        ok=201,
+        ok_schema=_FEED_URL,
+        auth="clinic",
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/clinic/v1/ical-token",
+        revoke_clinic_token,
+        "Revoke the clinic's calendar feed URL",
+        "clinic",
+        ok=204,
+        auth="clinic",
+    ),
+    Endpoint(
+        "GET",
+        "/ical/patient/{token}.ics",
+        patient_feed,
+        "A patient's calendar feed (the token is the key)",
+        "feeds",
+        ok_media="text/calendar",
+        ok_schema={"type": "string"},
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        "/ical/clinic/{token}.ics",
+        clinic_feed,
+        "A clinic's calendar feed (the token is the key)",
+        "feeds",
+        ok_media="text/calendar",
+        ok_schema={"type": "string"},
+        errors=(404,),
+    ),
 ]

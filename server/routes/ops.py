@@ -25,7 +25,11 @@ async def ready(request: Request) -> Response:
     regions = regions_of(request)
     waiting = [code for code, actor in regions.actors.items() if not actor.ready]
     journal = await regions.journal_ok()
-    body: dict[str, Any] = {"ready": not waiting and journal, "journal": journal, "regions_not_ready": waiting}
+    body: dict[str, Any] = {
+        "ready": not waiting and journal,
+        "journal": journal,
+        "regions_not_ready": waiting,
+    }
     return json_response(body, status=200 if body["ready"] else 503)
 
 
@@ -39,9 +43,23 @@ async def openapi(request: Request) -> Response:
 
 ENDPOINTS = [
     Endpoint("GET", "/health", health, "The process is alive", "operations", rate_limited=False),
-    Endpoint("GET", "/ready", ready, "200 when every region is recovered and its journal answers",
-             "operations", rate_limited=False),
-    Endpoint("GET", "/metrics", metrics, "Prometheus metrics", "operations", ok_media="text/plain",
-             ok_schema={"type": "string"}, rate_limited=False),
+    Endpoint(
+        "GET",
+        "/ready",
+        ready,
+        "200 when every region is recovered and its journal answers",
+        "operations",
+        rate_limited=False,
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics",
+        "operations",
+        ok_media="text/plain",
+        ok_schema={"type": "string"},
+        rate_limited=False,
+    ),
     Endpoint("GET", "/openapi.json", openapi, "This document", "operations"),
 ]

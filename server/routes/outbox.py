@@ -35,7 +35,7 @@ async def list_outbox(request: Request) -> Response:
 
     def read() -> tuple[int, list[dict[str, Any]]]:
         names = outbox.names()
-        return len(names), [s for s in (outbox.summary(n) for n in names[:q.limit]) if s is not None]
+        return len(names), [s for s in (outbox.summary(n) for n in names[: q.limit]) if s is not None]
 
     total, messages = await asyncio.to_thread(read)
     return json_response({"total": total, "messages": messages}, headers={"Cache-Control": "no-store"})
@@ -51,8 +51,22 @@ async def read_message(request: Request) -> Response:
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/api/admin/outbox", list_outbox, "E-mails in the local outbox, newest first", "admin",
-             query=OutboxQuery, auth="admin"),
-    Endpoint("GET", "/api/admin/outbox/{name}", read_message, "One e-mail of the local outbox", "admin",
-             errors=(404,), auth="admin"),
+    Endpoint(
+        "GET",
+        "/api/admin/outbox",
+        list_outbox,
+        "E-mails in the local outbox, newest first",
+        "admin",
+        query=OutboxQuery,
+        auth="admin",
+    ),
+    Endpoint(
+        "GET",
+        "/api/admin/outbox/{name}",
+        read_message,
+        "One e-mail of the local outbox",
+        "admin",
+        errors=(404,),
+        auth="admin",
+    ),
 ]

@@ -67,11 +67,15 @@ def _own_booking(state: RegionState, booking_id: str, patient: str) -> tuple[Boo
 
 def _too_late(clinic: Clinic | None) -> ApiError:
     phone = f" on {clinic.phone}" if clinic is not None and clinic.phone else ""
-    return ApiError(409, "TOO_LATE", f"it is too close to the appointment to change it online; "
-                                     f"please call the clinic{phone}")
+    return ApiError(
+        409,
+        "TOO_LATE",
+        f"it is too close to the appointment to change it online; please call the clinic{phone}",
+    )
 
 
 # -- holds ----------------------------------------------------------------------------------------
+
 
 async def place_hold(request: Request) -> Response:
     principal = require_user(request)
@@ -82,11 +86,12 @@ async def place_hold(request: Request) -> Response:
     day, cell = locate_start(body.start, clinic.cell_minutes)
     ttl = int(request.app.state.settings.hold_ttl_s)
     assert principal.user_id is not None
-    events = await regions.submit(PlaceHold(new_hold_id(region), principal.user_id, body.resource,
-                                            body.service, day, cell, ttl))
+    events = await regions.submit(
+        PlaceHold(new_hold_id(region), principal.user_id, body.resource, body.service, day, cell, ttl)
+    )
     placed = next(e for e in events if isinstance(e, HoldPlaced))
     hold = await regions.query(region, lambda s: s.holds.get(placed.hold_id))
-    if hold is None:   # expired already (a tiny TTL); the hold was real but is gone
+    if hold is None:  # expired already (a tiny TTL); the hold was real but is gone
         raise ApiError(410, "HOLD_EXPIRED", "the hold ran out before it could be shown")
     return json_response({"hold": hold_view(hold, clinic)}, status=201)
 
@@ -118,9 +123,11 @@ async def release_hold(request: Request) -> Response:
 
 # -- bookings -------------------------------------------------------------------------------------
 
+
 def _fingerprint(body: BookingBody) -> str:
-    canonical = orjson.dumps(body.model_dump(mode="json", by_alias=True, exclude_none=True),
-                             option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps(
+        body.model_dump(mode="json", by_alias=True, exclude_none=True), option=orjson.OPT_SORT_KEYS
+    )
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -135,8 +142,13 @@ async def create_booking(request: Request) -> Response:
     regions = regions_of(request)
     if body.hold is not None:
         region = region_or_404(body.hold)
-        command = Book(new_booking_id(region), patient, hold_id=body.hold, idempotency_key=key,
-                       fingerprint=_fingerprint(body) if key else "")
+        command = Book(
+            new_booking_id(region),
+            patient,
+            hold_id=body.hold,
+            idempotency_key=key,
+            fingerprint=_fingerprint(body) if key else "",
+        )
     else:
         assert body.clinic is not None and body.resource is not None and body.service is not None
         assert body.start is not None
@@ -144,28 +156,44 @@ async def create_booking(request: Request) -> Response:
         clinic_id, resource_id = body.clinic, body.resource
         clinic = await regions.query(region, lambda s: _clinic_for_resource(s, clinic_id, resource_id))
         day, cell = locate_start(body.start, clinic.cell_minutes)
-        command = Book(new_booking_id(region), patient, resource=body.resource, service=body.service,
-                       day=day, cell=cell, idempotency_key=key, fingerprint=_fingerprint(body) if key else "")
+        command = Book(
+            new_booking_id(region),
+            patient,
+            resource=body.resource,
+            service=body.service,
+            day=day,
+            cell=cell,
+            idempotency_key=key,
+            fingerprint=_fingerprint(body) if key else "",
+        )
     try:
         events = await regions.submit(command)
     except Refused as exc:
         if key and exc.code is RefusalCode.INVALID:
             earlier = await regions.query(region, lambda s: s.idempotent_booking(patient, key))
             if earlier is not None:
-                raise ApiError(409, "IDEMPOTENCY_MISMATCH",
-                               "this Idempotency-Key was used with a different request") from None
-        if body.hold is not None and exc.code in (RefusalCode.NOT_FOUND, RefusalCode.NOT_YOURS,
-                                                  RefusalCode.HOLD_EXPIRED):
+                raise ApiError(
+                    409, "IDEMPOTENCY_MISMATCH", "this Idempotency-Key was used with a different request"
+                ) from None
+        if body.hold is not None and exc.code in (
+            RefusalCode.NOT_FOUND,
+            RefusalCode.NOT_YOURS,
+            RefusalCode.HOLD_EXPIRED,
+        ):
             # An expired hold is removed by the next tick, so "unknown" is what a late confirm
             # usually meets; another patient's hold is answered the same (nothing revealed).
-            raise ApiError(410, "HOLD_EXPIRED", "the hold has expired (or is not yours); "
-                                                "choose the time again") from None
+            raise ApiError(
+                410, "HOLD_EXPIRED", "the hold has expired (or is not yours); choose the time again"
+            ) from None
         raise
     booked = next((e for e in events if isinstance(e, Booked)), None)
 
     def read(state: RegionState) -> dict[str, Any] | None:
-        booking = (state.bookings.get(booked.booking_id) if booked is not None
-                   else state.idempotent_booking(patient, key))
+        booking = (
+            state.bookings.get(booked.booking_id)
+            if booked is not None
+            else state.idempotent_booking(patient, key)
+        )
         if booking is None:
             return None
         return booking_view(booking, state.clinics[booking.clinic])
@@ -173,8 +201,7 @@ async def create_booking(request: Request) -> Response:
     view = await regions.query(region, read)
     if view is None:
         raise not_found("no such booking")
-    return json_response({"booking": view}, status=201,
-                         headers={"Location": f"/api/bookings/{view['id']}"})
+    return json_response({"booking": view}, status=201, headers={"Location": f"/api/bookings/{view['id']}"})
 
 
 async def list_bookings(request: Request) -> Response:
@@ -218,8 +245,11 @@ async def booking_calendar(request: Request) -> Response:
         return booking_ics(booking, clinic, now_s=now)
 
     text = await regions_of(request).query(region, read)
-    return Response(text, media_type="text/calendar; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{booking_id}.ics"'})
+    return Response(
+        text,
+        media_type="text/calendar; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{booking_id}.ics"'},
+    )
 
 
 async def cancel_booking(request: Request) -> Response:
@@ -273,24 +303,88 @@ _BOOKING = {"type": "object", "required": ["booking"], "properties": {"booking":
 _IDEM = ((IDEMPOTENCY_HEADER, "retry safely: the same key and body return the first booking"),)
 
 ENDPOINTS = [
-    Endpoint("POST", "/api/holds", place_hold, "Hold a time while the patient confirms", "patients",
-             body=HoldBody, ok=201, errors=(404, 409), auth="user"),
-    Endpoint("GET", "/api/holds", list_holds, "The signed-in patient's open holds (wait-list offers too)",
-             "patients", auth="user"),
-    Endpoint("DELETE", "/api/holds/{id}", release_hold, "Release a hold (declining an offer passes it on)",
-             "patients", ok=204, auth="user"),
-    Endpoint("POST", "/api/bookings", create_booking, "Book a time (directly or by confirming a hold)",
-             "patients", body=BookingBody, ok=201, ok_schema=_BOOKING, errors=(404, 409, 410), auth="user",
-             headers=_IDEM),
-    Endpoint("GET", "/api/bookings", list_bookings, "The signed-in patient's bookings", "patients",
-             auth="user"),
-    Endpoint("GET", "/api/bookings/{id}", get_booking, "One of the patient's bookings", "patients",
-             ok_schema=_BOOKING, auth="user"),
-    Endpoint("GET", "/api/bookings/{id}/ics", booking_calendar, "The booking as an iCalendar file",
-             "patients", ok_media="text/calendar", ok_schema={"type": "string"}, auth="user"),
-    Endpoint("POST", "/api/bookings/{id}/cancel", cancel_booking, "Cancel one of the patient's bookings",
-             "patients", ok_schema=_BOOKING, errors=(409,), auth="user"),
-    Endpoint("POST", "/api/bookings/{id}/reschedule", reschedule_booking,
-             "Move a booking to another time at the same clinic", "patients", body=RescheduleBody,
-             ok_schema=_BOOKING, errors=(409,), auth="user"),
+    Endpoint(
+        "POST",
+        "/api/holds",
+        place_hold,
+        "Hold a time while the patient confirms",
+        "patients",
+        body=HoldBody,
+        ok=201,
+        errors=(404, 409),
+        auth="user",
+    ),
+    Endpoint(
+        "GET",
+        "/api/holds",
+        list_holds,
+        "The signed-in patient's open holds (wait-list offers too)",
+        "patients",
+        auth="user",
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/holds/{id}",
+        release_hold,
+        "Release a hold (declining an offer passes it on)",
+        "patients",
+        ok=204,
+        auth="user",
+    ),
+    Endpoint(
+        "POST",
+        "/api/bookings",
+        create_booking,
+        "Book a time (directly or by confirming a hold)",
+        "patients",
+        body=BookingBody,
+        ok=201,
+        ok_schema=_BOOKING,
+        errors=(404, 409, 410),
+        auth="user",
+        headers=_IDEM,
+    ),
+    Endpoint(
+        "GET", "/api/bookings", list_bookings, "The signed-in patient's bookings", "patients", auth="user"
+    ),
+    Endpoint(
+        "GET",
+        "/api/bookings/{id}",
+        get_booking,
+        "One of the patient's bookings",
+        "patients",
+        ok_schema=_BOOKING,
+        auth="user",
+    ),
+    Endpoint(
+        "GET",
+        "/api/bookings/{id}/ics",
+        booking_calendar,
+        "The booking as an iCalendar file",
+        "patients",
+        ok_media="text/calendar",
+        ok_schema={"type": "string"},
+        auth="user",
+    ),
+    Endpoint(
+        "POST",
+        "/api/bookings/{id}/cancel",
+        cancel_booking,
+        "Cancel one of the patient's bookings",
+        "patients",
+        ok_schema=_BOOKING,
+        errors=(409,),
+        auth="user",
+    ),
+    Endpoint(
+        "POST",
+        "/api/bookings/{id}/reschedule",
+        reschedule_booking,
+        "Move a booking to another time at the same clinic",
+        "patients",
+        body=RescheduleBody,
+        ok_schema=_BOOKING,
+        errors=(409,),
+        auth="user",
+    ),
 ]

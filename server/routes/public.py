@@ -31,9 +31,15 @@ def clinic_resources(state: RegionState, clinic: str) -> list[Resource]:
 
 def clinic_summary(clinic: Clinic) -> dict[str, Any]:
     return {
-        "id": clinic.id, "name": clinic.name, "region": clinic.region,
-        "municipality": clinic.municipality, "municipality_name": clinic.municipality_name,
-        "address": clinic.address, "lat": clinic.lat, "lon": clinic.lon, "kind": str(clinic.kind),
+        "id": clinic.id,
+        "name": clinic.name,
+        "region": clinic.region,
+        "municipality": clinic.municipality,
+        "municipality_name": clinic.municipality_name,
+        "address": clinic.address,
+        "lat": clinic.lat,
+        "lon": clinic.lon,
+        "kind": str(clinic.kind),
         "services": list(clinic.services),
     }
 
@@ -52,13 +58,16 @@ async def list_regions(request: Request) -> Response:
     out = []
     for region, count in zip(codes, counts, strict=True):
         county = geography.county(region)
-        out.append({"code": region, "name": county.name, "clinics": count, "lat": county.lat, "lon": county.lon})
+        out.append(
+            {"code": region, "name": county.name, "clinics": count, "lat": county.lat, "lon": county.lon}
+        )
     return json_response(out)
 
 
 async def list_services(request: Request) -> Response:
-    return json_response([{"id": s.id, "name": s.name, "name_en": s.name_en, "minutes": s.minutes}
-                          for s in SERVICES])
+    return json_response(
+        [{"id": s.id, "name": s.name, "name_en": s.name_en, "minutes": s.minutes} for s in SERVICES]
+    )
 
 
 async def list_municipalities(request: Request) -> Response:
@@ -66,8 +75,9 @@ async def list_municipalities(request: Request) -> Response:
     if q.region is not None and q.region not in REGION_CODES:
         return json_response([])
     found = geography.municipalities_in(q.region) if q.region else geography.municipalities()
-    return json_response([{"code": m.code, "name": m.name, "region": m.region}
-                          for m in sorted(found, key=lambda m: m.name)])
+    return json_response(
+        [{"code": m.code, "name": m.name, "region": m.region} for m in sorted(found, key=lambda m: m.name)]
+    )
 
 
 async def search_clinics(request: Request) -> Response:
@@ -96,8 +106,9 @@ async def search_clinics(request: Request) -> Response:
             if q.service:
                 first = queries.next_free(state, clinic.id, q.service, start_day, q.days, now)
             elif q.has_free or q.sort == "earliest":
-                candidates = [queries.next_free(state, clinic.id, s, start_day, q.days, now)
-                              for s in clinic.services]
+                candidates = [
+                    queries.next_free(state, clinic.id, s, start_day, q.days, now) for s in clinic.services
+                ]
                 found = [c for c in candidates if c is not None]
                 first = min(found) if found else None
             if q.has_free and first is None:
@@ -134,14 +145,18 @@ async def get_clinic(request: Request) -> Response:
         if clinic is None:
             return None
         view = clinic_summary(clinic)
-        view.update({
-            "phone": clinic.phone,
-            "cell_minutes": clinic.cell_minutes,
-            "hours": {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(clinic.hours.items())},
-            "cancel_notice_hours": clinic.cancel_notice_hours,
-            "resources": [{"id": r.id, "kind": str(r.kind), "name": r.name, "services": list(r.services)}
-                          for r in clinic_resources(state, clinic_id)],
-        })
+        view.update(
+            {
+                "phone": clinic.phone,
+                "cell_minutes": clinic.cell_minutes,
+                "hours": {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(clinic.hours.items())},
+                "cancel_notice_hours": clinic.cancel_notice_hours,
+                "resources": [
+                    {"id": r.id, "kind": str(r.kind), "name": r.name, "services": list(r.services)}
+                    for r in clinic_resources(state, clinic_id)
+                ],
+            }
+        )
         return view
 
     view = await regions_of(request).query(region, read)
@@ -186,24 +201,58 @@ async def region_summary(request: Request) -> Response:
     q = parse_query(request, SummaryQuery)
     start_day = first_day(request, q.from_)
     clinics = await regions.query(code, lambda s: queries.region_summary(s, start_day, q.days))
-    return json_response({"region": code, "from": date_of(start_day).isoformat(), "days": q.days,
-                          "clinics": clinics})
+    return json_response(
+        {"region": code, "from": date_of(start_day).isoformat(), "days": q.days, "clinics": clinics}
+    )
 
 
 _LIST = {"type": "array", "items": {"type": "object"}}
 
 ENDPOINTS = [
-    Endpoint("GET", "/api/regions", list_regions, "Sweden's 21 regions with clinic counts", "public",
-             ok_schema=_LIST),
-    Endpoint("GET", "/api/services", list_services, "The services that can be booked", "public",
-             ok_schema=_LIST),
-    Endpoint("GET", "/api/municipalities", list_municipalities, "Municipalities, optionally of one region",
-             "public", query=MunicipalitiesQuery, ok_schema=_LIST),
-    Endpoint("GET", "/api/clinics", search_clinics, "Search clinics, with their earliest free time",
-             "public", query=ClinicSearchQuery, ok_schema=_LIST),
+    Endpoint(
+        "GET",
+        "/api/regions",
+        list_regions,
+        "Sweden's 21 regions with clinic counts",
+        "public",
+        ok_schema=_LIST,
+    ),
+    Endpoint(
+        "GET", "/api/services", list_services, "The services that can be booked", "public", ok_schema=_LIST
+    ),
+    Endpoint(
+        "GET",
+        "/api/municipalities",
+        list_municipalities,
+        "Municipalities, optionally of one region",
+        "public",
+        query=MunicipalitiesQuery,
+        ok_schema=_LIST,
+    ),
+    Endpoint(
+        "GET",
+        "/api/clinics",
+        search_clinics,
+        "Search clinics, with their earliest free time",
+        "public",
+        query=ClinicSearchQuery,
+        ok_schema=_LIST,
+    ),
     Endpoint("GET", "/api/clinics/{id}", get_clinic, "A clinic with its resources and hours", "public"),
-    Endpoint("GET", "/api/clinics/{id}/availability", clinic_availability,
-             "Free start times per day for a service", "public", query=AvailabilityQuery),
-    Endpoint("GET", "/api/regions/{code}/summary", region_summary,
-             "Free cells per clinic per day in a region (what the map colours)", "public", query=SummaryQuery),
+    Endpoint(
+        "GET",
+        "/api/clinics/{id}/availability",
+        clinic_availability,
+        "Free start times per day for a service",
+        "public",
+        query=AvailabilityQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/regions/{code}/summary",
+        region_summary,
+        "Free cells per clinic per day in a region (what the map colours)",
+        "public",
+        query=SummaryQuery,
+    ),
 ]

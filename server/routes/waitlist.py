@@ -75,15 +75,26 @@ async def join_waitlist(request: Request) -> Response:
     day = first_day(request, body.from_)
     entry_id = new_entry_id(region)
     regions = regions_of(request)
-    await regions.submit(JoinWaitlist(entry_id, patient, body.clinic or "", body.municipality or "", body.service,
-                                      day, body.days, minute_of(body.from_time), minute_of(body.to_time)))
+    await regions.submit(
+        JoinWaitlist(
+            entry_id,
+            patient,
+            body.clinic or "",
+            body.municipality or "",
+            body.service,
+            day,
+            body.days,
+            minute_of(body.from_time),
+            minute_of(body.to_time),
+        )
+    )
 
     def read(state: RegionState) -> dict[str, Any] | None:
         entry = state.waitlist.entries.get(entry_id)
         return entry_view(state, entry) if entry is not None else None
 
     view = await regions.query(region, read)
-    if view is None:   # offered and already gone (a tiny offer window): the hold tells the rest
+    if view is None:  # offered and already gone (a tiny offer window): the hold tells the rest
         raise not_found("the wait-list entry is no longer open")
     return json_response({"entry": view}, status=201, headers={"Location": f"/api/waitlist/{entry_id}"})
 
@@ -114,10 +125,33 @@ async def leave_waitlist(request: Request) -> Response:
 _ENTRY = {"type": "object", "required": ["entry"], "properties": {"entry": {"type": "object"}}}
 
 ENDPOINTS = [
-    Endpoint("POST", "/api/waitlist", join_waitlist, "Wait for a time at a clinic or in a municipality",
-             "patients", body=WaitlistBody, ok=201, ok_schema=_ENTRY, errors=(404, 409), auth="user"),
-    Endpoint("GET", "/api/waitlist", list_waitlist, "The signed-in patient's wait-list entries", "patients",
-             auth="user"),
-    Endpoint("DELETE", "/api/waitlist/{id}", leave_waitlist, "Leave the wait-list (an open offer passes on)",
-             "patients", ok=204, auth="user"),
+    Endpoint(
+        "POST",
+        "/api/waitlist",
+        join_waitlist,
+        "Wait for a time at a clinic or in a municipality",
+        "patients",
+        body=WaitlistBody,
+        ok=201,
+        ok_schema=_ENTRY,
+        errors=(404, 409),
+        auth="user",
+    ),
+    Endpoint(
+        "GET",
+        "/api/waitlist",
+        list_waitlist,
+        "The signed-in patient's wait-list entries",
+        "patients",
+        auth="user",
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/waitlist/{id}",
+        leave_waitlist,
+        "Leave the wait-list (an open offer passes on)",
+        "patients",
+        ok=204,
+        auth="user",
+    ),
 ]

@@ -63,10 +63,11 @@ async def create_endpoint(request: Request) -> Response:
     if problem is not None:
         raise invalid("url", problem)
     store = webhook_store(request)
-    endpoint, secret = await asyncio.to_thread(store.create_endpoint, clinic, body.url, list(body.events),
-                                               float(now_s(request)))
+    endpoint, secret = await asyncio.to_thread(
+        store.create_endpoint, clinic, body.url, list(body.events), float(now_s(request))
+    )
     view = endpoint.view()
-    view["secret"] = secret   # shown this once: the clinic verifies signatures with it
+    view["secret"] = secret  # shown this once: the clinic verifies signatures with it
     return json_response(view, status=201, headers={"Cache-Control": "no-store"})
 
 
@@ -79,8 +80,9 @@ async def list_endpoints(request: Request) -> Response:
 async def delete_endpoint(request: Request) -> Response:
     _, clinic = require_clinic(request)
     endpoint_id = path_id(request)
-    deleted = await asyncio.to_thread(webhook_store(request).delete_endpoint, clinic, endpoint_id,
-                                      float(now_s(request)))
+    deleted = await asyncio.to_thread(
+        webhook_store(request).delete_endpoint, clinic, endpoint_id, float(now_s(request))
+    )
     if not deleted:
         raise not_found("no such webhook endpoint")
     return no_content()
@@ -98,8 +100,9 @@ async def _own_endpoint(request: Request) -> tuple[WebhookStore, str]:
 async def deliveries(request: Request) -> Response:
     store, endpoint_id = await _own_endpoint(request)
     q = parse_query(request, DeliveriesQuery)
-    rows = await asyncio.to_thread(lambda: store.deliveries(endpoint_id, limit=q.limit, status=q.status,
-                                                            before=q.before))
+    rows = await asyncio.to_thread(
+        lambda: store.deliveries(endpoint_id, limit=q.limit, status=q.status, before=q.before)
+    )
     return json_response({"endpoint": endpoint_id, "deliveries": [d.view() for d in rows]})
 
 
@@ -120,18 +123,53 @@ async def replay(request: Request) -> Response:
 _ENDPOINT = {"type": "object", "required": ["id", "url", "events"]}
 
 ENDPOINTS = [
-    Endpoint("POST", "/api/clinic/v1/webhooks", create_endpoint,
-             "Register an HTTPS endpoint (the signing secret is in this reply only)", "clinic",
-             body=WebhookBody, ok=201, ok_schema=_ENDPOINT, auth="clinic"),
-    Endpoint("GET", "/api/clinic/v1/webhooks", list_endpoints, "The clinic's webhook endpoints", "clinic",
-             auth="clinic"),
-    Endpoint("DELETE", "/api/clinic/v1/webhooks/{id}", delete_endpoint,
-             "Remove an endpoint (pending deliveries are cancelled)", "clinic", ok=204,
-             errors=(404,), auth="clinic"),
-    Endpoint("GET", "/api/clinic/v1/webhooks/{id}/deliveries", deliveries,
-             "An endpoint's delivery log, newest first", "clinic", query=DeliveriesQuery, errors=(404,),
-             auth="clinic"),
-    Endpoint("POST", "/api/clinic/v1/webhooks/{id}/deliveries/{delivery}/replay", replay,
-             "Send a delivery again (queued after the endpoint's pending deliveries)", "clinic", ok=202,
-             errors=(404,), auth="clinic"),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/webhooks",
+        create_endpoint,
+        "Register an HTTPS endpoint (the signing secret is in this reply only)",
+        "clinic",
+        body=WebhookBody,
+        ok=201,
+        ok_schema=_ENDPOINT,
+        auth="clinic",
+    ),
+    Endpoint(
+        "GET",
+        "/api/clinic/v1/webhooks",
+        list_endpoints,
+        "The clinic's webhook endpoints",
+        "clinic",
+        auth="clinic",
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/clinic/v1/webhooks/{id}",
+        delete_endpoint,
+        "Remove an endpoint (pending deliveries are cancelled)",
+        "clinic",
+        ok=204,
+        errors=(404,),
+        auth="clinic",
+    ),
+    Endpoint(
+        "GET",
+        "/api/clinic/v1/webhooks/{id}/deliveries",
+        deliveries,
+        "An endpoint's delivery log, newest first",
+        "clinic",
+        query=DeliveriesQuery,
+        errors=(404,),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/webhooks/{id}/deliveries/{delivery}/replay",
+        replay,
+        "Send a delivery again (queued after the endpoint's pending deliveries)",
+        "clinic",
+        ok=202,
+        errors=(404,),
+        auth="clinic",
+    ),
 ]

@@ -93,16 +93,26 @@ def payload(fact: Fact) -> bytes:
     booking, clinic = fact.booking, fact.clinic
     cm = clinic.cell_minutes
     data = {
-        "booking": booking.id, "clinic": clinic.id, "resource": booking.resource, "service": booking.service,
-        "start": epoch_iso(fact.start), "end": end_iso(booking.day, booking.cell, booking.cells, cm),
+        "booking": booking.id,
+        "clinic": clinic.id,
+        "resource": booking.resource,
+        "service": booking.service,
+        "start": epoch_iso(fact.start),
+        "end": end_iso(booking.day, booking.cell, booking.cells, cm),
         "status": booking.status,
     }
     if fact.kind == "cancelled":
         data["cancelled_by"] = fact.by
     if fact.previous is not None:
         data["previous_start"] = epoch_iso(fact.previous_start)
-    body = {"id": fact.event_id, "type": WEBHOOK_TYPES[fact.kind], "region": fact.region,
-            "sequence": fact.position, "created_at": epoch_iso(fact.at), "data": data}
+    body = {
+        "id": fact.event_id,
+        "type": WEBHOOK_TYPES[fact.kind],
+        "region": fact.region,
+        "sequence": fact.position,
+        "created_at": epoch_iso(fact.at),
+        "data": data,
+    }
     return orjson.dumps(body)
 
 
@@ -147,13 +157,26 @@ class WebhookDispatcher:
         return dispatcher
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False, transport=self._transport,
-                                         headers={"User-Agent": "tandtid-webhooks/1"})
+        self._client = httpx.AsyncClient(
+            timeout=self.timeout_s,
+            follow_redirects=False,
+            transport=self._transport,
+            headers={"User-Agent": "tandtid-webhooks/1"},
+        )
         cursors = await asyncio.to_thread(self.store.cursors)
         for region in self.regions:
-            self._tasks.append(asyncio.create_task(
-                follow_region(self.journal, region, self.projection, cursor=cursors.get(region, 0),
-                              handle=self._handle), name=f"webhooks-{region}"))
+            self._tasks.append(
+                asyncio.create_task(
+                    follow_region(
+                        self.journal,
+                        region,
+                        self.projection,
+                        cursor=cursors.get(region, 0),
+                        handle=self._handle,
+                    ),
+                    name=f"webhooks-{region}",
+                )
+            )
         self._tasks.append(asyncio.create_task(self._send_forever(), name="webhooks-sender"))
         self._tasks.append(asyncio.create_task(self._cursors.flush_forever(), name="webhooks-cursors"))
         for task in self._tasks:
@@ -199,7 +222,7 @@ class WebhookDispatcher:
             if endpoints:
                 try:
                     body = payload(fact)
-                except ValueError:   # a time the calendar cannot place (never written by the engine)
+                except ValueError:  # a time the calendar cannot place (never written by the engine)
                     log.warning("region %s position %d: event not deliverable; skipped", region, position)
                     continue
                 rows.extend((endpoint, fact.event_id, event_type, body) for endpoint in endpoints)
@@ -254,11 +277,15 @@ class WebhookDispatcher:
             if not error:
                 await asyncio.to_thread(self.store.delivered, delivery.id, now, status)
                 return
-            next_at: float | None = now + min(self.backoff_base_s * 2 ** delivery.attempts, self.backoff_cap_s)
+            next_at: float | None = now + min(self.backoff_base_s * 2**delivery.attempts, self.backoff_cap_s)
             if now - delivery.created_at >= self.give_up_after_s:
                 next_at = None
-                log.warning("webhook delivery %d to endpoint %s given up after %d attempts",
-                            delivery.id, delivery.endpoint, delivery.attempts + 1)
+                log.warning(
+                    "webhook delivery %d to endpoint %s given up after %d attempts",
+                    delivery.id,
+                    delivery.endpoint,
+                    delivery.attempts + 1,
+                )
             await asyncio.to_thread(self.store.attempt_failed, delivery.id, now, error, status, next_at)
         finally:
             self._inflight.pop(delivery.endpoint, None)

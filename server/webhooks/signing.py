@@ -24,8 +24,9 @@ def sign(secret: str | bytes, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={_mac(secret, timestamp, body)}"
 
 
-def verify_signature(secret: str | bytes, header: str | None, body: bytes, now: float,
-                     tolerance_s: float = DEFAULT_TOLERANCE_S) -> bool:
+def verify_signature(
+    secret: str | bytes, header: str | None, body: bytes, now: float, tolerance_s: float = DEFAULT_TOLERANCE_S
+) -> bool:
     """True when ``header`` signs exactly ``body`` with ``secret`` and its timestamp is within
     ``tolerance_s`` of ``now``. Any malformed header is simply False."""
     if not header:

@@ -81,12 +81,21 @@ class Delivery:
 
     def view(self) -> dict[str, Any]:
         """The delivery log row the clinic's staff see (no body: they can ask for a replay)."""
-        return {"id": self.id, "event_id": self.event_id, "type": self.type, "region": self.region,
-                "sequence": self.position, "status": self.status, "attempts": self.attempts,
-                "next_attempt_at": self.next_attempt_at if self.status == PENDING else None,
-                "last_error": self.last_error, "last_status": self.last_status or None,
-                "created_at": self.created_at, "finished_at": self.finished_at or None,
-                "replay_of": self.replay_of}
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "type": self.type,
+            "region": self.region,
+            "sequence": self.position,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at if self.status == PENDING else None,
+            "last_error": self.last_error,
+            "last_status": self.last_status or None,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at or None,
+            "replay_of": self.replay_of,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,15 +107,31 @@ class Attempt:
     secret: str
 
 
-_DELIVERY_COLUMNS = ("id, endpoint, event_id, type, region, position, body, status, attempts, next_attempt_at, "
-                     "last_error, last_status, created_at, finished_at, replay_of")
-QueuedRow = tuple[str, str, str, bytes]   # (endpoint id, event id, type, body)
+_DELIVERY_COLUMNS = (
+    "id, endpoint, event_id, type, region, position, body, status, attempts, next_attempt_at, "
+    "last_error, last_status, created_at, finished_at, replay_of"
+)
+QueuedRow = tuple[str, str, str, bytes]  # (endpoint id, event id, type, body)
 
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
-    return Delivery(int(row[0]), row[1], row[2], row[3], row[4], int(row[5]), bytes(row[6]), row[7], int(row[8]),
-                    float(row[9]), row[10], int(row[11]), float(row[12]), float(row[13]),
-                    None if row[14] is None else int(row[14]))
+    return Delivery(
+        int(row[0]),
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        int(row[5]),
+        bytes(row[6]),
+        row[7],
+        int(row[8]),
+        float(row[9]),
+        row[10],
+        int(row[11]),
+        float(row[12]),
+        float(row[13]),
+        None if row[14] is None else int(row[14]),
+    )
 
 
 class WebhookStore:
@@ -136,16 +161,21 @@ class WebhookStore:
         """A new endpoint and its signing secret (returned once; shown to the clinic once)."""
         endpoint = Endpoint("we_" + secrets.token_hex(8), clinic, url, tuple(sorted(set(events))), now)
         secret = "whsec_" + secrets.token_urlsafe(32)
-        self._tx(lambda db: db.execute(
-            "INSERT INTO endpoints (id, clinic, url, secret, events, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (endpoint.id, clinic, url, secret, json.dumps(list(endpoint.events)), now)))
+        self._tx(
+            lambda db: db.execute(
+                "INSERT INTO endpoints (id, clinic, url, secret, events, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (endpoint.id, clinic, url, secret, json.dumps(list(endpoint.events)), now),
+            )
+        )
         return endpoint, secret
 
     def endpoints(self, clinic: str) -> list[Endpoint]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, clinic, url, events, created_at FROM endpoints WHERE clinic = ? AND deleted = 0 "
-                "ORDER BY created_at, id", (clinic,)).fetchall()
+                "ORDER BY created_at, id",
+                (clinic,),
+            ).fetchall()
         return [Endpoint(r[0], r[1], r[2], tuple(json.loads(r[3])), float(r[4])) for r in rows]
 
     def endpoint(self, clinic: str, endpoint_id: str) -> Endpoint | None:
@@ -153,14 +183,21 @@ class WebhookStore:
 
     def delete_endpoint(self, clinic: str, endpoint_id: str, now: float) -> bool:
         """Stop the endpoint; its pending deliveries are cancelled (the log stays readable)."""
+
         def run(db: sqlite3.Connection) -> bool:
-            cur = db.execute("UPDATE endpoints SET deleted = 1 WHERE id = ? AND clinic = ? AND deleted = 0",
-                             (endpoint_id, clinic))
+            cur = db.execute(
+                "UPDATE endpoints SET deleted = 1 WHERE id = ? AND clinic = ? AND deleted = 0",
+                (endpoint_id, clinic),
+            )
             if cur.rowcount == 0:
                 return False
-            db.execute("UPDATE deliveries SET status = ?, finished_at = ?, last_error = 'endpoint deleted' "
-                       "WHERE endpoint = ? AND status = ?", (CANCELLED, now, endpoint_id, PENDING))
+            db.execute(
+                "UPDATE deliveries SET status = ?, finished_at = ?, last_error = 'endpoint deleted' "
+                "WHERE endpoint = ? AND status = ?",
+                (CANCELLED, now, endpoint_id, PENDING),
+            )
             return True
+
         return bool(self._tx(run))
 
     def subscribers(self, clinic: str, event_type: str, at: float) -> list[str]:
@@ -176,12 +213,18 @@ class WebhookStore:
 
     def enqueue(self, region: str, position: int, rows: list[QueuedRow], now: float) -> None:
         """Queue the deliveries of one journal entry and move the region's cursor past it."""
+
         def run(db: sqlite3.Connection) -> None:
             db.executemany(
                 "INSERT INTO deliveries (endpoint, event_id, type, region, position, body, status, "
                 "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(ep, event_id, kind, region, position, body, PENDING, now, now) for ep, event_id, kind, body in rows])
+                [
+                    (ep, event_id, kind, region, position, body, PENDING, now, now)
+                    for ep, event_id, kind, body in rows
+                ],
+            )
             self._advance(db, region, position)
+
         self._tx(run)
 
     def advance(self, region: str, position: int) -> None:
@@ -189,8 +232,11 @@ class WebhookStore:
 
     @staticmethod
     def _advance(db: sqlite3.Connection, region: str, position: int) -> None:
-        db.execute("INSERT INTO cursors (region, position) VALUES (?, ?) ON CONFLICT(region) "
-                   "DO UPDATE SET position = max(position, excluded.position)", (region, position))
+        db.execute(
+            "INSERT INTO cursors (region, position) VALUES (?, ?) ON CONFLICT(region) "
+            "DO UPDATE SET position = max(position, excluded.position)",
+            (region, position),
+        )
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -201,32 +247,45 @@ class WebhookStore:
                 f"SELECT {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}, e.url, e.secret "
                 "FROM deliveries d JOIN endpoints e ON e.id = d.endpoint "
                 "WHERE d.id IN (SELECT min(id) FROM deliveries WHERE status = ? GROUP BY endpoint)",
-                (PENDING,)).fetchall()
+                (PENDING,),
+            ).fetchall()
         return [Attempt(_delivery(r[:15]), r[15], r[16]) for r in rows]
 
     def delivered(self, delivery_id: int, now: float, status_code: int) -> None:
-        self._tx(lambda db: db.execute(
-            "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_error = '', "
-            "finished_at = ? WHERE id = ? AND status = ?", (DELIVERED, status_code, now, delivery_id, PENDING)))
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_error = '', "
+                "finished_at = ? WHERE id = ? AND status = ?",
+                (DELIVERED, status_code, now, delivery_id, PENDING),
+            )
+        )
 
-    def attempt_failed(self, delivery_id: int, now: float, error: str, status_code: int,
-                       next_attempt_at: float | None) -> None:
+    def attempt_failed(
+        self, delivery_id: int, now: float, error: str, status_code: int, next_attempt_at: float | None
+    ) -> None:
         """Record a failed attempt; ``next_attempt_at`` None means give up (status failed)."""
         if next_attempt_at is None:
-            self._tx(lambda db: db.execute(
-                "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_error = ?, last_status = ?, "
-                "finished_at = ? WHERE id = ? AND status = ?",
-                (FAILED, error[:500], status_code, now, delivery_id, PENDING)))
+            self._tx(
+                lambda db: db.execute(
+                    "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_error = ?, last_status = ?, "
+                    "finished_at = ? WHERE id = ? AND status = ?",
+                    (FAILED, error[:500], status_code, now, delivery_id, PENDING),
+                )
+            )
         else:
-            self._tx(lambda db: db.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, last_status = ?, "
-                "next_attempt_at = ? WHERE id = ? AND status = ?",
-                (error[:500], status_code, next_attempt_at, delivery_id, PENDING)))
+            self._tx(
+                lambda db: db.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, last_status = ?, "
+                    "next_attempt_at = ? WHERE id = ? AND status = ?",
+                    (error[:500], status_code, next_attempt_at, delivery_id, PENDING),
+                )
+            )
 
     # -- the delivery log ------------------------------------------------------------------------
 
-    def deliveries(self, endpoint_id: str, *, limit: int = 100, status: str | None = None,
-                   before: int | None = None) -> list[Delivery]:
+    def deliveries(
+        self, endpoint_id: str, *, limit: int = 100, status: str | None = None, before: int | None = None
+    ) -> list[Delivery]:
         """Newest first."""
         sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE endpoint = ?"
         args: list[Any] = [endpoint_id]
@@ -244,19 +303,36 @@ class WebhookStore:
     def replay(self, endpoint_id: str, delivery_id: int, now: float) -> Delivery | None:
         """Queue a copy of a delivery at the end of its endpoint's queue, due as soon as it is the
         head; None if there is none."""
+
         def run(db: sqlite3.Connection) -> Delivery | None:
-            row = db.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND endpoint = ?",
-                             (delivery_id, endpoint_id)).fetchone()
+            row = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND endpoint = ?",
+                (delivery_id, endpoint_id),
+            ).fetchone()
             if row is None:
                 return None
             old = _delivery(row)
             cur = db.execute(
                 "INSERT INTO deliveries (endpoint, event_id, type, region, position, body, status, "
                 "next_attempt_at, created_at, replay_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (old.endpoint, old.event_id, old.type, old.region, old.position, old.body, PENDING, 0.0, now,
-                 old.replay_of or old.id))
-            new = db.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (cur.lastrowid,)).fetchone()
+                (
+                    old.endpoint,
+                    old.event_id,
+                    old.type,
+                    old.region,
+                    old.position,
+                    old.body,
+                    PENDING,
+                    0.0,
+                    now,
+                    old.replay_of or old.id,
+                ),
+            )
+            new = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (cur.lastrowid,)
+            ).fetchone()
             return _delivery(new)
+
         result: Delivery | None = self._tx(run)
         return result
 

@@ -28,11 +28,21 @@ SCREENSHOTS = Path(os.environ.get("TANDTID_SCREENSHOTS", ROOT / "docs" / "screen
 TIME_SCALE = float(os.environ.get("TANDTID_TIME_SCALE", "1.0"))
 CHROMIUM = os.environ.get("TANDTID_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 DEMO_PASSWORD = "tandtid-demo"
-DEMO = {"patient": "patient@demo.tandtid.se", "staff": "staff@demo.tandtid.se", "admin": "admin@demo.tandtid.se"}
+DEMO = {
+    "patient": "patient@demo.tandtid.se",
+    "staff": "staff@demo.tandtid.se",
+    "admin": "admin@demo.tandtid.se",
+}
 PHONE = {"width": 360, "height": 780}
 DESKTOP = {"width": 1440, "height": 900}
 KIOSK = {"width": 1920, "height": 1080}
@@ -57,8 +67,17 @@ class ServedSystem:
 
     def start(self) -> ServedSystem:
         exe = Path(sys.executable).with_name("tandtid")
-        command = [str(exe) if exe.exists() else "tandtid", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--data", str(self.data_dir), "--seed"]
+        command = [
+            str(exe) if exe.exists() else "tandtid",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data",
+            str(self.data_dir),
+            "--seed",
+        ]
         log = self.log_path.open("ab")
         # Every context of every test comes from 127.0.0.1, like a whole clinic behind one NAT address:
         # give that one address room, or the per-IP rate limit (not under test here) would refuse pages.
@@ -124,7 +143,9 @@ class Api:
     def register(self) -> Patient:
         email = f"test-{uuid.uuid4().hex[:12]}@example.test"
         password = f"pw-{uuid.uuid4().hex}"
-        r = self.client.post("/api/auth/register", json={"email": email, "password": password, "name": "Test Patient"})
+        r = self.client.post(
+            "/api/auth/register", json={"email": email, "password": password, "name": "Test Patient"}
+        )
         assert r.status_code == 201, r.text
         body = r.json()
         return Patient(email, password, body["token"], body["user"])
@@ -138,7 +159,9 @@ class Api:
     def post(self, path: str, token: str, body: dict[str, Any]) -> httpx.Response:
         return self.client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
 
-    def free_times(self, clinic: str, service: str = "checkup", days: int = 7, **params: Any) -> list[dict[str, Any]]:
+    def free_times(
+        self, clinic: str, service: str = "checkup", days: int = 7, **params: Any
+    ) -> list[dict[str, Any]]:
         """Future free starts ({start, resource, date}) of a clinic, earliest first, skipping the next 20 minutes."""
         data = self.get(f"/api/clinics/{clinic}/availability", service=service, days=days, **params)
         soon = time.time() + 20 * 60
@@ -165,9 +188,14 @@ class Api:
                     out.append(clinic["id"])
         return sorted(out)
 
-    def book(self, patient: Patient, clinic: str, time_: dict[str, Any], service: str = "checkup") -> dict[str, Any]:
-        r = self.post("/api/bookings", patient.token,
-                      {"clinic": clinic, "resource": time_["resource"], "service": service, "start": time_["start"]})
+    def book(
+        self, patient: Patient, clinic: str, time_: dict[str, Any], service: str = "checkup"
+    ) -> dict[str, Any]:
+        r = self.post(
+            "/api/bookings",
+            patient.token,
+            {"clinic": clinic, "resource": time_["resource"], "service": service, "start": time_["start"]},
+        )
         assert r.status_code == 201, r.text
         booking: dict[str, Any] = r.json()["booking"]
         return booking

@@ -80,7 +80,9 @@ def test_a_time_taken_between_view_and_click_gives_the_taken_message(
     assert api.get("/api/bookings", token=me.token)["bookings"] == []
 
 
-def test_move_then_cancel_a_booking_from_my_bookings(contexts: Contexts, api: Api, solo_clinics: list[str]) -> None:
+def test_move_then_cancel_a_booking_from_my_bookings(
+    contexts: Contexts, api: Api, solo_clinics: list[str]
+) -> None:
     clinic = solo_clinics[2]
     patient = api.register()
     # Both times lie past the clinic's cancellation notice (with an hour to spare), whatever the time of day:
@@ -115,13 +117,17 @@ def test_move_then_cancel_a_booking_from_my_bookings(contexts: Contexts, api: Ap
     page.once("dialog", accept)
     page.locator(f"#upcoming li[data-booking='{booking['id']}'] button.cancel").click()
     expect(page.locator("#me-message")).to_have_attribute("data-kind", "ok")
-    expect(page.locator(f"#past li[data-booking='{booking['id']}']")).to_have_attribute("data-status", "cancelled")
+    expect(page.locator(f"#past li[data-booking='{booking['id']}']")).to_have_attribute(
+        "data-status", "cancelled"
+    )
     expect(page.locator(f"#upcoming li[data-booking='{booking['id']}']")).to_have_count(0)
     cancelled = api.get(f"/api/bookings/{booking['id']}", token=patient.token)
     assert cancelled.get("booking", cancelled)["status"] == "cancelled"
 
 
-def test_my_bookings_hears_about_a_booking_made_elsewhere(contexts: Contexts, api: Api, solo_clinics: list[str]) -> None:
+def test_my_bookings_hears_about_a_booking_made_elsewhere(
+    contexts: Contexts, api: Api, solo_clinics: list[str]
+) -> None:
     clinic = solo_clinics[2]
     patient = api.register()
     page = contexts.page("/me")

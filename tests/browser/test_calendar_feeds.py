@@ -44,7 +44,9 @@ def create_fetch_revoke(page: Page, prefix: str, kind: str, booking_id: str, scr
 
     page.locator(f"#{prefix}-shown").scroll_into_view_if_needed()
     check_accessibility(page, screen)
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page scrolls sideways"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
+        "the page scrolls sideways"
+    )
     screenshot(page, screen.replace(" (", "-").rstrip(")"))
 
     page.locator(f"#{prefix}-revoke").click()

@@ -50,9 +50,10 @@ def test_kiosk_keeps_updating_across_a_server_restart(contexts: Contexts, fresh_
         wait_live(kiosk)
 
         api.book(api.register(), clinic, after)
-        expect(kiosk.locator(f"#kiosk-times li[data-start='{after['start']}']")).to_have_count(0, timeout=ms(10))
+        expect(kiosk.locator(f"#kiosk-times li[data-start='{after['start']}']")).to_have_count(
+            0, timeout=ms(10)
+        )
         expect(times).not_to_have_count(count)
         assert kiosk.evaluate("performance.getEntriesByType('navigation').length") == 1
     finally:
         api.client.close()
-

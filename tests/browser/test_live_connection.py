@@ -95,7 +95,11 @@ def test_map_search_by_region_and_near_me(contexts: Contexts, api: Api) -> None:
 
     page.locator("#near").click()
     expect(results.first.locator(".muted")).to_contain_text("km")
-    distances = [float(m.group(1)) for m in (re.search(r"([\d.]+) km", t) for t in results.locator(".muted").all_text_contents()) if m]
+    distances = [
+        float(m.group(1))
+        for m in (re.search(r"([\d.]+) km", t) for t in results.locator(".muted").all_text_contents())
+        if m
+    ]
     assert distances == sorted(distances) and distances[0] < 30, distances
 
     page.locator("#earliest").click()

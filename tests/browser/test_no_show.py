@@ -25,8 +25,11 @@ def test_no_show_before_the_start_is_refused_with_a_clear_message(contexts: Cont
     row = page.locator(f"#bookings-body tr[data-booking='{booking['id']}']")
     expect(row).to_contain_text("Bokad")
 
-    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith(
-            f"/api/clinic/v1/bookings/{booking['id']}/no-show")) as answer:
+    with page.expect_response(
+        lambda r: (
+            r.request.method == "POST" and r.url.endswith(f"/api/clinic/v1/bookings/{booking['id']}/no-show")
+        )
+    ) as answer:
         row.get_by_role("button", name="Uteblev").click()
     assert answer.value.status == 422
     assert answer.value.json()["error"]["code"] == "INVALID"
@@ -36,7 +39,8 @@ def test_no_show_before_the_start_is_refused_with_a_clear_message(contexts: Cont
     expect(message).to_contain_text("Kan inte markeras som utebliven än")
     start = page.evaluate(
         "(iso) => new Date(iso).toLocaleTimeString('sv-SE', {timeZone: 'Europe/Stockholm', hour: '2-digit', minute: '2-digit'})",
-        booking["start"])
+        booking["start"],
+    )
     expect(message).to_contain_text(start)
     expect(row).to_contain_text("Bokad")
     assert api.get(f"/api/bookings/{booking['id']}", token=patient.token)["booking"]["status"] == "booked"

@@ -44,14 +44,18 @@ def test_map_works_offline_and_is_accessible(contexts: Contexts, size: str) -> N
     expect(page.locator("#results li.clinic").first).to_be_visible()
     # The 21 counties and the outline are drawn from the geography shipped in static/geo.
     expect(page.locator(".leaflet-overlay-pane path")).to_have_count(22)
-    expect(page.locator(".leaflet-marker-pane .cluster-marker, .leaflet-marker-pane .clinic-marker").first).to_be_visible()
+    expect(
+        page.locator(".leaflet-marker-pane .cluster-marker, .leaflet-marker-pane .clinic-marker").first
+    ).to_be_visible()
     expect(page.locator(".leaflet-tile-pane img")).to_have_count(0)
     assert contexts.blocked == [], f"the map tried to reach beyond the server: {contexts.blocked}"
     settle(page, "map", size)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_clinic_hold_and_confirmation_screens(contexts: Contexts, api: Api, solo_clinics: list[str], size: str) -> None:
+def test_clinic_hold_and_confirmation_screens(
+    contexts: Contexts, api: Api, solo_clinics: list[str], size: str
+) -> None:
     clinic = solo_clinics[3]
     patient = api.register()
     page = contexts.page(f"/clinic/{clinic}?service=checkup", viewport=SIZES[size])
@@ -102,13 +106,15 @@ def test_kiosk_screen(contexts: Contexts, api: Api, solo_clinics: list[str], siz
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_staff_screen_shows_the_day_with_patient_names(
-    contexts: Contexts, api: Api, size: str
-) -> None:
+def test_staff_screen_shows_the_day_with_patient_names(contexts: Contexts, api: Api, size: str) -> None:
     patient = api.register()
     # A day after today, so the rest of that day is still open whatever hour the test runs.
     today = api.today()
-    booked = api.book(patient, "AB-c1", [t for t in api.free_times("AB-c1") if t["date"] != today][4 if size == "phone" else 5])
+    booked = api.book(
+        patient,
+        "AB-c1",
+        [t for t in api.free_times("AB-c1") if t["date"] != today][4 if size == "phone" else 5],
+    )
     page = contexts.page("/staff", viewport=SIZES[size])
     sign_in(page, DEMO["staff"], DEMO_PASSWORD)
     wait_live(page)
@@ -121,8 +127,13 @@ def test_staff_screen_shows_the_day_with_patient_names(
     settle(page, "staff", size)
 
     # Block a free half hour later that day on the booking's resource, then unblock it again.
-    later = [t for t in api.free_times("AB-c1") if t["date"] == booked["start"][:10]
-             and t["resource"] == booked["resource"] and t["start"] > booked["start"]]
+    later = [
+        t
+        for t in api.free_times("AB-c1")
+        if t["date"] == booked["start"][:10]
+        and t["resource"] == booked["resource"]
+        and t["start"] > booked["start"]
+    ]
     page.locator("#block-resource").select_option(booked["resource"])
     page.locator("#block-start").fill(later[-1]["start"][11:16])
     page.locator("#block-minutes").fill("30")
@@ -143,9 +154,14 @@ def test_admin_dashboard_screen(contexts: Contexts, api: Api, solo_clinics: list
     for clinic in (solo_clinics[0], solo_clinics[-1]):
         taken = api.free_times(clinic)[6]
         api.book(api.register(), clinic, taken)
-    assert api.post("/api/bookings", api.register().token,
-                    {"clinic": clinic, "resource": taken["resource"], "service": "checkup",
-                     "start": taken["start"]}).status_code == 409
+    assert (
+        api.post(
+            "/api/bookings",
+            api.register().token,
+            {"clinic": clinic, "resource": taken["resource"], "service": "checkup", "start": taken["start"]},
+        ).status_code
+        == 409
+    )
     expect(page.locator("#regions li")).to_have_count(21)
     expect(page.locator("#regions li[data-ready='true']")).to_have_count(21)
     expect(page.locator("#chart-commands .plot canvas")).to_have_count(1)

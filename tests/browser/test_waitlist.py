@@ -31,16 +31,21 @@ def test_a_waiting_patient_is_offered_the_freed_time_and_books_it(
 
     # The clinic's admin cancels the other patient's booking: the cells go to BUFFER and the
     # wait-list gets them first, as an exclusive offer to the first in line.
-    admin = api.client.post("/api/auth/login", json={"email": "admin@demo.tandtid.se", "password": "tandtid-demo"})
+    admin = api.client.post(
+        "/api/auth/login", json={"email": "admin@demo.tandtid.se", "password": "tandtid-demo"}
+    )
     assert admin.status_code == 200, admin.text
     cancelled = api.post(f"/api/admin/bookings/{taken['id']}/cancel", admin.json()["token"], {})
     assert cancelled.status_code == 200, cancelled.text
 
     offer = page.locator("#offers li")
     expect(offer).to_have_count(1)
-    expect(offer).to_contain_text(page.evaluate(
-        "(iso) => new Date(iso).toLocaleTimeString('sv-SE', {timeZone: 'Europe/Stockholm', hour: '2-digit', minute: '2-digit'})",
-        target["start"]))
+    expect(offer).to_contain_text(
+        page.evaluate(
+            "(iso) => new Date(iso).toLocaleTimeString('sv-SE', {timeZone: 'Europe/Stockholm', hour: '2-digit', minute: '2-digit'})",
+            target["start"],
+        )
+    )
     offer.locator("button").click()
     booked = page.locator("#upcoming li[data-booking]")
     expect(booked).to_have_count(1)

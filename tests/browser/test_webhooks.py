@@ -118,7 +118,9 @@ def test_staff_register_a_webhook_see_the_delivery_and_replay_it(
     expect(page.locator("#webhook-secret")).to_contain_text("Kopiera hemligheten nu")
     secret = page.locator("#webhook-secret-value").input_value()
     assert secret.startswith("whsec_"), secret
-    endpoint = page.locator("#webhook-list li.endpoint").filter(has=page.get_by_role("heading", name=url, exact=True))
+    endpoint = page.locator("#webhook-list li.endpoint").filter(
+        has=page.get_by_role("heading", name=url, exact=True)
+    )
     expect(endpoint).to_have_count(1)
     expect(endpoint.locator(".event-types")).to_have_text("booking.created")
     expect(endpoint).to_have_attribute("data-health", "new")
@@ -151,12 +153,16 @@ def test_staff_register_a_webhook_see_the_delivery_and_replay_it(
     assert again.headers["tandtid-event-id"] == event["id"]
     assert again.headers["tandtid-delivery-id"] != first.headers["tandtid-delivery-id"]
     assert verify_signature(secret, again.headers[HEADER.lower()], again.body, time.time())
-    expect(endpoint.locator("table.deliveries tbody tr[data-status='delivered']")).to_have_count(2, timeout=ms(15))
+    expect(endpoint.locator("table.deliveries tbody tr[data-status='delivered']")).to_have_count(
+        2, timeout=ms(15)
+    )
     expect(endpoint.locator("table.deliveries tbody tr").first).to_contain_text("kopia av")
     page.locator("#webhook-secret-hide").click()
     expect(page.locator("#webhook-secret")).to_be_hidden()
     endpoint.scroll_into_view_if_needed()
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page scrolls sideways"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
+        "the page scrolls sideways"
+    )
     check_accessibility(page, f"staff webhooks after replay ({size})")
     screenshot(page, f"staff-webhooks-{size}")
 

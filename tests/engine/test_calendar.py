@@ -20,7 +20,7 @@ from engine.calendar import (
     nonexistent_cells,
 )
 
-SPRING = day_of(date(2027, 3, 28))   # last Sunday of March 2027: 02:00 -> 03:00
+SPRING = day_of(date(2027, 3, 28))  # last Sunday of March 2027: 02:00 -> 03:00
 AUTUMN = day_of(date(2026, 10, 25))  # last Sunday of October 2026: 03:00 -> 02:00
 PLAIN = day_of(date(2026, 11, 23))
 

@@ -13,6 +13,7 @@ R1, R2 = "AB-c1-r1", "AB-c1-r2"
 def brute_starts(state, clinic, service, day, now):  # type: ignore[no-untyped-def]
     """Reference: try every (cell, resource) the slow way."""
     from engine.calendar import cell_epoch
+
     out = []
     for res in state.resources_of(clinic):
         k = state.cells_needed(res.id, service)
@@ -37,13 +38,15 @@ def test_free_starts_matches_brute_force() -> None:
             assert starts == brute_starts(state, "AB-c1", service, day, now)
     monday = dict(free_starts(state, "AB-c1", "filling", MONDAY, 1, now))[MONDAY]
     assert (cell(9), R1) not in monday and (cell(8), R1) in monday and (cell(8, 15), R1) not in monday
-    assert (cell(11), R1) in monday and (cell(11, 15), R1) not in monday     # would run into lunch
+    assert (cell(11), R1) in monday and (cell(11, 15), R1) not in monday  # would run into lunch
 
 
 def test_free_starts_future_only_and_service_filter() -> None:
     state, _ = world(days=1)
-    state.apply(RegisterClinic(make_clinic(), make_resources(n=2) + make_resources(n=3, services=("cleaning",))[2:]),
-                epoch(MONDAY, 0))
+    state.apply(
+        RegisterClinic(make_clinic(), make_resources(n=2) + make_resources(n=3, services=("cleaning",))[2:]),
+        epoch(MONDAY, 0),
+    )
     state.apply(OpenDays("AB-c1-r3", MONDAY, 1), epoch(MONDAY, 0))
     now = epoch(MONDAY, 16) + 1
     [(day, starts)] = free_starts(state, "AB-c1", "checkup", MONDAY, 1, now)

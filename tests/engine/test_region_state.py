@@ -56,21 +56,22 @@ def refuse(state: RegionState, command: Command, now: int, code: RefusalCode) ->
 
 
 def cells_of(state: RegionState, resource: str, day: int, first: int, n: int) -> bytes:
-    return state.row(resource, day)[first:first + n]
+    return state.row(resource, day)[first : first + n]
 
 
 # ---------------------------------------------------------------- RegisterClinic / OpenDays
+
 
 def test_register_and_open() -> None:
     state, now = world(days=5)
     assert set(state.clinics) == {"AB-c1"} and set(state.resources) == {R1, R2}
     row = state.row(R1, MONDAY)
-    assert row[cell(8):cell(12)] == bytes([FREE]) * 16
-    assert row[cell(12):cell(13)] == bytes([CLOSED]) * 4          # lunch
-    assert row[cell(17):] == bytes([CLOSED]) * (96 - cell(17))
-    assert state.free_count("AB-c1", MONDAY) == 2 * 32           # two resources, 8 h each
+    assert row[cell(8) : cell(12)] == bytes([FREE]) * 16
+    assert row[cell(12) : cell(13)] == bytes([CLOSED]) * 4  # lunch
+    assert row[cell(17) :] == bytes([CLOSED]) * (96 - cell(17))
+    assert state.free_count("AB-c1", MONDAY) == 2 * 32  # two resources, 8 h each
     saturday = MONDAY + 5
-    assert state.row(R1, saturday) == bytes(96)                  # not opened: CLOSED
+    assert state.row(R1, saturday) == bytes(96)  # not opened: CLOSED
     changes = state.take_changes()
     assert ("AB-c1", R1, MONDAY, cell(8), 16, FREE) in changes
 
@@ -78,8 +79,9 @@ def test_register_and_open() -> None:
 def test_register_replaces_details_and_keeps_rows() -> None:
     state, now = world()
     row_before = state.row(R1, MONDAY)
-    events = state.apply(RegisterClinic(make_clinic(name="Nytt namn", buffer_minutes=30),
-                                        make_resources(n=3)), now)
+    events = state.apply(
+        RegisterClinic(make_clinic(name="Nytt namn", buffer_minutes=30), make_resources(n=3)), now
+    )
     assert isinstance(events[0], ClinicRegistered)
     assert state.clinics["AB-c1"].name == "Nytt namn"
     assert state.row(R1, MONDAY) == row_before
@@ -119,6 +121,7 @@ def test_open_grows_row_at_both_ends() -> None:
 
 # ---------------------------------------------------------------- holds
 
+
 def test_place_hold_and_release() -> None:
     state, now = world()
     events = state.apply(PlaceHold("AB-h1", "p1", R1, "checkup", MONDAY, NINE, ttl_s=300), now)
@@ -144,20 +147,29 @@ def test_new_hold_at_same_clinic_replaces_old_even_overlapping() -> None:
 
 def test_hold_refusals() -> None:
     state, now = world(n=2)
-    state.apply(RegisterClinic(make_clinic(), make_resources(n=2) + (
-        replace(make_resources(n=3)[2], services=("cleaning",)),)), now)
+    state.apply(
+        RegisterClinic(
+            make_clinic(), make_resources(n=2) + (replace(make_resources(n=3)[2], services=("cleaning",)),)
+        ),
+        now,
+    )
     state.apply(OpenDays("AB-c1-r3", MONDAY, 1), now)
     state.apply(PlaceHold("AB-h1", "p1", R1, "checkup", MONDAY, NINE), now)
     refuse(state, PlaceHold("AB-h2", "p2", "AB-zz", "checkup", MONDAY, NINE), now, RefusalCode.NOT_FOUND)
     refuse(state, PlaceHold("AB-h2", "p2", "AB-c1-r3", "checkup", MONDAY, NINE), now, RefusalCode.INVALID)
     refuse(state, PlaceHold("AB-h2", "p2", R1, "nonsense", MONDAY, NINE), now, RefusalCode.INVALID)
-    refuse(state, PlaceHold("AB-h1", "p2", R2, "checkup", MONDAY, NINE), now, RefusalCode.INVALID)  # id in use
+    refuse(
+        state, PlaceHold("AB-h1", "p2", R2, "checkup", MONDAY, NINE), now, RefusalCode.INVALID
+    )  # id in use
     refuse(state, PlaceHold("AB-h2", "p2", R1, "checkup", MONDAY, NINE + 1), now, RefusalCode.SLOT_TAKEN)
-    refuse(state, PlaceHold("AB-h2", "p2", R1, "checkup", MONDAY, cell(7, 45)), now, RefusalCode.OUTSIDE_HOURS)
+    refuse(
+        state, PlaceHold("AB-h2", "p2", R1, "checkup", MONDAY, cell(7, 45)), now, RefusalCode.OUTSIDE_HOURS
+    )
     refuse(state, PlaceHold("AB-h2", "p2", R1, "checkup", MONDAY, 95), now, RefusalCode.OUTSIDE_HOURS)
     refuse(state, PlaceHold("AB-h2", "p2", R1, "checkup", MONDAY + 30, NINE), now, RefusalCode.OUTSIDE_HOURS)
-    refuse(state, PlaceHold("AB-h2", "p2", R1, "checkup", MONDAY, NINE), epoch(MONDAY, 10),
-           RefusalCode.IN_PAST)
+    refuse(
+        state, PlaceHold("AB-h2", "p2", R1, "checkup", MONDAY, NINE), epoch(MONDAY, 10), RefusalCode.IN_PAST
+    )
     refuse(state, ReleaseHold("AB-nope", "p1"), now, RefusalCode.NOT_FOUND)
     refuse(state, ReleaseHold("AB-h1", "p2"), now, RefusalCode.NOT_YOURS)
 
@@ -172,16 +184,19 @@ def test_filling_needs_four_free_cells() -> None:
 
 
 def test_booking_across_lunch_and_longer_than_opening() -> None:
-    state, now = world(hours={d: ((8 * 60, 12 * 60), (13 * 60, 17 * 60)) for d in range(1, 6)} | {
-        6: ((10 * 60, 10 * 60 + 30),), 7: ()})
+    state, now = world(
+        hours={d: ((8 * 60, 12 * 60), (13 * 60, 17 * 60)) for d in range(1, 6)}
+        | {6: ((10 * 60, 10 * 60 + 30),), 7: ()}
+    )
     # 11:30 + 60 minutes runs into the lunch break
     refuse(state, Book("AB-b1", "p1", R1, "filling", MONDAY, cell(11, 30)), now, RefusalCode.OUTSIDE_HOURS)
-    state.apply(OpenDays(R1, MONDAY + 5, 1), now)   # Saturday: open 30 minutes only
+    state.apply(OpenDays(R1, MONDAY + 5, 1), now)  # Saturday: open 30 minutes only
     refuse(state, Book("AB-b1", "p1", R1, "cleaning", MONDAY + 5, cell(10)), now, RefusalCode.OUTSIDE_HOURS)
     state.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY + 5, cell(10)), now)
 
 
 # ---------------------------------------------------------------- Book
+
 
 def test_book_direct() -> None:
     state, now = world()
@@ -200,10 +215,12 @@ def test_book_from_hold() -> None:
     state, now = world()
     state.apply(PlaceHold("AB-h1", "p1", R1, "checkup", MONDAY, NINE, ttl_s=60), now)
     events = state.apply(Book("AB-b1", "p1", hold_id="AB-h1"), now + 59)
-    assert events == [Booked("AB-b1", "p1", "AB-c1", R1, "checkup", MONDAY, NINE, 2, now + 59, "AB-h1", "", "")]
+    assert events == [
+        Booked("AB-b1", "p1", "AB-c1", R1, "checkup", MONDAY, NINE, 2, now + 59, "AB-h1", "", "")
+    ]
     assert cells_of(state, R1, MONDAY, NINE, 2) == bytes([BOOKED] * 2)
     assert not state.holds and state.free_count("AB-c1", MONDAY) == 62
-    assert state.next_deadline() is None   # the booked hold no longer expires
+    assert state.next_deadline() is None  # the booked hold no longer expires
 
 
 def test_book_refusals() -> None:
@@ -216,7 +233,9 @@ def test_book_refusals() -> None:
     refuse(state, Book("AB-b1", "p2", "AB-zz", "checkup", MONDAY, NINE), now, RefusalCode.NOT_FOUND)
     refuse(state, Book("AB-b1", "p2", R1, "root_canal", MONDAY, NINE), now, RefusalCode.INVALID)
     refuse(state, Book("AB-b1", "p2", R1, "checkup", MONDAY, cell(12)), now, RefusalCode.OUTSIDE_HOURS)
-    refuse(state, Book("AB-b1", "p2", R1, "checkup", MONDAY, cell(8)), epoch(MONDAY, 8, 1), RefusalCode.IN_PAST)
+    refuse(
+        state, Book("AB-b1", "p2", R1, "checkup", MONDAY, cell(8)), epoch(MONDAY, 8, 1), RefusalCode.IN_PAST
+    )
     state.apply(Book("AB-b1", "p2", R2, "checkup", MONDAY, NINE), now)
     refuse(state, Book("AB-b1", "p3", R2, "checkup", MONDAY, cell(10)), now, RefusalCode.INVALID)  # id in use
     refuse(state, Book("AB-b2", "p2", R2, "checkup", MONDAY, cell(10)), now, RefusalCode.LIMIT_REACHED)
@@ -230,7 +249,7 @@ def test_idempotent_book() -> None:
     assert len(state.apply(cmd, now)) == 1
     before = packed(state)
     state.take_changes()
-    assert state.apply(replace(cmd, booking_id="AB-b9"), now + 5) == []   # a retry: nothing new
+    assert state.apply(replace(cmd, booking_id="AB-b9"), now + 5) == []  # a retry: nothing new
     assert packed(state) == before and state.take_changes() == []
     assert state.idempotent_booking("p1", "k1") is state.bookings["AB-b1"]
     assert state.idempotent_booking("p2", "k1") is None
@@ -238,6 +257,7 @@ def test_idempotent_book() -> None:
 
 
 # ---------------------------------------------------------------- Cancel
+
 
 def test_cancel_by_patient_frees() -> None:
     state, now = world(first_day=MONDAY, now=epoch(MONDAY - 2, 9))
@@ -272,11 +292,12 @@ def test_cancel_refusals() -> None:
     refuse(state, Cancel("AB-b1", Party.PATIENT, "p2"), now, RefusalCode.NOT_YOURS)
     refuse(state, Cancel("AB-b1", Party.CLINIC, "AB-c2"), now, RefusalCode.NOT_FOUND)
     refuse(state, Cancel("AB-b1", Party.PATIENT, "p1"), epoch(MONDAY - 1, 9, 1), RefusalCode.TOO_LATE)
-    state.apply(Cancel("AB-b1", Party.CLINIC, "AB-c1"), epoch(MONDAY, 8))   # the clinic is never late
+    state.apply(Cancel("AB-b1", Party.CLINIC, "AB-c1"), epoch(MONDAY, 8))  # the clinic is never late
     refuse(state, Cancel("AB-b1", Party.ADMIN, "admin"), now, RefusalCode.INVALID)
 
 
 # ---------------------------------------------------------------- Reschedule
+
 
 def test_reschedule_to_other_resource_and_day() -> None:
     state, now = world()
@@ -288,8 +309,10 @@ def test_reschedule_to_other_resource_and_day() -> None:
     b = state.bookings["AB-b1"]
     assert (b.resource, b.day, b.cell) == (R2, MONDAY + 3, cell(14))
     assert state.bookings_on("AB-c1", MONDAY + 2) == [] and state.bookings_on("AB-c1", MONDAY + 3) == [b]
-    assert state.take_changes()[-2:] == [("AB-c1", R1, MONDAY + 2, NINE, 2, FREE),
-                                         ("AB-c1", R2, MONDAY + 3, cell(14), 2, BOOKED)]
+    assert state.take_changes()[-2:] == [
+        ("AB-c1", R1, MONDAY + 2, NINE, 2, FREE),
+        ("AB-c1", R2, MONDAY + 3, cell(14), 2, BOOKED),
+    ]
 
 
 def test_reschedule_overlapping_own_cells() -> None:
@@ -314,23 +337,23 @@ def test_reschedule_refusals() -> None:
     refuse(state, Reschedule("AB-b1", "p1", R2, MONDAY + 3, NINE + 1), now, RefusalCode.SLOT_TAKEN)
     refuse(state, Reschedule("AB-b1", "p1", R2, MONDAY + 3, cell(12)), now, RefusalCode.OUTSIDE_HOURS)
     refuse(state, Reschedule("AB-b3", "p3", R2, MONDAY + 3, cell(14)), now, RefusalCode.TOO_LATE)
-    refuse(state, Reschedule("AB-b1", "p1", R2, MONDAY, NINE + 4), epoch(MONDAY, 10, 1),
-           RefusalCode.IN_PAST)
+    refuse(state, Reschedule("AB-b1", "p1", R2, MONDAY, NINE + 4), epoch(MONDAY, 10, 1), RefusalCode.IN_PAST)
     state.apply(Cancel("AB-b1", Party.CLINIC, "AB-c1"), now)
     refuse(state, Reschedule("AB-b1", "p1", R2, MONDAY + 3, cell(14)), now, RefusalCode.INVALID)
 
 
 # ---------------------------------------------------------------- Block / Unblock
 
+
 def test_block_and_unblock() -> None:
     state, now = world(buffer_minutes=10)
     state.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY, cell(11)), now)
-    state.apply(Cancel("AB-b1", Party.CLINIC, "AB-c1"), now)         # 11:00-11:30 BUFFER
+    state.apply(Cancel("AB-b1", Party.CLINIC, "AB-c1"), now)  # 11:00-11:30 BUFFER
     state.take_changes()
-    events = state.apply(Block(R1, MONDAY, cell(10, 30), 8), now)   # 10:30-12:30 crosses lunch
+    events = state.apply(Block(R1, MONDAY, cell(10, 30), 8), now)  # 10:30-12:30 crosses lunch
     assert events == [CellsBlocked(R1, MONDAY, cell(10, 30), 8)]
     assert cells_of(state, R1, MONDAY, cell(10, 30), 8) == bytes([BLOCKED] * 6 + [CLOSED] * 2)
-    assert state.free_count("AB-c1", MONDAY) == 64 - 2 - 4          # 2 were BUFFER, not FREE
+    assert state.free_count("AB-c1", MONDAY) == 64 - 2 - 4  # 2 were BUFFER, not FREE
     assert state.take_changes() == [("AB-c1", R1, MONDAY, cell(10, 30), 6, BLOCKED)]
     assert state.apply(Tick(), now + 600) == [BufferReleased(R1, MONDAY, cell(11), 2)]
     assert cells_of(state, R1, MONDAY, cell(11), 2) == bytes([BLOCKED] * 2)  # stays blocked
@@ -364,6 +387,7 @@ def test_block_refusals() -> None:
 
 # ---------------------------------------------------------------- Tick
 
+
 def test_tick_expires_holds() -> None:
     state, now = world()
     state.apply(PlaceHold("AB-h1", "p1", R1, "checkup", MONDAY, NINE, ttl_s=60), now)
@@ -380,11 +404,11 @@ def test_tick_expires_holds() -> None:
 def test_overlapping_buffer_windows_release_in_turn() -> None:
     state, now = world(buffer_minutes=10)
     state.apply(Book("AB-b1", "p1", R1, "filling", MONDAY, NINE), now)
-    state.apply(Cancel("AB-b1", Party.CLINIC, "AB-c1"), now)                 # BUFFER until now+600
+    state.apply(Cancel("AB-b1", Party.CLINIC, "AB-c1"), now)  # BUFFER until now+600
     state.apply(Block(R1, MONDAY, NINE, 4), now + 60)
     state.apply(Unblock(R1, MONDAY, NINE, 4), now + 60)
     state.apply(Book("AB-b2", "p2", R1, "checkup", MONDAY, NINE + 1), now + 60)
-    state.apply(Cancel("AB-b2", Party.CLINIC, "AB-c1"), now + 120)           # BUFFER until now+720
+    state.apply(Cancel("AB-b2", Party.CLINIC, "AB-c1"), now + 120)  # BUFFER until now+720
     state.apply(Tick(), now + 600)
     assert cells_of(state, R1, MONDAY, NINE, 4) == bytes([FREE, BUFFER, BUFFER, FREE])
     state.apply(Tick(), now + 720)
@@ -399,7 +423,7 @@ AUTUMN = day_of(date(2026, 10, 25))
 
 @pytest.mark.parametrize("day", [SPRING, AUTUMN])
 def test_dst_sunday_booking_at_nine(day: int) -> None:
-    every_day = {d: ((0, 24 * 60),) for d in range(1, 8)}    # open around the clock, Sundays too
+    every_day = {d: ((0, 24 * 60),) for d in range(1, 8)}  # open around the clock, Sundays too
     state, now = world(first_day=day, days=1, now=epoch(day - 1, 12), hours=every_day)
     row = state.row(R1, day)
     for c in range(96):
@@ -408,15 +432,21 @@ def test_dst_sunday_booking_at_nine(day: int) -> None:
     state.apply(Book("AB-b1", "p1", R1, "checkup", day, NINE), now)
     b = state.bookings["AB-b1"]
     assert cell_epoch(b.day, b.cell, 15) == epoch(day, 9)
-    assert iso(b.day, b.cell, 15) == ("2027-03-28T09:00:00+02:00" if day == SPRING else "2026-10-25T09:00:00+01:00")
+    assert iso(b.day, b.cell, 15) == (
+        "2027-03-28T09:00:00+02:00" if day == SPRING else "2026-10-25T09:00:00+01:00"
+    )
     if day == SPRING:
-        refuse(state, Book("AB-b2", "p2", R1, "child_checkup", day, cell(2, 15)), now, RefusalCode.OUTSIDE_HOURS)
+        refuse(
+            state, Book("AB-b2", "p2", R1, "child_checkup", day, cell(2, 15)), now, RefusalCode.OUTSIDE_HOURS
+        )
         refuse(state, Book("AB-b2", "p2", R1, "checkup", day, cell(1, 45)), now, RefusalCode.OUTSIDE_HOURS)
 
 
 def test_now_inside_a_cell_makes_that_cell_past() -> None:
     state, now = world()
-    refuse(state, Book("AB-b1", "p1", R1, "checkup", MONDAY, NINE), epoch(MONDAY, 9, 0) + 1, RefusalCode.IN_PAST)
+    refuse(
+        state, Book("AB-b1", "p1", R1, "checkup", MONDAY, NINE), epoch(MONDAY, 9, 0) + 1, RefusalCode.IN_PAST
+    )
     state.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY, NINE), epoch(MONDAY, 9, 0))
 
 
@@ -437,7 +467,9 @@ def test_no_show_only_after_the_start_and_the_cells_stay_booked() -> None:
     refuse(state, MarkNoShow("AB-b1", "AB-c1"), epoch(MONDAY, 8, 59), RefusalCode.INVALID)
     refuse(state, MarkNoShow("AB-b1", "AB-c2"), epoch(MONDAY, 9), RefusalCode.NOT_FOUND)
     refuse(state, MarkNoShow("AB-nope", "AB-c1"), epoch(MONDAY, 9), RefusalCode.NOT_FOUND)
-    assert state.apply(MarkNoShow("AB-b1", "AB-c1"), epoch(MONDAY, 9, 5)) == [NoShowMarked("AB-b1", epoch(MONDAY, 9, 5))]
+    assert state.apply(MarkNoShow("AB-b1", "AB-c1"), epoch(MONDAY, 9, 5)) == [
+        NoShowMarked("AB-b1", epoch(MONDAY, 9, 5))
+    ]
     assert state.bookings["AB-b1"].status == "no_show"
     assert cells_of(state, R1, MONDAY, NINE, 2) == bytes([BOOKED]) * 2
     refuse(state, MarkNoShow("AB-b1", "AB-c1"), epoch(MONDAY, 10), RefusalCode.INVALID)

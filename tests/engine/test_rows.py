@@ -22,7 +22,7 @@ def test_row_cover_and_offsets() -> None:
     row.cover(MONDAY, 2)
     assert (row.first_day, row.days, row.offset(MONDAY + 1)) == (MONDAY, 2, 96)
     row.buf[96] = FREE
-    row.cover(MONDAY - 1, 1)                  # grow at the front: data moves with its day
+    row.cover(MONDAY - 1, 1)  # grow at the front: data moves with its day
     assert (row.first_day, row.days) == (MONDAY - 1, 3)
     assert row.day(MONDAY + 1)[0] == FREE and row.offset(MONDAY + 2) == -1
     assert isinstance(row.buf, bytearray) and len(row.buf) == 3 * 96
@@ -36,7 +36,7 @@ def test_masks_and_runs() -> None:
     all_day = weekday_template({7: ((0, 1440),)}, 7, 15)
     assert runs(day_mask(all_day, spring, 15), CLOSED) == [(8, 4)]
     half_hours = weekday_template({1: ((8 * 60 + 15, 9 * 60),)}, 1, 30)
-    assert runs(half_hours, FREE) == [(17, 1)]     # 08:15-08:30 is not a whole 30-minute cell
+    assert runs(half_hours, FREE) == [(17, 1)]  # 08:15-08:30 is not a whole 30-minute cell
 
 
 def test_memory_per_resource_day_fits_all_of_sweden() -> None:

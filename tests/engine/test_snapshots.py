@@ -35,7 +35,7 @@ def busy_history() -> tuple[RegionState, list[Event], int]:
         (OpenDays(R1, MONDAY, 5), now),
         (OpenDays(R2, MONDAY, 5), now),
         (PlaceHold("AB-h1", "p1", R1, "checkup", MONDAY, cell(9), ttl_s=60), now),
-        (PlaceHold("AB-h2", "p1", R1, "filling", MONDAY, cell(9, 15)), now),      # replaces h1
+        (PlaceHold("AB-h2", "p1", R1, "filling", MONDAY, cell(9, 15)), now),  # replaces h1
         (Book("AB-b1", "p1", hold_id="AB-h2", idempotency_key="k", fingerprint="f"), now + 10),
         (Book("AB-b2", "p2", R2, "cleaning", MONDAY + 1, cell(14)), now),
         (Book("AB-b3", "p3", R2, "checkup", MONDAY + 2, cell(8)), now),
@@ -46,8 +46,8 @@ def busy_history() -> tuple[RegionState, list[Event], int]:
         (PlaceHold("AB-h3", "p4", R2, "checkup", MONDAY + 3, cell(9), ttl_s=30), now + 60),
         (Book("AB-b1", "p1", hold_id="AB-h2", idempotency_key="k", fingerprint="f"), now + 70),  # retry
         (Cancel("AB-b1", Party.PATIENT, "p1"), now + 80),
-        (Tick(), now + 95),                   # h3 expires
-        (Tick(), now + 20 + 600),             # b3's buffer window ends
+        (Tick(), now + 95),  # h3 expires
+        (Tick(), now + 20 + 600),  # b3's buffer window ends
         (PlaceHold("AB-h4", "p5", R1, "checkup", MONDAY + 4, cell(14), ttl_s=900), now + 700),
     ]
     for command, at in script:
@@ -58,8 +58,18 @@ def busy_history() -> tuple[RegionState, list[Event], int]:
 def test_history_produces_every_event_kind() -> None:
     _, journal, _ = busy_history()
     assert {e.KIND for e in journal} == {
-        "ClinicRegistered", "DaysOpened", "HoldPlaced", "HoldReleased", "HoldExpired", "Booked", "Cancelled",
-        "Rescheduled", "CellsBlocked", "CellsUnblocked", "BufferReleased"}
+        "ClinicRegistered",
+        "DaysOpened",
+        "HoldPlaced",
+        "HoldReleased",
+        "HoldExpired",
+        "Booked",
+        "Cancelled",
+        "Rescheduled",
+        "CellsBlocked",
+        "CellsUnblocked",
+        "BufferReleased",
+    }
 
 
 def test_replay_by_evolve_is_byte_identical() -> None:
@@ -91,7 +101,7 @@ def test_restored_state_keeps_going_like_the_original() -> None:
     later: list[tuple[Command, int]] = [
         (Book("AB-b9", "p5", hold_id="AB-h4"), now + 5),
         (Book("AB-b1", "p1", R1, "checkup", MONDAY, cell(9), idempotency_key="k", fingerprint="f"), now + 5),
-        (Book("AB-b10", "p6", R1, "checkup", MONDAY + 4, cell(14)), now + 6),   # SLOT_TAKEN
+        (Book("AB-b10", "p6", R1, "checkup", MONDAY + 4, cell(14)), now + 6),  # SLOT_TAKEN
         (Tick(), now + 5000),
     ]
     for command, at in later:
@@ -118,5 +128,5 @@ def test_equal_states_pack_equal_whatever_the_insertion_order() -> None:
 def test_snapshot_is_compact() -> None:
     state, now = world(days=90, first_day=MONDAY, n=3)
     snap = packed(state)
-    assert len(snap) < 3 * 90 * 96 + 4096     # one byte per cell plus the catalogue
+    assert len(snap) < 3 * 90 * 96 + 4096  # one byte per cell plus the catalogue
     assert epoch(MONDAY, 0) == now

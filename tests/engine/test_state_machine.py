@@ -51,7 +51,7 @@ RES = ("AB-c1-r1", "AB-c1-r2")
 DAYS = (MONDAY, MONDAY + 1)
 SERVICE_CELLS = {"child_checkup": 1, "checkup": 2, "filling": 4}
 PATIENTS = ("p1", "p2", "p3")
-OPEN = set(range(32, 48)) | set(range(52, 68))    # 08-12, 13-17 in 15-minute cells
+OPEN = set(range(32, 48)) | set(range(52, 68))  # 08-12, 13-17 in 15-minute cells
 BUFFER_S = 600
 
 cells_st = st.integers(28, 70)
@@ -67,8 +67,12 @@ class SlotMachine(RuleBasedStateMachine):
         self.seq = 0
         self._pending: list[Event] = []
         setup: list[Command] = [
-            RegisterClinic(make_clinic(buffer_minutes=BUFFER_S // 60, cancel_notice_hours=0,
-                                       max_bookings_per_patient=100), make_resources(n=2)),
+            RegisterClinic(
+                make_clinic(
+                    buffer_minutes=BUFFER_S // 60, cancel_notice_hours=0, max_bookings_per_patient=100
+                ),
+                make_resources(n=2),
+            ),
             *(OpenDays(r, MONDAY, 2) for r in RES),
         ]
         for command in setup:
@@ -78,7 +82,7 @@ class SlotMachine(RuleBasedStateMachine):
         self.holds: dict[str, dict[str, Any]] = {}
         self.bookings: dict[str, dict[str, Any]] = {}
         self.idem: dict[tuple[str, str], tuple[str, str]] = {}
-        self.entries: dict[str, dict[str, Any]] = {}     # join order
+        self.entries: dict[str, dict[str, Any]] = {}  # join order
         self.viewer = {(r, d): bytearray(96) for r in RES for d in DAYS}
         self._feed_viewer()
 
@@ -90,7 +94,7 @@ class SlotMachine(RuleBasedStateMachine):
 
     def _feed_viewer(self) -> None:
         for _clinic, res, day, first, n, value in self.state.take_changes():
-            self.viewer[(res, day)][first:first + n] = bytes([value]) * n
+            self.viewer[(res, day)][first : first + n] = bytes([value]) * n
 
     def _run(self, command: Command, expected: str | None) -> list[Event] | None:
         """Apply; the outcome must be ``expected`` (None: success, else a refusal code).
@@ -110,9 +114,12 @@ class SlotMachine(RuleBasedStateMachine):
         return events
 
     def _fits(self, entry: dict[str, Any], day: int, cell: int, k: int) -> bool:
-        return (entry["first_day"] <= day < entry["first_day"] + entry["days"]
-                and cell * 15 >= entry["from"] and (cell + k) * 15 <= entry["to"]
-                and cell_epoch(day, cell, 15) >= self.now)
+        return (
+            entry["first_day"] <= day < entry["first_day"] + entry["days"]
+            and cell * 15 >= entry["from"]
+            and (cell + k) * 15 <= entry["to"]
+            and cell_epoch(day, cell, 15) >= self.now
+        )
 
     def _holds_something(self, patient: str) -> bool:
         return any(h["patient"] == patient for h in self.holds.values())
@@ -124,21 +131,38 @@ class SlotMachine(RuleBasedStateMachine):
                 continue
             note_event("offer made")
             span = [(e.resource, e.day, c) for c in range(e.cell, e.cell + e.cells)]
-            assert all(self.cells[key] == "F" or (isinstance(self.cells[key], tuple) and self.cells[key][0] == "U")
-                       for key in span), ("offer took cells that were not FREE/BUFFER", e)
+            assert all(
+                self.cells[key] == "F" or (isinstance(self.cells[key], tuple) and self.cells[key][0] == "U")
+                for key in span
+            ), ("offer took cells that were not FREE/BUFFER", e)
             entry = self.entries[e.entry_id]
-            assert entry["offer"] == "" and entry["patient"] == e.patient and not self._holds_something(e.patient)
+            assert (
+                entry["offer"] == ""
+                and entry["patient"] == e.patient
+                and not self._holds_something(e.patient)
+            )
             assert SERVICE_CELLS[entry["service"]] == e.cells and self._fits(entry, e.day, e.cell, e.cells)
             for earlier_id, earlier in self.entries.items():
                 if earlier_id == e.entry_id:
                     break
                 k = SERVICE_CELLS[earlier["service"]]
-                assert not (earlier["offer"] == "" and not self._holds_something(earlier["patient"])
-                            and k <= e.cells and self._fits(earlier, e.day, e.cell, k)), (
-                    "an earlier entry fits the offered time", earlier_id, e)
+                assert not (
+                    earlier["offer"] == ""
+                    and not self._holds_something(earlier["patient"])
+                    and k <= e.cells
+                    and self._fits(earlier, e.day, e.cell, k)
+                ), ("an earlier entry fits the offered time", earlier_id, e)
             entry["offer"] = e.hold_id
-            self.holds[e.hold_id] = dict(patient=e.patient, res=e.resource, day=e.day, cell=e.cell, k=e.cells,
-                                         exp=e.expires_at, service=e.service, entry=e.entry_id)
+            self.holds[e.hold_id] = dict(
+                patient=e.patient,
+                res=e.resource,
+                day=e.day,
+                cell=e.cell,
+                k=e.cells,
+                exp=e.expires_at,
+                service=e.service,
+                entry=e.entry_id,
+            )
             self._set(e.resource, e.day, e.cell, e.cells, ("H", e.hold_id))
 
     def _hold_gone(self, hold_id: str) -> dict[str, Any]:
@@ -170,8 +194,14 @@ class SlotMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules
 
-    @rule(patient=st.sampled_from(PATIENTS), res=st.sampled_from(RES), service=st.sampled_from(list(SERVICE_CELLS)),
-          day=st.sampled_from(DAYS), cell=cells_st, ttl=st.integers(60, 1800))
+    @rule(
+        patient=st.sampled_from(PATIENTS),
+        res=st.sampled_from(RES),
+        service=st.sampled_from(list(SERVICE_CELLS)),
+        day=st.sampled_from(DAYS),
+        cell=cells_st,
+        ttl=st.integers(60, 1800),
+    )
     def place_hold(self, patient: str, res: str, service: str, day: int, cell: int, ttl: int) -> None:
         k = SERVICE_CELLS[service]
         old = next((h for h, v in self.holds.items() if v["patient"] == patient), None)
@@ -183,8 +213,9 @@ class SlotMachine(RuleBasedStateMachine):
         if old is not None:
             h = self._hold_gone(old)
             self._set(h["res"], h["day"], h["cell"], h["k"], "F")
-        self.holds[hold_id] = dict(patient=patient, res=res, day=day, cell=cell, k=k, exp=self.now + ttl,
-                                   service=service)
+        self.holds[hold_id] = dict(
+            patient=patient, res=res, day=day, cell=cell, k=k, exp=self.now + ttl, service=service
+        )
         self._set(res, day, cell, k, ("H", hold_id))
         self._follow_offers()
 
@@ -212,21 +243,40 @@ class SlotMachine(RuleBasedStateMachine):
             return
         hold_id = sorted(self.holds)[pick % len(self.holds)]
         h = self.holds[hold_id]
-        expected = ("NOT_YOURS" if wrong else "HOLD_EXPIRED" if h["exp"] <= self.now
-                    else "IN_PAST" if cell_epoch(h["day"], h["cell"], 15) < self.now else None)
+        expected = (
+            "NOT_YOURS"
+            if wrong
+            else "HOLD_EXPIRED"
+            if h["exp"] <= self.now
+            else "IN_PAST"
+            if cell_epoch(h["day"], h["cell"], 15) < self.now
+            else None
+        )
         booking_id = self._id("b")
-        if self._run(Book(booking_id, "p9" if wrong else h["patient"], hold_id=hold_id), expected) is not None:
+        if (
+            self._run(Book(booking_id, "p9" if wrong else h["patient"], hold_id=hold_id), expected)
+            is not None
+        ):
             self._hold_gone(hold_id)
             self._booked(booking_id, h["patient"], h["res"], h["day"], h["cell"], h["k"])
 
-    @rule(patient=st.sampled_from(PATIENTS), res=st.sampled_from(RES), service=st.sampled_from(list(SERVICE_CELLS)),
-          day=st.sampled_from(DAYS), cell=cells_st, key=st.sampled_from(["", "", "k1", "k2"]),
-          fingerprint=st.sampled_from(["f1", "f2"]))
-    def book_direct(self, patient: str, res: str, service: str, day: int, cell: int, key: str,
-                    fingerprint: str) -> None:
+    @rule(
+        patient=st.sampled_from(PATIENTS),
+        res=st.sampled_from(RES),
+        service=st.sampled_from(list(SERVICE_CELLS)),
+        day=st.sampled_from(DAYS),
+        cell=cells_st,
+        key=st.sampled_from(["", "", "k1", "k2"]),
+        fingerprint=st.sampled_from(["f1", "f2"]),
+    )
+    def book_direct(
+        self, patient: str, res: str, service: str, day: int, cell: int, key: str, fingerprint: str
+    ) -> None:
         k = SERVICE_CELLS[service]
         booking_id = self._id("b")
-        command = Book(booking_id, patient, res, service, day, cell, idempotency_key=key, fingerprint=fingerprint)
+        command = Book(
+            booking_id, patient, res, service, day, cell, idempotency_key=key, fingerprint=fingerprint
+        )
         seen = self.idem.get((patient, key)) if key else None
         if seen is not None:
             events = self._run(command, None if seen[1] == fingerprint else "INVALID")
@@ -274,7 +324,9 @@ class SlotMachine(RuleBasedStateMachine):
         elif cell_epoch(b["day"], b["cell"], 15) < self.now:
             expected = "TOO_LATE"
         else:
-            expected = self._run_check(res, day, cell, b["k"], self._span(b["res"], b["day"], b["cell"], b["k"]))
+            expected = self._run_check(
+                res, day, cell, b["k"], self._span(b["res"], b["day"], b["cell"], b["k"])
+            )
         if self._run(Reschedule(booking_id, b["patient"], res, day, cell), expected) is None:
             return
         self._set(b["res"], b["day"], b["cell"], b["k"], "F")
@@ -286,9 +338,15 @@ class SlotMachine(RuleBasedStateMachine):
     def block(self, res: str, day: int, cell: int, n: int) -> None:
         keys = [(res, day, c) for c in range(cell, cell + n)]
         values = [self.cells.get(key) for key in keys]
-        expected = ("OUTSIDE_HOURS" if cell + n > 96
-                    else "IN_PAST" if earliest_epoch(day, cell, 15) < self.now
-                    else "SLOT_TAKEN" if any(isinstance(v, tuple) and v[0] in "HB" for v in values) else None)
+        expected = (
+            "OUTSIDE_HOURS"
+            if cell + n > 96
+            else "IN_PAST"
+            if earliest_epoch(day, cell, 15) < self.now
+            else "SLOT_TAKEN"
+            if any(isinstance(v, tuple) and v[0] in "HB" for v in values)
+            else None
+        )
         if self._run(Block(res, day, cell, n), expected) is not None:
             for key, v in zip(keys, values, strict=True):
                 if v == "F" or (isinstance(v, tuple) and v[0] == "U"):
@@ -319,33 +377,53 @@ class SlotMachine(RuleBasedStateMachine):
         self._follow_offers()
         deadline = self.state.next_deadline()
         pending = [h["exp"] for h in self.holds.values()] + [
-            v[1] for v in self.cells.values() if isinstance(v, tuple) and v[0] == "U"]
+            v[1] for v in self.cells.values() if isinstance(v, tuple) and v[0] == "U"
+        ]
         if deadline is not None:
             assert deadline > self.now
         if pending:
             assert deadline is not None and deadline <= min(pending)
 
-    @rule(patient=st.sampled_from(PATIENTS), town=st.booleans(), service=st.sampled_from(list(SERVICE_CELLS)),
-          day=st.sampled_from(DAYS), days=st.sampled_from([1, 2, 2]),
-          start=st.sampled_from([8 * 60, 8 * 60, 9 * 60, 13 * 60]), length=st.sampled_from([120, 240, 600, 600]))
-    def join(self, patient: str, town: bool, service: str, day: int, days: int, start: int, length: int) -> None:
+    @rule(
+        patient=st.sampled_from(PATIENTS),
+        town=st.booleans(),
+        service=st.sampled_from(list(SERVICE_CELLS)),
+        day=st.sampled_from(DAYS),
+        days=st.sampled_from([1, 2, 2]),
+        start=st.sampled_from([8 * 60, 8 * 60, 9 * 60, 13 * 60]),
+        length=st.sampled_from([120, 240, 600, 600]),
+    )
+    def join(
+        self, patient: str, town: bool, service: str, day: int, days: int, start: int, length: int
+    ) -> None:
         entry_id = self._id("w")
         to = min(start + length, 24 * 60)
-        expected = ("IN_PAST" if day + days <= day_of_epoch(self.now)
-                    else "LIMIT_REACHED" if sum(e["patient"] == patient for e in self.entries.values())
-                    >= MAX_ENTRIES_PER_PATIENT else None)
-        command = JoinWaitlist(entry_id, patient, "" if town else CLINIC, "0180" if town else "", service, day,
-                               days, start, to)
+        expected = (
+            "IN_PAST"
+            if day + days <= day_of_epoch(self.now)
+            else "LIMIT_REACHED"
+            if sum(e["patient"] == patient for e in self.entries.values()) >= MAX_ENTRIES_PER_PATIENT
+            else None
+        )
+        command = JoinWaitlist(
+            entry_id, patient, "" if town else CLINIC, "0180" if town else "", service, day, days, start, to
+        )
         if self._run(command, expected) is None:
             return
-        self.entries[entry_id] = dict(patient=patient, service=service, first_day=day, days=days, offer="",
-                                      **{"from": start, "to": to})
+        self.entries[entry_id] = dict(
+            patient=patient, service=service, first_day=day, days=days, offer="", **{"from": start, "to": to}
+        )
         self._follow_offers()
 
-    join_more = join   # joins and freed time twice as often: the line is what this machine is about
+    join_more = join  # joins and freed time twice as often: the line is what this machine is about
 
-    @rule(res=st.sampled_from(RES), service=st.sampled_from(list(SERVICE_CELLS)), day=st.sampled_from(DAYS),
-          cell=cells_st, party=st.sampled_from(list(Party)))
+    @rule(
+        res=st.sampled_from(RES),
+        service=st.sampled_from(list(SERVICE_CELLS)),
+        day=st.sampled_from(DAYS),
+        cell=cells_st,
+        party=st.sampled_from(list(Party)),
+    )
     def free_time(self, res: str, service: str, day: int, cell: int, party: Party) -> None:
         """Another patient books a time and it is cancelled at once: time the line may get."""
         k = SERVICE_CELLS[service]
@@ -367,8 +445,9 @@ class SlotMachine(RuleBasedStateMachine):
             return
         entry_id = sorted(self.entries)[pick % len(self.entries)]
         entry = self.entries[entry_id]
-        events = self._run(LeaveWaitlist(entry_id, "p9" if wrong else entry["patient"]),
-                           "NOT_YOURS" if wrong else None)
+        events = self._run(
+            LeaveWaitlist(entry_id, "p9" if wrong else entry["patient"]), "NOT_YOURS" if wrong else None
+        )
         if events is None:
             return
         del self.entries[entry_id]
@@ -406,8 +485,13 @@ class SlotMachine(RuleBasedStateMachine):
                 assert bytes(self.viewer[(r, d)]) == row
                 for c in range(96):
                     v = self.cells.get((r, d, c))
-                    want = CLOSED if v is None else code[v] if isinstance(v, str) else {
-                        "H": HELD, "B": BOOKED, "U": BUFFER}[v[0]]
+                    want = (
+                        CLOSED
+                        if v is None
+                        else code[v]
+                        if isinstance(v, str)
+                        else {"H": HELD, "B": BOOKED, "U": BUFFER}[v[0]]
+                    )
                     assert row[c] == want, (r, d, c, v, row[c])
 
     @invariant()
@@ -418,19 +502,24 @@ class SlotMachine(RuleBasedStateMachine):
                 span = self._span(b.resource, b.day, b.cell, b.cells)
                 assert not span & taken, "a cell belongs to two bookings"
                 taken |= span
-                assert self.state.row(b.resource, b.day)[b.cell:b.cell + b.cells] == bytes([BOOKED]) * b.cells
+                assert (
+                    self.state.row(b.resource, b.day)[b.cell : b.cell + b.cells] == bytes([BOOKED]) * b.cells
+                )
         for h in self.state.holds.values():
-            assert self.state.row(h.resource, h.day)[h.cell:h.cell + h.cells] == bytes([HELD]) * h.cells
+            assert self.state.row(h.resource, h.day)[h.cell : h.cell + h.cells] == bytes([HELD]) * h.cells
         assert set(self.state.holds) == set(self.holds)
         assert {b: v.status for b, v in self.state.bookings.items()} == {
-            b: v["status"] for b, v in self.bookings.items()}
+            b: v["status"] for b, v in self.bookings.items()
+        }
 
     @invariant()
     def the_line_matches_the_model(self) -> None:
         line = self.state.waitlist.entries
         assert list(line) == list(self.entries)
         assert {i: e.offer for i, e in line.items()} == {i: e["offer"] for i, e in self.entries.items()}
-        assert all(b.hold_id == "" or b.hold_id not in self.holds for b in self.journal if isinstance(b, Booked))
+        assert all(
+            b.hold_id == "" or b.hold_id not in self.holds for b in self.journal if isinstance(b, Booked)
+        )
 
     @invariant()
     def free_counts_equal_a_recount(self) -> None:

@@ -32,7 +32,7 @@ from engine.waitlist import MAX_ENTRIES_PER_PATIENT
 R1, R2 = "AB-c1-r1", "AB-c1-r2"
 TUESDAY = MONDAY + 1
 NINE = cell(9)
-START = epoch(MONDAY - 2, 12)   # Saturday noon: every weekday time is more than 24 h away
+START = epoch(MONDAY - 2, 12)  # Saturday noon: every weekday time is more than 24 h away
 
 
 class Region:
@@ -55,9 +55,18 @@ class Region:
         self.commands.append((command, self.now))
         return events
 
-    def join(self, entry: str, patient: str, *, clinic: str = "AB-c1", municipality: str = "",
-             service: str = "checkup", day: int = TUESDAY, days: int = 1,
-             window: tuple[int, int] = (8 * 60, 12 * 60)) -> None:
+    def join(
+        self,
+        entry: str,
+        patient: str,
+        *,
+        clinic: str = "AB-c1",
+        municipality: str = "",
+        service: str = "checkup",
+        day: int = TUESDAY,
+        days: int = 1,
+        window: tuple[int, int] = (8 * 60, 12 * 60),
+    ) -> None:
         self.run(JoinWaitlist(entry, patient, clinic, municipality, service, day, days, *window))
 
     def refuse(self, command: Command, code: RefusalCode) -> None:
@@ -75,7 +84,7 @@ def offers(events: list[Event]) -> list[OfferMade]:
 
 
 def cells(state: RegionState, res: str, day: int, first: int, n: int) -> bytes:
-    return state.row(res, day)[first:first + n]
+    return state.row(res, day)[first : first + n]
 
 
 def replayed(journal: list[Event]) -> RegionState:
@@ -95,7 +104,8 @@ def test_three_wait_first_offered_expires_second_books_third_told_nothing() -> N
 
     made = offers(w.run(Cancel("AB-b0", Party.PATIENT, "p0")))
     assert [(o.entry_id, o.patient, o.resource, o.day, o.cell, o.cells) for o in made] == [
-        ("AB-w1", "p1", R1, TUESDAY, NINE, 2)]
+        ("AB-w1", "p1", R1, TUESDAY, NINE, 2)
+    ]
     first = made[0]
     assert first.expires_at == w.now + 10 * 60
     assert cells(w.state, R1, TUESDAY, NINE, 2) == bytes([HELD]) * 2
@@ -109,7 +119,7 @@ def test_three_wait_first_offered_expires_second_books_third_told_nothing() -> N
     assert [type(e) for e in events] == [OfferExpired, OfferMade]
     second = offers(events)[0]
     assert (second.entry_id, second.patient, second.cell) == ("AB-w2", "p2", NINE)
-    assert "AB-w1" not in w.state.waitlist.entries      # a missed offer ends that wait
+    assert "AB-w1" not in w.state.waitlist.entries  # a missed offer ends that wait
     w.refuse(Book("AB-bx", "p1", hold_id=first.hold_id), RefusalCode.NOT_FOUND)
     w.refuse(Book("AB-bx", "p3", hold_id=second.hold_id), RefusalCode.NOT_YOURS)
 
@@ -166,7 +176,7 @@ def test_clinic_cancel_offers_buffer_at_once_else_buffer_then_free() -> None:
 
 
 def test_joining_takes_buffer_time_that_waits_at_once() -> None:
-    w = Region(offer_minutes=15)   # outlives the 10-minute BUFFER window
+    w = Region(offer_minutes=15)  # outlives the 10-minute BUFFER window
     w.run(Book("AB-b1", "p0", R1, "filling", TUESDAY, NINE))
     w.run(Cancel("AB-b1", Party.CLINIC, "AB-c1"))
     assert cells(w.state, R1, TUESDAY, NINE, 4) == bytes([BUFFER]) * 4
@@ -184,9 +194,9 @@ def test_joining_takes_buffer_time_that_waits_at_once() -> None:
 def test_window_service_and_day_are_respected() -> None:
     w = Region()
     w.run(Book("AB-b1", "p0", R1, "checkup", TUESDAY, NINE))
-    w.join("AB-w1", "p1", window=(13 * 60, 17 * 60))           # afternoons only
-    w.join("AB-w2", "p2", day=TUESDAY + 1)                      # another day
-    w.join("AB-w3", "p3", service="filling", window=(9 * 60, 10 * 60))   # 60 min ending by 10:00
+    w.join("AB-w1", "p1", window=(13 * 60, 17 * 60))  # afternoons only
+    w.join("AB-w2", "p2", day=TUESDAY + 1)  # another day
+    w.join("AB-w3", "p3", service="filling", window=(9 * 60, 10 * 60))  # 60 min ending by 10:00
     w.join("AB-w4", "p4", service="child_checkup", window=(9 * 60 + 15, 9 * 60 + 30))
     made = offers(w.run(Cancel("AB-b1", Party.CLINIC, "AB-c1")))
     # the filling (09:00-10:00) starts on the freed time and reaches into FREE 09:30-10:00; it
@@ -197,7 +207,7 @@ def test_window_service_and_day_are_respected() -> None:
 def test_leftover_cells_go_to_the_next_entry_in_the_same_step() -> None:
     w = Region()
     w.run(Book("AB-b1", "p0", R1, "filling", TUESDAY, NINE))
-    w.run(Block(R1, TUESDAY, cell(10), 8))    # nothing FREE after the filling
+    w.run(Block(R1, TUESDAY, cell(10), 8))  # nothing FREE after the filling
     w.run(Block(R1, TUESDAY, cell(8), 4))
     w.join("AB-w1", "p1", service="checkup")
     w.join("AB-w2", "p2", service="checkup")
@@ -211,7 +221,7 @@ def test_municipality_entries_and_join_order_across_targets() -> None:
     w = Region()
     w.run(Book("AB-b1", "p0", "AB-c2-r1", "checkup", TUESDAY, NINE))
     w.run(Book("AB-b2", "p0", "AB-c3-r1", "checkup", TUESDAY, NINE))
-    w.join("AB-w1", "p1", clinic="", municipality="0180")   # any clinic in 0180: c1 or c2
+    w.join("AB-w1", "p1", clinic="", municipality="0180")  # any clinic in 0180: c1 or c2
     w.join("AB-w2", "p2", clinic="AB-c2")
     made = offers(w.run(Cancel("AB-b1", Party.PATIENT, "p0")))
     assert [(o.patient, o.clinic) for o in made] == [("p1", "AB-c2")]
@@ -285,8 +295,17 @@ def test_booking_limit_passes_over_the_entry() -> None:
 def test_join_refusals_change_nothing() -> None:
     w = Region()
     w.join("AB-w1", "p1")
-    ok: dict[str, Any] = dict(entry_id="AB-w2", patient="p1", clinic="AB-c1", municipality="",
-                              service="checkup", first_day=TUESDAY, days=1, from_minute=480, to_minute=720)
+    ok: dict[str, Any] = dict(
+        entry_id="AB-w2",
+        patient="p1",
+        clinic="AB-c1",
+        municipality="",
+        service="checkup",
+        first_day=TUESDAY,
+        days=1,
+        from_minute=480,
+        to_minute=720,
+    )
 
     def join(**kw: Any) -> JoinWaitlist:
         return JoinWaitlist(**{**ok, **kw})
@@ -325,6 +344,7 @@ def test_old_snapshots_without_a_waitlist_still_load() -> None:
 
 # -- policies: one open hold per patient in the region, late cancellation, booking limit ---------
 
+
 def test_a_hold_at_another_clinic_releases_the_first_in_the_same_step() -> None:
     w = Region()
     w.run(PlaceHold("AB-h1", "p1", R1, "checkup", TUESDAY, NINE))
@@ -356,6 +376,6 @@ def test_late_cancel_and_hoarding_are_refused_and_change_nothing() -> None:
     w.refuse(Book("AB-b3", "p1", R2, "checkup", TUESDAY, NINE), RefusalCode.LIMIT_REACHED)
     w.refuse(PlaceHold("AB-h3", "p1", R2, "checkup", TUESDAY, NINE), RefusalCode.LIMIT_REACHED)
     w.join("AB-w1", "p2")
-    w.now = epoch(TUESDAY, 8)    # one hour before: too late to cancel online
+    w.now = epoch(TUESDAY, 8)  # one hour before: too late to cancel online
     w.refuse(Cancel("AB-b1", Party.PATIENT, "p1"), RefusalCode.TOO_LATE)
     assert not w.state.holds and w.state.bookings["AB-b1"].status == "booked"

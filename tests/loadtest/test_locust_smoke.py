@@ -42,9 +42,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     env.pop("TANDTID_REDIS_URL", None)
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data", str(tmp_path), "--seed", "--scale", "demo", "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data",
+            str(tmp_path),
+            "--seed",
+            "--scale",
+            "demo",
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -70,9 +88,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 
 def run_load(url: str, data_dir: Path) -> tuple[int, dict[str, Any], str]:
     done = subprocess.run(
-        [sys.executable, "-m", "loadtest.run", "--host", url, "--data", str(data_dir), "--seconds", "8",
-         "--users", "10", "--spawn-rate", "10", "--stop-timeout", "10"],
-        cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+        [
+            sys.executable,
+            "-m",
+            "loadtest.run",
+            "--host",
+            url,
+            "--data",
+            str(data_dir),
+            "--seconds",
+            "8",
+            "--users",
+            "10",
+            "--spawn-rate",
+            "10",
+            "--stop-timeout",
+            "10",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
     )
     result = json.loads(done.stdout) if done.stdout.strip() else {}
     return done.returncode, result, done.stderr
@@ -86,7 +122,7 @@ def test_a_short_locust_run_keeps_every_booking_straight(server: tuple[str, Path
     assert invariant["ok"], invariant
     assert code == 0
     assert invariant["double_bookings"] == [] and invariant["missing"] == [] and invariant["unexpected"] == []
-    assert invariant["confirmed"] > 0                                   # bookings happened
+    assert invariant["confirmed"] > 0  # bookings happened
     assert invariant["server_booked"] == invariant["expected_booked"]
     assert set(result["user_classes"]) == {"PatientUser", "KioskUser", "ClinicSystemUser", "FlashCrowd"}
     assert all(n >= 1 for n in result["user_classes"].values()), result["user_classes"]
@@ -125,10 +161,12 @@ def booking(booking_id: str, resource: str, start: str, end: str, status: str = 
 
 def test_overlapping_booked_times_on_one_resource_are_double_bookings() -> None:
     at = "2030-01-07T{}:00+01:00".format
-    assert double_bookings([
-        booking("a", "r1", at("09:00"), at("10:00")),
-        booking("b", "r1", at("09:45"), at("10:15")),            # overlaps a
-        booking("c", "r1", at("10:15"), at("10:30")),            # touches b: fine
-        booking("d", "r2", at("09:00"), at("10:00")),            # another resource
-        booking("e", "r1", at("10:15"), at("10:45"), "cancelled"),  # cancelled: does not count
-    ]) == [("a", "b")]
+    assert double_bookings(
+        [
+            booking("a", "r1", at("09:00"), at("10:00")),
+            booking("b", "r1", at("09:45"), at("10:15")),  # overlaps a
+            booking("c", "r1", at("10:15"), at("10:30")),  # touches b: fine
+            booking("d", "r2", at("09:00"), at("10:00")),  # another resource
+            booking("e", "r1", at("10:15"), at("10:45"), "cancelled"),  # cancelled: does not count
+        ]
+    ) == [("a", "b")]

@@ -49,8 +49,9 @@ async def entries(journal: FileJournal) -> list[Entry]:
     return [entry async for entry in journal.read("AB")]
 
 
-async def test_truncated_mid_frame_tail_is_cut(tmp_path: Path, opened: list[FileJournal],
-                                               caplog: pytest.LogCaptureFixture) -> None:
+async def test_truncated_mid_frame_tail_is_cut(
+    tmp_path: Path, opened: list[FileJournal], caplog: pytest.LogCaptureFixture
+) -> None:
     log = await written(tmp_path)
     full = log.stat().st_size
     os.truncate(log, full - 5)
@@ -100,26 +101,28 @@ async def test_flipped_byte_in_last_frame_is_cut(tmp_path: Path, opened: list[Fi
 async def test_flipped_byte_in_a_middle_frame_is_corrupt(tmp_path: Path) -> None:
     log = await written(tmp_path)
     data = bytearray(log.read_bytes())
-    data[frame_size(PAYLOADS[0]) + FRAME_HEADER.size + 2] ^= 0x01   # inside the second payload
+    data[frame_size(PAYLOADS[0]) + FRAME_HEADER.size + 2] ^= 0x01  # inside the second payload
     log.write_bytes(bytes(data))
     before = log.stat().st_size
     with pytest.raises(CorruptJournal):
         await reopened(tmp_path)
-    assert log.stat().st_size == before      # nothing cut when the damage is not a tail
+    assert log.stat().st_size == before  # nothing cut when the damage is not a tail
 
 
 async def test_flipped_length_in_a_middle_frame_is_corrupt(tmp_path: Path) -> None:
     log = await written(tmp_path)
     data = bytearray(log.read_bytes())
-    data[frame_size(PAYLOADS[0]) + 8] ^= 0x10                      # the second frame's length field
+    data[frame_size(PAYLOADS[0]) + 8] ^= 0x10  # the second frame's length field
     log.write_bytes(bytes(data))
     with pytest.raises(CorruptJournal):
         await reopened(tmp_path)
 
 
-async def test_epoch_survives_restart_even_when_frames_are_cut(tmp_path: Path, opened: list[FileJournal]) -> None:
+async def test_epoch_survives_restart_even_when_frames_are_cut(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
     log = await written(tmp_path, epoch=7)
-    os.truncate(log, 3)       # every frame gone: only the epoch file remembers
+    os.truncate(log, 3)  # every frame gone: only the epoch file remembers
     journal = await reopened(tmp_path)
     opened.append(journal)
     assert await journal.last_position("AB") == 0
@@ -128,8 +131,9 @@ async def test_epoch_survives_restart_even_when_frames_are_cut(tmp_path: Path, o
     assert await journal.append("AB", 7, b"ok") == 1
 
 
-async def test_corrupt_snapshot_is_ignored(tmp_path: Path, opened: list[FileJournal],
-                                           caplog: pytest.LogCaptureFixture) -> None:
+async def test_corrupt_snapshot_is_ignored(
+    tmp_path: Path, opened: list[FileJournal], caplog: pytest.LogCaptureFixture
+) -> None:
     journal = await reopened(tmp_path)
     opened.append(journal)
     await journal.save_snapshot("AB", Snapshot(9, b"snapshot-bytes"))
@@ -144,7 +148,7 @@ async def test_corrupt_snapshot_is_ignored(tmp_path: Path, opened: list[FileJour
     assert await journal.load_snapshot("AB") is None
     await journal.save_snapshot("AB", Snapshot(10, b"fresh"))
     assert await journal.load_snapshot("AB") == Snapshot(10, b"fresh")
-    assert [p.name for p in snap.parent.iterdir()] == ["AB.snap"]   # no temp files left behind
+    assert [p.name for p in snap.parent.iterdir()] == ["AB.snap"]  # no temp files left behind
 
 
 @pytest.fixture
@@ -167,7 +171,7 @@ async def test_failed_write_leaves_no_partial_frame(tmp_path: Path, opened: list
     log = tmp_path / "journal" / "AB.log"
     size = log.stat().st_size
     _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, hard))   # the next frame fits only partly
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, hard))  # the next frame fits only partly
     try:
         with pytest.raises(JournalUnavailable):
             await journal.append("AB", 1, b"x" * 100)
@@ -198,11 +202,14 @@ async def test_second_journal_object_tails_by_polling(tmp_path: Path, opened: li
     assert await reader.last_position("AB") == 2
 
 
-async def test_read_after_uses_the_index_across_many_entries(tmp_path: Path, opened: list[FileJournal]) -> None:
+async def test_read_after_uses_the_index_across_many_entries(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
     (tmp_path / "journal").mkdir()
     # Frames laid down directly (3000 fsynced appends would only slow the test down).
     (tmp_path / "journal" / "AB.log").write_bytes(
-        b"".join(encode_frame(i, 1, str(i).encode()) for i in range(1, 3001)))
+        b"".join(encode_frame(i, 1, str(i).encode()) for i in range(1, 3001))
+    )
     again = await reopened(tmp_path)
     opened.append(again)
     for after in (0, 1023, 1024, 1025, 2047, 2048, 2999, 3000):
@@ -219,7 +226,7 @@ async def test_region_codes_are_validated(tmp_path: Path, opened: list[FileJourn
 
 
 async def test_frames_larger_than_a_read_chunk(tmp_path: Path, opened: list[FileJournal]) -> None:
-    big = bytes(range(256)) * (5 * 4096 + 3)      # > 4 MiB read chunk
+    big = bytes(range(256)) * (5 * 4096 + 3)  # > 4 MiB read chunk
     await written(tmp_path, [b"small", big, b"after"])
     journal = await reopened(tmp_path)
     opened.append(journal)
@@ -231,7 +238,7 @@ async def test_a_read_only_reader_never_cuts_the_writers_append_in_progress(tmp_
     log = await written(tmp_path)
     whole = log.read_bytes()
     partial = encode_frame(4, 1, b"fourth-batch-being-written")[:10]
-    log.write_bytes(whole + partial)     # the writer is half-way through its next append
+    log.write_bytes(whole + partial)  # the writer is half-way through its next append
     reader = FileJournal(tmp_path, read_only=True)
     await reader.open()
     try:

@@ -19,7 +19,7 @@ from persistence.redis_journal import RedisStreamJournal
 from tests.support.redis_server import RedisServer
 
 Reopen = Callable[[], Awaitable[Journal]]
-WAIT_S = 5.0   # generous bound for "arrives at all"; never used to assert speed
+WAIT_S = 5.0  # generous bound for "arrives at all"; never used to assert speed
 
 
 @pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.redis)])
@@ -28,6 +28,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     server: RedisServer | None = None
 
     if request.param == "file":
+
         def make() -> Journal:
             return FileJournal(tmp_path / "data")
     else:

@@ -15,7 +15,7 @@ from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
-FAIL_FAST_S = 5.0   # the bound on "quickly": socket timeouts are 3 s, a dead server refuses at once
+FAIL_FAST_S = 5.0  # the bound on "quickly": socket timeouts are 3 s, a dead server refuses at once
 
 
 @pytest.fixture
@@ -31,7 +31,8 @@ async def entries(journal: RedisStreamJournal, after: int = 0) -> list[Entry]:
 
 
 async def test_killed_server_fails_fast_and_restart_keeps_acknowledged_entries(
-        redis_server: RedisServer, journal: RedisStreamJournal) -> None:
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
     acknowledged = [await journal.append("AB", 1, b"batch-%d" % i) for i in range(50)]
     assert acknowledged == list(range(1, 51))
     redis_server.kill()
@@ -46,8 +47,8 @@ async def test_killed_server_fails_fast_and_restart_keeps_acknowledged_entries(
     with pytest.raises(JournalUnavailable):
         await entries(journal)
 
-    redis_server.start()   # same port, same data dir: AOF reload
-    assert await journal.append("AB", 1, b"after restart") == 51   # same journal object
+    redis_server.start()  # same port, same data dir: AOF reload
+    assert await journal.append("AB", 1, b"after restart") == 51  # same journal object
     assert await journal.ping() is True
     got = await entries(journal)
     assert [e.position for e in got] == list(range(1, 52))
@@ -67,18 +68,23 @@ async def test_keys_carry_the_region_hash_tag(redis_server: RedisServer, journal
     client = redis.Redis.from_url(redis_server.url)
     try:
         keys = sorted(k.decode() for k in client.keys("*"))
-        assert keys == ["tandtid:{AB}:epoch", "tandtid:{AB}:journal", "tandtid:{AB}:position",
-                        "tandtid:{AB}:snapshot"]
-        (stream_id, fields), = client.xrange(region_key("AB", "journal"))
+        assert keys == [
+            "tandtid:{AB}:epoch",
+            "tandtid:{AB}:journal",
+            "tandtid:{AB}:position",
+            "tandtid:{AB}:snapshot",
+        ]
+        ((stream_id, fields),) = client.xrange(region_key("AB", "journal"))
         assert fields == {b"position": b"1", b"epoch": b"2", b"payload": b"x"}
         assert client.hget(region_key("AB", "snapshot"), "stream_id") == stream_id
     finally:
         client.close()
 
 
-async def test_one_append_is_one_command_on_the_server(redis_server: RedisServer,
-                                                       journal: RedisStreamJournal) -> None:
-    await journal.append("AB", 1, b"warm-up")     # the script is loaded by open()
+async def test_one_append_is_one_command_on_the_server(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
+    await journal.append("AB", 1, b"warm-up")  # the script is loaded by open()
     client = redis.Redis.from_url(redis_server.url)
     try:
         before = client.info("commandstats")
@@ -86,15 +92,18 @@ async def test_one_append_is_one_command_on_the_server(redis_server: RedisServer
         after = client.info("commandstats")
     finally:
         client.close()
-    calls = {name.removeprefix("cmdstat_"): after[name]["calls"] - before.get(name, {"calls": 0})["calls"]
-             for name in after}
+    calls = {
+        name.removeprefix("cmdstat_"): after[name]["calls"] - before.get(name, {"calls": 0})["calls"]
+        for name in after
+    }
     calls = {name: n for name, n in calls.items() if n}
     # One EVALSHA from the client; GET, INCR, XADD ran inside it; INFO is the measurement.
     assert calls == {"evalsha": 1, "get": 1, "incr": 1, "xadd": 1, "info": 1}
 
 
-async def test_script_flushed_on_the_server_is_reloaded(redis_server: RedisServer,
-                                                        journal: RedisStreamJournal) -> None:
+async def test_script_flushed_on_the_server_is_reloaded(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
     await journal.append("AB", 1, b"a")
     client = redis.Redis.from_url(redis_server.url)
     try:
@@ -104,7 +113,9 @@ async def test_script_flushed_on_the_server_is_reloaded(redis_server: RedisServe
     assert await journal.append("AB", 1, b"b") == 2
 
 
-async def test_snapshot_trims_only_history_older_than_snapshot_and_retention(redis_server: RedisServer) -> None:
+async def test_snapshot_trims_only_history_older_than_snapshot_and_retention(
+    redis_server: RedisServer,
+) -> None:
     journal = RedisStreamJournal(redis_server.url, retention_s=0)
     await journal.open()
     try:
@@ -112,7 +123,7 @@ async def test_snapshot_trims_only_history_older_than_snapshot_and_retention(red
             await journal.append("AB", 1, b"e%d" % i)
         await journal.save_snapshot("AB", Snapshot(6, b"state-at-6"))
         remaining = [e.position async for e in journal.read("AB")]
-        assert remaining == [6, 7, 8, 9, 10]       # everything newer than the snapshot is kept
+        assert remaining == [6, 7, 8, 9, 10]  # everything newer than the snapshot is kept
         assert [e.position async for e in journal.read("AB", 6)] == [7, 8, 9, 10]
         assert await journal.last_position("AB") == 10
     finally:
@@ -126,8 +137,9 @@ async def test_snapshot_within_retention_trims_nothing(journal: RedisStreamJourn
     assert [e.position for e in await entries(journal)] == [1, 2, 3, 4, 5]
 
 
-async def test_read_after_snapshot_from_a_fresh_object(redis_server: RedisServer,
-                                                       journal: RedisStreamJournal) -> None:
+async def test_read_after_snapshot_from_a_fresh_object(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
     for i in range(1, 21):
         await journal.append("AB", 1, b"e%d" % i)
     await journal.save_snapshot("AB", Snapshot(12, b"state"))

@@ -62,8 +62,9 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.clock = MovableClock(NOW)
         overrides: dict[str, Any] = {"rate_per_s": 1e6, "rate_burst": 1e6, **settings}
-        self.settings = Settings.from_env(env={}, host="127.0.0.1", port=self.port, data_dir=data_dir,
-                                          secret_key=SECRET, **overrides)
+        self.settings = Settings.from_env(
+            env={}, host="127.0.0.1", port=self.port, data_dir=data_dir, secret_key=SECRET, **overrides
+        )
         self.accounts = AccountStore(data_dir / "accounts.sqlite3", hasher=FAST_HASHER)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: uvicorn.Server | None = None
@@ -95,8 +96,15 @@ class LiveServer:
         for command in catalog_commands():
             await self.regions.submit(command)
         app = create_app(self.settings, regions=self.regions, accounts=self.accounts)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                access_log=False, ws_max_size=self.settings.max_ws_frame)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            ws_max_size=self.settings.max_ws_frame,
+        )
         self.server = uvicorn.Server(config)
         serving = asyncio.create_task(self.server.serve())
         for _ in range(3000):  # uvicorn offers no "started" event to wait on
@@ -152,8 +160,14 @@ class LiveServer:
 
         return await asyncio.wrap_future(self.call(read()))
 
-    def user(self, role: Role = Role.PATIENT, clinic: str | None = None, *, name: str = "Test Person",
-             email: str | None = None) -> tuple[User, str]:
+    def user(
+        self,
+        role: Role = Role.PATIENT,
+        clinic: str | None = None,
+        *,
+        name: str = "Test Person",
+        email: str | None = None,
+    ) -> tuple[User, str]:
         """A user in the store and a bearer token for it."""
         import secrets
 

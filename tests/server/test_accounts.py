@@ -79,7 +79,7 @@ def test_ids_are_random(store: AccountStore) -> None:
 def test_no_plaintext_password_stored(store: AccountStore, db_path: Path) -> None:
     store.create_user("p@example.se", PASSWORD, "P")
     written = file_bytes(db_path)
-    assert b"p@example.se" in written           # the file really is what we are looking at
+    assert b"p@example.se" in written  # the file really is what we are looking at
     assert PASSWORD.encode() not in written
     assert b"$argon2id$" in written
     store.close()
@@ -126,7 +126,7 @@ def test_duplicate_email_refused(store: AccountStore) -> None:
     store.create_user("dup@example.se", PASSWORD, "One")
     with pytest.raises(EmailTaken) as info:
         store.create_user(" DUP@example.SE", "another password", "Two")
-    assert "dup@" not in str(info.value).lower()    # personal data stays out of messages
+    assert "dup@" not in str(info.value).lower()  # personal data stays out of messages
     assert [u.name for u in store.users()] == ["One"]
 
 
@@ -195,7 +195,7 @@ def test_roles_and_listing(store: AccountStore) -> None:
 def test_names(store: AccountStore) -> None:
     a = store.create_user("a@example.se", PASSWORD, "Anna")
     b = store.create_user("b@example.se", PASSWORD, "Bo")
-    unknown = [f"u_missing{i}" for i in range(1200)]   # more than one SQL chunk
+    unknown = [f"u_missing{i}" for i in range(1200)]  # more than one SQL chunk
     assert store.names([a.id, b.id, a.id, *unknown]) == {a.id: "Anna", b.id: "Bo"}
     assert store.names([]) == {}
 
@@ -230,10 +230,10 @@ def test_hash_upgraded_when_parameters_rise(db_path: Path) -> None:
 def test_clinic_key_shown_once_and_only_hash_stored(store: AccountStore, db_path: Path) -> None:
     key = store.create_clinic_key("AB-c1")
     assert key.startswith(CLINIC_KEY_PREFIX)
-    assert len(key) == len(CLINIC_KEY_PREFIX) + 43      # 32 bytes, urlsafe base64, unpadded
+    assert len(key) == len(CLINIC_KEY_PREFIX) + 43  # 32 bytes, urlsafe base64, unpadded
     written = file_bytes(db_path)
     assert key.encode() not in written
-    assert key[len(CLINIC_KEY_PREFIX):].encode() not in written
+    assert key[len(CLINIC_KEY_PREFIX) :].encode() not in written
     assert hashlib.sha256(key.encode()).hexdigest().encode() in written
     assert store.clinic_for_key(key) == "AB-c1"
     assert store.create_clinic_key("AB-c1") != key
@@ -243,7 +243,7 @@ def test_clinic_key_lookup_refuses_near_misses(store: AccountStore) -> None:
     key = store.create_clinic_key("AB-c1")
     assert store.clinic_for_key(key[:-1]) is None
     assert store.clinic_for_key(key + "x") is None
-    assert store.clinic_for_key(key[len(CLINIC_KEY_PREFIX):]) is None
+    assert store.clinic_for_key(key[len(CLINIC_KEY_PREFIX) :]) is None
     assert store.clinic_for_key(hashlib.sha256(key.encode()).hexdigest()) is None
     assert store.clinic_for_key(CLINIC_KEY_PREFIX + "a" * 10_000) is None
     assert store.clinic_for_key("") is None

@@ -53,8 +53,10 @@ async def test_thousand_concurrent_bookings_of_one_time_exactly_one_wins(file_jo
     for command in setup_commands():
         await actor.submit(command)
     results = await asyncio.gather(
-        *(actor.submit(Book(f"AB-b{i}", f"p{i}", "AB-c1-r1", "checkup", FIRST_DAY, CELL_0900))
-          for i in range(1000)),
+        *(
+            actor.submit(Book(f"AB-b{i}", f"p{i}", "AB-c1-r1", "checkup", FIRST_DAY, CELL_0900))
+            for i in range(1000)
+        ),
         return_exceptions=True,
     )
     wins = [r for r in results if isinstance(r, list)]
@@ -90,10 +92,14 @@ async def test_restart_recovers_from_snapshot_and_tail(file_journal: FileJournal
     for command in setup_commands(days=3):
         await actor.submit(command)
     for i in range(10):
-        await actor.submit(Book(f"AB-b{i}", f"p{i}", "AB-c1-r1", "child_checkup", FIRST_DAY, CELL_0900 - 4 + i))
+        await actor.submit(
+            Book(f"AB-b{i}", f"p{i}", "AB-c1-r1", "child_checkup", FIRST_DAY, CELL_0900 - 4 + i)
+        )
     await actor.snapshot_now()
     for i in range(10, 15):
-        await actor.submit(Book(f"AB-b{i}", f"p{i}", "AB-c1-r2", "child_checkup", FIRST_DAY, CELL_0900 - 4 + i))
+        await actor.submit(
+            Book(f"AB-b{i}", f"p{i}", "AB-c1-r2", "child_checkup", FIRST_DAY, CELL_0900 - 4 + i)
+        )
     before = actor.state.to_snapshot()
     await actor.stop()
     await file_journal.close()
@@ -124,7 +130,9 @@ async def test_holds_expire_through_the_journal(file_journal: FileJournal) -> No
         await asyncio.sleep(0.01)
     row = await actor.query(lambda s: s.row("AB-c1-r1", FIRST_DAY))
     assert row[CELL_0900] == Cell.FREE
-    assert any(isinstance(e, HoldExpired) and e.hold_id == "AB-h1" for e in await journal_events(file_journal))
+    assert any(
+        isinstance(e, HoldExpired) and e.hold_id == "AB-h1" for e in await journal_events(file_journal)
+    )
     # refused commands and idle ticks leave no trace in the journal
     before = await file_journal.last_position("AB")
     with pytest.raises(Refused):
@@ -156,8 +164,13 @@ def _book_in_child_then_sigkill(data: Path, want: int) -> list[str]:
     """Run the booking child, SIGKILL it once ``want`` bookings were acknowledged; all its ACKs."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.booking_child", str(data)], cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+        [sys.executable, "-m", "tests.support.booking_child", str(data)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
     )
     try:
         acks = _read_acks(proc, want=want)
@@ -202,15 +215,22 @@ async def test_redis_killed_and_restarted_mid_load(redis_server) -> None:
     journal = RedisStreamJournal(redis_server.url)
     await journal.open()
     reloaded: list[Reloaded] = []
-    actor = await started_actor(journal, listeners=[lambda i: reloaded.append(i) if isinstance(i, Reloaded) else None])
+    actor = await started_actor(
+        journal, listeners=[lambda i: reloaded.append(i) if isinstance(i, Reloaded) else None]
+    )
     for command in setup_commands(clinics=5, resources=3, days=5):
         await actor.submit(command)
 
     acked: list[str] = []
     during_outage: list[tuple[str, BaseException | None]] = []
     counter = iter(range(1_000_000))
-    slots = [(f"AB-c{c}-r{r}", day, cell) for day in range(FIRST_DAY, FIRST_DAY + 5)
-             for cell in range(CELL_0900 - 4, CELL_0900 + 12) for c in range(1, 6) for r in range(1, 4)]
+    slots = [
+        (f"AB-c{c}-r{r}", day, cell)
+        for day in range(FIRST_DAY, FIRST_DAY + 5)
+        for cell in range(CELL_0900 - 4, CELL_0900 + 12)
+        for c in range(1, 6)
+        for r in range(1, 4)
+    ]
 
     async def book(slot: tuple[str, int, int]) -> tuple[str, BaseException | None]:
         n = next(counter)

@@ -56,15 +56,23 @@ def handmade(header: dict[str, Any], claims: dict[str, Any], sign: Any) -> str:
 
 def claims_for(user: User, **over: Any) -> dict[str, Any]:
     now = int(time.time())
-    base: dict[str, Any] = {"sub": user.id, "role": user.role.value, "clinic": user.clinic,
-                            "iat": now, "exp": now + 3600, "typ": "session"}
+    base: dict[str, Any] = {
+        "sub": user.id,
+        "role": user.role.value,
+        "clinic": user.clinic,
+        "iat": now,
+        "exp": now + 3600,
+        "typ": "session",
+    }
     base.update(over)
     return base
 
 
 @pytest.fixture
 def accounts(tmp_path: Path) -> Iterator[AccountStore]:
-    s = AccountStore(tmp_path / "accounts.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    s = AccountStore(
+        tmp_path / "accounts.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
     yield s
     s.close()
 
@@ -87,13 +95,27 @@ def patient(accounts: AccountStore) -> User:
     return accounts.create_user("patient@example.se", PASSWORD, "P")
 
 
-def conn(app: Starlette, *, method: str = "GET", headers: dict[str, str] | None = None,
-         cookies: dict[str, str] | None = None, kind: str = "http") -> HTTPConnection:
+def conn(
+    app: Starlette,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    cookies: dict[str, str] | None = None,
+    kind: str = "http",
+) -> HTTPConnection:
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if cookies:
         raw.append((b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode()))
-    scope: dict[str, Any] = {"type": kind, "app": app, "path": "/", "root_path": "", "query_string": b"",
-                             "headers": raw, "scheme": "http", "server": ("testserver", 80)}
+    scope: dict[str, Any] = {
+        "type": kind,
+        "app": app,
+        "path": "/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": raw,
+        "scheme": "http",
+        "server": ("testserver", 80),
+    }
     if kind == "http":
         scope["method"] = method
         return Request(scope)
@@ -169,10 +191,10 @@ def test_same_secret_same_key(patient: User) -> None:
 
 
 def test_hs512_with_the_right_key_refused(signer: SessionSigner, patient: User) -> None:
-    key = signer._key   # the strongest attacker: knows the key, picks another algorithm
+    key = signer._key  # the strongest attacker: knows the key, picks another algorithm
     assert signer.verify(jwt.encode(claims_for(patient), key, algorithm="HS256")) is not None
     for alg in ("HS384", "HS512"):
-        with warnings.catch_warnings():   # PyJWT warns that 32 bytes is short for SHA-384/512
+        with warnings.catch_warnings():  # PyJWT warns that 32 bytes is short for SHA-384/512
             warnings.simplefilter("ignore", InsecureKeyLengthWarning)
             token = jwt.encode(claims_for(patient), key, algorithm=alg)
         assert jwt.get_unverified_header(token)["alg"] == alg
@@ -185,7 +207,9 @@ def test_rs256_header_refused(signer: SessionSigner, patient: User) -> None:
     def hmac_sha256(msg: bytes) -> bytes:
         return hmac.new(key, msg, hashlib.sha256).digest()
 
-    assert signer.verify(handmade({"alg": "HS256", "typ": "JWT"}, claims_for(patient), hmac_sha256)) is not None
+    assert (
+        signer.verify(handmade({"alg": "HS256", "typ": "JWT"}, claims_for(patient), hmac_sha256)) is not None
+    )
     for alg in ("RS256", "ES256", "PS256", "EdDSA"):
         assert signer.verify(handmade({"alg": alg, "typ": "JWT"}, claims_for(patient), hmac_sha256)) is None
 
@@ -240,10 +264,14 @@ def test_cookie_session(app: Starlette, signer: SessionSigner, accounts: Account
     assert p == Principal(staff.id, Role.STAFF, "O-c7", "cookie")
 
 
-def test_bad_bearer_does_not_fall_back_to_cookie(app: Starlette, signer: SessionSigner, patient: User) -> None:
+def test_bad_bearer_does_not_fall_back_to_cookie(
+    app: Starlette, signer: SessionSigner, patient: User
+) -> None:
     good_cookie = {SESSION_COOKIE: signer.issue(patient)}
     for header in ("Bearer nonsense", "Bearer tt_live_nonsense", "Basic dXNlcjpwYXNz", "Bearer", "Bearer  "):
-        assert principal_from(conn(app, headers={"Authorization": header}, cookies=good_cookie)) is None, header
+        assert principal_from(conn(app, headers={"Authorization": header}, cookies=good_cookie)) is None, (
+            header
+        )
 
 
 def test_forged_or_expired_cookie(app: Starlette, signer: SessionSigner, patient: User) -> None:
@@ -254,7 +282,9 @@ def test_forged_or_expired_cookie(app: Starlette, signer: SessionSigner, patient
 
 
 def test_user_must_still_exist(app: Starlette, signer: SessionSigner, tmp_path: Path) -> None:
-    elsewhere = AccountStore(tmp_path / "other.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    elsewhere = AccountStore(
+        tmp_path / "other.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
     try:
         ghost = elsewhere.create_user("ghost@example.se", PASSWORD, "G")
     finally:
@@ -263,7 +293,9 @@ def test_user_must_still_exist(app: Starlette, signer: SessionSigner, tmp_path: 
     assert principal_from(conn(app, cookies={SESSION_COOKIE: signer.issue(ghost)})) is None
 
 
-def test_role_comes_from_the_store_not_the_token(app: Starlette, signer: SessionSigner, patient: User) -> None:
+def test_role_comes_from_the_store_not_the_token(
+    app: Starlette, signer: SessionSigner, patient: User
+) -> None:
     # Even a validly signed token claiming admin yields the stored role.
     claimed_admin = jwt.encode(claims_for(patient, role="admin"), signer._key, algorithm="HS256")
     p = principal_from(conn(app, headers={"Authorization": "Bearer " + claimed_admin}))
@@ -383,7 +415,9 @@ def test_require() -> None:
 # -- the whole flow through a tiny inline app -----------------------------------------------
 
 
-async def test_login_then_cookie_write_needs_csrf(accounts: AccountStore, signer: SessionSigner, patient: User) -> None:
+async def test_login_then_cookie_write_needs_csrf(
+    accounts: AccountStore, signer: SessionSigner, patient: User
+) -> None:
     async def login(request: Request) -> Response:
         body = await request.json()
         user = request.app.state.accounts.authenticate(body["email"], body["password"])
@@ -408,8 +442,13 @@ async def test_login_then_cookie_write_needs_csrf(accounts: AccountStore, signer
         clear_session(resp)
         return resp
 
-    app = Starlette(routes=[Route("/login", login, methods=["POST"]), Route("/write", write, methods=["POST"]),
-                            Route("/logout", logout, methods=["POST"])])
+    app = Starlette(
+        routes=[
+            Route("/login", login, methods=["POST"]),
+            Route("/write", write, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+        ]
+    )
     app.state.accounts = accounts
     app.state.signer = signer
     transport = httpx.ASGITransport(app=app)

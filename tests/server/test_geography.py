@@ -45,15 +45,18 @@ def test_every_seat_in_the_bounding_box() -> None:
         assert min_lat <= m.lat <= max_lat and min_lon <= m.lon <= max_lon
 
 
-@pytest.mark.parametrize(("lat", "lon", "land"), [
-    (59.3326, 18.0649, True),    # Stockholm
-    (67.8557, 20.2251, True),    # Kiruna
-    (57.6409, 18.2960, True),    # Visby, Gotland
-    (58.90, 13.20, False),       # Vänern
-    (58.30, 14.50, False),       # Vättern
-    (57.00, 19.50, False),       # the Baltic
-    (59.91, 10.75, False),       # Oslo
-])
+@pytest.mark.parametrize(
+    ("lat", "lon", "land"),
+    [
+        (59.3326, 18.0649, True),  # Stockholm
+        (67.8557, 20.2251, True),  # Kiruna
+        (57.6409, 18.2960, True),  # Visby, Gotland
+        (58.90, 13.20, False),  # Vänern
+        (58.30, 14.50, False),  # Vättern
+        (57.00, 19.50, False),  # the Baltic
+        (59.91, 10.75, False),  # Oslo
+    ],
+)
 def test_on_land(lat: float, lon: float, land: bool) -> None:
     assert on_land(lat, lon) is land
 

@@ -33,15 +33,19 @@ async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
 
 async def book(client: httpx.AsyncClient, token: str, cell: int, resource: str = "AB-c1-r1") -> str:
     clinic = resource.rsplit("-", 1)[0]
-    r = await client.post("/api/bookings", headers=bearer(token), json={
-        "clinic": clinic, "resource": resource, "service": "checkup", "start": iso(DAY, cell, 15)})
+    r = await client.post(
+        "/api/bookings",
+        headers=bearer(token),
+        json={"clinic": clinic, "resource": resource, "service": "checkup", "start": iso(DAY, cell, 15)},
+    )
     assert r.status_code == 201, r.text
     booking_id: str = r.json()["booking"]["id"]
     return booking_id
 
 
 async def test_patient_cannot_see_cancel_or_move_another_patients_booking(
-        client: httpx.AsyncClient, live: LiveServer) -> None:
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
     _, alice = live.user()
     _, bob = live.user()
     booking = await book(client, alice, CELL_0900)
@@ -56,8 +60,10 @@ async def test_patient_cannot_see_cancel_or_move_another_patients_booking(
     # an unknown id looks exactly the same
     unknown = await client.get("/api/bookings/AB-bNoSuchBooking", headers=bearer(bob))
     assert_error_shape(unknown, 404, "NOT_FOUND")
-    assert unknown.json()["error"]["message"] == (await client.get(
-        f"/api/bookings/{booking}", headers=bearer(bob))).json()["error"]["message"]
+    assert (
+        unknown.json()["error"]["message"]
+        == (await client.get(f"/api/bookings/{booking}", headers=bearer(bob))).json()["error"]["message"]
+    )
     assert (await client.get("/api/bookings", headers=bearer(bob))).json() == {"bookings": []}
     # Alice's booking is untouched
     r = await client.get(f"/api/bookings/{booking}", headers=bearer(alice))
@@ -65,16 +71,28 @@ async def test_patient_cannot_see_cancel_or_move_another_patients_booking(
 
 
 async def test_patient_cannot_confirm_or_release_another_patients_hold(
-        client: httpx.AsyncClient, live: LiveServer) -> None:
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
     _, alice = live.user()
     _, bob = live.user()
-    r = await client.post("/api/holds", headers=bearer(alice), json={
-        "clinic": "AB-c1", "resource": "AB-c1-r2", "service": "checkup", "start": iso(DAY, CELL_0900 + 4, 15)})
+    r = await client.post(
+        "/api/holds",
+        headers=bearer(alice),
+        json={
+            "clinic": "AB-c1",
+            "resource": "AB-c1-r2",
+            "service": "checkup",
+            "start": iso(DAY, CELL_0900 + 4, 15),
+        },
+    )
     assert r.status_code == 201, r.text
     hold = r.json()["hold"]["id"]
     assert_error_shape(await client.delete(f"/api/holds/{hold}", headers=bearer(bob)), 404, "NOT_FOUND")
     stolen = await client.post("/api/bookings", json={"hold": hold}, headers=bearer(bob))
-    assert stolen.status_code in (404, 410) and stolen.json()["error"]["code"] in ("NOT_FOUND", "HOLD_EXPIRED")
+    assert stolen.status_code in (404, 410) and stolen.json()["error"]["code"] in (
+        "NOT_FOUND",
+        "HOLD_EXPIRED",
+    )
     assert (await client.delete(f"/api/holds/{hold}", headers=bearer(alice))).status_code == 204
 
 
@@ -84,8 +102,11 @@ async def test_clinic_key_reaches_only_its_own_clinic(client: httpx.AsyncClient,
     _, patient = live.user()
     booking_at_c1 = await book(client, patient, CELL_0900 + 8)
     # clinic 2 cannot cancel clinic 1's booking, nor touch its resources
-    assert_error_shape(await client.post(f"/api/clinic/v1/bookings/{booking_at_c1}/cancel",
-                                         headers=bearer(key_2)), 404, "NOT_FOUND")
+    assert_error_shape(
+        await client.post(f"/api/clinic/v1/bookings/{booking_at_c1}/cancel", headers=bearer(key_2)),
+        404,
+        "NOT_FOUND",
+    )
     for path, body in [
         ("/api/clinic/v1/block", {"resource": "AB-c1-r1", "start": iso(DAY, 40, 15), "minutes": 30}),
         ("/api/clinic/v1/unblock", {"resource": "AB-c1-r1", "start": iso(DAY, 40, 15), "minutes": 30}),
@@ -94,10 +115,14 @@ async def test_clinic_key_reaches_only_its_own_clinic(client: httpx.AsyncClient,
     ]:
         assert_error_shape(await client.post(path, json=body, headers=bearer(key_2)), 404, "NOT_FOUND")
     # its day view is its own clinic, whatever it asks for
-    day = (await client.get("/api/clinic/v1/day", params={"date": "2026-12-09"}, headers=bearer(key_2))).json()
+    day = (
+        await client.get("/api/clinic/v1/day", params={"date": "2026-12-09"}, headers=bearer(key_2))
+    ).json()
     assert day["clinic"] == "AB-c2" and all(r["id"].startswith("AB-c2-") for r in day["resources"])
     # clinic 1 sees the booking with the patient's name, and can cancel it
-    day = (await client.get("/api/clinic/v1/day", params={"date": "2026-12-09"}, headers=bearer(key_1))).json()
+    day = (
+        await client.get("/api/clinic/v1/day", params={"date": "2026-12-09"}, headers=bearer(key_1))
+    ).json()
     assert any(b["id"] == booking_at_c1 and b["patient_name"] == "Test Person" for b in day["bookings"])
     r = await client.post(f"/api/clinic/v1/bookings/{booking_at_c1}/cancel", headers=bearer(key_1))
     assert r.status_code == 200 and r.json()["booking"]["status"] == "cancelled"
@@ -108,11 +133,17 @@ async def test_clinic_key_reaches_only_its_own_clinic(client: httpx.AsyncClient,
 
 async def test_staff_session_is_scoped_to_its_clinic(client: httpx.AsyncClient, live: LiveServer) -> None:
     _, staff = live.user(Role.STAFF, "AB-c2")
-    r = await client.post("/api/clinic/v1/block", headers=bearer(staff), json={
-        "resource": "AB-c1-r1", "start": iso(DAY, 60, 15), "minutes": 15})
+    r = await client.post(
+        "/api/clinic/v1/block",
+        headers=bearer(staff),
+        json={"resource": "AB-c1-r1", "start": iso(DAY, 60, 15), "minutes": 15},
+    )
     assert_error_shape(r, 404, "NOT_FOUND")
-    r = await client.post("/api/clinic/v1/block", headers=bearer(staff), json={
-        "resource": "AB-c2-r1", "start": iso(DAY, 60, 15), "minutes": 15})
+    r = await client.post(
+        "/api/clinic/v1/block",
+        headers=bearer(staff),
+        json={"resource": "AB-c2-r1", "start": iso(DAY, 60, 15), "minutes": 15},
+    )
     assert r.status_code == 200, r.text
 
 
@@ -123,8 +154,9 @@ async def test_roles_and_admin_routes(client: httpx.AsyncClient, live: LiveServe
         assert_error_shape(await client.get(path, headers=bearer(patient)), 403, "FORBIDDEN")
         assert_error_shape(await client.get(path), 401, "UNAUTHENTICATED")
         assert (await client.get(path, headers=bearer(admin))).status_code == 200
-    assert_error_shape(await client.post("/api/admin/bookings/AB-bx/cancel", headers=bearer(patient)),
-                       403, "FORBIDDEN")
+    assert_error_shape(
+        await client.post("/api/admin/bookings/AB-bx/cancel", headers=bearer(patient)), 403, "FORBIDDEN"
+    )
     # a patient is not a clinic
     assert_error_shape(await client.get("/api/clinic/v1/day", headers=bearer(patient)), 403, "FORBIDDEN")
     # a clinic key is not a patient
@@ -139,10 +171,19 @@ def _b64(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-async def test_forged_expired_and_unsigned_tokens_are_401(client: httpx.AsyncClient, live: LiveServer) -> None:
+async def test_forged_expired_and_unsigned_tokens_are_401(
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
     user, good = live.user()
     now = int(time.time())
-    claims = {"sub": user.id, "role": "patient", "clinic": None, "iat": now, "exp": now + 3600, "typ": "session"}
+    claims = {
+        "sub": user.id,
+        "role": "patient",
+        "clinic": None,
+        "iat": now,
+        "exp": now + 3600,
+        "typ": "session",
+    }
     tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     other_secret = jwt.encode(claims, "another-secret-entirely-0123456789", algorithm="HS256")
     alg_none = _b64({"alg": "none", "typ": "JWT"}) + "." + _b64(claims) + "."
@@ -155,16 +196,23 @@ async def test_forged_expired_and_unsigned_tokens_are_401(client: httpx.AsyncCli
 
 async def test_cookie_writes_need_the_csrf_header(live: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as browser:
-        r = await browser.post("/api/auth/register", json={
-            "email": "cookie-user@example.test", "password": "correct horse", "name": "Cookie User"})
+        r = await browser.post(
+            "/api/auth/register",
+            json={"email": "cookie-user@example.test", "password": "correct horse", "name": "Cookie User"},
+        )
         assert r.status_code == 201
         assert browser.cookies.get(SESSION_COOKIE) and browser.cookies.get(CSRF_COOKIE)
         assert "httponly" in r.headers.get_list("set-cookie")[0].lower()
-        body = {"clinic": "AB-c1", "resource": "AB-c1-r1", "service": "checkup",
-                "start": iso(DAY, CELL_0900 + 24, 15)}
+        body = {
+            "clinic": "AB-c1",
+            "resource": "AB-c1-r1",
+            "service": "checkup",
+            "start": iso(DAY, CELL_0900 + 24, 15),
+        }
         assert_error_shape(await browser.post("/api/holds", json=body), 403, "CSRF")
-        assert_error_shape(await browser.post("/api/holds", json=body, headers={CSRF_HEADER: "wrong"}),
-                           403, "CSRF")
+        assert_error_shape(
+            await browser.post("/api/holds", json=body, headers={CSRF_HEADER: "wrong"}), 403, "CSRF"
+        )
         ok = await browser.post("/api/holds", json=body, headers={CSRF_HEADER: browser.cookies[CSRF_COOKIE]})
         assert ok.status_code == 201, ok.text
         # reads need no CSRF header

@@ -18,7 +18,7 @@ from server.accounts import Role
 from tests.server.conftest import LiveServer, assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
 
-LATER = FIRST_DAY + 3          # far enough ahead for the 24 h cancel notice
+LATER = FIRST_DAY + 3  # far enough ahead for the 24 h cancel notice
 START_0900 = iso(LATER, CELL_0900, 15)
 
 
@@ -31,8 +31,10 @@ async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
 async def patient(client: httpx.AsyncClient, name: str = "Patient Test") -> dict[str, str]:
     import secrets
 
-    r = await client.post("/api/auth/register", json={
-        "email": f"p-{secrets.token_hex(6)}@example.test", "password": "correct horse", "name": name})
+    r = await client.post(
+        "/api/auth/register",
+        json={"email": f"p-{secrets.token_hex(6)}@example.test", "password": "correct horse", "name": name},
+    )
     assert r.status_code == 201, r.text
     return bearer(r.json()["token"])
 
@@ -50,12 +52,18 @@ async def test_public_reads(client: httpx.AsyncClient) -> None:
     clinic = (await client.get("/api/clinics/AB-c1")).json()
     assert [r["id"] for r in clinic["resources"]] == ["AB-c1-r1", "AB-c1-r2"]
     assert clinic["cell_minutes"] == 15
-    found = (await client.get("/api/clinics", params={"region": "AB", "service": "checkup",
-                                                      "from": "2026-12-07", "days": 3})).json()
+    found = (
+        await client.get(
+            "/api/clinics", params={"region": "AB", "service": "checkup", "from": "2026-12-07", "days": 3}
+        )
+    ).json()
     assert {c["id"] for c in found} == {"AB-c1", "AB-c2"}
     assert all(c["next_free"] for c in found)
-    avail = (await client.get("/api/clinics/AB-c1/availability",
-                              params={"service": "filling", "from": "2026-12-10", "days": 1})).json()
+    avail = (
+        await client.get(
+            "/api/clinics/AB-c1/availability", params={"service": "filling", "from": "2026-12-10", "days": 1}
+        )
+    ).json()
     times = avail["days"][0]["times"]
     assert times[0] == {"start": "2026-12-10T08:00:00+01:00", "resource": "AB-c1-r1"}
     summary = (await client.get("/api/regions/AB/summary", params={"from": "2026-12-07", "days": 2})).json()
@@ -105,8 +113,9 @@ async def test_idempotency_key_retry_and_mismatch(client: httpx.AsyncClient) -> 
     assert first.status_code == 201, first.text
     again = await client.post("/api/bookings", json=body, headers=headers)
     assert again.status_code == 201 and again.json() == first.json()
-    other = await client.post("/api/bookings", json={**body, "start": iso(LATER, CELL_0900 + 20, 15)},
-                              headers=headers)
+    other = await client.post(
+        "/api/bookings", json={**body, "start": iso(LATER, CELL_0900 + 20, 15)}, headers=headers
+    )
     assert_error_shape(other, 409, "IDEMPOTENCY_MISMATCH")
     mine = (await client.get("/api/bookings", headers=who)).json()["bookings"]
     assert len(mine) == 1
@@ -114,13 +123,17 @@ async def test_idempotency_key_retry_and_mismatch(client: httpx.AsyncClient) -> 
 
 async def test_cancel_and_reschedule(client: httpx.AsyncClient) -> None:
     who = await patient(client)
-    r = await client.post("/api/bookings", json=direct("AB-c1-r1", iso(LATER, CELL_0900 + 24, 15)),
-                          headers=who)
+    r = await client.post(
+        "/api/bookings", json=direct("AB-c1-r1", iso(LATER, CELL_0900 + 24, 15)), headers=who
+    )
     assert r.status_code == 201, r.text
     booking_id = r.json()["booking"]["id"]
     moved_to = iso(LATER + 1, CELL_0900, 15)
-    r = await client.post(f"/api/bookings/{booking_id}/reschedule",
-                          json={"resource": "AB-c1-r2", "start": moved_to}, headers=who)
+    r = await client.post(
+        f"/api/bookings/{booking_id}/reschedule",
+        json={"resource": "AB-c1-r2", "start": moved_to},
+        headers=who,
+    )
     assert r.status_code == 200, r.text
     assert r.json()["booking"]["start"] == moved_to and r.json()["booking"]["resource"] == "AB-c1-r2"
     r = await client.post(f"/api/bookings/{booking_id}/cancel", headers=who)
@@ -131,22 +144,32 @@ async def test_cancel_and_reschedule(client: httpx.AsyncClient) -> None:
 
 async def test_patient_cannot_cancel_inside_the_notice_period(client: httpx.AsyncClient) -> None:
     who = await patient(client)
-    r = await client.post("/api/bookings", json=direct("AB-c1-r1", iso(FIRST_DAY, CELL_0900 + 4, 15)),
-                          headers=who)
+    r = await client.post(
+        "/api/bookings", json=direct("AB-c1-r1", iso(FIRST_DAY, CELL_0900 + 4, 15)), headers=who
+    )
     assert r.status_code == 201, r.text
     r = await client.post(f"/api/bookings/{r.json()['booking']['id']}/cancel", headers=who)
     error = assert_error_shape(r, 409, "TOO_LATE")
     assert "call the clinic" in error["message"]
 
 
-async def test_two_hundred_concurrent_bookings_of_one_time(client: httpx.AsyncClient, live: LiveServer) -> None:
-    tokens = [bearer(live.app_signer().issue(live.accounts.create_user(
-        f"race-{i}@example.test", "password-123", f"Racer {i}"))) for i in range(200)]
+async def test_two_hundred_concurrent_bookings_of_one_time(
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
+    tokens = [
+        bearer(
+            live.app_signer().issue(
+                live.accounts.create_user(f"race-{i}@example.test", "password-123", f"Racer {i}")
+            )
+        )
+        for i in range(200)
+    ]
     start = iso(LATER + 1, CELL_0900, 15)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(base_url=live.url, timeout=60, limits=limits) as many:
-        responses = await asyncio.gather(*(
-            many.post("/api/bookings", json=direct("AB-c2-r1", start, "AB-c2"), headers=t) for t in tokens))
+        responses = await asyncio.gather(
+            *(many.post("/api/bookings", json=direct("AB-c2-r1", start, "AB-c2"), headers=t) for t in tokens)
+        )
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(201) == 1, statuses
     assert statuses.count(409) == 199, statuses
@@ -156,12 +179,20 @@ async def test_two_hundred_concurrent_bookings_of_one_time(client: httpx.AsyncCl
     winner = next(r for r in responses if r.status_code == 201).json()["booking"]
     # via the API (an admin's view of the clinic's bookings) ...
     _, admin = live.user(Role.ADMIN)
-    listed = (await client.get("/api/admin/bookings", params={"clinic": "AB-c2", "from": "2026-12-11",
-                                                               "days": 1}, headers=bearer(admin))).json()
+    listed = (
+        await client.get(
+            "/api/admin/bookings",
+            params={"clinic": "AB-c2", "from": "2026-12-11", "days": 1},
+            headers=bearer(admin),
+        )
+    ).json()
     at_start = [b for b in listed["bookings"] if b["start"] == start and b["resource"] == "AB-c2-r1"]
     assert [b["id"] for b in at_start] == [winner["id"]]
     # ... and via the journal: exactly one Booked event for those cells
     events = await live.journal_events("AB")
-    booked = [e for e in events if isinstance(e, Booked) and e.resource == "AB-c2-r1"
-              and e.day == LATER + 1 and e.cell == CELL_0900]
+    booked = [
+        e
+        for e in events
+        if isinstance(e, Booked) and e.resource == "AB-c2-r1" and e.day == LATER + 1 and e.cell == CELL_0900
+    ]
     assert [e.booking_id for e in booked] == [winner["id"]]

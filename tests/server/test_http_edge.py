@@ -35,9 +35,11 @@ async def echo(request: Request) -> Response:
 
 
 def app() -> Starlette:
-    return Starlette(routes=[Route("/boom", boom, methods=["POST"]), Route("/echo", echo, methods=["POST"])],
-                     middleware=[Middleware(EdgeMiddleware, max_body=1000)],
-                     exception_handlers=exception_handlers())
+    return Starlette(
+        routes=[Route("/boom", boom, methods=["POST"]), Route("/echo", echo, methods=["POST"])],
+        middleware=[Middleware(EdgeMiddleware, max_body=1000)],
+        exception_handlers=exception_handlers(),
+    )
 
 
 def client() -> httpx.AsyncClient:
@@ -46,13 +48,15 @@ def client() -> httpx.AsyncClient:
 
 
 async def test_unexpected_exception_is_500_with_the_shape_and_logged_without_the_body(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
     async with client() as c:
         r = await c.post("/boom", json={"name": "Secret Person"}, headers={"X-Request-ID": "req-1"})
     assert r.status_code == 500
-    assert r.json() == {"error": {"code": "INTERNAL", "message": "something went wrong on our side",
-                                  "request_id": "req-1"}}
+    assert r.json() == {
+        "error": {"code": "INTERNAL", "message": "something went wrong on our side", "request_id": "req-1"}
+    }
     assert r.headers["x-request-id"] == "req-1" and r.headers["x-content-type-options"] == "nosniff"
     errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert errors and "req-1" in errors[0].getMessage() and "/boom" in errors[0].getMessage()
@@ -60,7 +64,7 @@ async def test_unexpected_exception_is_500_with_the_shape_and_logged_without_the
 
 
 async def test_body_cap_with_and_without_content_length() -> None:
-    async def chunks() -> AsyncIterator[bytes]:   # no Content-Length: counted as it streams
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams
         yield b"x" * 600
         yield b"x" * 600
 
@@ -79,16 +83,26 @@ def test_token_bucket() -> None:
     assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert limiter.take("a") == pytest.approx(0.5)
     now[0] += 0.5
-    assert limiter.take("a") == 0.0            # one token came back
-    assert limiter.take("b") == 0.0            # keys are independent
-    limiter.take("c")                          # bounded: "a" (least recent) is forgotten ...
-    assert limiter.take("a") == 0.0            # ... and starts with a full bucket
+    assert limiter.take("a") == 0.0  # one token came back
+    assert limiter.take("b") == 0.0  # keys are independent
+    limiter.take("c")  # bounded: "a" (least recent) is forgotten ...
+    assert limiter.take("a") == 0.0  # ... and starts with a full bucket
 
 
 def test_views_and_ics() -> None:
-    clinic = Clinic(id="AB-c1", name="Tandvård, Söder; Syd", region="AB", municipality="0180",
-                    municipality_name="Stockholm", address="Götgatan 1, 116 46 Stockholm", lat=59.31, lon=18.07,
-                    kind=ClinicKind.PRIVATE, services=("checkup",), phone="08-123 45 67")
+    clinic = Clinic(
+        id="AB-c1",
+        name="Tandvård, Söder; Syd",
+        region="AB",
+        municipality="0180",
+        municipality_name="Stockholm",
+        address="Götgatan 1, 116 46 Stockholm",
+        lat=59.31,
+        lon=18.07,
+        kind=ClinicKind.PRIVATE,
+        services=("checkup",),
+        phone="08-123 45 67",
+    )
     booking = Booking("AB-bX", "u_1", "AB-c1", "AB-c1-r1", "checkup", FIRST_DAY, CELL_0900, 2, "booked", NOW)
     view = booking_view(booking, clinic)
     assert view["start"] == "2026-12-07T09:00:00+01:00" and view["end"] == "2026-12-07T09:30:00+01:00"

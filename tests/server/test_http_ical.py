@@ -29,15 +29,19 @@ async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
 
 async def book(client: httpx.AsyncClient, who: dict[str, str], resource: str, cell: int) -> str:
     clinic = resource.rsplit("-", 1)[0]
-    r = await client.post("/api/bookings", headers=who, json={
-        "clinic": clinic, "resource": resource, "service": "checkup", "start": iso(LATER, cell, 15)})
+    r = await client.post(
+        "/api/bookings",
+        headers=who,
+        json={"clinic": clinic, "resource": resource, "service": "checkup", "start": iso(LATER, cell, 15)},
+    )
     assert r.status_code == 201, r.text
     booking_id: str = r.json()["booking"]["id"]
     return booking_id
 
 
-async def test_patient_feed_lists_upcoming_bookings_and_is_revocable(client: httpx.AsyncClient,
-                                                                     live: LiveServer) -> None:
+async def test_patient_feed_lists_upcoming_bookings_and_is_revocable(
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
     user, token = live.user(Role.PATIENT, name="Greta Feedsson")
     who = bearer(token)
     mine = [await book(client, who, "AB-c1-r1", CELL_0900), await book(client, who, "M-c1-r1", CELL_0900 + 4)]
@@ -73,8 +77,9 @@ async def test_patient_feed_lists_upcoming_bookings_and_is_revocable(client: htt
     assert_error_shape(await client.post("/api/me/ical-token"), 401, "UNAUTHENTICATED")
 
 
-async def test_clinic_feed_has_the_clinics_bookings_and_no_patient_names(client: httpx.AsyncClient,
-                                                                        live: LiveServer) -> None:
+async def test_clinic_feed_has_the_clinics_bookings_and_no_patient_names(
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
     user, token = live.user(Role.PATIENT, name="Olle Hemligsson")
     booking = await book(client, bearer(token), "AB-c2-r1", CELL_0900 + 8)
     elsewhere = await book(client, bearer(token), "AB-c1-r1", CELL_0900 + 8)

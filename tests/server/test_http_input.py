@@ -38,8 +38,12 @@ def token(live: LiveServer) -> str:
 
 
 def hold_body(**changes: object) -> dict[str, object]:
-    body: dict[str, object] = {"clinic": "AB-c1", "resource": "AB-c1-r1", "service": "checkup",
-                               "start": iso(DAY, CELL_0900, 15)}
+    body: dict[str, object] = {
+        "clinic": "AB-c1",
+        "resource": "AB-c1-r1",
+        "service": "checkup",
+        "start": iso(DAY, CELL_0900, 15),
+    }
     body.update(changes)
     return body
 
@@ -71,22 +75,25 @@ async def test_malformed_and_wrongly_typed_bodies(client: httpx.AsyncClient, tok
 
 
 async def test_times_must_be_aware_on_the_grid_and_in_the_future(
-        client: httpx.AsyncClient, token: str, live: LiveServer) -> None:
+    client: httpx.AsyncClient, token: str, live: LiveServer
+) -> None:
     naive = iso(DAY, CELL_0900, 15)[:-6]
     off_grid = iso(DAY, CELL_0900, 15).replace(":00:00+", ":07:00+")
     for start, field in ((naive, "start"), (off_grid, "start")):
         r = await client.post("/api/holds", json=hold_body(start=start), headers=bearer(token))
         assert assert_error_shape(r, 422, "INVALID")["field"] == field
     # a day before any opened day is simply not open
-    r = await client.post("/api/holds", json=hold_body(start=iso(FIRST_DAY - 1, CELL_0900, 15)),
-                          headers=bearer(token))
+    r = await client.post(
+        "/api/holds", json=hold_body(start=iso(FIRST_DAY - 1, CELL_0900, 15)), headers=bearer(token)
+    )
     assert_error_shape(r, 422, "OUTSIDE_HOURS")
     # an open time that has passed (move the server's clock from 06:00 to 10:00 on FIRST_DAY)
     live.clock.advance(4 * 3600)
     try:
         for path in ("/api/holds", "/api/bookings"):
-            r = await client.post(path, json=hold_body(start=iso(FIRST_DAY, CELL_0900, 15)),
-                                  headers=bearer(token))
+            r = await client.post(
+                path, json=hold_body(start=iso(FIRST_DAY, CELL_0900, 15)), headers=bearer(token)
+            )
             assert_error_shape(r, 422, "IN_PAST")
     finally:
         live.clock.advance(-4 * 3600)
@@ -105,9 +112,17 @@ async def test_times_must_be_aware_on_the_grid_and_in_the_future(
 
 
 async def test_unknown_ids_are_404(client: httpx.AsyncClient, token: str) -> None:
-    for path in ("/api/clinics/AB-c999", "/api/clinics/XX-c1", "/api/clinics/nothing",
-                 "/api/clinics/AB-c999/availability", "/api/regions/QQ/summary", "/api/bookings/AB-bnope",
-                 "/api/bookings/nope", "/api/bookings/AB-bnope/ics", "/no/such/route"):
+    for path in (
+        "/api/clinics/AB-c999",
+        "/api/clinics/XX-c1",
+        "/api/clinics/nothing",
+        "/api/clinics/AB-c999/availability",
+        "/api/regions/QQ/summary",
+        "/api/bookings/AB-bnope",
+        "/api/bookings/nope",
+        "/api/bookings/AB-bnope/ics",
+        "/no/such/route",
+    ):
         r = await client.get(path, headers=bearer(token))
         assert_error_shape(r, 404, "NOT_FOUND")
     r = await client.post("/api/holds", json=hold_body(clinic="AB-c999"), headers=bearer(token))
@@ -126,7 +141,7 @@ async def test_huge_bodies_are_413(client: httpx.AsyncClient, token: str, live: 
     r = await client.post("/api/auth/register", content=huge, headers={"Content-Type": "application/json"})
     assert_error_shape(r, 413, "TOO_LARGE")
 
-    async def chunks() -> AsyncIterator[bytes]:   # no Content-Length: the cap is counted as it streams
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the cap is counted as it streams
         for _ in range(20):
             yield b" " * 8192
 
@@ -144,9 +159,9 @@ def test_openapi_run_has_no_server_errors(live: LiveServer) -> None:
     failures: list[str] = []
     statuses: dict[int, int] = {}
     for operation in operations:
+
         @given(case=operation.as_strategy(), authed=st.booleans())
-        @settings(max_examples=12, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def run(case: schemathesis.Case, authed: bool) -> None:
             headers = {"Authorization": f"Bearer {token}"} if authed else {}
             response = case.call(base_url=live.url, headers=headers, timeout=10)
@@ -155,7 +170,7 @@ def test_openapi_run_has_no_server_errors(live: LiveServer) -> None:
 
         try:
             run()
-        except (AssertionError, BaseExceptionGroup) as exc:   # check failures: collect every operation's
+        except (AssertionError, BaseExceptionGroup) as exc:  # check failures: collect every operation's
             failures.append(f"{operation.label}: {str(exc)[:400]}")
     assert not failures, "\n".join(failures[:20])
     assert sum(statuses.values()) >= 5 * len(operations), statuses

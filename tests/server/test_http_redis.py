@@ -36,23 +36,31 @@ def redis_live(tmp_path: Path, redis_server: RedisServer) -> Iterator[LiveServer
 
 
 def body(cell: int, resource: str = "AB-c1-r1") -> dict[str, str]:
-    return {"clinic": resource.rsplit("-", 1)[0], "resource": resource, "service": "checkup",
-            "start": iso(DAY, cell, 15)}
+    return {
+        "clinic": resource.rsplit("-", 1)[0],
+        "resource": resource,
+        "service": "checkup",
+        "start": iso(DAY, cell, 15),
+    }
 
 
 async def test_two_hundred_concurrent_bookings_over_redis(redis_live: LiveServer) -> None:
     tokens = [bearer(redis_live.user(name=f"Racer {i}")[1]) for i in range(200)]
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(base_url=redis_live.url, timeout=60, limits=limits) as client:
-        responses = await asyncio.gather(*(client.post("/api/bookings", json=body(CELL_0900), headers=t)
-                                           for t in tokens))
+        responses = await asyncio.gather(
+            *(client.post("/api/bookings", json=body(CELL_0900), headers=t) for t in tokens)
+        )
     statuses = [r.status_code for r in responses]
     assert statuses.count(201) == 1 and statuses.count(409) == 199, sorted(statuses)
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {"SLOT_TAKEN"}
     winner = next(r for r in responses if r.status_code == 201).json()["booking"]["id"]
     events = await redis_live.journal_events("AB")
-    booked = [e for e in events if isinstance(e, Booked) and e.day == DAY and e.cell == CELL_0900
-              and e.resource == "AB-c1-r1"]
+    booked = [
+        e
+        for e in events
+        if isinstance(e, Booked) and e.day == DAY and e.cell == CELL_0900 and e.resource == "AB-c1-r1"
+    ]
     assert [e.booking_id for e in booked] == [winner]
 
 

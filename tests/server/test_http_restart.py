@@ -28,9 +28,26 @@ class ServeProcess:
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--data", str(data_dir), "--log-level", "debug", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[2])
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data",
+                str(data_dir),
+                "--log-level",
+                "debug",
+                *extra,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+        )
 
     async def wait_ready(self, client: httpx.AsyncClient, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
@@ -73,34 +90,54 @@ async def test_bookings_survive_sigkill_and_restart(tmp_path: Path) -> None:
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             await first.wait_ready(client)
-            clinics = (await client.get(f"{first.url}/api/clinics",
-                                        params={"service": "checkup", "has_free": "true", "limit": 5})).json()
+            clinics = (
+                await client.get(
+                    f"{first.url}/api/clinics", params={"service": "checkup", "has_free": "true", "limit": 5}
+                )
+            ).json()
             assert clinics, "the demo seed has free times"
             for n in range(12):
                 name, email = f"Restartpatient Nummer{n}", f"restart.patient{n}@example.test"
-                r = await client.post(f"{first.url}/api/auth/register",
-                                      json={"email": email, "password": "hemligt-losen", "name": name})
+                r = await client.post(
+                    f"{first.url}/api/auth/register",
+                    json={"email": email, "password": "hemligt-losen", "name": name},
+                )
                 assert r.status_code == 201, r.text
                 patients.append(({"Authorization": f"Bearer {r.json()['token']}"}, name, email))
             # every patient books a different free time, all at once
             clinic = clinics[0]["id"]
-            avail = (await client.get(f"{first.url}/api/clinics/{clinic}/availability",
-                                      params={"service": "checkup", "days": 14})).json()
+            avail = (
+                await client.get(
+                    f"{first.url}/api/clinics/{clinic}/availability",
+                    params={"service": "checkup", "days": 14},
+                )
+            ).json()
             times = [t for day in avail["days"] for t in day["times"]]
             chosen, used = [], set()
             for t in times:
                 if (t["resource"], t["start"]) not in used and len(chosen) < len(patients):
                     chosen.append(t)
                     used.add((t["resource"], t["start"]))
-            responses = await asyncio.gather(*(
-                client.post(f"{first.url}/api/bookings", headers=headers, json={
-                    "clinic": clinic, "resource": t["resource"], "service": "checkup", "start": t["start"]})
-                for (headers, _, _), t in zip(patients, chosen, strict=False)))
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        f"{first.url}/api/bookings",
+                        headers=headers,
+                        json={
+                            "clinic": clinic,
+                            "resource": t["resource"],
+                            "service": "checkup",
+                            "start": t["start"],
+                        },
+                    )
+                    for (headers, _, _), t in zip(patients, chosen, strict=False)
+                )
+            )
             for (headers, _, _), r in zip(patients, responses, strict=False):
                 if r.status_code == 201:
                     booked[r.json()["booking"]["id"]] = {"headers": headers, "booking": r.json()["booking"]}
                 else:
-                    assert r.status_code == 409, r.text   # a 30-minute checkup may overlap a neighbour's
+                    assert r.status_code == 409, r.text  # a 30-minute checkup may overlap a neighbour's
             assert len(booked) >= 3
         first.kill()
         assert first.proc.returncode == -signal.SIGKILL
@@ -110,21 +147,27 @@ async def test_bookings_survive_sigkill_and_restart(tmp_path: Path) -> None:
             async with httpx.AsyncClient(timeout=30) as client:
                 await second.wait_ready(client)
                 for booking_id, item in booked.items():
-                    r = await client.get(f"{second.url}/api/bookings/{booking_id}",
-                                         headers=item["headers"])  # type: ignore[arg-type]
+                    r = await client.get(f"{second.url}/api/bookings/{booking_id}", headers=item["headers"])  # type: ignore[arg-type]
                     assert r.status_code == 200, r.text
                     assert r.json()["booking"] == item["booking"]
                 # the restarted server still refuses the taken times
                 any_item = next(iter(booked.values()))
                 b = any_item["booking"]
-                r = await client.post(f"{second.url}/api/bookings", headers=patients[-1][0], json={
-                    "clinic": b["clinic"], "resource": b["resource"], "service": "checkup",  # type: ignore[index]
-                    "start": b["start"]})  # type: ignore[index]
+                r = await client.post(
+                    f"{second.url}/api/bookings",
+                    headers=patients[-1][0],
+                    json={
+                        "clinic": b["clinic"],
+                        "resource": b["resource"],
+                        "service": "checkup",  # type: ignore[index]
+                        "start": b["start"],
+                    },
+                )  # type: ignore[index]
                 assert r.status_code == 409 and r.json()["error"]["code"] == "SLOT_TAKEN"
         finally:
             second.stop()
         output = first.output() + second.output()
-        assert "recovered" in output and "/api/bookings" in output   # the log was captured (debug level)
+        assert "recovered" in output and "/api/bookings" in output  # the log was captured (debug level)
         for _, name, email in patients:
             assert name not in output and email not in output
             assert "hemligt" not in output

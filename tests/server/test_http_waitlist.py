@@ -25,8 +25,8 @@ from server.notify.messages import compose
 from tests.server.conftest import LiveServer, assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
 
-TIMEOUT = 10.0          # one scalable unit for every wait in this file
-LATER = FIRST_DAY + 3   # far enough ahead for the 24 h cancel notice
+TIMEOUT = 10.0  # one scalable unit for every wait in this file
+LATER = FIRST_DAY + 3  # far enough ahead for the 24 h cancel notice
 LATER_DATE = date_of(LATER).isoformat()
 START_0900 = iso(LATER, CELL_0900, 15)
 
@@ -38,8 +38,14 @@ async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def patient(client: httpx.AsyncClient) -> tuple[dict[str, str], str]:
-    r = await client.post("/api/auth/register", json={
-        "email": f"p-{secrets.token_hex(6)}@example.test", "password": "correct horse", "name": "Väntande"})
+    r = await client.post(
+        "/api/auth/register",
+        json={
+            "email": f"p-{secrets.token_hex(6)}@example.test",
+            "password": "correct horse",
+            "name": "Väntande",
+        },
+    )
     assert r.status_code == 201, r.text
     return bearer(r.json()["token"]), r.json()["token"]
 
@@ -58,8 +64,15 @@ async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
 
 
 def wait_body(**kw: Any) -> dict[str, Any]:
-    return {"clinic": "AB-c1", "service": "checkup", "from": LATER_DATE, "days": 1,
-            "from_time": "08:00", "to_time": "12:00", **kw}
+    return {
+        "clinic": "AB-c1",
+        "service": "checkup",
+        "from": LATER_DATE,
+        "days": 1,
+        "from_time": "08:00",
+        "to_time": "12:00",
+        **kw,
+    }
 
 
 async def holds(client: httpx.AsyncClient, who: dict[str, str]) -> list[dict[str, Any]]:
@@ -72,8 +85,11 @@ async def holds(client: httpx.AsyncClient, who: dict[str, str]) -> list[dict[str
 async def test_three_wait_one_offer_at_a_time(client: httpx.AsyncClient, live: LiveServer) -> None:
     p0, _ = await patient(client)
     (p1, token1), (p2, _), (p3, _) = [await patient(client) for _ in range(3)]
-    r = await client.post("/api/bookings", headers=p0, json={
-        "clinic": "AB-c1", "resource": "AB-c1-r1", "service": "checkup", "start": START_0900})
+    r = await client.post(
+        "/api/bookings",
+        headers=p0,
+        json={"clinic": "AB-c1", "resource": "AB-c1-r1", "service": "checkup", "start": START_0900},
+    )
     assert r.status_code == 201, r.text
     booking_id = r.json()["booking"]["id"]
     entries = []
@@ -85,8 +101,9 @@ async def test_three_wait_one_offer_at_a_time(client: httpx.AsyncClient, live: L
         assert (entry["from_time"], entry["to_time"]) == ("08:00", "12:00")
         entries.append(entry)
 
-    async with connect(live.url.replace("http", "ws") + "/ws",
-                       additional_headers={"Authorization": f"Bearer {token1}"}) as ws:
+    async with connect(
+        live.url.replace("http", "ws") + "/ws", additional_headers={"Authorization": f"Bearer {token1}"}
+    ) as ws:
         await ws.send(orjson.dumps({"op": "ping"}).decode())
         assert orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)) == {"type": "pong"}
         r = await client.post(f"/api/bookings/{booking_id}/cancel", headers=p0)
@@ -104,14 +121,20 @@ async def test_three_wait_one_offer_at_a_time(client: httpx.AsyncClient, live: L
     # somebody else cannot take the offered time, nor confirm the offer
     r = await client.post("/api/bookings", headers=p3, json={"hold": hold["id"]})
     assert_error_shape(r, 410, "HOLD_EXPIRED")
-    r = await client.post("/api/bookings", headers=p3, json={
-        "clinic": "AB-c1", "resource": "AB-c1-r1", "service": "checkup", "start": START_0900})
+    r = await client.post(
+        "/api/bookings",
+        headers=p3,
+        json={"clinic": "AB-c1", "resource": "AB-c1-r1", "service": "checkup", "start": START_0900},
+    )
     assert_error_shape(r, 409, "SLOT_TAKEN")
 
-    live.clock.advance(10 * 60)          # the offer window passes: the actor's tick hands it on
+    live.clock.advance(10 * 60)  # the offer window passes: the actor's tick hands it on
     (hold2,) = await until(lambda: holds(client, p2), "the offer to pass to the second patient")
     assert hold2["offer"] is True and hold2["start"] == START_0900
-    assert await holds(client, p1) == [] and (await client.get("/api/waitlist", headers=p1)).json()["entries"] == []
+    assert (
+        await holds(client, p1) == []
+        and (await client.get("/api/waitlist", headers=p1)).json()["entries"] == []
+    )
     r = await client.post("/api/bookings", headers=p2, json={"hold": hold2["id"]})
     assert r.status_code == 201, r.text
     assert r.json()["booking"]["start"] == START_0900
@@ -129,12 +152,22 @@ async def test_three_wait_one_offer_at_a_time(client: httpx.AsyncClient, live: L
 
     # the offers are journaled facts: the notifier's projection turns them into offer e-mails
     projection = Projection()
-    facts = [f for i, e in enumerate(await live.journal_events("AB"))
-             if (f := projection.apply("AB", i + 1, 0, e)) is not None and f.kind == "offer"]
+    facts = [
+        f
+        for i, e in enumerate(await live.journal_events("AB"))
+        if (f := projection.apply("AB", i + 1, 0, e)) is not None and f.kind == "offer"
+    ]
     assert [f.booking.id for f in facts] == [hold["id"], hold2["id"]]
-    message = compose("offer", facts[0].key, booking=facts[0].booking, clinic=facts[0].clinic,
-                      to_name="Väntande", to_email="p1@example.test", sender="tandtid@example.test",
-                      now_s=facts[0].at)
+    message = compose(
+        "offer",
+        facts[0].key,
+        booking=facts[0].booking,
+        clinic=facts[0].clinic,
+        to_name="Väntande",
+        to_email="p1@example.test",
+        sender="tandtid@example.test",
+        now_s=facts[0].at,
+    )
     assert "A time has opened up" in message["Subject"]
     assert "STATUS:TENTATIVE" in next(iter(message.iter_attachments())).get_content()
     assert sum(isinstance(e, OfferMade) for e in await live.journal_events("AB")) == 2
@@ -156,7 +189,7 @@ async def test_join_input_is_checked(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/waitlist", headers=who, json=wait_body(clinic=None, municipality="0180"))
     assert r.status_code == 201, r.text
     assert r.json()["entry"]["municipality"] == "0180" and r.json()["entry"]["id"].startswith("AB-w")
-    client.cookies.clear()   # registering set session cookies; without any credentials:
+    client.cookies.clear()  # registering set session cookies; without any credentials:
     assert_error_shape(await client.post("/api/waitlist", json=wait_body()), 401, "UNAUTHENTICATED")
 
 
@@ -164,19 +197,29 @@ async def test_staff_mark_a_no_show_after_the_start_only(client: httpx.AsyncClie
     who, _ = await patient(client)
     _, staff = live.user(Role.STAFF, "AB-c1")
     _, other_staff = live.user(Role.STAFF, "AB-c2")
-    day = FIRST_DAY + 4   # a Friday
-    r = await client.post("/api/bookings", headers=who, json={
-        "clinic": "AB-c1", "resource": "AB-c1-r2", "service": "checkup", "start": iso(day, CELL_0900, 15)})
+    day = FIRST_DAY + 4  # a Friday
+    r = await client.post(
+        "/api/bookings",
+        headers=who,
+        json={
+            "clinic": "AB-c1",
+            "resource": "AB-c1-r2",
+            "service": "checkup",
+            "start": iso(day, CELL_0900, 15),
+        },
+    )
     assert r.status_code == 201, r.text
     booking_id = r.json()["booking"]["id"]
     url = f"/api/clinic/v1/bookings/{booking_id}/no-show"
-    assert_error_shape(await client.post(url, headers=bearer(staff)), 422, "INVALID")   # not started yet
+    assert_error_shape(await client.post(url, headers=bearer(staff)), 422, "INVALID")  # not started yet
     assert_error_shape(await client.post(url, headers=bearer(other_staff)), 404, "NOT_FOUND")
     live.clock.now = float(iso_epoch(day) + 9 * 3600 + 600)
     r = await client.post(url, headers=bearer(staff))
     assert r.status_code == 200, r.text
     assert r.json()["booking"]["status"] == "no_show"
-    assert (await client.get(f"/api/bookings/{booking_id}", headers=who)).json()["booking"]["status"] == "no_show"
+    assert (await client.get(f"/api/bookings/{booking_id}", headers=who)).json()["booking"][
+        "status"
+    ] == "no_show"
 
 
 def iso_epoch(day: int) -> int:

@@ -37,7 +37,7 @@ from server.settings import Settings
 from server.ws_protocol import UVICORN_WS_OPTIONS
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
 
-TIMEOUT = 10.0          # one scalable unit for every wait in this file
+TIMEOUT = 10.0  # one scalable unit for every wait in this file
 FIRST = date_of(FIRST_DAY).isoformat()
 SECOND = date_of(FIRST_DAY + 1).isoformat()
 ORIGIN = "http://localhost:8000"
@@ -65,8 +65,9 @@ def free_port_socket() -> socket.socket:
 async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Live]:
     """``direct``: the hub's own uvicorn protocol (pre-framed writes straight to sockets, as
     ``tandtid serve`` runs); ``asgi``: uvicorn's stock protocol, every frame through ASGI send."""
-    settings = Settings(data_dir=tmp_path, secret_key=b"x" * 32, allowed_origins=[ORIGIN],
-                        ws_send_buffer=8, max_ws_frame=4096)
+    settings = Settings(
+        data_dir=tmp_path, secret_key=b"x" * 32, allowed_origins=[ORIGIN], ws_send_buffer=8, max_ws_frame=4096
+    )
     journal = FileJournal(tmp_path / "data")
     await journal.open()
     regions = Regions(journal, clock=lambda: NOW, regions=("AB",))
@@ -80,14 +81,23 @@ async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     app.state.accounts = accounts
     app.state.signer = SessionSigner(settings.secret_key)
     sock = free_port_socket()
-    ws_options: dict[str, Any] = UVICORN_WS_OPTIONS if request.param == "direct" else {"ws": "websockets-sansio"}
+    ws_options: dict[str, Any] = (
+        UVICORN_WS_OPTIONS if request.param == "direct" else {"ws": "websockets-sansio"}
+    )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **ws_options))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     await until(lambda: server.started, "uvicorn to start")
     port = sock.getsockname()[1]
     try:
-        yield Live(regions, hub, settings, f"ws://127.0.0.1:{port}/ws", accounts, app.state.signer,
-                   request.param == "direct")
+        yield Live(
+            regions,
+            hub,
+            settings,
+            f"ws://127.0.0.1:{port}/ws",
+            accounts,
+            app.state.signer,
+            request.param == "direct",
+        )
     finally:
         await hub.stop()
         server.should_exit = True
@@ -116,8 +126,14 @@ async def subscribe(ws: ClientConnection, topic: str, days: int = 5) -> dict[str
 
 
 def book(n: int, resource: str = "AB-c1-r1", day: int = FIRST_DAY, cell: int = CELL_0900) -> Book:
-    return Book(booking_id=f"AB-b{n}", patient=f"opaque-patient-{n}", resource=resource,
-                service="checkup", day=day, cell=cell)
+    return Book(
+        booking_id=f"AB-b{n}",
+        patient=f"opaque-patient-{n}",
+        resource=resource,
+        service="checkup",
+        day=day,
+        cell=cell,
+    )
 
 
 async def until(condition: Any, what: str) -> None:
@@ -136,10 +152,10 @@ async def test_snapshots_then_one_diff_per_topic_per_batch(live: Live) -> None:
         assert region["data"]["from"] == FIRST and region["data"]["days"] == 5
         assert set(region["data"]["clinics"]) == {"AB-c1", "AB-c2", "AB-c3"}
         free_before = region["data"]["clinics"]["AB-c1"][0]
-        assert free_before == 2 * 32   # two resources, 08-12 and 13-17 in 15-minute cells
+        assert free_before == 2 * 32  # two resources, 08-12 and 13-17 in 15-minute cells
         cells = clinic["data"]["resources"]["AB-c1-r1"][FIRST]
         assert clinic["data"]["cell_minutes"] == 15 and len(cells) == 96
-        assert cells[CELL_0900:CELL_0900 + 2] == f"{FREE}{FREE}"
+        assert cells[CELL_0900 : CELL_0900 + 2] == f"{FREE}{FREE}"
 
         await live.regions.submit(book(1))
         diffs = {m["topic"]: m for m in (await recv(ws), await recv(ws))}
@@ -148,7 +164,9 @@ async def test_snapshots_then_one_diff_per_topic_per_batch(live: Live) -> None:
         assert region_diff["seq"] == region["seq"] + 1 and clinic_diff["seq"] == clinic["seq"] + 1
         assert region_diff["data"] == {"counts": [["AB-c1", FIRST, free_before - 2]]}
         assert clinic_diff["data"] == {"cells": [["AB-c1-r1", FIRST, CELL_0900, 2, BOOKED]]}
-        assert isinstance(clinic_diff["committed_at"], int) and clinic_diff["committed_at"] > 1_700_000_000_000
+        assert (
+            isinstance(clinic_diff["committed_at"], int) and clinic_diff["committed_at"] > 1_700_000_000_000
+        )
 
         # a booking at another clinic: only the region topic moves
         await live.regions.submit(book(2, resource="AB-c2-r1"))
@@ -170,7 +188,7 @@ async def test_unsubscribe_then_resubscribe_gets_a_snapshot_with_the_gap_filled(
         again = await subscribe(ws, "clinic:AB-c1")
         assert again["seq"] >= first["seq"]
         row = again["data"]["resources"]["AB-c1-r1"][FIRST]
-        assert row[CELL_0900:CELL_0900 + 2] == f"{BOOKED}{BOOKED}"
+        assert row[CELL_0900 : CELL_0900 + 2] == f"{BOOKED}{BOOKED}"
         await live.regions.submit(book(2, cell=CELL_0900 + 4))
         diffs = {m["topic"]: m for m in (await recv(ws), await recv(ws))}
         assert diffs["clinic:AB-c1"]["seq"] == again["seq"] + 1
@@ -219,7 +237,7 @@ async def test_origin_must_be_allowed_unless_absent(live: Live) -> None:
     async with connect(live.url, origin=ORIGIN) as ws:  # type: ignore[arg-type]
         await send(ws, {"op": "ping"})
         assert await recv(ws) == {"type": "pong"}
-    async with connect(live.url) as ws:   # no Origin: a non-browser client
+    async with connect(live.url) as ws:  # no Origin: a non-browser client
         await send(ws, {"op": "ping"})
         assert await recv(ws) == {"type": "pong"}
 
@@ -246,7 +264,7 @@ async def test_bad_frames_get_errors_or_a_close_and_others_keep_their_diffs(live
         await send(rude, {"op": "subscribe", "topic": "clinic:AB-c3"})
         assert (await recv(rude))["code"] == "LIMIT_REACHED"
         await send(rude, {"op": "ping"})
-        assert await recv(rude) == {"type": "pong"}   # still connected after every error
+        assert await recv(rude) == {"type": "pong"}  # still connected after every error
 
         await rude.send("x" * (live.settings.max_ws_frame + 1))
         with pytest.raises(ConnectionClosed):
@@ -288,15 +306,19 @@ async def test_a_client_that_stops_reading_is_resynced_then_dropped_within_bound
     raw.setblocking(False)
     loop = asyncio.get_running_loop()
     await loop.sock_connect(raw, ("127.0.0.1", port))
-    await loop.sock_sendall(raw, (
-        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+    await loop.sock_sendall(
+        raw,
+        (
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ),
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         head += await asyncio.wait_for(loop.sock_recv(raw, 1), TIMEOUT)
     assert head.startswith(b"HTTP/1.1 101")
 
-    def masked(text: str) -> bytes:   # a client frame: FIN + text, masked with a zero key
+    def masked(text: str) -> bytes:  # a client frame: FIN + text, masked with a zero key
         data = text.encode()
         assert len(data) < 126
         return bytes([0x81, 0x80 | len(data), 0, 0, 0, 0]) + data
@@ -310,17 +332,22 @@ async def test_a_client_that_stops_reading_is_resynced_then_dropped_within_bound
         assert sent < 2000, "the server's socket never filled up"
         await loop.sock_sendall(raw, subscribe_raw(("clinic:AB-c1", "clinic:AB-c2")[sent % 2], 92))
         sent += 1
-        await until(lambda sent=sent: hub.frames_sent >= sent or any(c.send_since for c in hub.connections),
-                    "the snapshot to be sent")
+        await until(
+            lambda sent=sent: hub.frames_sent >= sent or any(c.send_since for c in hub.connections),
+            "the snapshot to be sent",
+        )
     await loop.sock_sendall(raw, subscribe_raw("region:AB", 5))
     await until(lambda: hub.stats()["subscriptions"] == 3, "the raw client's subscriptions")
 
     async with connect(live.url) as good:
         base = await subscribe(good, "region:AB")
         seq = base["seq"]
-        slots = [(resource, FIRST_DAY + d, cell)
-                 for d in range(4) for cell in [*range(32, 48, 2), *range(52, 68, 2)]
-                 for resource in ("AB-c1-r1", "AB-c1-r2", "AB-c2-r1", "AB-c2-r2")]
+        slots = [
+            (resource, FIRST_DAY + d, cell)
+            for d in range(4)
+            for cell in [*range(32, 48, 2), *range(52, 68, 2)]
+            for resource in ("AB-c1-r1", "AB-c1-r2", "AB-c2-r1", "AB-c2-r2")
+        ]
         n = 0
         try:
             # bookings flow; the reading client gets every diff in order
@@ -328,7 +355,7 @@ async def test_a_client_that_stops_reading_is_resynced_then_dropped_within_bound
                 resource, day, cell = slots[n]
                 n += 1
                 await live.regions.submit(book(n, resource=resource, day=day, cell=cell))
-                diff = await recv(good)   # the reading client keeps getting every diff in order
+                diff = await recv(good)  # the reading client keeps getting every diff in order
                 seq += 1
                 assert diff["seq"] == seq
                 assert max(len(c.queue) for c in hub.connections) <= hub.max_queue
@@ -363,13 +390,17 @@ async def test_frames_carry_no_personal_data(live: Live) -> None:
 
 
 async def test_signed_in_patients_get_their_own_booking_events_only(live: Live) -> None:
-    user = live.accounts.create_user("anna@example.se", "correct horse battery", "Anna Andersson", Role.PATIENT)
+    user = live.accounts.create_user(
+        "anna@example.se", "correct horse battery", "Anna Andersson", Role.PATIENT
+    )
     token = live.signer.issue(user)
-    async with connect(live.url, additional_headers={"Authorization": f"Bearer {token}"}) as me, \
-            connect(live.url) as anonymous:
+    async with (
+        connect(live.url, additional_headers={"Authorization": f"Bearer {token}"}) as me,
+        connect(live.url) as anonymous,
+    ):
         day = FIRST_DAY + 2
         await live.regions.submit(Book("AB-b1", user.id, "AB-c1-r1", "checkup", day, CELL_0900))
-        await live.regions.submit(book(2))   # somebody else's booking: no event for anyone
+        await live.regions.submit(book(2))  # somebody else's booking: no event for anyone
         await live.regions.submit(Cancel("AB-b1", Party.PATIENT, user.id))
         raw = [await asyncio.wait_for(me.recv(), TIMEOUT) for _ in range(2)]
         confirmed, cancelled = (orjson.loads(r) for r in raw)
@@ -385,7 +416,7 @@ async def test_signed_in_patients_get_their_own_booking_events_only(live: Live) 
         assert "anna" not in text.lower() and "Andersson" not in text and user.id not in text
         for ws in (me, anonymous):
             await send(ws, {"op": "ping"})
-            assert await recv(ws) == {"type": "pong"}   # nothing else was queued before the pong
+            assert await recv(ws) == {"type": "pong"}  # nothing else was queued before the pong
 
 
 async def test_direct_connections_need_no_sender_task_and_share_one_framed_diff(live: Live) -> None:

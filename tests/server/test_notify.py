@@ -52,6 +52,7 @@ WAIT_S = 30.0
 
 # -- a real SMTP server -----------------------------------------------------------------------------
 
+
 class Inbox:
     """aiosmtpd handler: keeps every accepted message. With ``hold_after`` set, the message
     after that many is held unanswered until ``release`` (then refused with 451)."""
@@ -102,22 +103,25 @@ def wait_for(condition: Any, what: str, timeout: float = WAIT_S) -> None:
 
 # -- journal fixtures -------------------------------------------------------------------------------
 
+
 def registered(region: str) -> ClinicRegistered:
     c, resources = clinic(region, 1)
     return ClinicRegistered(c.to_record(), [resource_to_record(r) for r in resources])
 
 
 def booked(booking_id: str, patient: str, region: str, day: int, cell: int, at: int = NOW) -> Booked:
-    return Booked(booking_id, patient, f"{region}-c1", f"{region}-c1-r1", "checkup", day, cell, 2, at, "",
-                  "", "")
+    return Booked(
+        booking_id, patient, f"{region}-c1", f"{region}-c1-r1", "checkup", day, cell, 2, at, "", "", ""
+    )
 
 
 async def append(journal: FileJournal, region: str, *events: Event) -> int:
     return await journal.append(region, 1, pack_events([to_record(e) for e in events]))
 
 
-def expected_keys(batches: list[tuple[str, int, list[Event]]], patients_with_accounts: set[str],
-                  owners: dict[str, str]) -> set[str]:
+def expected_keys(
+    batches: list[tuple[str, int, list[Event]]], patients_with_accounts: set[str], owners: dict[str, str]
+) -> set[str]:
     kinds = {Booked: "booked", Cancelled: "cancelled", Rescheduled: "rescheduled"}
     keys = set()
     for region, position, events in batches:
@@ -142,23 +146,37 @@ def cursors(data: Path) -> dict[str, int]:
 
 
 def start_notifier(data: Path, smtp_port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TANDTID_SMTP_HOST": "127.0.0.1", "TANDTID_SMTP_PORT": str(smtp_port),
-           "TANDTID_REMINDERS": "", "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "TANDTID_SMTP_HOST": "127.0.0.1",
+        "TANDTID_SMTP_PORT": str(smtp_port),
+        "TANDTID_REMINDERS": "",
+        "PYTHONPATH": str(REPO),
+    }
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "server.notify", "--data", str(data), "--regions", "AB,M"],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "server.notify", "--data", str(data), "--regions", "AB,M"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 # -- exactly once across SIGKILL ----------------------------------------------------------------------
 
+
 @pytest.mark.slow
-async def test_sigkill_and_restart_send_every_email_exactly_once(tmp_path: Path,
-                                                                 smtp: tuple[Inbox, int]) -> None:
+async def test_sigkill_and_restart_send_every_email_exactly_once(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
     inbox, port = smtp
     data = tmp_path / "data"
     accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
-    patients = [accounts.create_user(f"p{i}@example.test", "password-123", f"Patient {i}", Role.PATIENT).id
-                for i in range(4)]
+    patients = [
+        accounts.create_user(f"p{i}@example.test", "password-123", f"Patient {i}", Role.PATIENT).id
+        for i in range(4)
+    ]
     accounts.close()
     ghost = "u_without_account"
     journal = FileJournal(data)
@@ -185,10 +203,15 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(tmp_path: Path,
                     n += 1
                     second = f"{region}-b{n}"
                     owners[second] = patients[n % len(patients)]
-                    await add(region, booked(booking_id, patient, region, FIRST_DAY + i % 5, CELL_0900 + 2 * i),
-                              booked(second, owners[second], region, FIRST_DAY + 5, CELL_0900 + 2 * i))
+                    await add(
+                        region,
+                        booked(booking_id, patient, region, FIRST_DAY + i % 5, CELL_0900 + 2 * i),
+                        booked(second, owners[second], region, FIRST_DAY + 5, CELL_0900 + 2 * i),
+                    )
                 else:
-                    await add(region, booked(booking_id, patient, region, FIRST_DAY + i % 5, CELL_0900 + 2 * i))
+                    await add(
+                        region, booked(booking_id, patient, region, FIRST_DAY + i % 5, CELL_0900 + 2 * i)
+                    )
         await add("AB", Cancelled("AB-b2", "clinic", NOW + 60, NOW + 660))
         await add("AB", Rescheduled("AB-b3", "AB-c1-r2", FIRST_DAY + 1, CELL_0900, NOW + 60))
         await add("M", Cancelled(f"M-b{n}", "patient", NOW + 60, 0))
@@ -212,15 +235,21 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(tmp_path: Path,
         second = start_notifier(data, port, log)
         try:
             last = {r: max(p for reg, p, _ in batches if reg == r) for r in ("AB", "M")}
-            wait_for(lambda: set(inbox.keys()) >= wanted and all(
-                cursors(data).get(r, 0) >= p for r, p in last.items()), "every e-mail after the restart")
+            wait_for(
+                lambda: (
+                    set(inbox.keys()) >= wanted and all(cursors(data).get(r, 0) >= p for r, p in last.items())
+                ),
+                "every e-mail after the restart",
+            )
 
             # the restarted notifier tails the journal another process appends to
             owners["AB-b900"] = patients[0]
             await add("AB", booked("AB-b900", patients[0], "AB", FIRST_DAY + 2, CELL_0900 + 8))
             wanted |= {f"AB:{batches[-1][1]}:0:booked"}
-            wait_for(lambda: set(inbox.keys()) >= wanted and cursors(data).get("AB", 0) >= batches[-1][1],
-                     "the e-mail of a booking journaled while the notifier runs")
+            wait_for(
+                lambda: set(inbox.keys()) >= wanted and cursors(data).get("AB", 0) >= batches[-1][1],
+                "the e-mail of a booking journaled while the notifier runs",
+            )
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(WAIT_S)
@@ -237,13 +266,16 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(tmp_path: Path,
         attachments = list(message.iter_attachments())
         assert [a.get_content_type() for a in attachments] == ["text/calendar"]
         assert "BEGIN:VEVENT" in attachments[0].get_content()
-    cancelled = next(m for m in inbox.messages if m[KEY_HEADER].endswith(":cancelled") and "AB" in m[KEY_HEADER])
+    cancelled = next(
+        m for m in inbox.messages if m[KEY_HEADER].endswith(":cancelled") and "AB" in m[KEY_HEADER]
+    )
     assert "av kliniken" in cancelled.get_body(preferencelist=("plain",)).get_content()
     # personal data stays out of the log
     assert "@example.test" not in log.read_text()
 
 
 # -- reminders across the October DST change ------------------------------------------------------------
+
 
 def utc(*args: int) -> float:
     return datetime(*args, tzinfo=UTC).timestamp()
@@ -257,8 +289,9 @@ class Clock:
         return self.now
 
 
-async def test_reminders_at_the_right_local_time_across_october_dst(tmp_path: Path,
-                                                                    smtp: tuple[Inbox, int]) -> None:
+async def test_reminders_at_the_right_local_time_across_october_dst(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
     inbox, port = smtp
     data = tmp_path / "data"
     accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
@@ -266,7 +299,7 @@ async def test_reminders_at_the_right_local_time_across_october_dst(tmp_path: Pa
     monday = day_of(datetime(2026, 10, 26).date())
     nine = 9 * 4
     start = cell_epoch(monday, nine, 15)
-    assert start == utc(2026, 10, 26, 8, 0)          # 09:00 CET (+01:00)
+    assert start == utc(2026, 10, 26, 8, 0)  # 09:00 CET (+01:00)
     booked_at = int(utc(2026, 10, 20, 10, 0))
     journal = FileJournal(data)
     await journal.open()
@@ -274,21 +307,31 @@ async def test_reminders_at_the_right_local_time_across_october_dst(tmp_path: Pa
     p_kept = await append(journal, "AB", booked("AB-b1", patient, "AB", monday, nine, at=booked_at))
     p_moved = await append(journal, "AB", booked("AB-b2", patient, "AB", monday, nine + 8, at=booked_at))
     p_gone = await append(journal, "AB", booked("AB-b3", patient, "AB", monday, nine + 16, at=booked_at))
-    await append(journal, "AB", Rescheduled("AB-b2", "AB-c1-r1", monday + 1, nine, booked_at + 60),
-                 Cancelled("AB-b3", "patient", booked_at + 60, 0))
+    await append(
+        journal,
+        "AB",
+        Rescheduled("AB-b2", "AB-c1-r1", monday + 1, nine, booked_at + 60),
+        Cancelled("AB-b3", "patient", booked_at + 60, 0),
+    )
     clock = Clock(utc(2026, 10, 24, 12, 0))
     ledger = Ledger(data / "notify.sqlite3")
-    notifier = Notifier(journal, ledger=ledger, accounts=accounts,
-                        mailer=SmtpMailer(MailConfig(host="127.0.0.1", port=port)),
-                        clock=clock, regions=["AB"], reminder_poll_s=3600)
+    notifier = Notifier(
+        journal,
+        ledger=ledger,
+        accounts=accounts,
+        mailer=SmtpMailer(MailConfig(host="127.0.0.1", port=port)),
+        clock=clock,
+        regions=["AB"],
+        reminder_poll_s=3600,
+    )
     await notifier.start()
     try:
         await asyncio.wait_for(notifier.wait_caught_up(), WAIT_S)
         await asyncio.to_thread(wait_for, lambda: len(inbox.keys()) == 5, "the five confirmations")
 
-        clock.now = utc(2026, 10, 25, 7, 59, 59)     # 08:59:59 local, after the clocks went back
+        clock.now = utc(2026, 10, 25, 7, 59, 59)  # 08:59:59 local, after the clocks went back
         assert await notifier.send_due_reminders() == 0
-        clock.now = utc(2026, 10, 25, 8, 0)          # 09:00 local on Sunday
+        clock.now = utc(2026, 10, 25, 8, 0)  # 09:00 local on Sunday
         assert await notifier.send_due_reminders() == 1
         r24 = inbox.messages[-1]
         assert r24[KEY_HEADER] == f"AB:{p_kept}:0:booked:r24"
@@ -298,13 +341,13 @@ async def test_reminders_at_the_right_local_time_across_october_dst(tmp_path: Pa
 
         clock.now = utc(2026, 10, 26, 5, 59, 59)
         assert await notifier.send_due_reminders() == 0
-        clock.now = utc(2026, 10, 26, 6, 0)           # 07:00 local, 2 h before 09:00
+        clock.now = utc(2026, 10, 26, 6, 0)  # 07:00 local, 2 h before 09:00
         assert await notifier.send_due_reminders() == 1
         assert inbox.messages[-1][KEY_HEADER] == f"AB:{p_kept}:0:booked:r2"
         # the cancelled booking (AB-b3) got no reminder at all; the moved one (AB-b2) none for
         # its old Monday time — only for its new Tuesday 09:00 time
-        clock.now = utc(2026, 10, 27, 6, 0)           # Tuesday 07:00 local, before the moved time
-        assert await notifier.send_due_reminders() == 2   # r24 (late, it fell due Monday) and r2 of AB-b2
+        clock.now = utc(2026, 10, 27, 6, 0)  # Tuesday 07:00 local, before the moved time
+        assert await notifier.send_due_reminders() == 2  # r24 (late, it fell due Monday) and r2 of AB-b2
         keys = inbox.keys()
         assert not any(k.startswith((f"AB:{p_moved}:", f"AB:{p_gone}:")) and ":r" in k for k in keys)
         assert sum(1 for k in keys if k.endswith((":r24", ":r2"))) == 4
@@ -327,6 +370,7 @@ def test_reminder_leads_parse() -> None:
 
 # -- the outbox -------------------------------------------------------------------------------------------
 
+
 async def test_without_smtp_messages_go_to_the_outbox_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
@@ -339,8 +383,15 @@ async def test_without_smtp_messages_go_to_the_outbox_once(tmp_path: Path) -> No
 
     async def run_once() -> None:
         ledger = Ledger(data / "notify.sqlite3")
-        notifier = Notifier(journal, ledger=ledger, accounts=accounts, mailer=OutboxMailer(outbox),
-                            clock=Clock(NOW), regions=["M"], reminder_poll_s=3600)
+        notifier = Notifier(
+            journal,
+            ledger=ledger,
+            accounts=accounts,
+            mailer=OutboxMailer(outbox),
+            clock=Clock(NOW),
+            regions=["M"],
+            reminder_poll_s=3600,
+        )
         await notifier.start()
         try:
             await asyncio.wait_for(notifier.wait_caught_up(), WAIT_S)
@@ -351,7 +402,7 @@ async def test_without_smtp_messages_go_to_the_outbox_once(tmp_path: Path) -> No
 
     try:
         await run_once()
-        await run_once()      # a restart sends nothing again
+        await run_once()  # a restart sends nothing again
     finally:
         accounts.close()
         await journal.close()

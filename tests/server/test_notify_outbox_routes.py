@@ -17,15 +17,16 @@ def message(key: str) -> EmailMessage:
     m["To"] = "someone@example.test"
     m["X-Tandtid-Key"] = key
     m.set_content("Hej!")
-    m.add_attachment(b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", maintype="text", subtype="calendar",
-                     filename="AB-b1.ics")
+    m.add_attachment(
+        b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", maintype="text", subtype="calendar", filename="AB-b1.ics"
+    )
     return m
 
 
 async def test_admin_reads_the_outbox_and_nobody_else_does(live: LiveServer) -> None:
     outbox = Outbox(live.settings.data_dir / "outbox")
     assert outbox.put("AB:7:0:booked", message("AB:7:0:booked"))
-    assert not outbox.put("AB:7:0:booked", message("AB:7:0:booked"))   # one file per key
+    assert not outbox.put("AB:7:0:booked", message("AB:7:0:booked"))  # one file per key
     _, admin = live.user(Role.ADMIN)
     _, patient = live.user(Role.PATIENT)
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:

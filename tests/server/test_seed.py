@@ -113,7 +113,7 @@ def test_every_id_carries_its_region(sweden: Catalog) -> None:
 
 def test_every_clinic_is_in_a_real_municipality_of_its_region(sweden: Catalog) -> None:
     for clinic, _ in clinics_of(sweden):
-        muni = municipality(clinic.municipality)   # KeyError if not real
+        muni = municipality(clinic.municipality)  # KeyError if not real
         assert muni.region == clinic.region
         assert muni.name == clinic.municipality_name
 
@@ -123,8 +123,10 @@ def test_positions_are_in_sweden_and_near_the_seat(sweden: Catalog) -> None:
     for clinic, _ in clinics_of(sweden):
         assert min_lat <= clinic.lat <= max_lat and min_lon <= clinic.lon <= max_lon, clinic.id
         muni = municipality(clinic.municipality)
-        km = math.hypot((clinic.lat - muni.lat) * 111.32,
-                        (clinic.lon - muni.lon) * 111.32 * math.cos(math.radians(muni.lat)))
+        km = math.hypot(
+            (clinic.lat - muni.lat) * 111.32,
+            (clinic.lon - muni.lon) * 111.32 * math.cos(math.radians(muni.lat)),
+        )
         assert km <= 9.01, clinic.id
         if muni.population < 20_000:
             assert km <= 2.0, clinic.id
@@ -191,19 +193,19 @@ def test_the_engine_accepts_every_seed_command() -> None:
     from engine.calendar import TZ
     from engine.state import RegionState
 
-    first = date(2026, 3, 23)   # a Monday; the week holds the spring DST switch
+    first = date(2026, 3, 23)  # a Monday; the week holds the spring DST switch
     now = int(datetime(2026, 3, 22, 23, 59, tzinfo=TZ).timestamp())
     for region, commands in seed_commands(300, first_day=first.toordinal(), days=7, rng_seed=5).items():
         state = RegionState(region)
         for command in commands:
-            state.apply(command, now)   # raises Refused if the engine rejects anything
+            state.apply(command, now)  # raises Refused if the engine rejects anything
         for clinic in state.clinics:
             assert state.free_count(clinic, first.toordinal()) > 0, clinic
 
 
 # --- pre-booked times -----------------------------------------------------------------------
 
-PREBOOK_FIRST = 740_062     # 2027-03-22, a Monday; the week holds the spring DST switch
+PREBOOK_FIRST = 740_062  # 2027-03-22, a Monday; the week holds the spring DST switch
 
 
 def _seeded_states(scale: int, days: int, rng_seed: int = 2) -> tuple[dict[str, Any], int]:
@@ -211,7 +213,9 @@ def _seeded_states(scale: int, days: int, rng_seed: int = 2) -> tuple[dict[str, 
 
     now = _midnight(PREBOOK_FIRST) - 60
     states: dict[str, Any] = {}
-    for region, commands in seed_commands(scale, first_day=PREBOOK_FIRST, days=days, rng_seed=rng_seed).items():
+    for region, commands in seed_commands(
+        scale, first_day=PREBOOK_FIRST, days=days, rng_seed=rng_seed
+    ).items():
         state = states[region] = RegionState(region)
         for command in commands:
             state.apply(command, now)
@@ -243,7 +247,7 @@ def test_prebook_ids_are_opaque_and_carry_the_region() -> None:
         assert len({b.booking_id for b in books}) == len(books)
         for b in books:
             assert region_of(b.booking_id) == region and re.fullmatch(rf"{region}-s\d+", b.booking_id)
-            assert re.fullmatch(r"seed-p\d+", b.patient), b.patient   # an opaque id, never a name
+            assert re.fullmatch(r"seed-p\d+", b.patient), b.patient  # an opaque id, never a name
             assert region_of(b.resource) == region
         per_patient = Counter(b.patient for b in books)
         assert max(per_patient.values()) <= BOOKINGS_PER_PATIENT
@@ -255,13 +259,15 @@ def test_the_engine_accepts_every_prebook_command_and_the_share_is_met(from_stat
     states, now = _seeded_states(150, days)
     source: Any = states if from_state else build_catalog(150, rng_seed=2)
     per_region = prebook_commands(source, 0.3, first_day=PREBOOK_FIRST, days=days, rng_seed=1)
-    free_before = {r: sum(s.free_count(c, d) for c in s.clinics for d in range(PREBOOK_FIRST, PREBOOK_FIRST + days))
-                   for r, s in states.items()}
+    free_before = {
+        r: sum(s.free_count(c, d) for c in s.clinics for d in range(PREBOOK_FIRST, PREBOOK_FIRST + days))
+        for r, s in states.items()
+    }
     booked_cells = open_cells = 0
     for region, books in per_region.items():
         state = states[region]
         for book in books:
-            state.apply(book, now)   # raises Refused if any time does not fit
+            state.apply(book, now)  # raises Refused if any time does not fit
         state.take_changes()
         assert len(state.bookings) == len(books)
         booked_cells += sum(b.cells for b in state.bookings.values())
@@ -283,8 +289,14 @@ def test_prebook_on_a_state_skips_cells_already_taken() -> None:
     for region, books in second.items():
         state = states[region]
         for book in books:
-            state.apply(replace(book, booking_id=book.booking_id.replace("-s", "-t"),
-                                patient=book.patient.replace("seed-p", "seed-q")), now)
+            state.apply(
+                replace(
+                    book,
+                    booking_id=book.booking_id.replace("-s", "-t"),
+                    patient=book.patient.replace("seed-p", "seed-q"),
+                ),
+                now,
+            )
 
 
 def test_near_days_are_booked_more_than_far_days() -> None:
@@ -319,9 +331,11 @@ def test_prebook_starts_after_not_before_and_share_bounds() -> None:
     for region, books in per_region.items():
         state = states[region]
         for b in books:
-            state.apply(b, noon)   # IN_PAST would raise
+            state.apply(b, noon)  # IN_PAST would raise
     assert any(b.day == PREBOOK_FIRST for books in per_region.values() for b in books)
-    assert all(not books for books in prebook_commands(catalog, 0.0, first_day=PREBOOK_FIRST, days=3).values())
+    assert all(
+        not books for books in prebook_commands(catalog, 0.0, first_day=PREBOOK_FIRST, days=3).values()
+    )
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError):
             prebook_commands(catalog, bad, first_day=PREBOOK_FIRST, days=3)
@@ -341,11 +355,13 @@ async def test_seed_regions_books_the_share_through_the_actors(tmp_path: Any) ->
         now = _midnight(PREBOOK_FIRST) + 10 * 3600
         clinics = await seed_regions(regions, "42", days=14, now=now, booked=0.3)
         assert clinics == 42
-        expected = prebook_commands(build_catalog(42), 0.3, first_day=PREBOOK_FIRST, days=14,
-                                    not_before=now + 15 * 60)
+        expected = prebook_commands(
+            build_catalog(42), 0.3, first_day=PREBOOK_FIRST, days=14, not_before=now + 15 * 60
+        )
         for region, books in expected.items():
-            held = await regions.query(region, lambda state: {b.id: (b.resource, b.day, b.cell)
-                                                              for b in state.bookings.values()})
+            held = await regions.query(
+                region, lambda state: {b.id: (b.resource, b.day, b.cell) for b in state.bookings.values()}
+            )
             assert held == {b.booking_id: (b.resource, b.day, b.cell) for b in books}
     finally:
         await regions.stop()

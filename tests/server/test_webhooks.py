@@ -36,6 +36,7 @@ BODY = b'{"id":"AB-1-0","type":"booking.created"}'
 
 # -- signatures (unit) ---------------------------------------------------------------------------
 
+
 def test_a_signature_verifies_and_tampering_fails() -> None:
     now = 1_790_000_000
     header = sign(SECRET, BODY, now)
@@ -43,7 +44,7 @@ def test_a_signature_verifies_and_tampering_fails() -> None:
     assert not verify_signature(SECRET, header, BODY.replace(b"created", b"cancelled"), now)
     assert not verify_signature("whsec_other", header, BODY, now)
     t, v1 = header.split(",")
-    assert not verify_signature(SECRET, f"t={now + 1},{v1}", BODY, now)      # timestamp is signed too
+    assert not verify_signature(SECRET, f"t={now + 1},{v1}", BODY, now)  # timestamp is signed too
 
 
 def test_old_and_future_timestamps_fail() -> None:
@@ -54,8 +55,19 @@ def test_old_and_future_timestamps_fail() -> None:
     assert not verify_signature(SECRET, sign(SECRET, BODY, now - 3600), BODY, now, tolerance_s=600)
 
 
-@pytest.mark.parametrize("header", [None, "", "garbage", "t=abc,v1=00", "v1=00", "t=1790000000",
-                                    "t=1790000000,t=1790000000,v1=00", "t=-5,v1=00"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "garbage",
+        "t=abc,v1=00",
+        "v1=00",
+        "t=1790000000",
+        "t=1790000000,t=1790000000,v1=00",
+        "t=-5,v1=00",
+    ],
+)
 def test_malformed_headers_fail(header: str | None) -> None:
     assert not verify_signature(SECRET, header, BODY, 1_790_000_000)
 
@@ -73,6 +85,7 @@ def test_endpoint_urls() -> None:
 
 
 # -- a real receiver -------------------------------------------------------------------------------
+
 
 class Receiver:
     """An HTTP server on a fixed port that can go down and come back."""
@@ -144,8 +157,15 @@ async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def dispatcher(live: LiveServer) -> AsyncIterator[WebhookDispatcher]:
     assert live.journal is not None
-    d = WebhookDispatcher(live.journal, WebhookStore(live.data_dir / "webhooks.sqlite3"), clock=time.time,
-                          backoff_base_s=0.05, backoff_cap_s=0.2, poll_s=0.1, timeout_s=2.0)
+    d = WebhookDispatcher(
+        live.journal,
+        WebhookStore(live.data_dir / "webhooks.sqlite3"),
+        clock=time.time,
+        backoff_base_s=0.05,
+        backoff_cap_s=0.2,
+        poll_s=0.1,
+        timeout_s=2.0,
+    )
     d._owns_store = True
     await asyncio.wrap_future(live.call(d.start()))
     try:
@@ -164,8 +184,10 @@ async def wait_until(condition: Any, what: str) -> None:
 
 # -- integration ---------------------------------------------------------------------------------
 
+
 async def test_create_endpoint_validates_and_is_scoped_to_the_clinic(
-        client: httpx.AsyncClient, live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: httpx.AsyncClient, live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, staff = live.user(Role.STAFF, "AB-c2")
     _, other = live.user(Role.STAFF, "M-c1")
     _, patient = live.user(Role.PATIENT)
@@ -173,13 +195,15 @@ async def test_create_endpoint_validates_and_is_scoped_to_the_clinic(
     r = await client.post(url, json={"url": "http://127.0.0.1:9/h"}, headers=bearer(staff))
     assert r.status_code == 422 and r.json()["error"]["field"] == "url"
     monkeypatch.setenv("TANDTID_WEBHOOK_ALLOW_HTTP", "1")
-    r = await client.post(url, json={"url": "http://127.0.0.1:9/h", "events": ["booking.exploded"]},
-                          headers=bearer(staff))
+    r = await client.post(
+        url, json={"url": "http://127.0.0.1:9/h", "events": ["booking.exploded"]}, headers=bearer(staff)
+    )
     assert r.status_code == 422
     r = await client.post(url, json={"url": "http://127.0.0.1:9/h"}, headers=bearer(patient))
     assert r.status_code == 403
-    r = await client.post(url, json={"url": "http://127.0.0.1:9/h", "events": ["booking.cancelled"]},
-                          headers=bearer(staff))
+    r = await client.post(
+        url, json={"url": "http://127.0.0.1:9/h", "events": ["booking.cancelled"]}, headers=bearer(staff)
+    )
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["secret"].startswith("whsec_") and created["events"] == ["booking.cancelled"]
@@ -195,11 +219,15 @@ async def test_create_endpoint_validates_and_is_scoped_to_the_clinic(
 
 @pytest.mark.slow
 async def test_a_receiver_that_was_down_gets_every_event_in_order(
-        client: httpx.AsyncClient, live: LiveServer, receiver: Receiver, dispatcher: WebhookDispatcher,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    client: httpx.AsyncClient,
+    live: LiveServer,
+    receiver: Receiver,
+    dispatcher: WebhookDispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("TANDTID_WEBHOOK_ALLOW_HTTP", "1")
     _, staff = live.user(Role.STAFF, "AB-c1")
-    patients = [live.user(Role.PATIENT)[0].id for _ in range(6)]   # at most 3 bookings each per clinic
+    patients = [live.user(Role.PATIENT)[0].id for _ in range(6)]  # at most 3 bookings each per clinic
     r = await client.post("/api/clinic/v1/webhooks", json={"url": receiver.url}, headers=bearer(staff))
     assert r.status_code == 201, r.text
     endpoint = r.json()["id"]
@@ -225,9 +253,13 @@ async def test_a_receiver_that_was_down_gets_every_event_in_order(
     await wait_until(retried, "failed attempts against the receiver that is down")
 
     events = await live.journal_events("AB")
-    expected = [(e.booking_id, type(e).__name__) for e in events
-                if isinstance(e, Booked | Cancelled | Rescheduled) and e.booking_id.startswith("AB-bwh")
-                and e.booking_id != "AB-bwh-other"]
+    expected = [
+        (e.booking_id, type(e).__name__)
+        for e in events
+        if isinstance(e, Booked | Cancelled | Rescheduled)
+        and e.booking_id.startswith("AB-bwh")
+        and e.booking_id != "AB-bwh-other"
+    ]
     assert len(expected) == 8
 
     receiver.start()
@@ -239,8 +271,16 @@ async def test_a_receiver_that_was_down_gets_every_event_in_order(
     got = receiver.received()
     assert receiver.rejected == 0
     assert [(e["data"]["booking"], e["type"]) for e in got] == [
-        (b, {"Booked": "booking.created", "Cancelled": "booking.cancelled",
-             "Rescheduled": "booking.rescheduled"}[k]) for b, k in expected]
+        (
+            b,
+            {
+                "Booked": "booking.created",
+                "Cancelled": "booking.cancelled",
+                "Rescheduled": "booking.rescheduled",
+            }[k],
+        )
+        for b, k in expected
+    ]
     sequences = [e["sequence"] for e in got]
     assert sequences == sorted(sequences)
     assert len({e["id"] for e in got}) == len(got)
@@ -249,7 +289,9 @@ async def test_a_receiver_that_was_down_gets_every_event_in_order(
     cancelled = next(e for e in got if e["type"] == "booking.cancelled")
     assert cancelled["data"]["cancelled_by"] == "clinic" and cancelled["data"]["status"] == "cancelled"
     moved = next(e for e in got if e["type"] == "booking.rescheduled")
-    assert moved["data"]["resource"] == "AB-c1-r2" and moved["data"]["previous_start"] < moved["data"]["start"]
+    assert (
+        moved["data"]["resource"] == "AB-c1-r2" and moved["data"]["previous_start"] < moved["data"]["start"]
+    )
 
     rows = (await client.get(log_url, headers=bearer(staff))).json()["deliveries"]
     assert [d["status"] for d in rows] == ["delivered"] * len(expected)
