@@ -158,7 +158,7 @@ def run_bench(name: str, argv: list[str]) -> int:
 
 
 def run_admin(args: argparse.Namespace) -> int:
-    from server.accounts import AccountStore, EmailTaken, InvalidAccount, Role
+    from server.identity.accounts import AccountStore, EmailTaken, InvalidAccount, Role
     from server.settings import Settings
 
     settings = Settings.from_env(data_dir=Path(args.data) if args.data else None)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from engine.calendar import day_of_epoch
 from persistence.journal import Journal
-from server.notify.notifier import Notifier
-from server.regions import Regions
+from server.consumers.notify.notifier import Notifier
+from server.consumers.webhooks.dispatcher import WebhookDispatcher
+from server.live.protocol import UVICORN_WS_OPTIONS
+from server.regions.routing import Regions
 from server.runtime import tune_gc
 from server.settings import Settings
-from server.webhooks.dispatcher import WebhookDispatcher
-from server.ws_protocol import UVICORN_WS_OPTIONS
 
 log = logging.getLogger("tandtid.serve")
 
@@ -86,10 +86,10 @@ async def seed_regions(
     regions: Regions, scale: str, days: int = 90, now: float | None = None, booked: float = 0.0
 ) -> int:
     """Register the seed's clinics and open their days through the actors, then (``booked`` > 0)
-    book about that share of the open cells (``server.seed.prebook_region``), region by region
+    book about that share of the open cells (``server.demo.seed.prebook_region``), region by region
     in chunks. Returns clinics added."""
     from engine.errors import Refused
-    from server.seed import build_catalog, prebook_region, seed_commands
+    from server.demo.seed import build_catalog, prebook_region, seed_commands
 
     now_s = int(now if now is not None else time.time())
     first_day = day_of_epoch(now_s)
@@ -125,8 +125,8 @@ async def pass_over_seed(settings: Settings, journal: Journal) -> None:
     of them (one SQLite look-up per booking) would keep the server busy for half an hour. They
     still replay the seed into their projections, so later changes to those bookings are told."""
     from engine.model import REGIONS
-    from server.notify.ledger import Ledger
-    from server.webhooks.store import WebhookStore
+    from server.consumers.notify.ledger import Ledger
+    from server.consumers.webhooks.store import WebhookStore
 
     ends = {r.code: await journal.last_position(r.code) for r in REGIONS}
     ledger, hooks = (
@@ -148,7 +148,7 @@ async def first_clinic(regions: Regions, region: str = "AB") -> str | None:
 
 
 def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[str, str, str]]:
-    from server.accounts import AccountStore, EmailTaken, Role
+    from server.identity.accounts import AccountStore, EmailTaken, Role
 
     store = AccountStore(settings.data_dir / "accounts.sqlite3")
     made = []
@@ -190,7 +190,7 @@ async def seed_store(args: argparse.Namespace) -> int:
 async def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.app import create_app
+    from server.http.app import create_app
 
     settings = settings_from_args(args)
     journal = await open_journal(settings)

@@ -19,7 +19,7 @@ from typing import Any
 from engine.commands import Book, OpenDays, RegisterClinic
 from loadtest.bench.catalog import bench_catalog, bench_now
 from persistence.journal import Journal
-from server.actor import RegionActor
+from server.regions.actor import RegionActor
 from server.runtime import tune_gc
 
 

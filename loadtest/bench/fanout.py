@@ -102,11 +102,11 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
     from engine.commands import Book, OpenDays, RegisterClinic
     from loadtest.bench.catalog import bench_catalog, bench_now
     from persistence.file_journal import FileJournal
-    from server.app import create_app
-    from server.regions import Regions
+    from server.http.app import create_app
+    from server.live.protocol import UVICORN_WS_OPTIONS
+    from server.regions.routing import Regions
     from server.runtime import tune_gc
     from server.settings import Settings
-    from server.ws_protocol import UVICORN_WS_OPTIONS
 
     # "hub": as served; "stock": uvicorn's default protocol and options (every frame via ASGI send)
     ws_options: dict[str, Any] = UVICORN_WS_OPTIONS if ws == "hub" else {}

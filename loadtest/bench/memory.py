@@ -3,7 +3,7 @@
 Builds the seed catalogue (default ``--scale sweden``: ~4,430 clinics, ~13,000 resources),
 applies its commands to one ``engine.state.RegionState`` per region with ``--days`` days
 opened (default 90), then (with ``--booked F``) the seed's pre-booked times filling about
-that share of the open cells (``server.seed.prebook_region``), and reports the process RSS
+that share of the open cells (``server.demo.seed.prebook_region``), and reports the process RSS
 (psutil) after a full GC. The target for the empty slot tables is < 512 MB RSS. Prints one
 JSON line and returns the same dict.
 """
@@ -21,7 +21,7 @@ import psutil
 
 from engine.calendar import TZ
 from engine.state import RegionState
-from server.seed import build_catalog, prebook_region, seed_commands
+from server.demo.seed import build_catalog, prebook_region, seed_commands
 
 
 def _now_before(first_day: int) -> int:

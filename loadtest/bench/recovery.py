@@ -23,7 +23,7 @@ from loadtest.bench.actor import open_bench_journal
 from loadtest.bench.catalog import bench_catalog, bench_now
 from persistence.codec import pack_events, pack_snapshot
 from persistence.journal import Snapshot
-from server.actor import RegionActor
+from server.regions.actor import RegionActor
 
 
 async def run(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from server.webhooks import HEADER, verify_signature
+from server.consumers.webhooks import HEADER, verify_signature
 from tests.browser.browsing import (
     DEMO,
     DEMO_PASSWORD,

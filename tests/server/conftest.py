@@ -25,9 +25,9 @@ from engine.commands import Command
 from engine.events import from_record
 from persistence.codec import unpack_events
 from persistence.journal import Journal
-from server.accounts import AccountStore, Role, User
-from server.app import create_app
-from server.regions import Regions
+from server.http.app import create_app
+from server.identity.accounts import AccountStore, Role, User
+from server.regions.routing import Regions
 from server.settings import Settings
 from tests.support import free_port
 from tests.support.catalog import NOW, setup_commands
@@ -177,7 +177,7 @@ class LiveServer:
         return user, signer_token
 
     def app_signer(self) -> Any:
-        from server.auth import SessionSigner
+        from server.identity.auth import SessionSigner
 
         return SessionSigner(SECRET, self.settings.session_ttl_s)
 

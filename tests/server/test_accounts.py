@@ -1,4 +1,4 @@
-"""Unit tests (no network) for server.accounts: a real SQLite file and real argon2id hashing."""
+"""Unit tests (no network) for server.identity.accounts: a real SQLite file and real argon2id hashing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from server.accounts import (
+from server.identity.accounts import (
     CLINIC_KEY_PREFIX,
     AccountStore,
     EmailTaken,

@@ -24,7 +24,7 @@ from engine.events import Booked, HoldExpired, from_record
 from persistence.codec import unpack_events
 from persistence.file_journal import FileJournal
 from persistence.journal import Journal
-from server.actor import Committed, RegionActor, Reloaded, Unavailable
+from server.regions.actor import Committed, RegionActor, Reloaded, Unavailable
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Unit tests (no network) for server.auth: real PyJWT tokens, real Starlette Request/WebSocket
+"""Unit tests (no network) for server.identity.auth: real PyJWT tokens, real Starlette Request/WebSocket
 objects built from ASGI scopes, and a tiny inline app driven through Starlette's in-process client."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 
-from server.accounts import AccountStore, Role, User
-from server.auth import (
+from server.identity.accounts import AccountStore, Role, User
+from server.identity.auth import (
     CSRF_COOKIE,
     CSRF_HEADER,
     SESSION_COOKIE,

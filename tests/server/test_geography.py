@@ -1,11 +1,11 @@
-"""Unit tests for server.geography (no network): the shipped municipality and county data."""
+"""Unit tests for server.demo.geography (no network): the shipped municipality and county data."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.model import REGION_CODES, REGIONS
-from server.geography import (
+from server.demo.geography import (
     SWEDEN_BBOX,
     attribution,
     counties,

@@ -17,8 +17,8 @@ import jwt
 import pytest
 
 from engine.calendar import iso
-from server.accounts import Role
-from server.auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
+from server.identity.accounts import Role
+from server.identity.auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
 from tests.server.conftest import LiveServer, assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
 

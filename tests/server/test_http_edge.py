@@ -19,9 +19,9 @@ from starlette.routing import Route
 
 from engine.model import Clinic, ClinicKind
 from engine.records import Booking
-from server.booking_views import booking_ics, booking_view
-from server.errors import EdgeMiddleware, exception_handlers
-from server.ratelimit import RateLimiter
+from server.http.errors import EdgeMiddleware, exception_handlers
+from server.http.views import booking_ics, booking_view
+from server.identity.ratelimit import RateLimiter
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from engine.calendar import iso
-from server.accounts import Role
+from server.identity.accounts import Role
 from tests.server.conftest import LiveServer, assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
 

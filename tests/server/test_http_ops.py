@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from engine.calendar import iso
-from server.app import ENDPOINTS
+from server.http.app import ENDPOINTS
 from tests.server.conftest import LiveServer, assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
 
@@ -91,7 +91,7 @@ async def test_pages_and_static_files(client: httpx.AsyncClient) -> None:
             assert_error_shape(r, 404, "NOT_FOUND")
     r = await client.get("/static/vendor/leaflet/leaflet.css")
     assert r.status_code == 200 and "leaflet" in r.text
-    assert (await client.get("/static/../server/app.py")).status_code == 404
+    assert (await client.get("/static/../server/http/app.py")).status_code == 404
 
 
 async def test_no_personal_data_in_the_log(

@@ -19,9 +19,9 @@ from websockets.asyncio.client import connect
 
 from engine.calendar import date_of, iso
 from engine.events import OfferMade
-from server.accounts import Role
-from server.notify.feed import Projection
-from server.notify.messages import compose
+from server.consumers.feed import Projection
+from server.consumers.notify.messages import compose
+from server.identity.accounts import Role
 from tests.server.conftest import LiveServer, assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
 

@@ -28,13 +28,13 @@ from engine.calendar import date_of
 from engine.cells import BOOKED, FREE
 from engine.commands import Book, Cancel, Party
 from persistence.file_journal import FileJournal
-from server.accounts import AccountStore, Role
-from server.actor import Reloaded
-from server.auth import SessionSigner
-from server.hub import Hub
-from server.regions import Regions
+from server.identity.accounts import AccountStore, Role
+from server.identity.auth import SessionSigner
+from server.live.hub import Hub
+from server.live.protocol import UVICORN_WS_OPTIONS
+from server.regions.actor import Reloaded
+from server.regions.routing import Regions
 from server.settings import Settings
-from server.ws_protocol import UVICORN_WS_OPTIONS
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
 
 TIMEOUT = 10.0  # one scalable unit for every wait in this file

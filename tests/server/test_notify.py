@@ -35,13 +35,13 @@ from engine.events import Booked, Cancelled, ClinicRegistered, Event, Reschedule
 from engine.model import resource_to_record
 from persistence.codec import pack_events
 from persistence.file_journal import FileJournal
-from server.accounts import AccountStore, Role
-from server.notify.ledger import Ledger
-from server.notify.mailer import MailConfig, OutboxMailer, SmtpMailer
-from server.notify.messages import KEY_HEADER, message_id
-from server.notify.notifier import Notifier
-from server.notify.outbox import Outbox
-from server.notify.reminders import parse_leads
+from server.consumers.notify.ledger import Ledger
+from server.consumers.notify.mailer import MailConfig, OutboxMailer, SmtpMailer
+from server.consumers.notify.messages import KEY_HEADER, message_id
+from server.consumers.notify.notifier import Notifier
+from server.consumers.notify.outbox import Outbox
+from server.consumers.notify.reminders import parse_leads
+from server.identity.accounts import AccountStore, Role
 from tests.support import free_port
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, clinic
 
@@ -155,7 +155,7 @@ def start_notifier(data: Path, smtp_port: int, log: Path) -> subprocess.Popen[by
     }
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "server.notify", "--data", str(data), "--regions", "AB,M"],
+            [sys.executable, "-m", "server.consumers.notify", "--data", str(data), "--regions", "AB,M"],
             cwd=REPO,
             env=env,
             stdout=out,

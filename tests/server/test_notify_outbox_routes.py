@@ -6,8 +6,8 @@ from email.message import EmailMessage
 
 import httpx
 
-from server.accounts import Role
-from server.notify.outbox import Outbox
+from server.consumers.notify.outbox import Outbox
+from server.identity.accounts import Role
 from tests.server.conftest import LiveServer, bearer
 
 

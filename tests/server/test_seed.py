@@ -1,4 +1,4 @@
-"""Unit tests for server.seed (no network): scales, determinism, ids, places, staff, hours."""
+"""Unit tests for server.demo.seed (no network): scales, determinism, ids, places, staff, hours."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from engine.commands import OpenDays, RegisterClinic
 from engine.model import REGION_CODES, SERVICES, Clinic, ClinicKind, Resource, ResourceKind, region_of
-from server.geography import SWEDEN_BBOX, municipalities, municipality
-from server.seed import (
+from server.demo.geography import SWEDEN_BBOX, municipalities, municipality
+from server.demo.seed import (
     BOOKINGS_PER_PATIENT,
     FILL_MAX,
     Catalog,
@@ -344,7 +344,7 @@ def test_prebook_starts_after_not_before_and_share_bounds() -> None:
 async def test_seed_regions_books_the_share_through_the_actors(tmp_path: Any) -> None:
     """Real actors over a real FileJournal: the pre-booked times are journaled like any booking."""
     from persistence.file_journal import FileJournal
-    from server.regions import Regions
+    from server.regions.routing import Regions
     from server.serve import seed_regions
 
     journal = FileJournal(tmp_path)
@@ -372,11 +372,11 @@ async def test_the_notifier_and_webhooks_start_after_the_seed(tmp_path: Any) -> 
     """Nobody is told about pre-booked times: both consumers' cursors sit at the seed's end."""
     from engine.model import REGIONS
     from persistence.file_journal import FileJournal
-    from server.notify.ledger import Ledger
-    from server.regions import Regions
+    from server.consumers.notify.ledger import Ledger
+    from server.consumers.webhooks.store import WebhookStore
+    from server.regions.routing import Regions
     from server.serve import pass_over_seed, seed_regions
     from server.settings import Settings
-    from server.webhooks.store import WebhookStore
 
     settings = Settings.from_env(data_dir=tmp_path)
     journal = FileJournal(tmp_path)

@@ -21,10 +21,10 @@ import pytest
 
 from engine.commands import Book, Cancel, Party, Reschedule
 from engine.events import Booked, Cancelled, Rescheduled
-from server.accounts import Role
-from server.webhooks import HEADER, sign, verify_signature
-from server.webhooks.dispatcher import WebhookDispatcher, url_problem
-from server.webhooks.store import WebhookStore
+from server.consumers.webhooks import HEADER, sign, verify_signature
+from server.consumers.webhooks.dispatcher import WebhookDispatcher, url_problem
+from server.consumers.webhooks.store import WebhookStore
+from server.identity.accounts import Role
 from tests.server.conftest import LiveServer, bearer
 from tests.support import free_port
 from tests.support.catalog import CELL_0900, FIRST_DAY

@@ -13,7 +13,7 @@ import sys
 from engine.commands import Book
 from engine.errors import Refused
 from persistence.file_journal import FileJournal
-from server.actor import RegionActor
+from server.regions.actor import RegionActor
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
 
 CLINICS, RESOURCES, DAYS = 10, 3, 5

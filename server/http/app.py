@@ -1,0 +1,133 @@
+"""The Starlette application: routes from the endpoint table, the live hub, middleware.
+
+``create_app`` wires things; it does not start the regions (the caller — the CLI or a test
+— starts and stops ``Regions``). Its lifespan opens the account store
+(``<data_dir>/accounts.sqlite3``, unless one is passed in), the session signer and the hub,
+and puts ``regions``, ``accounts``, ``signer``, ``settings``, ``hub`` (None if the hub
+module is absent), ``clock``, ``openapi`` and the principal rate limiter on ``app.state``.
+
+Middleware, outermost first: ``EdgeMiddleware`` (request id, body cap, security headers,
+metrics, access log, catch-all 500), then ``RateLimitMiddleware`` (per client IP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from server.http.errors import EdgeMiddleware, error_response, exception_handlers
+from server.http.openapi import Endpoint, build_document
+from server.http.routes import (
+    admin,
+    auth_routes,
+    clinic_api,
+    ical,
+    ops,
+    outbox,
+    pages,
+    patients,
+    public,
+    waitlist,
+    webhooks,
+)
+from server.http.routes.pages import STATIC_DIR
+from server.identity.accounts import AccountStore
+from server.identity.auth import AuthError, SessionSigner
+from server.identity.calendar_tokens import FeedTokens
+from server.identity.ratelimit import RateLimiter, RateLimitMiddleware
+from server.live.hub import Hub
+from server.regions.routing import Regions
+from server.settings import Settings
+
+log = logging.getLogger("tandtid.app")
+
+ENDPOINTS: list[Endpoint] = [
+    *ops.ENDPOINTS,
+    *public.ENDPOINTS,
+    *auth_routes.ENDPOINTS,
+    *patients.ENDPOINTS,
+    *waitlist.ENDPOINTS,
+    *ical.ENDPOINTS,
+    *clinic_api.ENDPOINTS,
+    *webhooks.ENDPOINTS,
+    *admin.ENDPOINTS,
+    *outbox.ENDPOINTS,
+    *pages.ENDPOINTS,
+]
+
+
+async def _auth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthError)
+    return error_response(request, exc.status, exc.code, exc.message)
+
+
+async def _ws_endpoint(websocket: WebSocket) -> None:
+    hub = websocket.app.state.hub
+    if hub is None:
+        await websocket.close(code=1013)
+        return
+    await hub.endpoint(websocket)
+
+
+def _make_hub(regions: Regions, settings: Settings) -> Any:
+    return Hub(regions, settings)
+
+
+def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore | None = None) -> Starlette:
+    routes: list[BaseRoute] = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in ENDPOINTS]
+    routes.append(WebSocketRoute("/ws", _ws_endpoint))
+    if STATIC_DIR.is_dir():
+        routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own_accounts = accounts is None
+        store = accounts if accounts is not None else AccountStore(settings.data_dir / "accounts.sqlite3")
+        app.state.accounts = store
+        app.state.signer = SessionSigner(settings.secret_key, settings.session_ttl_s)
+        app.state.feed_tokens = FeedTokens(settings.data_dir / "accounts.sqlite3")
+        hub = _make_hub(regions, settings)
+        app.state.hub = hub
+        if hub is not None and hasattr(hub, "start"):
+            hub.start()
+        try:
+            yield
+        finally:
+            if hub is not None and hasattr(hub, "stop"):
+                await hub.stop()
+            app.state.feed_tokens.close()
+            if own_accounts:
+                store.close()
+
+    handlers = exception_handlers()
+    handlers[AuthError] = _auth_error
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(EdgeMiddleware, max_body=settings.max_body_bytes),
+            Middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_per_s, settings.rate_burst)),
+        ],
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.regions = regions
+    app.state.hub = None
+    app.state.clock = next(iter(regions.actors.values())).clock if regions.actors else None
+    if app.state.clock is None:
+        import time
+
+        app.state.clock = time.time
+    app.state.principal_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
+    app.state.openapi = build_document(ENDPOINTS)
+    return app

@@ -1,0 +1,182 @@
+"""What every route does first: parse its input against its schema, find who is asking,
+check CSRF, take a token from that principal's bucket, and reach the regions.
+
+Everything here raises ``server.http.errors.ApiError`` (or ``server.identity.auth.AuthError``, mapped by
+``server.http.app``); routes never build error responses themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from engine.calendar import day_of, day_of_epoch, locate
+from engine.commands import Command
+from engine.errors import RefusalCode, Refused
+from engine.events import Event
+from engine.model import region_of
+from server.http.errors import ApiError, invalid, not_found, validation_error
+from server.identity.accounts import Role
+from server.identity.auth import AuthError, Principal, csrf_ok, principal_from
+from server.identity.ratelimit import RateLimiter
+from server.regions.routing import Regions
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def regions_of(request: Request) -> Regions:
+    regions: Regions = request.app.state.regions
+    return regions
+
+
+async def submit_own(request: Request, command: Command, missing: str) -> list[Event]:
+    """Submit a command on something the caller must own. Somebody else's (NOT_YOURS) is
+    answered exactly like an unknown id, 404 ``missing``, so its existence is never revealed."""
+    try:
+        return await regions_of(request).submit(command)
+    except Refused as exc:
+        if exc.code in (RefusalCode.NOT_FOUND, RefusalCode.NOT_YOURS):
+            raise not_found(missing) from None
+        raise
+
+
+def now_s(request: Request) -> int:
+    """The server's clock (the regions' clock, so tests can move time for both)."""
+    clock = getattr(request.app.state, "clock", time.time)
+    return int(clock())
+
+
+def today(request: Request) -> int:
+    return day_of_epoch(now_s(request))
+
+
+def region_or_404(entity_id: str) -> str:
+    """The region an id carries; an id that carries none names nothing (404)."""
+    try:
+        return region_of(entity_id)
+    except ValueError:
+        raise not_found() from None
+
+
+def path_id(request: Request, name: str = "id") -> str:
+    value = str(request.path_params[name])
+    if not 0 < len(value) <= 80 or not all(c.isalnum() or c in "-_" for c in value):
+        raise not_found()
+    return value
+
+
+# -- input ----------------------------------------------------------------------------------------
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if not raw.strip():
+        raise invalid("body", "a JSON object body is required")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise invalid("body", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise invalid("body", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def parse_query(request: Request, model: type[M]) -> M:
+    data: dict[str, Any] = {}
+    for key in request.query_params:
+        data[key] = request.query_params[key]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def first_day(request: Request, value: date | None, *, field: str = "from", allow_past: bool = False) -> int:
+    """The ordinal day of a ``from`` date (today if absent); a past day is refused unless allowed."""
+    if value is None:
+        return today(request)
+    day = day_of(value)
+    if not allow_past and day < today(request):
+        raise invalid(field, "that date has passed")
+    return day
+
+
+def locate_start(start: datetime, cell_minutes: int, field: str = "start") -> tuple[int, int]:
+    try:
+        return locate(start, cell_minutes)
+    except ValueError as exc:
+        raise invalid(
+            field, f"not a start time of this clinic ({exc}); times are on {cell_minutes}-minute boundaries"
+        ) from None
+
+
+# -- who ------------------------------------------------------------------------------------------
+
+
+def _throttle(request: Request, key: str) -> None:
+    limiter: RateLimiter | None = getattr(request.app.state, "principal_limiter", None)
+    if limiter is None:
+        return
+    wait = limiter.take(key)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "RATE_LIMITED",
+            "too many requests; slow down",
+            headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+        )
+
+
+def _check_csrf(request: Request, principal: Principal) -> None:
+    if not csrf_ok(request, principal):
+        raise AuthError("CSRF", f"cookie-authenticated writes need the {'X-CSRF-Token'} header")
+
+
+def optional_principal(request: Request) -> Principal | None:
+    principal = principal_from(request)
+    if principal is None and (request.headers.get("authorization") is not None):
+        raise AuthError("UNAUTHENTICATED", "the token or key is not valid")
+    return principal
+
+
+def require_user(request: Request) -> Principal:
+    """A signed-in person (patient, staff or admin) acting for themselves; clinic keys are refused."""
+    principal = principal_from(request)
+    if principal is None or principal.user_id is None:
+        if principal is not None:
+            raise AuthError("FORBIDDEN", "a clinic key cannot act as a patient")
+        raise AuthError("UNAUTHENTICATED", "sign in first")
+    _check_csrf(request, principal)
+    _throttle(request, "u:" + principal.user_id)
+    return principal
+
+
+def require_clinic(request: Request) -> tuple[Principal, str]:
+    """A clinic key or a staff session; returns the one clinic it may reach."""
+    principal = principal_from(request)
+    if principal is None:
+        raise AuthError("UNAUTHENTICATED", "send a clinic API key or sign in as staff")
+    if principal.role not in ("clinic", Role.STAFF) or not principal.clinic:
+        raise AuthError("FORBIDDEN", "this is the clinic API; it needs a clinic key or a staff account")
+    _check_csrf(request, principal)
+    _throttle(request, "k:" + principal.clinic)
+    return principal, principal.clinic
+
+
+def require_admin(request: Request) -> Principal:
+    principal = principal_from(request)
+    if principal is None:
+        raise AuthError("UNAUTHENTICATED", "sign in first")
+    if principal.role != Role.ADMIN or principal.user_id is None:
+        raise AuthError("FORBIDDEN", "administrators only")
+    _check_csrf(request, principal)
+    _throttle(request, "u:" + principal.user_id)
+    return principal

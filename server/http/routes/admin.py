@@ -1,0 +1,161 @@
+"""Operator routes (``/api/admin/…``, role admin): every clinic, any booking, the system's state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.commands import Cancel, Party
+from engine.state import RegionState
+from server.http.openapi import Endpoint
+from server.http.routes.access import (
+    first_day,
+    parse_query,
+    path_id,
+    region_or_404,
+    regions_of,
+    require_admin,
+    today,
+)
+from server.http.routes.public import clinic_summary
+from server.http.routes.replies import json_response
+from server.http.schemas import AdminBookingsQuery
+from server.http.views import booking_view
+
+HOT_CLINICS = 10
+
+
+async def all_clinics(request: Request) -> Response:
+    require_admin(request)
+    regions = regions_of(request)
+    day = today(request)
+
+    def read(state: RegionState) -> list[dict[str, Any]]:
+        rows = []
+        for clinic in state.clinics.values():
+            row = clinic_summary(clinic)
+            row["resources"] = len(state.resources_of(clinic.id))
+            row["free_today"] = state.free_count(clinic.id, day)
+            rows.append(row)
+        return rows
+
+    found = await regions.query_all(read)
+    return json_response(sorted(found, key=lambda r: r["id"]))
+
+
+async def clinic_bookings(request: Request) -> Response:
+    require_admin(request)
+    q = parse_query(request, AdminBookingsQuery)
+    region = region_or_404(q.clinic)
+    start = first_day(request, q.from_, allow_past=True)
+
+    def read(state: RegionState) -> list[dict[str, Any]] | None:
+        clinic = state.clinics.get(q.clinic)
+        if clinic is None:
+            return None
+        out = []
+        for day in range(start, start + q.days):
+            for booking in state.bookings_on(q.clinic, day):
+                view = booking_view(booking, clinic)
+                view["patient"] = booking.patient  # opaque id, for support; never a name here
+                out.append(view)
+        return out
+
+    views = await regions_of(request).query(region, read)
+    if views is None:
+        return json_response({"bookings": []})
+    return json_response({"bookings": views})
+
+
+async def cancel_booking(request: Request) -> Response:
+    principal = require_admin(request)
+    booking_id = path_id(request)
+    region = region_or_404(booking_id)
+    regions = regions_of(request)
+    assert principal.user_id is not None
+    await regions.submit(Cancel(booking_id, Party.ADMIN, principal.user_id))
+
+    def read(state: RegionState) -> dict[str, Any]:
+        booking = state.bookings[booking_id]
+        return booking_view(booking, state.clinics[booking.clinic])
+
+    return json_response({"booking": await regions.query(region, read)})
+
+
+async def system_state(request: Request) -> Response:
+    require_admin(request)
+    regions = regions_of(request)
+    day = today(request)
+
+    def read(state: RegionState) -> tuple[int, int, list[tuple[int, str, str]]]:
+        busy = [(len(state.bookings_on(c.id, day)), c.id, c.name) for c in state.clinics.values()]
+        busy.sort(key=lambda t: (-t[0], t[1]))
+        return len(state.bookings), len(state.holds), busy[:HOT_CLINICS]
+
+    codes = list(regions.actors)
+    results = await asyncio.gather(*(regions.query(code, read) for code in codes))
+    rows: list[dict[str, Any]] = []
+    hot: list[dict[str, Any]] = []
+    for code, (bookings, holds, busy) in zip(codes, results, strict=True):
+        actor = regions.actors[code]
+        rows.append(
+            {
+                "code": code,
+                "ready": actor.ready,
+                "position": actor.position,
+                "queue_depth": actor.queue_depth,
+                "bookings": bookings,
+                "holds": holds,
+            }
+        )
+        hot.extend(
+            {"id": cid, "name": name, "region": code, "bookings_today": n} for n, cid, name in busy if n
+        )
+    hot.sort(key=lambda h: (-h["bookings_today"], h["id"]))
+    hub = getattr(request.app.state, "hub", None)
+    stats = hub.stats() if hub is not None and hasattr(hub, "stats") else {}
+    return json_response(
+        {
+            "regions": rows,
+            "connections": int(stats.get("connections", 0)),
+            "hub": stats,
+            "hot_clinics": hot[:HOT_CLINICS],
+        }
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/api/admin/clinics",
+        all_clinics,
+        "Every clinic",
+        "admin",
+        auth="admin",
+        ok_schema={"type": "array", "items": {"type": "object"}},
+    ),
+    Endpoint(
+        "GET",
+        "/api/admin/bookings",
+        clinic_bookings,
+        "A clinic's bookings (from, days)",
+        "admin",
+        query=AdminBookingsQuery,
+        auth="admin",
+    ),
+    Endpoint(
+        "POST",
+        "/api/admin/bookings/{id}/cancel",
+        cancel_booking,
+        "Cancel any booking",
+        "admin",
+        errors=(409,),
+        auth="admin",
+    ),
+    Endpoint(
+        "GET", "/api/admin/state", system_state, "Regions, connections, hot clinics", "admin", auth="admin"
+    ),
+]

@@ -1,0 +1,243 @@
+"""The clinic API (``/api/clinic/v1/…``): a clinic's own systems and its staff.
+
+A clinic key or a staff session reaches exactly one clinic, the principal's: a resource or
+booking of any other clinic is answered as unknown (404). Patient names appear only in the
+day view, looked up from the account store at the moment of the request (never journaled).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine import queries
+from engine.calendar import date_of, day_of, iso
+from engine.commands import Block, Cancel, MarkNoShow, OpenDays, Party, Unblock
+from engine.model import Clinic, Resource
+from engine.state import RegionState
+from server.http.errors import invalid, not_found
+from server.http.openapi import Endpoint
+from server.http.routes.access import (
+    locate_start,
+    parse_body,
+    parse_query,
+    path_id,
+    region_or_404,
+    regions_of,
+    require_clinic,
+    today,
+)
+from server.http.routes.replies import json_response
+from server.http.schemas import BlockBody, DayQuery, OpenBody
+from server.http.views import booking_view, end_iso
+from server.identity.accounts import AccountStore
+
+
+def _own_resource(state: RegionState, clinic_id: str, resource_id: str) -> tuple[Clinic, Resource]:
+    clinic = state.clinics.get(clinic_id)
+    resource = state.resources.get(resource_id)
+    if clinic is None or resource is None or resource.clinic != clinic_id:
+        raise not_found("no such resource at your clinic")
+    return clinic, resource
+
+
+async def clinic_day(request: Request) -> Response:
+    _, clinic_id = require_clinic(request)
+    q = parse_query(request, DayQuery)
+    day = day_of(q.date) if q.date is not None else today(request)
+    region = region_or_404(clinic_id)
+
+    def read(state: RegionState) -> dict[str, Any] | None:
+        clinic = state.clinics.get(clinic_id)
+        if clinic is None:
+            return None
+        raw = queries.clinic_day(state, clinic_id, day)
+        cm = clinic.cell_minutes
+        bookings = [
+            {
+                "id": b["id"],
+                "resource": b["resource"],
+                "service": b["service"],
+                "start": iso(b["day"], b["cell"], cm),
+                "end": end_iso(b["day"], b["cell"], b["cells"], cm),
+                "status": b["status"],
+                "patient": b["patient"],
+            }
+            for b in raw["bookings"]
+        ]
+        resources = [
+            {
+                "id": r["id"],
+                "name": r["name"],
+                "kind": r["kind"],
+                "services": r["services"],
+                "cells": r["cells"],
+            }
+            for r in raw["resources"]
+        ]
+        return {
+            "clinic": clinic_id,
+            "date": date_of(day).isoformat(),
+            "cell_minutes": cm,
+            "resources": resources,
+            "bookings": bookings,
+        }
+
+    view = await regions_of(request).query(region, read)
+    if view is None:
+        raise not_found("no such clinic")
+    accounts: AccountStore = request.app.state.accounts
+    names = accounts.names({b["patient"] for b in view["bookings"]})
+    for booking in view["bookings"]:
+        booking["patient_name"] = names.get(booking.pop("patient"), "")
+    return json_response(view, headers={"Cache-Control": "no-store"})
+
+
+async def open_days(request: Request) -> Response:
+    _, clinic_id = require_clinic(request)
+    body = await parse_body(request, OpenBody)
+    region = region_or_404(clinic_id)
+    regions = regions_of(request)
+    await regions.query(region, lambda s: _own_resource(s, clinic_id, body.resource))
+    first = day_of(body.from_)
+    if first < today(request):
+        raise invalid("from", "that date has passed")
+    events = await regions.submit(OpenDays(body.resource, first, body.days))
+    return json_response(
+        {
+            "resource": body.resource,
+            "from": body.from_.isoformat(),
+            "days": body.days,
+            "changed": bool(events),
+        }
+    )
+
+
+async def _block_or_unblock(request: Request, unblock: bool) -> Response:
+    _, clinic_id = require_clinic(request)
+    body = await parse_body(request, BlockBody)
+    region = region_or_404(clinic_id)
+    regions = regions_of(request)
+    clinic, _ = await regions.query(region, lambda s: _own_resource(s, clinic_id, body.resource))
+    day, cell = locate_start(body.start, clinic.cell_minutes)
+    if body.minutes % clinic.cell_minutes:
+        raise invalid("minutes", f"minutes must be a multiple of {clinic.cell_minutes}")
+    cells = body.minutes // clinic.cell_minutes
+    command = (Unblock if unblock else Block)(body.resource, day, cell, cells)
+    await regions.submit(command)
+    return json_response(
+        {
+            "resource": body.resource,
+            "start": iso(day, cell, clinic.cell_minutes),
+            "minutes": body.minutes,
+            "blocked": not unblock,
+        }
+    )
+
+
+async def block(request: Request) -> Response:
+    return await _block_or_unblock(request, unblock=False)
+
+
+async def unblock(request: Request) -> Response:
+    return await _block_or_unblock(request, unblock=True)
+
+
+async def cancel_booking(request: Request) -> Response:
+    _, clinic_id = require_clinic(request)
+    booking_id = path_id(request)
+    region = region_or_404(booking_id)
+    if region != region_or_404(clinic_id):
+        raise not_found("no such booking")
+    regions = regions_of(request)
+    # The engine refuses another clinic's booking as NOT_FOUND (mapped to 404).
+    await regions.submit(Cancel(booking_id, Party.CLINIC, clinic_id))
+
+    def read(state: RegionState) -> dict[str, Any]:
+        booking = state.bookings[booking_id]
+        return booking_view(booking, state.clinics[booking.clinic])
+
+    return json_response({"booking": await regions.query(region, read)})
+
+
+async def mark_no_show(request: Request) -> Response:
+    _, clinic_id = require_clinic(request)
+    booking_id = path_id(request)
+    region = region_or_404(booking_id)
+    if region != region_or_404(clinic_id):
+        raise not_found("no such booking")
+    regions = regions_of(request)
+    # Another clinic's booking is NOT_FOUND; one not started yet or not booked is INVALID (422).
+    await regions.submit(MarkNoShow(booking_id, clinic_id))
+
+    def read(state: RegionState) -> dict[str, Any]:
+        booking = state.bookings[booking_id]
+        return booking_view(booking, state.clinics[booking.clinic])
+
+    return json_response({"booking": await regions.query(region, read)})
+
+
+_BOOKING = {"type": "object", "required": ["booking"], "properties": {"booking": {"type": "object"}}}
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/api/clinic/v1/day",
+        clinic_day,
+        "The clinic's day: cells per resource and bookings",
+        "clinic",
+        query=DayQuery,
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/open",
+        open_days,
+        "Open days for a resource",
+        "clinic",
+        body=OpenBody,
+        errors=(404,),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/block",
+        block,
+        "Block time (lunch, leave)",
+        "clinic",
+        body=BlockBody,
+        errors=(404, 409),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/unblock",
+        unblock,
+        "Unblock time",
+        "clinic",
+        body=BlockBody,
+        errors=(404, 409),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/bookings/{id}/cancel",
+        cancel_booking,
+        "Cancel a booking of the clinic (cells go to BUFFER, then FREE)",
+        "clinic",
+        ok_schema=_BOOKING,
+        errors=(409,),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/bookings/{id}/no-show",
+        mark_no_show,
+        "Mark that the patient did not come (after the start; the time stays booked)",
+        "clinic",
+        ok_schema=_BOOKING,
+        auth="clinic",
+    ),
+]

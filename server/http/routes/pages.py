@@ -1,0 +1,58 @@
+"""The browser pages: HTML shells from ``static/`` (the pages fetch their data from the API).
+
+Served with ``no-cache`` so a deploy is picked up at once; the assets under ``/static`` are
+served by a StaticFiles mount in ``server.http.app``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from server.http.errors import not_found
+from server.http.openapi import Endpoint
+
+STATIC_DIR = Path(__file__).resolve().parents[3] / "static"
+
+
+def _page(name: str) -> Response:
+    path = STATIC_DIR / name
+    if not path.is_file():
+        raise not_found(f"page {name} is not installed")
+    return FileResponse(path, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+
+
+async def index_page(request: Request) -> Response:
+    return _page("index.html")
+
+
+async def clinic_page(request: Request) -> Response:
+    return _page("clinic.html")
+
+
+async def me_page(request: Request) -> Response:
+    return _page("me.html")
+
+
+async def kiosk_page(request: Request) -> Response:
+    return _page("kiosk.html")
+
+
+async def staff_page(request: Request) -> Response:
+    return _page("staff.html")
+
+
+async def admin_page(request: Request) -> Response:
+    return _page("admin.html")
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/", index_page, "The map", "pages", in_schema=False),
+    Endpoint("GET", "/clinic/{id}", clinic_page, "A clinic's page", "pages", in_schema=False),
+    Endpoint("GET", "/me", me_page, "My bookings", "pages", in_schema=False),
+    Endpoint("GET", "/kiosk/{id}", kiosk_page, "A clinic's kiosk", "pages", in_schema=False),
+    Endpoint("GET", "/staff", staff_page, "Clinic staff", "pages", in_schema=False),
+    Endpoint("GET", "/admin", admin_page, "Admin dashboard", "pages", in_schema=False),
+]

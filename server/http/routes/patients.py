@@ -1,0 +1,390 @@
+"""A signed-in patient's holds and bookings.
+
+Ids are made here (unguessable, carrying the region): bookings ``"<REGION>-b" + 10 random
+bytes``, holds ``"<REGION>-h" + 8``. Somebody else's booking or hold is answered exactly
+like an unknown one (404), whatever the engine said (NOT_YOURS never leaks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.commands import Book, Cancel, Party, PlaceHold, ReleaseHold, Reschedule
+from engine.errors import RefusalCode, Refused
+from engine.events import Booked, HoldPlaced
+from engine.model import Clinic
+from engine.records import Booking
+from engine.state import RegionState
+from server.http.errors import ApiError, invalid, not_found
+from server.http.openapi import Endpoint
+from server.http.routes.access import (
+    locate_start,
+    now_s,
+    parse_body,
+    path_id,
+    region_or_404,
+    regions_of,
+    require_user,
+    submit_own,
+)
+from server.http.routes.replies import json_response, no_content
+from server.http.schemas import BookingBody, HoldBody, RescheduleBody
+from server.http.views import booking_ics, booking_view, hold_view
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def new_booking_id(region: str) -> str:
+    return f"{region}-b{secrets.token_urlsafe(10)}"
+
+
+def new_hold_id(region: str) -> str:
+    return f"{region}-h{secrets.token_urlsafe(8)}"
+
+
+def _clinic_for_resource(state: RegionState, clinic_id: str, resource_id: str) -> Clinic:
+    clinic = state.clinics.get(clinic_id)
+    if clinic is None:
+        raise not_found("no such clinic")
+    resource = state.resources.get(resource_id)
+    if resource is None or resource.clinic != clinic_id:
+        raise invalid("resource", "no such resource at this clinic")
+    return clinic
+
+
+def _own_booking(state: RegionState, booking_id: str, patient: str) -> tuple[Booking, Clinic]:
+    booking = state.bookings.get(booking_id)
+    if booking is None or booking.patient != patient:
+        raise not_found("no such booking")
+    return booking, state.clinics[booking.clinic]
+
+
+def _too_late(clinic: Clinic | None) -> ApiError:
+    phone = f" on {clinic.phone}" if clinic is not None and clinic.phone else ""
+    return ApiError(
+        409,
+        "TOO_LATE",
+        f"it is too close to the appointment to change it online; please call the clinic{phone}",
+    )
+
+
+# -- holds ----------------------------------------------------------------------------------------
+
+
+async def place_hold(request: Request) -> Response:
+    principal = require_user(request)
+    body = await parse_body(request, HoldBody)
+    region = region_or_404(body.clinic)
+    regions = regions_of(request)
+    clinic = await regions.query(region, lambda s: _clinic_for_resource(s, body.clinic, body.resource))
+    day, cell = locate_start(body.start, clinic.cell_minutes)
+    ttl = int(request.app.state.settings.hold_ttl_s)
+    assert principal.user_id is not None
+    events = await regions.submit(
+        PlaceHold(new_hold_id(region), principal.user_id, body.resource, body.service, day, cell, ttl)
+    )
+    placed = next(e for e in events if isinstance(e, HoldPlaced))
+    hold = await regions.query(region, lambda s: s.holds.get(placed.hold_id))
+    if hold is None:  # expired already (a tiny TTL); the hold was real but is gone
+        raise ApiError(410, "HOLD_EXPIRED", "the hold ran out before it could be shown")
+    return json_response({"hold": hold_view(hold, clinic)}, status=201)
+
+
+async def list_holds(request: Request) -> Response:
+    """The patient's open holds: at most one per region, wait-list offers included (``offer``)."""
+    principal = require_user(request)
+    patient = principal.user_id
+    assert patient is not None
+    regions = regions_of(request)
+
+    def read(state: RegionState) -> list[dict[str, Any]]:
+        hold = state.hold_of(patient)
+        return [hold_view(hold, state.clinics[hold.clinic])] if hold is not None else []
+
+    found = await regions.query_all(read)
+    views = sorted(found, key=lambda v: (v["expires_at"], v["id"]))
+    return json_response({"holds": views})
+
+
+async def release_hold(request: Request) -> Response:
+    principal = require_user(request)
+    hold_id = path_id(request)
+    region_or_404(hold_id)
+    assert principal.user_id is not None
+    await submit_own(request, ReleaseHold(hold_id, principal.user_id), "no such hold")
+    return no_content()
+
+
+# -- bookings -------------------------------------------------------------------------------------
+
+
+def _fingerprint(body: BookingBody) -> str:
+    canonical = orjson.dumps(
+        body.model_dump(mode="json", by_alias=True, exclude_none=True), option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+async def create_booking(request: Request) -> Response:
+    principal = require_user(request)
+    body = await parse_body(request, BookingBody)
+    key = request.headers.get(IDEMPOTENCY_HEADER, "")
+    if len(key) > 200 or (key and not key.isprintable()):
+        raise invalid(IDEMPOTENCY_HEADER, "an Idempotency-Key is at most 200 printable characters")
+    patient = principal.user_id
+    assert patient is not None
+    regions = regions_of(request)
+    if body.hold is not None:
+        region = region_or_404(body.hold)
+        command = Book(
+            new_booking_id(region),
+            patient,
+            hold_id=body.hold,
+            idempotency_key=key,
+            fingerprint=_fingerprint(body) if key else "",
+        )
+    else:
+        assert body.clinic is not None and body.resource is not None and body.service is not None
+        assert body.start is not None
+        region = region_or_404(body.clinic)
+        clinic_id, resource_id = body.clinic, body.resource
+        clinic = await regions.query(region, lambda s: _clinic_for_resource(s, clinic_id, resource_id))
+        day, cell = locate_start(body.start, clinic.cell_minutes)
+        command = Book(
+            new_booking_id(region),
+            patient,
+            resource=body.resource,
+            service=body.service,
+            day=day,
+            cell=cell,
+            idempotency_key=key,
+            fingerprint=_fingerprint(body) if key else "",
+        )
+    try:
+        events = await regions.submit(command)
+    except Refused as exc:
+        if key and exc.code is RefusalCode.INVALID:
+            earlier = await regions.query(region, lambda s: s.idempotent_booking(patient, key))
+            if earlier is not None:
+                raise ApiError(
+                    409, "IDEMPOTENCY_MISMATCH", "this Idempotency-Key was used with a different request"
+                ) from None
+        if body.hold is not None and exc.code in (
+            RefusalCode.NOT_FOUND,
+            RefusalCode.NOT_YOURS,
+            RefusalCode.HOLD_EXPIRED,
+        ):
+            # An expired hold is removed by the next tick, so "unknown" is what a late confirm
+            # usually meets; another patient's hold is answered the same (nothing revealed).
+            raise ApiError(
+                410, "HOLD_EXPIRED", "the hold has expired (or is not yours); choose the time again"
+            ) from None
+        raise
+    booked = next((e for e in events if isinstance(e, Booked)), None)
+
+    def read(state: RegionState) -> dict[str, Any] | None:
+        booking = (
+            state.bookings.get(booked.booking_id)
+            if booked is not None
+            else state.idempotent_booking(patient, key)
+        )
+        if booking is None:
+            return None
+        return booking_view(booking, state.clinics[booking.clinic])
+
+    view = await regions.query(region, read)
+    if view is None:
+        raise not_found("no such booking")
+    return json_response({"booking": view}, status=201, headers={"Location": f"/api/bookings/{view['id']}"})
+
+
+async def list_bookings(request: Request) -> Response:
+    principal = require_user(request)
+    patient = principal.user_id
+    assert patient is not None
+    regions = regions_of(request)
+
+    def read(state: RegionState) -> list[dict[str, Any]]:
+        return [booking_view(b, state.clinics[b.clinic]) for b in state.bookings_of(patient)]
+
+    # A patient's bookings can be in any region; the per-patient index makes each query cheap.
+    views = sorted(await regions.query_all(read), key=lambda v: (v["start"], v["id"]))
+    return json_response({"bookings": views})
+
+
+async def get_booking(request: Request) -> Response:
+    principal = require_user(request)
+    booking_id = path_id(request)
+    region = region_or_404(booking_id)
+    patient = principal.user_id
+    assert patient is not None
+
+    def read(state: RegionState) -> dict[str, Any]:
+        booking, clinic = _own_booking(state, booking_id, patient)
+        return booking_view(booking, clinic)
+
+    return json_response({"booking": await regions_of(request).query(region, read)})
+
+
+async def booking_calendar(request: Request) -> Response:
+    principal = require_user(request)
+    booking_id = path_id(request)
+    region = region_or_404(booking_id)
+    patient = principal.user_id
+    assert patient is not None
+    now = now_s(request)
+
+    def read(state: RegionState) -> str:
+        booking, clinic = _own_booking(state, booking_id, patient)
+        return booking_ics(booking, clinic, now_s=now)
+
+    text = await regions_of(request).query(region, read)
+    return Response(
+        text,
+        media_type="text/calendar; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{booking_id}.ics"'},
+    )
+
+
+async def cancel_booking(request: Request) -> Response:
+    principal = require_user(request)
+    booking_id = path_id(request)
+    region = region_or_404(booking_id)
+    patient = principal.user_id
+    assert patient is not None
+    regions = regions_of(request)
+    _, clinic = await regions.query(region, lambda s: _own_booking(s, booking_id, patient))
+    try:
+        await regions.submit(Cancel(booking_id, Party.PATIENT, patient))
+    except Refused as exc:
+        if exc.code is RefusalCode.TOO_LATE:
+            raise _too_late(clinic) from None
+        raise
+    return await _booking_reply(request, region, booking_id, patient)
+
+
+async def reschedule_booking(request: Request) -> Response:
+    principal = require_user(request)
+    booking_id = path_id(request)
+    region = region_or_404(booking_id)
+    patient = principal.user_id
+    assert patient is not None
+    body = await parse_body(request, RescheduleBody)
+    regions = regions_of(request)
+    booking, clinic = await regions.query(region, lambda s: _own_booking(s, booking_id, patient))
+    resource = await regions.query(region, lambda s: s.resources.get(body.resource))
+    if resource is None or resource.clinic != booking.clinic:
+        raise invalid("resource", "no such resource at this clinic")
+    day, cell = locate_start(body.start, clinic.cell_minutes)
+    try:
+        await regions.submit(Reschedule(booking_id, patient, body.resource, day, cell))
+    except Refused as exc:
+        if exc.code is RefusalCode.TOO_LATE:
+            raise _too_late(clinic) from None
+        raise
+    return await _booking_reply(request, region, booking_id, patient)
+
+
+async def _booking_reply(request: Request, region: str, booking_id: str, patient: str) -> Response:
+    def read(state: RegionState) -> dict[str, Any]:
+        booking, clinic = _own_booking(state, booking_id, patient)
+        return booking_view(booking, clinic)
+
+    return json_response({"booking": await regions_of(request).query(region, read)})
+
+
+_BOOKING = {"type": "object", "required": ["booking"], "properties": {"booking": {"type": "object"}}}
+_IDEM = ((IDEMPOTENCY_HEADER, "retry safely: the same key and body return the first booking"),)
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/api/holds",
+        place_hold,
+        "Hold a time while the patient confirms",
+        "patients",
+        body=HoldBody,
+        ok=201,
+        errors=(404, 409),
+        auth="user",
+    ),
+    Endpoint(
+        "GET",
+        "/api/holds",
+        list_holds,
+        "The signed-in patient's open holds (wait-list offers too)",
+        "patients",
+        auth="user",
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/holds/{id}",
+        release_hold,
+        "Release a hold (declining an offer passes it on)",
+        "patients",
+        ok=204,
+        auth="user",
+    ),
+    Endpoint(
+        "POST",
+        "/api/bookings",
+        create_booking,
+        "Book a time (directly or by confirming a hold)",
+        "patients",
+        body=BookingBody,
+        ok=201,
+        ok_schema=_BOOKING,
+        errors=(404, 409, 410),
+        auth="user",
+        headers=_IDEM,
+    ),
+    Endpoint(
+        "GET", "/api/bookings", list_bookings, "The signed-in patient's bookings", "patients", auth="user"
+    ),
+    Endpoint(
+        "GET",
+        "/api/bookings/{id}",
+        get_booking,
+        "One of the patient's bookings",
+        "patients",
+        ok_schema=_BOOKING,
+        auth="user",
+    ),
+    Endpoint(
+        "GET",
+        "/api/bookings/{id}/ics",
+        booking_calendar,
+        "The booking as an iCalendar file",
+        "patients",
+        ok_media="text/calendar",
+        ok_schema={"type": "string"},
+        auth="user",
+    ),
+    Endpoint(
+        "POST",
+        "/api/bookings/{id}/cancel",
+        cancel_booking,
+        "Cancel one of the patient's bookings",
+        "patients",
+        ok_schema=_BOOKING,
+        errors=(409,),
+        auth="user",
+    ),
+    Endpoint(
+        "POST",
+        "/api/bookings/{id}/reschedule",
+        reschedule_booking,
+        "Move a booking to another time at the same clinic",
+        "patients",
+        body=RescheduleBody,
+        ok_schema=_BOOKING,
+        errors=(409,),
+        auth="user",
+    ),
+]

@@ -1,0 +1,258 @@
+"""Public read-only routes: regions, services, municipalities, clinic search, availability.
+
+Every read of slot state goes through ``regions.query(region, fn)``: ``fn`` runs inside the
+region's actor between batches and returns plain data (never live engine objects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine import queries
+from engine.calendar import cell_epoch, date_of, iso
+from engine.model import REGION_CODES, REGIONS, SERVICES, Clinic, Resource
+from engine.state import RegionState
+from server.demo import geography
+from server.http.errors import not_found
+from server.http.openapi import Endpoint
+from server.http.routes.access import first_day, now_s, parse_query, path_id, region_or_404, regions_of
+from server.http.routes.replies import json_response
+from server.http.schemas import AvailabilityQuery, ClinicSearchQuery, MunicipalitiesQuery, SummaryQuery
+
+
+def clinic_resources(state: RegionState, clinic: str) -> list[Resource]:
+    return sorted((r for r in state.resources.values() if r.clinic == clinic), key=lambda r: r.id)
+
+
+def clinic_summary(clinic: Clinic) -> dict[str, Any]:
+    return {
+        "id": clinic.id,
+        "name": clinic.name,
+        "region": clinic.region,
+        "municipality": clinic.municipality,
+        "municipality_name": clinic.municipality_name,
+        "address": clinic.address,
+        "lat": clinic.lat,
+        "lon": clinic.lon,
+        "kind": str(clinic.kind),
+        "services": list(clinic.services),
+    }
+
+
+def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(min(1.0, a)))
+
+
+async def list_regions(request: Request) -> Response:
+    regions = regions_of(request)
+    codes = [r.code for r in REGIONS if r.code in regions.actors]
+    counts = await asyncio.gather(*(regions.query(code, lambda s: len(s.clinics)) for code in codes))
+    out = []
+    for region, count in zip(codes, counts, strict=True):
+        county = geography.county(region)
+        out.append(
+            {"code": region, "name": county.name, "clinics": count, "lat": county.lat, "lon": county.lon}
+        )
+    return json_response(out)
+
+
+async def list_services(request: Request) -> Response:
+    return json_response(
+        [{"id": s.id, "name": s.name, "name_en": s.name_en, "minutes": s.minutes} for s in SERVICES]
+    )
+
+
+async def list_municipalities(request: Request) -> Response:
+    q = parse_query(request, MunicipalitiesQuery)
+    if q.region is not None and q.region not in REGION_CODES:
+        return json_response([])
+    found = geography.municipalities_in(q.region) if q.region else geography.municipalities()
+    return json_response(
+        [{"code": m.code, "name": m.name, "region": m.region} for m in sorted(found, key=lambda m: m.name)]
+    )
+
+
+async def search_clinics(request: Request) -> Response:
+    q = parse_query(request, ClinicSearchQuery)
+    regions = regions_of(request)
+    start_day = first_day(request, q.from_)
+    now = now_s(request)
+    near: tuple[float, float] | None = None
+    if q.near:
+        lat_s, lon_s = q.near.split(",")
+        near = (float(lat_s), float(lon_s))
+    if q.region is not None:
+        codes = [q.region] if q.region in regions.actors else []
+    else:
+        codes = list(regions.actors)
+
+    def search(state: RegionState) -> list[dict[str, Any]]:
+        rows = []
+        for clinic in state.clinics.values():
+            if q.municipality and clinic.municipality != q.municipality:
+                continue
+            if q.service and q.service not in clinic.services:
+                continue
+            row = clinic_summary(clinic)
+            first: tuple[int, int, str] | None = None
+            if q.service:
+                first = queries.next_free(state, clinic.id, q.service, start_day, q.days, now)
+            elif q.has_free or q.sort == "earliest":
+                candidates = [
+                    queries.next_free(state, clinic.id, s, start_day, q.days, now) for s in clinic.services
+                ]
+                found = [c for c in candidates if c is not None]
+                first = min(found) if found else None
+            if q.has_free and first is None:
+                continue
+            row["next_free"] = iso(first[0], first[1], clinic.cell_minutes) if first else None
+            # compared as instants: (day, cell) alone is not comparable across cell sizes
+            row["_next"] = cell_epoch(first[0], first[1], clinic.cell_minutes) if first else None
+            rows.append(row)
+        return rows
+
+    per_region = await asyncio.gather(*(regions.query(code, search) for code in codes))
+    rows = [row for chunk in per_region for row in chunk]
+    if near is not None:
+        for row in rows:
+            row["distance_km"] = round(_distance_km(near[0], near[1], row["lat"], row["lon"]), 2)
+    sort = q.sort or ("distance" if near else ("earliest" if q.service else "name"))
+    if sort == "distance" and near is not None:
+        rows.sort(key=lambda r: (r["distance_km"], r["id"]))
+    elif sort == "earliest":
+        rows.sort(key=lambda r: (r["_next"] is None, r["_next"] or 0, r["id"]))
+    else:
+        rows.sort(key=lambda r: (r["name"], r["id"]))
+    for row in rows:
+        del row["_next"]
+    return json_response(rows[: q.limit])
+
+
+async def get_clinic(request: Request) -> Response:
+    clinic_id = path_id(request)
+    region = region_or_404(clinic_id)
+
+    def read(state: RegionState) -> dict[str, Any] | None:
+        clinic = state.clinics.get(clinic_id)
+        if clinic is None:
+            return None
+        view = clinic_summary(clinic)
+        view.update(
+            {
+                "phone": clinic.phone,
+                "cell_minutes": clinic.cell_minutes,
+                "hours": {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(clinic.hours.items())},
+                "cancel_notice_hours": clinic.cancel_notice_hours,
+                "resources": [
+                    {"id": r.id, "kind": str(r.kind), "name": r.name, "services": list(r.services)}
+                    for r in clinic_resources(state, clinic_id)
+                ],
+            }
+        )
+        return view
+
+    view = await regions_of(request).query(region, read)
+    if view is None:
+        raise not_found("no such clinic")
+    return json_response(view)
+
+
+async def clinic_availability(request: Request) -> Response:
+    clinic_id = path_id(request)
+    region = region_or_404(clinic_id)
+    q = parse_query(request, AvailabilityQuery)
+    start_day = first_day(request, q.from_)
+    now = now_s(request)
+
+    def read(state: RegionState) -> dict[str, Any] | None:
+        clinic = state.clinics.get(clinic_id)
+        if clinic is None:
+            return None
+        cm = clinic.cell_minutes
+        days = []
+        if q.service in clinic.services:
+            per_day = dict(queries.free_starts(state, clinic_id, q.service, start_day, q.days, now))
+        else:
+            per_day = {}
+        for day in range(start_day, start_day + q.days):
+            times = [{"start": iso(day, cell, cm), "resource": res} for cell, res in per_day.get(day, [])]
+            days.append({"date": date_of(day).isoformat(), "times": times})
+        return {"clinic": clinic_id, "service": q.service, "cell_minutes": cm, "days": days}
+
+    view = await regions_of(request).query(region, read)
+    if view is None:
+        raise not_found("no such clinic")
+    return json_response(view)
+
+
+async def region_summary(request: Request) -> Response:
+    code = path_id(request, "code")
+    regions = regions_of(request)
+    if code not in regions.actors:
+        raise not_found("no such region")
+    q = parse_query(request, SummaryQuery)
+    start_day = first_day(request, q.from_)
+    clinics = await regions.query(code, lambda s: queries.region_summary(s, start_day, q.days))
+    return json_response(
+        {"region": code, "from": date_of(start_day).isoformat(), "days": q.days, "clinics": clinics}
+    )
+
+
+_LIST = {"type": "array", "items": {"type": "object"}}
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/api/regions",
+        list_regions,
+        "Sweden's 21 regions with clinic counts",
+        "public",
+        ok_schema=_LIST,
+    ),
+    Endpoint(
+        "GET", "/api/services", list_services, "The services that can be booked", "public", ok_schema=_LIST
+    ),
+    Endpoint(
+        "GET",
+        "/api/municipalities",
+        list_municipalities,
+        "Municipalities, optionally of one region",
+        "public",
+        query=MunicipalitiesQuery,
+        ok_schema=_LIST,
+    ),
+    Endpoint(
+        "GET",
+        "/api/clinics",
+        search_clinics,
+        "Search clinics, with their earliest free time",
+        "public",
+        query=ClinicSearchQuery,
+        ok_schema=_LIST,
+    ),
+    Endpoint("GET", "/api/clinics/{id}", get_clinic, "A clinic with its resources and hours", "public"),
+    Endpoint(
+        "GET",
+        "/api/clinics/{id}/availability",
+        clinic_availability,
+        "Free start times per day for a service",
+        "public",
+        query=AvailabilityQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/regions/{code}/summary",
+        region_summary,
+        "Free cells per clinic per day in a region (what the map colours)",
+        "public",
+        query=SummaryQuery,
+    ),
+]

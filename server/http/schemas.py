@@ -1,0 +1,175 @@
+"""The declared shape of every request body and query string the HTTP API accepts (rule 6).
+
+Pydantic v2 models; routes validate with ``server.http.routes.access.parse_body`` / ``parse_query``,
+which turn a ``ValidationError`` into ``422 INVALID`` naming the field. The same models feed
+the OpenAPI document (``server.http.openapi``), so what is documented is what is enforced.
+
+Times are ISO 8601 *with offset*; whether one lies on a cell boundary of the clinic is
+checked by the route (it needs the clinic's ``cell_minutes``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal, get_args
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from engine.model import SERVICES
+
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,80}$")]
+RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{1,2}$")]
+MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
+ServiceId = Literal["checkup", "cleaning", "emergency", "filling", "child_checkup"]
+if set(get_args(ServiceId)) != {s.id for s in SERVICES}:  # the catalogue is the truth; keep them in step
+    raise ImportError("server.http.schemas.ServiceId is out of step with engine.model.SERVICES")
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    ),
+]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Query(BaseModel):
+    # Unknown query parameters are ignored (cache busters); known ones are strict.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+# -- accounts -----------------------------------------------------------------------------------
+
+
+class RegisterBody(Body):
+    email: Email
+    password: Password
+    name: Name
+
+
+class LoginBody(Body):
+    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=254)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+# -- patients -----------------------------------------------------------------------------------
+
+
+class HoldBody(Body):
+    clinic: Id
+    resource: Id
+    service: ServiceId
+    start: AwareDatetime
+
+
+class BookingBody(Body):
+    """Either ``{"hold": id}`` (confirm a hold) or the four fields of a direct booking."""
+
+    hold: Id | None = None
+    clinic: Id | None = None
+    resource: Id | None = None
+    service: ServiceId | None = None
+    start: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> BookingBody:
+        direct = (self.clinic, self.resource, self.service, self.start)
+        if self.hold is not None:
+            if any(v is not None for v in direct):
+                raise ValueError("send either hold or clinic/resource/service/start, not both")
+        elif any(v is None for v in direct):
+            raise ValueError("send hold, or all of clinic, resource, service and start")
+        return self
+
+
+class RescheduleBody(Body):
+    resource: Id
+    start: AwareDatetime
+
+
+ClockTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+
+
+class WaitlistBody(Body):
+    """Wait for a time at one clinic or in one municipality (exactly one of the two)."""
+
+    clinic: Id | None = None
+    municipality: MunicipalityCode | None = None
+    service: ServiceId
+    from_: dt.date = Field(alias="from")
+    days: int = Field(default=14, ge=1, le=90)
+    from_time: ClockTime = "00:00"
+    to_time: ClockTime = "24:00"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> WaitlistBody:
+        if (self.clinic is None) == (self.municipality is None):
+            raise ValueError("send clinic or municipality (exactly one)")
+        if minute_of(self.from_time) >= minute_of(self.to_time):
+            raise ValueError("from_time must be before to_time")
+        return self
+
+
+def minute_of(clock: str) -> int:
+    """``"HH:MM"`` -> minutes since midnight."""
+    hh, mm = clock.split(":")
+    return int(hh) * 60 + int(mm)
+
+
+# -- clinics ------------------------------------------------------------------------------------
+
+
+class OpenBody(Body):
+    resource: Id
+    from_: dt.date = Field(alias="from")
+    days: int = Field(ge=1, le=90)
+
+
+class BlockBody(Body):
+    resource: Id
+    start: AwareDatetime
+    minutes: int = Field(ge=1, le=24 * 60)
+
+
+# -- queries ------------------------------------------------------------------------------------
+
+
+class MunicipalitiesQuery(Query):
+    region: RegionCode | None = None
+
+
+class ClinicSearchQuery(Query):
+    region: RegionCode | None = None
+    municipality: MunicipalityCode | None = None
+    service: ServiceId | None = None
+    from_: dt.date | None = Field(default=None, alias="from")
+    days: int = Field(default=14, ge=1, le=90)
+    near: Annotated[str, StringConstraints(pattern=r"^-?\d{1,2}(\.\d+)?,-?\d{1,3}(\.\d+)?$")] | None = None
+    has_free: bool = False
+    sort: Literal["earliest", "distance", "name"] | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class AvailabilityQuery(Query):
+    service: ServiceId = "checkup"
+    from_: dt.date | None = Field(default=None, alias="from")
+    days: int = Field(default=7, ge=1, le=31)
+
+
+class SummaryQuery(Query):
+    from_: dt.date | None = Field(default=None, alias="from")
+    days: int = Field(default=14, ge=1, le=31)
+
+
+class DayQuery(Query):
+    date: dt.date | None = None
+
+
+class AdminBookingsQuery(Query):
+    clinic: Id
+    from_: dt.date | None = Field(default=None, alias="from")
+    days: int = Field(default=31, ge=1, le=90)

@@ -1,0 +1,85 @@
+"""Token buckets per client: ``rate`` tokens a second, up to ``burst``; an empty bucket -> 429.
+
+Two layers use it: ``RateLimitMiddleware`` keys by client IP (every HTTP request), and routes
+key by principal (``"u:<user id>"`` / ``"k:<clinic>"``) once they know who is asking. Keys are IPs
+or opaque ids, never personal data. Memory is bounded: at most ``max_keys`` buckets are kept,
+the least recently used are forgotten (a forgotten client simply starts with a full bucket).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.http.errors import error_response
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    def take(self, key: str, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens for ``key``. Returns 0.0 when allowed, else the seconds to wait."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        tokens, at = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        wait = 0.0
+        if tokens >= cost:
+            tokens -= cost
+        else:
+            wait = (cost - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def rate_limited(scope: Scope, wait: float) -> Response:
+    return error_response(
+        scope,
+        429,
+        "RATE_LIMITED",
+        "too many requests; slow down",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+class RateLimitMiddleware:
+    """Per client IP, on every HTTP request except the operations endpoints (probes must not be
+    starved) and static assets (a page load fetches dozens; they cost next to nothing)."""
+
+    EXEMPT = ("/health", "/ready", "/metrics")
+    EXEMPT_PREFIX = "/static/"
+
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path not in self.EXEMPT and not path.startswith(self.EXEMPT_PREFIX):
+            client = scope.get("client")
+            key = "ip:" + (client[0] if client else "unknown")
+            wait = self.limiter.take(key)
+            if wait > 0:
+                await rate_limited(scope, wait)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

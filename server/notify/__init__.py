@@ -1,8 +1,0 @@
-"""Notifications: e-mail (SMTP or the local outbox) for bookings made, cancelled and moved, and
-reminders before appointments — read from the journal, exactly once per message key.
-
-Modules: ``feed`` (journal -> facts, the cursor loop, shared with ``server.webhooks``),
-``ledger`` (cursors + sent keys in SQLite), ``messages`` (templates, .ics), ``mailer``
-(SMTP / outbox), ``outbox`` (the .eml directory), ``reminders`` (lead times, schedule),
-``notifier`` (the consumer). Standalone: ``python -m server.notify --data DIR``.
-"""

@@ -1,0 +1,124 @@
+"""All 21 region actors of one process, and the routing of commands to them.
+
+Every id a command carries names its region (``AB-c12``, ``AB-b…``), so routing needs no
+lookup: ``region_of(id)`` picks the actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from engine.commands import (
+    Block,
+    Book,
+    Cancel,
+    Command,
+    JoinWaitlist,
+    LeaveWaitlist,
+    MarkNoShow,
+    OpenDays,
+    PlaceHold,
+    RegisterClinic,
+    ReleaseHold,
+    Reschedule,
+    Tick,
+    Unblock,
+)
+from engine.model import REGIONS, region_of
+from engine.state import RegionState
+from persistence.journal import Journal
+from server.regions.actor import Committed, RegionActor, Reloaded
+
+T = TypeVar("T")
+
+
+def command_region(command: Command) -> str:
+    """The region a command belongs to, from the id it carries."""
+    match command:
+        case RegisterClinic():
+            return command.clinic.region
+        case OpenDays() | PlaceHold() | Block() | Unblock():
+            return region_of(command.resource)
+        case Book() | Cancel() | Reschedule() | MarkNoShow():
+            return region_of(command.booking_id)
+        case JoinWaitlist() | LeaveWaitlist():
+            return region_of(command.entry_id)
+        case ReleaseHold():
+            return region_of(command.hold_id)
+        case Tick():
+            raise ValueError("a Tick belongs to every region; the actors issue their own")
+    raise TypeError(f"not a command: {command!r}")
+
+
+class Regions:
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        clock: Callable[[], float] = time.time,
+        epoch: int = 1,
+        regions: tuple[str, ...] | None = None,
+        **actor_options: Any,
+    ) -> None:
+        self.journal = journal
+        self._listeners: list[Callable[[Committed | Reloaded], None]] = []
+        codes = regions if regions is not None else tuple(r.code for r in REGIONS)
+        self.actors: dict[str, RegionActor] = {
+            code: RegionActor(
+                code, journal, epoch=epoch, clock=clock, listeners=self._listeners, **actor_options
+            )
+            for code in codes
+        }
+
+    def add_listener(self, fn: Callable[[Committed | Reloaded], None]) -> None:
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[Committed | Reloaded], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    async def start(self, wait: bool = True) -> None:
+        """Recover every region (in parallel). ``wait=False`` returns at once; /ready tells."""
+        await asyncio.gather(*(actor.start(wait=False) for actor in self.actors.values()))
+        if wait:
+            await asyncio.gather(*(actor.wait_ready() for actor in self.actors.values()))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(actor.stop() for actor in self.actors.values()))
+
+    def actor(self, region_or_id: str) -> RegionActor:
+        """The actor of a region code or of any id that carries one. KeyError if none."""
+        actor = self.actors.get(region_or_id)
+        if actor is None:
+            try:
+                actor = self.actors[region_of(region_or_id)]
+            except (ValueError, KeyError):
+                raise KeyError(region_or_id) from None
+        return actor
+
+    async def submit(self, command: Command) -> list[Any]:
+        return await self.actor(command_region(command)).submit(command)
+
+    async def query(self, region: str, fn: Callable[[RegionState], T]) -> T:
+        return await self.actor(region).query(fn)
+
+    async def query_all(self, fn: Callable[[RegionState], list[T]]) -> list[T]:
+        """``fn`` on every region (in parallel, each inside its actor), the lists joined.
+        For things that can live in any region: a patient's bookings, holds, wait-list entries."""
+        chunks = await asyncio.gather(*(actor.query(fn) for actor in self.actors.values()))
+        return [item for chunk in chunks for item in chunk]
+
+    def ready(self) -> bool:
+        return all(actor.ready for actor in self.actors.values())
+
+    def not_ready(self) -> list[str]:
+        return [code for code, actor in self.actors.items() if not actor.ready]
+
+    async def journal_ok(self) -> bool:
+        try:
+            return await asyncio.wait_for(self.journal.ping(), timeout=2.0)
+        except Exception:
+            return False
