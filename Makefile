@@ -22,7 +22,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine persistence server loadtest tests
-	$(BIN)/mypy --strict engine persistence
+	$(BIN)/ruff format --check engine persistence server loadtest tests
+	$(BIN)/mypy --strict engine persistence server
 
 bench: $(STAMP)
 	$(BIN)/tandtid bench all

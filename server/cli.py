@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def run_server_loop(main_coro: Any) -> int:
+def run_server_loop(main_coro: Coroutine[Any, Any, int]) -> int:
     """The server's event loop: uvloop when installed (uvicorn[standard] brings it), else asyncio."""
     try:
         import uvloop

@@ -561,11 +561,12 @@ def prebook_commands(
     out: dict[str, list[Book]] = {}
     for region, source in catalog_or_state.items():
         rows: Rows | None
+        clinics: Sequence[tuple[Clinic, Sequence[Resource]]]
         if isinstance(source, RegionState):
             clinics = [(c, source.resources_of(c.id)) for c in source.clinics.values()]
             rows = _state_rows(source)
         else:
-            clinics, rows = list(source), None
+            clinics, rows = source, None
         out[region] = list(
             prebook_region(
                 region,
