@@ -42,7 +42,7 @@ from server.http.routes import (
 )
 from server.http.routes.pages import STATIC_DIR
 from server.identity.accounts import AccountStore
-from server.identity.auth import AuthError, SessionSigner
+from server.identity.auth import AuthError, SessionSigner, patient_of
 from server.identity.calendar_tokens import FeedTokens
 from server.identity.ratelimit import RateLimiter, RateLimitMiddleware
 from server.live.hub import Hub
@@ -80,7 +80,7 @@ async def _ws_endpoint(websocket: WebSocket) -> None:
 
 
 def _make_hub(regions: Regions, settings: Settings) -> Any:
-    return Hub(regions, settings)
+    return Hub(regions, settings, identify=patient_of)
 
 
 def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore | None = None) -> Starlette:

@@ -177,6 +177,15 @@ def principal_from(conn: HTTPConnection) -> Principal | None:
     return _user_principal(accounts, signer.verify(cookie), "cookie")
 
 
+def patient_of(conn: HTTPConnection) -> str | None:
+    """The signed-in patient's opaque user id, or None (anonymous, staff, admins, clinic keys).
+    The live hub uses it to send patients their own booking events."""
+    principal = principal_from(conn)
+    if principal is not None and principal.role == Role.PATIENT and principal.user_id:
+        return principal.user_id
+    return None
+
+
 def csrf_ok(request: Request, principal: Principal) -> bool:
     """True unless this is a cookie-authenticated write without the matching CSRF header."""
     if request.method.upper() in _SAFE_METHODS or principal.via != "cookie":

@@ -29,7 +29,7 @@ from engine.cells import BOOKED, FREE
 from engine.commands import Book, Cancel, Party
 from persistence.file_journal import FileJournal
 from server.identity.accounts import AccountStore, Role
-from server.identity.auth import SessionSigner
+from server.identity.auth import SessionSigner, patient_of
 from server.live.hub import Hub
 from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.actor import Reloaded
@@ -74,7 +74,15 @@ async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     await regions.start()
     for command in setup_commands("AB", clinics=3, resources=2, days=5):
         await regions.submit(command)
-    hub = Hub(regions, settings, max_subscriptions=3, stall_s=1.0, sweep_s=0.1, close_timeout_s=2.0)
+    hub = Hub(
+        regions,
+        settings,
+        identify=patient_of,
+        max_subscriptions=3,
+        stall_s=1.0,
+        sweep_s=0.1,
+        close_timeout_s=2.0,
+    )
     hub.start()
     app = Starlette(routes=[WebSocketRoute("/ws", hub.endpoint)])
     accounts = AccountStore(tmp_path / "accounts.sqlite3")
