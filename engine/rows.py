@@ -4,19 +4,30 @@ A resource's row covers the days ``first_day .. first_day + days - 1`` contiguou
 day ``d`` starts at offset ``(d - first_day) * cells_per_day``. Each byte is a
 ``engine.cells.Cell``. Days outside the covered range read as all CLOSED. The row grows
 (at either end) when days outside it are opened. Opening-hour masks live here too.
+
+Writing: ``fill`` (a run of one value) and ``write`` (any bytes) are the only writes of
+cells after a day is covered; both return the change in the day's FREE count, which the
+caller (``RegionState``) adds to its per-clinic count.
 """
 
 from __future__ import annotations
 
 from engine.calendar import nonexistent_cells
-from engine.cells import CLOSED, FREE
+from engine.cells import BOOKED, BUFFER, CLOSED, FREE, HELD
 from engine.model import OpeningHours
+
+MAX_CELLS_PER_DAY = 24 * 60
+FREE_RUNS = [bytes([FREE]) * n for n in range(MAX_CELLS_PER_DAY + 1)]
+"""``FREE_RUNS[k]``: k FREE cells, for comparing a slice of a row without building bytes."""
+_RUNS = {FREE: FREE_RUNS} | {
+    value: [bytes([value]) * n for n in range(MAX_CELLS_PER_DAY + 1)] for value in (HELD, BOOKED, BUFFER)
+}
 
 
 class ResourceRow:
     """The cells of one resource. Owned by ``RegionState``; read it, never write it."""
 
-    __slots__ = ("id", "clinic", "cell_minutes", "cpd", "first_day", "buf", "cells_for", "free")
+    __slots__ = ("id", "clinic", "cell_minutes", "cpd", "first_day", "buf", "cells_for")
 
     def __init__(self, resource: str, clinic: str, cell_minutes: int) -> None:
         self.id = resource
@@ -27,8 +38,6 @@ class ResourceRow:
         self.buf = bytearray()
         # service id -> cells it needs, only for services this resource performs AND the clinic offers
         self.cells_for: dict[str, int] = {}
-        # the clinic's FREE-cell count per day (shared by every row of the clinic)
-        self.free: dict[int, int] = {}
 
     @property
     def days(self) -> int:
@@ -63,6 +72,35 @@ class ResourceRow:
         if off < 0:
             return bytes(self.cpd)
         return bytes(self.buf[off : off + self.cpd])
+
+    def cells(self, day: int, first: int, n: int) -> bytes:
+        """Cells ``[first, first + n)`` of a covered ``day``."""
+        off = (day - self.first_day) * self.cpd + first
+        return bytes(self.buf[off : off + n])
+
+    def fill(self, day: int, first: int, n: int, value: int) -> int:
+        """Set cells ``[first, first + n)`` of a covered ``day`` to ``value`` (FREE, HELD,
+        BOOKED or BUFFER). Returns the change in the day's FREE count."""
+        off = (day - self.first_day) * self.cpd + first
+        buf = self.buf
+        was_free = buf.count(FREE, off, off + n)
+        buf[off : off + n] = _RUNS[value][n]
+        return n - was_free if value == FREE else -was_free
+
+    def write(self, day: int, first: int, new: bytes | bytearray) -> int:
+        """Write ``new`` over cells ``[first, first + len(new))`` of a covered ``day``.
+        Returns the change in the day's FREE count."""
+        off = (day - self.first_day) * self.cpd + first
+        end = off + len(new)
+        buf = self.buf
+        was_free = buf.count(FREE, off, end)
+        buf[off:end] = new
+        return new.count(FREE) - was_free
+
+    def free_count(self, day: int) -> int:
+        """FREE cells of ``day`` in this row (0 when not covered)."""
+        off = self.offset(day)
+        return self.buf.count(FREE, off, off + self.cpd) if off >= 0 else 0
 
 
 def weekday_template(hours: OpeningHours, iso_weekday: int, cell_minutes: int) -> bytes:

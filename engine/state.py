@@ -84,7 +84,7 @@ from engine.records import (
     booking_from_list,
     hold_from_list,
 )
-from engine.rows import ResourceRow, day_mask, runs, weekday_template
+from engine.rows import FREE_RUNS, ResourceRow, day_mask, runs, weekday_template
 from engine.waitlist import (
     MAX_ENTRIES_PER_PATIENT,
     MAX_WAIT_DAYS,
@@ -99,12 +99,6 @@ Change = tuple[str, str, int, int, int, int]
 
 SNAPSHOT_VERSION = 1
 MAX_OPEN_DAYS = 400
-
-_RUNS = {state: [bytes([state]) * n for n in range(0, 24 * 60 + 1)] for state in (FREE, HELD, BOOKED, BUFFER)}
-_FREE_RUN = _RUNS[FREE]
-_HELD_RUN = _RUNS[HELD]
-_BOOKED_RUN = _RUNS[BOOKED]
-_BUFFER_RUN = _RUNS[BUFFER]
 
 _NOT_FOUND = RefusalCode.NOT_FOUND
 _INVALID = RefusalCode.INVALID
@@ -127,7 +121,7 @@ class RegionState:
         self._free: dict[str, dict[int, int]] = {}  # clinic -> day -> FREE cells
         self._clinic_resources: dict[str, list[str]] = {}
         self._templates: dict[str, dict[int, bytes]] = {}  # clinic -> iso weekday -> open mask
-        self._mask_runs: dict[bytes, tuple[int, list[tuple[int, int]]]] = {}  # mask -> (FREE cells, runs)
+        self._mask_runs: dict[bytes, list[tuple[int, int]]] = {}  # mask -> its FREE runs
         self._by_patient: dict[str, list[Booking]] = {}
         self._day_bookings: dict[tuple[str, int], dict[str, Booking]] = {}  # (clinic, day)
         self._hold_of: dict[str, str] = {}  # patient -> their one open hold
@@ -310,7 +304,7 @@ class RegionState:
         if cell < 0 or cell + k > cpd or i < 0 or (i + 1) * cpd > len(row.buf):
             return False
         off = i * cpd + cell
-        return row.buf[off : off + k] == _FREE_RUN[k] and cell_epoch(day, cell, row.cell_minutes) >= now
+        return row.buf[off : off + k] == FREE_RUNS[k] and cell_epoch(day, cell, row.cell_minutes) >= now
 
     def _check_run(
         self, row: ResourceRow, day: int, cell: int, k: int, now: int, own: tuple[str, int, int, int] | None
@@ -324,7 +318,7 @@ class RegionState:
             _refuse(RefusalCode.OUTSIDE_HOURS, "that day is not open")
         off += cell
         seg = row.buf[off : off + k]
-        if seg == _FREE_RUN[k]:
+        if seg == FREE_RUNS[k]:
             if cell_epoch(day, cell, row.cell_minutes) < now:
                 _refuse(RefusalCode.IN_PAST, "that time has passed")
             return
@@ -685,7 +679,7 @@ class RegionState:
     def _install(self, clinic: Clinic, resources: list[Resource]) -> None:
         old = self.clinics.get(clinic.id)
         self.clinics[clinic.id] = clinic
-        free = self._free.setdefault(clinic.id, {})
+        self._free.setdefault(clinic.id, {})
         members = self._clinic_resources.setdefault(clinic.id, [])
         if old is not None and old.cell_minutes != clinic.cell_minutes:
             for rid in members:  # no days opened (checked), so rows are empty: rebuild them
@@ -700,7 +694,6 @@ class RegionState:
         cm = clinic.cell_minutes
         for rid in members:
             row = self._rows[rid]
-            row.free = free
             row.cells_for = {
                 s: -(-SERVICES_BY_ID[s].minutes // cm) for s in self.resources[rid].services if s in offered
             }
@@ -716,14 +709,21 @@ class RegionState:
             template = templates[weekday] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
         return day_mask(template, day, clinic.cell_minutes)
 
-    def _commit(self, row: ResourceRow, day: int, first: int, old: bytes, new: bytes | bytearray) -> None:
+    def _fill(self, row: ResourceRow, day: int, first: int, n: int, value: int) -> None:
+        """Set cells [first, first+n) of ``day`` to ``value``, keep the free count and record
+        the change (the whole run, whatever it held)."""
+        delta = row.fill(day, first, n, value)
+        if delta:
+            self._free[row.clinic][day] += delta
+        self._changes.append((row.clinic, row.id, day, first, n, value))
+
+    def _write(self, row: ResourceRow, day: int, first: int, old: bytes, new: bytes | bytearray) -> None:
         """Write ``new`` over cells [first, first+len) of ``day`` (which held ``old``), keep the
         free count and record the changed runs."""
-        off = row.offset(day) + first
-        row.buf[off : off + len(new)] = new
-        delta = new.count(FREE) - old.count(FREE)
+        delta = row.write(day, first, new)
         if delta:
-            row.free[day] = row.free.get(day, 0) + delta
+            free = self._free[row.clinic]
+            free[day] = free.get(day, 0) + delta
         append = self._changes.append
         i, n = 0, len(new)
         while i < n:
@@ -741,75 +741,65 @@ class RegionState:
         row = self._rows[e.resource]
         clinic = self.clinics[row.clinic]
         row.cover(e.first_day, e.days)
-        cpd = row.cpd
-        closed_day = bytes(cpd)
-        free, append = row.free, self._changes.append
+        closed_day = bytes(row.cpd)
+        free, append = self._free[row.clinic], self._changes.append
         for day in range(e.first_day, e.first_day + e.days):
             free.setdefault(day, 0)
             mask = self._open_mask(clinic, day)
-            off = row.offset(day)
-            old = bytes(row.buf[off : off + cpd])
+            old = row.day(day)
             if old == closed_day:  # the usual case: a fresh day takes the mask as it is
-                row.buf[off : off + cpd] = mask
+                free[day] += row.write(day, 0, mask)
                 opened = self._mask_runs.get(mask)
                 if opened is None:
-                    opened = self._mask_runs[mask] = (mask.count(FREE), runs(mask, FREE))
-                free[day] += opened[0]
-                for first, n in opened[1]:
+                    opened = self._mask_runs[mask] = runs(mask, FREE)
+                for first, n in opened:
                     append((row.clinic, row.id, day, first, n, FREE))
                 continue
             new = bytes(FREE if (s == CLOSED and m == FREE) else s for s, m in zip(old, mask, strict=True))
             if new != old:
-                self._commit(row, day, 0, old, new)
+                self._write(row, day, 0, old, new)
 
     def _on_hold_placed(self, e: HoldPlaced) -> None:
-        row = self._rows[e.resource]
-        day, k = e.day, e.cells
-        off = (day - row.first_day) * row.cpd + e.cell
-        row.buf[off : off + k] = _HELD_RUN[k]
-        row.free[day] -= k
+        self._fill(self._rows[e.resource], e.day, e.cell, e.cells, HELD)
         self.holds[e.hold_id] = Hold(
-            e.hold_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k, e.expires_at
+            e.hold_id, e.patient, e.clinic, e.resource, e.service, e.day, e.cell, e.cells, e.expires_at
         )
         self._hold_of[e.patient] = e.hold_id
         heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
-        self._changes.append((e.clinic, e.resource, day, e.cell, k, HELD))
 
     def _on_hold_gone(self, e: HoldReleased | HoldExpired | OfferExpired) -> None:
         hold = self.holds.pop(e.hold_id)
         if self._hold_of.get(hold.patient) == hold.id:
             del self._hold_of[hold.patient]
-        row = self._rows[hold.resource]
-        day, k = hold.day, hold.cells
-        off = (day - row.first_day) * row.cpd + hold.cell
-        row.buf[off : off + k] = _FREE_RUN[k]
-        row.free[day] += k
-        self._changes.append((hold.clinic, hold.resource, day, hold.cell, k, FREE))
+        self._fill(self._rows[hold.resource], hold.day, hold.cell, hold.cells, FREE)
         if hold.offer:  # a missed or declined offer ends its entry; the time passes on
             self.waitlist.remove(hold.offer)
             if self.waitlist:
-                self._freed.append((hold.resource, day, hold.cell, k))
+                self._freed.append((hold.resource, hold.day, hold.cell, hold.cells))
 
     def _on_booked(self, e: Booked) -> None:
-        row = self._rows[e.resource]
-        day, k = e.day, e.cells
-        off = (day - row.first_day) * row.cpd + e.cell
-        row.buf[off : off + k] = _BOOKED_RUN[k]
+        self._fill(self._rows[e.resource], e.day, e.cell, e.cells, BOOKED)
         if e.hold_id:
             hold = self.holds.pop(e.hold_id)
             if self._hold_of.get(hold.patient) == hold.id:
                 del self._hold_of[hold.patient]
             if hold.offer:  # a confirmed offer ends its wait
                 self.waitlist.remove(hold.offer)
-        else:
-            row.free[day] -= k
         b = Booking(
-            e.booking_id, e.patient, e.clinic, e.resource, e.service, day, e.cell, k, BOOKED_STATUS, e.at
+            e.booking_id,
+            e.patient,
+            e.clinic,
+            e.resource,
+            e.service,
+            e.day,
+            e.cell,
+            e.cells,
+            BOOKED_STATUS,
+            e.at,
         )
         self._index(b)
         if e.idempotency_key:
             self._idem[(e.patient, e.idempotency_key)] = (e.booking_id, e.fingerprint)
-        self._changes.append((e.clinic, e.resource, day, e.cell, k, BOOKED))
 
     def _index(self, b: Booking) -> None:
         self.bookings[b.id] = b
@@ -829,36 +819,23 @@ class RegionState:
         b.status = CANCELLED_STATUS
         b.cancelled_at = e.at
         b.cancelled_by = e.by
-        row = self._rows[b.resource]
         day, k = b.day, b.cells
-        off = (day - row.first_day) * row.cpd + b.cell
         if e.buffer_until:
-            row.buf[off : off + k] = _BUFFER_RUN[k]
+            self._fill(self._rows[b.resource], day, b.cell, k, BUFFER)
             self._windows.setdefault((b.resource, day), []).append([b.cell, k, e.buffer_until])
             heapq.heappush(self._buffer_heap, (e.buffer_until, b.resource, day, b.cell, k))
-            self._changes.append((b.clinic, b.resource, day, b.cell, k, BUFFER))
         else:
-            row.buf[off : off + k] = _FREE_RUN[k]
-            row.free[day] += k
-            self._changes.append((b.clinic, b.resource, day, b.cell, k, FREE))
+            self._fill(self._rows[b.resource], day, b.cell, k, FREE)
         if self.waitlist:
             self._freed.append((b.resource, day, b.cell, k))
 
     def _on_rescheduled(self, e: Rescheduled) -> None:
         b = self.bookings[e.booking_id]
         k = b.cells
-        old_row = self._rows[b.resource]
-        off = (b.day - old_row.first_day) * old_row.cpd + b.cell
-        old_row.buf[off : off + k] = _FREE_RUN[k]
-        old_row.free[b.day] += k
-        self._changes.append((b.clinic, b.resource, b.day, b.cell, k, FREE))
+        self._fill(self._rows[b.resource], b.day, b.cell, k, FREE)
         if self.waitlist:
             self._freed.append((b.resource, b.day, b.cell, k))
-        row = self._rows[e.resource]
-        off = (e.day - row.first_day) * row.cpd + e.cell
-        row.buf[off : off + k] = _BOOKED_RUN[k]
-        row.free[e.day] -= k
-        self._changes.append((b.clinic, e.resource, e.day, e.cell, k, BOOKED))
+        self._fill(self._rows[e.resource], e.day, e.cell, k, BOOKED)
         if e.day != b.day:
             del self._day_bookings[(b.clinic, b.day)][b.id]
             self._day_bookings.setdefault((b.clinic, e.day), {})[b.id] = b
@@ -866,23 +843,21 @@ class RegionState:
 
     def _on_cells_blocked(self, e: CellsBlocked) -> None:
         row = self._rows[e.resource]
-        off = row.offset(e.day) + e.cell
-        old = bytes(row.buf[off : off + e.cells])
+        old = row.cells(e.day, e.cell, e.cells)
         new = bytes(BLOCKED if s in (FREE, BUFFER) else s for s in old)
         if new != old:
-            self._commit(row, e.day, e.cell, old, new)
+            self._write(row, e.day, e.cell, old, new)
 
     def _on_cells_unblocked(self, e: CellsUnblocked) -> None:
         row = self._rows[e.resource]
-        off = row.offset(e.day) + e.cell
-        old = bytes(row.buf[off : off + e.cells])
+        old = row.cells(e.day, e.cell, e.cells)
         if BLOCKED not in old:
             return
         mask = self._open_mask(self.clinics[row.clinic], e.day)[e.cell : e.cell + e.cells]
         new = bytes(
             (FREE if m == FREE else CLOSED) if s == BLOCKED else s for s, m in zip(old, mask, strict=True)
         )
-        self._commit(row, e.day, e.cell, old, new)
+        self._write(row, e.day, e.cell, old, new)
         if self.waitlist:
             self._freed.append((e.resource, e.day, e.cell, e.cells))
 
@@ -894,8 +869,7 @@ class RegionState:
         if not windows:
             self._windows.pop((e.resource, e.day), None)
         row = self._rows[e.resource]
-        off = row.offset(e.day) + e.cell
-        old = bytes(row.buf[off : off + e.cells])
+        old = row.cells(e.day, e.cell, e.cells)
         new = bytearray(old)
         for i, s in enumerate(old):
             cell = e.cell + i
@@ -903,7 +877,7 @@ class RegionState:
             if s == BUFFER and not any(w[0] <= cell < w[0] + w[1] for w in windows):
                 new[i] = FREE
         if new != old:
-            self._commit(row, e.day, e.cell, old, new)
+            self._write(row, e.day, e.cell, old, new)
             if self.waitlist:
                 self._freed.append((e.resource, e.day, e.cell, e.cells))
 
@@ -938,10 +912,7 @@ class RegionState:
         self.waitlist.remove(e.entry_id)
 
     def _on_offer_made(self, e: OfferMade) -> None:
-        row = self._rows[e.resource]
-        off = row.offset(e.day) + e.cell
-        old = bytes(row.buf[off : off + e.cells])
-        self._commit(row, e.day, e.cell, old, _HELD_RUN[e.cells])
+        self._fill(self._rows[e.resource], e.day, e.cell, e.cells, HELD)  # FREE/BUFFER cells only
         self.holds[e.hold_id] = Hold(
             e.hold_id,
             e.patient,
@@ -998,9 +969,9 @@ class RegionState:
             row = state._rows[rid]
             row.first_day = first_day
             row.buf = bytearray(cells)
-            for i in range(row.days):
-                day = first_day + i
-                row.free[day] = row.free.get(day, 0) + row.buf.count(FREE, i * row.cpd, (i + 1) * row.cpd)
+            free = state._free[row.clinic]
+            for day in range(first_day, first_day + row.days):
+                free[day] = free.get(day, 0) + row.free_count(day)
         for rec in data["bookings"]:
             state._index(booking_from_list(rec))
         for rec in data["holds"]:

@@ -9,7 +9,7 @@ from datetime import date
 from slot_world import MONDAY, make_clinic, make_resources
 
 from engine.calendar import day_of
-from engine.cells import CLOSED, FREE
+from engine.cells import BUFFER, CLOSED, FREE, HELD
 from engine.commands import OpenDays, RegisterClinic
 from engine.model import DEFAULT_HOURS
 from engine.rows import ResourceRow, day_mask, runs, weekday_template
@@ -60,3 +60,16 @@ def test_memory_per_resource_day_fits_all_of_sweden() -> None:
     per_resource = used / 300
     assert per_resource * 13_000 < 256 * 2**20, f"{per_resource:.0f} bytes per resource"
     print(f"{per_resource:.0f} bytes per resource (90 days)")
+
+
+def test_fill_and_write_return_the_free_count_change() -> None:
+    row = ResourceRow("AB-c1-r1", "AB-c1", 15)
+    row.cover(MONDAY, 1)
+    assert row.write(MONDAY, 32, bytes([FREE]) * 8) == 8 and row.free_count(MONDAY) == 8
+    assert row.fill(MONDAY, 30, 4, HELD) == -2  # two CLOSED, two FREE cells
+    assert row.fill(MONDAY, 30, 4, FREE) == 4 and row.free_count(MONDAY) == 10
+    assert row.fill(MONDAY, 36, 2, BUFFER) == -2 and row.cells(MONDAY, 35, 4) == bytes(
+        [FREE, BUFFER, BUFFER, FREE]
+    )
+    assert row.write(MONDAY, 36, bytes([FREE, CLOSED])) == 1 and row.free_count(MONDAY) == 9
+    assert row.free_count(MONDAY + 1) == 0
