@@ -4,7 +4,6 @@ COPY pyproject.toml README.md ./
 COPY engine engine
 COPY persistence persistence
 COPY server server
-COPY loadtest loadtest
 COPY static static
 RUN pip install --no-cache-dir .
 ENV TANDTID_DATA_DIR=/data TANDTID_HOST=0.0.0.0 TANDTID_PORT=8000

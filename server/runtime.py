@@ -2,7 +2,7 @@
 
 The slot tables, bookings and indexes are millions of long-lived objects. CPython's cyclic
 garbage collector would otherwise walk all of them on every full collection, stalling every
-region actor for tens of milliseconds (seen as p99 spikes in ``tandtid bench actor``).
+region actor for tens of milliseconds (seen as p99 spikes in ``python -m loadtest.bench actor``).
 After recovery we move everything alive into the permanent generation (``gc.freeze``) and
 collect the young generation less often; reference counting still frees almost everything.
 """

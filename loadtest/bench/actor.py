@@ -1,4 +1,4 @@
-"""``tandtid bench actor --journal file|redis``: bookings/s through one region actor with
+"""``python -m loadtest.bench actor --journal file|redis``: bookings/s through one region actor with
 group commit, from many concurrent producers, with per-booking latency p50/p99.
 
 Every booking is a real ``Book`` on its own free cell, acknowledged only after the batch's
@@ -102,7 +102,7 @@ async def run(kind: str, producers: int, bookings: int, redis_url: str | None) -
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="tandtid bench actor")
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench actor")
     parser.add_argument("--journal", choices=["file", "redis"], default="file")
     parser.add_argument("--redis", default=None, help="use this Redis instead of starting one")
     parser.add_argument("--producers", type=int, default=1000)

@@ -1,4 +1,4 @@
-"""``tandtid bench journal``: durable appends per second, each a batch of 256 small event records.
+"""``python -m loadtest.bench journal``: durable appends per second, each a batch of 256 small event records.
 
 For scale it measures, on the same storage, what the hardware and server allow without
 the journal: ``raw_fsync_per_s`` (write + fsync of a batch-sized block to a plain file in
@@ -206,7 +206,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="tandtid bench journal", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench journal", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--journal", choices=("file", "redis"), default="file")
     parser.add_argument("--redis", default=None, help="use this Redis instead of starting one")
     parser.add_argument("--dir", default=None, help="directory for the file journal (default: a temp dir)")

@@ -1,4 +1,4 @@
-"""``tandtid bench memory``: resident memory of all of Sweden's slot tables.
+"""``python -m loadtest.bench memory``: resident memory of all of Sweden's slot tables.
 
 Builds the seed catalogue (default ``--scale sweden``: ~4,430 clinics, ~13,000 resources),
 applies its commands to one ``engine.state.RegionState`` per region with ``--days`` days
@@ -31,7 +31,7 @@ def _now_before(first_day: int) -> int:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tandtid bench memory", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench memory", description=__doc__)
     parser.add_argument("--scale", default="sweden", help="demo, small, sweden or a number of clinics")
     parser.add_argument("--days", type=int, default=90, help="days opened per resource")
     parser.add_argument(

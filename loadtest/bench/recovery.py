@@ -1,4 +1,4 @@
-"""``tandtid bench recovery``: journal N events (default 1,000,000), then time a region actor
+"""``python -m loadtest.bench recovery``: journal N events (default 1,000,000), then time a region actor
 from start to ready — from the latest snapshot + the journal tail after it, and (for
 reference) by replaying the whole journal with no snapshot.
 
@@ -132,7 +132,7 @@ async def run(
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="tandtid bench recovery")
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench recovery")
     parser.add_argument("--journal", choices=["file", "redis"], default="file")
     parser.add_argument("--redis", default=None)
     parser.add_argument("--events", type=int, default=1_000_000)

@@ -1,4 +1,4 @@
-"""``tandtid bench all`` (``make bench``): every benchmark, each in its own process, one JSON file,
+"""``python -m loadtest.bench all`` (``make bench``): every benchmark, each in its own process, one JSON file,
 a short table, and one line appended to ``bench/history.jsonl`` with the commit id, so a
 regression shows up next to the runs before it.
 """
@@ -38,7 +38,7 @@ def git_commit() -> str:
 
 
 def run_one(name: str, args: list[str], timeout_s: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "server.cli", "bench", name, *args]
+    cmd = [sys.executable, "-m", "loadtest.bench", name, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -52,7 +52,7 @@ def run_one(name: str, args: list[str], timeout_s: float) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="tandtid bench all")
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench all")
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--history", default="bench/history.jsonl")
     parser.add_argument("--only", nargs="*", default=None, help="benchmark names to run")

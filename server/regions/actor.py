@@ -365,7 +365,7 @@ class RegionActor:
 
         The cyclic GC is paused while the state is rebuilt: recovery allocates millions of
         long-lived objects and nothing cyclic, and collecting during it more than doubled
-        ``tandtid bench recovery``. Other coroutines' garbage waits a few seconds at most."""
+        ``python -m loadtest.bench recovery``. Other coroutines' garbage waits a few seconds at most."""
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
