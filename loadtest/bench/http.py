@@ -1,10 +1,20 @@
-"""``tandtid bench http``: bookings per second through the real HTTP stack, with p50/p99.
+"""``tandtid bench http``: bookings per second through the real HTTP stack, beside the machine's limits.
 
-Starts ``tandtid serve`` (file journal, ``--seed --scale small``) in a temp dir, registers
-patients, collects free times from the public availability API, then drives
-``POST /api/bookings`` from worker processes over keep-alive connections (a minimal HTTP/1.1
-client on asyncio streams, so the load generator spends little of the machine's 2 cores).
-Every request is a real booking of a distinct free time: a 201 is a durable booking.
+Starts ``tandtid serve`` (file journal, ``--seed --scale sweden`` by default) in a temp dir,
+registers patients, collects free times from the public availability API and writes one
+request per line for ``wrk`` (C, with ``http_load.lua``), which drives ``POST /api/bookings``
+over ``--connections`` keep-alive connections for ``--seconds``. ``--spread``:
+
+* ``uniform`` (default): every request books a distinct free time drawn at random from all
+  free times of the country (each clinic's share in proportion to its free times);
+* ``region``: the same, within one region (``--region``, default Stockholm);
+* ``hot``: every request aims at one of 10 times; 10 bookings, the rest are refusals.
+
+In the same run it measures the two limits the figures should be read against: raw
+``write + fsync`` per second on the data directory (the storage limit: one durable write per
+batch) and requests per second of a trivial Starlette POST endpoint served by uvicorn the same
+way (uvloop, httptools, no access log) and driven by the same wrk command (the framework limit).
+It prints one JSON line with bookings/s, requests/s, p50, p99, both limits and the ratios.
 """
 
 from __future__ import annotations
@@ -13,17 +23,40 @@ import argparse
 import asyncio
 import json
 import logging
-import multiprocessing as mp
 import os
+import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from loadtest.redis_server import free_port
+
+LUA = Path(__file__).with_name("http_load.lua")
+SERVICE = "child_checkup"
+SPREADS = ("uniform", "region", "hot")
+HOT_TIMES = 10
+PER_PATIENT_AND_CLINIC = 3  # the clinic's default hoarding limit
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not become ready")
 
 
 def start_server(data: str, port: int, scale: str) -> subprocess.Popen[bytes]:
@@ -34,177 +67,301 @@ def start_server(data: str, port: int, scale: str) -> subprocess.Popen[bytes]:
         "TANDTID_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data",
-            data,
-            "--seed",
-            "--scale",
-            scale,
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--data", data, "--seed", "--scale", scale, "--log-level", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not become ready")
+    _wait_ready(f"http://127.0.0.1:{port}/ready", proc)
+    return proc
 
 
-def prepare(base: str, patients: int, wanted: int) -> tuple[list[str], list[tuple[str, bytes]]]:
-    """Tokens for ``patients`` new patients and ``wanted`` (token, body) booking requests,
-    each a distinct free time, at most 3 per patient per clinic (the clinic's hoarding limit)."""
-    with httpx.Client(base_url=base, timeout=30) as client:
-        tokens = []
-        for i in range(patients):
-            r = client.post(
-                "/api/auth/register",
-                json={
-                    "email": f"bench-{i}-{time.time_ns()}@bench.test",
-                    "password": "bench-password",
-                    "name": "Bench",
-                },
+# -- the framework limit: a trivial endpoint, served the way tandtid serves ------------------
+
+
+def _trivial_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def book(request: Request) -> JSONResponse:
+        body = await request.body()
+        return JSONResponse({"id": "AB-bxxxxxxxxxxxxxx", "bytes": len(body)}, status_code=201)
+
+    async def ready(_request: Request) -> JSONResponse:
+        return JSONResponse({"ready": True})
+
+    return Starlette(routes=[Route("/api/bookings", book, methods=["POST"]), Route("/ready", ready)])
+
+
+def serve_trivial(port: int) -> None:
+    """Run the trivial app like ``tandtid serve`` runs its app (uvloop, uvicorn, no access log)."""
+    import uvicorn
+
+    from server.cli import run_server_loop
+
+    config = uvicorn.Config(
+        _trivial_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
+    )
+    run_server_loop(uvicorn.Server(config).serve())
+
+
+def start_trivial(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"from loadtest.bench.http import serve_trivial; serve_trivial({port})"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_ready(f"http://127.0.0.1:{port}/ready", proc)
+    return proc
+
+
+# -- the storage limit -----------------------------------------------------------------------
+
+
+def raw_fsync_per_s(directory: str, seconds: float = 3.0, size: int = 512) -> float:
+    """Sequential ``write`` + ``fsync`` of ``size`` bytes to a fresh file in ``directory``."""
+    path = Path(directory) / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    data = os.urandom(size)
+    n = 0
+    try:
+        started = time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            os.write(fd, data)
+            os.fsync(fd)
+            n += 1
+    finally:
+        os.close(fd)
+        path.unlink()
+    return n / elapsed
+
+
+# -- the work --------------------------------------------------------------------------------
+
+
+async def _register(client: httpx.AsyncClient, patients: int) -> list[str]:
+    run = time.time_ns()
+
+    async def one(i: int) -> str:
+        r = await client.post(
+            "/api/auth/register",
+            json={"email": f"bench-{i}-{run}@bench.test", "password": "bench-password", "name": "Bench"},
+        )
+        r.raise_for_status()
+        token: str = r.json()["token"]
+        return token
+
+    sem = asyncio.Semaphore(4)
+
+    async def bounded(i: int) -> str:
+        async with sem:
+            return await one(i)
+
+    return list(await asyncio.gather(*(bounded(i) for i in range(patients))))
+
+
+async def _clinic_ids(client: httpx.AsyncClient, region: str | None) -> list[str]:
+    """Every clinic of the country (or of ``region``): the list API caps at 500 rows, so the
+    ids come from the per-region counts (the seed numbers clinics ``<REGION>-c1..N``)."""
+    regions = (await client.get("/api/regions")).json()
+    ids = []
+    for r in regions:
+        if region is None or r["code"] == region:
+            ids += [f"{r['code']}-c{i}" for i in range(1, int(r["clinics"]) + 1)]
+    return ids
+
+
+async def _free_times(
+    client: httpx.AsyncClient, clinics: list[str], days: int, keep: int, rng: random.Random
+) -> dict[str, tuple[int, list[tuple[str, str]]]]:
+    """Per clinic: how many free times of ``SERVICE`` it has in the next ``days``, and a random
+    sample of at most ``keep`` of them as (resource, start)."""
+    out: dict[str, tuple[int, list[tuple[str, str]]]] = {}
+    sem = asyncio.Semaphore(8)
+
+    async def one(clinic: str) -> None:
+        async with sem:
+            r = await client.get(
+                f"/api/clinics/{clinic}/availability", params={"service": SERVICE, "days": days}
             )
-            r.raise_for_status()
-            tokens.append(r.json()["token"])
-        clinics = []
-        for region in [r["code"] for r in client.get("/api/regions").json()]:
-            clinics += [
-                c["id"] for c in client.get("/api/clinics", params={"region": region, "limit": 500}).json()
-            ]
-        slots: list[tuple[str, str, str]] = []
-        for clinic in clinics:
-            days = client.get(
-                f"/api/clinics/{clinic}/availability", params={"service": "child_checkup", "days": 31}
-            ).json()["days"]
-            # each patient may hold 3 upcoming bookings per clinic: spread the load over clinics
-            slots += [(clinic, t["resource"], t["start"]) for d in days for t in d["times"]][: 3 * patients]
-            if len(slots) >= wanted:
-                break
-    per_clinic_patient: dict[tuple[str, int], int] = {}
-    requests: list[tuple[str, bytes]] = []
-    p = 0
+        if r.status_code != 200:
+            return
+        times = [(t["resource"], t["start"]) for d in r.json()["days"] for t in d["times"]]
+        out[clinic] = (len(times), rng.sample(times, min(keep, len(times))))
+
+    await asyncio.gather(*(one(c) for c in clinics))
+    return out
+
+
+def _draw(
+    times: dict[str, tuple[int, list[tuple[str, str]]]], wanted: int, rng: random.Random
+) -> list[tuple[str, str, str]]:
+    """About ``wanted`` distinct (clinic, resource, start), each clinic's share in proportion to
+    its free times (a multinomial draw over the clinics, then that many from its sample)."""
+    clinics = [c for c, (count, _) in times.items() if count]
+    picks: dict[str, int] = {}
+    for clinic in rng.choices(clinics, weights=[times[c][0] for c in clinics], k=wanted):
+        picks[clinic] = picks.get(clinic, 0) + 1
+    drawn = [(clinic, *slot) for clinic, n in picks.items() for slot in times[clinic][1][:n]]
+    rng.shuffle(drawn)
+    return drawn
+
+
+def _assign(
+    slots: list[tuple[str, str, str]], tokens: list[str], rng: random.Random
+) -> list[tuple[str, str, str, str]]:
+    """(token, clinic, resource, start): a patient for each slot, at most 3 per patient and clinic."""
+    used: dict[tuple[str, int], int] = {}
+    out = []
     for clinic, resource, start in slots:
-        for _ in range(patients):
-            p = (p + 1) % patients
-            if per_clinic_patient.get((clinic, p), 0) < 3:
+        p = rng.randrange(len(tokens))
+        for _ in range(len(tokens)):
+            if used.get((clinic, p), 0) < PER_PATIENT_AND_CLINIC:
                 break
+            p = (p + 1) % len(tokens)
         else:
             continue
-        per_clinic_patient[(clinic, p)] = per_clinic_patient.get((clinic, p), 0) + 1
-        body = json.dumps(
-            {"clinic": clinic, "resource": resource, "service": "child_checkup", "start": start}
-        )
-        requests.append((tokens[p], body.encode()))
-        if len(requests) >= wanted:
-            break
-    return tokens, requests
+        used[(clinic, p)] = used.get((clinic, p), 0) + 1
+        out.append((tokens[p], clinic, resource, start))
+    return out
 
 
-async def _drive(
-    port: int, work: list[tuple[str, bytes]], connections: int
-) -> tuple[list[float], dict[int, int]]:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    queue = list(reversed(work))
-
-    async def connection() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while queue:
-            token, body = queue.pop()
-            request = (
-                f"POST /api/bookings HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
-            t0 = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
-            latencies.append(time.perf_counter() - t0)
-            status = int(head[9:12])
-            statuses[status] = statuses.get(status, 0) + 1
-        writer.close()
-
-    await asyncio.gather(*(connection() for _ in range(connections)))
-    return latencies, statuses
+async def prepare(base: str, spread: str, region: str, patients: int, wanted: int, days: int) -> list[str]:
+    """The request lines for wrk (method, path, token, body; tab-separated)."""
+    rng = random.Random(14)
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        tokens = await _register(client, patients)
+        clinics = await _clinic_ids(client, region if spread == "region" else None)
+        if spread == "hot":
+            clinics = rng.sample(clinics, min(len(clinics), 50))
+        keep = 4 * wanted // max(len(clinics), 1) + 20
+        times = await _free_times(client, clinics, days, keep, rng)
+    if spread == "hot":
+        targets = _draw(times, HOT_TIMES, rng)
+        # every patient asks for every hot time, in random order; the file is replayed round and round
+        work = [(token, *rng.choice(targets)) for token in tokens for _ in range(HOT_TIMES * 10)]
+        rng.shuffle(work)
+    else:
+        work = _assign(_draw(times, wanted, rng), tokens, rng)
+    lines = []
+    for token, clinic, resource, start in work:
+        body = json.dumps({"clinic": clinic, "resource": resource, "service": SERVICE, "start": start})
+        lines.append(f"POST\t/api/bookings\t{token}\t{body}")
+    return lines
 
 
-def _worker(port: int, work: list[tuple[str, bytes]], connections: int, out: Any) -> None:
-    out.put(asyncio.run(_drive(port, work, connections)))
+def wrk(port: int, requests_file: str, connections: int, seconds: int, threads: int) -> dict[str, Any]:
+    """One wrk run; the Lua script prints one JSON line of figures."""
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        f"http://127.0.0.1:{port}",
+        "--",
+        requests_file,
+        str(threads),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            result: dict[str, Any] = json.loads(line)
+            return result
+    raise SystemExit(f"wrk printed no figures: {proc.stdout[-500:]} {proc.stderr[-500:]}")
 
 
-def run(bookings: int, workers: int, connections: int, patients: int, scale: str) -> dict[str, Any]:
+def _figures(raw: dict[str, Any]) -> dict[str, Any]:
+    seconds = raw["duration_us"] / 1e6
+    statuses = {str(k): v for k, v in sorted(raw["statuses"].items())}
+    return {
+        "bookings_per_s": round(statuses.get("201", 0) / seconds),
+        "requests_per_s": round(raw["requests"] / seconds),
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 1),
+        "requests": raw["requests"],
+        "statuses": statuses,
+        "socket_errors": raw["socket_errors"],
+        "replayed_list": raw["wrapped"] > 0,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench http needs wrk (apt-get install wrk)")
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tandtid-bench-http-") as data:
+        fsyncs = raw_fsync_per_s(data)
+        req_file = str(Path(data) / "requests.tsv")
+
         port = free_port()
-        server = start_server(data, port, scale)
+        server = start_server(str(Path(data) / "store"), port, args.scale)
         try:
-            _tokens, work = prepare(f"http://127.0.0.1:{port}", patients, bookings)
-            ctx = mp.get_context("spawn")
-            out = ctx.Queue()
-            procs = [
-                ctx.Process(target=_worker, args=(port, work[i::workers], connections, out))
-                for i in range(workers)
-            ]
-            started = time.perf_counter()
-            for proc in procs:
-                proc.start()
-            results = [out.get() for _ in procs]
-            elapsed = time.perf_counter() - started
-            for proc in procs:
-                proc.join()
+            lines = asyncio.run(
+                prepare(
+                    f"http://127.0.0.1:{port}",
+                    args.spread,
+                    args.region,
+                    args.patients,
+                    args.bookings,
+                    args.days,
+                )
+            )
+            Path(req_file).write_text("\n".join(lines) + "\n")
+            tandtid = _figures(wrk(port, req_file, args.connections, args.seconds, args.threads))
         finally:
             server.terminate()
-            server.wait(timeout=30)
-    latencies = sorted(x for lat, _ in results for x in lat)
-    statuses: dict[int, int] = {}
-    for _, st in results:
-        for code, n in st.items():
-            statuses[code] = statuses.get(code, 0) + n
-    created = statuses.get(201, 0)
+            server.wait(timeout=60)
+
+        trivial_port = free_port()
+        trivial = start_trivial(trivial_port)
+        try:
+            framework = _figures(
+                wrk(trivial_port, req_file, args.connections, args.framework_seconds, args.threads)
+            )
+        finally:
+            trivial.terminate()
+            trivial.wait(timeout=30)
+    figure = "requests_per_s" if args.spread == "hot" else "bookings_per_s"
     return {
         "bench": "http",
-        "requests": len(latencies),
-        "bookings": created,
-        "bookings_per_s": round(created / elapsed),
-        "requests_per_s": round(len(latencies) / elapsed),
-        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "workers": workers,
-        "connections": workers * connections,
+        "spread": args.spread,
+        **({"region": args.region} if args.spread == "region" else {}),
+        "scale": args.scale,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        **tandtid,
+        "raw_fsync_per_s": round(fsyncs),
+        "framework_requests_per_s": framework["requests_per_s"],
+        "framework_p99_ms": framework["p99_ms"],
+        "ratio_to_framework": round(tandtid[figure] / max(framework["requests_per_s"], 1), 3),
+        "bookings_per_fsync": round(tandtid["bookings_per_s"] / max(fsyncs, 1), 2),
+        "loadavg_1m_before": round(load, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
     }
 
 
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="tandtid bench http")
-    parser.add_argument("--bookings", type=int, default=20_000)
-    parser.add_argument("--workers", type=int, default=1, help="load generator processes")
-    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections per worker")
-    parser.add_argument("--patients", type=int, default=40)
-    parser.add_argument("--scale", default="small")
+    parser.add_argument("--spread", choices=SPREADS, default="uniform")
+    parser.add_argument("--region", default="AB", help="the region of --spread region")
+    parser.add_argument("--scale", default="sweden")
+    parser.add_argument("--connections", type=int, default=128)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--framework-seconds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--bookings", type=int, default=200_000, help="distinct times prepared")
+    parser.add_argument("--patients", type=int, default=100)
+    parser.add_argument("--days", type=int, default=14, help="how far ahead free times are drawn from")
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    result = run(args.bookings, args.workers, args.connections, args.patients, args.scale)
+    result = run(args)
     print(json.dumps(result), flush=True)
     return result
