@@ -1,4 +1,4 @@
-"""``tandtid bench http``: bookings per second through the real HTTP stack, beside the machine's limits.
+"""``python -m loadtest.bench http``: bookings per second through the real HTTP stack, beside the machine's limits.
 
 Starts ``tandtid serve`` (file journal, ``--seed --scale sweden`` by default) in a temp dir,
 registers patients, collects free times from the public availability API and writes one
@@ -349,7 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="tandtid bench http")
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench http")
     parser.add_argument("--spread", choices=SPREADS, default="uniform")
     parser.add_argument("--region", default="AB", help="the region of --spread region")
     parser.add_argument("--scale", default="sweden")
