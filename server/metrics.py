@@ -6,7 +6,7 @@ ids of patients, names, e-mail addresses or phone numbers.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Enum, Gauge, Histogram
 
 COMMANDS = Counter("tandtid_commands_total", "Commands applied by region actors", ["type", "region"])
 REFUSALS = Counter("tandtid_refusals_total", "Commands refused by the engine", ["code", "region"])
@@ -25,6 +25,17 @@ JOURNAL_APPEND_SECONDS = Histogram(
 JOURNAL_FAILURES = Counter("tandtid_journal_failures_total", "Journal appends that failed", ["region"])
 QUEUE_DEPTH = Gauge("tandtid_actor_queue_depth", "Commands waiting in a region actor's inbox", ["region"])
 REGION_READY = Gauge("tandtid_region_ready", "1 when the region is recovered and writable", ["region"])
+REGION_LIFECYCLE = Enum(
+    "tandtid_region_lifecycle",
+    "A region actor's lifecycle (failed: an operator must act, see tandtid journal check)",
+    ["region"],
+    states=["recovering", "ready", "fenced", "failed"],
+)
+ACTOR_FAILURES = Counter(
+    "tandtid_actor_failures_total",
+    "Actor turns answered 503 and reloaded (kind: journal, stale_epoch, unexpected)",
+    ["region", "kind"],
+)
 WS_CONNECTIONS = Gauge("tandtid_ws_connections", "Open WebSocket connections")
 WS_FRAMES_SENT = Counter("tandtid_ws_frames_sent_total", "WebSocket frames sent", ["kind"])
 WS_SLOW_CONSUMERS = Counter("tandtid_ws_slow_consumers_total", "Slow WebSocket consumers", ["action"])

@@ -9,9 +9,19 @@ One asyncio task per region. Each turn it
 5. only after that write is durable resolves every caller's future and hands a
    ``Committed`` to the listeners (the live hub, the notifier).
 
-If the journal write fails, every caller in the batch gets ``Unavailable``, the in-memory
-state is dropped and reloaded from snapshot + journal, retrying with backoff until the
-journal answers again; then listeners get ``Reloaded`` so they resync their subscribers.
+If the journal write fails, or anything else in a turn raises (an engine bug mid-command, a
+failing tick, packing, ``take_changes``), every caller in the batch not yet answered gets
+``Unavailable``, the in-memory state is dropped and reloaded from snapshot + journal,
+retrying with backoff while the journal is unreachable; then listeners get ``Reloaded`` so
+they resync their subscribers. The state therefore never holds a change the journal lacks.
+
+Lifecycle (``Lifecycle``, one value at a time)::
+
+    RECOVERING ──> READY ──(any failure in a turn)──> RECOVERING
+        │            └──(a newer epoch holds the region)──> FENCED   (stays; writes refused)
+        └──(damage in the journal, or any non-transient recovery error)──> FAILED
+                                    (stays until an operator repairs and restarts; ``failure``
+                                     says why; every submit and query answers Unavailable)
 Holds expire and buffers release through the same path (a ``Tick`` command), so they are
 journaled too. Snapshots are taken every N events or T seconds; the state is copied on
 the actor (fast) and packed and written off it.
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import gc
 import logging
 import time
@@ -29,11 +40,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from engine.commands import Command, Tick
-from engine.errors import RefusalCode, Refused, TandtidError
+from engine.errors import Refused, TandtidError
 from engine.events import Event, from_record, to_record
 from engine.state import Change, RegionState
 from persistence.codec import pack_events, pack_snapshot, unpack_events, unpack_snapshot
-from persistence.journal import Journal, JournalError, Snapshot, StaleEpoch
+from persistence.journal import Journal, JournalError, JournalUnavailable, Snapshot, StaleEpoch
 from server import metrics
 
 log = logging.getLogger("tandtid.actor")
@@ -42,6 +53,17 @@ T = TypeVar("T")
 
 class Unavailable(TandtidError):
     """The region could not make the command durable; nothing happened. Retry later (HTTP 503)."""
+
+
+class Lifecycle(enum.Enum):
+    RECOVERING = "recovering"  # loading snapshot + journal (or retrying while it is unreachable)
+    READY = "ready"  # serving commands and queries
+    FENCED = "fenced"  # a writer with a newer epoch owns the region: no more writes from here
+    FAILED = "failed"  # recovery cannot succeed without an operator (see ``RegionActor.failure``)
+
+
+# Recovery retries these (the store may come back); anything else fails the region.
+TRANSIENT = (JournalUnavailable, OSError, ConnectionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +129,8 @@ class RegionActor:
         self.retry_backoff_s = retry_backoff_s
         self.state = RegionState(region)
         self.position = 0
-        self.ready = False
-        self.fenced = False
+        self.lifecycle = Lifecycle.RECOVERING
+        self.failure: str | None = None  # why the region FAILED (no personal data: kinds and offsets)
         self._inbox: asyncio.Queue[_Request | _Query] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._recovered = asyncio.Event()
@@ -119,6 +141,8 @@ class RegionActor:
         self._batch_hist = metrics.BATCH_SIZE.labels(region=region)
         self._append_hist = metrics.JOURNAL_APPEND_SECONDS.labels(region=region)
         self._ready_gauge = metrics.REGION_READY.labels(region=region)
+        self._lifecycle_enum = metrics.REGION_LIFECYCLE.labels(region=region)
+        self._lifecycle_enum.state(self.lifecycle.value)
         self._command_counters: dict[type, Any] = {}
 
     # -- public API ---------------------------------------------------------------------------
@@ -126,6 +150,19 @@ class RegionActor:
     @property
     def queue_depth(self) -> int:
         return self._inbox.qsize()
+
+    @property
+    def ready(self) -> bool:
+        return self.lifecycle is Lifecycle.READY
+
+    @property
+    def fenced(self) -> bool:
+        return self.lifecycle is Lifecycle.FENCED
+
+    def _become(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self._ready_gauge.set(1 if lifecycle is Lifecycle.READY else 0)
+        self._lifecycle_enum.state(lifecycle.value)
 
     async def start(self, wait: bool = True) -> None:
         """Start the loop, which first recovers (snapshot + replay), retrying with backoff while
@@ -135,13 +172,16 @@ class RegionActor:
             await self.wait_ready()
 
     async def wait_ready(self) -> None:
-        """Until the first recovery has finished (raises if the loop died instead)."""
+        """Until the first recovery has finished. Raises ``Unavailable`` when the region
+        FAILED or was FENCED instead (``failure`` says why)."""
         assert self._task is not None, "start() first"
         waiter = asyncio.create_task(self._recovered.wait())
         done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:
             waiter.cancel()
-            self._task.result()  # re-raise the loop's failure
+            self._task.result()  # re-raise a failure of the loop itself
+        if not self.ready:
+            raise Unavailable(f"region {self.region} is {self.lifecycle.value}: {self.failure}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -153,47 +193,64 @@ class RegionActor:
             with contextlib.suppress(Exception):
                 await self._snapshot_task
         self._fail_pending(Unavailable(f"region {self.region} is shutting down"))
-        self.ready = False
-        self._ready_gauge.set(0)
+        if self.lifecycle is Lifecycle.READY:
+            self._become(Lifecycle.RECOVERING)
 
     async def submit(self, command: Command) -> list[Event]:
         """Apply ``command``; returns its events once they are durable.
         Raises ``Refused`` (nothing changed) or ``Unavailable`` (nothing changed, retry later)."""
         if not self.ready:
-            raise Unavailable(f"region {self.region} is recovering")
+            raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Request(command, future))
         return await future
 
     async def query(self, fn: Callable[[RegionState], T]) -> T:
         """Run ``fn(state)`` inside the actor between batches, on durable state only.
-        ``fn`` must be quick and must not keep references to mutable state it returns."""
+        ``fn`` must be quick and must not keep references to mutable state it returns.
+        While recovering, waits for the recovery; raises ``Unavailable`` when FAILED or FENCED."""
+        if self.lifecycle in (Lifecycle.FAILED, Lifecycle.FENCED):
+            raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Query(fn, future))
         return await future
 
     async def snapshot_now(self) -> None:
-        """Take a snapshot at the next turn and wait until it is stored (tests, benchmarks)."""
-        await self.query(lambda _state: None)
-        await self._write_snapshot(self._capture_snapshot())
+        """Take a snapshot at the next turn and wait until it is stored (tests, benchmarks).
+        The copy is made inside the turn, between batches, so it holds exactly the state
+        at ``position`` (never a batch still waiting for its append)."""
+        captured = await self.query(lambda _state: self._capture_snapshot())
+        await self._write_snapshot(captured)
 
     # -- the loop -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        await self._recover_with_backoff()
-        self._last_snapshot_at = self.clock()
-        self._recovered.set()
-        inbox = self._inbox
-        while True:
-            try:
-                first = await asyncio.wait_for(inbox.get(), timeout=self._idle_timeout())
-            except TimeoutError:
-                first = None
-            items: list[_Request | _Query] = [] if first is None else [first]
-            while len(items) < self.max_batch and not inbox.empty():
-                items.append(inbox.get_nowait())
-            self._queue_gauge.set(inbox.qsize())
-            await self._turn(items)
+        try:
+            await self._recover_with_backoff()
+            self._last_snapshot_at = self.clock()
+            self._recovered.set()
+            inbox = self._inbox
+            while self.lifecycle is Lifecycle.READY:
+                items: list[_Request | _Query] = []
+                try:
+                    try:
+                        first = await asyncio.wait_for(inbox.get(), timeout=self._idle_timeout())
+                    except TimeoutError:
+                        first = None
+                    if first is not None:
+                        items.append(first)
+                    while len(items) < self.max_batch and not inbox.empty():
+                        items.append(inbox.get_nowait())
+                    self._queue_gauge.set(inbox.qsize())
+                    await self._turn(items)
+                except Exception as exc:  # anything unexpected: 503 for the batch, reload
+                    await self._on_turn_failure(items, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the loop itself broke: say so, never leave callers waiting
+            self._fail(f"{type(exc).__name__} in the actor loop", exc)
+        finally:
+            self._recovered.set()
 
     def _idle_timeout(self) -> float:
         deadline = self.state.next_deadline()
@@ -240,10 +297,8 @@ class RegionActor:
                 refused[refusal.code] = refused.get(refusal.code, 0) + 1
                 outcomes.append(refusal)
                 continue
-            except Exception as exc:  # an engine bug: refuse this command, keep the region alive
-                log.exception("engine error in region %s on %s", self.region, kind.__name__)
-                outcomes.append(Refused(RefusalCode.INVALID, f"internal error: {type(exc).__name__}"))
-                continue
+            # Any other exception is an engine bug that may have changed state half-way: it
+            # propagates, the batch is answered 503 and the state reloaded (``_on_turn_failure``).
             outcomes.append(events)
             batch_events.extend(events)
         changes = state.take_changes()
@@ -255,10 +310,9 @@ class RegionActor:
             started = time.perf_counter()
             try:
                 position = await self.journal.append(self.region, self.epoch, payload)
-            except (JournalError, OSError, ConnectionError) as exc:
+            except (JournalError, OSError, ConnectionError):
                 metrics.JOURNAL_FAILURES.labels(region=self.region).inc()
-                await self._on_journal_failure(requests, exc)
-                return
+                raise
             self._append_hist.observe(time.perf_counter() - started)
             self.position = position
             self._events_since_snapshot += len(batch_events)
@@ -310,33 +364,49 @@ class RegionActor:
 
     # -- failure and recovery -----------------------------------------------------------------
 
-    async def _on_journal_failure(self, requests: list[_Request], exc: Exception) -> None:
-        fenced = isinstance(exc, StaleEpoch)
-        log.error(
-            "journal append failed in region %s (%s): answering %d callers 503, reloading",
-            self.region,
-            type(exc).__name__,
-            len(requests),
-        )
-        error = Unavailable(f"region {self.region}: journal unavailable")
-        for req in requests:
-            if not req.future.done():
-                req.future.set_exception(error)
-        self.ready = False
-        self._ready_gauge.set(0)
-        self.state = RegionState(self.region)  # drop everything unacknowledged at once
-        if fenced:
-            self.fenced = True
+    async def _on_turn_failure(self, items: list[_Request | _Query], exc: Exception) -> None:
+        """Answer every caller of the batch not yet answered with 503, drop the state (it may
+        hold changes the journal does not) and reload it from snapshot + journal."""
+        metrics.ACTOR_FAILURES.labels(region=self.region, kind=_failure_kind(exc)).inc()
+        if isinstance(exc, JournalError | OSError | ConnectionError):
             log.error(
-                "region %s: a newer writer holds the region (stale epoch %d); stopping writes",
+                "journal append failed in region %s (%s): answering the batch 503, reloading",
                 self.region,
-                self.epoch,
+                type(exc).__name__,
             )
+        else:
+            log.exception("unexpected error in region %s: answering the batch 503, reloading", self.region)
+        error = Unavailable(f"region {self.region}: not durable, retry later")
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+        self.state = RegionState(self.region)  # drop everything unacknowledged at once
+        if isinstance(exc, StaleEpoch):
+            # Another node owns the region now: it serves reads and writes; this one stops.
+            self.failure = f"stale epoch {self.epoch}: a newer writer holds the region"
+            self._become(Lifecycle.FENCED)
+            log.error("region %s: %s; stopping writes", self.region, self.failure)
+            self._fail_pending(error)
+            self._publish(Reloaded(self.region))
+            return
+        self._become(Lifecycle.RECOVERING)
         self._fail_pending(error)
         await self._recover_with_backoff(error)
         self._publish(Reloaded(self.region))
 
+    def _fail(self, why: str, exc: BaseException | None = None) -> None:
+        """FAILED: no more turns; every waiting and future caller gets Unavailable."""
+        self.failure = why
+        self.state = RegionState(self.region)
+        self._become(Lifecycle.FAILED)
+        log.error("region %s FAILED: %s (an operator must act: tandtid journal check)", self.region, why)
+        if exc is not None and not isinstance(exc, JournalError):
+            log.error("region %s failure detail", self.region, exc_info=exc)
+        self._fail_pending(Unavailable(f"region {self.region} failed: {why}"))
+
     async def _recover_with_backoff(self, error: Exception | None = None) -> None:
+        """Recover, retrying while the journal is unreachable. Damage or any other error
+        FAILS the region (``lifecycle`` FAILED, ``failure`` says why) and returns."""
         delay, max_delay = self.retry_backoff_s
         while True:
             if error is not None:
@@ -344,7 +414,7 @@ class RegionActor:
             try:
                 await self._recover()
                 return
-            except (JournalError, OSError, ConnectionError) as exc:
+            except TRANSIENT as exc:
                 log.warning(
                     "region %s cannot reach its journal (%s); retrying in %.2fs",
                     self.region,
@@ -353,6 +423,9 @@ class RegionActor:
                 )
                 await asyncio.sleep(delay)
                 delay = min(max_delay, delay * 2)
+            except Exception as exc:
+                self._fail(f"recovery failed: {type(exc).__name__}: {exc}", exc)
+                return
 
     def _fail_pending(self, error: Exception) -> None:
         while not self._inbox.empty():
@@ -395,8 +468,7 @@ class RegionActor:
         self.position = position
         self._events_since_snapshot = replayed
         if not self.fenced:
-            self.ready = True
-            self._ready_gauge.set(1)
+            self._become(Lifecycle.READY)
         log.info(
             "region %s recovered: snapshot at %d, %d events replayed, position %d, %.3fs",
             self.region,
@@ -436,3 +508,12 @@ class RegionActor:
             # the journal still has every event; the next snapshot will try again
             log.warning("snapshot of region %s at %d failed: %s", self.region, position, type(exc).__name__)
             self._events_since_snapshot = max(self._events_since_snapshot, 1)
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """A metric label for a failed turn: a fixed small set, never a message."""
+    if isinstance(exc, StaleEpoch):
+        return "stale_epoch"
+    if isinstance(exc, JournalError | OSError | ConnectionError):
+        return "journal"
+    return "unexpected"

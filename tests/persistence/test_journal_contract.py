@@ -1,8 +1,9 @@
 """Contract tests (integration): every Journal implementation passes this one suite.
 
-The ``journal`` fixture is parametrised over "file" (a FileJournal in a temp dir) and
-"redis" (a RedisStreamJournal on a real redis-server started for the test). ``reopen``
-gives a fresh journal object over the same storage, the way a restarted process sees it.
+The ``journal`` fixture is parametrised over "file" (a FileJournal in a temp dir), "redis"
+(a RedisStreamJournal on a real redis-server started for the test) and "memory" (the
+MemoryJournal the actor's failure-path tests inject faults into). ``reopen`` gives a fresh
+journal object over the same storage, the way a restarted process sees it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from persistence.file_journal import FileJournal
 from persistence.journal import Entry, Journal, Snapshot, StaleEpoch
+from persistence.memory_journal import MemoryJournal, MemoryStore
 from persistence.redis_journal import RedisStreamJournal
 from tests.support.redis_server import RedisServer
 
@@ -22,7 +24,7 @@ Reopen = Callable[[], Awaitable[Journal]]
 WAIT_S = 5.0  # generous bound for "arrives at all"; never used to assert speed
 
 
-@pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.redis), "memory"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Journal, Reopen]]:
     opened: list[Journal] = []
     server: RedisServer | None = None
@@ -31,6 +33,11 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
         def make() -> Journal:
             return FileJournal(tmp_path / "data")
+    elif request.param == "memory":
+        store = MemoryStore()
+
+        def make() -> Journal:
+            return MemoryJournal(store)
     else:
         server = RedisServer().start()
         url = server.url

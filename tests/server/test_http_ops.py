@@ -34,7 +34,13 @@ async def test_health_and_ready(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
     r = await client.get("/ready")
     assert r.status_code == 200
-    assert r.json() == {"ready": True, "journal": True, "regions_not_ready": []}
+    assert r.json() == {
+        "ready": True,
+        "status": "ready",
+        "journal": True,
+        "regions_not_ready": [],
+        "regions_failed": {},
+    }
 
 
 async def test_every_answer_has_security_headers_and_a_request_id(client: httpx.AsyncClient) -> None:

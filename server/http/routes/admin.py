@@ -24,6 +24,7 @@ from server.http.routes.public import clinic_summary
 from server.http.routes.replies import json_response
 from server.http.schemas import AdminBookingsQuery
 from server.http.views import booking_view
+from server.regions.actor import Unavailable
 
 HOT_CLINICS = 10
 
@@ -96,7 +97,15 @@ async def system_state(request: Request) -> Response:
         return len(state.bookings), len(state.holds), busy[:HOT_CLINICS]
 
     codes = list(regions.actors)
-    results = await asyncio.gather(*(regions.query(code, read) for code in codes))
+    outcomes = await asyncio.gather(*(regions.query(code, read) for code in codes), return_exceptions=True)
+    results: list[tuple[int, int, list[tuple[int, str, str]]]] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Unavailable):  # a failed or fenced region: its row says so
+            results.append((0, 0, []))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            results.append(outcome)
     rows: list[dict[str, Any]] = []
     hot: list[dict[str, Any]] = []
     for code, (bookings, holds, busy) in zip(codes, results, strict=True):
@@ -105,6 +114,7 @@ async def system_state(request: Request) -> Response:
             {
                 "code": code,
                 "ready": actor.ready,
+                "lifecycle": actor.lifecycle.value,
                 "position": actor.position,
                 "queue_depth": actor.queue_depth,
                 "bookings": bookings,

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from server.http.openapi import Endpoint
 from server.http.routes.access import regions_of
 from server.http.routes.replies import json_response
+from server.regions.actor import Lifecycle
 
 
 async def health(request: Request) -> Response:
@@ -22,15 +23,27 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
+    """200 "ready": every region serves. 200 "degraded": some regions FAILED or are FENCED
+    (named in ``regions_failed`` with why; ``tandtid journal check`` tells more) while every
+    other region serves, so a balancer keeps sending their traffic. 503 while any region is
+    still recovering or the journal does not answer."""
     regions = regions_of(request)
     waiting = [code for code, actor in regions.actors.items() if not actor.ready]
+    failed = {
+        code: {"lifecycle": actor.lifecycle.value, "why": actor.failure or ""}
+        for code, actor in regions.actors.items()
+        if actor.lifecycle in (Lifecycle.FAILED, Lifecycle.FENCED)
+    }
     journal = await regions.journal_ok()
+    serving = journal and len(failed) == len(waiting) and len(failed) < len(regions.actors)
     body: dict[str, Any] = {
         "ready": not waiting and journal,
+        "status": ("degraded" if failed else "ready") if serving else "unavailable",
         "journal": journal,
         "regions_not_ready": waiting,
+        "regions_failed": failed,
     }
-    return json_response(body, status=200 if body["ready"] else 503)
+    return json_response(body, status=200 if serving else 503)
 
 
 async def metrics(request: Request) -> Response:
@@ -47,7 +60,7 @@ ENDPOINTS = [
         "GET",
         "/ready",
         ready,
-        "200 when every region is recovered and its journal answers",
+        "200 when every region serves (or, 'degraded', every region but the failed ones named)",
         "operations",
         rate_limited=False,
     ),
