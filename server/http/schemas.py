@@ -56,6 +56,11 @@ class LoginBody(Body):
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
+class PasswordBody(Body):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    new_password: Password
+
+
 # -- patients -----------------------------------------------------------------------------------
 
 

@@ -13,6 +13,15 @@ What is stored:
 - ``clinic_keys``: the SHA-256 of each key and its clinic. The key itself is shown once,
   by :meth:`AccountStore.create_clinic_key`; keys are 32 random bytes, so a fast hash is
   enough and lookup-by-hash is the constant-time comparison.
+- ``sessions``: one row per signed-in session (random id, user, expiry). A session token
+  names its row; signing out or changing the password deletes rows, so the token stops
+  working at once instead of living out its expiry.
+
+Who a request is (:meth:`AccountStore.session`, :meth:`AccountStore.clinic_for_key`) is answered
+from memory, not a query per request: the store caches sessions (with the user's role and
+clinic) and key hashes, updates the cache on its own writes, and drops it when another
+connection or process has committed to the file (``PRAGMA data_version``, looked at no more
+than once a second), so a change made elsewhere is seen within a second.
 
 Errors (all :class:`~engine.errors.TandtidError`)::
 
@@ -36,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -49,6 +59,9 @@ MAX_NAME = 200
 CLINIC_KEY_PREFIX = "tt_live_"
 _MAX_KEY = 128  # longer bearer strings are not keys; do not even hash them
 _SQL_CHUNK = 500  # stay well under SQLite's bound-variable limit
+T = TypeVar("T")
+_CACHE_MAX = 200_000  # sessions (and key hashes) kept in memory; the oldest are forgotten first
+_COHERENCE_S = 1.0  # how often the cache asks SQLite whether another connection wrote
 
 
 class Role(StrEnum):
@@ -64,6 +77,17 @@ class User:
     name: str
     role: Role
     clinic: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A live signed-in session: who it is and what they may do (from the users row)."""
+
+    sid: str
+    user_id: str
+    role: Role
+    clinic: str | None
+    expires_at: float
 
 
 class EmailTaken(TandtidError):
@@ -97,6 +121,14 @@ CREATE TABLE IF NOT EXISTS clinic_keys (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS clinic_keys_clinic ON clinic_keys (clinic);
+CREATE TABLE IF NOT EXISTS sessions (
+    sid        TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at);
 """
 
 
@@ -144,6 +176,11 @@ class AccountStore:
         self._db.executescript(_SCHEMA)
         # Verified against when the e-mail is unknown, so both paths cost one argon2 verify.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        # sid -> Session, or None for a sid known not to be live; key hash -> clinic or None.
+        self._sessions: dict[str, Session | None] = {}
+        self._keys: dict[str, str | None] = {}
+        self._data_version = self._version()
+        self._checked_at = time.monotonic()
 
     # -- plumbing -------------------------------------------------------------
 
@@ -161,6 +198,29 @@ class AccountStore:
     def _fetch(self, sql: str, args: Iterable[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
             return list(self._db.execute(sql, tuple(args)).fetchall())
+
+    def _version(self) -> int:
+        with self._lock:
+            row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def _coherent(self) -> None:
+        """Forget the caches if another connection has committed since we last looked."""
+        now = time.monotonic()
+        if now - self._checked_at < _COHERENCE_S:
+            return
+        self._checked_at = now
+        version = self._version()
+        if version != self._data_version:
+            self._data_version = version
+            self._sessions.clear()
+            self._keys.clear()
+
+    @staticmethod
+    def _remember(cache: dict[str, T], key: str, value: T) -> None:
+        cache[key] = value
+        while len(cache) > _CACHE_MAX:
+            del cache[next(iter(cache))]
 
     @staticmethod
     def _user(row: tuple[object, ...]) -> User:
@@ -229,6 +289,24 @@ class AccountStore:
                 )
         return user
 
+    def change_password(self, user_id: str, current: str, new: str) -> User | None:
+        """Set a new password if ``current`` is right (else None) and end every session of the user.
+
+        Raises :class:`InvalidAccount` for a new password the store refuses. The caller starts a
+        fresh session for the client that asked, if it wants one.
+        """
+        _check_password(new)
+        user = self.get(user_id)
+        if user is None or self.authenticate(user.email, current) is None:
+            return None
+        with self._hashing:
+            encoded = self._hasher.hash(new)
+        with self._tx() as db:
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (encoded, user_id))
+            db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+            self._sessions.clear()  # rare: simpler than finding this user's sids in the cache
+        return user
+
     def get(self, user_id: str) -> User | None:
         rows = self._fetch("SELECT id, email, name, role, clinic FROM users WHERE id = ?", (user_id,))
         return self._user(rows[0]) if rows else None
@@ -253,6 +331,67 @@ class AccountStore:
             rows = self._fetch(cols + " WHERE role = ? ORDER BY created_at, id", (Role(role).value,))
         return [self._user(r) for r in rows]
 
+    # -- sessions ---------------------------------------------------------------
+
+    def open_session(self, user: User, expires_at: float) -> str:
+        """Record a new session of ``user`` until ``expires_at`` (epoch seconds); returns its id.
+
+        Sessions past their expiry are deleted on the way (a signed token expires with them).
+        """
+        sid = secrets.token_urlsafe(16)
+        now = time.time()
+        with self._tx() as db:
+            db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+            added = db.execute(
+                "INSERT INTO sessions (sid, user_id, created_at, expires_at)"
+                " SELECT ?, id, ?, ? FROM users WHERE id = ?",
+                (sid, now, expires_at, user.id),
+            ).rowcount
+            # an unknown user gets a sid that names nothing (its token is refused)
+            found = Session(sid, user.id, user.role, user.clinic, expires_at) if added else None
+            self._remember(self._sessions, sid, found)
+        return sid
+
+    def session(self, sid: str) -> Session | None:
+        """The live session ``sid`` (from memory when known), or None if it ended or never was."""
+        self._coherent()
+        if sid in self._sessions:
+            found = self._sessions[sid]
+        else:
+            with self._lock:  # query and remember as one step: an end_session cannot slip between
+                row = self._db.execute(
+                    "SELECT s.user_id, u.role, u.clinic, s.expires_at FROM sessions s"
+                    " JOIN users u ON u.id = s.user_id WHERE s.sid = ?",
+                    (sid,),
+                ).fetchone()
+                found = None
+                if row is not None:
+                    uid, role, clinic, expires_at = row
+                    found = Session(
+                        sid,
+                        str(uid),
+                        Role(str(role)),
+                        None if clinic is None else str(clinic),
+                        float(expires_at),
+                    )
+                self._remember(self._sessions, sid, found)
+        if found is None or found.expires_at <= time.time():
+            return None
+        return found
+
+    def end_session(self, sid: str) -> None:
+        """Sign this session out: its token stops working now."""
+        with self._tx() as db:
+            db.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
+            self._remember(self._sessions, sid, None)
+
+    def end_sessions(self, user_id: str) -> int:
+        """Sign every session of ``user_id`` out; returns how many there were."""
+        with self._tx() as db:
+            ended = db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount
+            self._sessions.clear()
+        return int(ended)
+
     # -- clinic API keys --------------------------------------------------------
 
     def create_clinic_key(self, clinic: str) -> str:
@@ -271,13 +410,22 @@ class AccountStore:
         """The clinic a live key belongs to, else None."""
         if not key.startswith(CLINIC_KEY_PREFIX) or len(key) > _MAX_KEY:
             return None
-        rows = self._fetch("SELECT clinic FROM clinic_keys WHERE key_hash = ?", (_key_hash(key),))
-        return str(rows[0][0]) if rows else None
+        self._coherent()
+        digest = _key_hash(key)
+        if digest in self._keys:
+            return self._keys[digest]
+        with self._lock:
+            row = self._db.execute("SELECT clinic FROM clinic_keys WHERE key_hash = ?", (digest,)).fetchone()
+            clinic = None if row is None else str(row[0])
+            self._remember(self._keys, digest, clinic)
+        return clinic
 
     def revoke_clinic_keys(self, clinic: str) -> int:
         """Delete every key of ``clinic``; returns how many there were."""
         with self._tx() as db:
-            return db.execute("DELETE FROM clinic_keys WHERE clinic = ?", (clinic,)).rowcount
+            revoked = int(db.execute("DELETE FROM clinic_keys WHERE clinic = ?", (clinic,)).rowcount)
+            self._keys.clear()
+        return revoked
 
     def close(self) -> None:
         with self._lock:

@@ -9,8 +9,11 @@ Three ways in, tried in this order by :func:`principal_from`:
 A request that sends an ``Authorization`` header which is neither is *not* let fall back to
 the cookie: an explicit, bad credential is a 401, never a silent switch of identity.
 
-Role and clinic come from the account store on every request, not from the token, so a
-demoted or deleted user loses access at once; the token only proves who signed in and when.
+A session token names a server-side session (claim ``sid``): signing out or changing the
+password ends it, and the token stops working at once. Role and clinic come from that
+session's record in the account store (kept in memory there, see
+:meth:`~server.identity.accounts.AccountStore.session`), never from the token's claims; the
+token only proves who signed in, when, and which session it is.
 
 CSRF is double-submit, bound to the session: the readable ``tandtid_csrf`` cookie is a
 one-way digest of the session token, so a cookie planted by a sibling subdomain cannot match.
@@ -80,10 +83,12 @@ class SessionSigner:
         self._key = hmac.new(secret, b"tandtid/session-jwt/v1", hashlib.sha256).digest()
         self.ttl_s = ttl_s
 
-    def issue(self, user: User, now: float | None = None) -> str:
+    def issue(self, user: User, sid: str, now: float | None = None) -> str:
+        """A token for session ``sid`` of ``user`` (see :func:`start_session`, which records one)."""
         iat = int(time.time() if now is None else now)
         claims = {
             "sub": user.id,
+            "sid": sid,
             "role": user.role.value,
             "clinic": user.clinic,
             "iat": iat,
@@ -101,13 +106,22 @@ class SessionSigner:
                 token,
                 self._key,
                 algorithms=[_ALGORITHM],
-                options={"require": ["sub", "iat", "exp", "typ"]},
+                options={"require": ["sub", "sid", "iat", "exp", "typ"]},
             )
         except jwt.InvalidTokenError:
             return None
-        if claims.get("typ") != TOKEN_TYPE or not isinstance(claims.get("sub"), str):
+        if claims.get("typ") != TOKEN_TYPE:
+            return None
+        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("sid"), str):
             return None
         return claims
+
+
+def start_session(accounts: AccountStore, signer: SessionSigner, user: User) -> str:
+    """Record a new session of ``user`` and return its signed token (set it with :func:`set_session`)."""
+    now = time.time()
+    sid = accounts.open_session(user, expires_at=int(now) + signer.ttl_s)
+    return signer.issue(user, sid, now=now)
 
 
 def csrf_token_for(session_token: str) -> str:
@@ -148,10 +162,25 @@ def _user_principal(
 ) -> Principal | None:
     if claims is None:
         return None
-    user = accounts.get(claims["sub"])
-    if user is None:
+    session = accounts.session(claims["sid"])
+    if session is None or session.user_id != claims["sub"]:
         return None
-    return Principal(user.id, user.role, user.clinic, via)
+    return Principal(session.user_id, session.role, session.clinic, via)
+
+
+def session_claims(conn: HTTPConnection) -> dict[str, Any] | None:
+    """The verified claims of the session token this request carries (bearer, else cookie), or None.
+
+    Says nothing about whether the session is still live; :func:`principal_from` does.
+    """
+    signer: SessionSigner = conn.app.state.signer
+    header = conn.headers.get("authorization")
+    if header is not None:
+        scheme, _, credential = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return signer.verify(credential.strip())
+    return signer.verify(conn.cookies.get(SESSION_COOKIE, ""))
 
 
 def principal_from(conn: HTTPConnection) -> Principal | None:

@@ -34,6 +34,14 @@ class RateLimiter:
         self.clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
 
+    def wait(self, key: str, cost: float = 1.0) -> float:
+        """The seconds until ``cost`` tokens are there for ``key`` (0.0 now), taking none."""
+        if self.rate <= 0 or key not in self._buckets:
+            return 0.0
+        tokens, at = self._buckets[key]
+        tokens = min(self.burst, tokens + (self.clock() - at) * self.rate)
+        return 0.0 if tokens >= cost else (cost - tokens) / self.rate
+
     def take(self, key: str, cost: float = 1.0) -> float:
         """Take ``cost`` tokens for ``key``. Returns 0.0 when allowed, else the seconds to wait."""
         if self.rate <= 0:

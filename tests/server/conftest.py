@@ -173,8 +173,13 @@ class LiveServer:
 
         email = email or f"user-{secrets.token_hex(6)}@example.test"
         user = self.accounts.create_user(email, "password-123", name, role, clinic)
-        signer_token = self.app_signer().issue(user)
-        return user, signer_token
+        return user, self.session_token(user)
+
+    def session_token(self, user: User) -> str:
+        """A new signed-in session of ``user`` (recorded in the store the server reads)."""
+        from server.identity.auth import start_session
+
+        return start_session(self.accounts, self.app_signer(), user)
 
     def app_signer(self) -> Any:
         from server.identity.auth import SessionSigner

@@ -39,10 +39,12 @@ from server.identity.auth import (
     principal_from,
     require,
     set_session,
+    start_session,
 )
 
 SECRET = b"s" * 32
 PASSWORD = "correct horse battery"
+SID = "session-1"
 
 
 def b64(data: bytes) -> str:
@@ -58,6 +60,7 @@ def claims_for(user: User, **over: Any) -> dict[str, Any]:
     now = int(time.time())
     base: dict[str, Any] = {
         "sub": user.id,
+        "sid": SID,
         "role": user.role.value,
         "clinic": user.clinic,
         "iat": now,
@@ -133,10 +136,10 @@ def conn(
 
 
 def test_roundtrip(signer: SessionSigner, patient: User) -> None:
-    token = signer.issue(patient, now=1_900_000_000)
+    token = signer.issue(patient, SID, now=1_900_000_000)
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "HS256"
-    fresh = signer.issue(patient)
+    fresh = signer.issue(patient, SID)
     claims = signer.verify(fresh)
     assert claims is not None
     assert claims["sub"] == patient.id and claims["role"] == "patient" and claims["clinic"] is None
@@ -146,18 +149,18 @@ def test_roundtrip(signer: SessionSigner, patient: User) -> None:
 
 
 def test_no_personal_data_in_token(signer: SessionSigner, patient: User) -> None:
-    payload = jwt.decode(signer.issue(patient), options={"verify_signature": False})
+    payload = jwt.decode(signer.issue(patient, SID), options={"verify_signature": False})
     assert "patient@example.se" not in json.dumps(payload)
-    assert set(payload) == {"sub", "role", "clinic", "iat", "exp", "typ"}
+    assert set(payload) == {"sub", "sid", "role", "clinic", "iat", "exp", "typ"}
 
 
 def test_expired(signer: SessionSigner, patient: User) -> None:
-    assert signer.verify(signer.issue(patient, now=time.time() - 3600 - 60)) is None
-    assert signer.verify(signer.issue(patient, now=time.time() - 60)) is not None
+    assert signer.verify(signer.issue(patient, SID, now=time.time() - 3600 - 60)) is None
+    assert signer.verify(signer.issue(patient, SID, now=time.time() - 60)) is not None
 
 
 def test_tampered_signature(signer: SessionSigner, patient: User) -> None:
-    token = signer.issue(patient)
+    token = signer.issue(patient, SID)
     head, payload, sig = token.split(".")
     raw = bytearray(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
     raw[0] ^= 1
@@ -165,7 +168,7 @@ def test_tampered_signature(signer: SessionSigner, patient: User) -> None:
 
 
 def test_tampered_payload(signer: SessionSigner, patient: User) -> None:
-    head, _, sig = signer.issue(patient).split(".")
+    head, _, sig = signer.issue(patient, SID).split(".")
     forged = b64(json.dumps(claims_for(patient, role="admin")).encode())
     assert signer.verify(f"{head}.{forged}.{sig}") is None
 
@@ -180,14 +183,14 @@ def test_alg_none_refused(signer: SessionSigner, patient: User) -> None:
 
 def test_other_secret_refused(signer: SessionSigner, patient: User) -> None:
     other = SessionSigner(b"o" * 32, ttl_s=3600)
-    assert signer.verify(other.issue(patient)) is None
+    assert signer.verify(other.issue(patient, SID)) is None
     # ...and the raw secret used directly (not the derived key) is refused too
     assert signer.verify(jwt.encode(claims_for(patient), SECRET, algorithm="HS256")) is None
 
 
 def test_same_secret_same_key(patient: User) -> None:
     # Restarts keep everybody signed in: two signers from one secret agree.
-    assert SessionSigner(SECRET).verify(SessionSigner(SECRET).issue(patient)) is not None
+    assert SessionSigner(SECRET).verify(SessionSigner(SECRET).issue(patient, SID)) is not None
 
 
 def test_hs512_with_the_right_key_refused(signer: SessionSigner, patient: User) -> None:
@@ -243,10 +246,14 @@ def test_no_credentials(app: Starlette) -> None:
     assert principal_from(conn(app)) is None
 
 
-def test_bearer_session(app: Starlette, signer: SessionSigner, patient: User) -> None:
-    p = principal_from(conn(app, headers={"Authorization": "Bearer " + signer.issue(patient)}))
+def test_bearer_session(app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore) -> None:
+    p = principal_from(
+        conn(app, headers={"Authorization": "Bearer " + start_session(accounts, signer, patient)})
+    )
     assert p == Principal(patient.id, Role.PATIENT, None, "bearer")
-    p = principal_from(conn(app, headers={"Authorization": "bearer  " + signer.issue(patient)}))
+    p = principal_from(
+        conn(app, headers={"Authorization": "bearer  " + start_session(accounts, signer, patient)})
+    )
     assert p is not None and p.via == "bearer"
 
 
@@ -260,14 +267,14 @@ def test_bearer_clinic_key(app: Starlette, accounts: AccountStore) -> None:
 
 def test_cookie_session(app: Starlette, signer: SessionSigner, accounts: AccountStore) -> None:
     staff = accounts.create_user("staff@example.se", PASSWORD, "S", Role.STAFF, "O-c7")
-    p = principal_from(conn(app, cookies={SESSION_COOKIE: signer.issue(staff)}))
+    p = principal_from(conn(app, cookies={SESSION_COOKIE: start_session(accounts, signer, staff)}))
     assert p == Principal(staff.id, Role.STAFF, "O-c7", "cookie")
 
 
 def test_bad_bearer_does_not_fall_back_to_cookie(
-    app: Starlette, signer: SessionSigner, patient: User
+    app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore
 ) -> None:
-    good_cookie = {SESSION_COOKIE: signer.issue(patient)}
+    good_cookie = {SESSION_COOKIE: start_session(accounts, signer, patient)}
     for header in ("Bearer nonsense", "Bearer tt_live_nonsense", "Basic dXNlcjpwYXNz", "Bearer", "Bearer  "):
         assert principal_from(conn(app, headers={"Authorization": header}, cookies=good_cookie)) is None, (
             header
@@ -276,12 +283,14 @@ def test_bad_bearer_does_not_fall_back_to_cookie(
 
 def test_forged_or_expired_cookie(app: Starlette, signer: SessionSigner, patient: User) -> None:
     other = SessionSigner(b"o" * 32)
-    assert principal_from(conn(app, cookies={SESSION_COOKIE: other.issue(patient)})) is None
-    stale = signer.issue(patient, now=time.time() - 7200)
+    assert principal_from(conn(app, cookies={SESSION_COOKIE: other.issue(patient, SID)})) is None
+    stale = signer.issue(patient, SID, now=time.time() - 7200)
     assert principal_from(conn(app, cookies={SESSION_COOKIE: stale})) is None
 
 
-def test_user_must_still_exist(app: Starlette, signer: SessionSigner, tmp_path: Path) -> None:
+def test_user_must_still_exist(
+    app: Starlette, signer: SessionSigner, tmp_path: Path, accounts: AccountStore
+) -> None:
     elsewhere = AccountStore(
         tmp_path / "other.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     )
@@ -289,21 +298,29 @@ def test_user_must_still_exist(app: Starlette, signer: SessionSigner, tmp_path: 
         ghost = elsewhere.create_user("ghost@example.se", PASSWORD, "G")
     finally:
         elsewhere.close()
-    assert principal_from(conn(app, headers={"Authorization": "Bearer " + signer.issue(ghost)})) is None
-    assert principal_from(conn(app, cookies={SESSION_COOKIE: signer.issue(ghost)})) is None
+    assert (
+        principal_from(
+            conn(app, headers={"Authorization": "Bearer " + start_session(accounts, signer, ghost)})
+        )
+        is None
+    )
+    assert principal_from(conn(app, cookies={SESSION_COOKIE: start_session(accounts, signer, ghost)})) is None
 
 
 def test_role_comes_from_the_store_not_the_token(
-    app: Starlette, signer: SessionSigner, patient: User
+    app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore
 ) -> None:
     # Even a validly signed token claiming admin yields the stored role.
-    claimed_admin = jwt.encode(claims_for(patient, role="admin"), signer._key, algorithm="HS256")
+    sid = jwt.decode(start_session(accounts, signer, patient), options={"verify_signature": False})["sid"]
+    claimed_admin = jwt.encode(claims_for(patient, role="admin", sid=sid), signer._key, algorithm="HS256")
     p = principal_from(conn(app, headers={"Authorization": "Bearer " + claimed_admin}))
     assert p is not None and p.role is Role.PATIENT
 
 
-def test_websocket_cookie(app: Starlette, signer: SessionSigner, patient: User) -> None:
-    ws = conn(app, cookies={SESSION_COOKIE: signer.issue(patient)}, kind="websocket")
+def test_websocket_cookie(
+    app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore
+) -> None:
+    ws = conn(app, cookies={SESSION_COOKIE: start_session(accounts, signer, patient)}, kind="websocket")
     assert isinstance(ws, WebSocket)
     assert principal_from(ws) == Principal(patient.id, Role.PATIENT, None, "cookie")
 
@@ -326,8 +343,10 @@ def test_csrf_not_needed_for_bearer_or_key(app: Starlette, patient: User) -> Non
     assert csrf_ok(req, Principal(None, "clinic", "AB-c1", "clinic_key"))  # type: ignore[arg-type]
 
 
-def test_csrf_cookie_writes(app: Starlette, signer: SessionSigner, patient: User) -> None:
-    token = signer.issue(patient)
+def test_csrf_cookie_writes(
+    app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore
+) -> None:
+    token = start_session(accounts, signer, patient)
     csrf = csrf_token_for(token)
     me = cookie_principal(patient)
     jar = {SESSION_COOKIE: token, CSRF_COOKIE: csrf}
@@ -345,7 +364,7 @@ def test_csrf_cookie_writes(app: Starlette, signer: SessionSigner, patient: User
     planted = "attacker-chosen-value"
     assert not ok("POST", {CSRF_HEADER: planted}, {SESSION_COOKIE: token, CSRF_COOKIE: planted})
     # The csrf value of another session does not fit this one.
-    other = csrf_token_for(signer.issue(patient, now=time.time() - 5))
+    other = csrf_token_for(start_session(accounts, signer, patient))
     assert not ok("POST", {CSRF_HEADER: other}, {SESSION_COOKIE: token, CSRF_COOKIE: other})
 
 
@@ -362,7 +381,7 @@ def set_cookies(response: Response) -> dict[str, str]:
 
 
 def test_set_session_cookie_attributes(signer: SessionSigner, patient: User) -> None:
-    token = signer.issue(patient)
+    token = signer.issue(patient, SID)
     resp = Response()
     set_session(resp, token, secure=True)
     cookies = set_cookies(resp)
@@ -423,7 +442,7 @@ async def test_login_then_cookie_write_needs_csrf(
         user = request.app.state.accounts.authenticate(body["email"], body["password"])
         if user is None:
             return JSONResponse({"error": {"code": "UNAUTHENTICATED"}}, status_code=401)
-        token = request.app.state.signer.issue(user)
+        token = start_session(request.app.state.accounts, request.app.state.signer, user)
         resp = JSONResponse({"token": token})
         set_session(resp, token, secure=False)
         return resp
@@ -438,6 +457,9 @@ async def test_login_then_cookie_write_needs_csrf(
         return JSONResponse({"user": who.user_id, "via": who.via})
 
     async def logout(request: Request) -> Response:
+        claims = request.app.state.signer.verify(request.cookies.get(SESSION_COOKIE, ""))
+        if claims is not None:
+            request.app.state.accounts.end_session(claims["sid"])
         resp = JSONResponse({})
         clear_session(resp)
         return resp
@@ -466,5 +488,51 @@ async def test_login_then_cookie_write_needs_csrf(
         await client.post("/logout", headers={CSRF_HEADER: csrf})
         assert SESSION_COOKIE not in client.cookies
         assert (await client.post("/write", headers={CSRF_HEADER: csrf})).status_code == 401
+        # signing out ended the session itself: its token is refused however it is sent
         bearer = await client.post("/write", headers={"Authorization": f"Bearer {token}"})
-        assert bearer.json() == {"user": patient.id, "via": "bearer"}
+        assert bearer.status_code == 401
+
+
+# -- sessions that end ---------------------------------------------------------------------
+
+
+def test_a_session_ends_server_side(
+    app: Starlette, signer: SessionSigner, accounts: AccountStore, patient: User
+) -> None:
+    token = start_session(accounts, signer, patient)
+    other = start_session(accounts, signer, patient)
+    header = {"Authorization": "Bearer " + token}
+    assert principal_from(conn(app, headers=header)) is not None
+    claims = signer.verify(token)
+    assert claims is not None
+    accounts.end_session(claims["sid"])
+    assert principal_from(conn(app, headers=header)) is None
+    assert principal_from(conn(app, cookies={SESSION_COOKIE: token})) is None
+    assert principal_from(conn(app, headers={"Authorization": "Bearer " + other})) is not None
+    assert accounts.end_sessions(patient.id) == 1
+    assert principal_from(conn(app, headers={"Authorization": "Bearer " + other})) is None
+
+
+def test_a_token_without_a_recorded_session_is_refused(
+    app: Starlette, signer: SessionSigner, patient: User
+) -> None:
+    assert (
+        principal_from(conn(app, headers={"Authorization": "Bearer " + signer.issue(patient, SID)})) is None
+    )
+
+
+def test_sessions_ended_by_another_process_are_seen(
+    app: Starlette, signer: SessionSigner, accounts: AccountStore, patient: User, tmp_path: Path
+) -> None:
+    token = start_session(accounts, signer, patient)
+    header = {"Authorization": "Bearer " + token}
+    assert principal_from(conn(app, headers=header)) is not None  # now cached
+    elsewhere = AccountStore(
+        tmp_path / "accounts.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
+    try:
+        assert elsewhere.end_sessions(patient.id) == 1
+    finally:
+        elsewhere.close()
+    accounts._checked_at -= 2  # the cache asks SQLite at most once a second; pretend a second passed
+    assert principal_from(conn(app, headers=header)) is None

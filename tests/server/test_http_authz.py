@@ -178,6 +178,7 @@ async def test_forged_expired_and_unsigned_tokens_are_401(
     now = int(time.time())
     claims = {
         "sub": user.id,
+        "sid": jwt.decode(good, options={"verify_signature": False})["sid"],  # a live session
         "role": "patient",
         "clinic": None,
         "iat": now,
@@ -187,7 +188,7 @@ async def test_forged_expired_and_unsigned_tokens_are_401(
     tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     other_secret = jwt.encode(claims, "another-secret-entirely-0123456789", algorithm="HS256")
     alg_none = _b64({"alg": "none", "typ": "JWT"}) + "." + _b64(claims) + "."
-    expired = live.app_signer().issue(user, now=now - 30 * 24 * 3600)
+    expired = live.app_signer().issue(user, "no-such-session", now=now - 30 * 24 * 3600)
     for token in (tampered, other_secret, alg_none, expired, "garbage", "tt_live_not-a-key"):
         r = await client.get("/api/bookings", headers=bearer(token))
         assert_error_shape(r, 401, "UNAUTHENTICATED")

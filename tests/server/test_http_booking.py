@@ -158,7 +158,7 @@ async def test_two_hundred_concurrent_bookings_of_one_time(
 ) -> None:
     tokens = [
         bearer(
-            live.app_signer().issue(
+            live.session_token(
                 live.accounts.create_user(f"race-{i}@example.test", "password-123", f"Racer {i}")
             )
         )

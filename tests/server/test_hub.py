@@ -29,7 +29,7 @@ from engine.cells import BOOKED, FREE
 from engine.commands import Book, Cancel, Party
 from persistence.file_journal import FileJournal
 from server.identity.accounts import AccountStore, Role
-from server.identity.auth import SessionSigner, patient_of
+from server.identity.auth import SessionSigner, patient_of, start_session
 from server.live.hub import Hub
 from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.actor import Reloaded
@@ -401,7 +401,7 @@ async def test_signed_in_patients_get_their_own_booking_events_only(live: Live) 
     user = live.accounts.create_user(
         "anna@example.se", "correct horse battery", "Anna Andersson", Role.PATIENT
     )
-    token = live.signer.issue(user)
+    token = start_session(live.accounts, live.signer, user)
     async with (
         connect(live.url, additional_headers={"Authorization": f"Bearer {token}"}) as me,
         connect(live.url) as anonymous,

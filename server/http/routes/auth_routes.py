@@ -1,13 +1,20 @@
-"""Register, sign in, sign out, who am I.
+"""Register, sign in, sign out, change password, who am I.
 
 Argon2 hashing is slow on purpose, so ``create_user``/``authenticate`` run in a thread.
-Both successful answers set the session + CSRF cookies and also return the token for API
-clients (``Authorization: Bearer``).
+Successful answers set the session + CSRF cookies and also return the token for API
+clients (``Authorization: Bearer``). Signing out ends the session server-side; changing the
+password ends every session of the account and starts a fresh one for the caller.
+
+Failed sign-ins are throttled per account (a bucket keyed by a digest of the e-mail address,
+never the address itself): after ``LOGIN_FAILURES`` wrong passwords the account answers 429
+— whatever the password — until the bucket refills, one attempt per ``LOGIN_REFILL_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -15,11 +22,22 @@ from starlette.responses import Response
 
 from server.http.errors import ApiError
 from server.http.openapi import Endpoint
-from server.http.routes.access import optional_principal, parse_body
+from server.http.routes.access import optional_principal, parse_body, require_user
 from server.http.routes.replies import json_response, no_content
-from server.http.schemas import LoginBody, RegisterBody
-from server.identity.accounts import AccountStore, EmailTaken, InvalidAccount, User
-from server.identity.auth import AuthError, SessionSigner, clear_session, set_session
+from server.http.schemas import LoginBody, PasswordBody, RegisterBody
+from server.identity.accounts import AccountStore, EmailTaken, InvalidAccount, User, normalise_email
+from server.identity.auth import (
+    AuthError,
+    SessionSigner,
+    clear_session,
+    session_claims,
+    set_session,
+    start_session,
+)
+from server.identity.ratelimit import RateLimiter
+
+LOGIN_FAILURES = 10
+LOGIN_REFILL_S = 60.0
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -34,7 +52,7 @@ def user_view(user: User) -> dict[str, Any]:
 
 def _signed_in(request: Request, user: User, status: int) -> Response:
     signer: SessionSigner = request.app.state.signer
-    token = signer.issue(user)
+    token = start_session(request.app.state.accounts, signer, user)
     response = json_response({"token": token, "user": user_view(user)}, status=status)
     set_session(response, token, secure=bool(request.app.state.settings.secure_cookies))
     return response
@@ -52,19 +70,62 @@ async def register(request: Request) -> Response:
     return _signed_in(request, user, 201)
 
 
+def login_limiter(request: Request) -> RateLimiter:
+    """The per-account bucket of failed sign-ins (made on first use, kept on ``app.state``)."""
+    limiter: RateLimiter | None = getattr(request.app.state, "login_limiter", None)
+    if limiter is None:
+        limiter = RateLimiter(1 / LOGIN_REFILL_S, LOGIN_FAILURES)
+        request.app.state.login_limiter = limiter
+    return limiter
+
+
+def _account_key(email: str) -> str:
+    return "login:" + hashlib.sha256(normalise_email(email).encode()).hexdigest()[:32]
+
+
 async def login(request: Request) -> Response:
     body = await parse_body(request, LoginBody)
     accounts: AccountStore = request.app.state.accounts
+    limiter, key = login_limiter(request), _account_key(body.email)
+    wait = limiter.wait(key)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "RATE_LIMITED",
+            "too many failed sign-ins for this account; try again later",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
     user = await asyncio.to_thread(accounts.authenticate, body.email, body.password)
     if user is None:
+        limiter.take(key)
         raise ApiError(401, "UNAUTHENTICATED", "wrong e-mail address or password")
     return _signed_in(request, user, 200)
 
 
 async def logout(request: Request) -> Response:
+    """End the session this request carries (if any) and clear the cookies; always 204."""
+    claims = session_claims(request)
+    if claims is not None:
+        await asyncio.to_thread(request.app.state.accounts.end_session, claims["sid"])
     response = no_content()
     clear_session(response)
     return response
+
+
+async def change_password(request: Request) -> Response:
+    principal = require_user(request)
+    body = await parse_body(request, PasswordBody)
+    accounts: AccountStore = request.app.state.accounts
+    assert principal.user_id is not None
+    try:
+        user = await asyncio.to_thread(
+            accounts.change_password, principal.user_id, body.current_password, body.new_password
+        )
+    except InvalidAccount as exc:
+        raise ApiError(422, "INVALID", str(exc), field="new_password") from None
+    if user is None:
+        raise ApiError(401, "UNAUTHENTICATED", "the current password is wrong")
+    return _signed_in(request, user, 200)
 
 
 async def me(request: Request) -> Response:
@@ -104,8 +165,26 @@ ENDPOINTS = [
         "accounts",
         body=LoginBody,
         ok_schema=_SIGNED_IN,
-        errors=(401,),
+        errors=(401, 429),
     ),
-    Endpoint("POST", "/api/auth/logout", logout, "Sign out (clears the cookies)", "accounts", ok=204),
+    Endpoint(
+        "POST",
+        "/api/auth/logout",
+        logout,
+        "Sign out (ends the session, clears the cookies)",
+        "accounts",
+        ok=204,
+    ),
+    Endpoint(
+        "POST",
+        "/api/auth/password",
+        change_password,
+        "Change the password (ends every session of the account, starts a new one)",
+        "accounts",
+        body=PasswordBody,
+        ok_schema=_SIGNED_IN,
+        errors=(401,),
+        auth="user",
+    ),
     Endpoint("GET", "/api/auth/me", me, "The signed-in user", "accounts", auth="optional"),
 ]
