@@ -2,16 +2,27 @@
 
 Layout under ``directory``::
 
-    journal/<REGION>.log      frames: header (magic, crc32, length, position, epoch) + payload
-    journal/<REGION>.epoch    the highest epoch accepted, ascii, replaced atomically
-    snapshots/<REGION>.snap   header (magic, crc32, length, position) + payload, replaced atomically
+    journal/<REGION>.log         frames: header (magic, crc32, length, position, epoch) + payload
+    journal/<REGION>.epoch       the highest epoch accepted, ascii, replaced atomically
+    snapshots/<REGION>.snap      header (magic, crc32, length, position) + payload, replaced atomically
+    snapshots/<REGION>.snap.prev the snapshot before it (the fallback when the newest is damaged)
+    set-aside/                   bytes taken out of the way (a cut torn tail, a damaged snapshot,
+                                 what ``tandtid journal repair`` cut): kept, never deleted
 
 One append is one ``os.pwrite`` + one ``os.fsync``, run in a worker thread so a slow disk
 never blocks the event loop; appends to one region are serialised by an asyncio lock.
 A failed write or fsync truncates the file back and raises JournalUnavailable: nothing
-of that entry stays visible. ``open()`` verifies every frame: a torn or garbage tail is
-cut (and logged with the region and byte count), damage followed by valid frames raises
-CorruptJournal. Only one process may append to a directory; others may read and tail.
+of that entry stays visible.
+
+``open()`` verifies every frame and tells a torn write from damage. A torn write is what an
+interrupted append leaves after the last good frame: a prefix of the next frame (its header
+names the next position and a length running past the end of the file) or zeros. It was
+never acknowledged (the fsync had not returned), so it is cut, its bytes set aside. Anything
+else (a complete frame with a bad checksum, garbage, damage followed by more frames) may hold
+acknowledged bookings: the region is marked damaged (``damage(region)``), nothing is cut, and
+its reads and appends raise CorruptJournal, while every other region serves.
+``tandtid journal check|repair`` (``persistence.file_check``) lets an operator decide.
+Only one process may append to a directory; others may read and tail.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import logging
 import os
 import re
 import struct
+import time
 import zlib
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +65,23 @@ def encode_frame(position: int, epoch: int, payload: bytes) -> bytes:
     fields_ = struct.pack("<IQQ", len(payload), position, epoch)
     crc = zlib.crc32(payload, zlib.crc32(fields_))
     return FRAME_MAGIC + struct.pack("<I", crc) + fields_ + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """Where a region's journal stops being trustworthy (no personal data: offsets only)."""
+
+    region: str
+    offset: int  # first byte that is not a good frame
+    end: int  # the file's size when it was found
+    position: int  # the last good position before it
+    problem: str
+
+    def __str__(self) -> str:
+        return (
+            f"region {self.region}: {self.problem} at byte {self.offset} of {self.end}, "
+            f"after position {self.position}"
+        )
 
 
 @dataclass(slots=True)
@@ -179,6 +208,86 @@ def _valid_frame_after(fd: int, offset: int, end: int) -> bool:
         view.release()
 
 
+def damage_in_tail(fd: int, offset: int, end: int, position: int) -> str | None:
+    """None when the bytes ``[offset, end)`` after the good frame at ``position`` are what an
+    interrupted append leaves behind (safe to cut: never acknowledged), else why they are
+    damage (not to be cut without an operator)."""
+    size = end - offset
+    head = os.pread(fd, min(size, FRAME_HEADER.size), offset)
+    if _all_zeros(fd, offset, end):
+        return None  # the file grew, the data never landed
+    if len(head) < FRAME_HEADER.size:
+        return None if head[:4] == FRAME_MAGIC[: len(head[:4])] else "garbage after the last frame"
+    magic, crc, length, fpos, _epoch = FRAME_HEADER.unpack_from(head)
+    if magic != FRAME_MAGIC or length > MAX_PAYLOAD:
+        return "bad frame header"
+    if fpos != position + 1:
+        return f"frame with position {fpos} where {position + 1} was expected"
+    if FRAME_HEADER.size + length <= size:
+        return "checksum mismatch in a complete frame"
+    # An incomplete frame: torn, unless its length field is what was damaged (the rest of
+    # the file then is one whole frame whose checksum matches the true length).
+    rest = os.pread(fd, size, offset)
+    true_fields = struct.pack("<IQQ", size - FRAME_HEADER.size, fpos, _epoch)
+    if zlib.crc32(rest[FRAME_HEADER.size :], zlib.crc32(true_fields)) == crc:
+        return "damaged length field in a complete frame"
+    if _valid_frame_after(fd, offset, end):
+        return "incomplete frame followed by valid frames"
+    return None
+
+
+def _all_zeros(fd: int, offset: int, end: int) -> bool:
+    while offset < end:
+        chunk = os.pread(fd, min(end - offset, READ_CHUNK), offset)
+        if not chunk or chunk.count(0) != len(chunk):
+            return False
+        offset += len(chunk)
+    return True
+
+
+def set_aside(directory: Path, name: str, data: bytes) -> Path:
+    """Keep ``data`` under ``directory/set-aside/`` (fsynced); returns the file written."""
+    aside = directory / "set-aside"
+    aside.mkdir(parents=True, exist_ok=True)
+    path = aside / f"{name}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.{time.time_ns() % 10**9:09d}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(aside)
+    return path
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """``.<name>.<pid>.tmp`` files left by a process that died before its rename."""
+    removed = []
+    for path in directory.glob(".*.tmp"):
+        try:
+            pid = int(path.name.rsplit(".", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -187,8 +296,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """temp file, write, fsync, rename over ``path``, fsync the directory."""
+def decode_snapshot(data: bytes) -> Snapshot | None:
+    """The snapshot in a ``.snap`` file's bytes, or None when they are damaged."""
+    if len(data) >= SNAP_HEADER.size:
+        magic, crc, length, position = SNAP_HEADER.unpack_from(data)
+        payload = data[SNAP_HEADER.size :]
+        if (
+            magic == SNAP_MAGIC
+            and length == len(payload)
+            and zlib.crc32(payload, zlib.crc32(data[8 : SNAP_HEADER.size])) == crc
+        ):
+            return Snapshot(position, payload)
+    return None
+
+
+def _write_atomically(path: Path, data: bytes, keep_previous_as: Path | None = None) -> None:
+    """temp file, write, fsync, rename over ``path``, fsync the directory. With
+    ``keep_previous_as`` the file being replaced is renamed there first (a crash between
+    the two renames leaves only the previous one, which ``load_snapshot`` falls back to)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -198,6 +323,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    if keep_previous_as is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, keep_previous_as)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -239,6 +367,7 @@ class _Region:
     position: int = 0
     epoch: int = 0  # highest epoch accepted
     dirty: bool = False  # a failed write may have left bytes past ``committed``
+    damage: Damage | None = None  # found by open(): reads and appends refuse until repaired
     owner: bool = False  # this object appended: readers stop at ``committed``
     index_pos: list[int] = field(default_factory=lambda: [0])
     index_off: list[int] = field(default_factory=lambda: [0])
@@ -267,6 +396,7 @@ class FileJournal(Journal):
         self._dir = Path(directory)
         self._journal_dir = self._dir / "journal"
         self._snap_dir = self._dir / "snapshots"
+        self.snapshots_set_aside: list[Path] = []  # damaged snapshots moved out of the way
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
         self._regions: dict[str, _Region] = {}
@@ -281,6 +411,10 @@ class FileJournal(Journal):
         try:
             await self._run(self._journal_dir.mkdir, parents=True, exist_ok=True)
             await self._run(self._snap_dir.mkdir, parents=True, exist_ok=True)
+            if not self._read_only:
+                for directory in (self._snap_dir, self._journal_dir):
+                    for path in await self._run(remove_stale_temp_files, directory):
+                        log.info("removed %s, left by a process that stopped before its rename", path.name)
             names = sorted(p.stem for p in self._journal_dir.glob("*.log") if _REGION.match(p.stem))
             names += sorted(
                 p.stem
@@ -305,6 +439,11 @@ class FileJournal(Journal):
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    def damage(self, region: str) -> Damage | None:
+        """The damage ``open()`` found in ``region``'s journal (None: none)."""
+        state = self._regions.get(region)
+        return state.damage if state is not None else None
+
     async def ping(self) -> bool:
         if self._executor is None:
             return False
@@ -320,6 +459,8 @@ class FileJournal(Journal):
             raise JournalUnavailable("this FileJournal was opened read-only")
         state = self._region(region)
         async with state.lock:
+            if state.damage is not None:
+                raise CorruptJournal(f"{state.damage}; no appends until repaired")
             if epoch < state.epoch:
                 raise StaleEpoch(f"region {region}: epoch {epoch} < accepted {state.epoch}")
             if len(payload) > MAX_PAYLOAD:
@@ -382,6 +523,8 @@ class FileJournal(Journal):
 
     async def _entries(self, state: _Region, cursor: _Cursor, after: int) -> AsyncIterator[Entry]:
         """Entries after ``after`` from ``cursor`` on; ``cursor`` advances chunk by chunk."""
+        if state.damage is not None:
+            raise CorruptJournal(str(state.damage))
         fd = await self._run(_open_read, state.log_path)
         if fd is None:
             return
@@ -408,42 +551,48 @@ class FileJournal(Journal):
     # -- snapshots -------------------------------------------------------------------
 
     async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
+        """Atomically replace the snapshot; the one before it is kept as ``.snap.prev``."""
         if self._read_only:
             raise JournalUnavailable("this FileJournal was opened read-only")
         self._check(region)
         fields_ = struct.pack("<QQ", len(snapshot.payload), snapshot.position)
         crc = zlib.crc32(snapshot.payload, zlib.crc32(fields_))
         data = SNAP_MAGIC + struct.pack("<I", crc) + fields_ + snapshot.payload
+        path = self._snap_dir / f"{region}.snap"
         try:
-            await self._run(_write_atomically, self._snap_dir / f"{region}.snap", data)
+            await self._run(_write_atomically, path, data, path.with_name(f"{region}.snap.prev"))
         except OSError as exc:
             raise JournalUnavailable(
                 f"region {region}: snapshot write failed ({exc.strerror or exc})"
             ) from exc
 
     async def load_snapshot(self, region: str) -> Snapshot | None:
+        """The newest intact snapshot: ``.snap``, else ``.snap.prev``, else None (full replay).
+        A damaged one is moved to ``set-aside/`` (kept) and logged."""
         self._check(region)
-        path = self._snap_dir / f"{region}.snap"
-        try:
-            data = await self._run(path.read_bytes)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise JournalUnavailable(
-                f"region {region}: snapshot read failed ({exc.strerror or exc})"
-            ) from exc
-        if len(data) >= SNAP_HEADER.size:
-            magic, crc, length, position = SNAP_HEADER.unpack_from(data)
-            payload = data[SNAP_HEADER.size :]
-            if (
-                magic == SNAP_MAGIC
-                and length == len(payload)
-                and zlib.crc32(payload, zlib.crc32(data[8 : SNAP_HEADER.size])) == crc
-            ):
-                return Snapshot(position, payload)
-        log.warning(
-            "region %s: snapshot file is corrupt (%d bytes); ignoring it, full replay", region, len(data)
-        )
+        newest = self._snap_dir / f"{region}.snap"
+        for path in (newest, newest.with_name(f"{region}.snap.prev")):
+            try:
+                data = await self._run(path.read_bytes)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise JournalUnavailable(
+                    f"region {region}: snapshot read failed ({exc.strerror or exc})"
+                ) from exc
+            snapshot = decode_snapshot(data)
+            if snapshot is not None:
+                return snapshot
+            log.error(
+                "region %s: snapshot file %s is damaged (%d bytes); falling back to an older one or a full replay",
+                region,
+                path.name,
+                len(data),
+            )
+            if not self._read_only:
+                kept = await self._run(set_aside, self._dir, path.name, data)
+                await self._run(path.unlink)
+                self.snapshots_set_aside.append(kept)
         return None
 
     # -- internals -------------------------------------------------------------------
@@ -518,25 +667,32 @@ class FileJournal(Journal):
             end = os.fstat(fd).st_size
             scan = _scan(fd, 0, end, 0, 0, collect=False)
             if scan.problem is not None and scan.offset < end and not self._read_only:
-                if _valid_frame_after(fd, scan.offset, end):
-                    raise CorruptJournal(
-                        f"region {state.name}: {scan.problem} at byte {scan.offset} "
-                        f"of {end}, followed by valid frames"
+                why = damage_in_tail(fd, scan.offset, end, scan.position)
+                if why is not None:
+                    state.damage = Damage(state.name, scan.offset, end, scan.position, why)
+                    log.error(
+                        "%s: region stopped, nothing cut (see: tandtid journal check --region %s)",
+                        state.damage,
+                        state.name,
                     )
-                cut = end - scan.offset
-                wfd = os.open(state.log_path, os.O_WRONLY)
-                try:
-                    os.ftruncate(wfd, scan.offset)
-                    os.fsync(wfd)
-                finally:
-                    os.close(wfd)
-                log.warning(
-                    "region %s: cut %d bytes of torn journal tail (%s) after position %d",
-                    state.name,
-                    cut,
-                    scan.problem,
-                    scan.position,
-                )
+                else:
+                    kept = set_aside(
+                        self._dir, state.log_path.name, os.pread(fd, end - scan.offset, scan.offset)
+                    )
+                    wfd = os.open(state.log_path, os.O_WRONLY)
+                    try:
+                        os.ftruncate(wfd, scan.offset)
+                        os.fsync(wfd)
+                    finally:
+                        os.close(wfd)
+                    log.warning(
+                        "region %s: cut %d bytes of torn journal tail (%s) after position %d; kept as %s",
+                        state.name,
+                        end - scan.offset,
+                        scan.problem,
+                        scan.position,
+                        kept.name,
+                    )
         finally:
             os.close(fd)
         state.committed = scan.offset

@@ -72,6 +72,10 @@ def make_regions(settings: Settings, journal: Journal) -> Regions:
 
 
 async def store_is_empty(regions: Regions) -> bool:
+    """Whether no region has a clinic. A region that did not recover has a journal, so the
+    store is not empty (never seed over a damaged store)."""
+    if regions.not_ready():
+        return False
     for region in regions.actors:
         if await regions.query(region, lambda state: len(state.clinics)):
             return False

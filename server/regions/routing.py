@@ -30,7 +30,7 @@ from engine.commands import (
 from engine.model import REGIONS, region_of
 from engine.state import RegionState
 from persistence.journal import Journal
-from server.regions.actor import Committed, RegionActor, Reloaded
+from server.regions.actor import Committed, RegionActor, Reloaded, Unavailable
 
 T = TypeVar("T")
 
@@ -81,10 +81,17 @@ class Regions:
             self._listeners.remove(fn)
 
     async def start(self, wait: bool = True) -> None:
-        """Recover every region (in parallel). ``wait=False`` returns at once; /ready tells."""
+        """Recover every region (in parallel). ``wait=False`` returns at once; /ready tells.
+        ``wait``: until each region is READY or has FAILED (a damaged journal stops that
+        region only: the others serve, /ready names it)."""
         await asyncio.gather(*(actor.start(wait=False) for actor in self.actors.values()))
         if wait:
-            await asyncio.gather(*(actor.wait_ready() for actor in self.actors.values()))
+            outcomes = await asyncio.gather(
+                *(actor.wait_ready() for actor in self.actors.values()), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, Unavailable):
+                    raise outcome
 
     async def stop(self) -> None:
         await asyncio.gather(*(actor.stop() for actor in self.actors.values()))

@@ -76,46 +76,155 @@ async def test_truncated_inside_a_header_is_cut(tmp_path: Path, opened: list[Fil
     assert await journal.last_position("AB") == 1
 
 
-async def test_garbage_after_last_frame_is_cut(tmp_path: Path, opened: list[FileJournal]) -> None:
+async def test_garbage_after_last_frame_is_damage_not_a_torn_write(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
+    """Our writer only ever leaves a prefix of a real frame (or unwritten zeros) behind;
+    anything else at the end is damage: the region stops, nothing is cut."""
+    log = await written(tmp_path)
+    with log.open("ab") as f:
+        f.write(b"\x00\xffTTJ1 not a frame at all" * 3)
+    before = log.read_bytes()
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    assert log.read_bytes() == before
+    with pytest.raises(CorruptJournal):
+        await entries(journal)
+
+
+async def test_unwritten_zeros_after_last_frame_are_a_torn_write(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
     log = await written(tmp_path)
     full = log.stat().st_size
     with log.open("ab") as f:
-        f.write(b"\x00\xffTTJ1 not a frame at all" * 3)
+        f.write(b"\x00" * 100)  # the size grew, the data never landed
     journal = await reopened(tmp_path)
     opened.append(journal)
     assert log.stat().st_size == full
     assert [e.payload for e in await entries(journal)] == PAYLOADS
 
 
-async def test_flipped_byte_in_last_frame_is_cut(tmp_path: Path, opened: list[FileJournal]) -> None:
+async def test_torn_tail_bytes_are_kept_aside(tmp_path: Path, opened: list[FileJournal]) -> None:
+    log = await written(tmp_path)
+    whole = log.read_bytes()
+    os.truncate(log, len(whole) - 5)
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    aside = list((tmp_path / "set-aside").iterdir())
+    assert len(aside) == 1 and aside[0].name.startswith("AB.log.")
+    assert aside[0].read_bytes() == whole[len(whole) - frame_size(PAYLOADS[2]) : len(whole) - 5]
+
+
+async def test_flipped_byte_in_last_frame_is_damage_not_a_torn_write(
+    tmp_path: Path, opened: list[FileJournal], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A complete frame with a bad checksum was written whole (and maybe acknowledged):
+    cutting it would silently drop a booking. The region stops; the bytes stay."""
     log = await written(tmp_path)
     data = bytearray(log.read_bytes())
     data[-3] ^= 0x40
     log.write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR, logger="persistence.file_journal"):
+        journal = await reopened(tmp_path)
+    opened.append(journal)
+    assert log.read_bytes() == bytes(data)
+    assert any("region AB" in r.getMessage() and "checksum" in r.getMessage() for r in caplog.records)
+    with pytest.raises(CorruptJournal):
+        await entries(journal)
+    with pytest.raises(CorruptJournal):
+        await journal.append("AB", 1, b"never after damage")
+    assert log.read_bytes() == bytes(data)
+    damage = journal.damage("AB")
+    assert damage is not None and damage.position == 2
+    assert damage.offset == frame_size(PAYLOADS[0]) + frame_size(PAYLOADS[1])
+
+
+async def test_flipped_length_in_last_frame_is_damage_not_a_torn_write(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
+    log = await written(tmp_path)
+    data = bytearray(log.read_bytes())
+    last = len(data) - frame_size(PAYLOADS[2])
+    data[last + 8] ^= 0x40  # the length grows past the end of the file: looks torn, is not
+    log.write_bytes(bytes(data))
     journal = await reopened(tmp_path)
     opened.append(journal)
-    assert [e.payload for e in await entries(journal)] == PAYLOADS[:2]
-    assert await journal.last_position("AB") == 2
+    assert log.read_bytes() == bytes(data)
+    with pytest.raises(CorruptJournal):
+        await entries(journal)
 
 
-async def test_flipped_byte_in_a_middle_frame_is_corrupt(tmp_path: Path) -> None:
+async def test_flipped_byte_in_a_middle_frame_is_corrupt(tmp_path: Path, opened: list[FileJournal]) -> None:
     log = await written(tmp_path)
     data = bytearray(log.read_bytes())
     data[frame_size(PAYLOADS[0]) + FRAME_HEADER.size + 2] ^= 0x01  # inside the second payload
     log.write_bytes(bytes(data))
     before = log.stat().st_size
+    journal = await reopened(tmp_path)
+    opened.append(journal)
     with pytest.raises(CorruptJournal):
-        await reopened(tmp_path)
+        await entries(journal)
     assert log.stat().st_size == before  # nothing cut when the damage is not a tail
 
 
-async def test_flipped_length_in_a_middle_frame_is_corrupt(tmp_path: Path) -> None:
+async def test_flipped_length_in_a_middle_frame_is_corrupt(tmp_path: Path, opened: list[FileJournal]) -> None:
     log = await written(tmp_path)
     data = bytearray(log.read_bytes())
     data[frame_size(PAYLOADS[0]) + 8] ^= 0x10  # the second frame's length field
     log.write_bytes(bytes(data))
+    journal = await reopened(tmp_path)
+    opened.append(journal)
     with pytest.raises(CorruptJournal):
-        await reopened(tmp_path)
+        await entries(journal)
+
+
+async def test_damage_in_one_region_leaves_the_others_serving(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
+    log = await written(tmp_path)
+    journal = await reopened(tmp_path)
+    await journal.append("O", 1, b"o-batch")
+    await journal.close()
+    data = bytearray(log.read_bytes())
+    data[frame_size(PAYLOADS[0]) + FRAME_HEADER.size + 2] ^= 0x01  # inside the second payload
+    log.write_bytes(bytes(data))
+    journal = await reopened(tmp_path)  # opens: the damage is AB's alone
+    opened.append(journal)
+    with pytest.raises(CorruptJournal):
+        await entries(journal)
+    assert [e.payload async for e in journal.read("O")] == [b"o-batch"]
+    assert await journal.append("O", 1, b"o-after") == 2
+    assert log.read_bytes() == bytes(data)
+
+
+async def test_a_corrupt_snapshot_falls_back_to_the_previous_one(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    await journal.save_snapshot("AB", Snapshot(5, b"older"))
+    await journal.save_snapshot("AB", Snapshot(9, b"newer"))
+    assert await journal.load_snapshot("AB") == Snapshot(9, b"newer")
+    snap = tmp_path / "snapshots" / "AB.snap"
+    data = bytearray(snap.read_bytes())
+    data[-1] ^= 0xFF
+    snap.write_bytes(bytes(data))
+    assert await journal.load_snapshot("AB") == Snapshot(5, b"older")
+    kept = [p for p in (tmp_path / "set-aside").iterdir() if p.name.startswith("AB.snap")]
+    assert [p.read_bytes() for p in kept] == [bytes(data)]  # the damaged file is kept, not deleted
+
+
+async def test_stale_snapshot_temp_files_are_removed_on_open(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
+    (tmp_path / "snapshots").mkdir(parents=True)
+    dead_pid = 2**22 + 12345  # above pid_max on Linux: no such process
+    stale = tmp_path / "snapshots" / f".AB.snap.{dead_pid}.tmp"
+    stale.write_bytes(b"half a snapshot")
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    assert not stale.exists()
 
 
 async def test_epoch_survives_restart_even_when_frames_are_cut(

@@ -55,8 +55,12 @@ def catalog_commands() -> list[Command]:
 
 
 class LiveServer:
-    def __init__(self, data_dir: Path, *, redis_url: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self, data_dir: Path, *, redis_url: str | None = None, catalog: bool = True, **settings: Any
+    ) -> None:
+        """``catalog``: submit ``catalog_commands()`` on start (off for a restart over old data)."""
         self.data_dir = data_dir
+        self.catalog = catalog
         self.redis_url = redis_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -93,7 +97,7 @@ class LiveServer:
         self.journal = await self._open_journal()
         self.regions = Regions(self.journal, clock=self.clock, tick_interval_s=0.2)
         await self.regions.start()
-        for command in catalog_commands():
+        for command in catalog_commands() if self.catalog else ():
             await self.regions.submit(command)
         app = create_app(self.settings, regions=self.regions, accounts=self.accounts)
         config = uvicorn.Config(

@@ -22,7 +22,7 @@ from engine.commands import Book, PlaceHold, Tick
 from engine.errors import RefusalCode, Refused
 from engine.events import Booked, HoldExpired, from_record
 from persistence.codec import unpack_events
-from persistence.file_journal import FileJournal
+from persistence.file_journal import FileJournal, encode_frame
 from persistence.journal import Journal
 from server.regions.actor import Committed, RegionActor, Reloaded, Unavailable
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
@@ -191,10 +191,15 @@ async def test_sigkill_mid_load_loses_no_acknowledged_booking(tmp_path: Path) ->
     data = tmp_path / "data"
     acks = await asyncio.to_thread(_book_in_child_then_sigkill, data, 400)
     assert len(acks) >= 400, "the child should have been killed mid-load"
-    # A power cut mid-write leaves a torn frame: simulate one on top of the SIGKILL.
+    # A power cut mid-write leaves a torn frame (a prefix of the next one): simulate one on top
+    # of the SIGKILL.
     log = data / "journal" / "AB.log"
+    reader = FileJournal(data, read_only=True)
+    await reader.open()
+    next_position = await reader.last_position("AB") + 1
+    await reader.close()
     with log.open("ab") as f:
-        f.write(b"\x00\x01torn-frame-header-without-its-payload")
+        f.write(encode_frame(next_position, 1, b"a batch whose write never finished" * 4)[:60])
     size_with_tear = log.stat().st_size
 
     journal = FileJournal(data)
