@@ -4,6 +4,7 @@ tandtid serve --host H --port P --data DIR [--redis URL] [--seed [--scale S] [--
 tandtid seed --data DIR [--redis URL] [--scale demo|small|sweden|N] [--booked F]
 tandtid admin create-user --email E --name N [--password P] [--role patient|staff|admin] [--clinic ID]
 tandtid admin clinic-key CLINIC
+tandtid journal check|repair --data DIR [--region AB]
 tandtid watch region:AB [--url ws://127.0.0.1:8000/ws]
 tandtid book --clinic ID --service checkup [--url URL] [--email E --password P]
 """
@@ -15,6 +16,7 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -78,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common_store_args(ck)
     ck.add_argument("clinic")
 
+    journal = sub.add_parser(
+        "journal",
+        help="inspect (check) or cut at the last good frame (repair) a damaged file journal",
+        description="check: read-only report per region as JSON lines (exit 1 when any region is "
+        "damaged); repair: with the server stopped, cut each damaged region's journal at its last "
+        "good frame, keeping the cut bytes in DIR/set-aside/, and list the booking ids that were cut",
+    )
+    journal.add_argument("action", choices=["check", "repair"])
+    journal.add_argument("--data", default=None, help="data directory (default ./data, env TANDTID_DATA_DIR)")
+    journal.add_argument("--region", default=None, help="one region code (default: every region)")
+
     watch = sub.add_parser("watch", help="print a topic's live diffs")
     watch.add_argument("topic", help="region:AB or clinic:<id>")
     watch.add_argument("--url", default="ws://127.0.0.1:8000/ws")
@@ -101,14 +114,22 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, (getattr(args, "log_level", None) or "INFO").upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    if args.cmd == "serve":
-        from server.serve import serve
+    from server.data_lock import DataDirectoryInUse
 
-        return run_server_loop(serve(args))
-    if args.cmd == "seed":
-        from server.serve import seed_store
+    try:
+        if args.cmd == "serve":
+            from server.serve import serve
 
-        return asyncio.run(seed_store(args))
+            return run_server_loop(serve(args))
+        if args.cmd == "seed":
+            from server.serve import seed_store
+
+            return asyncio.run(seed_store(args))
+        if args.cmd == "journal":
+            return run_journal(args)
+    except DataDirectoryInUse as exc:
+        print(f"tandtid: {exc}", file=sys.stderr)
+        return 1
     if args.cmd == "admin":
         return run_admin(args)
     if args.cmd == "watch":
@@ -131,6 +152,27 @@ def run_server_loop(main_coro: Coroutine[Any, Any, int]) -> int:
         return asyncio.run(main_coro)
     result: int = uvloop.run(main_coro)
     return result
+
+
+def run_journal(args: argparse.Namespace) -> int:
+    """``tandtid journal check|repair``: one JSON line per region; exit 1 when damage remains."""
+    from persistence.file_check import check_region, regions_in, repair_region
+    from server.data_lock import data_directory_lock
+
+    data = Path(args.data or os.environ.get("TANDTID_DATA_DIR") or "./data")
+    regions = [args.region] if args.region else regions_in(data)
+    damaged = False
+    if args.action == "check":
+        for region in regions:
+            report = check_region(data, region)
+            damaged |= report.status == "damaged"
+            print_json(report.to_json())
+        return 1 if damaged else 0
+    with data_directory_lock(data):
+        for region in regions:
+            report = repair_region(data, region)
+            print_json({**report.to_json(), "lost_bookings": report.lost_bookings})
+    return 0
 
 
 def run_admin(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from engine.calendar import day_of_epoch
 from persistence.journal import Journal
 from server.consumers.notify.notifier import Notifier
 from server.consumers.webhooks.dispatcher import WebhookDispatcher
+from server.data_lock import data_directory_lock
 from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.routing import Regions
 from server.runtime import tune_gc
@@ -170,6 +171,11 @@ def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[s
 
 async def seed_store(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    with data_directory_lock(settings.data_dir):
+        return await _seed_store(args, settings)
+
+
+async def _seed_store(args: argparse.Namespace, settings: Settings) -> int:
     journal = await open_journal(settings)
     regions = make_regions(settings, journal)
     await regions.start()
@@ -192,11 +198,17 @@ async def seed_store(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT, holding the data directory's lock (one writer only)."""
+    settings = settings_from_args(args)
+    with data_directory_lock(settings.data_dir):
+        return await _serve(args, settings)
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from server.http.app import create_app
 
-    settings = settings_from_args(args)
     journal = await open_journal(settings)
     regions = make_regions(settings, journal)
     await regions.start()
