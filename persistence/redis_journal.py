@@ -205,7 +205,7 @@ class RedisStreamJournal(Journal):
             )
             if not reply:
                 continue
-            for item in reply[0][1]:
+            for item in _stream_items(reply):
                 last_id = item[0]
                 entry = _entry(item)
                 if entry.position > position:
@@ -283,6 +283,14 @@ class RedisStreamJournal(Journal):
             return await awaitable
         except (TimeoutError, RedisError, OSError) as exc:
             raise JournalUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _stream_items(reply: Any) -> list[Any]:
+    """The entries of the one stream in an XREAD reply: RESP2 answers ``[[key, entries]]``,
+    RESP3 (redis-py 8's default) ``{key: entries}``."""
+    if isinstance(reply, dict):
+        return [item for entries in reply.values() for item in entries]
+    return [item for _key, entries in reply for item in entries]
 
 
 def _id_tuple(stream_id: bytes) -> tuple[int, int]:

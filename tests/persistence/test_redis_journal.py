@@ -3,6 +3,7 @@ restarts, key layout, one round trip per append, MINID trimming."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -160,3 +161,33 @@ async def test_read_pages_through_a_long_stream(journal: RedisStreamJournal) -> 
     assert [e.position for e in await entries(journal)] == list(range(1, 351))
     assert [e.position for e in await entries(journal, 150)] == list(range(151, 351))
     assert [e.payload for e in await entries(journal, 348)] == [b"e349", b"e350"]
+
+
+async def _blocked_clients(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("clients")["blocked_clients"])
+    finally:
+        client.close()
+
+
+async def test_tail_receives_an_entry_appended_while_it_blocks_in_xread(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
+    """The XREAD path itself (redis-py 8 answers it as a RESP3 map, redis-py 5 as a list)."""
+    await journal.append("AB", 1, b"before")
+    tail = journal.tail("AB", after=1)
+    waiting = asyncio.ensure_future(anext(tail))
+    try:
+        deadline = time.monotonic() + FAIL_FAST_S
+        while await _blocked_clients(redis_server.url) < 1:  # the tail sits in XREAD BLOCK
+            assert time.monotonic() < deadline, "the tail never blocked in XREAD"
+            await asyncio.sleep(0.01)
+        await journal.append("AB", 1, b"while blocked")
+        assert await asyncio.wait_for(waiting, FAIL_FAST_S) == Entry(2, 1, b"while blocked")
+        following = asyncio.ensure_future(anext(tail))
+        await journal.append("AB", 1, b"next")
+        assert await asyncio.wait_for(following, FAIL_FAST_S) == Entry(3, 1, b"next")
+    finally:
+        waiting.cancel()
+        await tail.aclose()
