@@ -8,10 +8,15 @@ Keys of region ``AB`` (the braces are a Redis Cluster hash tag: one shard per re
     tandtid:{AB}:snapshot   hash: position, stream_id, payload
 
 An append is one EVALSHA of a Lua script that fences the epoch, INCRs the position and
-XADDs the entry atomically. redis-py's retries are switched off: retrying a
-non-idempotent append after a lost reply could journal a batch twice. Every Redis or
-socket failure surfaces as JournalUnavailable; a lost reply means the entry MAY be
-written, which is why the actor reloads from the journal after any failed append.
+XADDs the entry atomically. Group commit: the appends of all regions made in the same
+event-loop instant (and those made while a round is in flight) travel in ONE pipelined
+round trip; each region's script still runs atomically and is fenced on its own. A round
+that fails fails every append in it. redis-py's retries are switched off: retrying a
+non-idempotent append after a lost reply could journal a batch twice (only an append the
+server refused with NOSCRIPT, which therefore did not run, is sent again after loading the
+script). Every Redis or socket failure surfaces as JournalUnavailable; a lost reply means
+the entry MAY be written, which is why the actor reloads from the journal after any failed
+append.
 
 Reading from position ``after`` starts at the stream id stored with the snapshot when
 the snapshot is at or before ``after`` (or at an id this object remembers from its own
@@ -25,13 +30,15 @@ After a snapshot is saved, history older than the snapshot AND older than
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from persistence.journal import Entry, Journal, JournalUnavailable, Snapshot, StaleEpoch
@@ -74,6 +81,14 @@ def _entry(item: list[Any]) -> Entry:
     return Entry(int(fields[1]), int(fields[3]), bytes(fields[5]))
 
 
+@dataclass(slots=True)
+class _Pending:
+    region: str
+    epoch: int
+    payload: bytes
+    future: asyncio.Future[tuple[int, bytes]]
+
+
 class RedisStreamJournal(Journal):
     """Journal in Redis streams. ``await open()`` before use, ``await close()`` after."""
 
@@ -90,8 +105,11 @@ class RedisStreamJournal(Journal):
         self._socket_timeout_s = socket_timeout_s
         self._health_check_interval_s = health_check_interval_s
         self._client: aioredis.Redis | None = None
-        self._append: Any = None  # redis-py AsyncScript: EVALSHA, SCRIPT LOAD on NOSCRIPT
+        self._append_sha: str = ""
         self._recent: dict[str, OrderedDict[int, bytes]] = {}
+        self._pending: list[_Pending] = []  # appends waiting for the next round trip
+        self._flushing = False  # a round is scheduled or in flight
+        self.rounds = 0  # pipelined append round trips made (each carries one or more regions)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -110,9 +128,8 @@ class RedisStreamJournal(Journal):
         for command in ("XRANGE", "XREVRANGE", "XREAD"):
             client.set_response_callback(command, _raw)
         self._client = client
-        self._append = client.register_script(APPEND_LUA)
         try:
-            await self._call(client.script_load(APPEND_LUA))
+            self._append_sha = await self._call(client.script_load(APPEND_LUA))
         except JournalUnavailable:
             await self.close()
             raise
@@ -131,16 +148,82 @@ class RedisStreamJournal(Journal):
     # -- appends ---------------------------------------------------------------------
 
     async def append(self, region: str, epoch: int, payload: bytes) -> int:
-        keys = [region_key(region, "epoch"), region_key(region, "position"), region_key(region, "journal")]
-        result = await self._call(self._append(keys=keys, args=[epoch, payload], client=self._redis))
-        position, detail = int(result[0]), result[1]
-        if position < 0:
-            raise StaleEpoch(f"region {region}: epoch {epoch} < accepted {int(detail)}")
+        self._redis  # noqa: B018 - raises when not open
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        self._pending.append(_Pending(region, epoch, payload, future))
+        if not self._flushing:
+            self._flushing = True
+            loop.call_soon(self._start_round)  # appends made in this same instant join the round
+        position, stream_id = await future
         recent = self._recent.setdefault(region, OrderedDict())
-        recent[position] = bytes(detail)
+        recent[position] = stream_id
         if len(recent) > RECENT_IDS:
             recent.popitem(last=False)
         return position
+
+    def _start_round(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            self._flushing = False
+            return
+        task = asyncio.get_running_loop().create_task(self._round(batch))
+        task.add_done_callback(self._round_done)
+
+    def _round_done(self, _task: asyncio.Task[None]) -> None:
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._start_round)
+        else:
+            self._flushing = False
+
+    async def _round(self, batch: list[_Pending]) -> None:
+        """One pipelined round trip for ``batch``; resolves every append's future."""
+        try:
+            replies = await self._evalsha_all(batch)
+            if any(isinstance(reply, NoScriptError) for reply in replies):
+                # The server lost its scripts (restart, SCRIPT FLUSH): those appends did not run.
+                self._append_sha = await self._call(self._redis.script_load(APPEND_LUA))
+                again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+                for i, reply in zip(again, await self._evalsha_all([batch[i] for i in again]), strict=True):
+                    replies[i] = reply
+        except BaseException as exc:
+            error = exc if isinstance(exc, JournalUnavailable) else JournalUnavailable(f"redis: {exc!r}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.rounds += 1
+        for item, reply in zip(batch, replies, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(reply, Exception):
+                item.future.set_exception(JournalUnavailable(f"redis: {reply.__class__.__name__}: {reply}"))
+            elif int(reply[0]) < 0:
+                item.future.set_exception(
+                    StaleEpoch(f"region {item.region}: epoch {item.epoch} < accepted {int(reply[1])}")
+                )
+            else:
+                item.future.set_result((int(reply[0]), bytes(reply[1])))
+
+    async def _evalsha_all(self, batch: list[_Pending]) -> list[Any]:
+        """EVALSHA of the append script for every item, pipelined (no MULTI: each script is
+        atomic by itself); per-command errors come back in the list, not raised."""
+        pipe = self._redis.pipeline(transaction=False)
+        for item in batch:
+            region = item.region
+            pipe.evalsha(
+                self._append_sha,
+                3,
+                region_key(region, "epoch"),
+                region_key(region, "position"),
+                region_key(region, "journal"),
+                item.epoch,
+                item.payload,
+            )
+        replies: list[Any] = await self._call(pipe.execute(raise_on_error=False))
+        return replies
 
     async def last_position(self, region: str) -> int:
         value = await self._call(self._redis.get(region_key(region, "position")))

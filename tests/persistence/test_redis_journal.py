@@ -102,6 +102,22 @@ async def test_one_append_is_one_command_on_the_server(
     assert calls == {"evalsha": 1, "get": 1, "incr": 1, "xadd": 1, "info": 1}
 
 
+async def test_appends_of_several_regions_in_one_instant_share_one_round_trip(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
+    await journal.append("AB", 1, b"warm-up")
+    rounds = journal.rounds
+    regions = ["AB", "C", "M", "O", "Z"]
+    positions = await asyncio.gather(*(journal.append(r, 1, b"together") for r in regions))
+    assert positions == [2, 1, 1, 1, 1]
+    assert journal.rounds == rounds + 1  # one pipelined round trip for the five regions
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert client.info("commandstats")["cmdstat_evalsha"]["calls"] == 6  # no MULTI, no retries
+    finally:
+        client.close()
+
+
 async def test_script_flushed_on_the_server_is_reloaded(
     redis_server: RedisServer, journal: RedisStreamJournal
 ) -> None:
@@ -112,6 +128,14 @@ async def test_script_flushed_on_the_server_is_reloaded(
     finally:
         client.close()
     assert await journal.append("AB", 1, b"b") == 2
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+    # several regions refused with NOSCRIPT in one round: each is written exactly once
+    assert await asyncio.gather(*(journal.append(r, 1, b"c") for r in ["AB", "C", "M"])) == [3, 1, 1]
+    assert [e.payload for e in await entries(journal)] == [b"a", b"b", b"c"]
 
 
 async def test_snapshot_trims_only_history_older_than_snapshot_and_retention(
