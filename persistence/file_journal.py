@@ -8,11 +8,16 @@ Layout under ``directory``::
     snapshots/<REGION>.snap.prev the snapshot before it (the fallback when the newest is damaged)
     set-aside/                   bytes taken out of the way (a cut torn tail, a damaged snapshot,
                                  what ``tandtid journal repair`` cut): kept, never deleted
+    journal/commit.log           the frames of every region since the last checkpoint (group commit)
 
-One append is one ``os.pwrite`` + one ``os.fsync``, run in a worker thread so a slow disk
-never blocks the event loop; appends to one region are serialised by an asyncio lock.
-A failed write or fsync truncates the file back and raises JournalUnavailable: nothing
-of that entry stays visible.
+Appends to one region are serialised by an asyncio lock; durability is shared by all
+regions (``persistence.commit_log``): the appends ready in the same instant are written
+into their region files and, with ONE write + ONE fsync, into the commit log, in one worker
+thread call, so a slow disk never blocks the event loop. A failed round truncates every
+file back and raises JournalUnavailable for every append in it: nothing of those entries
+stays visible. A writing ``open()`` first restores from the commit log whatever a region
+file lost or tore in a crash since the last checkpoint (the commit log's records are the
+acknowledged frames), then verifies the region files.
 
 ``open()`` verifies every frame and tells a torn write from damage. A torn write is what an
 interrupted append leaves after the last good frame: a prefix of the next frame (its header
@@ -42,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from persistence import commit_log
+from persistence.commit_log import CommitLog
 from persistence.journal import CorruptJournal, Entry, Journal, JournalUnavailable, Snapshot, StaleEpoch
 
 log = logging.getLogger(__name__)
@@ -330,27 +337,6 @@ def _write_atomically(path: Path, data: bytes, keep_previous_as: Path | None = N
     _fsync_dir(path.parent)
 
 
-def _write_frame(fd: int, offset: int, frame: bytes, dirty: bool) -> None:
-    """pwrite + fsync; on failure truncate back to ``offset`` and re-raise."""
-    try:
-        if dirty:
-            os.ftruncate(fd, offset)
-        view = memoryview(frame)
-        at = offset
-        while view:
-            written = os.pwrite(fd, view, at)
-            if written <= 0:
-                raise OSError("pwrite wrote nothing")
-            view = view[written:]
-            at += written
-        os.fsync(fd)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, offset)
-            os.fsync(fd)
-        raise
-
-
 @dataclass(slots=True)
 class _Cursor:
     offset: int  # byte offset of the next frame
@@ -400,6 +386,7 @@ class FileJournal(Journal):
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
         self._regions: dict[str, _Region] = {}
+        self._commit_log: CommitLog | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -415,6 +402,10 @@ class FileJournal(Journal):
                 for directory in (self._snap_dir, self._journal_dir):
                     for path in await self._run(remove_stale_temp_files, directory):
                         log.info("removed %s, left by a process that stopped before its rename", path.name)
+                await self._run(self._restore_from_commit_log)
+                log_writer = CommitLog(self._journal_dir, self._submit)
+                await self._run(log_writer.open)
+                self._commit_log = log_writer
             names = sorted(p.stem for p in self._journal_dir.glob("*.log") if _REGION.match(p.stem))
             names += sorted(
                 p.stem
@@ -430,6 +421,10 @@ class FileJournal(Journal):
             raise
 
     async def close(self) -> None:
+        if self._commit_log is not None:
+            log_writer, self._commit_log = self._commit_log, None
+            await log_writer.drain()
+            await self._run(log_writer.close)  # checkpoint: region files fsynced, commit log emptied
         for region in self._regions.values():
             if region.fd is not None:
                 os.close(region.fd)
@@ -443,6 +438,11 @@ class FileJournal(Journal):
         """The damage ``open()`` found in ``region``'s journal (None: none)."""
         state = self._regions.get(region)
         return state.damage if state is not None else None
+
+    @property
+    def rounds(self) -> int:
+        """Durable write + fsync rounds made so far (each carries the appends of one or more regions)."""
+        return self._commit_log.rounds if self._commit_log is not None else 0
 
     async def ping(self) -> bool:
         if self._executor is None:
@@ -474,7 +474,8 @@ class FileJournal(Journal):
                 state.owner = True
                 position = state.position + 1
                 frame = encode_frame(position, epoch, payload)
-                await self._finish(self._submit(_write_frame, state.fd, state.committed, frame, state.dirty))
+                assert self._commit_log is not None
+                await self._finish(self._commit_log.write(state, position, frame))
             except OSError as exc:
                 state.dirty = True
                 raise JournalUnavailable(f"region {region}: write failed ({exc.strerror or exc})") from exc
@@ -655,6 +656,68 @@ class FileJournal(Journal):
         if not existed:
             _fsync_dir(self._journal_dir)
         return fd
+
+    def _restore_from_commit_log(self) -> None:
+        """After a crash: put back into each region file the frames the commit log holds and
+        the file lost or tore, fsync every region file the commit log covers, then empty it."""
+        path = self._journal_dir / commit_log.COMMIT_LOG
+        found = commit_log.records(path)
+        for name, frames in found.items():
+            if _REGION.match(name):
+                self._restore_region(name, frames)
+        if found:
+            _fsync_dir(self._journal_dir)
+        commit_log.empty(path)
+
+    def _restore_region(self, name: str, frames: dict[int, bytes]) -> None:
+        first = min(frames)
+        path = self._journal_dir / f"{name}.log"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            scan = _scan(fd, 0, os.fstat(fd).st_size, 0, first - 1, collect=True)
+            if scan.position < first - 1:
+                log.error(
+                    "region %s: the file ends at position %d, its commit log records start at %d; "
+                    "nothing restored",
+                    name,
+                    scan.position,
+                    first,
+                )
+                return
+            # Keep the file up to the first frame that differs from the commit log's record.
+            cut_position, cut_offset = scan.position, scan.offset
+            offset = scan.offset - sum(FRAME_HEADER.size + len(e.payload) for e in scan.entries)
+            for entry in scan.entries:
+                recorded = frames.get(entry.position)
+                if recorded is not None and recorded != encode_frame(
+                    entry.position, entry.epoch, entry.payload
+                ):
+                    cut_position, cut_offset = entry.position - 1, offset
+                    break
+                offset += FRAME_HEADER.size + len(entry.payload)
+            missing: list[bytes] = []
+            while cut_position + len(missing) + 1 in frames:
+                missing.append(frames[cut_position + len(missing) + 1])
+            if missing:
+                os.ftruncate(fd, cut_offset)
+                data = b"".join(missing)
+                view = memoryview(data)
+                at = cut_offset
+                while view:
+                    written = os.pwrite(fd, view, at)
+                    if written <= 0:
+                        raise OSError("pwrite wrote nothing")
+                    view, at = view[written:], at + written
+                log.warning(
+                    "region %s: restored %d frames (positions %d..%d) from the commit log",
+                    name,
+                    len(missing),
+                    cut_position + 1,
+                    cut_position + len(missing),
+                )
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _recover(self, state: _Region) -> None:
         """Verify the region's frames; cut a torn tail; load position, epoch, index."""

@@ -6,12 +6,14 @@ import asyncio
 import logging
 import os
 import resource
+import shutil
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from persistence import commit_log
 from persistence.file_journal import FRAME_HEADER, FileJournal, encode_frame
 from persistence.journal import CorruptJournal, Entry, JournalUnavailable, Snapshot, StaleEpoch
 
@@ -359,3 +361,107 @@ async def test_a_read_only_reader_never_cuts_the_writers_append_in_progress(tmp_
             await reader.save_snapshot("AB", Snapshot(1, b"x"))
     finally:
         await reader.close()
+
+
+# -- group commit: the commit log --------------------------------------------------------
+
+
+async def test_appends_of_several_regions_in_one_instant_share_one_round(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    regions = ["AB", "C", "M", "O", "Z"]
+    for region in regions:  # a region's first append opens its file and records its epoch
+        await journal.append(region, 1, b"warm-up")
+    rounds = journal.rounds
+    assert await asyncio.gather(*(journal.append(r, 1, b"together") for r in regions)) == [2] * 5
+    assert journal.rounds == rounds + 1  # one write + fsync of the commit log for five regions
+    assert (tmp_path / "journal" / "commit.log").stat().st_size > 0
+    await journal.close()
+    opened.remove(journal)
+    assert (tmp_path / "journal" / "commit.log").stat().st_size == 0, "close checkpoints"
+
+
+async def test_a_crash_that_lost_region_file_tails_is_restored_from_the_commit_log(
+    tmp_path: Path, opened: list[FileJournal], caplog: pytest.LogCaptureFixture
+) -> None:
+    live = tmp_path / "live"
+    journal = await reopened(live)
+    opened.append(journal)
+    for i in range(4):
+        await asyncio.gather(journal.append("AB", 1, b"ab%d" % i), journal.append("O", 2, b"o%d" % i))
+    # The machine dies now: what is on disk is the commit log (fsynced) and region files
+    # whose unsynced tails are lost or torn.
+    crashed = tmp_path / "crashed"
+    shutil.copytree(live, crashed)
+    ab = crashed / "journal" / "AB.log"
+    ab.write_bytes(ab.read_bytes()[: 2 * frame_size(b"ab0") + 7])  # two frames and a torn third
+    (crashed / "journal" / "O.log").unlink()  # never reached the disk at all
+    with caplog.at_level(logging.WARNING, logger="persistence.file_journal"):
+        again = await reopened(crashed)
+    opened.append(again)
+    assert [e.payload async for e in again.read("AB")] == [b"ab0", b"ab1", b"ab2", b"ab3"]
+    assert [(e.payload, e.epoch) async for e in again.read("O")] == [(b"o%d" % i, 2) for i in range(4)]
+    assert await again.append("AB", 1, b"ab4") == 5
+    assert "restored 2 frames (positions 3..4)" in caplog.text
+    assert "restored 4 frames (positions 1..4)" in caplog.text
+
+
+async def test_a_region_frame_that_differs_from_the_commit_log_is_replaced(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
+    """An append retried after a failed round rewrote a position; the region file still held
+    the failed round's frame when the machine died: the commit log's record wins."""
+    journal = await reopened(tmp_path)
+    await journal.append("AB", 1, b"kept")
+    await journal.append("AB", 1, b"acknowledged")
+    journal._commit_log = None  # die without the checkpoint of close()
+    await journal.close()
+    log = tmp_path / "journal" / "AB.log"
+    log.write_bytes(log.read_bytes()[: frame_size(b"kept")] + encode_frame(2, 1, b"never-acknowledg"))
+    again = await reopened(tmp_path)
+    opened.append(again)
+    assert [e.payload async for e in again.read("AB")] == [b"kept", b"acknowledged"]
+
+
+@pytest.mark.usefixtures("file_size_limit")
+async def test_a_failed_round_fails_every_append_in_it(tmp_path: Path, opened: list[FileJournal]) -> None:
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    await asyncio.gather(journal.append("AB", 1, b"durable"), journal.append("O", 1, b"durable"))
+    files = {name: tmp_path / "journal" / f"{name}.log" for name in ("AB", "O")}
+    sizes = {name: path.stat().st_size for name, path in files.items()}
+    commit = (tmp_path / "journal" / "commit.log").stat().st_size
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # the region files take their next frame, the commit log's record does not fit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (commit + 10, hard))
+    try:
+        results = await asyncio.gather(
+            journal.append("AB", 1, b"x" * 40), journal.append("O", 1, b"y" * 40), return_exceptions=True
+        )
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, hard))
+    assert [type(r) for r in results] == [JournalUnavailable, JournalUnavailable]
+    assert {name: path.stat().st_size for name, path in files.items()} == sizes
+    assert (tmp_path / "journal" / "commit.log").stat().st_size == commit
+    assert await asyncio.gather(journal.append("AB", 1, b"ab2"), journal.append("O", 1, b"o2")) == [2, 2]
+    await journal.close()
+    opened.remove(journal)
+    again = await reopened(tmp_path)
+    opened.append(again)
+    assert [e.payload async for e in again.read("AB")] == [b"durable", b"ab2"]
+    assert [e.payload async for e in again.read("O")] == [b"durable", b"o2"]
+
+
+async def test_the_commit_log_is_checkpointed_when_it_grows(
+    tmp_path: Path, opened: list[FileJournal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(commit_log, "CHECKPOINT_BYTES", 1000)
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    for i in range(40):
+        await asyncio.gather(journal.append("AB", 1, b"a" * 90), journal.append("M", 1, b"m%d" % i))
+    assert (tmp_path / "journal" / "commit.log").stat().st_size < 1000 + 2 * 200
+    assert await journal.last_position("AB") == 40
+    assert len([e async for e in journal.read("M")]) == 40
