@@ -8,7 +8,6 @@ like an unknown one (404), whatever the engine said (NOT_YOURS never leaks).
 from __future__ import annotations
 
 import hashlib
-import secrets
 from typing import Any
 
 import orjson
@@ -21,6 +20,7 @@ from engine.events import Booked, HoldPlaced
 from engine.model import Clinic
 from engine.records import Booking
 from engine.state import RegionState
+from server.http import ids
 from server.http.errors import ApiError, invalid, not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
@@ -38,14 +38,6 @@ from server.http.schemas import BookingBody, HoldBody, RescheduleBody
 from server.http.views import booking_ics, booking_view, hold_view
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-def new_booking_id(region: str) -> str:
-    return f"{region}-b{secrets.token_urlsafe(10)}"
-
-
-def new_hold_id(region: str) -> str:
-    return f"{region}-h{secrets.token_urlsafe(8)}"
 
 
 def _clinic_for_resource(state: RegionState, clinic_id: str, resource_id: str) -> Clinic:
@@ -87,7 +79,7 @@ async def place_hold(request: Request) -> Response:
     ttl = int(request.app.state.settings.hold_ttl_s)
     assert principal.user_id is not None
     events = await regions.submit(
-        PlaceHold(new_hold_id(region), principal.user_id, body.resource, body.service, day, cell, ttl)
+        PlaceHold(ids.hold_id(region), principal.user_id, body.resource, body.service, day, cell, ttl)
     )
     placed = next(e for e in events if isinstance(e, HoldPlaced))
     hold = await regions.query(region, lambda s: s.holds.get(placed.hold_id))
@@ -143,7 +135,7 @@ async def create_booking(request: Request) -> Response:
     if body.hold is not None:
         region = region_or_404(body.hold)
         command = Book(
-            new_booking_id(region),
+            ids.booking_id(region),
             patient,
             hold_id=body.hold,
             idempotency_key=key,
@@ -157,7 +149,7 @@ async def create_booking(request: Request) -> Response:
         clinic = await regions.query(region, lambda s: _clinic_for_resource(s, clinic_id, resource_id))
         day, cell = locate_start(body.start, clinic.cell_minutes)
         command = Book(
-            new_booking_id(region),
+            ids.booking_id(region),
             patient,
             resource=body.resource,
             service=body.service,

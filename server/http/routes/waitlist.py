@@ -8,7 +8,6 @@ confirmed with ``POST /api/bookings {"hold": id}`` like any hold.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from starlette.requests import Request
@@ -19,6 +18,7 @@ from engine.commands import JoinWaitlist, LeaveWaitlist
 from engine.state import RegionState
 from engine.waitlist import WaitEntry
 from server.demo import geography
+from server.http import ids
 from server.http.errors import not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
@@ -33,10 +33,6 @@ from server.http.routes.access import (
 from server.http.routes.replies import json_response, no_content
 from server.http.schemas import WaitlistBody, minute_of
 from server.http.views import epoch_iso, hold_view
-
-
-def new_entry_id(region: str) -> str:
-    return f"{region}-w{secrets.token_urlsafe(8)}"
 
 
 def _clock(minute: int) -> str:
@@ -73,7 +69,7 @@ async def join_waitlist(request: Request) -> Response:
         except KeyError:
             raise not_found("no such municipality") from None
     day = first_day(request, body.from_)
-    entry_id = new_entry_id(region)
+    entry_id = ids.waitlist_id(region)
     regions = regions_of(request)
     await regions.submit(
         JoinWaitlist(
