@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
 from engine.model import REGIONS
@@ -216,29 +217,16 @@ class Notifier:
         )
 
     async def _send(self, key: str, fact: Fact, kind: str, lead_s: int) -> str:
-        user = self.accounts.get(fact.booking.patient)
-        if user is None or not user.email:
+        # The account look-up (SQLite) and composing (header parsing: a third of the event loop
+        # under booking load) run in a worker thread; only the hand-over is awaited here.
+        message = await asyncio.to_thread(self._compose, key, fact, kind, lead_s, int(self.clock()))
+        if isinstance(message, str):
             self.stats.skipped += 1
-            log.info("message %s: no account for the patient; not sent", key)
-            return "skipped:no-account"
-        try:
-            message = compose(
-                kind,
-                key,
-                booking=fact.booking,
-                clinic=fact.clinic,
-                to_name=user.name,
-                to_email=user.email,
-                sender=self.sender,
-                now_s=int(self.clock()),
-                by=fact.by,
-                previous=fact.previous,
-                lead_s=lead_s,
-            )
-        except (KeyError, ValueError):  # no template, or a time the calendar cannot place
-            self.stats.skipped += 1
-            log.warning("message %s: cannot be composed; not sent", key)
-            return "skipped:uncomposable"
+            if message == "skipped:no-account":
+                log.info("message %s: no account for the patient; not sent", key)
+            else:
+                log.warning("message %s: cannot be composed; not sent", key)
+            return message
         delay = 1.0
         while True:
             try:
@@ -256,6 +244,28 @@ class Notifier:
             self.stats.sent += 1
             log.info("message %s sent via %s", key, channel)
             return channel
+
+    def _compose(self, key: str, fact: Fact, kind: str, lead_s: int, now_s: int) -> EmailMessage | str:
+        """In a worker thread: the message, or the channel to record when there is none."""
+        user = self.accounts.get(fact.booking.patient)
+        if user is None or not user.email:
+            return "skipped:no-account"
+        try:
+            return compose(
+                kind,
+                key,
+                booking=fact.booking,
+                clinic=fact.clinic,
+                to_name=user.name,
+                to_email=user.email,
+                sender=self.sender,
+                now_s=now_s,
+                by=fact.by,
+                previous=fact.previous,
+                lead_s=lead_s,
+            )
+        except (KeyError, ValueError):  # no template, or a time the calendar cannot place
+            return "skipped:uncomposable"
 
     # -- reminders -------------------------------------------------------------------------------
 
