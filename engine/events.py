@@ -2,12 +2,20 @@
 
 Each event is a frozen dataclass of msgpack-native fields (str, int, list, dict) with a
 ``KIND`` tag. ``to_record``/``from_record`` turn an event into a plain list
-``[KIND, field1, field2, ...]`` and back; ``persistence`` packs those lists.
+``[KIND, VERSION, field1, field2, ...]`` and back; ``persistence`` packs those lists.
 Events carry opaque patient ids only, never personal data.
+
+Versions keep every journal ever written replayable. ``VERSIONS[kind]`` is the version of
+the kind's fields as declared below. To change a kind's fields: bump its version and add
+an upcaster ``UPCASTERS[(kind, old_version)]`` that turns the old field values into the new
+ones (e.g. appends a default for a new field); ``from_record`` chains them. Records from
+before versions existed are version 1 (``persistence.codec`` says so when it reads them).
+``tests/persistence/fixtures/journal-v1`` is such a journal, replayed by the tests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -214,16 +222,50 @@ _FIELD_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
+Upcaster = Callable[[list[Any]], list[Any]]
+
+# The version of each kind's fields as declared above (bump on change, add an upcaster).
+VERSIONS: dict[str, int] = {kind: 1 for kind in _EVENT_TYPES}
+# (kind, version) -> the field values of version + 1, from those of ``version``.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
 def to_record(event: Event) -> list[Any]:
-    """``[KIND, *field values]`` in declaration order: compact and msgpack-native."""
-    return [event.KIND, *(getattr(event, name) for name in _FIELD_NAMES[event.KIND])]
+    """``[KIND, VERSION, *field values]`` in declaration order: compact and msgpack-native."""
+    return [event.KIND, VERSIONS[event.KIND], *(getattr(event, name) for name in _FIELD_NAMES[event.KIND])]
 
 
 def from_record(record: list[Any]) -> Event:
-    """Inverse of ``to_record``. Raises ValueError on an unknown kind or a wrong arity."""
-    kind, *values = record
+    """Inverse of ``to_record``; older versions are upcast first. Raises ValueError on an
+    unknown kind, a version newer than this code, a missing upcaster or a wrong arity."""
+    if len(record) < 2 or not isinstance(record[1], int):
+        raise ValueError(f"not an event record: {record!r:.200}")
+    kind, version, *values = record
     cls = _EVENT_TYPES.get(kind)
-    if cls is None or len(values) != len(_FIELD_NAMES[kind]):
+    if cls is None:
+        raise ValueError(f"not an event record: {record!r:.200}")
+    values = upcast(kind, version, values)
+    if len(values) != len(_FIELD_NAMES[kind]):
         raise ValueError(f"not an event record: {record!r:.200}")
     event: Event = cls(*values)
     return event
+
+
+def upcast(
+    kind: str,
+    version: int,
+    values: list[Any],
+    versions: Mapping[str, int] = VERSIONS,
+    upcasters: Mapping[tuple[str, int], Upcaster] = UPCASTERS,
+) -> list[Any]:
+    """The field values of ``kind`` at ``versions[kind]``, from those of ``version``."""
+    current = versions[kind]
+    if version > current:
+        raise ValueError(f"{kind} record of version {version}: this release reads up to {current}")
+    while version < current:
+        step = upcasters.get((kind, version))
+        if step is None:
+            raise ValueError(f"{kind} record of version {version}: no upcaster to {version + 1}")
+        values = step(values)
+        version += 1
+    return values

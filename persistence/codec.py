@@ -2,7 +2,13 @@
 
 ``pack_events`` takes the records ``engine.events.to_record`` produces (plain lists of
 msgpack-native values) and returns one payload for ``Journal.append``; ``unpack_events``
-reverses it. ``pack_snapshot`` is deterministic: the same dict always gives the same
+reverses it. Payload formats (all readable, forever)::
+
+    format 1  [record, ...], each [KIND, *fields]            before event versions
+    format 2  [2, [record, ...]], each [KIND, VERSION, *fields]   written now
+
+Format 1 records come back as version 1 (``[KIND, 1, *fields]``), so callers only ever see
+versioned records; ``engine.events.from_record`` upcasts old versions. ``pack_snapshot`` is deterministic: the same dict always gives the same
 bytes (keys are sorted recursively), so snapshots can be compared and checksummed.
 """
 
@@ -17,18 +23,30 @@ class CodecError(ValueError):
     """The bytes are not a payload this codec wrote."""
 
 
+EVENTS_FORMAT = 2
+
+
 def pack_events(records: list[list[Any]]) -> bytes:
-    """One journal payload for one actor batch of event records."""
-    return msgpack.packb(records, use_bin_type=True)
+    """One journal payload (format 2) for one actor batch of versioned event records."""
+    return msgpack.packb([EVENTS_FORMAT, records], use_bin_type=True)
 
 
 def unpack_events(data: bytes) -> list[list[Any]]:
-    """The event records of one journal payload; raises CodecError on foreign bytes."""
+    """The versioned event records of one journal payload of any format; raises CodecError
+    on foreign bytes."""
     try:
-        records = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise CodecError(f"not an event batch: {exc.__class__.__name__}") from exc
-    if not isinstance(records, list) or not all(isinstance(r, list) for r in records):
+    if not isinstance(value, list):
+        raise CodecError("not an event batch: expected a list")
+    if len(value) == 2 and value[0] == EVENTS_FORMAT and isinstance(value[1], list):
+        records = value[1]
+    elif all(isinstance(r, list) and r for r in value):  # format 1: records without versions
+        return [[r[0], 1, *r[1:]] for r in value]
+    else:
+        raise CodecError("not an event batch: unknown format")
+    if not all(isinstance(r, list) for r in records):
         raise CodecError("not an event batch: expected a list of records")
     return records
 

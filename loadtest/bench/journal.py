@@ -67,6 +67,7 @@ def batch_payload(batch: int, seed: int = 0) -> bytes:
     records = [
         [
             "Booked",
+            1,  # the record's version (engine.events.VERSIONS)
             f"AB-{seed:04d}{i:05d}",
             f"p-{i * 7919 % 100000}",
             "AB-c12",

@@ -13,6 +13,17 @@ def test_events_roundtrip() -> None:
     assert unpack_events(pack_events([])) == []
 
 
+def test_format_1_payloads_read_as_version_1_records() -> None:
+    import msgpack
+
+    before_versions = msgpack.packb([["HoldExpired", "AB-h1"], ["DaysOpened", "AB-c1-r1", 20500, 5]])
+    assert unpack_events(before_versions) == [
+        ["HoldExpired", 1, "AB-h1"],
+        ["DaysOpened", 1, "AB-c1-r1", 20500, 5],
+    ]
+    assert unpack_events(msgpack.packb([])) == []
+
+
 def test_unpack_events_refuses_foreign_bytes() -> None:
     with pytest.raises(CodecError):
         unpack_events(b"\xc1")
@@ -20,6 +31,8 @@ def test_unpack_events_refuses_foreign_bytes() -> None:
         unpack_events(pack_snapshot({"not": "events"}))
     with pytest.raises(CodecError):
         unpack_events(pack_events([["a"]]) + b"\x01")
+    with pytest.raises(CodecError):
+        unpack_events(b"\x92\x09\x90")  # [9, []]: a format this code does not know
 
 
 def test_snapshot_is_deterministic_for_the_same_dict() -> None:

@@ -1,0 +1,39 @@
+"""Unit tests for engine.events: versioned records and upcasters (pure, no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.events import VERSIONS, Booked, HoldExpired, from_record, to_record, upcast
+
+
+def test_records_carry_the_kind_and_its_version() -> None:
+    event = HoldExpired("AB-h1")
+    assert to_record(event) == ["HoldExpired", VERSIONS["HoldExpired"], "AB-h1"]
+    assert from_record(to_record(event)) == event
+
+
+def test_upcasters_chain_from_an_old_version_to_the_current_one() -> None:
+    """How a field is added: Booked v3 gained 'channel' (v2 -> v3) after 'room' (v1 -> v2)."""
+    versions = {"Booked": 3}
+    upcasters = {("Booked", 1): lambda v: [*v, "room-1"], ("Booked", 2): lambda v: [*v, "web"]}
+    assert upcast("Booked", 1, ["AB-b1"], versions, upcasters) == ["AB-b1", "room-1", "web"]
+    assert upcast("Booked", 2, ["AB-b1", "r9"], versions, upcasters) == ["AB-b1", "r9", "web"]
+    assert upcast("Booked", 3, ["AB-b1", "r9", "app"], versions, upcasters) == ["AB-b1", "r9", "app"]
+    with pytest.raises(ValueError, match="reads up to 3"):
+        upcast("Booked", 4, ["AB-b1"], versions, upcasters)
+    with pytest.raises(ValueError, match="no upcaster"):
+        upcast("Booked", 1, ["AB-b1"], {"Booked": 3}, {("Booked", 2): lambda v: v})
+
+
+def test_bad_records_are_refused() -> None:
+    booked = to_record(Booked("AB-b1", "p", "AB-c1", "AB-c1-r1", "checkup", 1, 2, 2, 3, "", "", ""))
+    for bad in (
+        ["Booked"],
+        ["Nope", 1, "x"],
+        ["HoldExpired", "AB-h1"],
+        booked[:-1],
+        ["HoldExpired", 99, "x"],
+    ):
+        with pytest.raises(ValueError):
+            from_record(bad)
