@@ -16,13 +16,21 @@ import itertools
 import logging
 import time
 import webbrowser
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
 
 from engine.calendar import day_of_epoch
 from persistence.journal import Journal
 from server.consumers.notify.notifier import Notifier
 from server.consumers.webhooks.dispatcher import WebhookDispatcher
 from server.data_lock import data_directory_lock
+from server.http.app import create_app
+from server.identity.accounts import AccountStore
 from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.routing import Regions
 from server.runtime import tune_gc
@@ -62,14 +70,69 @@ async def open_journal(settings: Settings) -> Journal:
     return journal
 
 
-def make_regions(settings: Settings, journal: Journal) -> Regions:
+def make_regions(settings: Settings, journal: Journal, clock: Callable[[], float] = time.time) -> Regions:
     return Regions(
         journal,
+        clock=clock,
         epoch=settings.epoch,
         snapshot_every_events=settings.snapshot_every_events,
         snapshot_every_s=settings.snapshot_every_s,
         tick_interval_s=settings.tick_interval_s,
     )
+
+
+@dataclass
+class BuiltServer:
+    """A server ready to serve: its journal open, its regions recovered, the app and the uvicorn
+    config that serves it. ``await serve()`` runs it until ``should_exit``; ``await close()``
+    afterwards (or instead) stops the regions and closes the journal."""
+
+    settings: Settings
+    journal: Journal
+    regions: Regions
+    app: Starlette
+    config: uvicorn.Config
+    server: uvicorn.Server
+
+    async def serve(self) -> None:
+        await self.server.serve()
+
+    async def close(self) -> None:
+        await self.regions.stop()
+        await self.journal.close()
+
+
+async def build_server(
+    settings: Settings,
+    *,
+    journal: Journal | None = None,
+    clock: Callable[[], float] = time.time,
+    accounts: AccountStore | None = None,
+    **uvicorn_options: Any,
+) -> BuiltServer:
+    """settings -> journal -> regions (started: recovered and ready) -> app -> uvicorn config.
+
+    The one place that wires a server: ``tandtid serve``, the fan-out bench and the tests'
+    live servers all build theirs here. ``journal``: an open journal (default: the one the
+    settings name, opened here); ``uvicorn_options`` override the served config (e.g. a
+    ``backlog``, or uvicorn's stock ``ws`` protocol for a comparison)."""
+    journal = journal if journal is not None else await open_journal(settings)
+    regions = make_regions(settings, journal, clock)
+    await regions.start()
+    app = create_app(settings, regions=regions, accounts=accounts)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "lifespan": "on",
+        "ws_max_size": settings.max_ws_frame,
+        "proxy_headers": False,
+        "access_log": False,
+        **UVICORN_WS_OPTIONS,  # the hub writes pre-framed diffs straight to sockets; no deflate
+        **uvicorn_options,
+    }
+    config = uvicorn.Config(app, **options)
+    return BuiltServer(settings, journal, regions, app, config, uvicorn.Server(config))
 
 
 async def store_is_empty(regions: Regions) -> bool:
@@ -205,13 +268,8 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from server.http.app import create_app
-
-    journal = await open_journal(settings)
-    regions = make_regions(settings, journal)
-    await regions.start()
+    built = await build_server(settings)
+    journal, regions = built.journal, built.regions
     if (args.seed or args.seed_if_empty) and await store_is_empty(regions):
         clinics = await seed_regions(regions, args.scale, booked=args.booked)
         await pass_over_seed(settings, journal)
@@ -226,21 +284,9 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     webhooks = WebhookDispatcher.open(journal, settings.data_dir)
     await webhooks.start()
     tune_gc()
-    app = create_app(settings, regions=regions)
-    app.state.webhook_store = webhooks.store
-    app.state.webhook_dispatcher = webhooks
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        lifespan="on",
-        ws_max_size=settings.max_ws_frame,
-        proxy_headers=False,
-        access_log=False,
-        **UVICORN_WS_OPTIONS,  # the hub writes pre-framed diffs straight to sockets; no deflate
-    )
-    server = uvicorn.Server(config)
+    built.app.state.webhook_store = webhooks.store
+    built.app.state.webhook_dispatcher = webhooks
+    server = built.server
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
     if getattr(args, "open", False):
 
@@ -258,10 +304,9 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "redis" if settings.redis_url else f"files in {settings.data_dir}",
     )
     try:
-        await server.serve()
+        await built.serve()
     finally:
         await notifier.stop()
         await webhooks.stop()
-        await regions.stop()
-        await journal.close()
+        await built.close()
     return 0

@@ -97,30 +97,23 @@ def _clinics_per_region(total: int) -> dict[str, int]:
 
 
 async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
-    import uvicorn
-
     from engine.commands import Book, OpenDays, RegisterClinic
     from loadtest.bench.catalog import bench_catalog, bench_now
-    from persistence.file_journal import FileJournal
-    from server.http.app import create_app
-    from server.live.protocol import UVICORN_WS_OPTIONS
-    from server.regions.routing import Regions
     from server.runtime import tune_gc
+    from server.serve import build_server
     from server.settings import Settings
 
     # "hub": as served; "stock": uvicorn's default protocol and options (every frame via ASGI send)
-    ws_options: dict[str, Any] = UVICORN_WS_OPTIONS if ws == "hub" else {}
+    ws_options: dict[str, Any] = {} if ws == "hub" else {"ws": "auto", "ws_per_message_deflate": True}
     _raise_nofile()
     with tempfile.TemporaryDirectory(prefix="tandtid-fanout-") as tmp:
         settings = Settings.from_env(
             port=port, data_dir=tmp, log_level="warning", rate_per_s=1e9, rate_burst=1_000_000_000
         )
-        journal = FileJournal(tmp)
-        await journal.open()
         first_day = bench_catalog("AB", 1, 1, days)[1]
         now = bench_now(first_day)
-        regions = Regions(journal, clock=lambda: now)
-        await regions.start()
+        built = await build_server(settings, clock=lambda: now, backlog=4096, **ws_options)
+        regions, app, server = built.regions, built.app, built.server
         slots: dict[str, list[tuple[str, int, int]]] = {}
         for region, n in _clinics_per_region(total_clinics).items():
             clinics, first, _ = bench_catalog(region, n, 4, days)
@@ -141,20 +134,6 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
                 for c in _open_starts(clinic, d)
             ]
         tune_gc()
-        app = create_app(settings, regions=regions)
-        server = uvicorn.Server(
-            uvicorn.Config(  # the WebSocket options `tandtid serve` uses
-                app,
-                host="127.0.0.1",
-                port=port,
-                log_level="warning",
-                lifespan="on",
-                access_log=False,
-                ws_max_size=settings.max_ws_frame,
-                backlog=4096,
-                **ws_options,
-            )
-        )
         serving = asyncio.create_task(server.serve())
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.05)
@@ -219,8 +198,7 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
             )
         server.should_exit = True
         await serving
-        await regions.stop()
-        await journal.close()
+        await built.close()
 
 
 # -- the reference: websockets' own broadcast ---------------------------------------------------

@@ -25,9 +25,9 @@ from engine.commands import Command
 from engine.events import from_record
 from persistence.codec import unpack_events
 from persistence.journal import Journal
-from server.http.app import create_app
 from server.identity.accounts import AccountStore, Role, User
 from server.regions.routing import Regions
+from server.serve import build_server
 from server.settings import Settings
 from tests.support import free_port
 from tests.support.catalog import NOW, setup_commands
@@ -67,7 +67,14 @@ class LiveServer:
         self.clock = MovableClock(NOW)
         overrides: dict[str, Any] = {"rate_per_s": 1e6, "rate_burst": 1e6, **settings}
         self.settings = Settings.from_env(
-            env={}, host="127.0.0.1", port=self.port, data_dir=data_dir, secret_key=SECRET, **overrides
+            env={},
+            host="127.0.0.1",
+            port=self.port,
+            data_dir=data_dir,
+            redis_url=redis_url,
+            secret_key=SECRET,
+            tick_interval_s=0.2,
+            **overrides,
         )
         self.accounts = AccountStore(data_dir / "accounts.sqlite3", hasher=FAST_HASHER)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -80,37 +87,14 @@ class LiveServer:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def _open_journal(self) -> Journal:
-        journal: Journal
-        if self.redis_url:
-            from persistence.redis_journal import RedisStreamJournal
-
-            journal = RedisStreamJournal(self.redis_url)
-        else:
-            from persistence.file_journal import FileJournal
-
-            journal = FileJournal(self.data_dir / "journal")
-        await journal.open()
-        return journal
-
     async def _main(self) -> None:
-        self.journal = await self._open_journal()
-        self.regions = Regions(self.journal, clock=self.clock, tick_interval_s=0.2)
-        await self.regions.start()
+        built = await build_server(
+            self.settings, clock=self.clock, accounts=self.accounts, log_level="warning"
+        )
+        self.journal, self.regions, self.server = built.journal, built.regions, built.server
         for command in catalog_commands() if self.catalog else ():
             await self.regions.submit(command)
-        app = create_app(self.settings, regions=self.regions, accounts=self.accounts)
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
-            ws_max_size=self.settings.max_ws_frame,
-        )
-        self.server = uvicorn.Server(config)
-        serving = asyncio.create_task(self.server.serve())
+        serving = asyncio.create_task(built.serve())
         for _ in range(3000):  # uvicorn offers no "started" event to wait on
             if self.server.started or serving.done():
                 break
@@ -119,8 +103,7 @@ class LiveServer:
         try:
             await serving
         finally:
-            await self.regions.stop()
-            await self.journal.close()
+            await built.close()
 
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()

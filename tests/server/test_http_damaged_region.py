@@ -15,7 +15,7 @@ from tests.support.catalog import FIRST_DATE
 async def test_a_damaged_region_stops_alone_and_is_reported(tmp_path: Path) -> None:
     first = LiveServer(tmp_path).start()
     first.stop()
-    log = tmp_path / "journal" / "journal" / "AB.log"
+    log = tmp_path / "journal" / "AB.log"  # where tandtid serve --data keeps it
     data = bytearray(log.read_bytes())
     data[-2] ^= 0x20  # inside AB's last complete frame: damage, not a torn write
     log.write_bytes(bytes(data))
