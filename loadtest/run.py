@@ -58,7 +58,8 @@ class LocalServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
-        env = {**os.environ, "TANDTID_RATE_PER_S": "0"}
+        # every simulated user comes from 127.0.0.1: no per-IP rate limit, no per-IP socket cap
+        env = {**os.environ, "TANDTID_RATE_PER_S": "0", "TANDTID_WS_MAX_CONNECTIONS_PER_IP": "1000000"}
         env.pop("TANDTID_REDIS_URL", None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(

@@ -38,6 +38,9 @@ ACTOR_FAILURES = Counter(
 )
 WS_CONNECTIONS = Gauge("tandtid_ws_connections", "Open WebSocket connections")
 WS_FRAMES_SENT = Counter("tandtid_ws_frames_sent_total", "WebSocket frames sent", ["kind"])
+WS_REFUSED = Counter(
+    "tandtid_ws_refused_total", "WebSocket handshakes refused before the upgrade", ["reason"]
+)
 WS_SLOW_CONSUMERS = Counter("tandtid_ws_slow_consumers_total", "Slow WebSocket consumers", ["action"])
 HTTP_REQUESTS = Counter("tandtid_http_requests_total", "HTTP requests", ["route", "method", "status"])
 HTTP_LATENCY = Histogram(

@@ -34,6 +34,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     max_ws_frame: int = 64 * 1024
     ws_send_buffer: int = 256
+    ws_max_connections: int = 10_000
+    ws_max_connections_per_ip: int = 200
     snapshot_every_events: int = 100_000
     snapshot_every_s: float = 300.0
     tick_interval_s: float = 1.0
@@ -59,6 +61,8 @@ class Settings:
             "max_body_bytes": int,
             "max_ws_frame": int,
             "ws_send_buffer": int,
+            "ws_max_connections": int,
+            "ws_max_connections_per_ip": int,
             "snapshot_every_events": int,
             "snapshot_every_s": float,
             "tick_interval_s": float,

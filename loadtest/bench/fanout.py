@@ -107,8 +107,14 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
     ws_options: dict[str, Any] = {} if ws == "hub" else {"ws": "auto", "ws_per_message_deflate": True}
     _raise_nofile()
     with tempfile.TemporaryDirectory(prefix="tandtid-fanout-") as tmp:
-        settings = Settings.from_env(
-            port=port, data_dir=tmp, log_level="warning", rate_per_s=1e9, rate_burst=1_000_000_000
+        settings = Settings.from_env(  # every client comes from 127.0.0.1: no per-IP limits
+            port=port,
+            data_dir=tmp,
+            log_level="warning",
+            rate_per_s=1e9,
+            rate_burst=1_000_000_000,
+            ws_max_connections=1_000_000,
+            ws_max_connections_per_ip=1_000_000,
         )
         first_day = bench_catalog("AB", 1, 1, days)[1]
         now = bench_now(first_day)

@@ -8,7 +8,8 @@ Client -> server, one JSON object per frame (msgpack too on a ``?encoding=msgpac
 
 A bad op, topic or range is answered with ``{"type": "error", "code", "message", "topic"?}``
 and the connection stays open; a frame above ``settings.max_ws_frame`` closes it with 1009.
-A handshake from a foreign ``Origin`` is refused (403) before the upgrade.
+A handshake from a foreign ``Origin`` is refused (403) before the upgrade, and so is one over
+the connection caps (``server/live/admission.py``: 429 per address, 503 for the whole server).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.calendar import day_of_epoch
+from server import metrics
+from server.live.admission import Admission, Refusal
 from server.live.codec import MalformedMessage, decode_client, encoding_from_query
 from server.live.connection import Connection, Sender
 from server.live.fanout import Fanout
@@ -34,6 +38,12 @@ log = logging.getLogger("tandtid.hub")
 
 CLOSE_POLICY = 1008  # foreign Origin
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013  # over a connection cap, on a server without denial responses (then 403)
+REFUSED_STATUS: dict[Refusal, int] = {"per_ip": 429, "global": 503}
+REFUSED_MESSAGE: dict[Refusal, str] = {
+    "per_ip": "too many live connections from this address; close some or try again later",
+    "global": "the server holds as many live connections as it can; try again later",
+}
 
 Identify = Callable[[HTTPConnection], str | None]
 """The signed-in patient's opaque id for a handshake, or None (``server.identity.auth.patient_of``)."""
@@ -60,12 +70,38 @@ class LiveEndpoint:
         self.me = me
         self.identify = identify
         self.max_subscriptions = max_subscriptions
+        self.admission = Admission(settings)
+        self._refused = {
+            reason: metrics.WS_REFUSED.labels(reason=reason) for reason in ("origin", "per_ip", "global")
+        }
 
     async def __call__(self, websocket: WebSocket) -> None:
         origin = websocket.headers.get("origin")
         if origin and origin not in self.settings.allowed_origins:
+            self._refused["origin"].inc()
             await websocket.close(code=CLOSE_POLICY)  # before accept: the handshake gets 403
             return
+        ip = websocket.client.host if websocket.client is not None else "unknown"
+        refusal = self.admission.admit(ip)
+        if refusal is not None:
+            self._refused[refusal].inc()
+            await self._refuse(websocket, refusal)
+            return
+        try:
+            await self._serve(websocket)
+        finally:
+            self.admission.release(ip)
+
+    async def _refuse(self, websocket: WebSocket, refusal: Refusal) -> None:
+        """Answer the handshake with 429/503 and a JSON error (403 where the server cannot)."""
+        if "websocket.http.response" not in websocket.scope.get("extensions", {}):
+            await websocket.close(code=CLOSE_TRY_AGAIN)
+            return
+        body = {"error": {"code": "TOO_MANY_CONNECTIONS", "message": REFUSED_MESSAGE[refusal]}}
+        response = JSONResponse(body, status_code=REFUSED_STATUS[refusal], headers={"Retry-After": "5"})
+        await websocket.send_denial_response(response)
+
+    async def _serve(self, websocket: WebSocket) -> None:
         encoding = encoding_from_query(websocket.query_params.get("encoding"))
         patient = self.identify(websocket) if self.identify is not None else None
         await websocket.accept()

@@ -19,6 +19,7 @@ import msgpack
 import orjson
 import pytest
 import uvicorn
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from websockets.asyncio.client import ClientConnection, connect
@@ -442,3 +443,35 @@ async def test_direct_connections_need_no_sender_task_and_share_one_framed_diff(
         assert first == second and first["type"] == "diff"
         assert first["data"]["cells"] == [["AB-c1-r1", FIRST, CELL_0900, 2, BOOKED]]
         assert live.hub.frames_sent == sent + 2
+
+
+def refused_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("tandtid_ws_refused_total", {"reason": reason}) or 0.0
+
+
+async def test_connection_caps_refuse_the_handshake_per_address_and_in_total(live: Live) -> None:
+    live.settings.ws_max_connections_per_ip = 2  # read per handshake
+    live.settings.ws_max_connections = 3
+    per_ip, total = refused_count("per_ip"), refused_count("global")
+    async with connect(live.url) as one, connect(live.url) as two:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(live.url):
+                pass
+        assert refused.value.response.status_code == 429
+        assert b"TOO_MANY_CONNECTIONS" in refused.value.response.body
+        assert refused_count("per_ip") == per_ip + 1
+        # another address still gets in, up to the server's cap
+        async with connect(live.url, local_addr=("127.0.0.2", 0)) as other:
+            with pytest.raises(InvalidStatus) as full:
+                async with connect(live.url, local_addr=("127.0.0.3", 0)):
+                    pass
+            assert full.value.response.status_code == 503
+            assert refused_count("global") == total + 1
+            for ws in (one, two, other):  # the admitted connections work
+                await send(ws, {"op": "ping"})
+                assert await recv(ws) == {"type": "pong"}
+        await one.close()
+        # a closed connection frees its place
+        await until(lambda: live.hub.stats()["connections"] == 1, "the closed connections to be released")
+        async with connect(live.url) as again:
+            await subscribe(again, "region:AB")
