@@ -86,7 +86,9 @@ class Fanout:
 
     async def subscribe(self, conn: Connection, name: TopicName, first_day: int, days: int) -> None:
         """Register ``conn`` for ``name`` and queue its snapshot, atomically inside the actor.
-        Raises BadTopic NOT_FOUND (no such clinic) or UNAVAILABLE (the region cannot answer)."""
+        Raises BadTopic NOT_FOUND (no such clinic), or UNAVAILABLE when the region cannot answer
+        now (recovering, failed): then the subscription is registered all the same, marked for
+        resync, and its snapshot follows once the region answers again."""
 
         def register(state: RegionState) -> bool:
             # inside the actor, between batches: the snapshot and the registration are atomic
@@ -94,17 +96,9 @@ class Fanout:
                 return True
             if name.kind == "clinic" and not clinic_exists(state, name.ident):
                 return False
-            topic = self.topics.get(name.key)
-            if topic is None:
-                topic = self.topics[name.key] = Topic(name)
-            old = conn.subs.pop(name.key, None)
-            if old is not None:
-                self.forget(old)
-            sub = Subscription(conn, topic, first_day, days)
-            topic.subscribers[conn] = sub
-            conn.subs[name.key] = sub
+            sub = self._register(conn, name, first_day, days)
             self.sender.push(
-                conn, sub, "snapshot", self._snapshot_frame(state, topic, first_day, days, conn.encoding)
+                conn, sub, "snapshot", self._snapshot_frame(state, sub.topic, first_day, days, conn.encoding)
             )
             return True
 
@@ -112,9 +106,28 @@ class Fanout:
             found = await self.regions.query(name.region, register)
         except Exception as exc:
             log.warning("subscribe to %s failed: %s", name.key, type(exc).__name__)
-            raise BadTopic("UNAVAILABLE", "the region is not available right now; try again") from None
+            if not conn.closed:
+                # no diffs until its snapshot: the resync loop asks the region again until it answers
+                self._register(conn, name, first_day, days).resync = True
+                conn.resync_pending = True
+                self.sender.kick(conn)
+            raise BadTopic(
+                "UNAVAILABLE", "the region is not available right now; its snapshot follows when it is back"
+            ) from None
         if not found:
             raise BadTopic("NOT_FOUND", "no such clinic")
+
+    def _register(self, conn: Connection, name: TopicName, first_day: int, days: int) -> Subscription:
+        topic = self.topics.get(name.key)
+        if topic is None:
+            topic = self.topics[name.key] = Topic(name)
+        old = conn.subs.pop(name.key, None)
+        if old is not None:
+            self.forget(old)
+        sub = Subscription(conn, topic, first_day, days)
+        topic.subscribers[conn] = sub
+        conn.subs[name.key] = sub
+        return sub
 
     def unsubscribe(self, conn: Connection, name: TopicName) -> None:
         sub = conn.subs.pop(name.key, None)
@@ -168,6 +181,20 @@ class Fanout:
                 for sub in subs:
                     topic = sub.topic
                     if conn.closed or not sub.resync or topic.subscribers.get(conn) is not sub:
+                        continue
+                    if topic.name.kind == "clinic" and not clinic_exists(state, topic.name.ident):
+                        # registered while the region was away, for a clinic it does not have
+                        conn.subs.pop(topic.name.key, None)
+                        self.forget(sub)
+                        self.sender.control(
+                            conn,
+                            {
+                                "type": "error",
+                                "code": "NOT_FOUND",
+                                "message": "no such clinic",
+                                "topic": topic.name.key,
+                            },
+                        )
                         continue
                     sub.resync = False
                     self.sender.push(

@@ -1,6 +1,7 @@
 // The live side of docs/API.md: one WebSocket per page, topics with a snapshot then consecutive diffs.
 // Reconnects by itself with exponential backoff and jitter, resubscribes every topic after a reconnect,
-// and resubscribes a single topic when its sequence numbers show a gap (a fresh snapshot follows).
+// resubscribes a single topic when its sequence numbers show a gap (a fresh snapshot follows), and
+// resubscribes with backoff a topic the server could not serve yet (error UNAVAILABLE: region recovering).
 
 import { t } from "./i18n.js";
 
@@ -42,12 +43,16 @@ export class LiveConnection {
    * everything the handler knew. Calling again with the same topic replaces params and handler.
    */
   subscribe(topic, params, handler, { sequenced = true } = {}) {
+    clearTimeout(this.topics.get(topic)?.retryTimer);
     this.topics.set(topic, { params, handler, seq: null, sequenced });
     this.send({ op: "subscribe", topic, ...params });
   }
 
   unsubscribe(topic) {
-    if (!this.topics.delete(topic)) return;
+    const sub = this.topics.get(topic);
+    if (!sub) return;
+    clearTimeout(sub.retryTimer);
+    this.topics.delete(topic);
     this.send({ op: "unsubscribe", topic });
   }
 
@@ -84,7 +89,9 @@ export class LiveConnection {
       this.attempt = 0;
       this.lastFrameAt = Date.now();
       for (const [topic, sub] of this.topics) {
+        clearTimeout(sub.retryTimer);
         sub.seq = null;
+        sub.refused = null;
         socket.send(JSON.stringify({ op: "subscribe", topic, ...sub.params }));
       }
       this.setState([...this.topics.values()].some((s) => s.sequenced) ? "resyncing" : "live");
@@ -158,7 +165,38 @@ export class LiveConnection {
     this.send({ op: "subscribe", topic, ...sub.params });
   }
 
+  /** Are all sequenced topics served (or refused for good)? Then the page is live. */
+  settle() {
+    if ([...this.topics.values()].every((s) => !s.sequenced || s.seq !== null || s.refused)) {
+      this.setState("live");
+    }
+  }
+
+  /** An error frame about one of our topics: ask again later for what may pass, give up on the rest. */
+  onError(msg) {
+    const topic = msg.topic;
+    const sub = topic ? this.topics.get(topic) : null;
+    if (!sub || sub.seq !== null) return;
+    if (msg.code !== "UNAVAILABLE") {
+      sub.refused = msg.code; // NOT_FOUND, INVALID, LIMIT_REACHED: asking again will not help
+      this.settle();
+      return;
+    }
+    clearTimeout(sub.retryTimer);
+    const attempt = sub.attempt || 0;
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
+    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    sub.attempt = attempt + 1;
+    sub.retryTimer = setTimeout(() => {
+      if (this.topics.get(topic) === sub && sub.seq === null) this.send({ op: "subscribe", topic, ...sub.params });
+    }, delay);
+  }
+
   dispatch(msg) {
+    if (msg.type === "error") {
+      this.onError(msg);
+      return;
+    }
     if (msg.type === "event") {
       const handler = this.eventHandlers.get(msg.topic || "me");
       if (handler) handler(msg);
@@ -168,9 +206,11 @@ export class LiveConnection {
     const sub = this.topics.get(msg.topic);
     if (!sub) return;
     if (msg.type === "snapshot") {
+      clearTimeout(sub.retryTimer);
+      sub.attempt = 0;
       sub.seq = msg.seq;
       sub.handler(msg);
-      if ([...this.topics.values()].every((s) => !s.sequenced || s.seq !== null)) this.setState("live");
+      this.settle();
       return;
     }
     if (sub.seq === null) return; // waiting for the snapshot we asked for

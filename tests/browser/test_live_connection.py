@@ -1,5 +1,6 @@
 """Browser tests (integration, real server + headless Chromium): the live connection recovers from a lost diff
-(sequence gap -> resubscribe -> fresh snapshot), and the map's search panel (region, near me, earliest).
+(sequence gap -> resubscribe -> fresh snapshot) and from a subscribe the server could not serve yet (error
+UNAVAILABLE -> resubscribe with backoff), and the map's search panel (region, near me, earliest).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import WebSocketRoute, expect
 
-from tests.browser.browsing import TIME_SCALE, Api, Contexts, wait_live
+from tests.browser.browsing import TIME_SCALE, Api, Contexts, ms, wait_live
 
 pytestmark = pytest.mark.browser
 
@@ -75,6 +76,52 @@ def test_a_lost_diff_is_noticed_by_the_next_seq_and_repaired_by_a_fresh_snapshot
     expect(page.locator(f"button.slot[data-start='{second['start']}']")).to_have_count(0)
     expect(page.locator(f"button.slot[data-start='{first['start']}']")).to_have_count(0)
     assert link.subscribes == 2
+    wait_live(page)
+
+
+class UnavailableFirst:
+    """Answers the page's first ``unavailable`` subscribes to one topic with the server's UNAVAILABLE error
+    frame (what a recovering region answers) instead of passing them on; later ones go to the server."""
+
+    def __init__(self, topic: str, unavailable: int) -> None:
+        self.topic = topic
+        self.unavailable = unavailable
+        self.subscribes = 0
+
+    def route(self, ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: Any) -> None:
+            if isinstance(message, str) and '"subscribe"' in message and self.topic in message:
+                self.subscribes += 1
+                if self.subscribes <= self.unavailable:
+                    error = {
+                        "type": "error",
+                        "code": "UNAVAILABLE",
+                        "message": "recovering",
+                        "topic": self.topic,
+                    }
+                    ws.send(json.dumps(error))
+                    return
+            server.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(ws.send)
+
+
+def test_a_subscribe_refused_as_unavailable_is_retried_with_backoff_until_served(
+    contexts: Contexts, api: Api, solo_clinics: list[str]
+) -> None:
+    clinic = solo_clinics[0]
+    link = UnavailableFirst(f"clinic:{clinic}", unavailable=2)
+    context = contexts.new()
+    context.route_web_socket(re.compile(r"/ws(\?.*)?$"), link.route)
+    page = context.new_page()
+    page.goto(f"/clinic/{clinic}?service=checkup")
+    free = api.free_times(clinic)
+    # two refusals, two retries (0.2-0.4 s, then 0.4-0.8 s later), then the snapshot fills the grid
+    expect(page.locator(f"button.slot[data-start='{free[0]['start']}']")).to_have_count(1, timeout=ms(15))
+    assert link.subscribes == 3
     wait_live(page)
 
 

@@ -9,6 +9,7 @@ socket that stops reading). Nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ from engine.calendar import date_of
 from engine.cells import BOOKED, FREE
 from engine.commands import Book, Cancel, Party
 from persistence.file_journal import FileJournal
+from persistence.journal import Journal
+from persistence.memory_journal import MemoryJournal
 from server.identity.accounts import AccountStore, Role
 from server.identity.auth import SessionSigner, patient_of, start_session
 from server.live.hub import Hub
 from server.live.protocol import UVICORN_WS_OPTIONS
-from server.regions.actor import Reloaded
+from server.regions.actor import Reloaded, Unavailable
 from server.regions.routing import Regions
 from server.settings import Settings
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
@@ -62,16 +65,17 @@ def free_port_socket() -> socket.socket:
     return sock
 
 
-@pytest.fixture(params=["direct", "asgi"])
-async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Live]:
+@contextlib.asynccontextmanager
+async def hub_served(
+    tmp_path: Path, journal: Journal, protocol: str, **actor_options: Any
+) -> AsyncIterator[Live]:
     """``direct``: the hub's own uvicorn protocol (pre-framed writes straight to sockets, as
     ``tandtid serve`` runs); ``asgi``: uvicorn's stock protocol, every frame through ASGI send."""
     settings = Settings(
         data_dir=tmp_path, secret_key=b"x" * 32, allowed_origins=[ORIGIN], ws_send_buffer=8, max_ws_frame=4096
     )
-    journal = FileJournal(tmp_path / "data")
     await journal.open()
-    regions = Regions(journal, clock=lambda: NOW, regions=("AB",))
+    regions = Regions(journal, clock=lambda: NOW, regions=("AB",), **actor_options)
     await regions.start()
     for command in setup_commands("AB", clinics=3, resources=2, days=5):
         await regions.submit(command)
@@ -90,9 +94,7 @@ async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     app.state.accounts = accounts
     app.state.signer = SessionSigner(settings.secret_key)
     sock = free_port_socket()
-    ws_options: dict[str, Any] = (
-        UVICORN_WS_OPTIONS if request.param == "direct" else {"ws": "websockets-sansio"}
-    )
+    ws_options: dict[str, Any] = UVICORN_WS_OPTIONS if protocol == "direct" else {"ws": "websockets-sansio"}
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **ws_options))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     await until(lambda: server.started, "uvicorn to start")
@@ -105,7 +107,7 @@ async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
             f"ws://127.0.0.1:{port}/ws",
             accounts,
             app.state.signer,
-            request.param == "direct",
+            protocol == "direct",
         )
     finally:
         await hub.stop()
@@ -115,6 +117,12 @@ async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
         await journal.close()
         accounts.close()
         sock.close()
+
+
+@pytest.fixture(params=["direct", "asgi"])
+async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Live]:
+    async with hub_served(tmp_path, FileJournal(tmp_path / "data"), request.param) as served:
+        yield served
 
 
 async def recv(ws: ClientConnection) -> dict[str, Any]:
@@ -475,3 +483,32 @@ async def test_connection_caps_refuse_the_handshake_per_address_and_in_total(liv
         await until(lambda: live.hub.stats()["connections"] == 1, "the closed connections to be released")
         async with connect(live.url) as again:
             await subscribe(again, "region:AB")
+
+
+@pytest.mark.parametrize("protocol", ["direct", "asgi"])
+async def test_a_subscribe_while_the_region_is_away_gets_its_snapshot_once_it_is_back(
+    tmp_path: Path, protocol: str
+) -> None:
+    journal = MemoryJournal()
+    async with (
+        hub_served(tmp_path, journal, protocol, retry_backoff_s=(0.05, 0.1)) as live,
+        connect(live.url) as ws,
+    ):
+        journal.unreachable = True
+        with pytest.raises(Unavailable):  # the append fails: the actor reloads, retrying while away
+            await live.regions.submit(book(1))
+        for topic in ("clinic:AB-c1", "clinic:AB-c99"):
+            await send(ws, {"op": "subscribe", "topic": topic, "from": FIRST, "days": 5})
+            error = await recv(ws)
+            assert (error["type"], error["code"], error["topic"]) == ("error", "UNAVAILABLE", topic)
+        journal.unreachable = False
+        snapshot, missing = await recv(ws), await recv(ws)
+        if snapshot["type"] == "error":
+            snapshot, missing = missing, snapshot
+        assert snapshot["type"] == "snapshot" and snapshot["topic"] == "clinic:AB-c1"
+        assert snapshot["data"]["resources"]["AB-c1-r1"][FIRST][CELL_0900] == str(FREE)  # book(1) never was
+        assert (missing["type"], missing["code"], missing["topic"]) == ("error", "NOT_FOUND", "clinic:AB-c99")
+        await live.regions.submit(book(2))
+        diff = await recv(ws)
+        assert diff["type"] == "diff" and diff["seq"] == snapshot["seq"] + 1
+        assert live.hub.stats()["subscriptions"] == 1
