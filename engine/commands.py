@@ -41,6 +41,7 @@ class OpenDays:
     resource: str
     first_day: int
     days: int
+    horizon_days: int | None = None  # when set: refuse days past today + horizon_days
 
 
 @dataclass(frozen=True, slots=True)

@@ -294,6 +294,8 @@ class RegionState:
             _refuse(_INVALID, f"days must be 1..{MAX_OPEN_DAYS}")
         if c.first_day < day_of_epoch(now):
             _refuse(RefusalCode.IN_PAST, "cannot open days that have passed")
+        if c.horizon_days is not None and c.first_day + c.days - 1 > day_of_epoch(now) + c.horizon_days:
+            _refuse(_INVALID, f"days may be opened at most {c.horizon_days} days ahead")
         return [DaysOpened(c.resource, c.first_day, c.days)]
 
     def _run_is_free(self, row: ResourceRow, day: int, cell: int, k: int, now: int) -> bool:

@@ -28,6 +28,7 @@ class Settings:
     allowed_origins: list[str] = field(default_factory=list)
     epoch: int = 1
     hold_ttl_s: int = 300
+    horizon_days: int = 400  # days may be opened and asked about this far ahead, no further
     session_ttl_s: int = 7 * 24 * 3600
     rate_per_s: float = 50.0
     rate_burst: int = 200
@@ -55,6 +56,7 @@ class Settings:
             "allowed_origins": _env_list,
             "epoch": int,
             "hold_ttl_s": int,
+            "horizon_days": int,
             "session_ttl_s": int,
             "rate_per_s": float,
             "rate_burst": int,

@@ -10,17 +10,20 @@ Exception tree (under ``engine.errors.TandtidError``)::
      └── BodyTooLarge   the request body passed the size limit (413)
 
 ``engine.errors.Refused`` maps through ``REFUSAL_STATUS``; ``server.regions.actor.Unavailable`` -> 503.
-``EdgeMiddleware`` gives each request an id (``X-Request-ID``), caps the body size, adds the
-security headers, counts the request in the metrics by route *template* and writes one access
+``EdgeMiddleware`` gives each request an id (``X-Request-ID``; a client's own only when it is a
+hex trace id), caps the body size, adds the security headers (and ``Cache-Control: no-store`` on
+``/api/`` answers that set no caching of their own: they are personal or live), counts the request in the metrics by route *template* and writes one access
 log line: method, route template, status, milliseconds, request id. Never a body, a query
 string or a raw path (paths carry booking ids; bodies carry names and e-mail addresses).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -38,7 +41,9 @@ log = logging.getLogger("tandtid.http")
 access_log = logging.getLogger("tandtid.access")
 
 REQUEST_ID_KEY = "tandtid.request_id"
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# A client's own X-Request-ID is kept (echoed, logged) only when it looks like a trace id:
+# hex digits and dashes (UUIDs, W3C trace ids). Words could carry a name; those get our own id.
+_SANE_REQUEST_ID = re.compile(r"^[0-9A-Fa-f-]{8,64}$")
 
 REFUSAL_STATUS: dict[RefusalCode, int] = {
     RefusalCode.SLOT_TAKEN: 409,
@@ -160,6 +165,23 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+def storage_refused(exc: BaseException) -> bool:
+    """True when storage refused a write for now (disk full, database busy): 503, not 500."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) in _SQLITE_TRANSIENT
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+_SQLITE_TRANSIENT = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR}
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    if not storage_refused(exc):
+        raise exc  # a real bug: the edge's catch-all logs it and answers 500
+    log.error("storage refused a write: %s (request %s)", type(exc).__name__, request_id(request))
+    return await _unavailable(request, exc)
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(
@@ -178,6 +200,8 @@ def exception_handlers() -> dict[Any, Any]:
         Refused: _refused,
         Unavailable: _unavailable,
         HTTPException: _http_exception,
+        sqlite3.OperationalError: _storage_error,
+        OSError: _storage_error,
     }
 
 
@@ -231,6 +255,7 @@ class EdgeMiddleware:
             return
 
         started = time.perf_counter()
+        api = scope.get("path", "").startswith("/api/")
         status = 500
         response_started = False
         limit = self.max_body
@@ -246,6 +271,8 @@ class EdgeMiddleware:
                 headers.append((b"x-request-id", rid.encode()))
                 present = {k.lower() for k, _ in headers}
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if api and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -87,7 +87,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def _status_set(endpoint: Endpoint) -> list[int]:
-    statuses = set(endpoint.errors) | {400, 413, 422, 429, 500}
+    statuses = set(endpoint.errors) | {400, 413, 422, 429, 500, 503}
     if endpoint.body is None:
         statuses.discard(413)
     if not endpoint.rate_limited:

@@ -6,14 +6,31 @@ the OpenAPI document (``server.http.openapi``), so what is documented is what is
 
 Times are ISO 8601 *with offset*; whether one lies on a cell boundary of the clinic is
 checked by the route (it needs the clinic's ``cell_minutes``).
+
+Nothing is coerced: bodies are validated in pydantic's strict JSON mode (``"5"`` or ``true``
+is not a number of days, a number is not a time), and dates — in bodies and query strings —
+are ``YYYY-MM-DD`` and nothing else (never a Unix time such as ``date=0``). Free text that a
+person types (names) refuses control and format characters (NUL, ESC, CR/LF, U+202E ...).
+How far ahead a date may lie (the horizon) is the routes' check: it needs today.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import unicodedata
 from typing import Annotated, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from engine.model import SERVICES
 
@@ -30,7 +47,29 @@ Email = Annotated[
     ),
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+def _plain_text(value: str) -> str:
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+def _iso_date(value: object) -> object:
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return dt.date.fromisoformat(value)  # raises ValueError for 2026-13-45
+    raise ValueError("a date is YYYY-MM-DD")
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_plain_text),
+]
+Date = Annotated[dt.date, BeforeValidator(_iso_date)]
 
 
 class Body(BaseModel):
@@ -105,7 +144,7 @@ class WaitlistBody(Body):
     clinic: Id | None = None
     municipality: MunicipalityCode | None = None
     service: ServiceId
-    from_: dt.date = Field(alias="from")
+    from_: Date = Field(alias="from")
     days: int = Field(default=14, ge=1, le=90)
     from_time: ClockTime = "00:00"
     to_time: ClockTime = "24:00"
@@ -130,7 +169,7 @@ def minute_of(clock: str) -> int:
 
 class OpenBody(Body):
     resource: Id
-    from_: dt.date = Field(alias="from")
+    from_: Date = Field(alias="from")
     days: int = Field(ge=1, le=90)
 
 
@@ -151,7 +190,7 @@ class ClinicSearchQuery(Query):
     region: RegionCode | None = None
     municipality: MunicipalityCode | None = None
     service: ServiceId | None = None
-    from_: dt.date | None = Field(default=None, alias="from")
+    from_: Date | None = Field(default=None, alias="from")
     days: int = Field(default=14, ge=1, le=90)
     near: Annotated[str, StringConstraints(pattern=r"^-?\d{1,2}(\.\d+)?,-?\d{1,3}(\.\d+)?$")] | None = None
     has_free: bool = False
@@ -161,20 +200,20 @@ class ClinicSearchQuery(Query):
 
 class AvailabilityQuery(Query):
     service: ServiceId = "checkup"
-    from_: dt.date | None = Field(default=None, alias="from")
+    from_: Date | None = Field(default=None, alias="from")
     days: int = Field(default=7, ge=1, le=31)
 
 
 class SummaryQuery(Query):
-    from_: dt.date | None = Field(default=None, alias="from")
+    from_: Date | None = Field(default=None, alias="from")
     days: int = Field(default=14, ge=1, le=31)
 
 
 class DayQuery(Query):
-    date: dt.date | None = None
+    date: Date | None = None
 
 
 class AdminBookingsQuery(Query):
     clinic: Id
-    from_: dt.date | None = Field(default=None, alias="from")
+    from_: Date | None = Field(default=None, alias="from")
     days: int = Field(default=31, ge=1, le=90)

@@ -191,7 +191,8 @@ class AccountStore:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back by itself on e.g. a full disk
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 

@@ -52,14 +52,18 @@ async def test_unexpected_exception_is_500_with_the_shape_and_logged_without_the
 ) -> None:
     caplog.set_level(logging.INFO)
     async with client() as c:
-        r = await c.post("/boom", json={"name": "Secret Person"}, headers={"X-Request-ID": "req-1"})
+        r = await c.post("/boom", json={"name": "Secret Person"}, headers={"X-Request-ID": "5f2b1c7e-0001"})
     assert r.status_code == 500
     assert r.json() == {
-        "error": {"code": "INTERNAL", "message": "something went wrong on our side", "request_id": "req-1"}
+        "error": {
+            "code": "INTERNAL",
+            "message": "something went wrong on our side",
+            "request_id": "5f2b1c7e-0001",
+        }
     }
-    assert r.headers["x-request-id"] == "req-1" and r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-request-id"] == "5f2b1c7e-0001" and r.headers["x-content-type-options"] == "nosniff"
     errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
-    assert errors and "req-1" in errors[0].getMessage() and "/boom" in errors[0].getMessage()
+    assert errors and "5f2b1c7e-0001" in errors[0].getMessage() and "/boom" in errors[0].getMessage()
     assert all("Secret Person" not in rec.getMessage() for rec in caplog.records)
 
 

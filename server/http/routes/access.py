@@ -84,7 +84,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise invalid("body", "the body must be a JSON object")
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(raw, strict=True)  # no coercion: "5" is not 5
     except ValidationError as exc:
         raise validation_error(exc) from None
 
@@ -99,14 +99,29 @@ def parse_query(request: Request, model: type[M]) -> M:
         raise validation_error(exc) from None
 
 
-def first_day(request: Request, value: date | None, *, field: str = "from", allow_past: bool = False) -> int:
-    """The ordinal day of a ``from`` date (today if absent); a past day is refused unless allowed."""
+def first_day(
+    request: Request, value: date | None, *, field: str = "from", days: int = 1, allow_past: bool = False
+) -> int:
+    """The ordinal day of a ``from`` date (today if absent); a past day is refused unless allowed,
+    and so is a range of ``days`` that reaches past the horizon (see :func:`within_horizon`)."""
     if value is None:
-        return today(request)
-    day = day_of(value)
-    if not allow_past and day < today(request):
-        raise invalid(field, "that date has passed")
+        day = today(request)
+    else:
+        day = day_of(value)
+        if not allow_past and day < today(request):
+            raise invalid(field, "that date has passed")
+    within_horizon(request, day, days, field=field)
     return day
+
+
+def within_horizon(request: Request, day: int, days: int = 1, *, field: str = "from") -> None:
+    """Refuse (422) a range of ``days`` from ``day`` that ends past today + the configured horizon."""
+    horizon = int(request.app.state.settings.horizon_days)
+    last = today(request) + horizon
+    if day > last:
+        raise invalid(field, f"dates may lie at most {horizon} days ahead")
+    if day + days - 1 > last:
+        raise invalid("days", f"dates may lie at most {horizon} days ahead")
 
 
 def locate_start(start: datetime, cell_minutes: int, field: str = "start") -> tuple[int, int]:

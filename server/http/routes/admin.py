@@ -51,7 +51,7 @@ async def clinic_bookings(request: Request) -> Response:
     require_admin(request)
     q = parse_query(request, AdminBookingsQuery)
     region = region_or_404(q.clinic)
-    start = first_day(request, q.from_, allow_past=True)
+    start = first_day(request, q.from_, days=q.days, allow_past=True)
 
     def read(state: RegionState) -> list[dict[str, Any]] | None:
         clinic = state.clinics.get(q.clinic)

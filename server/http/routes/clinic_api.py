@@ -20,6 +20,7 @@ from engine.state import RegionState
 from server.http.errors import invalid, not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
+    first_day,
     locate_start,
     parse_body,
     parse_query,
@@ -28,6 +29,7 @@ from server.http.routes.access import (
     regions_of,
     require_clinic,
     today,
+    within_horizon,
 )
 from server.http.routes.replies import json_response
 from server.http.schemas import BlockBody, DayQuery, OpenBody
@@ -47,6 +49,7 @@ async def clinic_day(request: Request) -> Response:
     _, clinic_id = require_clinic(request)
     q = parse_query(request, DayQuery)
     day = day_of(q.date) if q.date is not None else today(request)
+    within_horizon(request, day, field="date")
     region = region_or_404(clinic_id)
 
     def read(state: RegionState) -> dict[str, Any] | None:
@@ -101,10 +104,9 @@ async def open_days(request: Request) -> Response:
     region = region_or_404(clinic_id)
     regions = regions_of(request)
     await regions.query(region, lambda s: _own_resource(s, clinic_id, body.resource))
-    first = day_of(body.from_)
-    if first < today(request):
-        raise invalid("from", "that date has passed")
-    events = await regions.submit(OpenDays(body.resource, first, body.days))
+    first = first_day(request, body.from_, days=body.days)
+    horizon = int(request.app.state.settings.horizon_days)
+    events = await regions.submit(OpenDays(body.resource, first, body.days, horizon_days=horizon))
     return json_response(
         {
             "resource": body.resource,

@@ -3,6 +3,10 @@
 Ids are made here (unguessable, carrying the region): bookings ``"<REGION>-b" + 10 random
 bytes``, holds ``"<REGION>-h" + 8``. Somebody else's booking or hold is answered exactly
 like an unknown one (404), whatever the engine said (NOT_YOURS never leaks).
+
+An ``Idempotency-Key`` is the patient's across all regions: the same key sent for a booking in
+another region is 409 IDEMPOTENCY_MISMATCH, not a second booking. The key is chosen by the
+client and may carry anything, so only its digest reaches the engine and the journal.
 """
 
 from __future__ import annotations
@@ -116,6 +120,25 @@ async def release_hold(request: Request) -> Response:
 # -- bookings -------------------------------------------------------------------------------------
 
 
+def idempotency_digest(key: str) -> str:
+    """What the engine and the journal keep of a client's Idempotency-Key (never the key itself)."""
+    return hashlib.sha256(b"tandtid/idempotency/v1:" + key.encode()).hexdigest()[:32]
+
+
+# (patient, key digest) of keyed bookings in flight in this process: a concurrent twin is 409.
+_KEYED_IN_FLIGHT: set[tuple[str, str]] = set()
+
+
+async def _key_used_elsewhere(request: Request, patient: str, digest: str, region: str) -> bool:
+    """True if the patient's key already names a booking in another region than ``region``."""
+
+    def read(state: RegionState) -> list[str]:
+        booking = state.idempotent_booking(patient, digest)
+        return [state.region] if booking is not None else []
+
+    return any(r != region for r in await regions_of(request).query_all(read))
+
+
 def _fingerprint(body: BookingBody) -> str:
     canonical = orjson.dumps(
         body.model_dump(mode="json", by_alias=True, exclude_none=True), option=orjson.OPT_SORT_KEYS
@@ -131,9 +154,27 @@ async def create_booking(request: Request) -> Response:
         raise invalid(IDEMPOTENCY_HEADER, "an Idempotency-Key is at most 200 printable characters")
     patient = principal.user_id
     assert patient is not None
+    region = region_or_404(body.hold if body.hold is not None else str(body.clinic))
+    if not key:
+        return await _book(request, body, patient, region, "")
+    digest = idempotency_digest(key)
+    if (patient, digest) in _KEYED_IN_FLIGHT:
+        raise ApiError(409, "IDEMPOTENCY_MISMATCH", "a request with this Idempotency-Key is in progress")
+    _KEYED_IN_FLIGHT.add((patient, digest))
+    try:
+        if await _key_used_elsewhere(request, patient, digest, region):
+            raise ApiError(
+                409, "IDEMPOTENCY_MISMATCH", "this Idempotency-Key was used with a different request"
+            )
+        return await _book(request, body, patient, region, digest)
+    finally:
+        _KEYED_IN_FLIGHT.discard((patient, digest))
+
+
+async def _book(request: Request, body: BookingBody, patient: str, region: str, key: str) -> Response:
+    """Book for ``patient`` in ``region``; ``key`` is the Idempotency-Key's digest (or empty)."""
     regions = regions_of(request)
     if body.hold is not None:
-        region = region_or_404(body.hold)
         command = Book(
             ids.booking_id(region),
             patient,
@@ -144,7 +185,6 @@ async def create_booking(request: Request) -> Response:
     else:
         assert body.clinic is not None and body.resource is not None and body.service is not None
         assert body.start is not None
-        region = region_or_404(body.clinic)
         clinic_id, resource_id = body.clinic, body.resource
         clinic = await regions.query(region, lambda s: _clinic_for_resource(s, clinic_id, resource_id))
         day, cell = locate_start(body.start, clinic.cell_minutes)

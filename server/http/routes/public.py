@@ -83,7 +83,7 @@ async def list_municipalities(request: Request) -> Response:
 async def search_clinics(request: Request) -> Response:
     q = parse_query(request, ClinicSearchQuery)
     regions = regions_of(request)
-    start_day = first_day(request, q.from_)
+    start_day = first_day(request, q.from_, days=q.days)
     now = now_s(request)
     near: tuple[float, float] | None = None
     if q.near:
@@ -169,7 +169,7 @@ async def clinic_availability(request: Request) -> Response:
     clinic_id = path_id(request)
     region = region_or_404(clinic_id)
     q = parse_query(request, AvailabilityQuery)
-    start_day = first_day(request, q.from_)
+    start_day = first_day(request, q.from_, days=q.days)
     now = now_s(request)
 
     def read(state: RegionState) -> dict[str, Any] | None:
@@ -199,7 +199,7 @@ async def region_summary(request: Request) -> Response:
     if code not in regions.actors:
         raise not_found("no such region")
     q = parse_query(request, SummaryQuery)
-    start_day = first_day(request, q.from_)
+    start_day = first_day(request, q.from_, days=q.days)
     clinics = await regions.query(code, lambda s: queries.region_summary(s, start_day, q.days))
     return json_response(
         {"region": code, "from": date_of(start_day).isoformat(), "days": q.days, "clinics": clinics}

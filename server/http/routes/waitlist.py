@@ -68,7 +68,7 @@ async def join_waitlist(request: Request) -> Response:
             region = geography.municipality(body.municipality).region
         except KeyError:
             raise not_found("no such municipality") from None
-    day = first_day(request, body.from_)
+    day = first_day(request, body.from_, days=body.days)
     entry_id = ids.waitlist_id(region)
     regions = regions_of(request)
     await regions.submit(
