@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 from typing import Any, NoReturn
 
+from engine import snapshot
 from engine.calendar import cell_epoch, day_of_epoch, earliest_epoch
 from engine.cells import BLOCKED, BOOKED, BUFFER, CLOSED, FREE, HELD
 from engine.commands import (
@@ -75,15 +76,7 @@ from engine.model import (
     resource_from_record,
     resource_to_record,
 )
-from engine.records import (
-    BOOKED_STATUS,
-    CANCELLED_STATUS,
-    NO_SHOW_STATUS,
-    Booking,
-    Hold,
-    booking_from_list,
-    hold_from_list,
-)
+from engine.records import BOOKED_STATUS, CANCELLED_STATUS, NO_SHOW_STATUS, Booking, Hold
 from engine.rows import FREE_RUNS, ResourceRow, day_mask, runs, weekday_template
 from engine.waitlist import (
     MAX_ENTRIES_PER_PATIENT,
@@ -97,7 +90,6 @@ from engine.waitlist import (
 Change = tuple[str, str, int, int, int, int]
 """(clinic, resource, day, first_cell, n_cells, new_state): every cell of the run is now new_state."""
 
-SNAPSHOT_VERSION = 1
 MAX_OPEN_DAYS = 400
 
 _NOT_FOUND = RefusalCode.NOT_FOUND
@@ -763,11 +755,14 @@ class RegionState:
 
     def _on_hold_placed(self, e: HoldPlaced) -> None:
         self._fill(self._rows[e.resource], e.day, e.cell, e.cells, HELD)
-        self.holds[e.hold_id] = Hold(
-            e.hold_id, e.patient, e.clinic, e.resource, e.service, e.day, e.cell, e.cells, e.expires_at
+        self._add_hold(
+            Hold(e.hold_id, e.patient, e.clinic, e.resource, e.service, e.day, e.cell, e.cells, e.expires_at)
         )
-        self._hold_of[e.patient] = e.hold_id
-        heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
+
+    def _add_hold(self, hold: Hold) -> None:
+        self.holds[hold.id] = hold
+        self._hold_of[hold.patient] = hold.id
+        heapq.heappush(self._hold_heap, (hold.expires_at, hold.id))
 
     def _on_hold_gone(self, e: HoldReleased | HoldExpired | OfferExpired) -> None:
         hold = self.holds.pop(e.hold_id)
@@ -824,12 +819,16 @@ class RegionState:
         day, k = b.day, b.cells
         if e.buffer_until:
             self._fill(self._rows[b.resource], day, b.cell, k, BUFFER)
-            self._windows.setdefault((b.resource, day), []).append([b.cell, k, e.buffer_until])
-            heapq.heappush(self._buffer_heap, (e.buffer_until, b.resource, day, b.cell, k))
+            self._add_window(b.resource, day, b.cell, k, e.buffer_until)
         else:
             self._fill(self._rows[b.resource], day, b.cell, k, FREE)
         if self.waitlist:
             self._freed.append((b.resource, day, b.cell, k))
+
+    def _add_window(self, resource: str, day: int, cell: int, cells: int, until: int) -> None:
+        """A BUFFER window over cells [cell, cell+cells) that ends at epoch second ``until``."""
+        self._windows.setdefault((resource, day), []).append([cell, cells, until])
+        heapq.heappush(self._buffer_heap, (until, resource, day, cell, cells))
 
     def _on_rescheduled(self, e: Rescheduled) -> None:
         b = self.bookings[e.booking_id]
@@ -915,20 +914,20 @@ class RegionState:
 
     def _on_offer_made(self, e: OfferMade) -> None:
         self._fill(self._rows[e.resource], e.day, e.cell, e.cells, HELD)  # FREE/BUFFER cells only
-        self.holds[e.hold_id] = Hold(
-            e.hold_id,
-            e.patient,
-            e.clinic,
-            e.resource,
-            e.service,
-            e.day,
-            e.cell,
-            e.cells,
-            e.expires_at,
-            e.entry_id,
+        self._add_hold(
+            Hold(
+                e.hold_id,
+                e.patient,
+                e.clinic,
+                e.resource,
+                e.service,
+                e.day,
+                e.cell,
+                e.cells,
+                e.expires_at,
+                e.entry_id,
+            )
         )
-        self._hold_of[e.patient] = e.hold_id
-        heapq.heappush(self._hold_heap, (e.expires_at, e.hold_id))
         entry = self.waitlist.entries.get(e.entry_id)
         if entry is not None:
             entry.offer = e.hold_id
@@ -936,57 +935,14 @@ class RegionState:
     def _on_no_show(self, e: NoShowMarked) -> None:
         self.bookings[e.booking_id].status = NO_SHOW_STATUS
 
-    # ------------------------------------------------------------------ snapshots
+    # ------------------------------------------------------------------ snapshots (engine.snapshot)
 
     def to_snapshot(self) -> dict[str, Any]:
         """The whole state as msgpack-native data, canonical (sorted), so equal states pack to
-        equal bytes. Heaps and indexes are derived and rebuilt by ``from_snapshot``."""
-        return {
-            "v": SNAPSHOT_VERSION,
-            "region": self.region,
-            "clinics": [self.clinics[c].to_record() for c in sorted(self.clinics)],
-            "resources": [resource_to_record(self.resources[r]) for r in sorted(self.resources)],
-            "rows": [[r, self._rows[r].first_day, bytes(self._rows[r].buf)] for r in sorted(self._rows)],
-            "bookings": [self.bookings[b].to_list() for b in sorted(self.bookings)],
-            "holds": [self.holds[h].to_list() for h in sorted(self.holds)],
-            "windows": sorted([res, day, *w] for (res, day), ws in self._windows.items() for w in ws),
-            "idempotency": sorted([p, k, b, f] for (p, k), (b, f) in self._idem.items()),
-            "waitlist": self.waitlist.to_snapshot(),
-            "wait_seq": self.waitlist.seq,
-        }
+        equal bytes. See ``engine.snapshot`` for the format."""
+        return snapshot.encode(self)
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> RegionState:
-        if data.get("v") != SNAPSHOT_VERSION:
-            raise ValueError(f"unknown snapshot version {data.get('v')!r}")
-        state = cls(data["region"])
-        by_clinic: dict[str, list[Resource]] = {}
-        for r in data["resources"]:
-            res = resource_from_record(r)
-            by_clinic.setdefault(res.clinic, []).append(res)
-        for c in data["clinics"]:
-            clinic = clinic_from_record(c)
-            state._install(clinic, by_clinic.get(clinic.id, []))
-        for rid, first_day, cells in data["rows"]:
-            row = state._rows[rid]
-            row.first_day = first_day
-            row.buf = bytearray(cells)
-            free = state._free[row.clinic]
-            for day in range(first_day, first_day + row.days):
-                free[day] = free.get(day, 0) + row.free_count(day)
-        for rec in data["bookings"]:
-            state._index(booking_from_list(rec))
-        for rec in data["holds"]:
-            hold = hold_from_list(rec)
-            state.holds[hold.id] = hold
-            state._hold_of[hold.patient] = hold.id
-            state._hold_heap.append((hold.expires_at, hold.id))
-        for res, day, cell, cells, until in data["windows"]:
-            state._windows.setdefault((res, day), []).append([cell, cells, until])
-            state._buffer_heap.append((until, res, day, cell, cells))
-        for patient, key, booking, fingerprint in data["idempotency"]:
-            state._idem[(patient, key)] = (booking, fingerprint)
-        state.waitlist.load(data.get("waitlist", []), int(data.get("wait_seq", 0)))
-        heapq.heapify(state._hold_heap)
-        heapq.heapify(state._buffer_heap)
-        return state
+        """The state ``to_snapshot`` was taken of. ValueError for an unknown version."""
+        return snapshot.decode(data, cls)

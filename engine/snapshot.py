@@ -1,0 +1,86 @@
+"""Snapshots of a ``RegionState``: the whole state as msgpack-native data, and back.
+
+``encode`` is canonical (every collection sorted), so equal states pack to equal bytes; the
+actor stores it with the journal position it covers and recovery replays the tail after it.
+Heaps, per-patient and per-day indexes and the free counts are derived, never stored:
+``decode`` rebuilds them.
+
+This module is the other half of ``engine.state``: it reads and refills the state's private
+stores, and nothing else may. Changing what is stored means a new ``SNAPSHOT_VERSION``.
+
+Version 1 (a dict)::
+
+    {"v": 1, "region": "AB",
+     "clinics": [Clinic.to_record(), ...],           by id
+     "resources": [resource_to_record(r), ...],       by id
+     "rows": [[resource, first_day, cells], ...],     by resource; cells: one byte per cell
+     "bookings": [Booking.to_list(), ...],            by id
+     "holds": [Hold.to_list(), ...],                  by id
+     "windows": [[resource, day, cell, cells, until], ...],   open BUFFER windows, sorted
+     "idempotency": [[patient, key, booking, fingerprint], ...],  sorted
+     "waitlist": [WaitEntry.to_list(), ...],          in join order
+     "wait_seq": int}                                 the last wait-list seq given out
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from engine.model import Resource, clinic_from_record, resource_from_record, resource_to_record
+from engine.records import booking_from_list, hold_from_list
+
+if TYPE_CHECKING:
+    from engine.state import RegionState
+
+SNAPSHOT_VERSION = 1
+
+
+def encode(state: RegionState) -> dict[str, Any]:
+    """The whole state as msgpack-native data, canonical (sorted)."""
+    rows = state._rows
+    return {
+        "v": SNAPSHOT_VERSION,
+        "region": state.region,
+        "clinics": [state.clinics[c].to_record() for c in sorted(state.clinics)],
+        "resources": [resource_to_record(state.resources[r]) for r in sorted(state.resources)],
+        "rows": [[r, rows[r].first_day, bytes(rows[r].buf)] for r in sorted(rows)],
+        "bookings": [state.bookings[b].to_list() for b in sorted(state.bookings)],
+        "holds": [state.holds[h].to_list() for h in sorted(state.holds)],
+        "windows": sorted([res, day, *w] for (res, day), ws in state._windows.items() for w in ws),
+        "idempotency": sorted([p, k, b, f] for (p, k), (b, f) in state._idem.items()),
+        "waitlist": state.waitlist.to_snapshot(),
+        "wait_seq": state.waitlist.seq,
+    }
+
+
+def decode(data: dict[str, Any], new_state: Callable[[str], RegionState]) -> RegionState:
+    """The state ``encode`` was given, rebuilt into ``new_state(region)`` (an empty state).
+    ValueError for a version this build does not read."""
+    if data.get("v") != SNAPSHOT_VERSION:
+        raise ValueError(f"unknown snapshot version {data.get('v')!r}")
+    state = new_state(data["region"])
+    by_clinic: dict[str, list[Resource]] = {}
+    for r in data["resources"]:
+        res = resource_from_record(r)
+        by_clinic.setdefault(res.clinic, []).append(res)
+    for c in data["clinics"]:
+        clinic = clinic_from_record(c)
+        state._install(clinic, by_clinic.get(clinic.id, []))
+    for rid, first_day, cells in data["rows"]:
+        row = state._rows[rid]
+        row.first_day = first_day
+        row.buf = bytearray(cells)
+        free = state._free[row.clinic]
+        for day in range(first_day, first_day + row.days):
+            free[day] = free.get(day, 0) + row.free_count(day)
+    for rec in data["bookings"]:
+        state._index(booking_from_list(rec))
+    for rec in data["holds"]:
+        state._add_hold(hold_from_list(rec))
+    for res, day, cell, cells, until in data["windows"]:
+        state._add_window(res, day, cell, cells, until)
+    for patient, key, booking, fingerprint in data["idempotency"]:
+        state._idem[(patient, key)] = (booking, fingerprint)
+    state.waitlist.load(data.get("waitlist", []), int(data.get("wait_seq", 0)))
+    return state
