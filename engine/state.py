@@ -76,16 +76,10 @@ from engine.model import (
     resource_from_record,
     resource_to_record,
 )
+from engine.offers import first_offer
 from engine.records import BOOKED_STATUS, CANCELLED_STATUS, NO_SHOW_STATUS, Booking, Hold
 from engine.rows import FREE_RUNS, ResourceRow, day_mask, runs, weekday_template
-from engine.waitlist import (
-    MAX_ENTRIES_PER_PATIENT,
-    MAX_WAIT_DAYS,
-    WaitEntry,
-    Waitlist,
-    first_start,
-    offer_hold_id,
-)
+from engine.waitlist import MAX_ENTRIES_PER_PATIENT, MAX_WAIT_DAYS, WaitEntry, Waitlist
 
 Change = tuple[str, str, int, int, int, int]
 """(clinic, resource, day, first_cell, n_cells, new_state): every cell of the run is now new_state."""
@@ -595,7 +589,9 @@ class RegionState:
             clinic = self.clinics[row.clinic]
             entries = self.waitlist.waiting_for(clinic)
             while entries:
-                offer = self._first_offer(row, clinic, day, (cell, cell + cells), entries, now)
+                offer = first_offer(
+                    row, clinic, day, (cell, cell + cells), entries, now, self._may_be_offered
+                )
                 if offer is None:
                     break
                 self._on_offer_made(offer)
@@ -604,69 +600,12 @@ class RegionState:
         self._freed.clear()  # evolving offers records nothing new, but keep the contract plain
         return made
 
-    def _first_offer(
-        self,
-        row: ResourceRow,
-        clinic: Clinic,
-        day: int,
-        span: tuple[int, int],
-        entries: list[WaitEntry],
-        now: int,
-    ) -> OfferMade | None:
-        off = row.offset(day)
-        if off < 0:
-            return None
-        seg = row.buf[off : off + row.cpd]
-        avail = (FREE, BUFFER)
-        spans: list[tuple[int, int]] = []  # maximal available runs overlapping the freed span
-        c = span[0]
-        while c < span[1]:
-            if seg[c] not in avail:
-                c += 1
-                continue
-            lo = c
-            while lo > 0 and seg[lo - 1] in avail:
-                lo -= 1
-            hi = c + 1
-            while hi < row.cpd and seg[hi] in avail:
-                hi += 1
-            spans.append((lo, hi))
-            c = hi
-        if not spans:
-            return None
-        cm = clinic.cell_minutes
-        for entry in entries:
-            k = row.cells_for.get(entry.service)
-            if (
-                k is None
-                or entry.offer
-                or not entry.covers(day)
-                or self._holds_something(entry.patient)
-                or self._upcoming(entry.patient, clinic, now) >= clinic.max_bookings_per_patient
-            ):
-                continue
-            best: int | None = None
-            for lo, hi in spans:
-                s = first_start(entry, k, cm, day, lo, hi, span, now)
-                if s is not None and (best is None or s < best):
-                    best = s
-            if best is not None:
-                return OfferMade(
-                    offer_hold_id(entry.id),
-                    entry.id,
-                    entry.patient,
-                    clinic.id,
-                    row.id,
-                    entry.service,
-                    day,
-                    best,
-                    k,
-                    now + clinic.offer_minutes * 60,
-                )
-        return None
-
-    def _holds_something(self, patient: str) -> bool:
-        return patient in self._hold_of
+    def _may_be_offered(self, patient: str, clinic: Clinic, now: int) -> bool:
+        """Not while the patient holds anything, nor at the clinic's booking limit."""
+        return (
+            patient not in self._hold_of
+            and self._upcoming(patient, clinic, now) < clinic.max_bookings_per_patient
+        )
 
     # ------------------------------------------------------------------ evolvers (facts, no checks)
 

@@ -1,27 +1,7 @@
 """The wait-list of one region: who waits for what, in join order, and what fits them.
 
-Rules (``RegionState`` applies them; tests in ``tests/engine/test_waitlist.py``):
-
-- An entry waits for one service at one clinic, or at any clinic of one municipality of the
-  region, on a day range, for a start at or after ``from_minute`` whose end is by
-  ``to_minute`` (local wall-clock minutes).
-- Entries are served strictly in join order (``seq``, a per-region counter kept in the
-  snapshot). When cells become available — a patient cancellation (FREE), a clinic/admin
-  cancellation (BUFFER), a reschedule's old cells, an unblock, the end of a BUFFER window, an
-  offer that expired or was declined — the same ``apply`` step offers them: the earliest
-  entry that fits gets an exclusive hold (an *offer*) of its service's cells at the earliest
-  freed cell it can start on (its run may reach into FREE/BUFFER neighbours), for the
-  clinic's ``offer_minutes``. What is left
-  goes to the next fitting entry, and so on.
-- An entry is skipped (not removed) while its patient holds anything (one open hold per
-  patient), while it has an open offer, when its day range does not cover the day, or when
-  the patient has reached the clinic's booking limit.
-- A confirmed offer (``Book(hold_id=…)``) ends the entry. So does an offer that expires or
-  is released: a missed offer ends that wait (join again to wait again), which is what lets
-  the time pass to the next in line. With nobody fitting, the cells stay as the freeing
-  step left them (FREE, or BUFFER until the window ends and then FREE).
-- Joining does not turn already FREE time into an offer (it is bookable by anyone), but
-  BUFFER time waiting at a matching clinic is offered at once.
+What fits whom, and when time is offered, is decided in ``engine.offers`` (its rules are
+documented there); this module keeps the entries.
 """
 
 from __future__ import annotations
@@ -29,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.calendar import cell_epoch
 from engine.model import Clinic
 
 MAX_ENTRIES_PER_PATIENT = 5
@@ -151,18 +130,3 @@ class Waitlist:
         for rec in sorted(records, key=lambda r: r[9]):
             self.add(entry_from_list(rec))
         self.seq = seq
-
-
-def first_start(
-    entry: WaitEntry, k: int, cell_minutes: int, day: int, lo: int, hi: int, span: tuple[int, int], now: int
-) -> int | None:
-    """The earliest start ``s`` for ``entry`` (needing ``k`` cells) on a freed cell of ``span``
-    (first, end) whose cells lie in the available run ``[lo, hi)`` (so an offer may reach into
-    FREE/BUFFER neighbours, never start before the freed time), fits the entry's time-of-day
-    window and is not before ``now``; None if there is none."""
-    first = max(lo, span[0], -(-entry.from_minute // cell_minutes))
-    last = min(hi - k, span[1] - 1, entry.to_minute // cell_minutes - k)
-    for s in range(first, last + 1):
-        if cell_epoch(day, s, cell_minutes) >= now:
-            return s
-    return None
