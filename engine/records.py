@@ -3,16 +3,25 @@
 Both are plain slotted dataclasses owned by ``RegionState``; callers read them and must
 not mutate them (only ``RegionState.evolve`` does). ``to_list``/``*_from_list`` are the
 compact snapshot form (msgpack-native, field order fixed).
+
+A booking's status is a ``BookingStatus``; a ``StrEnum``, so it packs, serialises and
+compares as its plain value ("booked", ...) and snapshots, journals and the API are unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-BOOKED_STATUS = "booked"
-CANCELLED_STATUS = "cancelled"
-NO_SHOW_STATUS = "no_show"  # the patient did not come; the cells stay BOOKED
+
+class BookingStatus(StrEnum):
+    """booked -> cancelled (by the patient, the clinic or an admin), or booked -> no_show
+    (marked by the clinic once the time has started). Only a booked booking changes again."""
+
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+    NO_SHOW = "no_show"  # the patient did not come; the cells stay BOOKED
 
 
 @dataclass(slots=True)
@@ -57,7 +66,7 @@ class Booking:
     day: int
     cell: int
     cells: int
-    status: str  # "booked" | "cancelled" | "no_show"
+    status: BookingStatus
     booked_at: int  # epoch seconds
     cancelled_at: int = 0
     cancelled_by: str = ""  # "" or a Party value
@@ -97,4 +106,6 @@ class Booking:
 
 
 def booking_from_list(r: list[Any]) -> Booking:
-    return Booking(*r)
+    b = Booking(*r)
+    b.status = BookingStatus(b.status)
+    return b

@@ -77,7 +77,7 @@ from engine.model import (
     resource_to_record,
 )
 from engine.offers import first_offer
-from engine.records import BOOKED_STATUS, CANCELLED_STATUS, NO_SHOW_STATUS, Booking, Hold
+from engine.records import Booking, BookingStatus, Hold
 from engine.rows import FREE_RUNS, ResourceRow, day_mask, runs, weekday_template
 from engine.waitlist import MAX_ENTRIES_PER_PATIENT, MAX_WAIT_DAYS, WaitEntry, Waitlist
 
@@ -324,7 +324,11 @@ class RegionState:
         upcoming = 0
         cm = clinic.cell_minutes
         for b in self._by_patient.get(patient, ()):
-            if b.status == BOOKED_STATUS and b.clinic == clinic.id and cell_epoch(b.day, b.cell, cm) >= now:
+            if (
+                b.status == BookingStatus.BOOKED
+                and b.clinic == clinic.id
+                and cell_epoch(b.day, b.cell, cm) >= now
+            ):
                 upcoming += 1
         return upcoming
 
@@ -444,7 +448,7 @@ class RegionState:
                 _refuse(_NOT_FOUND, "unknown booking")
         elif by is not Party.ADMIN:
             _refuse(_INVALID, "unknown party")
-        if b.status != BOOKED_STATUS:
+        if b.status != BookingStatus.BOOKED:
             _refuse(_INVALID, "the booking is already cancelled")
         clinic = self.clinics[b.clinic]
         if by is Party.PATIENT:
@@ -460,7 +464,7 @@ class RegionState:
             _refuse(_NOT_FOUND, "unknown booking")
         if b.patient != c.patient:
             _refuse(RefusalCode.NOT_YOURS, "not your booking")
-        if b.status != BOOKED_STATUS:
+        if b.status != BookingStatus.BOOKED:
             _refuse(_INVALID, "the booking is cancelled")
         row = self._rows.get(c.resource)
         if row is None:
@@ -571,7 +575,7 @@ class RegionState:
         b = self.bookings.get(c.booking_id)
         if b is None or b.clinic != c.clinic:
             _refuse(_NOT_FOUND, "unknown booking")
-        if b.status != BOOKED_STATUS:
+        if b.status != BookingStatus.BOOKED:
             _refuse(_INVALID, "only a booked booking can be a no-show")
         if cell_epoch(b.day, b.cell, self.clinics[b.clinic].cell_minutes) > now:
             _refuse(_INVALID, "the appointment has not started yet")
@@ -730,7 +734,7 @@ class RegionState:
             e.day,
             e.cell,
             e.cells,
-            BOOKED_STATUS,
+            BookingStatus.BOOKED,
             e.at,
         )
         self._index(b)
@@ -752,7 +756,7 @@ class RegionState:
 
     def _on_cancelled(self, e: Cancelled) -> None:
         b = self.bookings[e.booking_id]
-        b.status = CANCELLED_STATUS
+        b.status = BookingStatus.CANCELLED
         b.cancelled_at = e.at
         b.cancelled_by = e.by
         day, k = b.day, b.cells
@@ -872,7 +876,7 @@ class RegionState:
             entry.offer = e.hold_id
 
     def _on_no_show(self, e: NoShowMarked) -> None:
-        self.bookings[e.booking_id].status = NO_SHOW_STATUS
+        self.bookings[e.booking_id].status = BookingStatus.NO_SHOW
 
     # ------------------------------------------------------------------ snapshots (engine.snapshot)
 

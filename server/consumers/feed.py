@@ -27,7 +27,7 @@ from typing import Any
 from engine.calendar import cell_epoch
 from engine.events import Booked, Cancelled, ClinicRegistered, OfferMade, Rescheduled, from_record
 from engine.model import Clinic, clinic_from_record
-from engine.records import BOOKED_STATUS, CANCELLED_STATUS, Booking
+from engine.records import Booking, BookingStatus
 from persistence.codec import unpack_events
 from persistence.journal import Journal
 
@@ -43,7 +43,7 @@ class Fact:
     index: int  # the event's index inside its journal entry
     kind: str  # "booked" | "cancelled" | "rescheduled" | "offer"
     booking: Booking  # the booking AFTER the event (a copy; never mutated); for an offer,
-    # the offered time as a Booking with the hold id and status "offer"
+    # the offered time as a Booking with the hold id (status BOOKED, what it becomes if confirmed)
     clinic: Clinic
     at: int  # epoch seconds of the decision
     by: str = ""  # who cancelled: a Party value ("patient", "clinic", "admin")
@@ -113,7 +113,7 @@ class Projection:
             event.day,
             event.cell,
             event.cells,
-            BOOKED_STATUS,
+            BookingStatus.BOOKED,
             event.at,
         )
         self.bookings[booking.id] = booking
@@ -128,7 +128,11 @@ class Projection:
         booking = self.bookings.get(event.booking_id)
         if booking is None:
             return None
-        booking.status, booking.cancelled_at, booking.cancelled_by = CANCELLED_STATUS, event.at, event.by
+        booking.status, booking.cancelled_at, booking.cancelled_by = (
+            BookingStatus.CANCELLED,
+            event.at,
+            event.by,
+        )
         clinic = self.clinics.get(booking.clinic)
         if clinic is None:
             return None
@@ -163,7 +167,7 @@ class Projection:
             event.day,
             event.cell,
             event.cells,
-            "offer",
+            BookingStatus.BOOKED,
             at,
         )
         return Fact(region, position, index, "offer", offered, clinic, at)

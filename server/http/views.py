@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.calendar import TZ, cell_epoch, cells_per_day, earliest_epoch, iso
 from engine.model import SERVICES_BY_ID, Clinic
-from engine.records import Booking, Hold
+from engine.records import Booking, BookingStatus, Hold
 
 
 def end_iso(day: int, cell: int, cells: int, cell_minutes: int) -> str:
@@ -102,8 +102,9 @@ def _fold(line: str) -> str:
     return "\r\n ".join(parts)
 
 
-def booking_ics(booking: Booking, clinic: Clinic, *, now_s: int) -> str:
-    """A one-event calendar file for the booking (UTC times; the clinic as location)."""
+def booking_ics(booking: Booking, clinic: Clinic, *, now_s: int, tentative: bool = False) -> str:
+    """A one-event calendar file for the booking (UTC times; the clinic as location).
+    ``tentative``: a time offered but not yet confirmed (a wait-list offer)."""
     cm = clinic.cell_minutes
     start = cell_epoch(booking.day, booking.cell, cm)
     end = start + booking.cells * cm * 60
@@ -124,11 +125,17 @@ def booking_ics(booking: Booking, clinic: Clinic, *, now_s: int) -> str:
         f"SUMMARY:{_ics_text(title)}",
         f"LOCATION:{_ics_text(location)}",
         f"GEO:{clinic.lat:.6f};{clinic.lon:.6f}",
-        "STATUS:" + {"cancelled": "CANCELLED", "offer": "TENTATIVE"}.get(booking.status, "CONFIRMED"),
+        "STATUS:" + _ics_status(booking, tentative),
         "END:VEVENT",
         "END:VCALENDAR",
     ]
     return "\r\n".join(_fold(line) for line in lines) + "\r\n"
+
+
+def _ics_status(booking: Booking, tentative: bool) -> str:
+    if booking.status == BookingStatus.CANCELLED:
+        return "CANCELLED"
+    return "TENTATIVE" if tentative else "CONFIRMED"
 
 
 def feed_ics(items: list[tuple[Booking, Clinic, str]], *, name: str, now_s: int) -> str:

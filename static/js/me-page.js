@@ -3,6 +3,7 @@
 // Live: the "me" topic brings booking events.
 
 import { ApiError, del, get, post } from "./api.js";
+import { BOOKED } from "./booking-status.js";
 import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
 import { LiveConnection } from "./live.js";
 import { feedControl } from "./feed-control.js";
@@ -16,7 +17,6 @@ mountShell({ active: "/me", live });
 live.start();
 
 const $ = (id) => document.getElementById(id);
-const ACTIVE = new Set(["booked", "confirmed"]); // a booking that can still be changed
 let user = null;
 let services = [];
 let bookings = [];
@@ -46,7 +46,7 @@ function bookingItem(b, upcoming) {
   const when = `${formatDateTime(b.start)}–${formatTime(b.end)}`;
   const statusKey = `me.status.${b.status}`;
   const status = t(statusKey) === statusKey ? b.status : t(statusKey);
-  const actions = upcoming && ACTIVE.has(b.status)
+  const actions = upcoming && b.status === BOOKED
     ? el("p", { class: "actions" },
       el("button", { type: "button", class: "move", "aria-label": `${t("me.move")}: ${when}`, text: t("me.move"), onclick: () => openMover(b) }),
       el("button", { type: "button", class: "cancel danger", "aria-label": `${t("me.cancel")}: ${when}`, text: t("me.cancel"), onclick: () => cancel(b) }))
@@ -62,7 +62,7 @@ function bookingItem(b, upcoming) {
 
 function renderBookings() {
   const now = Date.now();
-  const upcoming = bookings.filter((b) => Date.parse(b.end) > now && ACTIVE.has(b.status))
+  const upcoming = bookings.filter((b) => Date.parse(b.end) > now && b.status === BOOKED)
     .sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
   const past = bookings.filter((b) => !upcoming.includes(b)).sort((a, b) => Date.parse(b.start) - Date.parse(a.start));
   const fill = (id, list, isUpcoming) => {

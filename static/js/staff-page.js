@@ -4,6 +4,7 @@
 // to look for new deliveries). Below the day: the clinic's calendar feed and its webhooks.
 
 import { ApiError, get, post, query } from "./api.js";
+import { BOOKED } from "./booking-status.js";
 import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
 import { LiveConnection } from "./live.js";
 import { feedControl } from "./feed-control.js";
@@ -17,7 +18,6 @@ mountShell({ active: "/staff", live });
 live.start();
 
 const $ = (id) => document.getElementById(id);
-const ACTIVE = new Set(["booked", "confirmed"]); // a booking that can still be changed
 let user = null;
 let day = null;
 let services = [];
@@ -89,7 +89,7 @@ function renderDay() {
   const names = Object.fromEntries(resources.map((r) => [r.id, r.name]));
   $("bookings-body").replaceChildren(...(bookings.length ? bookings.map((b) => {
     const when = `${formatTime(b.start)}–${formatTime(b.end)}`;
-    const active = ACTIVE.has(b.status);
+    const active = b.status === BOOKED;
     const statusKey = `me.status.${b.status}`;
     return el("tr", { dataset: { booking: b.id } },
       el("td", { text: when }), el("td", { text: names[b.resource] || b.resource }),

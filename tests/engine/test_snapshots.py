@@ -20,6 +20,7 @@ from engine.commands import (
 )
 from engine.errors import Refused
 from engine.events import Event, from_record, to_record
+from engine.records import BookingStatus
 from engine.state import RegionState
 
 R1, R2 = "AB-c1-r1", "AB-c1-r2"
@@ -92,6 +93,9 @@ def test_snapshot_round_trip() -> None:
             assert restored.free_count(c, d) == state.free_count(c, d)
     assert [b.id for b in restored.bookings_of("p2")] == [b.id for b in state.bookings_of("p2")]
     assert restored.idempotent_booking("p1", "k") is not None
+    statuses = {b.id: b.status for b in restored.bookings.values()}
+    assert statuses == {b.id: b.status for b in state.bookings.values()}
+    assert {type(s) for s in statuses.values()} == {BookingStatus}  # unpacked as the enum, not str
 
 
 def test_restored_state_keeps_going_like_the_original() -> None:

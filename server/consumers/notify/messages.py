@@ -161,7 +161,7 @@ def compose(
     message["Message-ID"] = message_id(key)
     message[KEY_HEADER] = key
     message.set_content(text)
-    ics = booking_ics(booking, clinic, now_s=now_s)
+    ics = booking_ics(booking, clinic, now_s=now_s, tentative=kind == "offer")
     message.add_attachment(
         ics.encode(),
         maintype="text",

@@ -31,7 +31,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from engine.model import REGIONS
-from engine.records import BOOKED_STATUS
+from engine.records import BookingStatus
 from persistence.journal import Journal
 from server.consumers.feed import Fact, PendingCursors, Projection, follow_region
 from server.consumers.notify.ledger import Ledger
@@ -291,7 +291,7 @@ class Notifier:
         booking = self.projection.bookings.get(reminder.booking_id)
         if (
             booking is None
-            or booking.status != BOOKED_STATUS
+            or booking.status != BookingStatus.BOOKED
             or now >= reminder.start
             or self.projection.times.get(booking.id) != reminder.time_key
         ):

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from engine.calendar import cell_epoch, day_of_epoch
 from engine.model import SERVICES_BY_ID, Clinic
-from engine.records import BOOKED_STATUS, Booking
+from engine.records import Booking, BookingStatus
 from engine.state import RegionState
 from server.http.errors import not_found
 from server.http.openapi import Endpoint
@@ -41,7 +41,8 @@ def _service(booking: Booking) -> str:
 
 def _upcoming(booking: Booking, clinic: Clinic, now: int) -> bool:
     return (
-        booking.status == BOOKED_STATUS and cell_epoch(booking.day, booking.cell, clinic.cell_minutes) >= now
+        booking.status == BookingStatus.BOOKED
+        and cell_epoch(booking.day, booking.cell, clinic.cell_minutes) >= now
     )
 
 
