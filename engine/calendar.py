@@ -29,6 +29,11 @@ def date_of(day: int) -> date:
     return date.fromordinal(day)
 
 
+def iso_weekday(day: int) -> int:
+    """1 (Monday) .. 7 (Sunday), as ``date.isoweekday()``; ordinal day 1 (0001-01-01) is a Monday."""
+    return (day - 1) % 7 + 1
+
+
 def cells_per_day(cell_minutes: int) -> int:
     return 24 * 60 // cell_minutes
 

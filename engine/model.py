@@ -59,6 +59,10 @@ class Service:
     name_en: str
     minutes: int
 
+    def cells(self, cell_minutes: int) -> int:
+        """The cells it takes at a clinic with ``cell_minutes`` cells (a part cell counts whole)."""
+        return -(-self.minutes // cell_minutes)
+
 
 SERVICES: tuple[Service, ...] = (
     Service("checkup", "Undersökning", "Check-up", 30),

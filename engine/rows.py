@@ -12,9 +12,9 @@ caller (``RegionState``) adds to its per-clinic count.
 
 from __future__ import annotations
 
-from engine.calendar import nonexistent_cells
+from engine.calendar import iso_weekday, nonexistent_cells
 from engine.cells import BOOKED, BUFFER, CLOSED, FREE, HELD
-from engine.model import OpeningHours
+from engine.model import Clinic, OpeningHours
 
 MAX_CELLS_PER_DAY = 24 * 60
 FREE_RUNS = [bytes([FREE]) * n for n in range(MAX_CELLS_PER_DAY + 1)]
@@ -124,6 +124,28 @@ def day_mask(template: bytes, day: int, cell_minutes: int) -> bytes:
     for cell in gaps:
         out[cell] = CLOSED
     return bytes(out)
+
+
+class OpeningMasks:
+    """The cells ``OpenDays`` opens on a day at a clinic (``day_mask`` of its weekday's
+    template), with the templates cached per clinic. ``forget`` a clinic whose hours may
+    have changed (it is registered again)."""
+
+    __slots__ = ("_templates",)
+
+    def __init__(self) -> None:
+        self._templates: dict[str, dict[int, bytes]] = {}  # clinic -> iso weekday -> template
+
+    def of(self, clinic: Clinic, day: int) -> bytes:
+        weekday = iso_weekday(day)
+        templates = self._templates.setdefault(clinic.id, {})
+        template = templates.get(weekday)
+        if template is None:
+            template = templates[weekday] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
+        return day_mask(template, day, clinic.cell_minutes)
+
+    def forget(self, clinic: str) -> None:
+        self._templates.pop(clinic, None)
 
 
 def runs(

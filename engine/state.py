@@ -78,7 +78,7 @@ from engine.model import (
 )
 from engine.offers import first_offer
 from engine.records import Booking, BookingStatus, Hold
-from engine.rows import FREE_RUNS, ResourceRow, day_mask, runs, weekday_template
+from engine.rows import FREE_RUNS, OpeningMasks, ResourceRow, runs
 from engine.waitlist import MAX_ENTRIES_PER_PATIENT, MAX_WAIT_DAYS, WaitEntry, Waitlist
 
 Change = tuple[str, str, int, int, int, int]
@@ -106,7 +106,7 @@ class RegionState:
         self._rows: dict[str, ResourceRow] = {}
         self._free: dict[str, dict[int, int]] = {}  # clinic -> day -> FREE cells
         self._clinic_resources: dict[str, list[str]] = {}
-        self._templates: dict[str, dict[int, bytes]] = {}  # clinic -> iso weekday -> open mask
+        self._masks = OpeningMasks()
         self._mask_runs: dict[bytes, list[tuple[int, int]]] = {}  # mask -> its FREE runs
         self._by_patient: dict[str, list[Booking]] = {}
         self._day_bookings: dict[tuple[str, int], dict[str, Booking]] = {}  # (clinic, day)
@@ -626,25 +626,17 @@ class RegionState:
             if res.id not in self._rows:
                 self._rows[res.id] = ResourceRow(res.id, clinic.id, clinic.cell_minutes)
                 members.append(res.id)
-        self._templates.pop(clinic.id, None)
+        self._masks.forget(clinic.id)
         offered = set(clinic.services)
         cm = clinic.cell_minutes
         for rid in members:
             row = self._rows[rid]
             row.cells_for = {
-                s: -(-SERVICES_BY_ID[s].minutes // cm) for s in self.resources[rid].services if s in offered
+                s: SERVICES_BY_ID[s].cells(cm) for s in self.resources[rid].services if s in offered
             }
 
     def _on_clinic_registered(self, e: ClinicRegistered) -> None:
         self._install(clinic_from_record(e.clinic), [resource_from_record(r) for r in e.resources])
-
-    def _open_mask(self, clinic: Clinic, day: int) -> bytes:
-        weekday = (day - 1) % 7 + 1  # ordinal 1 (0001-01-01) is a Monday
-        templates = self._templates.setdefault(clinic.id, {})
-        template = templates.get(weekday)
-        if template is None:
-            template = templates[weekday] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
-        return day_mask(template, day, clinic.cell_minutes)
 
     def _fill(self, row: ResourceRow, day: int, first: int, n: int, value: int) -> None:
         """Set cells [first, first+n) of ``day`` to ``value``, keep the free count and record
@@ -682,7 +674,7 @@ class RegionState:
         free, append = self._free[row.clinic], self._changes.append
         for day in range(e.first_day, e.first_day + e.days):
             free.setdefault(day, 0)
-            mask = self._open_mask(clinic, day)
+            mask = self._masks.of(clinic, day)
             old = row.day(day)
             if old == closed_day:  # the usual case: a fresh day takes the mask as it is
                 free[day] += row.write(day, 0, mask)
@@ -797,7 +789,7 @@ class RegionState:
         old = row.cells(e.day, e.cell, e.cells)
         if BLOCKED not in old:
             return
-        mask = self._open_mask(self.clinics[row.clinic], e.day)[e.cell : e.cell + e.cells]
+        mask = self._masks.of(self.clinics[row.clinic], e.day)[e.cell : e.cell + e.cells]
         new = bytes(
             (FREE if m == FREE else CLOSED) if s == BLOCKED else s for s, m in zip(old, mask, strict=True)
         )

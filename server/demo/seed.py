@@ -53,7 +53,7 @@ from engine.model import (
     Resource,
     ResourceKind,
 )
-from engine.rows import day_mask, weekday_template
+from engine.rows import OpeningMasks
 from engine.state import RegionState
 from server.demo.geography import Municipality, municipalities, municipalities_in, on_land
 
@@ -454,21 +454,10 @@ def fill_share(days_ahead: int, share: float, days: int) -> float:
 Rows = Callable[[Resource, Clinic, int], bytes]
 
 
-class _OpeningRows:
-    """The cells ``OpenDays`` opens on a day: FREE inside opening hours (templates cached per clinic)."""
-
-    def __init__(self) -> None:
-        self._clinic = ""
-        self._templates: dict[int, bytes] = {}
-
-    def __call__(self, resource: Resource, clinic: Clinic, day: int) -> bytes:
-        if clinic.id != self._clinic:
-            self._clinic, self._templates = clinic.id, {}
-        weekday = (day - 1) % 7 + 1  # ordinal 1 is a Monday
-        template = self._templates.get(weekday)
-        if template is None:
-            template = self._templates[weekday] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
-        return day_mask(template, day, clinic.cell_minutes)
+def _opening_rows() -> Rows:
+    """The cells the seed's ``OpenDays`` opens on a day: the engine's own opening masks."""
+    masks = OpeningMasks()
+    return lambda resource, clinic, day: masks.of(clinic, day)
 
 
 def _state_rows(state: RegionState) -> Rows:
@@ -491,7 +480,7 @@ def prebook_region(
     seed's ``OpenDays`` opens) that no earlier command of this call took, starting at or after
     epoch second ``not_before``. Booking ids are ``"<region>-s<n>"``, patients ``"seed-p<n>"``."""
     rng = random.Random(f"prebook-{rng_seed}-{region}")
-    rows = rows or _OpeningRows()
+    rows = rows or _opening_rows()
     fills = [fill_share(offset, share, days) for offset in range(days)]
     last_past_day = day_of_epoch(not_before) if not_before else 0
     n = 0
@@ -505,7 +494,7 @@ def prebook_region(
                 continue
             cumulative = list(itertools.accumulate(mix[s] for s in services))
             total = cumulative[-1]
-            cells_for = [-(-SERVICES_BY_ID[s].minutes // cm) for s in services]
+            cells_for = [SERVICES_BY_ID[s].cells(cm) for s in services]
             for offset in range(days):
                 day = first_day + offset
                 cells = bytearray(rows(res, clinic, day))

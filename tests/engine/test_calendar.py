@@ -16,6 +16,7 @@ from engine.calendar import (
     day_of_epoch,
     earliest_epoch,
     iso,
+    iso_weekday,
     locate,
     nonexistent_cells,
 )
@@ -95,3 +96,8 @@ def test_other_cell_sizes() -> None:
     assert nonexistent_cells(SPRING, 30) == frozenset({4, 5})
     assert iso(PLAIN, 18, 30) == "2026-11-23T09:00:00+01:00"
     assert locate(datetime(2026, 11, 23, 9, 30, tzinfo=TZ), 30) == (PLAIN, 19)
+
+
+def test_iso_weekday_matches_dates() -> None:
+    for d in (date(2026, 3, 29), date(2026, 12, 7), date(1, 1, 1), date(2024, 2, 29)):
+        assert iso_weekday(day_of(d)) == d.isoweekday()

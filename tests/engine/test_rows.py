@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from dataclasses import replace
 from datetime import date
 
 from slot_world import MONDAY, make_clinic, make_resources
@@ -12,7 +13,7 @@ from engine.calendar import day_of
 from engine.cells import BUFFER, CLOSED, FREE, HELD
 from engine.commands import OpenDays, RegisterClinic
 from engine.model import DEFAULT_HOURS
-from engine.rows import ResourceRow, day_mask, runs, weekday_template
+from engine.rows import OpeningMasks, ResourceRow, day_mask, runs, weekday_template
 from engine.state import RegionState
 
 
@@ -73,3 +74,14 @@ def test_fill_and_write_return_the_free_count_change() -> None:
     )
     assert row.write(MONDAY, 36, bytes([FREE, CLOSED])) == 1 and row.free_count(MONDAY) == 9
     assert row.free_count(MONDAY + 1) == 0
+
+
+def test_opening_masks_follow_the_weekday_and_forget_changed_hours() -> None:
+    masks = OpeningMasks()
+    clinic = make_clinic()
+    assert masks.of(clinic, MONDAY) == weekday_template(DEFAULT_HOURS, 1, 15)
+    assert masks.of(clinic, MONDAY + 5) == bytes(96)  # Saturday: closed by default
+    saturdays = replace(clinic, hours={**DEFAULT_HOURS, 6: ((9 * 60, 13 * 60),)})
+    assert masks.of(saturdays, MONDAY + 5) == bytes(96)  # cached for the clinic id...
+    masks.forget(clinic.id)
+    assert runs(masks.of(saturdays, MONDAY + 5), FREE) == [(36, 16)]  # ...until forgotten
