@@ -157,7 +157,8 @@ async def seed_regions(
     book about that share of the open cells (``server.demo.seed.prebook_region``), region by region
     in chunks. Returns clinics added."""
     from engine.errors import Refused
-    from server.demo.seed import build_catalog, prebook_region, seed_commands
+    from server.demo.catalogue import build_catalog
+    from server.demo.seed import prebook_region, seed_commands
 
     now_s = int(now if now is not None else time.time())
     first_day = day_of_epoch(now_s)
