@@ -101,6 +101,7 @@ class RegionState:
         self.region = region
         self.clinics: dict[str, Clinic] = {}
         self.resources: dict[str, Resource] = {}
+        # read through booking(), bookings_of() and bookings_on(): how bookings are stored may change
         self.bookings: dict[str, Booking] = {}
         self.holds: dict[str, Hold] = {}
         self._rows: dict[str, ResourceRow] = {}
@@ -203,6 +204,10 @@ class RegionState:
         row = self._rows.get(resource)
         return row.cells_for.get(service) if row else None
 
+    def booking(self, booking_id: str) -> Booking | None:
+        """The booking with that id (booked, cancelled or no-show), or None."""
+        return self.bookings.get(booking_id)
+
     def bookings_of(self, patient: str) -> list[Booking]:
         """The patient's bookings (booked and cancelled), by start then id."""
         return sorted(self._by_patient.get(patient, ()), key=lambda b: (b.day, b.cell, b.id))
@@ -223,7 +228,7 @@ class RegionState:
     def idempotent_booking(self, patient: str, key: str) -> Booking | None:
         """The booking an earlier Book with this (patient, idempotency key) made, if any."""
         seen = self._idem.get((patient, key))
-        return self.bookings.get(seen[0]) if seen else None
+        return self.booking(seen[0]) if seen else None
 
     def next_deadline(self) -> int | None:
         """Earliest epoch second at which a Tick would do something (hold expiry or end of a
@@ -377,7 +382,7 @@ class RegionState:
                 if seen[1] == c.fingerprint:
                     return []
                 _refuse(_INVALID, "idempotency key reused with another request")
-        if c.booking_id in self.bookings:
+        if self.booking(c.booking_id) is not None:
             _refuse(_INVALID, "booking id in use")
         if c.hold_id:
             hold = self.holds.get(c.hold_id)
@@ -436,7 +441,7 @@ class RegionState:
         ]
 
     def _decide_cancel(self, c: Cancel, now: int) -> list[Event]:
-        b = self.bookings.get(c.booking_id)
+        b = self.booking(c.booking_id)
         if b is None:
             _refuse(_NOT_FOUND, "unknown booking")
         by = c.by
@@ -459,7 +464,7 @@ class RegionState:
         return [Cancelled(c.booking_id, str(by), now, until)]
 
     def _decide_reschedule(self, c: Reschedule, now: int) -> list[Event]:
-        b = self.bookings.get(c.booking_id)
+        b = self.booking(c.booking_id)
         if b is None:
             _refuse(_NOT_FOUND, "unknown booking")
         if b.patient != c.patient:
@@ -572,7 +577,7 @@ class RegionState:
         return [WaitlistLeft(c.entry_id)]
 
     def _decide_no_show(self, c: MarkNoShow, now: int) -> list[Event]:
-        b = self.bookings.get(c.booking_id)
+        b = self.booking(c.booking_id)
         if b is None or b.clinic != c.clinic:
             _refuse(_NOT_FOUND, "unknown booking")
         if b.status != BookingStatus.BOOKED:
