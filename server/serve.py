@@ -30,6 +30,7 @@ from server.consumers.notify.notifier import Notifier
 from server.consumers.webhooks.dispatcher import WebhookDispatcher
 from server.data_lock import data_directory_lock
 from server.http.app import create_app
+from server.http.protocol import http_protocol
 from server.identity.accounts import AccountStore
 from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.routing import Regions
@@ -126,6 +127,7 @@ async def build_server(
         "log_level": settings.log_level,
         "lifespan": "on",
         "ws_max_size": settings.max_ws_frame,
+        "http": http_protocol(settings.max_header_bytes, settings.max_headers),  # 431 past the limits
         "proxy_headers": False,
         "access_log": False,
         **UVICORN_WS_OPTIONS,  # the hub writes pre-framed diffs straight to sockets; no deflate

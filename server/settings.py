@@ -33,6 +33,8 @@ class Settings:
     rate_per_s: float = 50.0
     rate_burst: int = 200
     max_body_bytes: int = 64 * 1024
+    max_header_bytes: int = 32 * 1024  # request line target + all headers; more is 431
+    max_headers: int = 100
     max_ws_frame: int = 64 * 1024
     ws_send_buffer: int = 256
     ws_max_connections: int = 10_000
@@ -61,6 +63,8 @@ class Settings:
             "rate_per_s": float,
             "rate_burst": int,
             "max_body_bytes": int,
+            "max_header_bytes": int,
+            "max_headers": int,
             "max_ws_frame": int,
             "ws_send_buffer": int,
             "ws_max_connections": int,
