@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,14 @@ async def _free_times(
             )
         if r.status_code != 200:
             return
-        times = [(t["resource"], t["start"]) for d in r.json()["days"] for t in d["times"]]
+        # times that start within the hour could pass (422) before wrk reaches them
+        soon = datetime.now(UTC) + timedelta(hours=1)
+        times = [
+            (t["resource"], t["start"])
+            for d in r.json()["days"]
+            for t in d["times"]
+            if datetime.fromisoformat(t["start"]) > soon
+        ]
         out[clinic] = (len(times), rng.sample(times, min(keep, len(times))))
 
     await asyncio.gather(*(one(c) for c in clinics))

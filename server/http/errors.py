@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import logging
 import re
-import secrets
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.errors import RefusalCode, Refused, TandtidError
+from server.http import ids
 
 log = logging.getLogger("tandtid.http")
 access_log = logging.getLogger("tandtid.access")
@@ -248,7 +248,7 @@ class EdgeMiddleware:
                 if _SANE_REQUEST_ID.match(candidate):
                     rid = candidate
                 break
-        rid = rid or secrets.token_hex(8)
+        rid = rid or ids.request_id()
         scope[REQUEST_ID_KEY] = rid
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
