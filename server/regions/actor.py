@@ -245,6 +245,12 @@ class RegionActor:
                     await self._turn(items)
                 except Exception as exc:  # anything unexpected: 503 for the batch, reload
                     await self._on_turn_failure(items, exc)
+                except asyncio.CancelledError:  # stop() mid-turn: nobody may wait forever
+                    error = Unavailable(f"region {self.region} is shutting down")
+                    for item in items:
+                        if not item.future.done():
+                            item.future.set_exception(error)
+                    raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the loop itself broke: say so, never leave callers waiting

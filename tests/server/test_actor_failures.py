@@ -260,3 +260,13 @@ async def test_damage_found_while_reloading_fails_the_region(
     await until(lambda: actor.lifecycle is Lifecycle.FAILED)
     with pytest.raises(Unavailable):
         await answered(actor.submit(book(2)))
+
+
+async def test_stop_mid_append_answers_the_batch(actor: RegionActor, journal: MemoryJournal) -> None:
+    journal.hold_appends()
+    booking = asyncio.ensure_future(actor.submit(book(1)))
+    await until(lambda: journal.appends > len(setup_commands()))  # the batch is at the journal
+    await actor.stop()
+    with pytest.raises(Unavailable):
+        await answered(booking)
+    journal.release_appends()
