@@ -9,7 +9,9 @@ sequence order, each exactly once; the delivery log shows the retries; a replay 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -82,6 +84,58 @@ def test_endpoint_urls() -> None:
     assert url_problem("https://169.254.169.254/latest") is not None
     assert url_problem("https://user:pw@clinic.example.se/") is not None
     assert url_problem("ftp://clinic.example.se/") is not None
+    # numeric spellings of internal addresses that the OS resolver reads as IPv4
+    for url in (
+        "https://2130706433:18003/",
+        "https://0x7f.1/",
+        "https://0177.0.0.1/",
+        "https://127.1/",
+        "https://[::ffff:127.0.0.1]/",
+        "https://[::1]/",
+        "https://169.254.169.254/",
+        "https://100.100.100.200/",
+    ):
+        assert url_problem(url) is not None, url
+    assert url_problem("https://[2a00:1450:400f:80d::200e]/h") is None
+    assert url_problem("https://10.1.2.3/h", allow_private=True) is None
+
+
+async def test_delivery_refuses_a_host_that_resolves_inside(
+    live: LiveServer, dispatcher: WebhookDispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The address is checked when the dispatcher connects, not only when the URL is registered:
+    a name (or an endpoint stored earlier) that resolves to loopback is never connected to."""
+    monkeypatch.delenv("TANDTID_WEBHOOK_ALLOW_HTTP", raising=False)
+    monkeypatch.delenv("TANDTID_WEBHOOK_ALLOW_PRIVATE", raising=False)
+    probed: list[int] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    port = listener.getsockname()[1]
+    endpoints = [
+        dispatcher.store.create_endpoint("M-c1", url, ["booking.created"], live.clock() - 60)[0].id
+        for url in (f"https://2130706433:{port}/hook", f"https://0x7f.1:{port}/hook")
+    ]
+    assert live.regions is not None
+    regions = live.regions
+    patient = live.user(Role.PATIENT)[0].id
+    booking = Book("M-bprobe", patient, "M-c1-r1", "checkup", FIRST_DAY + 3, CELL_0900)
+    await asyncio.wrap_future(live.call(regions.submit(booking)))
+
+    async def attempted() -> bool:
+        with contextlib.suppress(TimeoutError):
+            probed.append(listener.accept()[0].fileno())
+        rows = [d for e in endpoints for d in dispatcher.store.deliveries(e)]
+        return len(rows) == 2 and all(d.attempts >= 1 for d in rows)
+
+    try:
+        await wait_until(attempted, "delivery attempts to both endpoints")
+        rows = [d for e in endpoints for d in dispatcher.store.deliveries(e)]
+        assert all("refused" in d.last_error for d in rows), [d.last_error for d in rows]
+        assert probed == []
+    finally:
+        listener.close()
+        for endpoint in endpoints:  # M-c1's list is expected empty by the test below
+            dispatcher.store.delete_endpoint("M-c1", endpoint, live.clock())
 
 
 # -- a real receiver -------------------------------------------------------------------------------

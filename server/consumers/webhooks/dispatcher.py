@@ -22,6 +22,16 @@ The request::
               "start": "…+01:00", "end": "…+01:00", "status": "booked"}}
 
 No patient ids, names or e-mail addresses: a clinic looks a patient up through its API.
+
+Where a webhook may point (a clinic must not probe our internal network through it): the URL
+is checked when it is registered (:func:`url_problem`: HTTPS, no literal internal address, in
+any spelling the OS resolver accepts, e.g. ``2130706433`` or ``0x7f.1``), and the host is
+resolved again at every delivery by the sender's network backend (:class:`TargetGuard`), which
+connects only to the address it checked (no second lookup to rebind). Loopback, private,
+link-local, shared and reserved addresses are refused unless the operator allows them:
+``TANDTID_WEBHOOK_ALLOW_PRIVATE=1`` (any non-public address over HTTPS) or
+``TANDTID_WEBHOOK_ALLOW_HTTP=1`` (plain HTTP to loopback, for tests). Cloud metadata addresses
+are refused always.
 """
 
 from __future__ import annotations
@@ -30,11 +40,14 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import orjson
 
@@ -56,12 +69,64 @@ EVENT_TYPES: tuple[str, ...] = tuple(sorted(WEBHOOK_TYPES.values()))
 GIVE_UP_AFTER_S = 24 * 3600
 CURSOR_FLUSH_S = 1.0
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+REFUSED_TARGET = "refused target"
+_METADATA = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def url_problem(url: str, *, allow_http: bool = False) -> str | None:
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") in ("1", "true", "yes")
+
+
+def allow_http() -> bool:
+    """TANDTID_WEBHOOK_ALLOW_HTTP: plain HTTP to loopback receivers (tests, local demos)."""
+    return _flag("TANDTID_WEBHOOK_ALLOW_HTTP")
+
+
+def allow_private() -> bool:
+    """TANDTID_WEBHOOK_ALLOW_PRIVATE: receivers on non-public addresses (an operator's choice)."""
+    return _flag("TANDTID_WEBHOOK_ALLOW_PRIVATE")
+
+
+def literal_address(host: str) -> Address | None:
+    """The address ``host`` spells out, in any form the OS resolver reads as one (``127.1``,
+    ``2130706433``, ``0x7f.1``, ``0177.0.0.1``), or None for a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if not host or any(c not in "0123456789abcdefxABCDEFX." for c in host):
+            return None
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def address_problem(address: Address, *, private_ok: bool = False, loopback_ok: bool = False) -> str | None:
+    """Why a webhook may not connect to ``address``, or None."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in _METADATA:
+        return "a cloud metadata address"
+    if address.is_loopback:
+        return None if loopback_ok or private_ok else "a loopback address"
+    if not address.is_global or address.is_multicast:
+        return (
+            None if private_ok and not address.is_multicast else "an address not reachable from the internet"
+        )
+    return None
+
+
+def url_problem(url: str, *, allow_http: bool = False, allow_private: bool = False) -> str | None:
     """Why ``url`` cannot be a webhook endpoint, or None. HTTPS only; plain HTTP only to
     loopback and only when ``allow_http`` (TANDTID_WEBHOOK_ALLOW_HTTP=1, for tests). Literal
-    private, loopback and link-local addresses are refused over HTTPS too."""
+    internal addresses (in any spelling) are refused over HTTPS too, unless ``allow_private``.
+    Names are resolved and checked again at every delivery (:class:`TargetGuard`)."""
     if len(url) > 2000:
         return "the URL is too long"
     try:
@@ -80,13 +145,73 @@ def url_problem(url: str, *, allow_http: bool = False) -> str | None:
         return "webhook URLs must use https"
     if parts.scheme != "https":
         return "webhook URLs must use https"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None if host != "localhost" else "that host is not reachable from the internet"
-    if not address.is_global:
-        return "that address is not reachable from the internet"
-    return None
+    address = literal_address(host)
+    if address is None:
+        return (
+            None
+            if host.rstrip(".") != "localhost" or allow_private
+            else "that host is not reachable from the internet"
+        )
+    problem = address_problem(address, private_ok=allow_private)
+    return None if problem is None else "that address is not reachable from the internet"
+
+
+class TargetGuard(httpcore.AsyncNetworkBackend):
+    """The sender's network backend: resolves the host itself, refuses (``httpcore.ConnectError``
+    starting ``"refused target"``) if any of its addresses is one a webhook may not reach, and
+    connects to the checked address — TLS still verifies the certificate for the host name."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve the host ({exc.__class__.__name__})") from None
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        private_ok, loopback_ok = allow_private(), allow_http()
+        for address in addresses:
+            problem = address_problem(address, private_ok=private_ok, loopback_ok=loopback_ok)
+            if problem is not None:
+                raise httpcore.ConnectError(f"{REFUSED_TARGET}: the host resolves to {problem}")
+        if not addresses:
+            raise httpcore.ConnectError("cannot resolve the host")
+        return await self._inner.connect_tcp(
+            str(addresses[0]),
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError(f"{REFUSED_TARGET}: a unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def guarded_transport() -> httpx.AsyncHTTPTransport:
+    """httpx's own transport, with its connection pool on :class:`TargetGuard`."""
+    transport = httpx.AsyncHTTPTransport()
+    # httpx 0.28 takes no network backend; its pool is made exactly like this, plus the guard.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(), network_backend=TargetGuard()
+    )
+    return transport
 
 
 def payload(fact: Fact) -> bytes:
@@ -160,7 +285,8 @@ class WebhookDispatcher:
         self._client = httpx.AsyncClient(
             timeout=self.timeout_s,
             follow_redirects=False,
-            transport=self._transport,
+            trust_env=False,  # a proxy from the environment would be connected to unchecked
+            transport=self._transport if self._transport is not None else guarded_transport(),
             headers={"User-Agent": "tandtid-webhooks/1"},
         )
         cursors = await asyncio.to_thread(self.store.cursors)
@@ -272,7 +398,8 @@ class WebhookDispatcher:
                 if not 200 <= status < 300:
                     error = f"HTTP {status}"
             except httpx.HTTPError as exc:
-                error = exc.__class__.__name__
+                refused = str(exc).startswith(REFUSED_TARGET)
+                error = str(exc) if refused else exc.__class__.__name__
             now = self.clock()
             if not error:
                 await asyncio.to_thread(self.store.delivered, delivery.id, now, status)

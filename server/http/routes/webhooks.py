@@ -10,7 +10,6 @@ is woken after a replay so it goes out at once.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from typing import Annotated, Any, Literal
 
@@ -18,7 +17,7 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.consumers.webhooks.dispatcher import EVENT_TYPES, url_problem
+from server.consumers.webhooks.dispatcher import EVENT_TYPES, allow_http, allow_private, url_problem
 from server.consumers.webhooks.store import STATUSES, WebhookStore
 from server.http.errors import invalid, not_found
 from server.http.openapi import Endpoint
@@ -52,14 +51,10 @@ def webhook_store(request: Request) -> WebhookStore:
     return store
 
 
-def _allow_http() -> bool:
-    return os.environ.get("TANDTID_WEBHOOK_ALLOW_HTTP", "") in ("1", "true", "yes")
-
-
 async def create_endpoint(request: Request) -> Response:
     _, clinic = require_clinic(request)
     body = await parse_body(request, WebhookBody)
-    problem = url_problem(body.url, allow_http=_allow_http())
+    problem = url_problem(body.url, allow_http=allow_http(), allow_private=allow_private())
     if problem is not None:
         raise invalid("url", problem)
     store = webhook_store(request)
