@@ -3,8 +3,8 @@
 ``create_app`` wires things; it does not start the regions (the caller — the CLI or a test
 — starts and stops ``Regions``). Its lifespan opens the account store
 (``<data_dir>/accounts.sqlite3``, unless one is passed in), the session signer and the hub,
-and puts ``regions``, ``accounts``, ``signer``, ``settings``, ``hub`` (None if the hub
-module is absent), ``clock``, ``openapi`` and the principal rate limiter on ``app.state``.
+and puts ``regions``, ``accounts``, ``signer``, ``settings``, ``hub``, ``clock``,
+``openapi`` and the principal rate limiter on ``app.state``.
 
 Middleware, outermost first: ``EdgeMiddleware`` (request id, body cap, security headers,
 metrics, access log, catch-all 500), then ``RateLimitMiddleware`` (per client IP).
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -72,15 +72,8 @@ async def _auth_error(request: Request, exc: Exception) -> Response:
 
 
 async def _ws_endpoint(websocket: WebSocket) -> None:
-    hub = websocket.app.state.hub
-    if hub is None:
-        await websocket.close(code=1013)
-        return
+    hub: Hub = websocket.app.state.hub
     await hub.endpoint(websocket)
-
-
-def _make_hub(regions: Regions, settings: Settings) -> Any:
-    return Hub(regions, settings, identify=patient_of)
 
 
 def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore | None = None) -> Starlette:
@@ -96,15 +89,13 @@ def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore |
         app.state.accounts = store
         app.state.signer = SessionSigner(settings.secret_key, settings.session_ttl_s)
         app.state.feed_tokens = FeedTokens(settings.data_dir / "accounts.sqlite3")
-        hub = _make_hub(regions, settings)
+        hub = Hub(regions, settings, identify=patient_of)
         app.state.hub = hub
-        if hub is not None and hasattr(hub, "start"):
-            hub.start()
+        hub.start()
         try:
             yield
         finally:
-            if hub is not None and hasattr(hub, "stop"):
-                await hub.stop()
+            await hub.stop()
             app.state.feed_tokens.close()
             if own_accounts:
                 store.close()
@@ -122,12 +113,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore |
     )
     app.state.settings = settings
     app.state.regions = regions
-    app.state.hub = None
-    app.state.clock = next(iter(regions.actors.values())).clock if regions.actors else None
-    if app.state.clock is None:
-        import time
-
-        app.state.clock = time.time
+    app.state.clock = next(iter(regions.actors.values())).clock if regions.actors else time.time
     app.state.principal_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
     app.state.openapi = build_document(ENDPOINTS)
     return app

@@ -36,6 +36,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.errors import RefusalCode, Refused, TandtidError
 from server.http import ids
+from server.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from server.regions.actor import Unavailable
 
 log = logging.getLogger("tandtid.http")
 access_log = logging.getLogger("tandtid.access")
@@ -191,10 +193,6 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 def exception_handlers() -> dict[Any, Any]:
-    from server.regions.actor import (
-        Unavailable,  # the lead's module; imported late so this module stays light
-    )
-
     return {
         ApiError: _api_error,
         Refused: _refused,
@@ -325,9 +323,5 @@ def _content_length(scope: Scope) -> int | None:
 
 
 def _observe(template: str, method: str, status: int, elapsed: float) -> None:
-    try:
-        from server.metrics import HTTP_LATENCY, HTTP_REQUESTS
-    except ImportError:  # the lead's metrics module not landed yet
-        return
     HTTP_REQUESTS.labels(route=template, method=method, status=str(status)).inc()
     HTTP_LATENCY.labels(route=template).observe(elapsed)

@@ -129,6 +129,12 @@ class BookingBody(Body):
             raise ValueError("send hold, or all of clinic, resource, service and start")
         return self
 
+    def direct(self) -> tuple[str, str, str, dt.datetime]:
+        """Clinic, resource, service and start of a direct booking (``hold`` is None)."""
+        if self.clinic is None or self.resource is None or self.service is None or self.start is None:
+            raise ValueError("a booking by hold has no direct fields")
+        return self.clinic, self.resource, self.service, self.start
+
 
 class RescheduleBody(Body):
     resource: Id

@@ -167,6 +167,24 @@ async def test_roles_and_admin_routes(client: httpx.AsyncClient, live: LiveServe
     assert all(r["ready"] for r in state["regions"])
 
 
+async def test_an_admin_creates_a_clinic_key_that_works_once_shown(
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
+    _, patient = live.user()
+    _, admin = live.user(Role.ADMIN)
+    path = "/api/admin/clinics/AB-c1/keys"
+    assert_error_shape(await client.post(path), 401, "UNAUTHENTICATED")
+    assert_error_shape(await client.post(path, headers=bearer(patient)), 403, "FORBIDDEN")
+    for unknown in ("AB-nope", "nothing"):
+        r = await client.post(f"/api/admin/clinics/{unknown}/keys", headers=bearer(admin))
+        assert_error_shape(r, 404, "NOT_FOUND")
+    r = await client.post(path, headers=bearer(admin))
+    assert r.status_code == 201, r.text
+    assert r.json()["clinic"] == "AB-c1"
+    day = await client.get("/api/clinic/v1/day", headers=bearer(r.json()["key"]))
+    assert day.status_code == 200, day.text
+
+
 def _b64(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 

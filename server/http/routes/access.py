@@ -137,9 +137,7 @@ def locate_start(start: datetime, cell_minutes: int, field: str = "start") -> tu
 
 
 def _throttle(request: Request, key: str) -> None:
-    limiter: RateLimiter | None = getattr(request.app.state, "principal_limiter", None)
-    if limiter is None:
-        return
+    limiter: RateLimiter = request.app.state.principal_limiter
     wait = limiter.take(key)
     if wait > 0:
         raise ApiError(
@@ -162,8 +160,9 @@ def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
-def require_user(request: Request) -> Principal:
-    """A signed-in person (patient, staff or admin) acting for themselves; clinic keys are refused."""
+def require_user(request: Request) -> str:
+    """The user id of a signed-in person (patient, staff or admin) acting for themselves;
+    clinic keys are refused."""
     principal = principal_from(request)
     if principal is None or principal.user_id is None:
         if principal is not None:
@@ -171,7 +170,7 @@ def require_user(request: Request) -> Principal:
         raise AuthError("UNAUTHENTICATED", "sign in first")
     _check_csrf(request, principal)
     _throttle(request, "u:" + principal.user_id)
-    return principal
+    return principal.user_id
 
 
 def require_clinic(request: Request) -> tuple[Principal, str]:
@@ -186,7 +185,8 @@ def require_clinic(request: Request) -> tuple[Principal, str]:
     return principal, principal.clinic
 
 
-def require_admin(request: Request) -> Principal:
+def require_admin(request: Request) -> str:
+    """The user id of a signed-in administrator."""
     principal = principal_from(request)
     if principal is None:
         raise AuthError("UNAUTHENTICATED", "sign in first")
@@ -194,4 +194,4 @@ def require_admin(request: Request) -> Principal:
         raise AuthError("FORBIDDEN", "administrators only")
     _check_csrf(request, principal)
     _throttle(request, "u:" + principal.user_id)
-    return principal
+    return principal.user_id

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from engine.commands import Cancel, Party
 from engine.state import RegionState
+from server.http.errors import not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
     first_day,
@@ -24,6 +25,8 @@ from server.http.routes.public import clinic_summary
 from server.http.routes.replies import json_response
 from server.http.schemas import AdminBookingsQuery
 from server.http.views import booking_view
+from server.identity.accounts import AccountStore
+from server.live.hub import Hub
 from server.regions.actor import Unavailable
 
 HOT_CLINICS = 10
@@ -72,18 +75,29 @@ async def clinic_bookings(request: Request) -> Response:
 
 
 async def cancel_booking(request: Request) -> Response:
-    principal = require_admin(request)
+    admin = require_admin(request)
     booking_id = path_id(request)
     region = region_or_404(booking_id)
     regions = regions_of(request)
-    assert principal.user_id is not None
-    await regions.submit(Cancel(booking_id, Party.ADMIN, principal.user_id))
+    await regions.submit(Cancel(booking_id, Party.ADMIN, admin))
 
     def read(state: RegionState) -> dict[str, Any]:
         booking = state.bookings[booking_id]
         return booking_view(booking, state.clinics[booking.clinic])
 
     return json_response({"booking": await regions.query(region, read)})
+
+
+async def create_clinic_key(request: Request) -> Response:
+    """A new API key for a clinic, in the reply only: the server keeps its hash."""
+    require_admin(request)
+    clinic = path_id(request)
+    known = await regions_of(request).query(region_or_404(clinic), lambda state: clinic in state.clinics)
+    if not known:
+        raise not_found("no such clinic")
+    accounts: AccountStore = request.app.state.accounts
+    key = await asyncio.to_thread(accounts.create_clinic_key, clinic)
+    return json_response({"clinic": clinic, "key": key}, status=201)
 
 
 async def system_state(request: Request) -> Response:
@@ -125,8 +139,8 @@ async def system_state(request: Request) -> Response:
             {"id": cid, "name": name, "region": code, "bookings_today": n} for n, cid, name in busy if n
         )
     hot.sort(key=lambda h: (-h["bookings_today"], h["id"]))
-    hub = getattr(request.app.state, "hub", None)
-    stats = hub.stats() if hub is not None and hasattr(hub, "stats") else {}
+    hub: Hub = request.app.state.hub
+    stats = hub.stats()
     return json_response(
         {
             "regions": rows,
@@ -164,6 +178,16 @@ ENDPOINTS = [
         "admin",
         errors=(409,),
         auth="admin",
+    ),
+    Endpoint(
+        "POST",
+        "/api/admin/clinics/{id}/keys",
+        create_clinic_key,
+        "A new API key for a clinic (shown once)",
+        "admin",
+        auth="admin",
+        ok=201,
+        errors=(404,),
     ),
     Endpoint(
         "GET", "/api/admin/state", system_state, "Regions, connections, hot clinics", "admin", auth="admin"

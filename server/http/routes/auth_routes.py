@@ -113,13 +113,12 @@ async def logout(request: Request) -> Response:
 
 
 async def change_password(request: Request) -> Response:
-    principal = require_user(request)
+    user_id = require_user(request)
     body = await parse_body(request, PasswordBody)
     accounts: AccountStore = request.app.state.accounts
-    assert principal.user_id is not None
     try:
         user = await asyncio.to_thread(
-            accounts.change_password, principal.user_id, body.current_password, body.new_password
+            accounts.change_password, user_id, body.current_password, body.new_password
         )
     except InvalidAccount as exc:
         raise ApiError(422, "INVALID", str(exc), field="new_password") from None

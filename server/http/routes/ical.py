@@ -106,16 +106,14 @@ def _created(request: Request, kind: FeedKind, token: str) -> Response:
 
 
 async def create_my_token(request: Request) -> Response:
-    principal = require_user(request)
-    assert principal.user_id is not None
-    token = await asyncio.to_thread(_tokens(request).create, FeedKind.PATIENT, principal.user_id)
+    user_id = require_user(request)
+    token = await asyncio.to_thread(_tokens(request).create, FeedKind.PATIENT, user_id)
     return _created(request, FeedKind.PATIENT, token)
 
 
 async def revoke_my_token(request: Request) -> Response:
-    principal = require_user(request)
-    assert principal.user_id is not None
-    await asyncio.to_thread(_tokens(request).revoke, FeedKind.PATIENT, principal.user_id)
+    user_id = require_user(request)
+    await asyncio.to_thread(_tokens(request).revoke, FeedKind.PATIENT, user_id)
     return no_content()
 
 

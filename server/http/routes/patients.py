@@ -74,16 +74,15 @@ def _too_late(clinic: Clinic | None) -> ApiError:
 
 
 async def place_hold(request: Request) -> Response:
-    principal = require_user(request)
+    patient = require_user(request)
     body = await parse_body(request, HoldBody)
     region = region_or_404(body.clinic)
     regions = regions_of(request)
     clinic = await regions.query(region, lambda s: _clinic_for_resource(s, body.clinic, body.resource))
     day, cell = locate_start(body.start, clinic.cell_minutes)
     ttl = int(request.app.state.settings.hold_ttl_s)
-    assert principal.user_id is not None
     events = await regions.submit(
-        PlaceHold(ids.hold_id(region), principal.user_id, body.resource, body.service, day, cell, ttl)
+        PlaceHold(ids.hold_id(region), patient, body.resource, body.service, day, cell, ttl)
     )
     placed = next(e for e in events if isinstance(e, HoldPlaced))
     hold = await regions.query(region, lambda s: s.holds.get(placed.hold_id))
@@ -94,9 +93,7 @@ async def place_hold(request: Request) -> Response:
 
 async def list_holds(request: Request) -> Response:
     """The patient's open holds: at most one per region, wait-list offers included (``offer``)."""
-    principal = require_user(request)
-    patient = principal.user_id
-    assert patient is not None
+    patient = require_user(request)
     regions = regions_of(request)
 
     def read(state: RegionState) -> list[dict[str, Any]]:
@@ -109,11 +106,10 @@ async def list_holds(request: Request) -> Response:
 
 
 async def release_hold(request: Request) -> Response:
-    principal = require_user(request)
+    patient = require_user(request)
     hold_id = path_id(request)
     region_or_404(hold_id)
-    assert principal.user_id is not None
-    await submit_own(request, ReleaseHold(hold_id, principal.user_id), "no such hold")
+    await submit_own(request, ReleaseHold(hold_id, patient), "no such hold")
     return no_content()
 
 
@@ -147,13 +143,11 @@ def _fingerprint(body: BookingBody) -> str:
 
 
 async def create_booking(request: Request) -> Response:
-    principal = require_user(request)
+    patient = require_user(request)
     body = await parse_body(request, BookingBody)
     key = request.headers.get(IDEMPOTENCY_HEADER, "")
     if len(key) > 200 or (key and not key.isprintable()):
         raise invalid(IDEMPOTENCY_HEADER, "an Idempotency-Key is at most 200 printable characters")
-    patient = principal.user_id
-    assert patient is not None
     region = region_or_404(body.hold if body.hold is not None else str(body.clinic))
     if not key:
         return await _book(request, body, patient, region, "")
@@ -183,16 +177,14 @@ async def _book(request: Request, body: BookingBody, patient: str, region: str, 
             fingerprint=_fingerprint(body) if key else "",
         )
     else:
-        assert body.clinic is not None and body.resource is not None and body.service is not None
-        assert body.start is not None
-        clinic_id, resource_id = body.clinic, body.resource
+        clinic_id, resource_id, service, start = body.direct()
         clinic = await regions.query(region, lambda s: _clinic_for_resource(s, clinic_id, resource_id))
-        day, cell = locate_start(body.start, clinic.cell_minutes)
+        day, cell = locate_start(start, clinic.cell_minutes)
         command = Book(
             ids.booking_id(region),
             patient,
-            resource=body.resource,
-            service=body.service,
+            resource=resource_id,
+            service=service,
             day=day,
             cell=cell,
             idempotency_key=key,
@@ -237,9 +229,7 @@ async def _book(request: Request, body: BookingBody, patient: str, region: str, 
 
 
 async def list_bookings(request: Request) -> Response:
-    principal = require_user(request)
-    patient = principal.user_id
-    assert patient is not None
+    patient = require_user(request)
     regions = regions_of(request)
 
     def read(state: RegionState) -> list[dict[str, Any]]:
@@ -251,11 +241,9 @@ async def list_bookings(request: Request) -> Response:
 
 
 async def get_booking(request: Request) -> Response:
-    principal = require_user(request)
+    patient = require_user(request)
     booking_id = path_id(request)
     region = region_or_404(booking_id)
-    patient = principal.user_id
-    assert patient is not None
 
     def read(state: RegionState) -> dict[str, Any]:
         booking, clinic = _own_booking(state, booking_id, patient)
@@ -265,11 +253,9 @@ async def get_booking(request: Request) -> Response:
 
 
 async def booking_calendar(request: Request) -> Response:
-    principal = require_user(request)
+    patient = require_user(request)
     booking_id = path_id(request)
     region = region_or_404(booking_id)
-    patient = principal.user_id
-    assert patient is not None
     now = now_s(request)
 
     def read(state: RegionState) -> str:
@@ -285,11 +271,9 @@ async def booking_calendar(request: Request) -> Response:
 
 
 async def cancel_booking(request: Request) -> Response:
-    principal = require_user(request)
+    patient = require_user(request)
     booking_id = path_id(request)
     region = region_or_404(booking_id)
-    patient = principal.user_id
-    assert patient is not None
     regions = regions_of(request)
     _, clinic = await regions.query(region, lambda s: _own_booking(s, booking_id, patient))
     try:
@@ -302,11 +286,9 @@ async def cancel_booking(request: Request) -> Response:
 
 
 async def reschedule_booking(request: Request) -> Response:
-    principal = require_user(request)
+    patient = require_user(request)
     booking_id = path_id(request)
     region = region_or_404(booking_id)
-    patient = principal.user_id
-    assert patient is not None
     body = await parse_body(request, RescheduleBody)
     regions = regions_of(request)
     booking, clinic = await regions.query(region, lambda s: _own_booking(s, booking_id, patient))

@@ -56,16 +56,13 @@ def entry_view(state: RegionState, entry: WaitEntry) -> dict[str, Any]:
 
 
 async def join_waitlist(request: Request) -> Response:
-    principal = require_user(request)
-    patient = principal.user_id
-    assert patient is not None
+    patient = require_user(request)
     body = await parse_body(request, WaitlistBody)
     if body.clinic is not None:
         region = region_or_404(body.clinic)
-    else:
-        assert body.municipality is not None
+    else:  # the schema holds exactly one of clinic and municipality
         try:
-            region = geography.municipality(body.municipality).region
+            region = geography.municipality(body.municipality or "").region
         except KeyError:
             raise not_found("no such municipality") from None
     day = first_day(request, body.from_, days=body.days)
@@ -96,9 +93,7 @@ async def join_waitlist(request: Request) -> Response:
 
 
 async def list_waitlist(request: Request) -> Response:
-    principal = require_user(request)
-    patient = principal.user_id
-    assert patient is not None
+    patient = require_user(request)
     regions = regions_of(request)
 
     def read(state: RegionState) -> list[dict[str, Any]]:
@@ -110,11 +105,10 @@ async def list_waitlist(request: Request) -> Response:
 
 
 async def leave_waitlist(request: Request) -> Response:
-    principal = require_user(request)
+    patient = require_user(request)
     entry_id = path_id(request)
     region_or_404(entry_id)
-    assert principal.user_id is not None
-    await submit_own(request, LeaveWaitlist(entry_id, principal.user_id), "no such wait-list entry")
+    await submit_own(request, LeaveWaitlist(entry_id, patient), "no such wait-list entry")
     return no_content()
 
 
