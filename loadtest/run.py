@@ -8,8 +8,8 @@ user), stops the server, and prints one JSON document: the run, Locust's statist
 (WebSocket diff latency included) and the invariant check. Exit status 1 when the invariant
 fails (or could not be checked), 0 otherwise.
 
-With ``--host URL`` it drives that server instead (127.0.0.1 only); add ``--data DIR`` (the
-server's data directory) to create clinic keys there, or the clinic users sit the run out.
+With ``--host URL`` it drives that server instead (127.0.0.1 only); the clinic keys are created
+through its admin API (``loadtest/clinic_keys.py``), or the clinic users sit the run out.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,15 +34,12 @@ from urllib.parse import urlparse
 import gevent
 import httpx
 
+from loadtest.clinic_keys import NoClinicKeys, keys_through_api
+from loadtest.redis_server import free_port
+from loadtest.users import config
+
 SERVER_READY_TIMEOUT_S = 1200.0  # all of Sweden with 30% pre-booked seeds in ~6 min on 2 cores
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tandtid(*args: str) -> list[str]:
@@ -105,31 +101,6 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def busy_clinics(host: str, region: str, count: int) -> list[str]:
-    """The clinics patients meet first in a region's search (where contention is)."""
-    reply = httpx.get(
-        f"{host}/api/clinics",
-        timeout=30,
-        params={"region": region, "has_free": "true", "sort": "earliest", "limit": count},
-    )
-    reply.raise_for_status()
-    return [c["id"] for c in reply.json()]
-
-
-def create_clinic_keys(data_dir: Path, clinics: list[str]) -> dict[str, str]:
-    keys = {}
-    for clinic in clinics:
-        out = subprocess.run(
-            tandtid("admin", "clinic-key", clinic, "--data", str(data_dir)),
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        keys[clinic] = out.stdout.strip().splitlines()[0]
-    return keys
 
 
 def stats_summary(env: Environment) -> dict[str, Any]:
@@ -198,7 +169,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--booked", type=float, default=0.0, help="share of the seed's open times pre-booked (0..1)"
     )
     p.add_argument("--host", default=None, help="an already running server (127.0.0.1 only)")
-    p.add_argument("--data", default=None, help="with --host: its data directory, to create clinic keys")
     p.add_argument(
         "--clinic-keys", type=int, default=3, help="clinics given API keys (the first is the flash crowd's)"
     )
@@ -216,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             if urlparse(args.host).hostname not in LOCAL_HOSTS:
                 print("loadtest.run only targets 127.0.0.1", file=sys.stderr)
                 return 2
-            host, data_dir = args.host.rstrip("/"), Path(args.data) if args.data else None
+            host = args.host.rstrip("/")
         else:
             scratch = tempfile.TemporaryDirectory(prefix="tandtid-loadtest-")
             server = LocalServer(args.scale, Path(scratch.name), args.booked)
@@ -226,12 +196,22 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             server.wait_ready()
-            host, data_dir = server.url, server.data_dir
+            host = server.url
         regions = [r.strip() for r in args.regions.split(",") if r.strip()]
         os.environ["TANDTID_LT_REGIONS"] = ",".join(regions)
         keys: dict[str, str] = {}
-        if data_dir is not None and args.clinic_keys > 0:
-            keys = create_clinic_keys(data_dir, busy_clinics(host, regions[0], args.clinic_keys))
+        if args.clinic_keys > 0:
+            cfg = config()
+            try:
+                keys = keys_through_api(
+                    host,
+                    regions[0],
+                    args.clinic_keys,
+                    admin_email=cfg.admin_email,
+                    admin_password=cfg.admin_password,
+                )
+            except NoClinicKeys as exc:
+                print(f"no clinic keys, clinic systems and flash releases skipped: {exc}", file=sys.stderr)
         os.environ["TANDTID_LT_CLINIC_KEYS"] = ",".join(f"{c}={k}" for c, k in keys.items())
         os.environ["TANDTID_LT_FLASH_CLINIC"] = next(iter(keys), "")
         result = run_locust(host, args.users, args.spawn_rate, args.seconds, args.stop_timeout)

@@ -22,6 +22,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
+from websockets.exceptions import WebSocketException
+
+from persistence.journal import JournalUnavailable
+from server.data_lock import DataDirectoryInUse
+
 log = logging.getLogger("tandtid")
 
 
@@ -108,28 +114,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class CommandError(Exception):
+    """A mistake in how the command was called; its message is the one line the user sees."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors the user can act on (a journal or server that cannot be reached, a
+    password with no terminal to ask on) end in one line on stderr and exit status 1, never a traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, (getattr(args, "log_level", None) or "INFO").upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    from server.data_lock import DataDirectoryInUse
-
     try:
-        if args.cmd == "serve":
-            from server.serve import serve
-
-            return run_server_loop(serve(args))
-        if args.cmd == "seed":
-            from server.serve import seed_store
-
-            return asyncio.run(seed_store(args))
-        if args.cmd == "journal":
-            return run_journal(args)
-    except DataDirectoryInUse as exc:
-        print(f"tandtid: {exc}", file=sys.stderr)
+        return run_command(args)
+    except KeyboardInterrupt:
+        return 130
+    except (
+        CommandError,
+        DataDirectoryInUse,
+        JournalUnavailable,
+        OSError,
+        httpx.HTTPError,
+        WebSocketException,
+    ) as exc:
+        print(f"tandtid {args.cmd}: {exc or type(exc).__name__}", file=sys.stderr)
         return 1
+
+
+def password_of(args: argparse.Namespace) -> str:
+    """``--password``, else asked for on the terminal; with no terminal a CommandError."""
+    if args.password:
+        return str(args.password)
+    if not sys.stdin.isatty():
+        raise CommandError("no terminal to ask for the password on: pass --password")
+    return getpass.getpass("password: ")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.cmd == "serve":
+        from server.serve import serve
+
+        return run_server_loop(serve(args))
+    if args.cmd == "seed":
+        from server.serve import seed_store
+
+        return asyncio.run(seed_store(args))
+    if args.cmd == "journal":
+        return run_journal(args)
     if args.cmd == "admin":
         return run_admin(args)
     if args.cmd == "watch":
@@ -139,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "book":
         from server.client import book
 
-        password = args.password or getpass.getpass("password: ")
-        return asyncio.run(book(args.url, args.email, password, args.clinic, args.service, args.days))
+        return asyncio.run(
+            book(args.url, args.email, password_of(args), args.clinic, args.service, args.days)
+        )
     return 2
 
 
@@ -184,7 +217,7 @@ def run_admin(args: argparse.Namespace) -> int:
     store = AccountStore(settings.data_dir / "accounts.sqlite3")
     try:
         if args.admin_cmd == "create-user":
-            password = args.password or getpass.getpass("password: ")
+            password = password_of(args)
             if args.role == "staff" and not args.clinic:
                 print("staff accounts need --clinic", file=sys.stderr)
                 return 2

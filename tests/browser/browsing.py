@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,7 +25,10 @@ from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
-SCREENSHOTS = Path(os.environ.get("TANDTID_SCREENSHOTS", ROOT / "docs" / "screenshots"))
+# the README's screenshots are written only when asked (make screenshots); else a temp dir
+SCREENSHOTS = Path(
+    os.environ.get("TANDTID_SCREENSHOTS") or Path(tempfile.gettempdir()) / "tandtid-screenshots"
+)
 TIME_SCALE = float(os.environ.get("TANDTID_TIME_SCALE", "1.0"))
 CHROMIUM = os.environ.get("TANDTID_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

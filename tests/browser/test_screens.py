@@ -1,7 +1,7 @@
 """Browser tests (integration, real server + headless Chromium): every screen at phone and desktop size.
 
 Each screen is brought into a meaningful state, checked with axe-core (no serious or critical violation)
-and photographed into docs/screenshots/ (or $TANDTID_SCREENSHOTS). The map is also the offline test: the
+and photographed into $TANDTID_SCREENSHOTS (``make screenshots``: docs/screenshots/), else a temp dir. The map is also the offline test: the
 contexts refuse everything but 127.0.0.1, and the page must not even try to reach anything else.
 """
 

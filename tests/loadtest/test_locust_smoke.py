@@ -87,7 +87,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         log.close()
 
 
-def run_load(url: str, data_dir: Path) -> tuple[int, dict[str, Any], str]:
+def run_load(url: str) -> tuple[int, dict[str, Any], str]:
     done = subprocess.run(
         [
             sys.executable,
@@ -95,8 +95,6 @@ def run_load(url: str, data_dir: Path) -> tuple[int, dict[str, Any], str]:
             "loadtest.run",
             "--host",
             url,
-            "--data",
-            str(data_dir),
             "--seconds",
             "8",
             "--users",
@@ -116,8 +114,8 @@ def run_load(url: str, data_dir: Path) -> tuple[int, dict[str, Any], str]:
 
 
 def test_a_short_locust_run_keeps_every_booking_straight(server: tuple[str, Path]) -> None:
-    url, data_dir = server
-    code, result, stderr = run_load(url, data_dir)
+    url, _ = server
+    code, result, stderr = run_load(url)
     assert result, stderr[-4000:]
     invariant = result["invariant"]
     assert invariant["ok"], invariant
@@ -137,6 +135,20 @@ def test_a_short_locust_run_keeps_every_booking_straight(server: tuple[str, Path
     assert by_name[("POST", "/api/auth/register")]["requests"] == patients
     # expected race outcomes (409 SLOT_TAKEN, 410 HOLD_EXPIRED) are not failures; nothing else failed
     assert result["total"]["failures"] == 0, result["errors"]
+
+
+def test_a_bare_locustfile_run_needs_no_setting_and_says_what_it_did(server: tuple[str, Path]) -> None:
+    url, _ = server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDTID_LT_")}
+    locust = Path(sys.executable).with_name("locust")
+    command = [str(locust), "-f", "loadtest/locustfile.py", "--headless", "-u", "8", "-r", "8", "-t", "5s"]
+    done = subprocess.run(
+        [*command, "--host", url], cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
+    assert "Traceback" not in done.stderr, done.stderr[-4000:]
+    assert "clinic keys created through the admin API for " in done.stderr
+    assert '"ok": true' in done.stderr  # the invariant check signed in with the same defaults
+    assert done.returncode == 0, done.stderr[-4000:]
 
 
 def test_the_check_fails_on_a_booking_the_server_does_not_hold(server: tuple[str, Path]) -> None:
