@@ -9,6 +9,7 @@ actor can be driven in milliseconds::
                                      (a reply lost on the wire: the caller cannot tell)
     journal.fence("AB", 9)           a newer owner took the region: appends below epoch 9 are stale
     journal.corrupt("AB", 3)         reading entry 3 of AB raises CorruptJournal (damage on disk)
+    journal.trim("AB", 3)            entries 1-3 of AB are gone (history trimmed or lost)
     journal.unreachable = True       every call raises JournalUnavailable until set back
     journal.hold_appends()           appends wait until ``release_appends()`` (an append in flight)
 
@@ -33,6 +34,7 @@ class MemoryStore:
     epochs: dict[str, int] = field(default_factory=dict)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     damaged: dict[str, int] = field(default_factory=dict)  # region -> first unreadable position
+    trimmed: dict[str, int] = field(default_factory=dict)  # region -> last position trimmed away
 
 
 class MemoryJournal(Journal):
@@ -63,6 +65,11 @@ class MemoryJournal(Journal):
     def corrupt(self, region: str, position: int) -> None:
         """Entry ``position`` and everything after it can no longer be read."""
         self.store.damaged[region] = position
+
+    def trim(self, region: str, upto: int) -> None:
+        """Entries up to ``upto`` are gone; positions go on after them."""
+        self.store.entries[region] = [e for e in self.store.entries.get(region, []) if e.position > upto]
+        self.store.trimmed[region] = max(self.store.trimmed.get(region, 0), upto)
 
     def hold_appends(self) -> None:
         """Appends wait (not yet durable) until ``release_appends``."""
@@ -96,19 +103,21 @@ class MemoryJournal(Journal):
             raise StaleEpoch(f"region {region}: epoch {epoch} < accepted {accepted}")
         self.store.epochs[region] = epoch
         entries = self.store.entries.setdefault(region, [])
-        entries.append(Entry(len(entries) + 1, epoch, bytes(payload)))
+        position = entries[-1].position + 1 if entries else self.store.trimmed.get(region, 0) + 1
+        entries.append(Entry(position, epoch, bytes(payload)))
         event = self._appended.pop(region, None)
         if event is not None:
             event.set()
         if self._take(self._lose_next, region):
             raise JournalUnavailable(f"region {region}: injected lost reply (the entry was written)")
-        return len(entries)
+        return position
 
     async def read(self, region: str, after: int = 0) -> AsyncIterator[Entry]:
         self._reachable()
-        for entry in list(self.store.entries.get(region, ()))[after:]:
-            self._readable(region, entry.position)
-            yield entry
+        for entry in list(self.store.entries.get(region, ())):
+            if entry.position > after:
+                self._readable(region, entry.position)
+                yield entry
 
     async def tail(self, region: str, after: int = 0) -> AsyncIterator[Entry]:
         position = after
@@ -121,7 +130,8 @@ class MemoryJournal(Journal):
 
     async def last_position(self, region: str) -> int:
         self._reachable()
-        return len(self.store.entries.get(region, ()))
+        entries = self.store.entries.get(region)
+        return entries[-1].position if entries else self.store.trimmed.get(region, 0)
 
     async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
         self._reachable()

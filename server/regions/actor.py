@@ -44,7 +44,14 @@ from engine.errors import Refused, TandtidError
 from engine.events import Event, from_record, to_record
 from engine.state import Change, RegionState
 from persistence.codec import pack_events, pack_snapshot, unpack_events, unpack_snapshot
-from persistence.journal import Journal, JournalError, JournalUnavailable, Snapshot, StaleEpoch
+from persistence.journal import (
+    CorruptJournal,
+    Journal,
+    JournalError,
+    JournalUnavailable,
+    Snapshot,
+    StaleEpoch,
+)
 from server import metrics
 
 log = logging.getLogger("tandtid.actor")
@@ -465,6 +472,13 @@ class RegionActor:
         replayed = 0
         evolve = state.evolve
         async for entry in self.journal.read(self.region, after=position):
+            if entry.position != position + 1:
+                # History the state needs is gone (trimmed, or cut by a repair) and no snapshot
+                # covers it: replaying on would build a region that never was.
+                raise CorruptJournal(
+                    f"region {self.region}: entry {entry.position} follows position {position}; "
+                    "the entries between are missing and no snapshot covers them"
+                )
             for record in unpack_events(entry.payload):
                 evolve(from_record(record))
                 replayed += 1

@@ -270,3 +270,23 @@ async def test_stop_mid_append_answers_the_batch(actor: RegionActor, journal: Me
     with pytest.raises(Unavailable):
         await answered(booking)
     journal.release_appends()
+
+
+async def test_missing_history_without_a_snapshot_fails_the_region(journal: MemoryJournal) -> None:
+    """A journal whose early entries are gone (trimmed, or cut) and no snapshot covering
+    them: replaying the rest would invent a region. It FAILS instead, saying why."""
+    await journal.open()
+    first = RegionActor("AB", journal, clock=lambda: NOW)
+    await first.start()
+    for command in setup_commands():
+        await first.submit(command)
+    await first.submit(book(1))
+    await first.stop()
+    journal.trim("AB", 2)
+    actor = RegionActor("AB", journal, clock=lambda: NOW, retry_backoff_s=(0.001, 0.01))
+    await actor.start(wait=False)
+    try:
+        await until(lambda: actor.lifecycle is Lifecycle.FAILED)
+        assert actor.failure is not None and "missing" in actor.failure
+    finally:
+        await actor.stop()
