@@ -22,6 +22,11 @@ JOURNAL_APPEND_SECONDS = Histogram(
     ["region"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+JOURNAL_ROUNDS = Gauge(
+    "tandtid_journal_rounds",
+    "Durable journal writes so far (one write + fsync, or one Redis round trip), each carrying the "
+    "appends of one or more regions (group commit)",
+)
 JOURNAL_FAILURES = Counter("tandtid_journal_failures_total", "Journal appends that failed", ["region"])
 QUEUE_DEPTH = Gauge("tandtid_actor_queue_depth", "Commands waiting in a region actor's inbox", ["region"])
 REGION_READY = Gauge("tandtid_region_ready", "1 when the region is recovered and writable", ["region"])

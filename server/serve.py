@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 
 from engine.calendar import day_of_epoch
 from persistence.journal import Journal
+from server import metrics
 from server.consumers.notify.notifier import Notifier
 from server.consumers.webhooks.dispatcher import WebhookDispatcher
 from server.data_lock import data_directory_lock
@@ -118,6 +119,8 @@ async def build_server(
     settings name, opened here); ``uvicorn_options`` override the served config (e.g. a
     ``backlog``, or uvicorn's stock ``ws`` protocol for a comparison)."""
     journal = journal if journal is not None else await open_journal(settings)
+    served = journal
+    metrics.JOURNAL_ROUNDS.set_function(lambda: float(getattr(served, "rounds", 0)))
     regions = make_regions(settings, journal, clock)
     await regions.start()
     app = create_app(settings, regions=regions, accounts=accounts)

@@ -14,7 +14,9 @@ In the same run it measures the two limits the figures should be read against: r
 ``write + fsync`` per second on the data directory (the storage limit: one durable write per
 batch) and requests per second of a trivial Starlette POST endpoint served by uvicorn the same
 way (uvloop, httptools, no access log) and driven by the same wrk command (the framework limit).
-It prints one JSON line with bookings/s, requests/s, p50, p99, both limits and the ratios.
+It prints one JSON line with bookings/s, requests/s, p50, p99, the durable journal writes per
+second and region appends per write the server made (its ``/metrics``: group commit at work),
+both limits and the ratios.
 """
 
 from __future__ import annotations
@@ -261,6 +263,17 @@ async def prepare(base: str, spread: str, region: str, patients: int, wanted: in
     return lines
 
 
+def journal_counts(port: int) -> tuple[float, float]:
+    """(durable journal writes, region appends) so far, from the server's /metrics."""
+    rounds = appends = 0.0
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
+        if line.startswith("tandtid_journal_rounds "):
+            rounds = float(line.split()[-1])
+        elif line.startswith("tandtid_journal_append_seconds_count{"):
+            appends += float(line.split()[-1])
+    return rounds, appends
+
+
 def wrk(port: int, requests_file: str, connections: int, seconds: int, threads: int) -> dict[str, Any]:
     """One wrk run; the Lua script prints one JSON line of figures."""
     cmd = [
@@ -323,7 +336,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
             Path(req_file).write_text("\n".join(lines) + "\n")
+            before = journal_counts(port)
             tandtid = _figures(wrk(port, req_file, args.connections, args.seconds, args.threads))
+            after = journal_counts(port)
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -346,6 +361,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "connections": args.connections,
         "seconds": args.seconds,
         **tandtid,
+        "durable_writes_per_s": round((after[0] - before[0]) / args.seconds),
+        "region_appends_per_durable_write": round((after[1] - before[1]) / max(after[0] - before[0], 1), 2),
         "raw_fsync_per_s": round(fsyncs),
         "framework_requests_per_s": framework["requests_per_s"],
         "framework_p99_ms": framework["p99_ms"],

@@ -67,6 +67,8 @@ async def test_metrics_are_labelled_by_route_template(client: httpx.AsyncClient,
     assert 'route="/api/bookings/{id}"' in text
     assert "AB-bSecretId123" not in text and 'AB-c1"' not in text
     assert "tandtid_http_request_seconds_bucket" in text
+    rounds = re.search(r"^tandtid_journal_rounds (\S+)$", text, re.M)  # group commit's durable writes
+    assert rounds is not None and float(rounds.group(1)) >= 0
 
 
 async def test_openapi_documents_exactly_the_route_table(client: httpx.AsyncClient) -> None:
