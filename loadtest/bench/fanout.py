@@ -28,13 +28,14 @@ import multiprocessing as mp
 import os
 import random
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
 from typing import Any
+
+from loadtest.redis_server import free_port
 
 # approximate population (thousands) per län: topics and bookings follow it
 POPULATION: dict[str, int] = {
@@ -68,13 +69,6 @@ def _raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- the server subprocess ------------------------------------------------------------------------
@@ -549,7 +543,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     from loadtest.bench.catalog import FIRST_DATE
 
     first = FIRST_DATE.isoformat()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -615,7 +609,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     # the reference: websockets' broadcast() to as many clients, frames the size of the hot diffs
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    bport = _free_port()
+    bport = free_port()
     ref = ctx.Process(target=_broadcast_server, args=(bport, child), daemon=True)
     ref.start()
     parent.recv()

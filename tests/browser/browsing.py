@@ -3,14 +3,12 @@ journal, demo seed) driven by headless Chromium (Debian's ``/usr/bin/chromium``)
 
 Every browser context refuses any request that is not to 127.0.0.1: the pages must work with no network
 beyond the server (that is also the offline-map test). Page errors (uncaught exceptions) fail the test.
-Timeouts are multiples of ``TIME_SCALE`` (env ``TANDTID_TIME_SCALE``, default 1.0) for slow machines.
+Timeouts are multiples of ``TIME_SCALE``, the suite's timeout factor (``TANDTID_TEST_TIMEOUT_FACTOR``, default 1).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -21,7 +19,8 @@ from typing import Any
 import httpx
 from playwright.sync_api import Browser, BrowserContext, Page, Route
 
-from tests.support import free_port
+from tests.support.served import ServedProcess
+from tests.support.waiting import TIMEOUT_FACTOR
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
@@ -29,7 +28,7 @@ AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 SCREENSHOTS = Path(
     os.environ.get("TANDTID_SCREENSHOTS") or Path(tempfile.gettempdir()) / "tandtid-screenshots"
 )
-TIME_SCALE = float(os.environ.get("TANDTID_TIME_SCALE", "1.0"))
+TIME_SCALE = TIMEOUT_FACTOR
 CHROMIUM = os.environ.get("TANDTID_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -57,73 +56,15 @@ def ms(seconds: float) -> float:
     return seconds * 1000 * TIME_SCALE
 
 
-class ServedSystem:
-    """``tandtid serve --seed`` on a free port over a data directory; can be restarted on the same port.
-    ``env`` adds to the server's environment (e.g. ``TANDTID_WEBHOOK_ALLOW_HTTP``)."""
+# Every context of every test comes from 127.0.0.1, like a whole clinic behind one NAT address: give that
+# one address room, or the per-IP rate limit (not under test here) would refuse pages.
+SERVED_ENV = {"TANDTID_RATE_PER_S": "1000", "TANDTID_RATE_BURST": "5000"}
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.env = dict(env or {})
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"server-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ServedSystem:
-        exe = Path(sys.executable).with_name("tandtid")
-        command = [
-            str(exe) if exe.exists() else "tandtid",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--data",
-            str(self.data_dir),
-            "--seed",
-        ]
-        log = self.log_path.open("ab")
-        # Every context of every test comes from 127.0.0.1, like a whole clinic behind one NAT address:
-        # give that one address room, or the per-IP rate limit (not under test here) would refuse pages.
-        env = {**os.environ, "TANDTID_RATE_PER_S": "1000", "TANDTID_RATE_BURST": "5000", **self.env}
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        log.close()
-        self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout * TIME_SCALE
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tandtid serve exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)  # polling interval while the server starts, not an assertion
-        raise RuntimeError(f"tandtid serve not ready after {timeout}s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+def served_system(data_dir: Path, env: dict[str, str] | None = None) -> ServedProcess:
+    """``tandtid serve --seed`` over ``data_dir`` on a free port (started: ready); ``env`` adds to its
+    environment (e.g. ``TANDTID_WEBHOOK_ALLOW_HTTP``)."""
+    return ServedProcess(data_dir, "--seed", env={**SERVED_ENV, **(env or {})}).start(ready_timeout=90.0)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Fixtures for the browser tests (integration): a served system, Chromium, local-only contexts.
 
-The machinery (ServedSystem, Api, Contexts, sign_in, check_accessibility, screenshot) is in browsing.py.
+The machinery (served_system, Api, Contexts, sign_in, check_accessibility, screenshot) is in browsing.py.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from tests.browser.browsing import CHROMIUM, CHROMIUM_ARGS, Api, Contexts, ServedSystem
+from tests.browser.browsing import CHROMIUM, CHROMIUM_ARGS, Api, Contexts, served_system
+from tests.support.served import ServedProcess
 
 WEBHOOKS_TO_LOOPBACK = {"TANDTID_WEBHOOK_ALLOW_HTTP": "1"}
 
 
 @pytest.fixture(scope="session")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedSystem]:
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProcess]:
     """One served system with demo data for the whole browser session (tests use fresh patients).
     Webhooks may post plain HTTP to loopback, so a receiver in the test process can take deliveries."""
-    served = ServedSystem(tmp_path_factory.mktemp("served") / "data", env=WEBHOOKS_TO_LOOPBACK).start()
+    served = served_system(tmp_path_factory.mktemp("served") / "data", env=WEBHOOKS_TO_LOOPBACK)
     try:
         yield served
     finally:
@@ -29,8 +30,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedSystem]:
 
 
 @pytest.fixture(scope="session")
-def api(system: ServedSystem) -> Iterator[Api]:
-    client = Api(system.base_url)
+def api(system: ServedProcess) -> Iterator[Api]:
+    client = Api(system.url)
     try:
         yield client
     finally:
@@ -55,8 +56,8 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def contexts(browser: Browser, system: ServedSystem) -> Iterator[Contexts]:
-    made = Contexts(browser, system.base_url)
+def contexts(browser: Browser, system: ServedProcess) -> Iterator[Contexts]:
+    made = Contexts(browser, system.url)
     try:
         yield made
     finally:
@@ -66,9 +67,9 @@ def contexts(browser: Browser, system: ServedSystem) -> Iterator[Contexts]:
 
 
 @pytest.fixture
-def fresh_system(tmp_path: Path) -> Iterator[ServedSystem]:
+def fresh_system(tmp_path: Path) -> Iterator[ServedProcess]:
     """A served system of the test's own (for tests that restart the server)."""
-    served = ServedSystem(tmp_path / "data").start()
+    served = served_system(tmp_path / "data")
     try:
         yield served
     finally:

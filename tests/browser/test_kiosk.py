@@ -12,13 +12,16 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.browsing import KIOSK, Api, Contexts, ServedSystem, ms, wait_live
+from tests.browser.browsing import KIOSK, Api, Contexts, ms, wait_live
+from tests.support.served import ServedProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_kiosk_keeps_updating_across_a_server_restart(contexts: Contexts, fresh_system: ServedSystem) -> None:
-    api = Api(fresh_system.base_url)
+def test_kiosk_keeps_updating_across_a_server_restart(
+    contexts: Contexts, fresh_system: ServedProcess
+) -> None:
+    api = Api(fresh_system.url)
     try:
         clinic = api.clinics_with_one_resource("checkup")[0]
         free = api.free_times(clinic)
@@ -27,7 +30,7 @@ def test_kiosk_keeps_updating_across_a_server_restart(contexts: Contexts, fresh_
         on_day = [t for t in free if t["date"] == day]
         before, after = on_day[0], on_day[-1]
 
-        contexts.base_url = fresh_system.base_url
+        contexts.base_url = fresh_system.url
         kiosk = contexts.page(f"/kiosk/{clinic}?date={day}", viewport=KIOSK)
         wait_live(kiosk)
         times = kiosk.locator("#kiosk-times li")

@@ -10,6 +10,7 @@ a failing run can be replayed with ``TANDTID_CHAOS_SEED``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -23,7 +24,7 @@ import httpx
 import pytest
 
 from tests.support import free_port
-from tests.support.serve_process import ServeProcess
+from tests.support.served import ServedProcess
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -50,15 +51,15 @@ class Chaos:
         self.data = data
         self.rng = rng
         self.port = free_port()
-        self.server: ServeProcess | None = None
+        self.server: ServedProcess | None = None
         self.acked: dict[str, Acked] = {}
         self.lost: set[str] = set()  # listed by `journal check` and cut by a repair
         self.patients: list[dict[str, str]] = []
         self.log: list[str] = []
 
     async def start(self, client: httpx.AsyncClient, *extra: str) -> dict[str, Any]:
-        self.server = ServeProcess(self.data, self.port, *extra, env=SERVER_ENV)
-        await self.server.wait_ready(client)
+        self.server = ServedProcess(self.data, "--log-level", "debug", *extra, env=SERVER_ENV, port=self.port)
+        await asyncio.to_thread(self.server.start)
         ready: dict[str, Any] = (await client.get(f"{self.url}/ready")).json()
         return ready
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import pytest
 
 from loadtest.invariants import Ledger, check, double_bookings
 from tests.support import free_port
+from tests.support.served import ServedProcess
 
 pytestmark = pytest.mark.slow
 
@@ -36,55 +35,21 @@ RUN_TIMEOUT_S = 240.0
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp_path = tmp_path_factory.mktemp("loadtest-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     # Every simulated user comes from 127.0.0.1: the per-IP rate limit would throttle the test itself.
-    env = {**os.environ, "TANDTID_RATE_PER_S": "0"}
-    env.pop("TANDTID_REDIS_URL", None)
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data",
-            str(tmp_path),
-            "--seed",
-            "--scale",
-            "demo",
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    served = ServedProcess(
+        tmp_path,
+        "--seed",
+        "--scale",
+        "demo",
+        "--log-level",
+        "warning",
+        env={"TANDTID_RATE_PER_S": "0", "TANDTID_REDIS_URL": ""},
     )
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.1)
-        yield url, tmp_path
+        served.start(ready_timeout=READY_TIMEOUT_S)
+        yield served.url, tmp_path
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        served.stop()
 
 
 def run_load(url: str) -> tuple[int, dict[str, Any], str]:

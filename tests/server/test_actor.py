@@ -26,6 +26,7 @@ from persistence.file_journal import FileJournal, encode_frame
 from persistence.journal import Journal
 from server.regions.actor import Committed, RegionActor, Reloaded, Unavailable
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,10 +125,7 @@ async def test_holds_expire_through_the_journal(file_journal: FileJournal) -> No
     row = await actor.query(lambda s: s.row("AB-c1-r1", FIRST_DAY))
     assert row[CELL_0900] == Cell.HELD
     clock[0] += 61
-    for _ in range(200):
-        if await actor.query(lambda s: "AB-h1" not in s.holds):
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: actor.query(lambda s: "AB-h1" not in s.holds), what="the hold to expire")
     row = await actor.query(lambda s: s.row("AB-c1-r1", FIRST_DAY))
     assert row[CELL_0900] == Cell.FREE
     assert any(
@@ -253,22 +251,14 @@ async def test_redis_killed_and_restarted_mid_load(redis_server) -> None:
     # the in-flight batch at the moment of the kill may or may not have reached the AOF;
     # everything submitted after the failure is observed must be refused and never appear.
     await asyncio.gather(*(book(s) for s in slots[300:400]))
-    for _ in range(50):
-        if not actor.ready:
-            break
-        await asyncio.sleep(0.05)
-    assert not actor.ready
+    await eventually(lambda: not actor.ready, what="the actor to notice the outage")
     during_outage = await asyncio.gather(*(book(s) for s in slots[400:500]))
     assert all(isinstance(exc, Unavailable) for _, exc in during_outage)
     # nothing unacknowledged is visible: the actor holds no state while recovering
     assert not any(b in actor.state.bookings for b, _ in during_outage)
 
     redis_server.restart()
-    for _ in range(200):
-        if actor.ready:
-            break
-        await asyncio.sleep(0.05)
-    assert actor.ready, "the actor must recover by itself when Redis returns"
+    await eventually(lambda: actor.ready, what="the actor to recover by itself when Redis returns")
     assert reloaded, "subscribers must be told to resync"
     results = await asyncio.gather(*(book(s) for s in slots[500:700]))
     assert all(exc is None or isinstance(exc, Refused) for _, exc in results)

@@ -19,8 +19,9 @@ import pytest
 from engine.calendar import iso
 from server.identity.accounts import Role
 from server.identity.auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
-from tests.server.conftest import LiveServer, assert_error_shape, bearer
+from tests.server.conftest import assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
 
 DAY = FIRST_DAY + 2
 

@@ -15,8 +15,9 @@ import pytest
 from engine.calendar import iso
 from engine.events import Booked
 from server.identity.accounts import Role
-from tests.server.conftest import LiveServer, assert_error_shape, bearer
+from tests.server.conftest import assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
 
 LATER = FIRST_DAY + 3  # far enough ahead for the 24 h cancel notice
 START_0900 = iso(LATER, CELL_0900, 15)

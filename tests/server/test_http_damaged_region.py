@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.server.conftest import LiveServer, bearer
+from tests.server.conftest import bearer
 from tests.support.catalog import FIRST_DATE
+from tests.support.live_server import LiveServer
 
 
 async def test_a_damaged_region_stops_alone_and_is_reported(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ import pytest
 
 from engine.calendar import iso
 from server.identity.accounts import Role
-from tests.server.conftest import LiveServer, assert_error_shape, bearer
+from tests.server.conftest import assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
 
 LATER = FIRST_DAY + 3
 

@@ -20,8 +20,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from engine.calendar import iso
-from tests.server.conftest import LiveServer, assert_error_shape, bearer
+from tests.server.conftest import assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
 
 DAY = FIRST_DAY + 1
 

@@ -18,8 +18,9 @@ import pytest
 
 from engine.calendar import iso
 from server.http.app import ENDPOINTS
-from tests.server.conftest import LiveServer, assert_error_shape, bearer
+from tests.server.conftest import assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
 

@@ -8,7 +8,6 @@ back the server is ready again and every acknowledged booking is still there.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +16,11 @@ import pytest
 
 from engine.calendar import iso
 from engine.events import Booked
-from tests.server.conftest import LiveServer, assert_error_shape, bearer
+from tests.server.conftest import assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -64,17 +65,6 @@ async def test_two_hundred_concurrent_bookings_over_redis(redis_live: LiveServer
     assert [e.booking_id for e in booked] == [winner]
 
 
-async def wait_for_status(client: httpx.AsyncClient, path: str, status: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = (await client.get(path)).status_code
-        if last == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} stayed {last}, wanted {status}")
-
-
 async def test_redis_outage_is_503_then_recovers(redis_live: LiveServer, redis_server: RedisServer) -> None:
     _, token = redis_live.user()
     async with httpx.AsyncClient(base_url=redis_live.url, timeout=30) as client:
@@ -87,7 +77,11 @@ async def test_redis_outage_is_503_then_recovers(redis_live: LiveServer, redis_s
         ready = await client.get("/ready")
         assert ready.status_code == 503 and ready.json()["journal"] is False
         redis_server.restart()
-        await wait_for_status(client, "/ready", 200)
+
+        async def ready_again() -> bool:
+            return (await client.get("/ready")).status_code == 200
+
+        await eventually(ready_again, timeout=30, interval=0.05, what="/ready 200 after redis came back")
         r = await client.get(f"/api/bookings/{kept['id']}", headers=bearer(token))
         assert r.status_code == 200 and r.json()["booking"] == kept
         # the refused booking left nothing: the time is still free and can be booked now

@@ -12,21 +12,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port
-from tests.support.serve_process import ServeProcess
+from tests.support.served import ServedProcess
 
 pytestmark = pytest.mark.slow
 
 
 async def test_bookings_survive_sigkill_and_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    port = free_port()
-    first = ServeProcess(data, port, "--seed")
+    first = ServedProcess(data, "--seed", "--log-level", "debug")
     patients: list[tuple[dict[str, str], str, str]] = []
     booked: dict[str, dict[str, object]] = {}
     try:
         async with httpx.AsyncClient(timeout=30) as client:
-            await first.wait_ready(client)
+            await asyncio.to_thread(first.start)
             clinics = (
                 await client.get(
                     f"{first.url}/api/clinics", params={"service": "checkup", "has_free": "true", "limit": 5}
@@ -77,12 +75,12 @@ async def test_bookings_survive_sigkill_and_restart(tmp_path: Path) -> None:
                     assert r.status_code == 409, r.text  # a 30-minute checkup may overlap a neighbour's
             assert len(booked) >= 3
         first.kill()
-        assert first.proc.returncode == -signal.SIGKILL
+        assert first.process is not None and first.process.returncode == -signal.SIGKILL
 
-        second = ServeProcess(data, port)
+        second = ServedProcess(data, "--log-level", "debug", port=first.port)
         try:
+            await asyncio.to_thread(second.start)
             async with httpx.AsyncClient(timeout=30) as client:
-                await second.wait_ready(client)
                 for booking_id, item in booked.items():
                     r = await client.get(f"{second.url}/api/bookings/{booking_id}", headers=item["headers"])  # type: ignore[arg-type]
                     assert r.status_code == 200, r.text
@@ -103,7 +101,7 @@ async def test_bookings_survive_sigkill_and_restart(tmp_path: Path) -> None:
                 assert r.status_code == 409 and r.json()["error"]["code"] == "SLOT_TAKEN"
         finally:
             second.stop()
-        output = first.output() + second.output()
+        output = second.output()  # both runs: they share the port, so the log file
         assert "recovered" in output and "/api/bookings" in output  # the log was captured (debug level)
         for _, name, email in patients:
             assert name not in output and email not in output

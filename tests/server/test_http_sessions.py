@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.server.conftest import LiveServer, assert_error_shape, bearer
+from tests.server.conftest import assert_error_shape, bearer
+from tests.support.live_server import LiveServer
 
 PASSWORD = "password-123"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,10 +22,12 @@ from engine.events import OfferMade
 from server.consumers.feed import Projection
 from server.consumers.notify.messages import compose
 from server.identity.accounts import Role
-from tests.server.conftest import LiveServer, assert_error_shape, bearer
+from tests.server.conftest import assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
+from tests.support.waiting import eventually, scaled
 
-TIMEOUT = 10.0  # one scalable unit for every wait in this file
+TIMEOUT = scaled(10.0)  # how long a frame may take to arrive (TANDTID_TEST_TIMEOUT_FACTOR scales it)
 LATER = FIRST_DAY + 3  # far enough ahead for the 24 h cancel notice
 LATER_DATE = date_of(LATER).isoformat()
 START_0900 = iso(LATER, CELL_0900, 15)
@@ -48,19 +50,6 @@ async def patient(client: httpx.AsyncClient) -> tuple[dict[str, str], str]:
     )
     assert r.status_code == 201, r.text
     return bearer(r.json()["token"]), r.json()["token"]
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
-    """Poll ``check`` until it returns something truthy (the actor ticks on its own)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def wait_body(**kw: Any) -> dict[str, Any]:
@@ -129,7 +118,7 @@ async def test_three_wait_one_offer_at_a_time(client: httpx.AsyncClient, live: L
     assert_error_shape(r, 409, "SLOT_TAKEN")
 
     live.clock.advance(10 * 60)  # the offer window passes: the actor's tick hands it on
-    (hold2,) = await until(lambda: holds(client, p2), "the offer to pass to the second patient")
+    (hold2,) = await eventually(lambda: holds(client, p2), what="the offer to pass to the second patient")
     assert hold2["offer"] is True and hold2["start"] == START_0900
     assert (
         await holds(client, p1) == []

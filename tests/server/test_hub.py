@@ -39,9 +39,11 @@ from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.actor import Reloaded, Unavailable
 from server.regions.routing import Regions
 from server.settings import Settings
+from tests.support import free_port
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
+from tests.support.waiting import eventually, scaled
 
-TIMEOUT = 10.0  # one scalable unit for every wait in this file
+TIMEOUT = scaled(10.0)  # how long a frame may take to arrive (TANDTID_TEST_TIMEOUT_FACTOR scales it)
 FIRST = date_of(FIRST_DAY).isoformat()
 SECOND = date_of(FIRST_DAY + 1).isoformat()
 ORIGIN = "http://localhost:8000"
@@ -56,13 +58,6 @@ class Live:
     accounts: AccountStore
     signer: SessionSigner
     direct: bool = False
-
-
-def free_port_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 @contextlib.asynccontextmanager
@@ -93,12 +88,12 @@ async def hub_served(
     accounts = AccountStore(tmp_path / "accounts.sqlite3")
     app.state.accounts = accounts
     app.state.signer = SessionSigner(settings.secret_key)
-    sock = free_port_socket()
+    port = free_port()
     ws_options: dict[str, Any] = UVICORN_WS_OPTIONS if protocol == "direct" else {"ws": "websockets-sansio"}
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **ws_options))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    await until(lambda: server.started, "uvicorn to start")
-    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, port=port, log_level="warning", lifespan="off", **ws_options)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: server.started, what="uvicorn to start")
     try:
         yield Live(
             regions,
@@ -116,7 +111,6 @@ async def hub_served(
         await regions.stop()
         await journal.close()
         accounts.close()
-        sock.close()
 
 
 @pytest.fixture(params=["direct", "asgi"])
@@ -151,15 +145,6 @@ def book(n: int, resource: str = "AB-c1-r1", day: int = FIRST_DAY, cell: int = C
         day=day,
         cell=cell,
     )
-
-
-async def until(condition: Any, what: str) -> None:
-    """Wait for a condition the server reaches on its own (never a timed assertion)."""
-    for _ in range(int(TIMEOUT / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_snapshots_then_one_diff_per_topic_per_batch(live: Live) -> None:
@@ -349,12 +334,12 @@ async def test_a_client_that_stops_reading_is_resynced_then_dropped_within_bound
         assert sent < 2000, "the server's socket never filled up"
         await loop.sock_sendall(raw, subscribe_raw(("clinic:AB-c1", "clinic:AB-c2")[sent % 2], 92))
         sent += 1
-        await until(
+        await eventually(
             lambda sent=sent: hub.frames_sent >= sent or any(c.send_since for c in hub.connections),
-            "the snapshot to be sent",
+            what="the snapshot to be sent",
         )
     await loop.sock_sendall(raw, subscribe_raw("region:AB", 5))
-    await until(lambda: hub.stats()["subscriptions"] == 3, "the raw client's subscriptions")
+    await eventually(lambda: hub.stats()["subscriptions"] == 3, what="the raw client's subscriptions")
 
     async with connect(live.url) as good:
         base = await subscribe(good, "region:AB")
@@ -380,7 +365,7 @@ async def test_a_client_that_stops_reading_is_resynced_then_dropped_within_bound
             assert hub.resynced >= 1
             assert hub.stats()["queue_high_water"] <= hub.max_queue
             # it still does not read: the sweeper closes it (1013) once its socket stalls too long
-            await until(lambda: hub.dropped == 1, "the stalled consumer to be dropped")
+            await eventually(lambda: hub.dropped == 1, what="the stalled consumer to be dropped")
             await live.regions.submit(book(n + 1, *slots[n]))
             assert (await recv(good))["seq"] == seq + 1
         finally:
@@ -388,7 +373,7 @@ async def test_a_client_that_stops_reading_is_resynced_then_dropped_within_bound
     stats = hub.stats()
     assert stats["resynced"] >= 1 and stats["dropped"] == 1
     assert stats["queue_high_water"] <= stats["queue_bound"] == live.settings.ws_send_buffer
-    await until(lambda: hub.stats()["connections"] == 0, "both connections to end")
+    await eventually(lambda: hub.stats()["connections"] == 0, what="both connections to end")
     assert hub.stats()["subscriptions"] == 0
 
 
@@ -480,7 +465,9 @@ async def test_connection_caps_refuse_the_handshake_per_address_and_in_total(liv
                 assert await recv(ws) == {"type": "pong"}
         await one.close()
         # a closed connection frees its place
-        await until(lambda: live.hub.stats()["connections"] == 1, "the closed connections to be released")
+        await eventually(
+            lambda: live.hub.stats()["connections"] == 1, what="the closed connections to be released"
+        )
         async with connect(live.url) as again:
             await subscribe(again, "region:AB")
 

@@ -14,10 +14,12 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from engine.calendar import iso
-from tests.server.conftest import LiveServer, bearer
+from tests.server.conftest import bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
+from tests.support.waiting import scaled
 
-TIMEOUT = 10.0
+TIMEOUT = scaled(10.0)
 LATER = FIRST_DAY + 3  # far enough ahead for the 24 h cancel notice
 
 

@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -44,10 +43,11 @@ from server.consumers.notify.reminders import parse_leads
 from server.identity.accounts import AccountStore, Role
 from tests.support import free_port
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, clinic
+from tests.support.waiting import eventually, eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-WAIT_S = 30.0
+WAIT_S = 30.0  # scaled by eventually_sync; the process waits below are bounds, not assertions
 
 
 # -- a real SMTP server -----------------------------------------------------------------------------
@@ -91,14 +91,6 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
     finally:
         inbox.release.set()
         controller.stop()
-
-
-def wait_for(condition: Any, what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- journal fixtures -------------------------------------------------------------------------------
@@ -223,7 +215,9 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(
         log = tmp_path / "notifier.log"
         first = start_notifier(data, port, log)
         try:
-            wait_for(inbox.holding.is_set, "the notifier to be in the middle of sending")
+            eventually_sync(
+                inbox.holding.is_set, timeout=WAIT_S, what="the notifier to be in the middle of sending"
+            )
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(WAIT_S)
@@ -235,20 +229,22 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(
         second = start_notifier(data, port, log)
         try:
             last = {r: max(p for reg, p, _ in batches if reg == r) for r in ("AB", "M")}
-            wait_for(
+            eventually_sync(
                 lambda: (
                     set(inbox.keys()) >= wanted and all(cursors(data).get(r, 0) >= p for r, p in last.items())
                 ),
-                "every e-mail after the restart",
+                timeout=WAIT_S,
+                what="every e-mail after the restart",
             )
 
             # the restarted notifier tails the journal another process appends to
             owners["AB-b900"] = patients[0]
             await add("AB", booked("AB-b900", patients[0], "AB", FIRST_DAY + 2, CELL_0900 + 8))
             wanted |= {f"AB:{batches[-1][1]}:0:booked"}
-            wait_for(
+            eventually_sync(
                 lambda: set(inbox.keys()) >= wanted and cursors(data).get("AB", 0) >= batches[-1][1],
-                "the e-mail of a booking journaled while the notifier runs",
+                timeout=WAIT_S,
+                what="the e-mail of a booking journaled while the notifier runs",
             )
         finally:
             second.send_signal(signal.SIGTERM)
@@ -327,7 +323,7 @@ async def test_reminders_at_the_right_local_time_across_october_dst(
     await notifier.start()
     try:
         await asyncio.wait_for(notifier.wait_caught_up(), WAIT_S)
-        await asyncio.to_thread(wait_for, lambda: len(inbox.keys()) == 5, "the five confirmations")
+        await eventually(lambda: len(inbox.keys()) == 5, timeout=WAIT_S, what="the five confirmations")
 
         clock.now = utc(2026, 10, 25, 7, 59, 59)  # 08:59:59 local, after the clocks went back
         assert await notifier.send_due_reminders() == 0
@@ -395,7 +391,7 @@ async def test_without_smtp_messages_go_to_the_outbox_once(tmp_path: Path) -> No
         await notifier.start()
         try:
             await asyncio.wait_for(notifier.wait_caught_up(), WAIT_S)
-            await asyncio.to_thread(wait_for, lambda: ledger.cursor("M") >= position, "the cursor")
+            await eventually(lambda: ledger.cursor("M") >= position, timeout=WAIT_S, what="the cursor")
         finally:
             await notifier.stop()
             ledger.close()

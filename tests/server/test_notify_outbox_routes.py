@@ -8,7 +8,8 @@ import httpx
 
 from server.consumers.notify.outbox import Outbox
 from server.identity.accounts import Role
-from tests.server.conftest import LiveServer, bearer
+from tests.server.conftest import bearer
+from tests.support.live_server import LiveServer
 
 
 def message(key: str) -> EmailMessage:

@@ -27,9 +27,11 @@ from server.consumers.webhooks import HEADER, sign, verify_signature
 from server.consumers.webhooks.dispatcher import WebhookDispatcher, url_problem
 from server.consumers.webhooks.store import WebhookStore
 from server.identity.accounts import Role
-from tests.server.conftest import LiveServer, bearer
+from tests.server.conftest import bearer
 from tests.support import free_port
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
+from tests.support.waiting import eventually
 
 WAIT_S = 30.0
 SECRET = "whsec_test"
@@ -228,14 +230,6 @@ async def dispatcher(live: LiveServer) -> AsyncIterator[WebhookDispatcher]:
         await asyncio.wrap_future(live.call(d.stop()))
 
 
-async def wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 # -- integration ---------------------------------------------------------------------------------
 
 
@@ -304,7 +298,7 @@ async def test_a_receiver_that_was_down_gets_every_event_in_order(
         rows = (await client.get(log_url, headers=bearer(staff))).json()["deliveries"]
         return any(d["attempts"] >= 2 and d["last_error"] for d in rows)
 
-    await wait_until(retried, "failed attempts against the receiver that is down")
+    await eventually(retried, timeout=WAIT_S, what="failed attempts against the receiver that is down")
 
     events = await live.journal_events("AB")
     expected = [
@@ -321,7 +315,7 @@ async def test_a_receiver_that_was_down_gets_every_event_in_order(
     async def all_in() -> bool:
         return len(receiver.received()) >= len(expected)
 
-    await wait_until(all_in, "every event at the receiver after it came back")
+    await eventually(all_in, timeout=WAIT_S, what="every event at the receiver after it came back")
     got = receiver.received()
     assert receiver.rejected == 0
     assert [(e["data"]["booking"], e["type"]) for e in got] == [
@@ -347,8 +341,12 @@ async def test_a_receiver_that_was_down_gets_every_event_in_order(
         moved["data"]["resource"] == "AB-c1-r2" and moved["data"]["previous_start"] < moved["data"]["start"]
     )
 
-    rows = (await client.get(log_url, headers=bearer(staff))).json()["deliveries"]
-    assert [d["status"] for d in rows] == ["delivered"] * len(expected)
+    async def all_delivered() -> list[dict[str, Any]] | None:
+        # the receiver counts a delivery when it arrives; the dispatcher records it once answered
+        rows: list[dict[str, Any]] = (await client.get(log_url, headers=bearer(staff))).json()["deliveries"]
+        return rows if [d["status"] for d in rows] == ["delivered"] * len(expected) else None
+
+    rows = await eventually(all_delivered, timeout=WAIT_S, what="every delivery recorded as delivered")
     first = rows[-1]
     assert first["attempts"] >= 2 and first["event_id"] == got[0]["id"]
 
@@ -359,7 +357,7 @@ async def test_a_receiver_that_was_down_gets_every_event_in_order(
     async def replayed() -> bool:
         return len(receiver.received()) == len(expected) + 1
 
-    await wait_until(replayed, "the replayed delivery")
+    await eventually(replayed, timeout=WAIT_S, what="the replayed delivery")
     assert receiver.received()[-1] == got[0]
     r = await client.post(f"{log_url}/999999/replay", headers=bearer(staff))
     assert r.status_code == 404

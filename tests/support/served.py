@@ -1,0 +1,102 @@
+"""The real ``tandtid serve`` as a subprocess on a free port, for tests that need the whole process:
+a SIGKILL and a restart, the browser suite, a Locust run.
+
+    served = ServedProcess(data_dir, "--seed", env={"TANDTID_RATE_PER_S": "0"}).start()   # waits for /ready
+    try:
+        ... served.url ...
+    finally:
+        served.stop()
+
+``kill()`` is SIGKILL (a crash); ``start()`` again reuses the port and the data directory. The
+server's output goes to ``log_path``; ``output()`` reads it (for assertion messages).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.support import free_port
+from tests.support.waiting import eventually_sync
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 120.0
+
+
+class ServedProcess:
+    """``tandtid serve --host 127.0.0.1 --port P --data DIR *args``; ``env`` adds to the environment."""
+
+    def __init__(
+        self, data_dir: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.args = args
+        self.env = dict(env or {})
+        self.port = port if port is not None else free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"serve-{data_dir.name}-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout: float = READY_TIMEOUT_S) -> ServedProcess:
+        """Start the process and wait until ``/ready`` answers 200 (RuntimeError with its log if it exits)."""
+        command = [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data",
+            str(self.data_dir),
+            *self.args,
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        eventually_sync(self._ready, timeout=ready_timeout, interval=0.1, what=f"tandtid serve on {self.url}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"tandtid serve exited with {self.process.returncode}:\n{self.output()}")
+        try:
+            return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful stop), SIGKILL if it takes longer than 20 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed that was not already durable."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def restart(self) -> ServedProcess:
+        self.stop()
+        return self.start()
+
+    def output(self, lines: int | None = None) -> str:
+        """The server's output so far (its last ``lines`` lines)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no output)"
+        return text if lines is None else "\n".join(text.splitlines()[-lines:])
