@@ -22,8 +22,9 @@ from persistence.codec import unpack_events, unpack_snapshot
 from persistence.memory_journal import MemoryJournal
 from server.regions.actor import Lifecycle, RegionActor, Reloaded, Unavailable
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
+from tests.support.waiting import eventually
 
-BOUND_S = 5.0  # "answers at all" (a hang fails the test); never a speed assertion
+BOUND_S = 5.0  # "answers at all" (scaled in until()) (a hang fails the test); never a speed assertion
 
 
 def book(n: int, cell: int = CELL_0900) -> Book:
@@ -62,11 +63,8 @@ async def answered(coro: Any) -> Any:
 
 
 async def until(predicate: Any) -> None:
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - the actor exposes state, not events
-            await asyncio.sleep(0.001)
-
-    await asyncio.wait_for(poll(), BOUND_S)
+    """The actor exposes state, not events: poll it (every millisecond; these tests run in ms)."""
+    await eventually(predicate, timeout=BOUND_S, interval=0.001)
 
 
 @pytest.fixture

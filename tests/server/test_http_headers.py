@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.server.conftest import LiveServer
+from tests.support.live_server import LiveServer
 
 TIMEOUT = 10.0
 

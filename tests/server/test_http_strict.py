@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from engine.calendar import iso
-from tests.server.conftest import LiveServer, assert_error_shape, bearer
+from tests.server.conftest import assert_error_shape, bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
+from tests.support.live_server import LiveServer
 
 DAY = FIRST_DAY + 2
 FAR = "2028-06-01"  # the live server's clock is 2026-12-07: far past the 400-day horizon
