@@ -14,7 +14,6 @@ the connection caps (``server/live/admission.py``: 429 per address, 503 for the 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +32,6 @@ from server.live.protocol import RAW_WEBSOCKET, HubWebSocketProtocol
 from server.live.topics import BadTopic, parse_range, parse_topic
 from server.regions.routing import Regions
 from server.settings import Settings
-
-log = logging.getLogger("tandtid.hub")
 
 CLOSE_POLICY = 1008  # foreign Origin
 CLOSE_TOO_BIG = 1009
