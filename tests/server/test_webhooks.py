@@ -130,7 +130,7 @@ async def test_delivery_refuses_a_host_that_resolves_inside(
         return len(rows) == 2 and all(d.attempts >= 1 for d in rows)
 
     try:
-        await wait_until(attempted, "delivery attempts to both endpoints")
+        await eventually(attempted, timeout=WAIT_S, interval=0.05, what="delivery attempts to both endpoints")
         rows = [d for e in endpoints for d in dispatcher.store.deliveries(e)]
         assert all("refused" in d.last_error for d in rows), [d.last_error for d in rows]
         assert probed == []
