@@ -90,6 +90,36 @@ def records(path: Path) -> dict[str, dict[int, bytes]]:
     return found
 
 
+def damage(path: Path) -> str | None:
+    """Why ``records`` stopped before the end of the log when that is NOT a torn round (a
+    complete record with a bad checksum, garbage, damage followed by more records): such
+    bytes may hold acknowledged appends and must be kept. None when clean or merely torn."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    view = memoryview(data)
+    off = 0
+    size = RECORD_HEADER.size
+    try:
+        while off + size <= len(data):
+            magic, crc, _region, _position, length = RECORD_HEADER.unpack_from(data, off)
+            end = off + size + length
+            if magic != RECORD_MAGIC:
+                break
+            if end > len(data):  # the last round's record, cut short: torn unless more follow
+                return None if data.find(RECORD_MAGIC, off + 1) < 0 else f"damaged record at byte {off}"
+            if zlib.crc32(view[off + 8 : end]) != crc:
+                return f"record at byte {off} of {len(data)} fails its checksum"
+            off = end
+        rest = data[off:]
+        if not rest or rest.count(0) == len(rest) or RECORD_MAGIC.startswith(rest[:4]):
+            return None  # clean, unwritten zeros, or a header cut short
+        return f"garbage at byte {off} of {len(data)}"
+    finally:
+        view.release()
+
+
 def empty(path: Path) -> None:
     """Empty the commit log durably (every region file it covered is fsynced already)."""
     with contextlib.suppress(FileNotFoundError):

@@ -382,7 +382,7 @@ class FileJournal(Journal):
         self._dir = Path(directory)
         self._journal_dir = self._dir / "journal"
         self._snap_dir = self._dir / "snapshots"
-        self.snapshots_set_aside: list[Path] = []  # damaged snapshots moved out of the way
+        self._problems: dict[str, list[str]] = {}  # see problems()
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
         self._regions: dict[str, _Region] = {}
@@ -433,6 +433,9 @@ class FileJournal(Journal):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+
+    def problems(self) -> dict[str, list[str]]:
+        return {region: list(found) for region, found in self._problems.items()}
 
     def damage(self, region: str) -> Damage | None:
         """The damage ``open()`` found in ``region``'s journal (None: none)."""
@@ -593,7 +596,9 @@ class FileJournal(Journal):
             if not self._read_only:
                 kept = await self._run(set_aside, self._dir, path.name, data)
                 await self._run(path.unlink)
-                self.snapshots_set_aside.append(kept)
+                self._problems.setdefault(region, []).append(
+                    f"snapshot {path.name} was damaged: set aside as set-aside/{kept.name}"
+                )
         return None
 
     # -- internals -------------------------------------------------------------------
@@ -662,6 +667,14 @@ class FileJournal(Journal):
         the file lost or tore, fsync every region file the commit log covers, then empty it."""
         path = self._journal_dir / commit_log.COMMIT_LOG
         found = commit_log.records(path)
+        why = commit_log.damage(path)
+        if why is not None:
+            # Records past the damage may be acknowledged appends whose region files did not
+            # reach the disk: never empty them away unseen.
+            kept = set_aside(self._dir, path.name, path.read_bytes())
+            problem = f"commit log damaged ({why}); kept as set-aside/{kept.name}"
+            self._problems.setdefault(path.name, []).append(problem)
+            log.error("%s: records after the damage were not restored; compare the region files", problem)
         for name, frames in found.items():
             if _REGION.match(name):
                 self._restore_region(name, frames)

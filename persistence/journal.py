@@ -93,3 +93,8 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool:
         """True when the store is reachable (for /ready)."""
+
+    def problems(self) -> dict[str, list[str]]:
+        """What an operator should know, by region, that did not stop the region (e.g. a
+        damaged snapshot set aside and an older one loaded). No personal data. For /ready."""
+        return {}

@@ -215,6 +215,9 @@ async def test_a_corrupt_snapshot_falls_back_to_the_previous_one(
     assert await journal.load_snapshot("AB") == Snapshot(5, b"older")
     kept = [p for p in (tmp_path / "set-aside").iterdir() if p.name.startswith("AB.snap")]
     assert [p.read_bytes() for p in kept] == [bytes(data)]  # the damaged file is kept, not deleted
+    assert journal.problems() == {
+        "AB": [f"snapshot AB.snap was damaged: set aside as set-aside/{kept[0].name}"]
+    }
 
 
 async def test_stale_snapshot_temp_files_are_removed_on_open(
@@ -489,3 +492,40 @@ async def test_no_flipped_bit_anywhere_is_cut_silently(tmp_path: Path) -> None:
                     assert (case / "journal" / "AB.log").read_bytes() == bytes(damaged), (at, bit)
             finally:
                 await journal.close()
+
+
+async def test_a_damaged_commit_log_record_is_kept_and_reported(
+    tmp_path: Path, opened: list[FileJournal]
+) -> None:
+    """A complete commit-log record with a bad checksum is not a torn round: its bytes are
+    kept in set-aside/ (never emptied away) and /ready's journal_problems says so."""
+    journal = await reopened(tmp_path)
+    for i in range(3):
+        await journal.append("AB", 1, b"ab%d" % i)
+    journal._commit_log = None  # die without the checkpoint of close()
+    await journal.close()
+    path = tmp_path / "journal" / "commit.log"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04  # inside the second of three records
+    path.write_bytes(bytes(data))
+    again = await reopened(tmp_path)
+    opened.append(again)
+    kept = [p for p in (tmp_path / "set-aside").iterdir() if p.name.startswith("commit.log.")]
+    assert [p.read_bytes() for p in kept] == [bytes(data)]
+    assert "damaged" in " ".join(again.problems().get("commit.log", []))
+
+
+async def test_a_torn_commit_log_round_is_not_reported(tmp_path: Path, opened: list[FileJournal]) -> None:
+    journal = await reopened(tmp_path)
+    for i in range(2):
+        await journal.append("AB", 1, b"ab%d" % i)
+    journal._commit_log = None
+    await journal.close()
+    path = tmp_path / "journal" / "commit.log"
+    path.write_bytes(path.read_bytes()[:-3])  # the last round never finished
+    again = await reopened(tmp_path)
+    opened.append(again)
+    assert again.problems() == {}
+    assert not (tmp_path / "set-aside").exists() or not any(
+        p.name.startswith("commit.log.") for p in (tmp_path / "set-aside").iterdir()
+    )

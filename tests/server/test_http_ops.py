@@ -41,6 +41,7 @@ async def test_health_and_ready(client: httpx.AsyncClient) -> None:
         "journal": True,
         "regions_not_ready": [],
         "regions_failed": {},
+        "journal_problems": {},
     }
 
 

@@ -42,6 +42,7 @@ async def ready(request: Request) -> Response:
         "journal": journal,
         "regions_not_ready": waiting,
         "regions_failed": failed,
+        "journal_problems": regions.journal.problems(),
     }
     return json_response(body, status=200 if serving else 503)
 
