@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import unicodedata
 from typing import Annotated, Literal, get_args
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -40,19 +38,19 @@ MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
 ServiceId = Literal["checkup", "cleaning", "emergency", "filling", "child_checkup"]
 if set(get_args(ServiceId)) != {s.id for s in SERVICES}:  # the catalogue is the truth; keep them in step
     raise ImportError("server.http.schemas.ServiceId is out of step with engine.model.SERVICES")
+_MAILCHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
+_MAILDOT = r"[^@\s.\x00-\x1f\x7f-\x9f]"
+# The same rule as the account store's: local@domain, a dot inside the domain, not at its ends.
 Email = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+        strip_whitespace=True,
+        min_length=3,
+        max_length=254,
+        pattern=rf"^{_MAILCHAR}+@{_MAILDOT}{_MAILCHAR}*\.{_MAILCHAR}*{_MAILDOT}$",
     ),
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
-
-
-def _plain_text(value: str) -> str:
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
-        raise ValueError("control characters are not allowed")
-    return value
 
 
 def _iso_date(value: object) -> object:
@@ -64,12 +62,31 @@ def _iso_date(value: object) -> object:
 
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Control and invisible format characters: C0, DEL, C1, soft hyphen, zero-width and bidi marks
+# (U+200B-U+200F, U+202A-U+202E, U+2066-U+2069), line/paragraph separators, word joiners, BOM.
+_CONTROLS = r"\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+# A name: at least one visible character, no control or format characters (in the document too).
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_plain_text),
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=200,
+        pattern=rf"^[^{_CONTROLS}]*[^\s{_CONTROLS}][^{_CONTROLS}]*$",
+    ),
 ]
 Date = Annotated[dt.date, BeforeValidator(_iso_date)]
+
+
+def _integral(value: object) -> object:
+    # JSON has numbers, not integers: 5.0 is the number 5 (and JSON Schema's "integer" agrees).
+    # Booleans and strings are not numbers; strict validation refuses them after this.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_integral)]
 
 
 class Body(BaseModel):
@@ -151,7 +168,7 @@ class WaitlistBody(Body):
     municipality: MunicipalityCode | None = None
     service: ServiceId
     from_: Date = Field(alias="from")
-    days: int = Field(default=14, ge=1, le=90)
+    days: Count = Field(default=14, ge=1, le=90)
     from_time: ClockTime = "00:00"
     to_time: ClockTime = "24:00"
 
@@ -176,13 +193,13 @@ def minute_of(clock: str) -> int:
 class OpenBody(Body):
     resource: Id
     from_: Date = Field(alias="from")
-    days: int = Field(ge=1, le=90)
+    days: Count = Field(ge=1, le=90)
 
 
 class BlockBody(Body):
     resource: Id
     start: AwareDatetime
-    minutes: int = Field(ge=1, le=24 * 60)
+    minutes: Count = Field(ge=1, le=24 * 60)
 
 
 # -- queries ------------------------------------------------------------------------------------
