@@ -536,3 +536,12 @@ def test_sessions_ended_by_another_process_are_seen(
         elsewhere.close()
     accounts._checked_at -= 2  # the cache asks SQLite at most once a second; pretend a second passed
     assert principal_from(conn(app, headers=header)) is None
+
+
+def test_a_verified_token_is_remembered_but_still_expires(signer: SessionSigner, patient: User) -> None:
+    token = signer.issue(patient, SID)
+    claims = signer.verify(token)
+    assert claims is not None
+    assert signer.verify(token) is claims  # verified once: the signature is not checked per request
+    assert signer.verify(token, now=claims["exp"] + 1) is None  # a remembered token expires all the same
+    assert signer.verify(token[:-2] + ("AA" if not token.endswith("AA") else "BB")) is None
