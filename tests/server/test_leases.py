@@ -1,0 +1,150 @@
+"""Region leases on a real redis-server: two nodes share the 21 regions fairly, a paused
+owner's regions move to the other node within seconds under a higher epoch, and the stale
+owner's appends are refused by the journal (its actor is fenced) and it steps down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from engine.commands import Book
+from engine.model import REGIONS
+from persistence.journal import StaleEpoch
+from persistence.redis_journal import RedisStreamJournal, region_key
+from server.regions.actor import Lifecycle, RegionActor, Unavailable
+from server.regions.lease import LeaseManager, parse_lease
+from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.redis
+
+TTL_MS = 1_500
+ALL = {r.code for r in REGIONS}
+
+
+class Node:
+    """A lease manager plus the record of what its callbacks were told."""
+
+    def __init__(self, client: aioredis.Redis, name: str) -> None:
+        self.acquired: list[tuple[str, int]] = []
+        self.lost: list[tuple[str, int]] = []
+        self.leases = LeaseManager(
+            client,
+            name,
+            f"http://{name}.invalid:8000",
+            ttl_ms=TTL_MS,
+            on_acquired=lambda region, epoch: self.acquired.append((region, epoch)),
+            on_lost=lambda region, epoch: self.lost.append((region, epoch)),
+        )
+
+    @property
+    def held(self) -> set[str]:
+        return set(self.leases.held)
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def two_nodes(client: aioredis.Redis) -> AsyncIterator[tuple[Node, Node]]:
+    a, b = Node(client, "node-a"), Node(client, "node-b")
+    await a.leases.start()
+    await b.leases.start()
+    await eventually(
+        lambda: a.held | b.held == ALL and {len(a.held), len(b.held)} == {10, 11},
+        what="the 21 regions split 11/10 between the two nodes",
+    )
+    yield a, b
+    await a.leases.stop()
+    await b.leases.stop()
+
+
+async def test_two_nodes_share_the_regions_fairly_and_redis_agrees(
+    client: aioredis.Redis, two_nodes: tuple[Node, Node]
+) -> None:
+    a, b = two_nodes
+    assert not a.held & b.held
+    owners = await a.leases.owners()
+    for region in ALL:
+        owner = owners[region]
+        assert owner is not None
+        node = a if region in a.held else b
+        assert owner.node == node.leases.node
+        assert owner.address == node.leases.advertise
+        assert owner.epoch == node.leases.epoch_of(region)
+        # The journal already fences below the lease's epoch, before the owner appends anything.
+        assert int(await client.get(region_key(region, "epoch"))) == owner.epoch
+    # Key names carry the region hash tag and no personal data.
+    keys = {k.decode() for k in await client.keys("tandtid:*")}
+    assert "tandtid:{AB}:lease" in keys and "tandtid:nodes" in keys
+    # Leases outlive several TTLs while renewed (a renewal that silently failed would drop them).
+    await asyncio.sleep(3 * TTL_MS / 1000)
+    assert len(a.held) + len(b.held) == 21
+    for node in (a, b):
+        assert len(node.acquired) - len(node.lost) == len(node.held)  # every take and give-up was told
+
+
+async def test_a_paused_owner_loses_its_regions_and_its_stale_appends_are_refused(
+    redis_server: RedisServer, client: aioredis.Redis, two_nodes: tuple[Node, Node]
+) -> None:
+    a, b = two_nodes
+    stale, other = (a, b) if "AB" in a.held else (b, a)
+    old_epoch = stale.leases.epoch_of("AB")
+    assert old_epoch is not None
+    stale_regions = stale.held
+
+    journal = RedisStreamJournal(redis_server.url)
+    await journal.open()
+    actor = RegionActor("AB", journal, epoch=old_epoch, clock=lambda: NOW, retry_backoff_s=(0.05, 0.2))
+    try:
+        await actor.start()
+        for command in setup_commands():
+            await actor.submit(command)  # the owner writes while it holds the lease
+
+        await stale.leases.pause()  # frozen past its TTL, as a SIGSTOPped process would be
+        await eventually(
+            lambda: other.held == ALL, what="the other node to take every region of the paused one"
+        )
+        for region in stale_regions:
+            new_epoch = other.leases.epoch_of(region)
+            assert new_epoch is not None and new_epoch > (dict(stale.acquired)[region])
+        owner = parse_lease(await client.get(region_key("AB", "lease")))
+        assert owner is not None and owner.node == other.leases.node
+
+        # The stale owner wakes and writes with its old epoch: the journal refuses it, its actor
+        # is fenced and the booking is not acknowledged.
+        with pytest.raises(Unavailable):
+            await actor.submit(Book("AB-b1", "p1", "AB-c1-r1", "checkup", FIRST_DAY, CELL_0900))
+        assert actor.lifecycle is Lifecycle.FENCED
+        with pytest.raises(StaleEpoch):
+            await journal.append("AB", old_epoch, b"late")
+
+        # Its lease manager resumes, finds the leases taken over and steps down from every one.
+        lost_before = len(stale.lost)
+        await stale.leases.start()
+        assert {region for region, _ in stale.lost[lost_before:]} == stale_regions
+        # ... and then gets its fair share back, under newer epochs than the other node's.
+        await eventually(lambda: {len(a.held), len(b.held)} == {10, 11}, what="the two nodes to share again")
+    finally:
+        await actor.stop()
+        await journal.close()
+
+
+async def test_a_node_that_cannot_renew_steps_down_before_its_lease_can_expire(
+    redis_server: RedisServer, client: aioredis.Redis
+) -> None:
+    node = Node(client, "node-a")
+    await node.leases.start()
+    assert node.held == ALL  # a lone node owns everything
+    redis_server.kill()
+    await eventually(lambda: node.held == set(), what="the node to give up leases it cannot renew")
+    assert {region for region, _ in node.lost} == ALL
+    await node.leases.pause()
