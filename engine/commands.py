@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from engine.model import Clinic, Resource
+from engine.model import Clinic, ClinicKind, OpeningHours, Resource
 
 
 class Party(StrEnum):
@@ -167,6 +167,71 @@ class Tick:
     """Expire holds and offers whose time has passed and release BUFFER cells whose window ended."""
 
 
+@dataclass(frozen=True, slots=True)
+class EditClinic:
+    """Change a clinic's details and rules; ``None`` keeps a field as it is. ``cell_minutes``
+    may change only while no day is opened."""
+
+    clinic: str
+    name: str | None = None
+    address: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    phone: str | None = None
+    kind: ClinicKind | None = None
+    services: tuple[str, ...] | None = None
+    cell_minutes: int | None = None
+    cancel_notice_hours: int | None = None
+    offer_minutes: int | None = None
+    max_bookings_per_patient: int | None = None
+    open_ahead_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PutResource:
+    """Add a resource to its clinic, or change its kind, name and services."""
+
+    resource: Resource
+
+
+@dataclass(frozen=True, slots=True)
+class RetireResource:
+    """The resource takes no more bookings; its cells from today on close. Its future
+    bookings refuse this (HAS_BOOKINGS) unless listed in ``cancel``."""
+
+    resource: str
+    cancel: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetHours:
+    """New weekly opening hours (ISO weekday -> intervals) for the clinic's resources."""
+
+    clinic: str
+    hours: OpeningHours
+    cancel: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetDayHours:
+    """One day's own hours (``()``: closed, e.g. a holiday), or ``None``: back to the week's."""
+
+    clinic: str
+    day: int
+    hours: tuple[tuple[int, int], ...] | None
+    cancel: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAhead:
+    """Open, for every clinic of ``region`` with ``open_ahead_days`` (or just ``clinic``), the
+    days from today to today + min(open_ahead_days, horizon_days) not opened yet."""
+
+    region: str
+    horizon_days: int
+    clinic: str = ""
+
+
 Command = (
     RegisterClinic
     | OpenDays
@@ -181,4 +246,10 @@ Command = (
     | LeaveWaitlist
     | MarkNoShow
     | Tick
+    | EditClinic
+    | PutResource
+    | RetireResource
+    | SetHours
+    | SetDayHours
+    | OpenAhead
 )

@@ -30,12 +30,14 @@ class RefusalCode(StrEnum):
     INVALID = "INVALID"
     TOO_LATE = "TOO_LATE"
     LIMIT_REACHED = "LIMIT_REACHED"
+    HAS_BOOKINGS = "HAS_BOOKINGS"  # a setup change would strand bookings: ``bookings`` lists them
 
 
 class Refused(TandtidError):
     """The engine declined a command. Nothing changed; ``code`` says why."""
 
-    def __init__(self, code: RefusalCode, message: str) -> None:
+    def __init__(self, code: RefusalCode, message: str, bookings: tuple[str, ...] = ()) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.bookings = bookings  # HAS_BOOKINGS: the booking ids in the way

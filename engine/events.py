@@ -177,6 +177,42 @@ class NoShowMarked:
     at: int
 
 
+@dataclass(frozen=True, slots=True)
+class ClinicEdited:
+    KIND: ClassVar[str] = "ClinicEdited"
+    clinic: str
+    changes: dict[str, Any]  # field -> new value (kind as str, services as list)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcePut:
+    KIND: ClassVar[str] = "ResourcePut"
+    resource: dict[str, Any]  # resource_to_record()
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRetired:
+    KIND: ClassVar[str] = "ResourceRetired"
+    resource: str
+    from_day: int  # cells of this day on that are not BOOKED close
+
+
+@dataclass(frozen=True, slots=True)
+class HoursSet:
+    KIND: ClassVar[str] = "HoursSet"
+    clinic: str
+    hours: dict[str, list[list[int]]]  # "1".."7" -> [[open, close], ...]
+    from_day: int  # opened days from this one on take the new hours
+
+
+@dataclass(frozen=True, slots=True)
+class DayHoursSet:
+    KIND: ClassVar[str] = "DayHoursSet"
+    clinic: str
+    day: int
+    hours: list[list[int]] | None  # None: the day follows the week again
+
+
 Event = (
     ClinicRegistered
     | DaysOpened
@@ -194,6 +230,11 @@ Event = (
     | OfferMade
     | OfferExpired
     | NoShowMarked
+    | ClinicEdited
+    | ResourcePut
+    | ResourceRetired
+    | HoursSet
+    | DayHoursSet
 )
 
 _EVENT_TYPES: dict[str, Any] = {
@@ -215,6 +256,11 @@ _EVENT_TYPES: dict[str, Any] = {
         OfferMade,
         OfferExpired,
         NoShowMarked,
+        ClinicEdited,
+        ResourcePut,
+        ResourceRetired,
+        HoursSet,
+        DayHoursSet,
     )
 }
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {

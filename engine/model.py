@@ -92,6 +92,7 @@ class Resource:
     kind: ResourceKind
     name: str  # display name, e.g. "Tandläkare 1" (staff, not patients)
     services: tuple[str, ...]  # service ids this resource performs
+    retired: bool = False  # no longer takes bookings; kept so past bookings still name it
 
 
 # Opening hours: for each ISO weekday 1..7 (Monday=1) a tuple of (open_minute, close_minute)
@@ -128,6 +129,9 @@ class Clinic:
     cancel_notice_hours: int = 24
     max_bookings_per_patient: int = 3
     offer_minutes: int = 10  # how long a wait-list offer (an exclusive hold) stays open
+    # days whose hours differ from the week's (a holiday: (), a late evening): day -> intervals
+    exceptions: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    open_ahead_days: int = 0  # days opened automatically ahead of today from the hours (0: by hand)
 
     @property
     def cells_per_day(self) -> int:
@@ -153,6 +157,8 @@ class Clinic:
             "cancel_notice_hours": self.cancel_notice_hours,
             "max_bookings_per_patient": self.max_bookings_per_patient,
             "offer_minutes": self.offer_minutes,
+            "exceptions": {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(self.exceptions.items())},
+            "open_ahead_days": self.open_ahead_days,
         }
 
 
@@ -175,6 +181,10 @@ def clinic_from_record(r: dict[str, Any]) -> Clinic:
         cancel_notice_hours=int(r.get("cancel_notice_hours", 24)),
         max_bookings_per_patient=int(r.get("max_bookings_per_patient", 3)),
         offer_minutes=int(r.get("offer_minutes", 10)),
+        exceptions={
+            int(d): tuple((int(a), int(b)) for a, b in ivs) for d, ivs in r.get("exceptions", {}).items()
+        },
+        open_ahead_days=int(r.get("open_ahead_days", 0)),
     )
 
 
@@ -185,7 +195,7 @@ def resource_to_record(res: Resource) -> dict[str, Any]:
         "kind": str(res.kind),
         "name": res.name,
         "services": list(res.services),
-    }
+    } | ({"retired": True} if res.retired else {})
 
 
 def resource_from_record(r: dict[str, Any]) -> Resource:
@@ -195,4 +205,5 @@ def resource_from_record(r: dict[str, Any]) -> Resource:
         kind=ResourceKind(r["kind"]),
         name=r["name"],
         services=tuple(r["services"]),
+        retired=bool(r.get("retired", False)),
     )

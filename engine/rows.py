@@ -137,6 +137,9 @@ class OpeningMasks:
         self._templates: dict[str, dict[int, bytes]] = {}  # clinic -> iso weekday -> template
 
     def of(self, clinic: Clinic, day: int) -> bytes:
+        special = clinic.exceptions.get(day)
+        if special is not None:  # a holiday or a late evening: that day's own hours
+            return day_mask(weekday_template({0: special}, 0, clinic.cell_minutes), day, clinic.cell_minutes)
         weekday = iso_weekday(day)
         templates = self._templates.setdefault(clinic.id, {})
         template = templates.get(weekday)

@@ -79,6 +79,7 @@ from engine.model import (
 from engine.offers import first_offer
 from engine.records import Booking, BookingStatus, Hold
 from engine.rows import FREE_RUNS, OpeningMasks, ResourceRow, runs
+from engine.setup import ClinicSetup
 from engine.waitlist import MAX_ENTRIES_PER_PATIENT, MAX_WAIT_DAYS, WaitEntry, Waitlist
 
 Change = tuple[str, str, int, int, int, int]
@@ -154,6 +155,9 @@ class RegionState:
             OfferExpired: self._on_hold_gone,
             NoShowMarked: self._on_no_show,
         }
+        setup = ClinicSetup(self)  # clinic setup: engine.setup decides and evolves it
+        self._deciders.update(setup.deciders())
+        self._evolvers.update(setup.evolvers())
 
     # ------------------------------------------------------------------ the two entry points
 
@@ -281,6 +285,8 @@ class RegionState:
     def _decide_open(self, c: OpenDays, now: int) -> list[Event]:
         if c.resource not in self._rows:
             _refuse(_NOT_FOUND, "unknown resource")
+        if self.resources[c.resource].retired:
+            _refuse(_INVALID, "the resource is retired")
         if not 0 < c.days <= MAX_OPEN_DAYS:
             _refuse(_INVALID, f"days must be 1..{MAX_OPEN_DAYS}")
         if c.first_day < day_of_epoch(now):
@@ -639,6 +645,8 @@ class RegionState:
             row.cells_for = {
                 s: SERVICES_BY_ID[s].cells(cm) for s in self.resources[rid].services if s in offered
             }
+            if self.resources[rid].retired:
+                row.cells_for = {}
 
     def _on_clinic_registered(self, e: ClinicRegistered) -> None:
         self._install(clinic_from_record(e.clinic), [resource_from_record(r) for r in e.resources])

@@ -57,6 +57,7 @@ REFUSAL_STATUS: dict[RefusalCode, int] = {
     RefusalCode.INVALID: 422,
     RefusalCode.TOO_LATE: 409,
     RefusalCode.LIMIT_REACHED: 409,
+    RefusalCode.HAS_BOOKINGS: 409,
 }
 
 # Every status the API can answer with an error body, for the OpenAPI document.
@@ -66,7 +67,7 @@ ERROR_STATUSES: dict[int, str] = {
     403: "FORBIDDEN or CSRF",
     404: "NOT_FOUND",
     405: "method not allowed",
-    409: "SLOT_TAKEN, IDEMPOTENCY_MISMATCH, TOO_LATE, LIMIT_REACHED",
+    409: "SLOT_TAKEN, IDEMPOTENCY_MISMATCH, TOO_LATE, LIMIT_REACHED, HAS_BOOKINGS",
     410: "HOLD_EXPIRED",
     413: "TOO_LARGE",
     422: "INVALID, IN_PAST, OUTSIDE_HOURS",

@@ -16,14 +16,20 @@ from engine.commands import (
     Book,
     Cancel,
     Command,
+    EditClinic,
     JoinWaitlist,
     LeaveWaitlist,
     MarkNoShow,
+    OpenAhead,
     OpenDays,
     PlaceHold,
+    PutResource,
     RegisterClinic,
     ReleaseHold,
     Reschedule,
+    RetireResource,
+    SetDayHours,
+    SetHours,
     Tick,
     Unblock,
 )
@@ -40,6 +46,14 @@ def command_region(command: Command) -> str:
     match command:
         case RegisterClinic():
             return command.clinic.region
+        case EditClinic() | SetHours() | SetDayHours():
+            return region_of(command.clinic)
+        case PutResource():
+            return region_of(command.resource.clinic)
+        case RetireResource():
+            return region_of(command.resource)
+        case OpenAhead():
+            return command.region
         case OpenDays() | PlaceHold() | Block() | Unblock():
             return region_of(command.resource)
         case Book() | Cancel() | Reschedule() | MarkNoShow():

@@ -38,6 +38,7 @@ from engine.commands import (
     RegisterClinic,
     ReleaseHold,
     Reschedule,
+    SetDayHours,
     Tick,
     Unblock,
 )
@@ -55,6 +56,7 @@ OPEN = set(range(32, 48)) | set(range(52, 68))  # 08-12, 13-17 in 15-minute cell
 BUFFER_S = 600
 
 cells_st = st.integers(28, 70)
+DAY_HOURS = (None, (), ((9 * 60, 11 * 60),), ((8 * 60, 20 * 60),), ((13 * 60, 15 * 60), (16 * 60, 17 * 60)))
 Key = tuple[str, int, int]
 
 
@@ -455,6 +457,68 @@ class SlotMachine(RuleBasedStateMachine):
             assert isinstance(events[1], HoldReleased)
             h = self._hold_gone(entry["offer"])
             self._set(h["res"], h["day"], h["cell"], h["k"], "F")
+        self._follow_offers()
+
+    @rule(
+        day=st.sampled_from(DAYS),
+        hours=st.sampled_from(DAY_HOURS),
+        cancel=st.sampled_from(["none", "in_the_way", "too_many"]),
+    )
+    def set_day_hours(self, day: int, hours: tuple[tuple[int, int], ...] | None, cancel: str) -> None:
+        """A day's own hours (a holiday, a short day, a late evening, back to the week's):
+        bookings left outside refuse it with their list unless cancelled in the same step."""
+        open_now = (
+            OPEN
+            if hours is None
+            else {c for a, b in hours for c in range(96) if a <= c * 15 and c * 15 + 15 <= b}
+        )
+        stranded = sorted(
+            bid
+            for bid, b in self.bookings.items()
+            if b["status"] == "booked"
+            and b["day"] == day
+            and cell_epoch(day, b["cell"], 15) >= self.now
+            and not set(range(b["cell"], b["cell"] + b["k"])) <= open_now
+        )
+        listed = {"none": [], "in_the_way": stranded, "too_many": [*stranded, "AB-b-unknown"]}[cancel]
+        expected = (
+            "IN_PAST"
+            if day < day_of_epoch(self.now)
+            else "HAS_BOOKINGS"
+            if set(stranded) - set(listed)
+            else "INVALID"
+            if cancel == "too_many"
+            else None
+        )
+        command = SetDayHours(CLINIC, day, hours, tuple(listed))
+        try:
+            events = self.state.apply(command, self.now)
+        except Refused as refused:
+            assert refused.code == expected, (command, refused.code, expected)
+            if expected == "HAS_BOOKINGS":
+                assert sorted(refused.bookings) == stranded
+            self._feed_viewer()
+            return
+        assert expected is None, (command, "accepted", expected)
+        self.journal.extend(events)
+        self._pending = events
+        note_event("day hours set")
+        for e in events:
+            if isinstance(e, HoldReleased):
+                h = self._hold_gone(e.hold_id)
+                self._set(h["res"], h["day"], h["cell"], h["k"], "F")
+        for bid in stranded:
+            b = self.bookings[bid]
+            b["status"] = "cancelled"
+            self._set(b["res"], b["day"], b["cell"], b["k"], "F")
+        for r in RES:
+            for c in range(96):
+                key = (r, day, c)
+                v = self.cells.get(key)
+                if c in open_now and v is None:
+                    self.cells[key] = "F"
+                elif c not in open_now and (v in ("F", "X") or (isinstance(v, tuple) and v[0] == "U")):
+                    del self.cells[key]
         self._follow_offers()
 
     @rule()
