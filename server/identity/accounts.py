@@ -40,6 +40,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,11 +137,16 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+def _has_controls(text: str) -> bool:
+    """Control or invisible format characters (NUL, ESC, CR/LF, U+202E ...): never in a name or address."""
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
+
+
 def _check_email(email: str) -> None:
     local, at, domain = email.partition("@")
     if not at or not local or "." not in domain or domain.startswith(".") or domain.endswith("."):
         raise InvalidAccount("email is not a valid address")
-    if len(email) > MAX_EMAIL or any(c.isspace() for c in email):
+    if len(email) > MAX_EMAIL or any(c.isspace() for c in email) or _has_controls(email):
         raise InvalidAccount("email is not a valid address")
 
 
@@ -244,6 +250,8 @@ class AccountStore:
         _check_password(password)
         if not name or len(name) > MAX_NAME:
             raise InvalidAccount(f"name must be 1..{MAX_NAME} characters")
+        if _has_controls(name):
+            raise InvalidAccount("name must not contain control characters")
         if role is Role.STAFF and not clinic:
             raise InvalidAccount("staff accounts need a clinic")
         if role is Role.PATIENT and clinic is not None:
