@@ -22,7 +22,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from server.http.errors import EdgeMiddleware, error_response, exception_handlers
@@ -41,6 +40,7 @@ from server.http.routes import (
     webhooks,
 )
 from server.http.routes.pages import STATIC_DIR
+from server.http.static_assets import static_app
 from server.identity.accounts import AccountStore
 from server.identity.auth import AuthError, SessionSigner, patient_of
 from server.identity.calendar_tokens import FeedTokens
@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore |
     routes: list[BaseRoute] = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in ENDPOINTS]
     routes.append(WebSocketRoute("/ws", _ws_endpoint))
     if STATIC_DIR.is_dir():
-        routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+        routes.append(Mount("/static", app=static_app(STATIC_DIR), name="static"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

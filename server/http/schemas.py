@@ -218,7 +218,7 @@ class ClinicSearchQuery(Query):
     near: Annotated[str, StringConstraints(pattern=r"^-?\d{1,2}(\.\d+)?,-?\d{1,3}(\.\d+)?$")] | None = None
     has_free: bool = False
     sort: Literal["earliest", "distance", "name"] | None = None
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: int = Field(default=50, ge=1, le=5000)
 
 
 class AvailabilityQuery(Query):

@@ -25,6 +25,7 @@ let user = null;
 let hold = null; // {id, start, end, expires_at, resource}
 let countdownTimer = null;
 let busy = false;
+let signingIn = null; // the time chosen while signed out, booked once the patient has signed in
 
 function serviceName(s) {
   return lang() === "en" && s.name_en ? s.name_en : s.name;
@@ -39,7 +40,8 @@ function renderDetails() {
   details.replaceChildren(
     ...row("clinic.address", [clinic.address, clinic.municipality_name].filter(Boolean).join(", ")),
     ...row("clinic.phone", clinic.phone),
-    ...row("clinic.hours", hours));
+    ...row("clinic.hours", hours),
+    ...row("clinic.rule", ruleText()));
   applyTranslations(details);
 }
 
@@ -84,10 +86,24 @@ async function pick(time) {
   if (busy) return;
   say("");
   if (!user) {
-    say(t("clinic.signin_needed"));
+    // The sign-in step opens where the patient is (on a phone the grid is far below it), naming the time.
+    const chosen = t("clinic.signin_needed_for", { time: `${formatDate(time.start)} ${formatTime(time.start)}` });
+    if (signingIn) {
+      signingIn = time;
+      say(chosen);
+      message.scrollIntoView({ block: "start" });
+      return;
+    }
+    signingIn = time;
+    say(chosen);
     $("auth-area").hidden = false;
-    user = await authForm($("auth-area"), { idPrefix: "book-auth" });
+    const signedIn = authForm($("auth-area"), { idPrefix: "book-auth" });
+    message.scrollIntoView({ block: "start" });
+    $("book-auth-email")?.focus({ preventScroll: true });
+    user = await signedIn;
     $("auth-area").hidden = true;
+    time = signingIn;
+    signingIn = null;
     say("");
   }
   busy = true;
@@ -119,15 +135,35 @@ function showReserving(time) {
   panel.hidden = false;
   panel.dataset.state = "reserving";
   $("hold-when").textContent = `${formatDate(time.start)} ${formatTime(time.start)}`;
+  showRule(time.start);
   $("hold-status").textContent = t("clinic.reserving");
   $("hold-countdown").textContent = "";
   $("confirm").disabled = true;
   $("release").disabled = true;
 }
 
+/** The cancellation rule, with the clinic's phone for later changes. */
+function ruleText() {
+  return t(clinic.phone ? "clinic.rule.text" : "clinic.rule.text.nophone", { hours: clinic.cancel_notice_hours, phone: clinic.phone });
+}
+
+/** A time inside the notice window can be booked but not cancelled or moved online afterwards. */
+function insideNotice(start) {
+  return Date.parse(start) - Date.now() < clinic.cancel_notice_hours * 3600 * 1000;
+}
+
+function showRule(start) {
+  const rule = $("hold-rule");
+  const late = insideNotice(start);
+  rule.textContent = late ? t("clinic.rule.inside", { hours: clinic.cancel_notice_hours, phone: clinic.phone || "" }) : ruleText();
+  rule.classList.toggle("warning", late);
+  rule.dataset.inside = String(late);
+}
+
 function showHold() {
   const panel = $("hold-panel");
   panel.dataset.state = "held";
+  showRule(hold.start);
   $("hold-when").textContent = `${formatDate(hold.start)} ${formatTime(hold.start)}–${formatTime(hold.end)}, ${resourceName(hold.resource)}`;
   $("confirm").disabled = false;
   $("release").disabled = false;

@@ -15,7 +15,10 @@ live.start();
 
 const $ = (id) => document.getElementById(id);
 const SWEDEN = [[55.2, 10.9], [69.1, 24.2]];
-const CLINIC_LIMIT = 500; // the API's maximum per request; the map asks once per region
+// the API's maximum per request (above the largest region's clinic count): the map asks once per region
+const CLINIC_LIMIT = 5000;
+// the list renders this many rows at a time, more as it is scrolled to its end: the DOM stays small at any size
+const LIST_PAGE = 50;
 
 const state = {
   services: [], regions: [], service: "checkup", from: todayIso(), days: 7, region: "", municipality: "",
@@ -24,6 +27,11 @@ const state = {
 const clinics = new Map(); // id -> clinic from /api/clinics
 const markers = new Map(); // id -> L.Marker
 const counts = new Map(); // id -> Map(date -> free cells)
+const rows = new Map(); // id -> the list's <li> (only rows rendered so far)
+const pending = new Set(); // ids whose counts changed since the last frame
+let frameAsked = false;
+let listed = []; // the search's clinics in list order
+let listShown = 0; // how many of them have rows
 let subscribedRegions = new Set();
 let searchToken = 0;
 
@@ -111,18 +119,29 @@ function onRegionMessage(msg) {
       const m = new Map();
       perDay.forEach((n, i) => m.set(addDays(from, i), n));
       counts.set(id, m);
+      pending.add(id);
     }
-    refreshAll();
   } else {
-    const changed = new Set();
     for (const [id, date, n] of msg.data.counts || []) {
       if (!counts.has(id)) counts.set(id, new Map());
       counts.get(id).set(date, n);
-      changed.add(id);
+      pending.add(id);
     }
-    for (const id of changed) refreshClinic(id);
-    if (changed.size) clusters.refreshClusters();
   }
+  askFrame();
+}
+
+// Messages only note which clinics changed; one animation frame applies them all (by id, no DOM search).
+function askFrame() {
+  if (frameAsked || !pending.size) return;
+  frameAsked = true;
+  requestAnimationFrame(() => {
+    frameAsked = false;
+    let markerChanged = false;
+    for (const id of pending) markerChanged = refreshClinic(id) || markerChanged;
+    pending.clear();
+    if (markerChanged) clusters.refreshClusters();
+  });
 }
 
 function subscribeRegions(codes) {
@@ -169,44 +188,76 @@ function refreshClinic(id) {
   const n = freeCount(id);
   const c = clinics.get(id);
   const marker = markers.get(id);
+  let markerChanged = false;
   if (marker && marker.options.free !== n) {
+    markerChanged = true;
     marker.options.free = n;
     marker.options.title = `${c.name}: ${t("map.free.label", { n })}`;
     marker.setIcon(L.divIcon({ className: "clinic-marker", html: badgeHtml(id, n), iconSize: [34, 34] }));
     if (marker.getElement()) marker.getElement().title = marker.options.title;
   }
-  const item = document.querySelector(`#results li[data-clinic="${CSS.escape(id)}"]`);
+  const item = rows.get(id);
   if (item) {
-    const badge = item.querySelector(".free-badge");
-    badge.className = `free-badge ${badgeClass(n)}`;
-    badge.dataset.free = String(n);
-    badge.querySelector("span").textContent = String(n);
-    badge.setAttribute("aria-label", t("map.free.label", { n }));
+    const badge = item.firstElementChild;
+    if (badge.dataset.free !== String(n)) {
+      badge.className = `free-badge ${badgeClass(n)}`;
+      badge.dataset.free = String(n);
+      badge.firstElementChild.textContent = String(n);
+      badge.setAttribute("aria-label", t("map.free.label", { n }));
+    }
   }
-}
-
-function refreshAll() {
-  for (const id of clinics.keys()) refreshClinic(id);
-  clusters.refreshClusters();
+  return markerChanged;
 }
 
 function renderList(list) {
-  const ol = $("results");
+  listed = list;
+  listShown = 0;
+  rows.clear();
+  $("results").replaceChildren();
   $("results-count").textContent = list.length ? t("map.results.count", { n: list.length }) : t("map.results.none");
-  ol.replaceChildren(...list.map((c) => {
-    const n = freeCount(c.id);
-    const details = [c.municipality_name, c.distance_km != null ? t("map.distance", { km: c.distance_km.toFixed(1) }) : null]
-      .filter(Boolean).join(" · ");
-    return el("li", { class: "clinic", dataset: { clinic: c.id } },
-      el("span", { class: `free-badge ${badgeClass(n)}`, dataset: { free: String(n) }, role: "img", "aria-label": t("map.free.label", { n }) },
-        el("span", { "aria-hidden": "true", text: String(n) })),
-      el("div", {},
-        el("h3", {}, el("a", { href: clinicUrl(c), text: c.name })),
-        el("p", { class: "muted", text: details }),
-        el("p", { class: "next-free", text: nextFreeText(c) })),
-      el("p", { class: "actions" },
-        el("button", { type: "button", class: "show-on-map", text: t("map.show"), "aria-label": `${t("map.show")}: ${c.name}`, onclick: () => showOnMap(c.id) })));
-  }));
+  showMore();
+}
+
+// The next LIST_PAGE rows; the "more" button after them is also watched, so scrolling to it shows more.
+function showMore() {
+  const ol = $("results");
+  const next = listed.slice(listShown, listShown + LIST_PAGE);
+  listShown += next.length;
+  const fragment = document.createDocumentFragment();
+  for (const c of next) {
+    const row = clinicRow(c);
+    rows.set(c.id, row);
+    fragment.append(row);
+  }
+  ol.append(fragment);
+  const more = $("results-more");
+  const left = listed.length - listShown;
+  more.hidden = left <= 0;
+  more.textContent = t("map.results.more", { n: Math.min(LIST_PAGE, left), left });
+  if (left > 0) {
+    // observing anew reports the button's current intersection, so a short page keeps filling
+    moreObserver.unobserve(more);
+    moreObserver.observe(more);
+  }
+}
+
+const moreObserver = new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting) && listShown < listed.length) showMore();
+}, { rootMargin: "400px" });
+
+function clinicRow(c) {
+  const n = freeCount(c.id);
+  const details = [c.municipality_name, c.distance_km != null ? t("map.distance", { km: c.distance_km.toFixed(1) }) : null]
+    .filter(Boolean).join(" · ");
+  return el("li", { class: "clinic", dataset: { clinic: c.id } },
+    el("span", { class: `free-badge ${badgeClass(n)}`, dataset: { free: String(n) }, role: "img", "aria-label": t("map.free.label", { n }) },
+      el("span", { "aria-hidden": "true", text: String(n) })),
+    el("div", {},
+      el("h3", {}, el("a", { href: clinicUrl(c), text: c.name })),
+      el("p", { class: "muted", text: details }),
+      el("p", { class: "next-free", text: nextFreeText(c) })),
+    el("p", { class: "actions" },
+      el("button", { type: "button", class: "show-on-map", text: t("map.show"), "aria-label": `${t("map.show")}: ${c.name}`, onclick: () => showOnMap(c.id) })));
 }
 
 function showOnMap(id) {
@@ -334,6 +385,7 @@ function wireForm() {
 }
 
 async function main() {
+  $("results-more").addEventListener("click", showMore);
   loadGeography();
   wireForm();
   try {
@@ -349,7 +401,7 @@ async function main() {
   await loadMunicipalities();
   onLangChange(() => {
     renderSelects();
-    renderList([...clinics.values()]);
+    renderList(listed);
     map.getContainer().setAttribute("aria-label", t("map.aria"));
     clusters.refreshClusters();
   });

@@ -21,6 +21,7 @@ let user = null;
 let services = [];
 let bookings = [];
 let mover = null; // {booking, grid}
+const clinicDetails = new Map(); // clinic id -> details from /api/clinics/{id} (phone, cancel_notice_hours)
 
 function say(text, kind = "info") {
   announce($("me-message"), text, kind);
@@ -39,14 +40,36 @@ function describe(err) {
 async function loadBookings() {
   const data = await get("/api/bookings");
   bookings = data.bookings || [];
+  const wanted = [...new Set(bookings.filter((b) => b.status === BOOKED).map((b) => b.clinic))]
+    .filter((id) => !clinicDetails.has(id));
+  await Promise.all(wanted.map((id) => clinicOf(id).catch(() => null)));
   renderBookings();
+}
+
+async function clinicOf(id) {
+  if (!clinicDetails.has(id)) clinicDetails.set(id, await get(`/api/clinics/${encodeURIComponent(id)}`));
+  return clinicDetails.get(id);
+}
+
+/** The clinic's cancellation notice in ms (the server refuses a patient's change inside it). */
+function noticeMs(clinic) {
+  return (clinic?.cancel_notice_hours || 0) * 3600 * 1000;
+}
+
+/** Inside the notice window the booking can no longer be changed online: say so, with the clinic's phone. */
+function tooLateText(clinic) {
+  return clinic?.phone ? t("me.too_late.call", { phone: clinic.phone }) : t("error.TOO_LATE");
 }
 
 function bookingItem(b, upcoming) {
   const when = `${formatDateTime(b.start)}–${formatTime(b.end)}`;
   const statusKey = `me.status.${b.status}`;
   const status = t(statusKey) === statusKey ? b.status : t(statusKey);
-  const actions = upcoming && b.status === BOOKED
+  const clinic = clinicDetails.get(b.clinic);
+  const locked = upcoming && b.status === BOOKED && clinic && Date.parse(b.start) - Date.now() < noticeMs(clinic);
+  const actions = locked
+    ? el("p", { class: "locked muted", text: tooLateText(clinic) })
+    : upcoming && b.status === BOOKED
     ? el("p", { class: "actions" },
       el("button", { type: "button", class: "move", "aria-label": `${t("me.move")}: ${when}`, text: t("me.move"), onclick: () => openMover(b) }),
       el("button", { type: "button", class: "cancel danger", "aria-label": `${t("me.cancel")}: ${when}`, text: t("me.cancel"), onclick: () => cancel(b) }))
@@ -79,6 +102,15 @@ async function cancel(b) {
     say(t("me.cancelled"), "ok");
     await loadBookings();
   } catch (err) {
+    await sayRefusal(b, err);
+  }
+}
+
+async function sayRefusal(b, err) {
+  if (err instanceof ApiError && err.code === "TOO_LATE") {
+    say(tooLateText(await clinicOf(b.clinic).catch(() => null)), "error");
+    await loadBookings().catch(() => null);
+  } else {
     say(describe(err), "error");
   }
 }
@@ -91,8 +123,10 @@ async function openMover(b) {
   const service = services.find((s) => s.id === b.service) || { id: b.service, minutes: Math.round((Date.parse(b.end) - Date.parse(b.start)) / 60000) };
   panel.hidden = false;
   $("move-what").textContent = `${clinic.name} · ${serviceName(b.service)} · ${formatDateTime(b.start)}`;
+  $("move-rule").textContent = t("me.move.rule", { hours: clinic.cancel_notice_hours });
   const grid = new LiveSlotGrid({
     container: $("move-grid"), live, clinic, service, from: todayIso(), days: 7, idPrefix: "move",
+    minLeadMs: noticeMs(clinic),
     onPick: (time) => reschedule(b, time),
   });
   mover = { booking: b, grid };
@@ -118,7 +152,8 @@ async function reschedule(b, time) {
       mover?.grid.markTaken(time.start);
       say(t("clinic.taken"), "error");
     } else {
-      say(describe(err), "error");
+      if (err instanceof ApiError && err.code === "TOO_LATE") closeMover();
+      await sayRefusal(b, err);
     }
   }
 }

@@ -14,8 +14,11 @@ export class LiveSlotGrid {
   /**
    * container: element to render into; live: LiveConnection; clinic: details from /api/clinics/{id};
    * service: {id, minutes}; onPick({start, resource, date}) is called when a time is chosen.
+   * minLeadMs: times starting sooner than this from now are left out (moving a booking never offers a time
+   * inside the clinic's cancellation notice, where it could no longer be changed online).
    */
-  constructor({ container, live, clinic, service, from = todayIso(), days = 7, onPick, idPrefix = "grid" }) {
+  constructor({ container, live, clinic, service, from = todayIso(), days = 7, onPick, idPrefix = "grid", minLeadMs = 0 }) {
+    this.minLeadMs = minLeadMs;
     this.container = container;
     this.live = live;
     this.clinic = clinic;
@@ -102,7 +105,9 @@ export class LiveSlotGrid {
           el("p", { class: "none muted", text: t("clinic.times.none") }));
         daysEl.append(dayEl);
       }
-      this.renderDay(dayEl, byDate.get(date) || [], highlight);
+      const earliest = Date.now() + this.minLeadMs;
+      const times = (byDate.get(date) || []).filter((x) => !this.minLeadMs || x.millis >= earliest);
+      this.renderDay(dayEl, times, highlight);
     }
     applyTranslations(this.container);
   }

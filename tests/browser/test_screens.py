@@ -8,6 +8,7 @@ contexts refuse everything but 127.0.0.1, and the page must not even try to reac
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -21,6 +22,7 @@ from tests.browser.browsing import (
     Api,
     Contexts,
     check_accessibility,
+    epoch_of,
     ms,
     screenshot,
     sign_in,
@@ -80,7 +82,9 @@ def test_clinic_hold_and_confirmation_screens(
 def test_my_bookings_screen(contexts: Contexts, api: Api, solo_clinics: list[str], size: str) -> None:
     clinic = solo_clinics[4 % len(solo_clinics)]
     patient = api.register()
-    free = api.free_times(clinic)
+    # past the clinic's cancellation notice (whatever the time of day), so the booking can still be moved
+    notice_s = api.get(f"/api/clinics/{clinic}")["cancel_notice_hours"] * 3600 + 3600
+    free = [t for t in api.free_times(clinic) if epoch_of(t["start"]) > time.time() + notice_s]
     booking = api.book(patient, clinic, free[1 if size == "phone" else 2])
     page = contexts.page("/me", viewport=SIZES[size])
     expect(page.locator("form.auth")).to_be_visible()
