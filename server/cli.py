@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--booked", type=_share, default=0.0, help="seed: share of open times pre-booked (0..1)"
     )
     serve.add_argument("--open", action="store_true", help="open the map in a browser once serving")
+    serve.add_argument(
+        "--node",
+        default=None,
+        help="with --redis: this node's name; it writes only the regions whose lease it holds (env TANDTID_NODE)",
+    )
+    serve.add_argument(
+        "--advertise",
+        default=None,
+        help="with --node: the address other nodes reach this one at, e.g. http://host:8000 (env TANDTID_ADVERTISE)",
+    )
     serve.add_argument("--log-level", default=None)
 
     seed = sub.add_parser("seed", help="fill an empty data store with clinics (no server)")

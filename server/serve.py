@@ -34,6 +34,7 @@ from server.http.app import create_app
 from server.http.protocol import http_protocol
 from server.identity.accounts import AccountStore
 from server.live.protocol import UVICORN_WS_OPTIONS
+from server.regions.lease import LeaseManager
 from server.regions.routing import Regions
 from server.runtime import tune_gc
 from server.settings import Settings
@@ -54,6 +55,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         port=getattr(args, "port", None),
         data_dir=Path(args.data) if getattr(args, "data", None) else None,
         redis_url=getattr(args, "redis", None),
+        node=getattr(args, "node", None),
+        advertise=getattr(args, "advertise", None),
         log_level=getattr(args, "log_level", None),
     )
 
@@ -95,13 +98,44 @@ class BuiltServer:
     app: Starlette
     config: uvicorn.Config
     server: uvicorn.Server
+    leases: LeaseManager | None = None  # with --node: which regions this node writes
 
     async def serve(self) -> None:
         await self.server.serve()
 
     async def close(self) -> None:
+        if self.leases is not None:
+            await self.leases.stop()  # hands every lease back: other nodes take over at once
+            await self.leases.client.aclose()
         await self.regions.stop()
         await self.journal.close()
+
+
+async def start_leases(settings: Settings, regions: Regions) -> LeaseManager:
+    """With ``--node``: no region is written until this node holds its lease; the node takes
+    its fair share of the regions now (and waits for them to recover), more or fewer later as
+    nodes come and go. The other regions answer 503 here (forwarding to their owner is to come)."""
+    if not settings.redis_url or not settings.node:
+        raise ValueError("--node needs --redis: region leases live in Redis")
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.lease_ttl_ms / 3000,
+        socket_connect_timeout=settings.lease_ttl_ms / 3000,
+    )
+    regions.stand_by()
+    leases = LeaseManager(
+        client,
+        settings.node,
+        settings.advertise or f"http://{settings.host}:{settings.port}",
+        ttl_ms=settings.lease_ttl_ms,
+        on_acquired=regions.take,
+        on_lost=regions.give_up,
+    )
+    await leases.start()
+    await asyncio.gather(*(regions.actors[r].wait_ready() for r in leases.held), return_exceptions=True)
+    return leases
 
 
 async def build_server(
@@ -122,7 +156,9 @@ async def build_server(
     served = journal
     metrics.JOURNAL_ROUNDS.set_function(lambda: float(getattr(served, "rounds", 0)))
     regions = make_regions(settings, journal, clock)
-    await regions.start()
+    leases = await start_leases(settings, regions) if settings.node else None
+    if leases is None:
+        await regions.start()
     app = create_app(settings, regions=regions, accounts=accounts)
     options: dict[str, Any] = {
         "host": settings.host,
@@ -137,7 +173,7 @@ async def build_server(
         **uvicorn_options,
     }
     config = uvicorn.Config(app, **options)
-    return BuiltServer(settings, journal, regions, app, config, uvicorn.Server(config))
+    return BuiltServer(settings, journal, regions, app, config, uvicorn.Server(config), leases)
 
 
 async def store_is_empty(regions: Regions) -> bool:

@@ -27,6 +27,9 @@ class Settings:
     secret_key: bytes = b""
     allowed_origins: list[str] = field(default_factory=list)
     epoch: int = 1
+    node: str | None = None  # with redis_url: region ownership by leases (server.regions.lease)
+    advertise: str | None = None  # this node's address for other nodes (stored in its leases)
+    lease_ttl_ms: int = 5_000
     hold_ttl_s: int = 300
     horizon_days: int = 400  # days may be opened and asked about this far ahead, no further
     session_ttl_s: int = 7 * 24 * 3600
@@ -57,6 +60,9 @@ class Settings:
             "secret_key": lambda v: v.encode(),
             "allowed_origins": _env_list,
             "epoch": int,
+            "node": str,
+            "advertise": str,
+            "lease_ttl_ms": int,
             "hold_ttl_s": int,
             "horizon_days": int,
             "session_ttl_s": int,

@@ -203,6 +203,15 @@ class RegionActor:
         if self.lifecycle is Lifecycle.READY:
             self._become(Lifecycle.RECOVERING)
 
+    def step_down(self, why: str) -> None:
+        """FENCED at once (this node does not own the region, or no longer): every waiting and
+        later caller gets Unavailable and the loop ends after the turn in flight (whose append
+        the journal's epoch fence refuses if a newer owner exists)."""
+        self.failure = why
+        self.state = RegionState(self.region)
+        self._become(Lifecycle.FENCED)
+        self._fail_pending(Unavailable(f"region {self.region}: {why}"))
+
     async def submit(self, command: Command) -> list[Event]:
         """Apply ``command``; returns its events once they are durable.
         Raises ``Refused`` (nothing changed) or ``Unavailable`` (nothing changed, retry later)."""

@@ -259,7 +259,9 @@ class LeaseManager:
             if int(reply) == 1:
                 held.deadline = sent + self.ttl_ms / 1000 - self.margin_s
             else:
-                log.warning("node %s: lease of region %s was taken over; stepping down", self.node, region)
+                log.warning(
+                    "node %s: lease of region %s expired or was taken over; stepping down", self.node, region
+                )
                 await self._give_up(region, release=False)
 
     async def _acquire(self, region: str) -> bool:

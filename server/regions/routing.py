@@ -40,6 +40,8 @@ from server.regions.actor import Committed, RegionActor, Reloaded, Unavailable
 
 T = TypeVar("T")
 
+NOT_OWNED = "owned by another node (its lease)"
+
 
 def command_region(command: Command) -> str:
     """The region a command belongs to, from the id it carries."""
@@ -79,13 +81,38 @@ class Regions:
     ) -> None:
         self.journal = journal
         self._listeners: list[Callable[[Committed | Reloaded], None]] = []
+        self._actor_options: dict[str, Any] = {"clock": clock, **actor_options}
         codes = regions if regions is not None else tuple(r.code for r in REGIONS)
-        self.actors: dict[str, RegionActor] = {
-            code: RegionActor(
-                code, journal, epoch=epoch, clock=clock, listeners=self._listeners, **actor_options
-            )
-            for code in codes
-        }
+        self.actors: dict[str, RegionActor] = {code: self._new_actor(code, epoch) for code in codes}
+
+    def _new_actor(self, region: str, epoch: int) -> RegionActor:
+        return RegionActor(
+            region, self.journal, epoch=epoch, listeners=self._listeners, **self._actor_options
+        )
+
+    # -- ownership by lease (several nodes): see server.regions.lease ------------------------
+
+    def stand_by(self) -> None:
+        """Instead of ``start()`` when leases decide: no region is written until ``take``."""
+        for actor in self.actors.values():
+            actor.step_down(NOT_OWNED)
+
+    async def take(self, region: str, epoch: int) -> None:
+        """This node now owns ``region`` under ``epoch``: a fresh actor recovers it (in the
+        background: the lease keeps being renewed meanwhile) and then serves it."""
+        old = self.actors[region]
+        old.step_down(NOT_OWNED)
+        await old.stop()
+        actor = self._new_actor(region, epoch)
+        self.actors[region] = actor
+        await actor.start(wait=False)
+
+    async def give_up(self, region: str, epoch: int) -> None:
+        """This node no longer owns ``region``: it stops writing it at once."""
+        actor = self.actors[region]
+        if actor.epoch == epoch:
+            actor.step_down(NOT_OWNED)
+            await actor.stop()
 
     def add_listener(self, fn: Callable[[Committed | Reloaded], None]) -> None:
         self._listeners.append(fn)

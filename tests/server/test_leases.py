@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -16,7 +18,9 @@ from persistence.journal import StaleEpoch
 from persistence.redis_journal import RedisStreamJournal, region_key
 from server.regions.actor import Lifecycle, RegionActor, Unavailable
 from server.regions.lease import LeaseManager, parse_lease
+from tests.server.conftest import assert_error_shape
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
+from tests.support.live_server import LiveServer, catalog_commands
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
 
@@ -148,3 +152,57 @@ async def test_a_node_that_cannot_renew_steps_down_before_its_lease_can_expire(
     await eventually(lambda: node.held == set(), what="the node to give up leases it cannot renew")
     assert {region for region, _ in node.lost} == ALL
     await node.leases.pause()
+
+
+# -- tandtid serve --redis URL --node NAME --advertise ADDRESS ------------------------------------
+
+
+def owned(server: LiveServer) -> set[str]:
+    assert server.regions is not None
+    return {code for code, actor in server.regions.actors.items() if actor.ready}
+
+
+async def test_served_nodes_write_only_the_regions_they_own_and_take_over_on_shutdown(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    def node(name: str) -> LiveServer:
+        return LiveServer(
+            tmp_path / name,
+            redis_url=redis_server.url,
+            catalog=False,
+            node=name,
+            advertise=f"http://{name}.invalid:8000",
+            lease_ttl_ms=TTL_MS,
+        )
+
+    a = node("node-a").start()
+    b: LiveServer | None = None
+    try:
+        assert owned(a) == ALL  # alone, a node owns every region
+        assert a.regions is not None
+        for command in catalog_commands():
+            await asyncio.wrap_future(a.call(a.regions.submit(command)))
+        b = node("node-b").start()
+        await eventually(
+            lambda: {len(owned(a)), len(owned(b))} == {10, 11} and owned(a) | owned(b) == ALL,
+            what="the two served nodes to split the regions",
+        )
+        owner, other = (a, b) if "AB" in owned(a) else (b, a)
+        async with httpx.AsyncClient(timeout=30) as client:
+            r = await client.get(f"{owner.url}/api/regions/AB/summary")
+            assert r.status_code == 200 and len(r.json()["clinics"]) == 2, r.text
+            r = await client.get(f"{other.url}/api/regions/AB/summary")
+            assert_error_shape(r, 503, "UNAVAILABLE")
+            ready = await client.get(f"{other.url}/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+
+            owner.stop()  # a clean shutdown hands its leases back: the other node takes them at once
+            await eventually(lambda: owned(other) == ALL, what="the other node to own every region")
+            r = await client.get(f"{other.url}/api/regions/AB/summary")
+            assert r.status_code == 200 and len(r.json()["clinics"]) == 2, (
+                r.text
+            )  # recovered from the journal
+    finally:
+        for server in (a, b):
+            if server is not None:
+                server.stop()
