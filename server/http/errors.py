@@ -88,6 +88,7 @@ class ApiError(TandtidError):
         *,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        bookings: tuple[str, ...] = (),
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
@@ -95,6 +96,7 @@ class ApiError(TandtidError):
         self.message = message
         self.field = field
         self.headers = headers or {}
+        self.bookings = bookings  # HAS_BOOKINGS: the booking ids in the way
 
 
 class BodyTooLarge(ApiError):
@@ -124,10 +126,13 @@ def error_response(
     *,
     field: str | None = None,
     headers: Mapping[str, str] | None = None,
+    bookings: tuple[str, ...] = (),
 ) -> Response:
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id(request)}
     if field is not None:
         body["field"] = field
+    if bookings:
+        body["bookings"] = list(bookings)
     return Response(
         orjson.dumps({"error": body}), status_code=status, headers=headers, media_type="application/json"
     )
@@ -137,7 +142,7 @@ def refusal_error(exc: Refused) -> ApiError:
     """NOT_YOURS is reported as NOT_FOUND: whether an id exists for somebody else is never revealed."""
     code = RefusalCode.NOT_FOUND if exc.code is RefusalCode.NOT_YOURS else exc.code
     message = "not found" if code is RefusalCode.NOT_FOUND else exc.message
-    return ApiError(REFUSAL_STATUS.get(exc.code, 422), str(code), message)
+    return ApiError(REFUSAL_STATUS.get(exc.code, 422), str(code), message, bookings=exc.bookings)
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
@@ -150,7 +155,15 @@ def validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(request, exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers)
+    return error_response(
+        request,
+        exc.status,
+        exc.code,
+        exc.message,
+        field=exc.field,
+        headers=exc.headers,
+        bookings=exc.bookings,
+    )
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

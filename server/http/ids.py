@@ -55,5 +55,13 @@ def waitlist_id(region: str) -> str:
     return f"{region}-w{_random_part(8)}"
 
 
+def clinic_id(region: str) -> str:
+    return f"{region}-c{_random_part(6)}"
+
+
+def resource_id(clinic: str) -> str:
+    return f"{clinic}-r{_random_part(6)}"
+
+
 def request_id() -> str:
     return _pool.take(8).hex()

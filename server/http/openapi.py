@@ -36,6 +36,7 @@ ERROR_SCHEMA: dict[str, Any] = {
                 "message": {"type": "string"},
                 "request_id": {"type": "string"},
                 "field": {"type": "string"},
+                "bookings": {"type": "array", "items": {"type": "string"}},
             },
         }
     },

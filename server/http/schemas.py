@@ -202,6 +202,85 @@ class BlockBody(Body):
     minutes: Count = Field(ge=1, le=24 * 60)
 
 
+# -- clinic setup -------------------------------------------------------------------------------
+
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=40, pattern=r"^[0-9+()\- ]*$")]
+Weekday = Literal["1", "2", "3", "4", "5", "6", "7"]
+
+
+class Interval(Body):
+    """Open from ``from`` to ``to`` (local wall clock, ``HH:MM``). That the intervals of a day
+    are ordered and apart is the engine's check (422 INVALID)."""
+
+    from_: ClockTime = Field(alias="from")
+    to: ClockTime
+
+
+Intervals = Annotated[list[Interval], Field(max_length=6)]
+CancelList = Annotated[list[Id], Field(max_length=500)]
+
+
+Lat = Annotated[float, Field(ge=55.0, le=69.5)]  # Sweden
+Lon = Annotated[float, Field(ge=10.5, le=24.5)]
+Services = Annotated[list[ServiceId], Field(min_length=1, max_length=5)]
+
+
+class ClinicDetailsBody(Body):
+    """Change what is sent; leave the rest out."""
+
+    name: Name | None = None
+    address: Name | None = None
+    lat: Lat | None = None
+    lon: Lon | None = None
+    phone: Phone | None = None
+    kind: Literal["public", "private"] | None = None
+    services: Services | None = None
+    cancel_notice_hours: Annotated[int, Field(ge=0, le=24 * 14), BeforeValidator(_integral)] | None = None
+    offer_minutes: Annotated[int, Field(ge=1, le=24 * 60), BeforeValidator(_integral)] | None = None
+    max_bookings_per_patient: Annotated[int, Field(ge=1, le=50), BeforeValidator(_integral)] | None = None
+    open_ahead_days: Annotated[int, Field(ge=0, le=400), BeforeValidator(_integral)] | None = None
+
+
+class RegisterClinicBody(Body):
+    name: Name
+    region: RegionCode
+    municipality: MunicipalityCode
+    municipality_name: Name
+    address: Name
+    lat: Lat
+    lon: Lon
+    phone: Phone = ""
+    kind: Literal["public", "private"]
+    services: Services
+    cell_minutes: Literal[5, 10, 15, 20, 30] = 15
+    open_ahead_days: Count = Field(default=28, ge=0, le=400)
+
+
+class ResourceBody(Body):
+    kind: Literal["dentist", "hygienist", "chair"]
+    name: Name
+    services: Annotated[list[ServiceId], Field(max_length=5)]
+
+
+class RetireBody(Body):
+    cancel: CancelList = []
+
+
+class HoursBody(Body):
+    """Weekly hours: ISO weekday ``"1"`` (Monday) .. ``"7"`` -> intervals; a missing day is closed."""
+
+    week: dict[Weekday, Intervals]
+    cancel: CancelList = []
+
+
+class DayHoursBody(Body):
+    """One day's own hours (``[]``: closed), or ``null``: the day follows the week again."""
+
+    date: Date
+    hours: Intervals | None
+    cancel: CancelList = []
+
+
 # -- queries ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,162 @@
+"""Integration tests: a clinic set up through the API on a live server (real uvicorn).
+
+An admin registers a clinic; with a key it adds a dentist and hours and is bookable at once;
+hours that would strand a booking answer 409 HAS_BOOKINGS with the booking's id, and the
+same change with ``cancel`` cancels it; another clinic's key cannot reach the setup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from server.identity.accounts import Role
+from tests.server.conftest import assert_error_shape, bearer
+from tests.support.catalog import FIRST_DATE
+from tests.support.live_server import LiveServer
+
+WEEKDAYS = {str(d): [{"from": "08:00", "to": "12:00"}, {"from": "13:00", "to": "17:00"}] for d in range(1, 6)}
+NEW_CLINIC: dict[str, Any] = {
+    "name": "Tandvården Nya",
+    "region": "AB",
+    "municipality": "0180",
+    "municipality_name": "Stockholm",
+    "address": "Nygatan 3",
+    "lat": 59.31,
+    "lon": 18.07,
+    "phone": "08-123 45",
+    "kind": "private",
+    "services": ["checkup", "cleaning"],
+    "open_ahead_days": 14,
+}
+
+
+@pytest.fixture
+async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
+        yield c
+
+
+async def registered(client: httpx.AsyncClient, live: LiveServer) -> tuple[str, str]:
+    """A new clinic through the admin API and a key for it: (clinic id, key)."""
+    _, admin = live.user(Role.ADMIN)
+    r = await client.post("/api/admin/clinics", headers=bearer(admin), json=NEW_CLINIC)
+    assert r.status_code == 201, r.text
+    clinic = r.json()["clinic"]
+    assert clinic["resources"] == [] and all(ivs == [] for ivs in clinic["week"].values())
+    r = await client.post(f"/api/admin/clinics/{clinic['id']}/keys", headers=bearer(admin))
+    assert r.status_code == 201, r.text
+    return clinic["id"], r.json()["key"]
+
+
+async def times_on(client: httpx.AsyncClient, clinic: str, date: str, service: str = "checkup") -> list[Any]:
+    r = await client.get(
+        f"/api/clinics/{clinic}/availability", params={"from": date, "days": 1, "service": service}
+    )
+    assert r.status_code == 200, r.text
+    times: list[Any] = r.json()["days"][0]["times"]
+    return times
+
+
+async def test_a_registered_clinic_with_a_dentist_and_hours_is_bookable_at_once(
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
+    clinic, key = await registered(client, live)
+    date = FIRST_DATE.isoformat()
+    assert await times_on(client, clinic, date) == []
+    r = await client.post(
+        "/api/clinic/v1/resources",
+        headers=bearer(key),
+        json={"kind": "dentist", "name": "Tandläkare Ek", "services": ["checkup", "cleaning"]},
+    )
+    assert r.status_code == 201, r.text
+    [dentist] = r.json()["clinic"]["resources"]
+    assert await times_on(client, clinic, date) == []  # no hours yet
+    r = await client.post("/api/clinic/v1/hours", headers=bearer(key), json={"week": WEEKDAYS})
+    assert r.status_code == 200, r.text
+    times = await times_on(client, clinic, date)
+    assert times and times[0]["start"].startswith(f"{date}T08:00") and times[0]["resource"] == dentist["id"]
+    # a patient books it
+    _, patient = live.user()
+    r = await client.post(
+        "/api/bookings",
+        headers=bearer(patient),
+        json={"clinic": clinic, "resource": dentist["id"], "service": "checkup", "start": times[0]["start"]},
+    )
+    assert r.status_code == 201, r.text
+    booking = r.json()["booking"]["id"]
+    # mornings only now: the 08:00 booking is in the way
+    later = {str(d): [{"from": "12:00", "to": "17:00"}] for d in range(1, 6)}
+    r = await client.post("/api/clinic/v1/hours", headers=bearer(key), json={"week": later})
+    error = assert_error_shape(r, 409, "HAS_BOOKINGS")
+    assert error["bookings"] == [booking]
+    r = await client.post(
+        "/api/clinic/v1/hours", headers=bearer(key), json={"week": later, "cancel": [booking]}
+    )
+    assert r.status_code == 200, r.text
+    r = await client.get(f"/api/bookings/{booking}", headers=bearer(patient))
+    assert r.json()["booking"]["status"] == "cancelled"
+    assert (await times_on(client, clinic, date))[0]["start"].startswith(f"{date}T12:00")
+    # a holiday closes the day
+    r = await client.post("/api/clinic/v1/day-hours", headers=bearer(key), json={"date": date, "hours": []})
+    assert r.status_code == 200, r.text
+    assert r.json()["clinic"]["exceptions"] == [{"date": date, "hours": []}]
+    assert await times_on(client, clinic, date) == []
+    # the details change; retiring the dentist closes the rest
+    r = await client.post(
+        "/api/clinic/v1/setup/details", headers=bearer(key), json={"name": "Nya Tandvården"}
+    )
+    assert r.json()["clinic"]["name"] == "Nya Tandvården"
+    r = await client.post(f"/api/clinic/v1/resources/{dentist['id']}/retire", headers=bearer(key), json={})
+    assert r.status_code == 200, r.text
+    assert r.json()["clinic"]["resources"][0]["retired"] is True
+    next_day = FIRST_DATE.replace(day=FIRST_DATE.day + 1).isoformat()
+    assert await times_on(client, clinic, next_day) == []
+
+
+async def test_setup_refusals(client: httpx.AsyncClient, live: LiveServer) -> None:
+    clinic, key = await registered(client, live)
+    other, other_key = await registered(client, live)
+    r = await client.post(
+        "/api/clinic/v1/resources", headers=bearer(key), json={"kind": "dentist", "name": "A", "services": []}
+    )
+    rid = r.json()["clinic"]["resources"][0]["id"]
+    assert_error_shape(
+        await client.post(f"/api/clinic/v1/resources/{rid}/retire", headers=bearer(other_key), json={}),
+        404,
+        "NOT_FOUND",
+    )
+    assert_error_shape(
+        await client.post(
+            f"/api/clinic/v1/resources/{rid}",
+            headers=bearer(other_key),
+            json={"kind": "dentist", "name": "B", "services": []},
+        ),
+        404,
+        "NOT_FOUND",
+    )
+    bad_hours = {"week": {"1": [{"from": "12:00", "to": "08:00"}]}}
+    assert_error_shape(
+        await client.post("/api/clinic/v1/hours", headers=bearer(key), json=bad_hours), 422, "INVALID"
+    )
+    overlap = {"week": {"1": [{"from": "08:00", "to": "12:00"}, {"from": "11:00", "to": "13:00"}]}}
+    assert_error_shape(
+        await client.post("/api/clinic/v1/hours", headers=bearer(key), json=overlap), 422, "INVALID"
+    )
+    assert_error_shape(
+        await client.post(
+            "/api/clinic/v1/day-hours", headers=bearer(key), json={"date": "2020-01-01", "hours": []}
+        ),
+        422,
+        "IN_PAST",
+    )
+    _, patient = live.user()
+    assert_error_shape(
+        await client.post("/api/admin/clinics", headers=bearer(patient), json=NEW_CLINIC), 403, "FORBIDDEN"
+    )
+    assert_error_shape(await client.get("/api/clinic/v1/setup"), 401, "UNAUTHENTICATED")
+    r = await client.get("/api/clinic/v1/setup", headers=bearer(other_key))
+    assert r.status_code == 200 and r.json()["clinic"]["id"] == other
