@@ -60,7 +60,7 @@ loadtest: $(STAMP)
 
 run: $(STAMP)
 	@echo "The tandtid command is $(BIN)/tandtid (or run '. $(BIN)/activate' to have it on PATH)."
-	$(BIN)/tandtid serve --data ./data --seed-if-empty --open
+	$(BIN)/tandtid serve --data ./data --seed-if-empty --scale sweden --booked 0.3 --open
 
 clean:
 	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

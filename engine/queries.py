@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.calendar import cell_epoch
 from engine.cells import FREE
-from engine.rows import ResourceRow
+from engine.rows import FREE_RUNS, ResourceRow
 from engine.state import RegionState
 
 _DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
@@ -57,21 +57,39 @@ def free_starts(
     return result
 
 
+def first_start(row: ResourceRow, k: int, day: int, now: int) -> int | None:
+    """The first cell of ``day`` where ``k`` FREE cells start, not before ``now``; None if none.
+    Stops at the first fit (``bytes.find``), never lists the day."""
+    off = row.offset(day)
+    if off < 0:
+        return None
+    buf, end, run, cm = row.buf, off + row.cpd, FREE_RUNS[k], row.cell_minutes
+    i = buf.find(run, off, end)
+    while i >= 0:
+        if cell_epoch(day, i - off, cm) >= now:
+            return i - off
+        i = buf.find(run, i + 1, end)
+    return None
+
+
 def next_free(
     state: RegionState, clinic: str, service: str, first_day: int, days: int, now: int
 ) -> tuple[int, int, str] | None:
-    """The earliest (day, cell, resource) where ``service`` fits in the range, or None."""
+    """The earliest (day, cell, resource) where ``service`` fits in the range, or None. Days
+    without a FREE cell are skipped by their count; on a day with some, each resource is
+    searched only up to its first fit."""
     cands = _candidates(state, clinic, service)
     if not cands:
         return None
+    free_count = state.free_count
     for day in range(first_day, first_day + days):
-        if state.free_count(clinic, day) == 0:
+        if free_count(clinic, day) == 0:
             continue
         best: tuple[int, str] | None = None
         for row, k in cands:
-            starts = _starts_on(row, k, day, now)
-            if starts and (best is None or (starts[0], row.id) < best):
-                best = (starts[0], row.id)
+            cell = first_start(row, k, day, now)
+            if cell is not None and (best is None or (cell, row.id) < best):
+                best = (cell, row.id)
         if best is not None:
             return day, best[0], best[1]
     return None

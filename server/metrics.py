@@ -29,6 +29,11 @@ JOURNAL_ROUNDS = Gauge(
 )
 JOURNAL_FAILURES = Counter("tandtid_journal_failures_total", "Journal appends that failed", ["region"])
 QUEUE_DEPTH = Gauge("tandtid_actor_queue_depth", "Commands waiting in a region actor's inbox", ["region"])
+OVERLOADED = Counter(
+    "tandtid_actor_overloaded_total",
+    "Commands and queries answered 503 at once: the inbox was full",
+    ["region"],
+)
 REGION_READY = Gauge("tandtid_region_ready", "1 when the region is recovered and writable", ["region"])
 REGION_LIFECYCLE = Enum(
     "tandtid_region_lifecycle",
@@ -40,6 +45,11 @@ ACTOR_FAILURES = Counter(
     "tandtid_actor_failures_total",
     "Actor turns answered 503 and reloaded (kind: journal, stale_epoch, unexpected)",
     ["region", "kind"],
+)
+EVENT_LOOP_LAG = Histogram(
+    "tandtid_event_loop_lag_seconds",
+    "How much later than asked a 20 ms timer on the event loop fires (server.loop_lag)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 WS_CONNECTIONS = Gauge("tandtid_ws_connections", "Open WebSocket connections")
 WS_FRAMES_SENT = Counter("tandtid_ws_frames_sent_total", "WebSocket frames sent", ["kind"])

@@ -9,11 +9,36 @@ collect the young generation less often; reference counting still frees almost e
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
+
+_paused = 0  # nesting depth of gc_paused()
+_was_enabled = True
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic GC off while the block runs, and while any other ``gc_paused`` block that
+    started before it still runs (concurrent recoveries, a server's whole start): it is turned
+    back on (if it was on) only when the last one ends. One event loop only (not thread-safe)."""
+    global _paused, _was_enabled
+    if _paused == 0:
+        _was_enabled = gc.isenabled()
+        gc.disable()
+    _paused += 1
+    try:
+        yield
+    finally:
+        _paused -= 1
+        if _paused == 0 and _was_enabled:
+            gc.enable()
 
 
 def tune_gc() -> None:
-    """Call once state is loaded (after recovery or seeding)."""
+    """Call ONCE, after everything long-lived is loaded (regions recovered, consumers started):
+    one full collection, everything alive moved to the permanent generation, then young
+    collections less often. The one GC policy of a server's start."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

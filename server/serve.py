@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
-import itertools
+import functools
 import logging
+import multiprocessing
+import os
+import resource
 import time
 import webbrowser
 from collections.abc import Callable
@@ -24,8 +29,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from engine.calendar import day_of_epoch
-from persistence.journal import Journal
+from persistence.journal import Journal, Snapshot
 from server import metrics
 from server.consumers.notify.notifier import Notifier
 from server.consumers.webhooks.dispatcher import WebhookDispatcher
@@ -36,7 +40,7 @@ from server.identity.accounts import AccountStore
 from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.lease import LeaseManager
 from server.regions.routing import Regions
-from server.runtime import tune_gc
+from server.runtime import gc_paused, tune_gc
 from server.settings import Settings
 
 log = logging.getLogger("tandtid.serve")
@@ -176,85 +180,92 @@ async def build_server(
     return BuiltServer(settings, journal, regions, app, config, uvicorn.Server(config), leases)
 
 
-async def store_is_empty(regions: Regions) -> bool:
-    """Whether no region has a clinic. A region that did not recover has a journal, so the
-    store is not empty (never seed over a damaged store)."""
-    if regions.not_ready():
-        return False
-    for region in regions.actors:
-        if await regions.query(region, lambda state: len(state.clinics)):
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    clinics: int
+    bookings: int
+    refused: int  # Book commands the engine refused (0 unless the generator is wrong)
+    first_clinic: str | None  # Stockholm's first clinic by id: the demo staff account's
+
+
+async def journal_is_empty(journal: Journal) -> bool:
+    """No region has an entry or a snapshot: the only store ``seed_journal`` fills."""
+    from engine.model import REGIONS
+
+    for region in REGIONS:
+        if await journal.last_position(region.code):
+            return False
+    for region in reversed(REGIONS):  # the smallest regions first: a seeded store answers fast
+        if await journal.load_snapshot(region.code) is not None:
             return False
     return True
 
 
-PREBOOK_CHUNK = 5_000  # Book commands in flight per region at a time: memory stays flat
-PREBOOK_LEAD_S = 15 * 60  # pre-booked times start at least this long after seeding begins
+async def seed_journal(
+    journal: Journal,
+    scale: str,
+    *,
+    days: int = 90,
+    now: float | None = None,
+    booked: float = 0.0,
+    workers: int | None = None,
+) -> Seeded:
+    """Fill an EMPTY journal with the demo: per region, the state ``server.demo.seed.seeded_state``
+    builds with the engine's own ``apply`` (clinics, opened days and ``booked`` share of the open
+    cells pre-booked), stored as the region's snapshot at position 0. Nothing is journaled per
+    booking: recovery loads the snapshot like any other (it is written twice: see below), the
+    journal starts after it, and the
+    consumers have no seed to replay (its patients are opaque ``seed-p…`` ids nobody can tell).
+    Start the actors afterwards.
 
-
-async def seed_regions(
-    regions: Regions, scale: str, days: int = 90, now: float | None = None, booked: float = 0.0
-) -> int:
-    """Register the seed's clinics and open their days through the actors, then (``booked`` > 0)
-    book about that share of the open cells (``server.demo.seed.prebook_region``), region by region
-    in chunks. Returns clinics added."""
-    from engine.errors import Refused
+    With ``booked``, regions are built in ``workers`` processes (default: one per CPU), largest
+    first, each handing back only its packed snapshot; ``workers=1`` builds them one at a time
+    in a thread of this process (the default without ``booked``: a few seconds of work)."""
     from server.demo.catalogue import build_catalog
-    from server.demo.seed import prebook_region, seed_commands
+    from server.demo.seed import SeededRegion, seeded_region
 
     now_s = int(now if now is not None else time.time())
-    first_day = day_of_epoch(now_s)
     scale_: str | int = int(scale) if scale.isdigit() else scale
-    per_region = seed_commands(scale_, first_day=first_day, days=days)
-    catalog = build_catalog(scale_) if booked else {}
-    clinics = bookings = refused = 0
-    for region, commands in per_region.items():
-        # one region at a time keeps memory flat; within a region the actor batches them
-        results = await asyncio.gather(*(regions.submit(cmd) for cmd in commands))
-        clinics += sum(1 for events in results for e in events if type(e).__name__ == "ClinicRegistered")
-        if not booked:
-            continue
-        books = prebook_region(
-            region, catalog[region], booked, first_day=first_day, days=days, not_before=now_s + PREBOOK_LEAD_S
+    catalog = build_catalog(scale_)
+    order = sorted(catalog, key=lambda r: -sum(len(res) for _, res in catalog[r]))
+    if workers is None:
+        workers = max(1, min(len(order), len(os.sched_getaffinity(0)))) if booked else 1
+    loop = asyncio.get_running_loop()
+    seeded: list[SeededRegion] = []
+    pool: concurrent.futures.Executor
+    if workers > 1:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn")
         )
-        while chunk := list(itertools.islice(books, PREBOOK_CHUNK)):
-            for outcome in await asyncio.gather(*(regions.submit(b) for b in chunk), return_exceptions=True):
-                if isinstance(outcome, Refused):
-                    refused += 1  # e.g. a time that passed while seeding: the seed is not the test
-                elif isinstance(outcome, BaseException):
-                    raise outcome
-                else:
-                    bookings += 1
-    if booked:
-        log.info("pre-booked %d times (%d refused)", bookings, refused)
-    return clinics
+    else:
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seed")
+    with pool:
+        pending = [
+            loop.run_in_executor(
+                pool, functools.partial(seeded_region, r, catalog[r], now=now_s, days=days, booked=booked)
+            )
+            for r in order
+        ]
+        for done in asyncio.as_completed(pending):
+            region = await done
+            snapshot = Snapshot(position=0, payload=region.payload)
+            # Twice: the seed is in no journal, so this snapshot is its only copy. A FileJournal
+            # keeps the one before as ``.snap.prev``, so a damaged ``.snap`` falls back to an
+            # identical seed instead of to an empty region.
+            await journal.save_snapshot(region.region, snapshot)
+            await journal.save_snapshot(region.region, snapshot)
+            seeded.append(dataclasses.replace(region, payload=b""))  # the bytes are stored: let them go
+    refused = sum(r.refused for r in seeded)
+    if refused:
+        log.warning("the seed's generator made %d Book commands the engine refused", refused)
+    first = next((r.first_clinic for r in seeded if r.region == "AB"), None)
+    return Seeded(sum(r.clinics for r in seeded), sum(r.bookings for r in seeded), refused, first)
 
 
-async def pass_over_seed(settings: Settings, journal: Journal) -> None:
-    """Move the notifier's and the webhook dispatcher's cursors past the seed: its bookings were
-    made by no one who can be told (opaque ``seed-p…`` patients), and acting on each of millions
-    of them (one SQLite look-up per booking) would keep the server busy for half an hour. They
-    still replay the seed into their projections, so later changes to those bookings are told."""
-    from engine.model import REGIONS
-    from server.consumers.notify.ledger import Ledger
-    from server.consumers.webhooks.store import WebhookStore
-
-    ends = {r.code: await journal.last_position(r.code) for r in REGIONS}
-    ledger, hooks = (
-        Ledger(settings.data_dir / "notify.sqlite3"),
-        WebhookStore(settings.data_dir / "webhooks.sqlite3"),
-    )
-    try:
-        for region, end in ends.items():
-            ledger.advance(region, end)
-            hooks.advance(region, end)
-    finally:
-        ledger.close()
-        hooks.close()
-
-
-async def first_clinic(regions: Regions, region: str = "AB") -> str | None:
-    ids = await regions.query(region, lambda state: sorted(state.clinics))
-    return ids[0] if ids else None
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the seed's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[str, str, str]]:
@@ -282,22 +293,17 @@ async def seed_store(args: argparse.Namespace) -> int:
 
 async def _seed_store(args: argparse.Namespace, settings: Settings) -> int:
     journal = await open_journal(settings)
-    regions = make_regions(settings, journal)
-    await regions.start()
     try:
-        if not await store_is_empty(regions):
+        if not await journal_is_empty(journal):
             print("the store already has clinics; not seeding")
             return 1
-        started = time.perf_counter()
-        clinics = await seed_regions(regions, args.scale, days=args.days, booked=args.booked)
+        started, cpu = time.perf_counter(), _cpu_seconds()
+        seeded = await seed_journal(journal, args.scale, days=args.days, booked=args.booked)
         print(
-            f"seeded {clinics} clinics ({args.booked:.0%} pre-booked) in {time.perf_counter() - started:.1f}s"
+            f"seeded {seeded.clinics} clinics, {seeded.bookings} bookings ({args.booked:.0%} pre-booked)"
+            f" in {time.perf_counter() - started:.1f}s ({_cpu_seconds() - cpu:.1f} CPU-seconds)"
         )
-        await pass_over_seed(settings, journal)
-        for actor in regions.actors.values():
-            await actor.snapshot_now()
     finally:
-        await regions.stop()
         await journal.close()
     return 0
 
@@ -310,21 +316,23 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    built = await build_server(settings)
-    journal, regions = built.journal, built.regions
-    if (args.seed or args.seed_if_empty) and await store_is_empty(regions):
-        clinics = await seed_regions(regions, args.scale, booked=args.booked)
-        await pass_over_seed(settings, journal)
-        clinic = await first_clinic(regions)
-        accounts = create_demo_accounts(settings, clinic)
-        print(f"Seeded {clinics} demo clinics in all 21 regions.", flush=True)
+    journal = await open_journal(settings)
+    if (args.seed or args.seed_if_empty) and await journal_is_empty(journal):
+        seeded = await seed_journal(journal, args.scale, booked=args.booked)
+        accounts = create_demo_accounts(settings, seeded.first_clinic)
+        print(
+            f"Seeded {seeded.clinics} demo clinics in all 21 regions, {seeded.bookings} times pre-booked.",
+            flush=True,
+        )
         print(f"Demo accounts (password {DEMO_PASSWORD!r}):", flush=True)
         for email, role, at in accounts:
             print(f"  {role:8s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
-    notifier = Notifier.from_env(journal, settings.data_dir)
-    await notifier.start()
-    webhooks = WebhookDispatcher.open(journal, settings.data_dir)
-    await webhooks.start()
+    with gc_paused():  # the whole start: collect once, after everything is loaded (tune_gc)
+        built = await build_server(settings, journal=journal)
+        notifier = Notifier.from_env(journal, settings.data_dir)
+        await notifier.start()
+        webhooks = WebhookDispatcher.open(journal, settings.data_dir)
+        await webhooks.start()
     tune_gc()
     built.app.state.webhook_store = webhooks.store
     built.app.state.webhook_dispatcher = webhooks

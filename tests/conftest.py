@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +21,34 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def sweden_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All of Sweden with 30% of the open times booked, seeded once per session by
+    ``tandtid seed --scale sweden --booked 0.3`` (a snapshot per region; ~1 CPU-minute). Opt-in,
+    so ``make test`` stays fast: set ``TANDTID_TEST_SWEDEN=1`` (or to a directory seeded before,
+    which is then used as it is). Serve a copy (``shutil.copytree``) when a test writes."""
+    wanted = os.environ.get("TANDTID_TEST_SWEDEN", "")
+    if not wanted:
+        pytest.skip("the Sweden-size fixture is opt-in: TANDTID_TEST_SWEDEN=1 (or a seeded data dir)")
+    if wanted != "1":
+        return Path(wanted)
+    data = tmp_path_factory.mktemp("sweden") / "data"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "seed",
+            "--data",
+            str(data),
+            "--scale",
+            "sweden",
+            "--booked",
+            "0.3",
+        ],
+        check=True,
+        timeout=1800,
+    )
+    return data

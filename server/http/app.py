@@ -2,8 +2,8 @@
 
 ``create_app`` wires things; it does not start the regions (the caller — the CLI or a test
 — starts and stops ``Regions``). Its lifespan opens the account store
-(``<data_dir>/accounts.sqlite3``, unless one is passed in), the session signer and the hub,
-and puts ``regions``, ``accounts``, ``signer``, ``settings``, ``hub``, ``clock``,
+(``<data_dir>/accounts.sqlite3``, unless one is passed in), the session signer, the hub and
+the event-loop lag monitor (``server.loop_lag``), and puts ``regions``, ``accounts``, ``signer``, ``settings``, ``hub``, ``clock``,
 ``openapi`` and the principal rate limiter on ``app.state``.
 
 Middleware, outermost first: ``EdgeMiddleware`` (request id, body cap, security headers,
@@ -47,6 +47,7 @@ from server.identity.auth import AuthError, SessionSigner, patient_of
 from server.identity.calendar_tokens import FeedTokens
 from server.identity.ratelimit import RateLimiter, RateLimitMiddleware
 from server.live.hub import Hub
+from server.loop_lag import LoopLag
 from server.regions.routing import Regions
 from server.settings import Settings
 
@@ -94,9 +95,12 @@ def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore |
         hub = Hub(regions, settings, identify=patient_of)
         app.state.hub = hub
         hub.start()
+        lag = LoopLag()
+        lag.start()
         try:
             yield
         finally:
+            await lag.stop()
             await hub.stop()
             app.state.feed_tokens.close()
             if own_accounts:

@@ -172,6 +172,16 @@ async def _refused(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
+    from server.regions.actor import Overloaded
+
+    if isinstance(exc, Overloaded):
+        return error_response(
+            request,
+            503,
+            "OVERLOADED",
+            "the region is busy; nothing happened, try again shortly",
+            headers={"Retry-After": "1"},
+        )
     return error_response(
         request,
         503,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from persistence.journal import (
     StaleEpoch,
 )
 from server import metrics
+from server.runtime import gc_paused
 
 log = logging.getLogger("tandtid.actor")
 T = TypeVar("T")
@@ -62,12 +62,18 @@ class Unavailable(TandtidError):
     """The region could not make the command durable; nothing happened. Retry later (HTTP 503)."""
 
 
+class Overloaded(Unavailable):
+    """The region's inbox is full: answered at once instead of queued (HTTP 503, Retry-After)."""
+
+
 class Lifecycle(enum.Enum):
     RECOVERING = "recovering"  # loading snapshot + journal (or retrying while it is unreachable)
     READY = "ready"  # serving commands and queries
     FENCED = "fenced"  # a writer with a newer epoch owns the region: no more writes from here
     FAILED = "failed"  # recovery cannot succeed without an operator (see ``RegionActor.failure``)
 
+
+QUERY_SLICE_S = 0.005  # queries of one turn run back to back for at most this long, then yield
 
 # Recovery retries these (the store may come back); anything else fails the region.
 TRANSIENT = (JournalUnavailable, OSError, ConnectionError)
@@ -119,6 +125,7 @@ class RegionActor:
         clock: Callable[[], float] = time.time,
         listeners: list[Listener] | None = None,
         max_batch: int = 2048,
+        max_inbox: int = 4096,
         snapshot_every_events: int = 100_000,
         snapshot_every_s: float = 300.0,
         tick_interval_s: float = 1.0,
@@ -130,6 +137,7 @@ class RegionActor:
         self.clock = clock
         self.listeners: list[Listener] = listeners if listeners is not None else []
         self.max_batch = max_batch
+        self.max_inbox = max_inbox  # commands and queries waiting; past it, Overloaded at once
         self.snapshot_every_events = snapshot_every_events
         self.snapshot_every_s = snapshot_every_s
         self.tick_interval_s = tick_interval_s
@@ -147,6 +155,7 @@ class RegionActor:
         self._queue_gauge = metrics.QUEUE_DEPTH.labels(region=region)
         self._batch_hist = metrics.BATCH_SIZE.labels(region=region)
         self._append_hist = metrics.JOURNAL_APPEND_SECONDS.labels(region=region)
+        self._overloaded = metrics.OVERLOADED.labels(region=region)
         self._ready_gauge = metrics.REGION_READY.labels(region=region)
         self._lifecycle_enum = metrics.REGION_LIFECYCLE.labels(region=region)
         self._lifecycle_enum.state(self.lifecycle.value)
@@ -214,9 +223,11 @@ class RegionActor:
 
     async def submit(self, command: Command) -> list[Event]:
         """Apply ``command``; returns its events once they are durable.
-        Raises ``Refused`` (nothing changed) or ``Unavailable`` (nothing changed, retry later)."""
+        Raises ``Refused`` (nothing changed) or ``Unavailable`` (nothing changed, retry later;
+        ``Overloaded`` when ``max_inbox`` items already wait)."""
         if not self.ready:
             raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
+        self._admit()
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Request(command, future))
         return await future
@@ -227,9 +238,15 @@ class RegionActor:
         While recovering, waits for the recovery; raises ``Unavailable`` when FAILED or FENCED."""
         if self.lifecycle in (Lifecycle.FAILED, Lifecycle.FENCED):
             raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
+        self._admit()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Query(fn, future))
         return await future
+
+    def _admit(self) -> None:
+        if self._inbox.qsize() >= self.max_inbox:
+            self._overloaded.inc()
+            raise Overloaded(f"region {self.region} is busy: {self.max_inbox} requests already wait")
 
     async def snapshot_now(self) -> None:
         """Take a snapshot at the next turn and wait until it is stored (tests, benchmarks).
@@ -282,7 +299,11 @@ class RegionActor:
 
     async def _turn(self, items: list[_Request | _Query]) -> None:
         # 1. queries see durable state only
+        # Between two queries that ran past QUERY_SLICE_S the loop gets a turn (the state cannot
+        # change meanwhile: only this task changes it), so a batch of heavy reads never holds
+        # every other region and socket for its whole length.
         requests: list[_Request] = []
+        slice_started = time.perf_counter()
         for item in items:
             if isinstance(item, _Query):
                 if not item.future.done():
@@ -290,6 +311,9 @@ class RegionActor:
                         item.future.set_result(item.fn(self.state))
                     except Exception as exc:  # a bad query must not kill the actor
                         item.future.set_exception(exc)
+                if time.perf_counter() - slice_started > QUERY_SLICE_S:
+                    await asyncio.sleep(0)
+                    slice_started = time.perf_counter()
             else:
                 requests.append(item)
 
@@ -316,6 +340,7 @@ class RegionActor:
             try:
                 events = state.apply(command, now)
             except Refused as refusal:
+                refusal.__traceback__ = None  # the caller needs the code, not the engine's frames
                 refused[refusal.code] = refused.get(refusal.code, 0) + 1
                 outcomes.append(refusal)
                 continue
@@ -458,16 +483,13 @@ class RegionActor:
     async def _recover(self) -> None:
         """Latest snapshot + replay of every later entry. Raises JournalError if unreachable.
 
-        The cyclic GC is paused while the state is rebuilt: recovery allocates millions of
-        long-lived objects and nothing cyclic, and collecting during it more than doubled
-        ``python -m loadtest.bench recovery``. Other coroutines' garbage waits a few seconds at most."""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        The cyclic GC is paused while the state is rebuilt (``server.runtime.gc_paused``: until
+        the LAST concurrent recovery ends, so the first region to finish does not collect over
+        the others' young objects): recovery allocates millions of long-lived objects and
+        nothing cyclic, and collecting during it more than doubled ``python -m loadtest.bench
+        recovery``. Other coroutines' garbage waits a few seconds at most."""
+        with gc_paused():
             await self._rebuild()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     async def _rebuild(self) -> None:
         started = time.perf_counter()

@@ -83,3 +83,26 @@ def test_clinic_day() -> None:
     assert len(cells) == 96 and cells[cell(8)] == "1" and cells[cell(9)] == "3" and cells[0] == "0"
     assert [b["id"] for b in view["bookings"]] == ["AB-b1"]
     assert view["bookings"][0]["patient"] == "p1"
+
+
+def test_next_free_is_the_first_of_free_starts_on_a_busy_week() -> None:
+    """next_free stops at the first fit; it must find what listing every start finds first."""
+    import random
+
+    state, now = world(days=5)
+    rng = random.Random(11)
+    for n in range(300):  # book about half the week at random
+        resource, day = rng.choice((R1, R2)), MONDAY + rng.randrange(5)
+        try:
+            state.apply(Book(f"AB-r{n}", f"p{n % 97}", resource, "checkup", day, rng.randrange(96)), now)
+        except Exception:
+            continue
+    for service in ("checkup", "filling", "cleaning", "child_checkup"):
+        for at in (now, epoch(MONDAY, 12), epoch(MONDAY + 2, 15)):
+            listed = [
+                (day, starts[0])
+                for day, starts in free_starts(state, "AB-c1", service, MONDAY, 5, at)
+                if starts
+            ]
+            expected = (listed[0][0], *listed[0][1]) if listed else None
+            assert next_free(state, "AB-c1", service, MONDAY, 5, at) == expected

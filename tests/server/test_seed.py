@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from engine.commands import OpenDays, RegisterClinic
-from engine.model import REGION_CODES, ResourceKind, region_of
+from engine.commands import Book, OpenDays, RegisterClinic
+from engine.model import REGION_CODES, REGIONS, ResourceKind, region_of
+from engine.queries import next_free
 from server.demo.catalogue import build_catalog
 from server.demo.seed import BOOKINGS_PER_PATIENT, FILL_MAX, fill_share, prebook_commands, seed_commands
 
@@ -182,60 +183,63 @@ def test_prebook_starts_after_not_before_and_share_bounds() -> None:
             prebook_commands(catalog, bad, first_day=PREBOOK_FIRST, days=3)
 
 
-async def test_seed_regions_books_the_share_through_the_actors(tmp_path: Any) -> None:
-    """Real actors over a real FileJournal: the pre-booked times are journaled like any booking."""
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_seed_journal_stores_each_region_as_a_snapshot_the_actors_recover(
+    tmp_path: Any, workers: int
+) -> None:
+    """Real actors over a real FileJournal: the seed is one snapshot per region at position 0,
+    nothing journaled; the actors recover exactly the pre-booked times, and the journal takes
+    new bookings after the snapshot (a restart has both)."""
     from persistence.file_journal import FileJournal
     from server.regions.routing import Regions
-    from server.serve import seed_regions
+    from server.serve import journal_is_empty, seed_journal
 
+    days = 14 if workers == 1 else 3
+    now = _midnight(PREBOOK_FIRST) + 10 * 3600
     journal = FileJournal(tmp_path)
     await journal.open()
-    regions = Regions(journal)
-    await regions.start()
     try:
-        now = _midnight(PREBOOK_FIRST) + 10 * 3600
-        clinics = await seed_regions(regions, "42", days=14, now=now, booked=0.3)
-        assert clinics == 42
-        expected = prebook_commands(
-            build_catalog(42), 0.3, first_day=PREBOOK_FIRST, days=14, not_before=now + 15 * 60
-        )
-        for region, books in expected.items():
-            held = await regions.query(
-                region, lambda state: {b.id: (b.resource, b.day, b.cell) for b in state.bookings.values()}
-            )
-            assert held == {b.booking_id: (b.resource, b.day, b.cell) for b in books}
+        assert await journal_is_empty(journal)
+        seeded = await seed_journal(journal, "42", days=days, now=now, booked=0.3, workers=workers)
+        assert not await journal_is_empty(journal)
+        assert {r.code: await journal.last_position(r.code) for r in REGIONS} == {r.code: 0 for r in REGIONS}
     finally:
-        await regions.stop()
         await journal.close()
+    catalog = build_catalog(42)
+    expected = prebook_commands(catalog, 0.3, first_day=PREBOOK_FIRST, days=days, not_before=now + 15 * 60)
+    assert seeded.clinics == 42
+    assert seeded.bookings == sum(len(books) for books in expected.values()) > 0
+    assert seeded.refused == 0
+    assert seeded.first_clinic == min(c.id for c, _ in catalog["AB"])
 
+    def catalog_clinic_of(catalog: Any, resource: str) -> str:
+        return next(c.id for c, resources in catalog[region] for r in resources if r.id == resource)
 
-async def test_the_notifier_and_webhooks_start_after_the_seed(tmp_path: Any) -> None:
-    """Nobody is told about pre-booked times: both consumers' cursors sit at the seed's end."""
-    from engine.model import REGIONS
-    from persistence.file_journal import FileJournal
-    from server.consumers.notify.ledger import Ledger
-    from server.consumers.webhooks.store import WebhookStore
-    from server.regions.routing import Regions
-    from server.serve import pass_over_seed, seed_regions
-    from server.settings import Settings
+    def held(state: Any) -> dict[str, tuple[str, int, int]]:
+        return {b.id: (b.resource, b.day, b.cell) for b in state.bookings.values()}
 
-    settings = Settings.from_env(data_dir=tmp_path)
-    journal = FileJournal(tmp_path)
-    await journal.open()
-    regions = Regions(journal)
-    await regions.start()
-    try:
-        await seed_regions(regions, "42", days=7, now=_midnight(PREBOOK_FIRST), booked=0.3)
-        await pass_over_seed(settings, journal)
-        ends = {r.code: await journal.last_position(r.code) for r in REGIONS}
-    finally:
-        await regions.stop()
-        await journal.close()
-    assert all(ends.values())
-    ledger, hooks = Ledger(tmp_path / "notify.sqlite3"), WebhookStore(tmp_path / "webhooks.sqlite3")
-    try:
-        assert ledger.cursors() == ends
-        assert hooks.cursors() == ends
-    finally:
-        ledger.close()
-        hooks.close()
+    region, books = next((r, b) for r, b in expected.items() if b)
+    late: Book | None = None
+    for _restart in range(2):  # the seeded store, then a restart of it with one booking journaled
+        journal = FileJournal(tmp_path)
+        await journal.open()
+        regions = Regions(journal, clock=lambda: float(now))
+        await regions.start()
+        try:
+            for code, books_of in expected.items():
+                extra = {late.booking_id} if late is not None and code == region else set()
+                got = await regions.query(code, held)
+                assert set(got) == {b.booking_id for b in books_of} | extra
+                assert all(got[b.booking_id] == (b.resource, b.day, b.cell) for b in books_of)
+            if late is None:
+                clinic, service = catalog_clinic_of(catalog, books[0].resource), books[0].service
+                day, cell, resource = await regions.query(
+                    region,
+                    lambda s: next_free(s, clinic, service, PREBOOK_FIRST, days, now),  # noqa: B023
+                )
+                late = Book(f"{region}-late", "p-late", resource, service, day, cell)
+                await regions.submit(late)
+                assert await journal.last_position(region) == 1
+        finally:
+            await regions.stop()
+            await journal.close()

@@ -94,46 +94,74 @@ async def search_clinics(request: Request) -> Response:
     else:
         codes = list(regions.actors)
 
+    sort = q.sort or ("distance" if near else ("earliest" if q.service else "name"))
+    if sort == "distance" and near is None:
+        sort = "name"
+    wants_first = bool(q.service or q.has_free or sort == "earliest")
+
+    def first_free(state: RegionState, clinic: Clinic) -> tuple[int, int, str] | None:
+        if q.service:
+            return queries.next_free(state, clinic.id, q.service, start_day, q.days, now)
+        found = [
+            f
+            for s in clinic.services
+            if (f := queries.next_free(state, clinic.id, s, start_day, q.days, now))
+        ]
+        return min(found) if found else None
+
     def search(state: RegionState) -> list[dict[str, Any]]:
-        rows = []
-        for clinic in state.clinics.values():
-            if q.municipality and clinic.municipality != q.municipality:
-                continue
-            if q.service and q.service not in clinic.services:
-                continue
-            row = clinic_summary(clinic)
-            first: tuple[int, int, str] | None = None
-            if q.service:
-                first = queries.next_free(state, clinic.id, q.service, start_day, q.days, now)
-            elif q.has_free or q.sort == "earliest":
-                candidates = [
-                    queries.next_free(state, clinic.id, s, start_day, q.days, now) for s in clinic.services
-                ]
-                found = [c for c in candidates if c is not None]
-                first = min(found) if found else None
+        """At most ``limit`` rows of this region, in the answer's order: clinics are ordered
+        first (by name or distance) and searched only until ``limit`` are found; for
+        ``earliest`` each clinic's first free time is found (stopping at it) and only the
+        first ``limit`` become rows."""
+        matching = [
+            c
+            for c in state.clinics.values()
+            if (not q.municipality or c.municipality == q.municipality)
+            and (not q.service or q.service in c.services)
+        ]
+        distance: dict[str, float] = {}
+        if near is not None:
+            distance = {c.id: round(_distance_km(near[0], near[1], c.lat, c.lon), 2) for c in matching}
+        if sort == "distance":
+            matching.sort(key=lambda c: (distance[c.id], c.id))
+        elif sort == "name":
+            matching.sort(key=lambda c: (c.name, c.id))
+        found: list[tuple[Clinic, tuple[int, int, str] | None, int | None]] = []
+        for clinic in matching:
+            first = first_free(state, clinic) if wants_first else None
             if q.has_free and first is None:
                 continue
-            row["next_free"] = iso(first[0], first[1], clinic.cell_minutes) if first else None
             # compared as instants: (day, cell) alone is not comparable across cell sizes
-            row["_next"] = cell_epoch(first[0], first[1], clinic.cell_minutes) if first else None
+            at = cell_epoch(first[0], first[1], clinic.cell_minutes) if first else None
+            found.append((clinic, first, at))
+            if sort != "earliest" and len(found) >= q.limit:
+                break
+        if sort == "earliest":
+            found.sort(key=lambda f: (f[2] is None, f[2] or 0, f[0].id))
+            del found[q.limit :]
+        rows = []
+        for clinic, first, at in found:
+            row = clinic_summary(clinic)
+            row["next_free"] = iso(first[0], first[1], clinic.cell_minutes) if first else None
+            row["_next"] = at
+            if near is not None:
+                row["distance_km"] = distance[clinic.id]
             rows.append(row)
         return rows
 
     per_region = await asyncio.gather(*(regions.query(code, search) for code in codes))
     rows = [row for chunk in per_region for row in chunk]
-    if near is not None:
-        for row in rows:
-            row["distance_km"] = round(_distance_km(near[0], near[1], row["lat"], row["lon"]), 2)
-    sort = q.sort or ("distance" if near else ("earliest" if q.service else "name"))
-    if sort == "distance" and near is not None:
+    if sort == "distance":
         rows.sort(key=lambda r: (r["distance_km"], r["id"]))
     elif sort == "earliest":
         rows.sort(key=lambda r: (r["_next"] is None, r["_next"] or 0, r["id"]))
     else:
         rows.sort(key=lambda r: (r["name"], r["id"]))
+    del rows[q.limit :]
     for row in rows:
         del row["_next"]
-    return json_response(rows[: q.limit])
+    return json_response(rows)
 
 
 async def get_clinic(request: Request) -> Response:

@@ -1,0 +1,139 @@
+"""``python -m loadtest.bench mix``: the Locust user mix against all of Sweden with 30% booked.
+
+Serves a seeded data directory (``--data DIR``, e.g. one ``bench restart --keep DIR`` left; by
+default a fresh ``tandtid seed --scale sweden --booked 0.3``), runs ``python -m loadtest.run
+--host ... --users 200 --seconds 120`` against it, and reads the server's event-loop lag
+histogram (``tandtid_event_loop_lag_seconds``) from ``/metrics`` before and after the run. One
+JSON line: each endpoint's p50/p99 (Locust's, in ms), the loop lag p99 and p99.9 of the run (the
+upper bound of the histogram bucket they fall in: "at most"), the invariant (double bookings,
+missing), and the 1-minute load average at start and end (the machine is shared: read the
+figures beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadtest.bench.restart import load_avg, seed, tandtid
+from loadtest.redis_server import free_port
+
+LAG = "tandtid_event_loop_lag_seconds_bucket"
+
+
+def lag_buckets(url: str) -> dict[float, float]:
+    """Cumulative counts of the loop lag histogram by upper bound (seconds; inf last)."""
+    out: dict[float, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(LAG):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def quantile_bound(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound (ms) of the bucket holding quantile ``q`` of what was observed in between."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= q * counts[-1]:
+            return bound * 1000
+    return None
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench mix")
+    parser.add_argument("--data", default=None, help="a seeded data directory to serve (default: seed one)")
+    parser.add_argument("--scale", default="sweden")
+    parser.add_argument("--booked", type=float, default=0.3)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=120)
+    args = parser.parse_args(argv)
+    load_start = load_avg()
+    scratch = Path(tempfile.mkdtemp(prefix="tandtid-bench-mix-"))
+    data = Path(args.data) if args.data else scratch / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        if args.data is None:
+            seed(data, args.scale, args.booked)
+        env = {**os.environ, "TANDTID_RATE_PER_S": "0", "TANDTID_WS_MAX_CONNECTIONS_PER_IP": "1000000"}
+        env.pop("TANDTID_REDIS_URL", None)
+        with (scratch / "server.log").open("wb") as log:
+            proc = subprocess.Popen(
+                tandtid("serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data))
+                + ["--log-level", "warning"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        before = lag_buckets(url)
+        run = subprocess.run(
+            [sys.executable, "-m", "loadtest.run", "--host", url, "--data", str(data)]
+            + ["--users", str(args.users), "--seconds", str(args.seconds)],
+            capture_output=True,
+            text=True,
+        )
+        after = lag_buckets(url)
+        lines = run.stdout.splitlines()
+        start = max((i for i, line in enumerate(lines) if line == "{"), default=None)
+        if start is None:
+            raise SystemExit(f"loadtest.run printed no report: {run.stderr[-2000:]}")
+        report = json.loads("\n".join(lines[start:]))
+        invariant = report["invariant"]
+        result = {
+            "bench": "mix",
+            "users": args.users,
+            "seconds": report["seconds"],
+            "requests_per_s": report["total"]["rps"],
+            "failures": report["total"]["failures"],
+            "endpoints": {
+                f"{r['type']} {r['name']}": {
+                    "p50_ms": r["median_ms"],
+                    "p99_ms": r["p99_ms"],
+                    "n": r["requests"],
+                }
+                for r in report["requests"]
+            },
+            "loop_lag_p99_ms_at_most": quantile_bound(before, after, 0.99),
+            "loop_lag_p999_ms_at_most": quantile_bound(before, after, 0.999),
+            "invariant_ok": invariant.get("ok"),
+            "double_bookings": len(invariant.get("double_bookings", [])),
+            "missing": len(invariant.get("missing", [])),
+            "unexpected": len(invariant.get("unexpected", [])),
+            "invariant_error": invariant.get("error", ""),
+            "load_avg": [load_start, load_avg()],
+        }
+        print(json.dumps(result), flush=True)
+        return result
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""Overload is answered, not queued: a region's inbox is bounded (``RegionActor.max_inbox``) and
+past the bound a command or query gets ``Overloaded`` at once (HTTP 503 OVERLOADED with
+Retry-After). Unit test over a MemoryJournal whose appends are held (an actor stuck in a turn),
+integration test over a live uvicorn; plus the event-loop lag histogram in /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from engine.commands import Book
+from persistence.memory_journal import MemoryJournal
+from server.regions.actor import Overloaded, RegionActor
+from tests.server.conftest import LiveServer, assert_error_shape
+from tests.server.test_http_booking import direct, patient
+from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
+
+BOUND_S = 5.0  # "answers at all" (a hang fails the test); never a speed assertion
+
+
+def book(n: int) -> Book:
+    return Book(f"AB-b{n}", f"p{n}", "AB-c1-r1", "child_checkup", FIRST_DAY, CELL_0900 + n)
+
+
+async def test_a_full_inbox_answers_overloaded_at_once_and_the_queued_commands_still_happen() -> None:
+    journal = MemoryJournal()
+    await journal.open()
+    actor = RegionActor("AB", journal, clock=lambda: float(NOW), max_inbox=3)
+    await actor.start()
+    try:
+        for command in setup_commands():
+            await actor.submit(command)
+        journal.hold_appends()  # the next turn waits for its append: the inbox fills behind it
+        in_turn = asyncio.create_task(actor.submit(book(0)))
+        await asyncio.sleep(0)  # it is in the inbox...
+        for _ in range(1000):  # ...until the actor takes it into a turn
+            if not actor.queue_depth:
+                break
+            await asyncio.sleep(0)
+        queued = [asyncio.create_task(actor.submit(book(n))) for n in (1, 2, 3)]
+        await asyncio.sleep(0)
+        assert actor.queue_depth == 3
+        with pytest.raises(Overloaded):
+            await actor.submit(book(4))  # raised before anything waits: no future, no queue
+        with pytest.raises(Overloaded):
+            await actor.query(lambda state: len(state.bookings))
+        journal.release_appends()
+        outcomes = await asyncio.wait_for(asyncio.gather(in_turn, *queued), BOUND_S)
+        assert [events[0].booking_id for events in outcomes] == ["AB-b0", "AB-b1", "AB-b2", "AB-b3"]
+        assert await actor.query(lambda state: sorted(state.bookings)) == ["AB-b0", "AB-b1", "AB-b2", "AB-b3"]
+    finally:
+        await actor.stop()
+
+
+@pytest.fixture
+async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
+        yield c
+
+
+async def test_http_answers_503_overloaded_with_retry_after(
+    live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    headers = await patient(client)
+    before = overloaded_count((await client.get("/metrics")).text)
+    assert live.regions is not None
+    actor = live.regions.actors["AB"]
+    actor.max_inbox = 0  # every command and query is past the bound
+    try:
+        r = await client.post("/api/bookings", json=direct(), headers=headers)
+        error = assert_error_shape(r, 503, "OVERLOADED")
+        assert r.headers["Retry-After"] == "1"
+        assert "busy" in error["message"]
+        r = await client.get("/api/clinics/AB-c1")
+        assert_error_shape(r, 503, "OVERLOADED")
+    finally:
+        actor.max_inbox = 4096
+    assert (await client.get("/api/clinics/AB-c1")).status_code == 200
+    assert overloaded_count((await client.get("/metrics")).text) == before + 2
+
+
+def overloaded_count(metrics: str) -> float:
+    prefix = 'tandtid_actor_overloaded_total{region="AB"} '
+    return next((float(line[len(prefix) :]) for line in metrics.splitlines() if line.startswith(prefix)), 0.0)
+
+
+async def test_metrics_export_the_event_loop_lag(client: httpx.AsyncClient) -> None:
+    for _ in range(100):
+        text = (await client.get("/metrics")).text
+        count = next(
+            (
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("tandtid_event_loop_lag_seconds_count")
+            ),
+            0.0,
+        )
+        if count > 0:
+            break
+        await asyncio.sleep(0.05)
+    assert count > 0
+    assert 'tandtid_event_loop_lag_seconds_bucket{le="0.05"}' in text
