@@ -208,18 +208,21 @@ async def seed_journal(
     days: int = 90,
     now: float | None = None,
     booked: float = 0.0,
+    epoch: int = 1,
     workers: int | None = None,
 ) -> Seeded:
-    """Fill an EMPTY journal with the demo: per region, the state ``server.demo.seed.seeded_state``
-    builds with the engine's own ``apply`` (clinics, opened days and ``booked`` share of the open
-    cells pre-booked), stored as the region's snapshot at position 0. Nothing is journaled per
-    booking: recovery loads the snapshot like any other (it is written twice: see below), the
-    journal starts after it, and the
-    consumers have no seed to replay (its patients are opaque ``seed-p…`` ids nobody can tell).
-    Start the actors afterwards.
+    """Fill an EMPTY journal with the demo. Per region, ``server.demo.seed.seeded_state`` builds
+    the state with the engine's own ``apply`` (clinics, opened days and ``booked`` share of the
+    open cells pre-booked); its catalogue events (clinics registered, days opened) are appended
+    as ONE journal entry, and the whole state is stored as the region's snapshot at that entry.
+    The pre-booked times are in the snapshot only: no journal entry per booking. Recovery loads
+    the snapshot like any other; the consumers, which read the journal, learn the clinics and
+    have no seed bookings to replay (their patients are opaque ``seed-p…`` ids nobody can tell).
+    The snapshot is saved twice so a FileJournal keeps an identical ``.snap.prev``: it is the
+    pre-booked times' only copy. Start the actors afterwards.
 
     With ``booked``, regions are built in ``workers`` processes (default: one per CPU), largest
-    first, each handing back only its packed snapshot; ``workers=1`` builds them one at a time
+    first, each handing back only its packed payloads; ``workers=1`` builds them one at a time
     in a thread of this process (the default without ``booked``: a few seconds of work)."""
     from server.demo.catalogue import build_catalog
     from server.demo.seed import SeededRegion, seeded_region
@@ -248,13 +251,11 @@ async def seed_journal(
         ]
         for done in asyncio.as_completed(pending):
             region = await done
-            snapshot = Snapshot(position=0, payload=region.payload)
-            # Twice: the seed is in no journal, so this snapshot is its only copy. A FileJournal
-            # keeps the one before as ``.snap.prev``, so a damaged ``.snap`` falls back to an
-            # identical seed instead of to an empty region.
+            position = await journal.append(region.region, epoch, region.catalogue)
+            snapshot = Snapshot(position=position, payload=region.snapshot)
             await journal.save_snapshot(region.region, snapshot)
             await journal.save_snapshot(region.region, snapshot)
-            seeded.append(dataclasses.replace(region, payload=b""))  # the bytes are stored: let them go
+            seeded.append(dataclasses.replace(region, catalogue=b"", snapshot=b""))  # stored: let go
     refused = sum(r.refused for r in seeded)
     if refused:
         log.warning("the seed's generator made %d Book commands the engine refused", refused)
@@ -298,7 +299,9 @@ async def _seed_store(args: argparse.Namespace, settings: Settings) -> int:
             print("the store already has clinics; not seeding")
             return 1
         started, cpu = time.perf_counter(), _cpu_seconds()
-        seeded = await seed_journal(journal, args.scale, days=args.days, booked=args.booked)
+        seeded = await seed_journal(
+            journal, args.scale, days=args.days, booked=args.booked, epoch=settings.epoch
+        )
         print(
             f"seeded {seeded.clinics} clinics, {seeded.bookings} bookings ({args.booked:.0%} pre-booked)"
             f" in {time.perf_counter() - started:.1f}s ({_cpu_seconds() - cpu:.1f} CPU-seconds)"
@@ -318,7 +321,7 @@ async def serve(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     journal = await open_journal(settings)
     if (args.seed or args.seed_if_empty) and await journal_is_empty(journal):
-        seeded = await seed_journal(journal, args.scale, booked=args.booked)
+        seeded = await seed_journal(journal, args.scale, booked=args.booked, epoch=settings.epoch)
         accounts = create_demo_accounts(settings, seeded.first_clinic)
         print(
             f"Seeded {seeded.clinics} demo clinics in all 21 regions, {seeded.bookings} times pre-booked.",

@@ -2,8 +2,9 @@
 (``seed_commands``), then book part of the open time (``prebook_commands``,
 ``prebook_region``). The clinics themselves come from ``server.demo.catalogue``.
 ``seeded_state`` applies one region's commands to a fresh ``RegionState`` with the engine's
-own ``apply`` (no actor, no journal): ``server.serve.seed_journal`` stores the result as the
-region's snapshot, which is how all of Sweden with 30% booked seeds in well under a minute.
+own ``apply`` (no actor): ``server.serve.seed_journal`` journals the catalogue's events (clinics,
+opened days) as one entry and stores the whole state, pre-booked times included, as the
+region's snapshot at that entry, so millions of pre-booked times cost no journal entry each.
 
 Pre-booked times (``prebook_commands``): a Swedish clinic is nearly full for the next week
 or two (recall check-ups are sent out weeks ahead, and the gaps go to emergencies), about
@@ -26,10 +27,11 @@ from engine.calendar import cell_epoch, day_of_epoch
 from engine.cells import FREE
 from engine.commands import Book, Command, OpenDays, RegisterClinic
 from engine.errors import Refused
+from engine.events import Event, to_record
 from engine.model import SERVICES_BY_ID, Clinic, Resource, ResourceKind
 from engine.rows import OpeningMasks
 from engine.state import RegionState
-from persistence.codec import pack_snapshot
+from persistence.codec import pack_events, pack_snapshot
 from server.demo.catalogue import Catalog, build_catalog
 
 
@@ -209,20 +211,22 @@ def seeded_state(
     days: int = 90,
     booked: float = 0.0,
     rng_seed: int = 1,
-) -> tuple[RegionState, int]:
+) -> tuple[RegionState, list[Event], int]:
     """One region's demo state built by ``RegionState.apply`` at epoch second ``now``: every
     clinic registered, every resource opened for ``days`` days from ``now``'s day, then
     (``booked`` > 0) ``prebook_region``'s times from ``SEED_LEAD_S`` after ``now``. Returns the
-    state and how many of its Book commands the engine refused (0 unless the generator and
-    the engine disagree). The state is exactly what an actor would hold after those commands."""
+    state, the events of the catalogue (clinics registered, days opened: a few per resource)
+    and how many Book commands the engine refused (0 unless the generator and the engine
+    disagree). The state is exactly what an actor would hold after those commands."""
     first_day = day_of_epoch(now)
     state = RegionState(region)
     apply = state.apply
+    catalogue: list[Event] = []
     for clinic, resources in clinics:
-        apply(RegisterClinic(clinic, tuple(resources)), now)
+        catalogue.extend(apply(RegisterClinic(clinic, tuple(resources)), now))
     for _, resources in clinics:
         for res in resources:
-            apply(OpenDays(res.id, first_day, days), now)
+            catalogue.extend(apply(OpenDays(res.id, first_day, days), now))
     state.take_changes()
     refused = 0
     if booked:
@@ -243,13 +247,14 @@ def seeded_state(
             if not n % _CHANGES_EVERY:
                 state.take_changes()
         state.take_changes()
-    return state, refused
+    return state, catalogue, refused
 
 
 @dataclass(frozen=True, slots=True)
 class SeededRegion:
     region: str
-    payload: bytes  # persistence.codec.pack_snapshot of the seeded state
+    catalogue: bytes  # persistence.codec.pack_events of the clinics registered and days opened
+    snapshot: bytes  # persistence.codec.pack_snapshot of the whole seeded state
     clinics: int
     bookings: int
     refused: int
@@ -264,11 +269,13 @@ def seeded_region(
     days: int = 90,
     booked: float = 0.0,
 ) -> SeededRegion:
-    """``seeded_state`` packed as a snapshot payload: what a worker process hands back (the
-    state itself stays in the worker)."""
-    state, refused = seeded_state(region, clinics, now=now, days=days, booked=booked)
+    """``seeded_state`` packed for the journal: the catalogue's events as one journal payload and
+    the whole state as a snapshot payload (what a worker process hands back; the state itself
+    stays in the worker)."""
+    state, catalogue, refused = seeded_state(region, clinics, now=now, days=days, booked=booked)
     return SeededRegion(
         region,
+        pack_events([to_record(e) for e in catalogue]),
         pack_snapshot(state.to_snapshot()),
         len(state.clinics),
         len(state.bookings),

@@ -3,7 +3,8 @@
 ``create_app`` wires things; it does not start the regions (the caller — the CLI or a test
 — starts and stops ``Regions``). Its lifespan opens the account store
 (``<data_dir>/accounts.sqlite3``, unless one is passed in), the session signer, the hub and
-the event-loop lag monitor (``server.loop_lag``), and puts ``regions``, ``accounts``, ``signer``, ``settings``, ``hub``, ``clock``,
+the event-loop lag monitor (``server.loop_lag``), and puts ``regions``, ``accounts``, ``signer``,
+``settings``, ``hub``, ``clock``,
 ``openapi`` and the principal rate limiter on ``app.state``.
 
 Middleware, outermost first: ``EdgeMiddleware`` (request id, body cap, security headers,

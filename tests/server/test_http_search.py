@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.server.conftest import LiveServer
+from tests.support.live_server import LiveServer
 
 
 @pytest.fixture

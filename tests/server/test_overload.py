@@ -14,9 +14,10 @@ import pytest
 from engine.commands import Book
 from persistence.memory_journal import MemoryJournal
 from server.regions.actor import Overloaded, RegionActor
-from tests.server.conftest import LiveServer, assert_error_shape
+from tests.server.conftest import assert_error_shape
 from tests.server.test_http_booking import direct, patient
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
+from tests.support.live_server import LiveServer
 
 BOUND_S = 5.0  # "answers at all" (a hang fails the test); never a speed assertion
 

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from engine.commands import Book, OpenDays, RegisterClinic
+from engine.events import from_record
 from engine.model import REGION_CODES, REGIONS, ResourceKind, region_of
 from engine.queries import next_free
+from persistence.codec import unpack_events
 from server.demo.catalogue import build_catalog
 from server.demo.seed import BOOKINGS_PER_PATIENT, FILL_MAX, fill_share, prebook_commands, seed_commands
 
@@ -187,9 +189,9 @@ def test_prebook_starts_after_not_before_and_share_bounds() -> None:
 async def test_seed_journal_stores_each_region_as_a_snapshot_the_actors_recover(
     tmp_path: Any, workers: int
 ) -> None:
-    """Real actors over a real FileJournal: the seed is one snapshot per region at position 0,
-    nothing journaled; the actors recover exactly the pre-booked times, and the journal takes
-    new bookings after the snapshot (a restart has both)."""
+    """Real actors over a real FileJournal: the seed is one journal entry per region (its clinics
+    and opened days) and a snapshot at it with the pre-booked times; the actors recover exactly
+    those times, and the journal takes new bookings after the snapshot (a restart has both)."""
     from persistence.file_journal import FileJournal
     from server.regions.routing import Regions
     from server.serve import journal_is_empty, seed_journal
@@ -202,7 +204,16 @@ async def test_seed_journal_stores_each_region_as_a_snapshot_the_actors_recover(
         assert await journal_is_empty(journal)
         seeded = await seed_journal(journal, "42", days=days, now=now, booked=0.3, workers=workers)
         assert not await journal_is_empty(journal)
-        assert {r.code: await journal.last_position(r.code) for r in REGIONS} == {r.code: 0 for r in REGIONS}
+        seeded_regions = {r for r, clinics in build_catalog(42).items() if clinics}
+        assert {r.code: await journal.last_position(r.code) for r in REGIONS} == {
+            r.code: int(r.code in seeded_regions) for r in REGIONS
+        }
+        events = [
+            from_record(record)
+            async for entry in journal.read("AB")
+            for record in unpack_events(entry.payload)
+        ]
+        assert {type(e).__name__ for e in events} == {"ClinicRegistered", "DaysOpened"}
     finally:
         await journal.close()
     catalog = build_catalog(42)
@@ -239,7 +250,7 @@ async def test_seed_journal_stores_each_region_as_a_snapshot_the_actors_recover(
                 )
                 late = Book(f"{region}-late", "p-late", resource, service, day, cell)
                 await regions.submit(late)
-                assert await journal.last_position(region) == 1
+                assert await journal.last_position(region) == 2
         finally:
             await regions.stop()
             await journal.close()

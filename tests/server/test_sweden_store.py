@@ -11,17 +11,15 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.redis_server import free_port
-from tests.support.serve_process import ServeProcess
+from tests.support.served import ServedProcess
 
 
 async def test_all_of_sweden_serves_a_realistic_map(sweden_data: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(sweden_data, data)
-    server = ServeProcess(data, free_port())
+    server = ServedProcess(data).start(ready_timeout=600)
     try:
         async with httpx.AsyncClient(timeout=60) as client:
-            await server.wait_ready(client, timeout_s=600)
             regions = (await client.get(f"{server.url}/api/regions")).json()
             assert sum(r["clinics"] for r in regions) == 4430
             tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
