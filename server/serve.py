@@ -306,6 +306,8 @@ async def _seed_store(args: argparse.Namespace, settings: Settings) -> int:
             f"seeded {seeded.clinics} clinics, {seeded.bookings} bookings ({args.booked:.0%} pre-booked)"
             f" in {time.perf_counter() - started:.1f}s ({_cpu_seconds() - cpu:.1f} CPU-seconds)"
         )
+        accounts = create_demo_accounts(settings, seeded.first_clinic)
+        print(f"demo accounts (password {DEMO_PASSWORD!r}): " + ", ".join(email for email, _, _ in accounts))
     finally:
         await journal.close()
     return 0

@@ -91,7 +91,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             time.sleep(0.2)
         before = lag_buckets(url)
         run = subprocess.run(
-            [sys.executable, "-m", "loadtest.run", "--host", url, "--data", str(data)]
+            [sys.executable, "-m", "loadtest.run", "--host", url]
             + ["--users", str(args.users), "--seconds", str(args.seconds)],
             capture_output=True,
             text=True,
