@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--email", required=True)
     book.add_argument("--password", default=None)
     book.add_argument("--days", type=int, default=14)
+    book.add_argument(
+        "--late",
+        action="store_true",
+        help="also book times within the clinic's cancellation notice (they cannot be cancelled online)",
+    )
     return parser
 
 
@@ -182,7 +187,7 @@ def run_command(args: argparse.Namespace) -> int:
         from server.client import book
 
         return asyncio.run(
-            book(args.url, args.email, password_of(args), args.clinic, args.service, args.days)
+            book(args.url, args.email, password_of(args), args.clinic, args.service, args.days, args.late)
         )
     return 2
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
+from datetime import datetime
 
 import httpx
 import websockets
@@ -42,8 +44,13 @@ async def watch(url: str, topic: str, from_: str | None, days: int, count: int) 
     return 0
 
 
-async def book(base_url: str, email: str, password: str, clinic: str, service: str, days: int) -> int:
-    """Sign in, find the clinic's earliest free time for ``service`` and book it."""
+async def book(
+    base_url: str, email: str, password: str, clinic: str, service: str, days: int, late: bool = False
+) -> int:
+    """Sign in, find the clinic's earliest free time for ``service`` and book it.
+
+    Times inside the clinic's cancellation notice (``cancel_notice_hours``) could not be cancelled or moved
+    online once booked: they are passed over, and the command says so, unless ``late`` asks for them."""
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         login = await client.post("/api/auth/login", json={"email": email, "password": password})
         if login.status_code != 200:
@@ -57,6 +64,18 @@ async def book(base_url: str, email: str, password: str, clinic: str, service: s
             print(f"availability failed: {avail.status_code} {avail.text}", file=sys.stderr)
             return 1
         times = [t for day in avail.json()["days"] for t in day["times"]]
+        details = await client.get(f"/api/clinics/{clinic}")
+        notice_h = int(details.json().get("cancel_notice_hours", 0)) if details.status_code == 200 else 0
+        if not late and notice_h:
+            cutoff = time.time() + notice_h * 3600
+            kept = [t for t in times if datetime.fromisoformat(t["start"]).timestamp() >= cutoff]
+            if len(kept) < len(times):
+                print(
+                    f"passed over {len(times) - len(kept)} free times within the clinic's {notice_h} h "
+                    "cancellation notice (they could not be cancelled online); --late books them",
+                    file=sys.stderr,
+                )
+            times = kept
         for slot in times:
             body = {
                 "clinic": clinic,

@@ -1,6 +1,6 @@
 // /clinic/<id>: details, the live grid of free times, and the hold -> countdown -> confirm flow.
 
-import { ApiError, del, get, idempotencyKey, post } from "./api.js";
+import { ApiError, del, get, idempotencyKey, post, query } from "./api.js";
 import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
 import { LiveConnection } from "./live.js";
 import { authForm, currentUser } from "./session.js";
@@ -185,6 +185,20 @@ function showHold() {
   $("confirm").focus();
 }
 
+/** "Bevaka": join the clinic's wait-list for the chosen service, the next 14 days, in one tap. */
+async function watch() {
+  if (!user) {
+    location.href = `/me${query({ clinic: clinic.id, service: service.id })}#notify-title`;
+    return;
+  }
+  try {
+    await post("/api/waitlist", { clinic: clinic.id, service: service.id, from: todayIso(), days: 14 });
+    say(t("clinic.watch.saved"), "ok");
+  } catch (err) {
+    say(err instanceof ApiError ? err.describe() : String(err), "error");
+  }
+}
+
 async function confirm() {
   if (!hold || busy) return;
   busy = true;
@@ -237,6 +251,7 @@ function showConfirmation(booking) {
 
 async function main() {
   $("confirm").addEventListener("click", confirm);
+  $("watch").addEventListener("click", watch);
   $("release").addEventListener("click", release);
   try {
     [clinic, services] = await Promise.all([get(`/api/clinics/${encodeURIComponent(clinicId)}`), get("/api/services")]);

@@ -287,7 +287,8 @@ async function fetchClinics() {
 async function search() {
   const token = ++searchToken;
   const message = $("search-message");
-  announce(message, t("loading"));
+  // "loading" goes where the count will be: a message above the list would push it down twice (layout shift)
+  $("results-count").textContent = t("loading");
   $("results").setAttribute("aria-busy", "true");
   let list;
   try {

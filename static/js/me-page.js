@@ -2,7 +2,7 @@
 // "tell me when a time opens" for a clinic and date range; a private calendar feed URL.
 // Live: the "me" topic brings booking events.
 
-import { ApiError, del, get, post } from "./api.js";
+import { ApiError, del, get, post, query } from "./api.js";
 import { BOOKED } from "./booking-status.js";
 import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
 import { LiveConnection } from "./live.js";
@@ -10,7 +10,7 @@ import { feedControl } from "./feed-control.js";
 import { authForm, currentUser, userBar } from "./session.js";
 import { announce, el, mountShell } from "./shell.js";
 import { LiveSlotGrid } from "./slotgrid.js";
-import { addDays, formatDateTime, formatTime, todayIso } from "./stockholm.js";
+import { addDays, formatDate, formatDateTime, formatTime, todayIso } from "./stockholm.js";
 
 const live = new LiveConnection();
 mountShell({ active: "/me", live });
@@ -189,9 +189,12 @@ async function loadOffers() {
 async function loadWatches() {
   const data = await get("/api/waitlist").catch(() => null);
   const list = (data && data.entries) || [];
-  $("watches").replaceChildren(...list.map((w) => el("li", {},
-    `${w.clinic || w.municipality} · ${serviceName(w.service)} · ${w.from}–${addDays(w.from, w.days - 1)}`
-      + ` · ${w.from_time}–${w.to_time} `,
+  await Promise.all([...new Set(list.map((w) => w.clinic).filter(Boolean))].map((id) => clinicOf(id).catch(() => null)));
+  const short = { weekday: "short", day: "numeric", month: "short" };
+  $("watches").replaceChildren(...list.map((w) => el("li", { dataset: { watch: w.id, clinic: w.clinic || "" } },
+    `${(w.clinic && clinicDetails.get(w.clinic)?.name) || w.clinic || w.municipality} · ${serviceName(w.service)}`
+      + ` · ${formatDate(w.from, short)}–${formatDate(addDays(w.from, w.days - 1), short)}`
+      + (w.from_time === "00:00" && w.to_time === "24:00" ? " " : ` · ${w.from_time}–${w.to_time} `),
     el("button", { type: "button", class: "link", text: t("me.notify.remove"), onclick: async () => {
       await del(`/api/waitlist/${encodeURIComponent(w.id)}`).catch((err) => say(describe(err), "error"));
       loadWatches();
@@ -204,15 +207,24 @@ function wireNotifyForm() {
   $("notify-service").replaceChildren(...services.map((s) => el("option", { value: s.id }, serviceName(s.id))));
   $("notify-from").value = todayIso();
   $("notify-to").value = addDays(todayIso(), 14);
-  const clinicParam = new URLSearchParams(location.search).get("clinic");
-  if (clinicParam) $("notify-clinic").value = clinicParam;
+  const params = new URLSearchParams(location.search);
+  const clinicParam = params.get("clinic") || "";
+  if (params.get("service")) $("notify-service").value = params.get("service");
+  // a clinic is chosen by name within its region (ids begin with the region code: "AB-c1")
+  const regionSelect = $("notify-region");
+  get("/api/regions").then((regions) => {
+    regionSelect.replaceChildren(...regions.map((r) => el("option", { value: r.code }, r.name)));
+    if (clinicParam.includes("-")) regionSelect.value = clinicParam.split("-")[0];
+    return fillClinics(clinicParam);
+  }).catch((err) => announce($("notify-message"), describe(err), "error"));
+  regionSelect.addEventListener("change", () => fillClinics(""));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
       const from = $("notify-from").value;
       const days = Math.round((Date.parse($("notify-to").value) - Date.parse(from)) / 86400000) + 1;
       await post("/api/waitlist", {
-        clinic: $("notify-clinic").value.trim(), service: $("notify-service").value, from, days,
+        clinic: $("notify-clinic").value, service: $("notify-service").value, from, days,
       });
       announce($("notify-message"), t("me.notify.saved"), "ok");
       loadWatches();
@@ -220,6 +232,13 @@ function wireNotifyForm() {
       announce($("notify-message"), describe(err), "error");
     }
   });
+}
+
+async function fillClinics(selected) {
+  const select = $("notify-clinic");
+  const list = await get(`/api/clinics${query({ region: $("notify-region").value, sort: "name", limit: 5000 })}`);
+  select.replaceChildren(...list.map((c) => el("option", { value: c.id, selected: c.id === selected },
+    c.municipality_name ? `${c.name} (${c.municipality_name})` : c.name)));
 }
 
 // ---- live events ---------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ function renderDay() {
       el("td", { text: t(statusKey) === statusKey ? b.status : t(statusKey) }),
       el("td", {}, active ? el("span", { class: "actions" },
         el("button", { type: "button", class: "danger", "aria-label": `${t("staff.cancel")} ${when}`, text: t("staff.cancel"),
-          onclick: () => act(`/api/clinic/v1/bookings/${encodeURIComponent(b.id)}/cancel`, {}) }),
+          onclick: () => cancelBooking(b) }),
         el("button", { type: "button", "aria-label": `${t("staff.noshow")} ${when}`, text: t("staff.noshow"),
           onclick: () => markNoShow(b) })) : ""));
   }) : [el("tr", {}, el("td", { colspan: "6", class: "muted", text: t("staff.none") }))]));
@@ -110,6 +110,34 @@ async function act(path, body) {
     await loadDay();
   } catch (err) {
     say(err instanceof ApiError ? err.describe() : String(err), "error");
+  }
+}
+
+/** Cancelling a patient's booking is asked first, naming the patient and the time (the patient is told). */
+async function cancelBooking(b) {
+  const when = `${formatTime(b.start)}–${formatTime(b.end)}`;
+  if (!window.confirm(t("staff.cancel.confirm", { patient: b.patient_name || "", time: when }))) return;
+  await act(`/api/clinic/v1/bookings/${encodeURIComponent(b.id)}/cancel`, {});
+}
+
+/** Blocking over a booking is refused (SLOT_TAKEN): name the bookings in the way, from the day on screen. */
+async function block() {
+  const body = blockBody();
+  try {
+    await post("/api/clinic/v1/block", body);
+    say(t("staff.done"), "ok");
+    await loadDay();
+  } catch (err) {
+    if (err instanceof ApiError && err.code === "SLOT_TAKEN") {
+      const from = Date.parse(body.start);
+      const to = from + body.minutes * 60000;
+      const inWay = ((day && day.bookings) || []).filter((b) => b.resource === body.resource
+        && b.status === BOOKED && Date.parse(b.start) < to && Date.parse(b.end) > from);
+      const named = inWay.map((b) => `${formatTime(b.start)}–${formatTime(b.end)} ${b.patient_name || ""} (${serviceName(b.service)})`);
+      say(named.length ? t("staff.block.taken", { bookings: named.join(", ") }) : t("staff.block.taken.unknown"), "error");
+    } else {
+      say(err instanceof ApiError ? err.describe() : String(err), "error");
+    }
   }
 }
 
@@ -168,7 +196,7 @@ async function signedIn(u) {
 async function main() {
   $("staff-date").value = todayIso();
   $("staff-date").addEventListener("change", () => { loadDay(); subscribeDay(); });
-  $("block").addEventListener("click", () => act("/api/clinic/v1/block", blockBody()));
+  $("block").addEventListener("click", block);
   $("unblock").addEventListener("click", () => act("/api/clinic/v1/unblock", blockBody()));
   services = await get("/api/services").catch(() => []);
   onLangChange(() => { renderDay(); webhooks.render(); });
