@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LATEST := .venv-latest
 
-.PHONY: venv test lint bench run loadtest screenshots test-latest constraints clean
+.PHONY: venv test lint bench run loadtest screenshots lighthouse test-latest constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@PYTHON=$(PYTHON) scripts/system-packages venv
@@ -51,6 +51,11 @@ constraints: $(STAMP)
 screenshots: $(STAMP)
 	@PYTHON=$(PYTHON) scripts/system-packages test
 	TANDTID_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser
+
+# Lighthouse 12 (npx, Debian's chromium) against a running server, e.g. one seeded with --scale sweden:
+#   make lighthouse URL=http://127.0.0.1:8000
+lighthouse:
+	$(PYTHON) scripts/lighthouse.py $(or $(URL),http://127.0.0.1:8000) --pages / /clinic/AB-c1 /kiosk/AB-c1
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench all

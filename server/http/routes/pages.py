@@ -1,7 +1,8 @@
 """The browser pages: HTML shells from ``static/`` (the pages fetch their data from the API).
 
 Served with ``no-cache`` so a deploy is picked up at once; the assets under ``/static`` are
-served by a StaticFiles mount in ``server.http.app``.
+served by the mount of ``server.http.static_assets`` (gzip, a week's cache for vendored files, ETag
+revalidation for the project's own).
 """
 
 from __future__ import annotations
