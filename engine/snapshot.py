@@ -8,7 +8,16 @@ Heaps, per-patient and per-day indexes and the free counts are derived, never st
 This module is the other half of ``engine.state``: it reads and refills the state's private
 stores, and nothing else may. Changing what is stored means a new ``SNAPSHOT_VERSION``.
 
-Version 1 (a dict)::
+Version 2 (a dict; what ``encode`` writes)::
+
+    {"v": 2, "region": "AB",
+     ...                                              as version 1, except:
+     "bookings": BookingStore.to_snapshot()}          a few bytes buffers, see engine.bookings
+
+Capturing it is memory copies of the rows and the booking columns plus the short lists of
+clinics, resources, holds, windows, idempotency keys and wait-list entries.
+
+Version 1 (read, never written)::
 
     {"v": 1, "region": "AB",
      "clinics": [Clinic.to_record(), ...],           by id
@@ -27,13 +36,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engine.bookings import BookingStore
 from engine.model import Resource, clinic_from_record, resource_from_record, resource_to_record
 from engine.records import booking_from_list, hold_from_list
 
 if TYPE_CHECKING:
     from engine.state import RegionState
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})
 
 
 def encode(state: RegionState) -> dict[str, Any]:
@@ -45,7 +56,7 @@ def encode(state: RegionState) -> dict[str, Any]:
         "clinics": [state.clinics[c].to_record() for c in sorted(state.clinics)],
         "resources": [resource_to_record(state.resources[r]) for r in sorted(state.resources)],
         "rows": [[r, rows[r].first_day, bytes(rows[r].buf)] for r in sorted(rows)],
-        "bookings": [state.bookings[b].to_list() for b in sorted(state.bookings)],
+        "bookings": state._bookings.to_snapshot(),
         "holds": [state.holds[h].to_list() for h in sorted(state.holds)],
         "windows": sorted([res, day, *w] for (res, day), ws in state._windows.items() for w in ws),
         "idempotency": sorted([p, k, b, f] for (p, k), (b, f) in state._idem.items()),
@@ -57,8 +68,9 @@ def encode(state: RegionState) -> dict[str, Any]:
 def decode(data: dict[str, Any], new_state: Callable[[str], RegionState]) -> RegionState:
     """The state ``encode`` was given, rebuilt into ``new_state(region)`` (an empty state).
     ValueError for a version this build does not read."""
-    if data.get("v") != SNAPSHOT_VERSION:
-        raise ValueError(f"unknown snapshot version {data.get('v')!r}")
+    version = data.get("v")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"unknown snapshot version {version!r}")
     state = new_state(data["region"])
     by_clinic: dict[str, list[Resource]] = {}
     for r in data["resources"]:
@@ -74,8 +86,11 @@ def decode(data: dict[str, Any], new_state: Callable[[str], RegionState]) -> Reg
         free = state._free[row.clinic]
         for day in range(first_day, first_day + row.days):
             free[day] = free.get(day, 0) + row.free_count(day)
-    for rec in data["bookings"]:
-        state._index(booking_from_list(rec))
+    if version == 1:
+        for rec in data["bookings"]:  # by id: the order the store gives them rows
+            state._index(booking_from_list(rec))
+    else:
+        state._bookings = BookingStore.from_snapshot(data["bookings"])
     for rec in data["holds"]:
         state._add_hold(hold_from_list(rec))
     for res, day, cell, cells, until in data["windows"]:

@@ -26,9 +26,11 @@ Refusal order when several apply (documented so callers and tests agree):
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from engine import snapshot
+from engine.bookings import BookingStore
 from engine.calendar import cell_epoch, day_of_epoch, earliest_epoch
 from engine.cells import BLOCKED, BOOKED, BUFFER, CLOSED, FREE, HELD
 from engine.commands import (
@@ -102,16 +104,13 @@ class RegionState:
         self.region = region
         self.clinics: dict[str, Clinic] = {}
         self.resources: dict[str, Resource] = {}
-        # read through booking(), bookings_of() and bookings_on(): how bookings are stored may change
-        self.bookings: dict[str, Booking] = {}
+        self._bookings = BookingStore()  # read through booking(), bookings_of(), bookings_on()
         self.holds: dict[str, Hold] = {}
         self._rows: dict[str, ResourceRow] = {}
         self._free: dict[str, dict[int, int]] = {}  # clinic -> day -> FREE cells
         self._clinic_resources: dict[str, list[str]] = {}
         self._masks = OpeningMasks()
         self._mask_runs: dict[bytes, list[tuple[int, int]]] = {}  # mask -> its FREE runs
-        self._by_patient: dict[str, list[Booking]] = {}
-        self._day_bookings: dict[tuple[str, int], dict[str, Booking]] = {}  # (clinic, day)
         self._hold_of: dict[str, str] = {}  # patient -> their one open hold
         self._idem: dict[tuple[str, str], tuple[str, str]] = {}  # (patient, key) -> (booking, fingerprint)
         # active BUFFER windows per (resource, day): [cell, cells, until]
@@ -209,18 +208,32 @@ class RegionState:
         return row.cells_for.get(service) if row else None
 
     def booking(self, booking_id: str) -> Booking | None:
-        """The booking with that id (booked, cancelled or no-show), or None."""
-        return self.bookings.get(booking_id)
+        """The booking with that id (booked, cancelled or no-show), or None. A copy: changing
+        it changes nothing here."""
+        return self._bookings.get(booking_id)
 
     def bookings_of(self, patient: str) -> list[Booking]:
         """The patient's bookings (booked and cancelled), by start then id."""
-        return sorted(self._by_patient.get(patient, ()), key=lambda b: (b.day, b.cell, b.id))
+        return sorted(self._bookings.of_patient(patient), key=lambda b: (b.day, b.cell, b.id))
 
     def bookings_on(self, clinic: str, day: int) -> list[Booking]:
         """The clinic's bookings starting that day (booked and cancelled), by start, resource, id."""
-        return sorted(
-            self._day_bookings.get((clinic, day), {}).values(), key=lambda b: (b.cell, b.resource, b.id)
-        )
+        return sorted(self._bookings.on_day(clinic, day), key=lambda b: (b.cell, b.resource, b.id))
+
+    def booking_count(self) -> int:
+        """How many bookings the region has made (cancelled ones included)."""
+        return len(self._bookings)
+
+    def all_bookings(self) -> Iterator[Booking]:
+        """Every booking, in the order they were made (tests, benchmarks, exports)."""
+        return iter(self._bookings)
+
+    def hold(self, hold_id: str) -> Hold | None:
+        """The open hold (an offer included) with that id, or None."""
+        return self.holds.get(hold_id)
+
+    def hold_count(self) -> int:
+        return len(self.holds)
 
     def hold_of(self, patient: str, clinic: str | None = None) -> Hold | None:
         """The patient's one open hold (an offer included) in the region, or None; with
@@ -332,16 +345,7 @@ class RegionState:
                 _refuse(RefusalCode.SLOT_TAKEN, "that time is taken")
 
     def _upcoming(self, patient: str, clinic: Clinic, now: int) -> int:
-        upcoming = 0
-        cm = clinic.cell_minutes
-        for b in self._by_patient.get(patient, ()):
-            if (
-                b.status == BookingStatus.BOOKED
-                and b.clinic == clinic.id
-                and cell_epoch(b.day, b.cell, cm) >= now
-            ):
-                upcoming += 1
-        return upcoming
+        return self._bookings.upcoming(patient, clinic.id, clinic.cell_minutes, now)
 
     def _check_limit(self, patient: str, clinic: Clinic, now: int) -> None:
         if self._upcoming(patient, clinic, now) >= clinic.max_bookings_per_patient:
@@ -364,7 +368,7 @@ class RegionState:
         else:
             old = self.holds[old_id]
             self._check_run(row, c.day, c.cell, k, now, (old.resource, old.day, old.cell, old.cells))
-        if self._by_patient.get(c.patient):
+        if self._bookings.has_patient(c.patient):
             self._check_limit(c.patient, self.clinics[row.clinic], now)
         placed = HoldPlaced(
             c.hold_id, c.patient, row.clinic, c.resource, c.service, c.day, c.cell, k, now + c.ttl_s
@@ -388,7 +392,7 @@ class RegionState:
                 if seen[1] == c.fingerprint:
                     return []
                 _refuse(_INVALID, "idempotency key reused with another request")
-        if self.booking(c.booking_id) is not None:
+        if self._bookings.row(c.booking_id) >= 0:
             _refuse(_INVALID, "booking id in use")
         if c.hold_id:
             hold = self.holds.get(c.hold_id)
@@ -401,7 +405,7 @@ class RegionState:
             clinic = self.clinics[hold.clinic]
             if cell_epoch(hold.day, hold.cell, clinic.cell_minutes) < now:
                 _refuse(RefusalCode.IN_PAST, "that time has passed")
-            if self._by_patient.get(c.patient):
+            if self._bookings.has_patient(c.patient):
                 self._check_limit(c.patient, clinic, now)
             return [
                 Booked(
@@ -427,7 +431,7 @@ class RegionState:
             _refuse(_INVALID, "the resource does not perform that service here")
         if not self._run_is_free(row, c.day, c.cell, k, now):
             self._check_run(row, c.day, c.cell, k, now, None)
-        if self._by_patient.get(c.patient):
+        if self._bookings.has_patient(c.patient):
             self._check_limit(c.patient, self.clinics[row.clinic], now)
         return [
             Booked(
@@ -747,23 +751,13 @@ class RegionState:
             self._idem[(e.patient, e.idempotency_key)] = (e.booking_id, e.fingerprint)
 
     def _index(self, b: Booking) -> None:
-        self.bookings[b.id] = b
-        mine = self._by_patient.get(b.patient)
-        if mine is None:
-            self._by_patient[b.patient] = [b]
-        else:
-            mine.append(b)
-        on_day = self._day_bookings.get((b.clinic, b.day))
-        if on_day is None:
-            self._day_bookings[(b.clinic, b.day)] = {b.id: b}
-        else:
-            on_day[b.id] = b
+        self._bookings.add(b)
 
     def _on_cancelled(self, e: Cancelled) -> None:
-        b = self.bookings[e.booking_id]
-        b.status = BookingStatus.CANCELLED
-        b.cancelled_at = e.at
-        b.cancelled_by = e.by
+        store = self._bookings
+        row = store.row(e.booking_id)
+        store.set_status(row, BookingStatus.CANCELLED, e.at, e.by)
+        b = store.view(row)
         day, k = b.day, b.cells
         if e.buffer_until:
             self._fill(self._rows[b.resource], day, b.cell, k, BUFFER)
@@ -779,16 +773,15 @@ class RegionState:
         heapq.heappush(self._buffer_heap, (until, resource, day, cell, cells))
 
     def _on_rescheduled(self, e: Rescheduled) -> None:
-        b = self.bookings[e.booking_id]
+        store = self._bookings
+        row = store.row(e.booking_id)
+        b = store.view(row)
         k = b.cells
         self._fill(self._rows[b.resource], b.day, b.cell, k, FREE)
         if self.waitlist:
             self._freed.append((b.resource, b.day, b.cell, k))
         self._fill(self._rows[e.resource], e.day, e.cell, k, BOOKED)
-        if e.day != b.day:
-            del self._day_bookings[(b.clinic, b.day)][b.id]
-            self._day_bookings.setdefault((b.clinic, e.day), {})[b.id] = b
-        b.resource, b.day, b.cell = e.resource, e.day, e.cell
+        store.move(row, e.resource, e.day, e.cell)
 
     def _on_cells_blocked(self, e: CellsBlocked) -> None:
         row = self._rows[e.resource]
@@ -881,7 +874,8 @@ class RegionState:
             entry.offer = e.hold_id
 
     def _on_no_show(self, e: NoShowMarked) -> None:
-        self.bookings[e.booking_id].status = BookingStatus.NO_SHOW
+        store = self._bookings
+        store.set_status(store.row(e.booking_id), BookingStatus.NO_SHOW)
 
     # ------------------------------------------------------------------ snapshots (engine.snapshot)
 

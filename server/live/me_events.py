@@ -51,7 +51,7 @@ class MeEvents:
         for event in item.events:
             if isinstance(event, OfferMade):
                 # a wait-list offer: the patient's new hold (gone already if released in the same batch)
-                hold = state.holds.get(event.hold_id)
+                hold = state.hold(event.hold_id)
                 watchers = self.watchers.get(event.patient)
                 if hold is None or not watchers:
                     continue
@@ -60,7 +60,7 @@ class MeEvents:
                 kind = _KINDS.get(type(event))
                 if kind is None:
                     continue
-                booking = state.bookings.get(event.booking_id)  # type: ignore[union-attr]
+                booking = state.booking(event.booking_id)  # type: ignore[union-attr]
                 if booking is None:
                     continue
                 watchers = self.watchers.get(booking.patient)

@@ -180,7 +180,7 @@ def test_filling_needs_four_free_cells() -> None:
     refuse(state, Book("AB-b1", "p1", R1, "filling", MONDAY, NINE), now, RefusalCode.SLOT_TAKEN)
     state.apply(Book("AB-b1", "p1", R1, "filling", MONDAY, NINE - 1), now)
     assert cells_of(state, R1, MONDAY, NINE - 1, 5) == bytes([BOOKED] * 4 + [BLOCKED])
-    assert state.bookings["AB-b1"].cells == 4
+    assert state.booking("AB-b1").cells == 4
 
 
 def test_booking_across_lunch_and_longer_than_opening() -> None:
@@ -203,7 +203,7 @@ def test_book_direct() -> None:
     events = state.apply(Book("AB-b1", "p1", R1, "cleaning", MONDAY, NINE), now)
     assert events == [Booked("AB-b1", "p1", "AB-c1", R1, "cleaning", MONDAY, NINE, 3, now, "", "", "")]
     assert cells_of(state, R1, MONDAY, NINE, 3) == bytes([BOOKED] * 3)
-    b = state.bookings["AB-b1"]
+    b = state.booking("AB-b1")
     assert (b.status, b.booked_at, b.cells) == ("booked", now, 3)
     assert state.bookings_of("p1") == [b]
     assert state.bookings_on("AB-c1", MONDAY) == [b]
@@ -251,7 +251,7 @@ def test_idempotent_book() -> None:
     state.take_changes()
     assert state.apply(replace(cmd, booking_id="AB-b9"), now + 5) == []  # a retry: nothing new
     assert packed(state) == before and state.take_changes() == []
-    assert state.idempotent_booking("p1", "k1") is state.bookings["AB-b1"]
+    assert state.idempotent_booking("p1", "k1") == state.booking("AB-b1")
     assert state.idempotent_booking("p2", "k1") is None
     refuse(state, replace(cmd, booking_id="AB-b9", fingerprint="f2"), now, RefusalCode.INVALID)
 
@@ -264,7 +264,7 @@ def test_cancel_by_patient_frees() -> None:
     state.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY, NINE), now)
     events = state.apply(Cancel("AB-b1", Party.PATIENT, "p1"), now + 10)
     assert events == [Cancelled("AB-b1", "patient", now + 10, 0)]
-    b = state.bookings["AB-b1"]
+    b = state.booking("AB-b1")
     assert (b.status, b.cancelled_at, b.cancelled_by) == ("cancelled", now + 10, "patient")
     assert cells_of(state, R1, MONDAY, NINE, 2) == bytes([FREE] * 2)
     assert state.free_count("AB-c1", MONDAY) == 64
@@ -306,7 +306,7 @@ def test_reschedule_to_other_resource_and_day() -> None:
     assert events == [Rescheduled("AB-b1", R2, MONDAY + 3, cell(14), now)]
     assert cells_of(state, R1, MONDAY + 2, NINE, 2) == bytes([FREE] * 2)
     assert cells_of(state, R2, MONDAY + 3, cell(14), 2) == bytes([BOOKED] * 2)
-    b = state.bookings["AB-b1"]
+    b = state.booking("AB-b1")
     assert (b.resource, b.day, b.cell) == (R2, MONDAY + 3, cell(14))
     assert state.bookings_on("AB-c1", MONDAY + 2) == [] and state.bookings_on("AB-c1", MONDAY + 3) == [b]
     assert state.take_changes()[-2:] == [
@@ -430,7 +430,7 @@ def test_dst_sunday_booking_at_nine(day: int) -> None:
         assert row[c] == (CLOSED if c in nonexistent_cells(day, 15) else FREE)
     assert state.free_count("AB-c1", day) == 2 * (96 - len(nonexistent_cells(day, 15)))
     state.apply(Book("AB-b1", "p1", R1, "checkup", day, NINE), now)
-    b = state.bookings["AB-b1"]
+    b = state.booking("AB-b1")
     assert cell_epoch(b.day, b.cell, 15) == epoch(day, 9)
     assert iso(b.day, b.cell, 15) == (
         "2027-03-28T09:00:00+02:00" if day == SPRING else "2026-10-25T09:00:00+01:00"
@@ -470,7 +470,7 @@ def test_no_show_only_after_the_start_and_the_cells_stay_booked() -> None:
     assert state.apply(MarkNoShow("AB-b1", "AB-c1"), epoch(MONDAY, 9, 5)) == [
         NoShowMarked("AB-b1", epoch(MONDAY, 9, 5))
     ]
-    assert state.bookings["AB-b1"].status == "no_show"
+    assert state.booking("AB-b1").status == "no_show"
     assert cells_of(state, R1, MONDAY, NINE, 2) == bytes([BOOKED]) * 2
     refuse(state, MarkNoShow("AB-b1", "AB-c1"), epoch(MONDAY, 10), RefusalCode.INVALID)
     refuse(state, Cancel("AB-b1", Party.CLINIC, "AB-c1"), epoch(MONDAY, 10), RefusalCode.INVALID)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgpack
 from slot_world import MONDAY, cell, epoch, make_clinic, make_resources, packed, world
 
@@ -21,6 +23,7 @@ from engine.commands import (
 from engine.errors import Refused
 from engine.events import Event, from_record, to_record
 from engine.records import BookingStatus
+from engine.snapshot import SNAPSHOT_VERSION
 from engine.state import RegionState
 
 R1, R2 = "AB-c1-r1", "AB-c1-r2"
@@ -93,8 +96,8 @@ def test_snapshot_round_trip() -> None:
             assert restored.free_count(c, d) == state.free_count(c, d)
     assert [b.id for b in restored.bookings_of("p2")] == [b.id for b in state.bookings_of("p2")]
     assert restored.idempotent_booking("p1", "k") is not None
-    statuses = {b.id: b.status for b in restored.bookings.values()}
-    assert statuses == {b.id: b.status for b in state.bookings.values()}
+    statuses = {b.id: b.status for b in restored.all_bookings()}
+    assert statuses == {b.id: b.status for b in state.all_bookings()}
     assert {type(s) for s in statuses.values()} == {BookingStatus}  # unpacked as the enum, not str
 
 
@@ -119,14 +122,57 @@ def test_restored_state_keeps_going_like_the_original() -> None:
     assert packed(restored) == packed(state)
 
 
-def test_equal_states_pack_equal_whatever_the_insertion_order() -> None:
+def test_the_same_history_packs_equal_and_the_booking_order_is_its_own() -> None:
+    """Bookings are stored in the order they were made (a snapshot is memory copies, never a
+    sort): the same facts in the same order pack to the same bytes; in another order the state
+    holds the same bookings and cells, and packs differently."""
     a, now = world()
     b, _ = world()
-    a.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY, cell(9)), now)
-    a.apply(Book("AB-b2", "p2", R2, "checkup", MONDAY, cell(10)), now)
-    b.apply(Book("AB-b2", "p2", R2, "checkup", MONDAY, cell(10)), now)
-    b.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY, cell(9)), now)
+    c, _ = world()
+    first = Book("AB-b1", "p1", R1, "checkup", MONDAY, cell(9))
+    second = Book("AB-b2", "p2", R2, "checkup", MONDAY, cell(10))
+    for state, order in ((a, (first, second)), (b, (first, second)), (c, (second, first))):
+        for command in order:
+            state.apply(command, now)
     assert packed(a) == packed(b)
+    assert sorted(a.all_bookings(), key=lambda x: x.id) == sorted(c.all_bookings(), key=lambda x: x.id)
+    assert all(a.row(r, MONDAY) == c.row(r, MONDAY) for r in (R1, R2))
+    assert packed(a) != packed(c)
+
+
+def test_a_version_1_snapshot_still_loads() -> None:
+    """fixtures/snapshot-v1.msgpack: ``busy_history()`` packed by the code before version 2."""
+    state, _, now = busy_history()
+    data = msgpack.unpackb((Path(__file__).parent / "fixtures" / "snapshot-v1.msgpack").read_bytes())
+    assert data["v"] == 1
+    restored = RegionState.from_snapshot(data)
+    assert restored.to_snapshot()["v"] == SNAPSHOT_VERSION == 2
+    by_id = sorted(state.all_bookings(), key=lambda b: b.id)
+    assert sorted(restored.all_bookings(), key=lambda b: b.id) == by_id
+    for b in by_id:
+        assert restored.bookings_of(b.patient) == state.bookings_of(b.patient)
+        assert restored.bookings_on(b.clinic, b.day) == state.bookings_on(b.clinic, b.day)
+    assert restored.idempotent_booking("p1", "k") == state.idempotent_booking("p1", "k")
+    assert set(restored.holds) == set(state.holds)
+    for r in (R1, R2):
+        assert [restored.row(r, d) for d in range(MONDAY, MONDAY + 5)] == [
+            state.row(r, d) for d in range(MONDAY, MONDAY + 5)
+        ]
+    assert restored.next_deadline() == state.next_deadline()
+    again = RegionState.from_snapshot(msgpack.unpackb(packed(restored)))
+    assert packed(again) == packed(restored)
+
+
+def test_bookings_read_back_as_made_through_cancel_and_move() -> None:
+    state, _, now = busy_history()
+    restored = RegionState.from_snapshot(msgpack.unpackb(packed(state)))
+    for s in (state, restored):
+        ids = [b.id for b in s.all_bookings()]
+        assert ids == ["AB-b1", "AB-b2", "AB-b3"]
+        assert s.booking_count() == 3 and s.booking("AB-nope") is None
+        for b in s.all_bookings():
+            assert s.booking(b.id) == b
+            assert b in s.bookings_of(b.patient) and b in s.bookings_on(b.clinic, b.day)
 
 
 def test_snapshot_is_compact() -> None:

@@ -284,7 +284,7 @@ class SlotMachine(RuleBasedStateMachine):
             events = self._run(command, None if seen[1] == fingerprint else "INVALID")
             assert events in (None, [])
             if events == []:
-                assert self.state.idempotent_booking(patient, key) is self.state.bookings[seen[0]]
+                assert self.state.idempotent_booking(patient, key) == self.state.booking(seen[0])
             return
         if self._run(command, self._run_check(res, day, cell, k, set())) is not None:
             self._booked(booking_id, patient, res, day, cell, k)
@@ -561,7 +561,7 @@ class SlotMachine(RuleBasedStateMachine):
     @invariant()
     def bookings_and_holds_own_their_cells(self) -> None:
         taken: set[Key] = set()
-        for b in self.state.bookings.values():
+        for b in self.state.all_bookings():
             if b.status == "booked":
                 span = self._span(b.resource, b.day, b.cell, b.cells)
                 assert not span & taken, "a cell belongs to two bookings"
@@ -572,7 +572,7 @@ class SlotMachine(RuleBasedStateMachine):
         for h in self.state.holds.values():
             assert self.state.row(h.resource, h.day)[h.cell : h.cell + h.cells] == bytes([HELD]) * h.cells
         assert set(self.state.holds) == set(self.holds)
-        assert {b: v.status for b, v in self.state.bookings.items()} == {
+        assert {v.id: v.status for v in self.state.all_bookings()} == {
             b: v["status"] for b, v in self.bookings.items()
         }
 

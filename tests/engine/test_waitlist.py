@@ -126,7 +126,7 @@ def test_three_wait_first_offered_expires_second_books_third_told_nothing() -> N
     w.now += 60
     booked = w.run(Book("AB-b2", "p2", hold_id=second.hold_id))
     assert not offers(booked)
-    assert w.state.bookings["AB-b2"].patient == "p2"
+    assert w.state.booking("AB-b2").patient == "p2"
     assert cells(w.state, R1, TUESDAY, NINE, 2) == bytes([BOOKED]) * 2
     assert list(w.state.waitlist.entries) == ["AB-w3"]
     assert w.state.waitlist.entries["AB-w3"].offer == ""
@@ -378,4 +378,4 @@ def test_late_cancel_and_hoarding_are_refused_and_change_nothing() -> None:
     w.join("AB-w1", "p2")
     w.now = epoch(TUESDAY, 8)  # one hour before: too late to cancel online
     w.refuse(Cancel("AB-b1", Party.PATIENT, "p1"), RefusalCode.TOO_LATE)
-    assert not w.state.holds and w.state.bookings["AB-b1"].status == "booked"
+    assert not w.state.holds and w.state.booking("AB-b1").status == "booked"

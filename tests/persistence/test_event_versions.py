@@ -59,7 +59,9 @@ async def test_an_old_journal_replays_and_takes_new_appends(old_journal: Path) -
     await journal.open()
     actor = RegionActor("AB", journal, clock=lambda: NOW)
     await actor.start()
-    bookings = await actor.query(lambda s: {b: s.bookings[b].status for b in sorted(s.bookings)})
+    bookings = await actor.query(
+        lambda s: {b.id: b.status for b in sorted(s.all_bookings(), key=lambda b: b.id)}
+    )
     assert bookings == expected()["bookings"]
     await actor.submit(Book("AB-bnew00001", "p1", "AB-c1-r2", "checkup", FIRST_DAY + 4, CELL_0900))
     before = actor.state.to_snapshot()

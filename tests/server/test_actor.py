@@ -111,7 +111,7 @@ async def test_restart_recovers_from_snapshot_and_tail(file_journal: FileJournal
     assert snapshot is not None and snapshot.position < await reopened.last_position("AB")
     again = await started_actor(reopened)
     assert again.state.to_snapshot() == before
-    assert len(again.state.bookings) == 15
+    assert again.state.booking_count() == 15
     await again.stop()
     await reopened.close()
 
@@ -204,9 +204,9 @@ async def test_sigkill_mid_load_loses_no_acknowledged_booking(tmp_path: Path) ->
     await journal.open()
     assert log.stat().st_size < size_with_tear, "the torn tail must be cut on open"
     actor = await started_actor(journal)
-    missing = [b for b in acks if b not in actor.state.bookings]
+    missing = [b for b in acks if actor.state.booking(b) is None]
     assert missing == []
-    assert all(actor.state.bookings[b].status == "booked" for b in acks)
+    assert all(actor.state.booking(b).status == "booked" for b in acks)
     await actor.stop()
     await journal.close()
 
@@ -255,7 +255,7 @@ async def test_redis_killed_and_restarted_mid_load(redis_server) -> None:
     during_outage = await asyncio.gather(*(book(s) for s in slots[400:500]))
     assert all(isinstance(exc, Unavailable) for _, exc in during_outage)
     # nothing unacknowledged is visible: the actor holds no state while recovering
-    assert not any(b in actor.state.bookings for b, _ in during_outage)
+    assert not any(actor.state.booking(b) is not None for b, _ in during_outage)
 
     redis_server.restart()
     await eventually(lambda: actor.ready, what="the actor to recover by itself when Redis returns")
@@ -265,10 +265,10 @@ async def test_redis_killed_and_restarted_mid_load(redis_server) -> None:
 
     fresh = RegionActor("AB", journal, clock=lambda: NOW)
     await fresh.start()
-    assert [b for b in acked if b not in fresh.state.bookings] == []
-    assert not any(b in fresh.state.bookings for b, _ in during_outage)
+    assert [b for b in acked if fresh.state.booking(b) is None] == []
+    assert not any(fresh.state.booking(b) is not None for b, _ in during_outage)
     cells: dict[tuple[str, int, int], str] = {}
-    for booking in fresh.state.bookings.values():
+    for booking in fresh.state.all_bookings():
         for cell in range(booking.cell, booking.cell + booking.cells):
             key = (booking.resource, booking.day, cell)
             assert key not in cells, "a cell belongs to two bookings"

@@ -114,7 +114,7 @@ async def test_failed_append_answers_503_and_leaves_nothing(
     with pytest.raises(Unavailable):
         await answered(actor.submit(book(1)))
     await until(lambda: actor.ready)
-    assert "AB-b1" not in actor.state.bookings
+    assert actor.state.booking("AB-b1") is None
     assert actor.state.to_snapshot() == await replayed(journal)
     assert any(isinstance(item, Reloaded) for item in heard)
     await answered(actor.submit(book(1)))  # the time is still free
@@ -126,7 +126,7 @@ async def test_lost_reply_reloads_what_the_journal_kept(actor: RegionActor, jour
     with pytest.raises(Unavailable):
         await answered(actor.submit(book(1)))
     await until(lambda: actor.ready)
-    assert "AB-b1" in actor.state.bookings  # written although the reply was lost
+    assert actor.state.booking("AB-b1") is not None  # written although the reply was lost
     assert actor.state.to_snapshot() == await replayed(journal)
 
 
@@ -138,7 +138,7 @@ async def test_stale_epoch_fences_the_region(actor: RegionActor, journal: Memory
     assert not actor.ready
     with pytest.raises(Unavailable):
         await answered(actor.submit(book(2, CELL_0900 + 4)))
-    assert "AB-b1" not in actor.state.bookings
+    assert actor.state.booking("AB-b1") is None
 
 
 async def test_engine_error_mid_command_drops_the_change(
@@ -150,7 +150,7 @@ async def test_engine_error_mid_command_drops_the_change(
     )
     assert isinstance(failed, Unavailable), failed  # not a refusal that leaves state changed
     await until(lambda: actor.ready)
-    assert "AB-b9" not in actor.state.bookings
+    assert actor.state.booking("AB-b9") is None
     assert actor.state.to_snapshot() == await replayed(journal)
     await actor.snapshot_now()  # the next snapshot agrees with the journal too
     assert actor.state.to_snapshot() == await replayed(journal)
@@ -165,7 +165,7 @@ async def test_take_changes_failure_answers_503_then_serves(
     await until(lambda: actor.ready)
     assert actor.state.to_snapshot() == await replayed(journal)
     await answered(actor.submit(book(2, CELL_0900 + 4)))
-    assert "AB-b2" in actor.state.bookings
+    assert actor.state.booking("AB-b2") is not None
 
 
 async def test_tick_failure_does_not_kill_the_actor(
@@ -202,7 +202,7 @@ async def test_snapshot_now_captures_inside_the_turn(actor: RegionActor, journal
     await answered(booking)
     stored = await journal.load_snapshot("AB")
     assert stored is not None
-    in_snapshot = "AB-b1" in RegionState.from_snapshot(unpack_snapshot(stored.payload)).bookings
+    in_snapshot = RegionState.from_snapshot(unpack_snapshot(stored.payload)).booking("AB-b1") is not None
     # a snapshot may include the booking only under the position that journaled it
     assert not in_snapshot or stored.position == await journal.last_position("AB")
     assert actor.state.to_snapshot() == await replayed(journal)
@@ -224,7 +224,7 @@ async def test_corrupt_journal_fails_the_region_loudly(journal: MemoryJournal) -
         with pytest.raises(Unavailable):
             await answered(actor.submit(book(1)))
         with pytest.raises(Unavailable):
-            await answered(actor.query(lambda state: len(state.bookings)))
+            await answered(actor.query(lambda state: state.booking_count()))
         with pytest.raises(Unavailable):
             await answered(actor.wait_ready())
     finally:

@@ -113,8 +113,8 @@ def test_the_engine_accepts_every_prebook_command_and_the_share_is_met(from_stat
         for book in books:
             state.apply(book, now)  # raises Refused if any time does not fit
         state.take_changes()
-        assert len(state.bookings) == len(books)
-        booked_cells += sum(b.cells for b in state.bookings.values())
+        assert state.booking_count() == len(books)
+        booked_cells += sum(b.cells for b in state.all_bookings())
         open_cells += free_before[region]
     expected = sum(fill_share(d, 0.3, days) for d in range(days)) / days
     assert expected == pytest.approx(0.3, abs=0.02)

@@ -82,7 +82,8 @@ async def cancel_booking(request: Request) -> Response:
     await regions.submit(Cancel(booking_id, Party.ADMIN, admin))
 
     def read(state: RegionState) -> dict[str, Any]:
-        booking = state.bookings[booking_id]
+        booking = state.booking(booking_id)
+        assert booking is not None  # the submit above found it, and bookings are never removed
         return booking_view(booking, state.clinics[booking.clinic])
 
     return json_response({"booking": await regions.query(region, read)})
@@ -108,7 +109,7 @@ async def system_state(request: Request) -> Response:
     def read(state: RegionState) -> tuple[int, int, list[tuple[int, str, str]]]:
         busy = [(len(state.bookings_on(c.id, day)), c.id, c.name) for c in state.clinics.values()]
         busy.sort(key=lambda t: (-t[0], t[1]))
-        return len(state.bookings), len(state.holds), busy[:HOT_CLINICS]
+        return state.booking_count(), state.hold_count(), busy[:HOT_CLINICS]
 
     codes = list(regions.actors)
     outcomes = await asyncio.gather(*(regions.query(code, read) for code in codes), return_exceptions=True)

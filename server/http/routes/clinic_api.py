@@ -158,7 +158,8 @@ async def cancel_booking(request: Request) -> Response:
     await regions.submit(Cancel(booking_id, Party.CLINIC, clinic_id))
 
     def read(state: RegionState) -> dict[str, Any]:
-        booking = state.bookings[booking_id]
+        booking = state.booking(booking_id)
+        assert booking is not None  # the submit above found it, and bookings are never removed
         return booking_view(booking, state.clinics[booking.clinic])
 
     return json_response({"booking": await regions.query(region, read)})
@@ -175,7 +176,8 @@ async def mark_no_show(request: Request) -> Response:
     await regions.submit(MarkNoShow(booking_id, clinic_id))
 
     def read(state: RegionState) -> dict[str, Any]:
-        booking = state.bookings[booking_id]
+        booking = state.booking(booking_id)
+        assert booking is not None  # the submit above found it, and bookings are never removed
         return booking_view(booking, state.clinics[booking.clinic])
 
     return json_response({"booking": await regions.query(region, read)})

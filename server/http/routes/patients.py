@@ -55,7 +55,7 @@ def _clinic_for_resource(state: RegionState, clinic_id: str, resource_id: str) -
 
 
 def _own_booking(state: RegionState, booking_id: str, patient: str) -> tuple[Booking, Clinic]:
-    booking = state.bookings.get(booking_id)
+    booking = state.booking(booking_id)
     if booking is None or booking.patient != patient:
         raise not_found("no such booking")
     return booking, state.clinics[booking.clinic]
@@ -85,7 +85,7 @@ async def place_hold(request: Request) -> Response:
         PlaceHold(ids.hold_id(region), patient, body.resource, body.service, day, cell, ttl)
     )
     placed = next(e for e in events if isinstance(e, HoldPlaced))
-    hold = await regions.query(region, lambda s: s.holds.get(placed.hold_id))
+    hold = await regions.query(region, lambda s: s.hold(placed.hold_id))
     if hold is None:  # expired already (a tiny TTL); the hold was real but is gone
         raise ApiError(410, "HOLD_EXPIRED", "the hold ran out before it could be shown")
     return json_response({"hold": hold_view(hold, clinic)}, status=201)
@@ -214,9 +214,7 @@ async def _book(request: Request, body: BookingBody, patient: str, region: str, 
 
     def read(state: RegionState) -> dict[str, Any] | None:
         booking = (
-            state.bookings.get(booked.booking_id)
-            if booked is not None
-            else state.idempotent_booking(patient, key)
+            state.booking(booked.booking_id) if booked is not None else state.idempotent_booking(patient, key)
         )
         if booking is None:
             return None

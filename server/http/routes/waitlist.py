@@ -40,7 +40,7 @@ def _clock(minute: int) -> str:
 
 
 def entry_view(state: RegionState, entry: WaitEntry) -> dict[str, Any]:
-    hold = state.holds.get(entry.offer) if entry.offer else None
+    hold = state.hold(entry.offer) if entry.offer else None
     return {
         "id": entry.id,
         "clinic": entry.clinic or None,

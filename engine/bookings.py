@@ -1,0 +1,401 @@
+"""BookingStore: a region's bookings as packed columns, not an object per booking.
+
+A booking is a row number. Its fields live in ``array`` columns (one machine integer per
+field); its id and its patient's id are stored once each in a ``Strings`` table (one utf-8
+blob, found through an open-addressing table of crc32 hashes); clinic, resource, service and
+the cancelling party are small codes into short lists. Per-patient and per-(clinic, day) lists
+are linked through two more columns, so no index holds an object per booking either. About
+100 bytes a booking, against ~400 for a slotted object with its strings and three indexes.
+
+Readers get ``Booking`` values built on demand (copies: changing one changes nothing here).
+Only ``RegionState`` writes (``add``, ``set_status``, ``move``).
+
+Snapshots: ``to_snapshot`` is a dict of a few ``bytes`` (each a memory copy of one column or
+index) and short lists; ``from_snapshot`` copies them back, rebuilding nothing. The layout
+follows the insertion order, so the same facts in the same order give the same bytes.
+Columns are in the machine's byte order, which the snapshot records (a reader with the other
+order swaps them).
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Iterator
+from typing import Any
+from zlib import crc32
+
+from engine.calendar import cell_epoch
+from engine.records import Booking, BookingStatus
+
+STATUSES: tuple[BookingStatus, ...] = (BookingStatus.BOOKED, BookingStatus.CANCELLED, BookingStatus.NO_SHOW)
+_STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
+_BOOKED = 0
+
+# (column name, array type code); the order is the snapshot's
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("patient", "I"),  # code in ``patients``
+    ("clinic", "I"),  # code in ``clinics``
+    ("resource", "I"),  # code in ``resources``
+    ("service", "B"),  # code in ``services``
+    ("day", "I"),
+    ("cell", "H"),
+    ("cells", "H"),
+    ("status", "B"),  # index in STATUSES
+    ("booked_at", "I"),  # epoch seconds (to 2106)
+    ("cancelled_at", "I"),
+    ("cancelled_by", "B"),  # code in ``parties`` ("" first)
+    ("next_of_patient", "i"),  # the patient's previous booking's row, or -1
+    ("next_on_day", "i"),  # the next row starting the same clinic day, or -1
+)
+
+
+def _swapped(data: bytes, typecode: str, byteorder: str) -> array[int]:
+    column = array(typecode)
+    column.frombytes(data)
+    if byteorder != sys.byteorder:
+        column.byteswap()
+    return column
+
+
+class Strings:
+    """Distinct strings, each stored once in one utf-8 blob and numbered 0, 1, ... in order of
+    arrival. ``find``/``add`` go through an open-addressing table (crc32, linear probing, at
+    most half full) of those numbers; the hashes are kept so that growing re-hashes nothing."""
+
+    __slots__ = ("blob", "ends", "hashes", "table", "mask")
+
+    def __init__(self) -> None:
+        self.blob = bytearray()
+        self.ends = array("I")  # ends[i]: where string i ends in blob (it starts at ends[i-1] or 0)
+        self.hashes = array("I")
+        self.table = array("i", [-1]) * 8
+        self.mask = 7
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, code: int) -> str:
+        ends = self.ends
+        return self.blob[ends[code - 1] if code else 0 : ends[code]].decode()
+
+    def _slot(self, raw: bytes, h: int) -> tuple[int, int]:
+        """(slot, code): the string's code and its slot, or (the free slot to take, -1)."""
+        table, hashes, ends, blob = self.table, self.hashes, self.ends, self.blob
+        mask = self.mask
+        i = h & mask
+        while True:
+            code = table[i]
+            if code < 0:
+                return i, -1
+            if hashes[code] == h and blob[ends[code - 1] if code else 0 : ends[code]] == raw:
+                return i, code
+            i = (i + 1) & mask
+
+    def find(self, s: str) -> int:
+        """The string's code, or -1."""
+        raw = s.encode()
+        return self._slot(raw, crc32(raw))[1]
+
+    def add(self, s: str) -> int:
+        """The string's code, numbering it if new."""
+        raw = s.encode()
+        h = crc32(raw)
+        slot, code = self._slot(raw, h)
+        if code >= 0:
+            return code
+        code = len(self.ends)
+        self.blob += raw
+        self.ends.append(len(self.blob))
+        self.hashes.append(h)
+        self.table[slot] = code
+        if 2 * (code + 1) > len(self.table):
+            self._grow()
+        return code
+
+    def _grow(self) -> None:
+        size = 2 * len(self.table)
+        table = array("i", [-1]) * size
+        mask = size - 1
+        for code, h in enumerate(self.hashes):
+            i = h & mask
+            while table[i] >= 0:
+                i = (i + 1) & mask
+            table[i] = code
+        self.table, self.mask = table, mask
+
+    def to_snapshot(self) -> list[bytes]:
+        return [bytes(self.blob), self.ends.tobytes(), self.hashes.tobytes(), self.table.tobytes()]
+
+    @classmethod
+    def from_snapshot(cls, data: list[bytes], byteorder: str) -> Strings:
+        strings = cls()
+        blob, ends, hashes, table = data
+        strings.blob = bytearray(blob)
+        strings.ends = _swapped(ends, "I", byteorder)
+        strings.hashes = _swapped(hashes, "I", byteorder)
+        strings.table = _swapped(table, "i", byteorder)
+        strings.mask = len(strings.table) - 1
+        return strings
+
+
+class _Codes:
+    """A short list of distinct strings (clinics, resources, services, parties) and their codes."""
+
+    __slots__ = ("names", "codes")
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self.names: list[str] = list(names or ())
+        self.codes: dict[str, int] = {n: i for i, n in enumerate(self.names)}
+
+    def add(self, name: str) -> int:
+        code = self.codes.get(name)
+        if code is None:
+            code = self.codes[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+
+class BookingStore:
+    """All bookings of one region (booked, cancelled, no-show); they are never removed."""
+
+    __slots__ = (
+        "ids",
+        "patients",
+        "clinics",
+        "resources",
+        "services",
+        "parties",
+        "patient",
+        "clinic",
+        "resource",
+        "service",
+        "day",
+        "cell",
+        "cells",
+        "status",
+        "booked_at",
+        "cancelled_at",
+        "cancelled_by",
+        "next_of_patient",
+        "next_on_day",
+        "last_of_patient",
+        "day_base",
+        "day_first",
+    )
+
+    def __init__(self) -> None:
+        self.ids = Strings()  # row -> booking id
+        self.patients = Strings()  # patient code -> patient id
+        self.clinics = _Codes()
+        self.resources = _Codes()
+        self.services = _Codes()
+        self.parties = _Codes([""])
+        for name, typecode in _COLUMNS:
+            setattr(self, name, array(typecode))
+        self.last_of_patient = array("i")  # patient code -> their latest booking's row
+        self.day_base = array("I")  # clinic code -> the day day_first[code][0] stands for
+        self.day_first: list[array[int]] = []  # clinic code -> per day from base: latest row, or -1
+
+    # Declared for mypy; set in __init__ from _COLUMNS.
+    patient: array[int]
+    clinic: array[int]
+    resource: array[int]
+    service: array[int]
+    day: array[int]
+    cell: array[int]
+    cells: array[int]
+    status: array[int]
+    booked_at: array[int]
+    cancelled_at: array[int]
+    cancelled_by: array[int]
+    next_of_patient: array[int]
+    next_on_day: array[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # ------------------------------------------------------------------ reads
+
+    def row(self, booking_id: str) -> int:
+        """The booking's row, or -1."""
+        return self.ids.find(booking_id)
+
+    def view(self, row: int) -> Booking:
+        """The booking in ``row`` as a value (a copy)."""
+        return Booking(
+            self.ids[row],
+            self.patients[self.patient[row]],
+            self.clinics.names[self.clinic[row]],
+            self.resources.names[self.resource[row]],
+            self.services.names[self.service[row]],
+            self.day[row],
+            self.cell[row],
+            self.cells[row],
+            STATUSES[self.status[row]],
+            self.booked_at[row],
+            self.cancelled_at[row],
+            self.parties.names[self.cancelled_by[row]],
+        )
+
+    def get(self, booking_id: str) -> Booking | None:
+        row = self.ids.find(booking_id)
+        return self.view(row) if row >= 0 else None
+
+    def __iter__(self) -> Iterator[Booking]:
+        """Every booking, in the order they were made."""
+        return (self.view(row) for row in range(len(self.ids)))
+
+    def _rows_of(self, patient: str) -> Iterator[int]:
+        code = self.patients.find(patient)
+        row = self.last_of_patient[code] if code >= 0 else -1
+        nxt = self.next_of_patient
+        while row >= 0:
+            yield row
+            row = nxt[row]
+
+    def has_patient(self, patient: str) -> bool:
+        return self.patients.find(patient) >= 0
+
+    def of_patient(self, patient: str) -> list[Booking]:
+        """The patient's bookings, newest first."""
+        return [self.view(row) for row in self._rows_of(patient)]
+
+    def upcoming(self, patient: str, clinic: str, cell_minutes: int, now: int) -> int:
+        """How many of the patient's booked bookings at ``clinic`` start at or after ``now``."""
+        code = self.clinics.codes.get(clinic)
+        if code is None:
+            return 0
+        status, clinic_of, day, cell = self.status, self.clinic, self.day, self.cell
+        count = 0
+        for row in self._rows_of(patient):
+            if (
+                status[row] == _BOOKED
+                and clinic_of[row] == code
+                and cell_epoch(day[row], cell[row], cell_minutes) >= now
+            ):
+                count += 1
+        return count
+
+    def on_day(self, clinic: str, day: int) -> list[Booking]:
+        """The clinic's bookings starting on ``day``, newest first."""
+        code = self.clinics.codes.get(clinic)
+        if code is None:
+            return []
+        heads = self.day_first[code]
+        i = day - self.day_base[code]
+        row = heads[i] if 0 <= i < len(heads) else -1
+        out = []
+        nxt = self.next_on_day
+        while row >= 0:
+            out.append(self.view(row))
+            row = nxt[row]
+        return out
+
+    # ------------------------------------------------------------------ writes (RegionState only)
+
+    def add(self, b: Booking) -> int:
+        """Store a new booking (its id must be new); returns its row."""
+        row = len(self.ids)
+        if self.ids.add(b.id) != row:
+            raise ValueError("booking id in use")
+        patient = self.patients.add(b.patient)
+        if patient == len(self.last_of_patient):
+            self.last_of_patient.append(-1)
+        clinic = self.clinics.add(b.clinic)
+        if clinic == len(self.day_first):
+            self.day_base.append(b.day)
+            self.day_first.append(array("i"))
+        self.patient.append(patient)
+        self.clinic.append(clinic)
+        self.resource.append(self.resources.add(b.resource))
+        self.service.append(self.services.add(b.service))
+        self.day.append(b.day)
+        self.cell.append(b.cell)
+        self.cells.append(b.cells)
+        self.status.append(_STATUS_CODE[b.status])
+        self.booked_at.append(b.booked_at)
+        self.cancelled_at.append(b.cancelled_at)
+        self.cancelled_by.append(self.parties.add(b.cancelled_by))
+        self.next_of_patient.append(self.last_of_patient[patient])
+        self.last_of_patient[patient] = row
+        self.next_on_day.append(-1)
+        self._link_day(row, clinic, b.day)
+        return row
+
+    def _link_day(self, row: int, clinic: int, day: int) -> None:
+        heads = self.day_first[clinic]
+        base = self.day_base[clinic]
+        if not heads:
+            base = self.day_base[clinic] = day
+        if day < base:
+            heads[0:0] = array("i", [-1]) * (base - day)
+            base = self.day_base[clinic] = day
+        i = day - base
+        if i >= len(heads):
+            heads.extend(array("i", [-1]) * (i + 1 - len(heads)))
+        self.next_on_day[row] = heads[i]
+        heads[i] = row
+
+    def _unlink_day(self, row: int) -> None:
+        clinic = self.clinic[row]
+        heads, nxt = self.day_first[clinic], self.next_on_day
+        i = self.day[row] - self.day_base[clinic]
+        at = heads[i]
+        if at == row:
+            heads[i] = nxt[row]
+            return
+        while nxt[at] != row:
+            at = nxt[at]
+        nxt[at] = nxt[row]
+
+    def set_status(self, row: int, status: BookingStatus, at: int = 0, by: str = "") -> None:
+        """Cancel (with ``at`` and ``by``) or mark a no-show."""
+        self.status[row] = _STATUS_CODE[status]
+        if status is BookingStatus.CANCELLED:
+            self.cancelled_at[row] = at
+            self.cancelled_by[row] = self.parties.add(by)
+
+    def move(self, row: int, resource: str, day: int, cell: int) -> None:
+        """Reschedule within the clinic."""
+        if day != self.day[row]:
+            self._unlink_day(row)
+            self.day[row] = day
+            self._link_day(row, self.clinic[row], day)
+        self.resource[row] = self.resources.add(resource)
+        self.cell[row] = cell
+
+    # ------------------------------------------------------------------ snapshots
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """Memory copies of the columns and indexes (see the module docstring)."""
+        return {
+            "byteorder": sys.byteorder,
+            "ids": self.ids.to_snapshot(),
+            "patients": self.patients.to_snapshot(),
+            "clinics": list(self.clinics.names),
+            "resources": list(self.resources.names),
+            "services": list(self.services.names),
+            "parties": list(self.parties.names),
+            "columns": [getattr(self, name).tobytes() for name, _ in _COLUMNS],
+            "last_of_patient": self.last_of_patient.tobytes(),
+            "day_base": self.day_base.tobytes(),
+            "day_first": [heads.tobytes() for heads in self.day_first],
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> BookingStore:
+        order = data["byteorder"]
+        store = cls()
+        store.ids = Strings.from_snapshot(data["ids"], order)
+        store.patients = Strings.from_snapshot(data["patients"], order)
+        store.clinics = _Codes(data["clinics"])
+        store.resources = _Codes(data["resources"])
+        store.services = _Codes(data["services"])
+        store.parties = _Codes(data["parties"])
+        for (name, typecode), raw in zip(_COLUMNS, data["columns"], strict=True):
+            setattr(store, name, _swapped(raw, typecode, order))
+        store.last_of_patient = _swapped(data["last_of_patient"], "i", order)
+        store.day_base = _swapped(data["day_base"], "I", order)
+        store.day_first = [_swapped(raw, "i", order) for raw in data["day_first"]]
+        return store

@@ -1,0 +1,67 @@
+"""Unit tests: engine.bookings — the packed booking store and its string table (no network)."""
+
+from __future__ import annotations
+
+import sys
+
+import msgpack
+
+from engine.bookings import BookingStore, Strings
+from engine.records import Booking, BookingStatus
+
+
+def test_strings_number_in_arrival_order_and_find_every_one_after_growing() -> None:
+    strings = Strings()
+    words = [f"AB-b{i:x}" for i in range(5000)] + ["", "å", "AB-b0 "]
+    assert [strings.add(w) for w in words] == list(range(len(words)))
+    assert [strings.add(w) for w in words[:10]] == list(range(10))  # known: same code
+    assert len(strings) == len(words) and len(strings.table) >= 2 * len(words)
+    assert all(strings.find(w) == i and strings[i] == w for i, w in enumerate(words))
+    assert strings.find("AB-bnope") == -1
+    again = Strings.from_snapshot(msgpack.unpackb(msgpack.packb(strings.to_snapshot())), sys.byteorder)
+    assert all(again.find(w) == i for i, w in enumerate(words))
+
+
+def _booking(n: int, patient: str, day: int, cell: int = 36) -> Booking:
+    return Booking(
+        f"AB-b{n}", patient, "AB-c1", "AB-c1-r1", "checkup", day, cell, 2, BookingStatus.BOOKED, 1000 + n
+    )
+
+
+def test_store_reads_back_each_booking_by_id_patient_and_day() -> None:
+    store = BookingStore()
+    made = [_booking(n, f"p{n % 3}", 738000 + n % 4, 30 + n) for n in range(12)]
+    for b in made:
+        store.add(b)
+    assert list(store) == made and len(store) == 12
+    assert all(store.get(b.id) == b for b in made) and store.get("AB-b99") is None
+    for p in ("p0", "p1", "p2"):
+        assert store.of_patient(p) == [b for b in reversed(made) if b.patient == p]
+    assert store.of_patient("nobody") == [] and not store.has_patient("nobody")
+    for day in range(737998, 738006):
+        assert store.on_day("AB-c1", day) == [b for b in reversed(made) if b.day == day]
+    assert store.on_day("AB-c9", 738000) == []
+
+
+def test_moves_and_status_changes_keep_the_indexes_right() -> None:
+    store = BookingStore()
+    for n in range(6):
+        store.add(_booking(n, "p1", 738000))
+    store.move(store.row("AB-b2"), "AB-c1-r2", 737990, 40)  # earlier than any day so far
+    store.move(store.row("AB-b5"), "AB-c1-r1", 738000, 44)  # same day, another cell
+    store.set_status(store.row("AB-b3"), BookingStatus.CANCELLED, 2000, "clinic")
+    store.set_status(store.row("AB-b4"), BookingStatus.NO_SHOW)
+    assert [b.id for b in store.on_day("AB-c1", 738000)] == ["AB-b5", "AB-b4", "AB-b3", "AB-b1", "AB-b0"]
+    (moved,) = store.on_day("AB-c1", 737990)
+    assert (moved.id, moved.resource, moved.cell) == ("AB-b2", "AB-c1-r2", 40)
+    cancelled = store.get("AB-b3")
+    assert cancelled is not None and (cancelled.status, cancelled.cancelled_at, cancelled.cancelled_by) == (
+        BookingStatus.CANCELLED,
+        2000,
+        "clinic",
+    )
+    assert store.upcoming("p1", "AB-c1", 15, 0) == 4  # b3 cancelled, b4 no-show
+    restored = BookingStore.from_snapshot(msgpack.unpackb(msgpack.packb(store.to_snapshot())))
+    assert list(restored) == list(store)
+    assert restored.to_snapshot() == store.to_snapshot()
+    assert [b.id for b in restored.on_day("AB-c1", 738000)] == ["AB-b5", "AB-b4", "AB-b3", "AB-b1", "AB-b0"]
