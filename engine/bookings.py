@@ -182,6 +182,10 @@ class BookingStore:
         "last_of_patient",
         "day_base",
         "day_first",
+        "keys",
+        "key_row",
+        "fingerprints",
+        "key_fingerprint",
     )
 
     def __init__(self) -> None:
@@ -196,6 +200,11 @@ class BookingStore:
         self.last_of_patient = array("i")  # patient code -> their latest booking's row
         self.day_base = array("I")  # clinic code -> the day day_first[code][0] stands for
         self.day_first: list[array[int]] = []  # clinic code -> per day from base: latest row, or -1
+        # idempotency: "patient\0key" -> the row its Book made and that request's fingerprint
+        self.keys = Strings()
+        self.key_row = array("i")
+        self.fingerprints = Strings()
+        self.key_fingerprint = array("I")
 
     # Declared for mypy; set in __init__ from _COLUMNS.
     patient: array[int]
@@ -245,6 +254,13 @@ class BookingStore:
     def __iter__(self) -> Iterator[Booking]:
         """Every booking, in the order they were made."""
         return (self.view(row) for row in range(len(self.ids)))
+
+    def idempotent(self, patient: str, key: str) -> tuple[int, str] | None:
+        """(row, fingerprint) of the booking an earlier Book with this key made, or None."""
+        code = self.keys.find(f"{patient}\0{key}")
+        if code < 0:
+            return None
+        return self.key_row[code], self.fingerprints[self.key_fingerprint[code]]
 
     def _rows_of(self, patient: str) -> Iterator[int]:
         code = self.patients.find(patient)
@@ -323,6 +339,16 @@ class BookingStore:
         self._link_day(row, clinic, b.day)
         return row
 
+    def remember(self, patient: str, key: str, row: int, fingerprint: str) -> None:
+        """The Book with this idempotency key made ``row``."""
+        code = self.keys.add(f"{patient}\0{key}")
+        fp = self.fingerprints.add(fingerprint)
+        if code == len(self.key_row):
+            self.key_row.append(row)
+            self.key_fingerprint.append(fp)
+        else:
+            self.key_row[code], self.key_fingerprint[code] = row, fp
+
     def _link_day(self, row: int, clinic: int, day: int) -> None:
         heads = self.day_first[clinic]
         base = self.day_base[clinic]
@@ -381,6 +407,10 @@ class BookingStore:
             "last_of_patient": self.last_of_patient.tobytes(),
             "day_base": self.day_base.tobytes(),
             "day_first": [heads.tobytes() for heads in self.day_first],
+            "keys": self.keys.to_snapshot(),
+            "key_row": self.key_row.tobytes(),
+            "fingerprints": self.fingerprints.to_snapshot(),
+            "key_fingerprint": self.key_fingerprint.tobytes(),
         }
 
     @classmethod
@@ -398,4 +428,8 @@ class BookingStore:
         store.last_of_patient = _swapped(data["last_of_patient"], "i", order)
         store.day_base = _swapped(data["day_base"], "I", order)
         store.day_first = [_swapped(raw, "i", order) for raw in data["day_first"]]
+        store.keys = Strings.from_snapshot(data["keys"], order)
+        store.key_row = _swapped(data["key_row"], "i", order)
+        store.fingerprints = Strings.from_snapshot(data["fingerprints"], order)
+        store.key_fingerprint = _swapped(data["key_fingerprint"], "I", order)
         return store

@@ -1,9 +1,11 @@
 """Snapshots of a ``RegionState``: the whole state as msgpack-native data, and back.
 
-``encode`` is canonical (every collection sorted), so equal states pack to equal bytes; the
-actor stores it with the journal position it covers and recovery replays the tail after it.
-Heaps, per-patient and per-day indexes and the free counts are derived, never stored:
-``decode`` rebuilds them.
+``encode`` is deterministic: the catalogue, rows, holds and windows sorted, the bookings in
+the order they were made (their store's own layout), so the same history packs to the same
+bytes. The actor calls it inside its turn (it must stay a memory copy: it runs on the event
+loop), packs it in a worker thread and stores it with the journal position it covers;
+recovery replays the tail after it. Heaps are derived, never stored: ``decode`` rebuilds them; the free counts and the booking
+store's indexes are stored as they are.
 
 This module is the other half of ``engine.state``: it reads and refills the state's private
 stores, and nothing else may. Changing what is stored means a new ``SNAPSHOT_VERSION``.
@@ -12,10 +14,12 @@ Version 2 (a dict; what ``encode`` writes)::
 
     {"v": 2, "region": "AB",
      ...                                              as version 1, except:
+     "free": [[clinic, [day, ...], [free cells, ...]], ...],  by clinic: each day's FREE count
      "bookings": BookingStore.to_snapshot()}          a few bytes buffers, see engine.bookings
+     (no "idempotency": the store keeps the keys)
 
 Capturing it is memory copies of the rows and the booking columns plus the short lists of
-clinics, resources, holds, windows, idempotency keys and wait-list entries.
+clinics, resources (cached between changes), holds, windows and wait-list entries.
 
 Version 1 (read, never written)::
 
@@ -37,7 +41,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.bookings import BookingStore
-from engine.model import Resource, clinic_from_record, resource_from_record, resource_to_record
+from engine.model import Resource, clinic_from_record, resource_from_record
 from engine.records import booking_from_list, hold_from_list
 
 if TYPE_CHECKING:
@@ -48,18 +52,19 @@ READABLE_VERSIONS = frozenset({1, 2})
 
 
 def encode(state: RegionState) -> dict[str, Any]:
-    """The whole state as msgpack-native data, canonical (sorted)."""
-    rows = state._rows
+    """The whole state as msgpack-native data, deterministic. Callers must not change it (the
+    catalogue's records are the state's own)."""
+    rows, clinics, resources, free = state._rows, state._clinic_records, state._resource_records, state._free
     return {
         "v": SNAPSHOT_VERSION,
         "region": state.region,
-        "clinics": [state.clinics[c].to_record() for c in sorted(state.clinics)],
-        "resources": [resource_to_record(state.resources[r]) for r in sorted(state.resources)],
+        "clinics": [clinics[c] for c in sorted(clinics)],
+        "resources": [resources[r] for r in sorted(resources)],
+        "free": [[c, list(free[c]), list(free[c].values())] for c in sorted(free)],
         "rows": [[r, rows[r].first_day, bytes(rows[r].buf)] for r in sorted(rows)],
         "bookings": state._bookings.to_snapshot(),
         "holds": [state.holds[h].to_list() for h in sorted(state.holds)],
         "windows": sorted([res, day, *w] for (res, day), ws in state._windows.items() for w in ws),
-        "idempotency": sorted([p, k, b, f] for (p, k), (b, f) in state._idem.items()),
         "waitlist": state.waitlist.to_snapshot(),
         "wait_seq": state.waitlist.seq,
     }
@@ -83,19 +88,24 @@ def decode(data: dict[str, Any], new_state: Callable[[str], RegionState]) -> Reg
         row = state._rows[rid]
         row.first_day = first_day
         row.buf = bytearray(cells)
-        free = state._free[row.clinic]
-        for day in range(first_day, first_day + row.days):
-            free[day] = free.get(day, 0) + row.free_count(day)
+        if version == 1:
+            free = state._free[row.clinic]
+            for day in range(first_day, first_day + row.days):
+                free[day] = free.get(day, 0) + row.free_count(day)
+    if version != 1:
+        for clinic_id, days, counts in data["free"]:
+            state._free[clinic_id] = dict(zip(days, counts, strict=True))
     if version == 1:
+        store = state._bookings
         for rec in data["bookings"]:  # by id: the order the store gives them rows
-            state._index(booking_from_list(rec))
+            store.add(booking_from_list(rec))
+        for patient, key, booking, fingerprint in data["idempotency"]:
+            store.remember(patient, key, store.row(booking), fingerprint)
     else:
         state._bookings = BookingStore.from_snapshot(data["bookings"])
     for rec in data["holds"]:
         state._add_hold(hold_from_list(rec))
     for res, day, cell, cells, until in data["windows"]:
         state._add_window(res, day, cell, cells, until)
-    for patient, key, booking, fingerprint in data["idempotency"]:
-        state._idem[(patient, key)] = (booking, fingerprint)
     state.waitlist.load(data.get("waitlist", []), int(data.get("wait_seq", 0)))
     return state

@@ -110,9 +110,11 @@ class RegionState:
         self._free: dict[str, dict[int, int]] = {}  # clinic -> day -> FREE cells
         self._clinic_resources: dict[str, list[str]] = {}
         self._masks = OpeningMasks()
+        # the catalogue as records, kept for snapshots (made once per registration, not per capture)
+        self._clinic_records: dict[str, dict[str, Any]] = {}
+        self._resource_records: dict[str, dict[str, Any]] = {}
         self._mask_runs: dict[bytes, list[tuple[int, int]]] = {}  # mask -> its FREE runs
         self._hold_of: dict[str, str] = {}  # patient -> their one open hold
-        self._idem: dict[tuple[str, str], tuple[str, str]] = {}  # (patient, key) -> (booking, fingerprint)
         # active BUFFER windows per (resource, day): [cell, cells, until]
         self._windows: dict[tuple[str, int], list[list[int]]] = {}
         self._hold_heap: list[tuple[int, str]] = []  # (expires_at, hold id), lazy deletion
@@ -244,8 +246,8 @@ class RegionState:
 
     def idempotent_booking(self, patient: str, key: str) -> Booking | None:
         """The booking an earlier Book with this (patient, idempotency key) made, if any."""
-        seen = self._idem.get((patient, key))
-        return self.booking(seen[0]) if seen else None
+        seen = self._bookings.idempotent(patient, key)
+        return self._bookings.view(seen[0]) if seen else None
 
     def next_deadline(self) -> int | None:
         """Earliest epoch second at which a Tick would do something (hold expiry or end of a
@@ -387,7 +389,7 @@ class RegionState:
 
     def _decide_book(self, c: Book, now: int) -> list[Event]:
         if c.idempotency_key:
-            seen = self._idem.get((c.patient, c.idempotency_key))
+            seen = self._bookings.idempotent(c.patient, c.idempotency_key)
             if seen is not None:
                 if seen[1] == c.fingerprint:
                     return []
@@ -631,6 +633,7 @@ class RegionState:
     def _install(self, clinic: Clinic, resources: list[Resource]) -> None:
         old = self.clinics.get(clinic.id)
         self.clinics[clinic.id] = clinic
+        self._clinic_records[clinic.id] = clinic.to_record()
         self._free.setdefault(clinic.id, {})
         members = self._clinic_resources.setdefault(clinic.id, [])
         if old is not None and old.cell_minutes != clinic.cell_minutes:
@@ -638,6 +641,7 @@ class RegionState:
                 self._rows[rid] = ResourceRow(rid, clinic.id, clinic.cell_minutes)
         for res in resources:
             self.resources[res.id] = res
+            self._resource_records[res.id] = resource_to_record(res)
             if res.id not in self._rows:
                 self._rows[res.id] = ResourceRow(res.id, clinic.id, clinic.cell_minutes)
                 members.append(res.id)
@@ -746,12 +750,9 @@ class RegionState:
             BookingStatus.BOOKED,
             e.at,
         )
-        self._index(b)
+        row = self._bookings.add(b)
         if e.idempotency_key:
-            self._idem[(e.patient, e.idempotency_key)] = (e.booking_id, e.fingerprint)
-
-    def _index(self, b: Booking) -> None:
-        self._bookings.add(b)
+            self._bookings.remember(e.patient, e.idempotency_key, row, e.fingerprint)
 
     def _on_cancelled(self, e: Cancelled) -> None:
         store = self._bookings
