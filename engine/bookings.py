@@ -61,9 +61,11 @@ def _swapped(data: bytes, typecode: str, byteorder: str) -> array[int]:
 class Strings:
     """Distinct strings, each stored once in one utf-8 blob and numbered 0, 1, ... in order of
     arrival. ``find``/``add`` go through an open-addressing table (crc32, linear probing, at
-    most half full) of those numbers; the hashes are kept so that growing re-hashes nothing."""
+    most half full) of those numbers. Growing never stalls: the table twice the size is filled
+    a few entries per ``add`` (the kept hashes make that cheap) while lookups also search the
+    old one, until every string has moved."""
 
-    __slots__ = ("blob", "ends", "hashes", "table", "mask")
+    __slots__ = ("blob", "ends", "hashes", "table", "mask", "old", "old_mask", "moved")
 
     def __init__(self) -> None:
         self.blob = bytearray()
@@ -71,6 +73,9 @@ class Strings:
         self.hashes = array("I")
         self.table = array("i", [-1]) * 8
         self.mask = 7
+        self.old = array("i")  # while growing: the table before, holding codes >= moved
+        self.old_mask = 0
+        self.moved = 0  # while growing: codes below this are in ``table`` too
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -79,10 +84,9 @@ class Strings:
         ends = self.ends
         return self.blob[ends[code - 1] if code else 0 : ends[code]].decode()
 
-    def _slot(self, raw: bytes, h: int) -> tuple[int, int]:
-        """(slot, code): the string's code and its slot, or (the free slot to take, -1)."""
-        table, hashes, ends, blob = self.table, self.hashes, self.ends, self.blob
-        mask = self.mask
+    def _probe(self, table: array[int], mask: int, raw: bytes, h: int) -> tuple[int, int]:
+        """(slot, code) of the string in ``table``, or (the free slot where it would go, -1)."""
+        hashes, ends, blob = self.hashes, self.ends, self.blob
         i = h & mask
         while True:
             code = table[i]
@@ -91,6 +95,12 @@ class Strings:
             if hashes[code] == h and blob[ends[code - 1] if code else 0 : ends[code]] == raw:
                 return i, code
             i = (i + 1) & mask
+
+    def _slot(self, raw: bytes, h: int) -> tuple[int, int]:
+        slot, code = self._probe(self.table, self.mask, raw, h)
+        if code < 0 and self.old:
+            code = self._probe(self.old, self.old_mask, raw, h)[1]
+        return slot, code
 
     def find(self, s: str) -> int:
         """The string's code, or -1."""
@@ -109,33 +119,52 @@ class Strings:
         self.ends.append(len(self.blob))
         self.hashes.append(h)
         self.table[slot] = code
-        if 2 * (code + 1) > len(self.table):
-            self._grow()
+        if self.old:
+            self._move(8)
+        elif 2 * (code + 1) > len(self.table):
+            self.old, self.old_mask = self.table, self.mask
+            self.table = array("i", [-1]) * (2 * len(self.old))
+            self.mask = len(self.table) - 1
+            self.table[self._probe(self.table, self.mask, raw, h)[0]] = code
+            self.moved = 0
         return code
 
-    def _grow(self) -> None:
-        size = 2 * len(self.table)
-        table = array("i", [-1]) * size
-        mask = size - 1
-        for code, h in enumerate(self.hashes):
-            i = h & mask
+    def _move(self, n: int) -> None:
+        """Put ``n`` more of the codes only the old table has into the new one."""
+        table, mask, hashes = self.table, self.mask, self.hashes
+        first = self.moved
+        last = min(first + n, len(self.old) // 2)  # the old table held codes below half its size
+        for code in range(first, last):
+            i = hashes[code] & mask
             while table[i] >= 0:
                 i = (i + 1) & mask
             table[i] = code
-        self.table, self.mask = table, mask
+        self.moved = last
+        if last == len(self.old) // 2:
+            self.old, self.old_mask, self.moved = array("i"), 0, 0
 
-    def to_snapshot(self) -> list[bytes]:
-        return [bytes(self.blob), self.ends.tobytes(), self.hashes.tobytes(), self.table.tobytes()]
+    def to_snapshot(self) -> list[Any]:
+        return [
+            bytes(self.blob),
+            self.ends.tobytes(),
+            self.hashes.tobytes(),
+            self.table.tobytes(),
+            self.old.tobytes(),
+            self.moved,
+        ]
 
     @classmethod
-    def from_snapshot(cls, data: list[bytes], byteorder: str) -> Strings:
+    def from_snapshot(cls, data: list[Any], byteorder: str) -> Strings:
         strings = cls()
-        blob, ends, hashes, table = data
+        blob, ends, hashes, table, old, moved = data
         strings.blob = bytearray(blob)
         strings.ends = _swapped(ends, "I", byteorder)
         strings.hashes = _swapped(hashes, "I", byteorder)
         strings.table = _swapped(table, "i", byteorder)
         strings.mask = len(strings.table) - 1
+        strings.old = _swapped(old, "i", byteorder)
+        strings.old_mask = max(0, len(strings.old) - 1)
+        strings.moved = moved
         return strings
 
 

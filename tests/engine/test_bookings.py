@@ -22,6 +22,23 @@ def test_strings_number_in_arrival_order_and_find_every_one_after_growing() -> N
     assert all(again.find(w) == i for i, w in enumerate(words))
 
 
+def test_strings_grow_a_few_entries_per_add_and_snapshot_while_growing() -> None:
+    strings = Strings()
+    n = 0
+    while not (strings.old and strings.moved):  # in the middle of moving to a bigger table
+        strings.add(f"p{n}")
+        n += 1
+    assert len(strings.table) == 2 * len(strings.old) and 0 < strings.moved < len(strings.old) // 2
+    again = Strings.from_snapshot(msgpack.unpackb(msgpack.packb(strings.to_snapshot())), sys.byteorder)
+    for s in (strings, again):
+        assert all(s.find(f"p{i}") == i for i in range(n))
+        for i in range(n, 3 * n):
+            assert s.add(f"p{i}") == i
+        assert not s.old and all(s.find(f"p{i}") == i for i in range(3 * n))
+        assert all(s.table.count(i) == 1 for i in range(0, 3 * n, 7))
+    assert again.to_snapshot() == strings.to_snapshot()
+
+
 def _booking(n: int, patient: str, day: int, cell: int = 36) -> Booking:
     return Booking(
         f"AB-b{n}", patient, "AB-c1", "AB-c1-r1", "checkup", day, cell, 2, BookingStatus.BOOKED, 1000 + n
