@@ -37,15 +37,17 @@ Version 1 (read, never written)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.bookings import BookingStore
-from engine.model import Resource, clinic_from_record, resource_from_record
+from engine.model import Clinic, Resource, clinic_from_record, resource_from_record, resource_to_record
 from engine.records import booking_from_list, hold_from_list
 
 if TYPE_CHECKING:
     from engine.state import RegionState
+
+T = TypeVar("T")
 
 SNAPSHOT_VERSION = 2
 READABLE_VERSIONS = frozenset({1, 2})
@@ -54,12 +56,12 @@ READABLE_VERSIONS = frozenset({1, 2})
 def encode(state: RegionState) -> dict[str, Any]:
     """The whole state as msgpack-native data, deterministic. Callers must not change it (the
     catalogue's records are the state's own)."""
-    rows, clinics, resources, free = state._rows, state._clinic_records, state._resource_records, state._free
+    rows, free = state._rows, state._free
     return {
         "v": SNAPSHOT_VERSION,
         "region": state.region,
-        "clinics": [clinics[c] for c in sorted(clinics)],
-        "resources": [resources[r] for r in sorted(resources)],
+        "clinics": _records(state.clinics, state._clinic_records, Clinic.to_record),
+        "resources": _records(state.resources, state._resource_records, resource_to_record),
         "free": [[c, list(free[c]), list(free[c].values())] for c in sorted(free)],
         "rows": [[r, rows[r].first_day, bytes(rows[r].buf)] for r in sorted(rows)],
         "bookings": state._bookings.to_snapshot(),
@@ -68,6 +70,22 @@ def encode(state: RegionState) -> dict[str, Any]:
         "waitlist": state.waitlist.to_snapshot(),
         "wait_seq": state.waitlist.seq,
     }
+
+
+def _records(
+    objects: Mapping[str, T],
+    cache: dict[str, tuple[T, dict[str, Any]]],
+    to_record: Callable[[T], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The records of ``objects`` by id, from ``cache`` where it was made of the same object."""
+    out = []
+    for key in sorted(objects):
+        obj = objects[key]
+        cached = cache.get(key)
+        if cached is None or cached[0] is not obj:
+            cached = cache[key] = (obj, to_record(obj))
+        out.append(cached[1])
+    return out
 
 
 def decode(data: dict[str, Any], new_state: Callable[[str], RegionState]) -> RegionState:

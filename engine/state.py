@@ -110,9 +110,11 @@ class RegionState:
         self._free: dict[str, dict[int, int]] = {}  # clinic -> day -> FREE cells
         self._clinic_resources: dict[str, list[str]] = {}
         self._masks = OpeningMasks()
-        # the catalogue as records, kept for snapshots (made once per registration, not per capture)
-        self._clinic_records: dict[str, dict[str, Any]] = {}
-        self._resource_records: dict[str, dict[str, Any]] = {}
+        # the catalogue as records for snapshots, made at registration rather than on every
+        # capture: id -> (the Clinic/Resource it was made of, its record); engine.snapshot remakes
+        # a record whose object has been replaced since
+        self._clinic_records: dict[str, tuple[Clinic, dict[str, Any]]] = {}
+        self._resource_records: dict[str, tuple[Resource, dict[str, Any]]] = {}
         self._mask_runs: dict[bytes, list[tuple[int, int]]] = {}  # mask -> its FREE runs
         self._hold_of: dict[str, str] = {}  # patient -> their one open hold
         # active BUFFER windows per (resource, day): [cell, cells, until]
@@ -633,7 +635,7 @@ class RegionState:
     def _install(self, clinic: Clinic, resources: list[Resource]) -> None:
         old = self.clinics.get(clinic.id)
         self.clinics[clinic.id] = clinic
-        self._clinic_records[clinic.id] = clinic.to_record()
+        self._clinic_records[clinic.id] = (clinic, clinic.to_record())
         self._free.setdefault(clinic.id, {})
         members = self._clinic_resources.setdefault(clinic.id, [])
         if old is not None and old.cell_minutes != clinic.cell_minutes:
@@ -641,7 +643,7 @@ class RegionState:
                 self._rows[rid] = ResourceRow(rid, clinic.id, clinic.cell_minutes)
         for res in resources:
             self.resources[res.id] = res
-            self._resource_records[res.id] = resource_to_record(res)
+            self._resource_records[res.id] = (res, resource_to_record(res))
             if res.id not in self._rows:
                 self._rows[res.id] = ResourceRow(res.id, clinic.id, clinic.cell_minutes)
                 members.append(res.id)

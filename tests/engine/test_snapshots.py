@@ -17,6 +17,8 @@ from engine.commands import (
     PlaceHold,
     RegisterClinic,
     Reschedule,
+    RetireResource,
+    SetHours,
     Tick,
     Unblock,
 )
@@ -180,3 +182,17 @@ def test_snapshot_is_compact() -> None:
     snap = packed(state)
     assert len(snap) < 3 * 90 * 96 + 4096  # one byte per cell plus the catalogue
     assert epoch(MONDAY, 0) == now
+
+
+def test_a_snapshot_after_a_setup_change_carries_it() -> None:
+    """The catalogue's records are kept between captures; a clinic or resource replaced since
+    (hours set, a resource retired) is recorded anew."""
+    state, now = world()
+    state.to_snapshot()  # records made
+    state.apply(SetHours("AB-c1", {d: ((9 * 60, 17 * 60),) for d in range(1, 6)}), now)
+    state.apply(RetireResource(R2), now)
+    restored = RegionState.from_snapshot(msgpack.unpackb(packed(state)))
+    assert restored.clinics["AB-c1"] == state.clinics["AB-c1"] and restored.clinics["AB-c1"].hours[4] == (
+        (9 * 60, 17 * 60),
+    )
+    assert restored.resources[R2].retired and restored.resources == state.resources
