@@ -278,7 +278,7 @@ def seeded_region(
         pack_events([to_record(e) for e in catalogue]),
         pack_snapshot(state.to_snapshot()),
         len(state.clinics),
-        len(state.bookings),
+        state.booking_count(),
         refused,
         min(state.clinics, default=None),
     )

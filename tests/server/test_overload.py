@@ -47,11 +47,16 @@ async def test_a_full_inbox_answers_overloaded_at_once_and_the_queued_commands_s
         with pytest.raises(Overloaded):
             await actor.submit(book(4))  # raised before anything waits: no future, no queue
         with pytest.raises(Overloaded):
-            await actor.query(lambda state: len(state.bookings))
+            await actor.query(lambda state: state.booking_count())
         journal.release_appends()
         outcomes = await asyncio.wait_for(asyncio.gather(in_turn, *queued), BOUND_S)
         assert [events[0].booking_id for events in outcomes] == ["AB-b0", "AB-b1", "AB-b2", "AB-b3"]
-        assert await actor.query(lambda state: sorted(state.bookings)) == ["AB-b0", "AB-b1", "AB-b2", "AB-b3"]
+        assert await actor.query(lambda state: sorted(b.id for b in state.all_bookings())) == [
+            "AB-b0",
+            "AB-b1",
+            "AB-b2",
+            "AB-b3",
+        ]
     finally:
         await actor.stop()
 

@@ -227,7 +227,7 @@ async def test_seed_journal_stores_each_region_as_a_snapshot_the_actors_recover(
         return next(c.id for c, resources in catalog[region] for r in resources if r.id == resource)
 
     def held(state: Any) -> dict[str, tuple[str, int, int]]:
-        return {b.id: (b.resource, b.day, b.cell) for b in state.bookings.values()}
+        return {b.id: (b.resource, b.day, b.cell) for b in state.all_bookings()}
 
     region, books = next((r, b) for r, b in expected.items() if b)
     late: Book | None = None
