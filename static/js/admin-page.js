@@ -3,6 +3,7 @@
 
 import uPlot from "../vendor/uplot/uPlot.esm.js";
 import { ApiError, get } from "./api.js";
+import { ClinicsPanel } from "./admin-clinics.js";
 import { applyTranslations, onLangChange, t } from "./i18n.js";
 import { authForm, currentUser, userBar } from "./session.js";
 import { announce, el, mountShell } from "./shell.js";
@@ -219,6 +220,7 @@ async function signedIn(user) {
   $("dashboard").hidden = false;
   buildCharts();
   loop();
+  new ClinicsPanel().start().catch((err) => announce($("clinics-message"), err instanceof ApiError ? err.describe() : String(err), "error"));
 }
 
 async function main() {

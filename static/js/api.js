@@ -49,7 +49,9 @@ export async function api(method, path, body, headers = {}) {
   }
   if (!response.ok) {
     const err = (data && data.error) || {};
-    throw new ApiError(response.status, err.code || `HTTP_${response.status}`, err.message, err.field);
+    const error = new ApiError(response.status, err.code || `HTTP_${response.status}`, err.message, err.field);
+    error.bookings = err.bookings || []; // HAS_BOOKINGS: the bookings in the way
+    throw error;
   }
   return data;
 }

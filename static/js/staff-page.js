@@ -9,6 +9,7 @@ import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
 import { LiveConnection } from "./live.js";
 import { feedControl } from "./feed-control.js";
 import { authForm, currentUser, userBar } from "./session.js";
+import { ClinicPanel } from "./staff-clinic.js";
 import { WebhooksPanel } from "./staff-webhooks.js";
 import { announce, el, mountShell } from "./shell.js";
 import { formatTime, todayIso, wallClock } from "./stockholm.js";
@@ -191,6 +192,7 @@ async function signedIn(u) {
   subscribeDay();
   feedControl($("staff-feed"), { tokenPath: "/api/clinic/v1/ical-token", idPrefix: "staff-feed", intro: "staff.feed.intro" });
   await webhooks.start();
+  await new ClinicPanel(services).start();
 }
 
 async function main() {
