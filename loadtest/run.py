@@ -38,7 +38,9 @@ from loadtest.clinic_keys import NoClinicKeys, keys_through_api
 from loadtest.redis_server import free_port
 from loadtest.users import config
 
-SERVER_READY_TIMEOUT_S = 1200.0  # all of Sweden with 30% pre-booked: ~1 CPU-minute of seeding, longer on a loaded machine
+SERVER_READY_TIMEOUT_S = (
+    1200.0  # all of Sweden with 30% pre-booked: ~1 CPU-minute of seeding, longer on a loaded machine
+)
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
