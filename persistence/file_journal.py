@@ -522,8 +522,11 @@ class FileJournal(Journal):
             async for entry in self._entries(state, cursor, after):
                 yield entry
             # In-process appends set ``waiter``; another process's appends are polled for.
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+            # arrives as the event is set, and the tail (and whoever cancelled it) hangs.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), TAIL_POLL_S)
+                async with asyncio.timeout(TAIL_POLL_S):
+                    await waiter.wait()
 
     async def _entries(self, state: _Region, cursor: _Cursor, after: int) -> AsyncIterator[Entry]:
         """Entries after ``after`` from ``cursor`` on; ``cursor`` advances chunk by chunk."""

@@ -64,3 +64,24 @@ HTTP_LATENCY = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+CONSUMER_UP = Gauge(
+    "tandtid_consumer_up", "1 while a journal consumer works for a region ('*': all)", ["consumer", "region"]
+)
+CONSUMER_RESTARTS = Counter(
+    "tandtid_consumer_restarts_total",
+    "Journal consumers stopped by an error and restarted (kind: journal, disk, unplaced, unexpected)",
+    ["consumer", "region", "kind"],
+)
+CONSUMER_POSITION = Gauge(
+    "tandtid_consumer_position", "Last journal position a consumer handled", ["consumer", "region"]
+)
+CONSUMER_LOST_ENTRIES = Counter(
+    "tandtid_consumer_lost_entries_total",
+    "Journal entries found trimmed before the consumers handled them (their facts are lost)",
+    ["region"],
+)
+CONSUMER_INCOMPLETE = Counter(
+    "tandtid_consumer_incomplete_facts_total",
+    "Reschedules re-applied over a later snapshot, told without their previous time",
+    ["region"],
+)

@@ -31,6 +31,7 @@ from starlette.applications import Starlette
 
 from persistence.journal import Journal, Snapshot
 from server import metrics
+from server.consumers.follow import Feed
 from server.consumers.notify.notifier import Notifier
 from server.consumers.webhooks.dispatcher import WebhookDispatcher
 from server.data_lock import data_directory_lock
@@ -334,10 +335,13 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {role:8s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
     with gc_paused():  # the whole start: collect once, after everything is loaded (tune_gc)
         built = await build_server(settings, journal=journal)
-        notifier = Notifier.from_env(journal, settings.data_dir)
+        # One feed of the journal for both consumers: one projection, supervised, /ready tells.
+        feed = Feed(journal, health=built.app.state.health)
+        notifier = Notifier.from_env(feed, settings.data_dir)
+        webhooks = WebhookDispatcher.open(feed, settings.data_dir)
         await notifier.start()
-        webhooks = WebhookDispatcher.open(journal, settings.data_dir)
         await webhooks.start()
+        await feed.start()
     tune_gc()
     built.app.state.webhook_store = webhooks.store
     built.app.state.webhook_dispatcher = webhooks
@@ -361,6 +365,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await built.serve()
     finally:
+        await feed.stop()
         await notifier.stop()
         await webhooks.stop()
         await built.close()

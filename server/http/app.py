@@ -3,8 +3,8 @@
 ``create_app`` wires things; it does not start the regions (the caller — the CLI or a test
 — starts and stops ``Regions``). Its lifespan opens the account store
 (``<data_dir>/accounts.sqlite3``, unless one is passed in), the session signer, the hub and
-the event-loop lag monitor (``server.loop_lag``), and puts ``regions``, ``accounts``, ``signer``,
-``settings``, ``hub``, ``clock``,
+the event-loop lag monitor (``server.loop_lag``), and puts ``regions``, ``health``, ``accounts``,
+``signer``, ``settings``, ``hub``, ``clock``,
 ``openapi`` and the principal rate limiter on ``app.state``.
 
 Middleware, outermost first: ``EdgeMiddleware`` (request id, body cap, security headers,
@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from server.health import Health
 from server.http.errors import EdgeMiddleware, error_response, exception_handlers
 from server.http.openapi import Endpoint, build_document
 from server.http.routes import (
@@ -120,6 +121,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore |
     )
     app.state.settings = settings
     app.state.regions = regions
+    app.state.health = Health()  # parts down while the rest serves (the journal consumers); /ready
     app.state.clock = next(iter(regions.actors.values())).clock if regions.actors else time.time
     app.state.principal_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
     app.state.openapi = build_document(ENDPOINTS)

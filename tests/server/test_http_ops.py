@@ -42,6 +42,7 @@ async def test_health_and_ready(client: httpx.AsyncClient) -> None:
         "regions_not_ready": [],
         "regions_failed": {},
         "journal_problems": {},
+        "degraded": [],
     }
 
 

@@ -16,17 +16,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from argon2 import PasswordHasher
 
 from engine.calendar import TZ, cell_epoch, day_of
@@ -41,8 +36,8 @@ from server.consumers.notify.notifier import Notifier
 from server.consumers.notify.outbox import Outbox
 from server.consumers.notify.reminders import parse_leads
 from server.identity.accounts import AccountStore, Role
-from tests.support import free_port
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, clinic
+from tests.support.smtp import Inbox, smtp_server
 from tests.support.waiting import eventually, eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,44 +48,10 @@ WAIT_S = 30.0  # scaled by eventually_sync; the process waits below are bounds, 
 # -- a real SMTP server -----------------------------------------------------------------------------
 
 
-class Inbox:
-    """aiosmtpd handler: keeps every accepted message. With ``hold_after`` set, the message
-    after that many is held unanswered until ``release`` (then refused with 451)."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.hold_after: int | None = None
-        self.holding = threading.Event()
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.hold_after is not None and len(self.messages) >= self.hold_after:
-            self.holding.set()
-            await asyncio.to_thread(self.release.wait, WAIT_S)
-            return "451 4.3.0 try again later"
-        message = message_from_bytes(envelope.content, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        with self._lock:
-            self.messages.append(message)
-        return "250 OK"
-
-    def keys(self) -> list[str]:
-        with self._lock:
-            return [str(m[KEY_HEADER]) for m in self.messages]
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        inbox.release.set()
-        controller.stop()
+    with smtp_server() as server:
+        yield server
 
 
 # -- journal fixtures -------------------------------------------------------------------------------
@@ -300,9 +261,9 @@ async def test_reminders_at_the_right_local_time_across_october_dst(
     journal = FileJournal(data)
     await journal.open()
     await append(journal, "AB", registered("AB"))
-    p_kept = await append(journal, "AB", booked("AB-b1", patient, "AB", monday, nine, at=booked_at))
-    p_moved = await append(journal, "AB", booked("AB-b2", patient, "AB", monday, nine + 8, at=booked_at))
-    p_gone = await append(journal, "AB", booked("AB-b3", patient, "AB", monday, nine + 16, at=booked_at))
+    await append(journal, "AB", booked("AB-b1", patient, "AB", monday, nine, at=booked_at))
+    await append(journal, "AB", booked("AB-b2", patient, "AB", monday, nine + 8, at=booked_at))
+    await append(journal, "AB", booked("AB-b3", patient, "AB", monday, nine + 16, at=booked_at))
     await append(
         journal,
         "AB",
@@ -330,7 +291,7 @@ async def test_reminders_at_the_right_local_time_across_october_dst(
         clock.now = utc(2026, 10, 25, 8, 0)  # 09:00 local on Sunday
         assert await notifier.send_due_reminders() == 1
         r24 = inbox.messages[-1]
-        assert r24[KEY_HEADER] == f"AB:{p_kept}:0:booked:r24"
+        assert r24[KEY_HEADER] == f"AB-b1.{monday}.{nine}:r24"  # the booking and the time it is for
         sent_at = datetime.fromtimestamp(clock.now, TZ)
         assert (sent_at.hour, sent_at.minute, sent_at.utcoffset().total_seconds()) == (9, 0, 3600)  # type: ignore[union-attr]
         assert "om 24 timmar" in r24.get_body(preferencelist=("plain",)).get_content()
@@ -339,13 +300,17 @@ async def test_reminders_at_the_right_local_time_across_october_dst(
         assert await notifier.send_due_reminders() == 0
         clock.now = utc(2026, 10, 26, 6, 0)  # 07:00 local, 2 h before 09:00
         assert await notifier.send_due_reminders() == 1
-        assert inbox.messages[-1][KEY_HEADER] == f"AB:{p_kept}:0:booked:r2"
+        assert inbox.messages[-1][KEY_HEADER] == f"AB-b1.{monday}.{nine}:r2"
         # the cancelled booking (AB-b3) got no reminder at all; the moved one (AB-b2) none for
         # its old Monday time — only for its new Tuesday 09:00 time
         clock.now = utc(2026, 10, 27, 6, 0)  # Tuesday 07:00 local, before the moved time
         assert await notifier.send_due_reminders() == 2  # r24 (late, it fell due Monday) and r2 of AB-b2
         keys = inbox.keys()
-        assert not any(k.startswith((f"AB:{p_moved}:", f"AB:{p_gone}:")) and ":r" in k for k in keys)
+        assert not any(k.startswith((f"AB-b2.{monday}.", "AB-b3.")) for k in keys)
+        assert {k for k in keys if k.startswith("AB-b2.")} == {
+            f"AB-b2.{monday + 1}.{nine}:r24",
+            f"AB-b2.{monday + 1}.{nine}:r2",
+        }
         assert sum(1 for k in keys if k.endswith((":r24", ":r2"))) == 4
         # nothing twice: asking again sends nothing
         assert await notifier.send_due_reminders() == 0

@@ -63,7 +63,8 @@ class Ledger:
                     self._advance(region, position)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolled back already on some errors (a full disk)
+                    self._db.execute("ROLLBACK")
                 raise
 
     def advance(self, region: str, position: int) -> None:

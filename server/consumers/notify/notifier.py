@@ -1,10 +1,11 @@
 """The notifier: tells patients by e-mail when their bookings are made, cancelled or moved,
 and reminds them before their appointments. Nothing lost, nothing sent twice.
 
-How (see ``server.consumers.feed``): per region it replays the journal into a projection, then
-acts on every entry after its durable cursor (``notify.sqlite3``), then tails. Each message
-has a key derived from its journal entry (``AB:12:0:booked``, reminders ``…:r24``), used as
-the e-mail's Message-ID. After a message is handed over, its key is recorded as sent — in
+How: it is a reader of the process's ``Feed`` (``server.consumers.follow``), which starts each
+region from the actors' snapshot, hands the notifier every entry after its durable cursor
+(``notify.sqlite3``) and restarts it after any error. Each message has a key derived from its
+journal entry (``AB:12:0:booked``; reminders ``AB-b7.740000.36:r24``), used as the e-mail's
+Message-ID. After a message is handed over, its key is recorded as sent — in
 the same SQLite transaction that moves the cursor past the entry's last message. A key
 already recorded is never sent again, so a restarted notifier resumes without repeats.
 
@@ -14,8 +15,9 @@ one fsync) resends that one message after restart — with the same Message-ID, 
 systems that dedupe by it drop it. The outbox channel has no such window (the file named by
 the key is the record).
 
-Run it inside ``tandtid serve`` (``Notifier.from_env(...)``, ``await start()`` / ``stop()``) or
-standalone: ``python -m server.consumers.notify --data DIR [--redis URL]``.
+Run it inside ``tandtid serve`` (``Notifier.from_env(feed, ...)`` on the shared feed, ``await
+start()`` / ``stop()``) or standalone: ``python -m server.consumers.notify --data DIR [--redis
+URL]`` (given a journal instead of a feed, the notifier runs a feed of its own).
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from pathlib import Path
 
-from engine.model import REGIONS
+from engine.calendar import cell_epoch, day_of_epoch
 from engine.records import BookingStatus
 from persistence.journal import Journal
-from server.consumers.feed import Fact, PendingCursors, Projection, follow_region
+from server.consumers.feed import Fact, PendingCursors, RegionView
+from server.consumers.follow import Feed, Up, why
 from server.consumers.notify.ledger import Ledger
 from server.consumers.notify.mailer import MailConfig, Mailer, MailUnavailable, Rejected, mailer_for
 from server.consumers.notify.messages import TEMPLATES, compose
@@ -43,6 +47,8 @@ from server.identity.accounts import AccountStore
 log = logging.getLogger("tandtid.notify")
 
 CURSOR_FLUSH_S = 1.0
+PLAN_AHEAD_S = 12 * 3600  # reminders are planned for appointments up to max(lead) + this ahead
+PLAN_CHUNK = 20_000  # bookings looked at between two yields to the event loop
 
 
 @dataclass
@@ -55,9 +61,11 @@ class NotifierStats:
 
 
 class Notifier:
+    name = "notifier"
+
     def __init__(
         self,
-        journal: Journal,
+        source: Journal | Feed,
         *,
         ledger: Ledger,
         accounts: AccountStore,
@@ -69,29 +77,31 @@ class Notifier:
         reminder_poll_s: float = 1.0,
         retry_max_s: float = 60.0,
     ) -> None:
-        self.journal = journal
+        self._owns_feed = not isinstance(source, Feed)
+        self.feed = source if isinstance(source, Feed) else Feed(source, regions=regions)
         self.ledger = ledger
         self.accounts = accounts
         self.mailer = mailer
         self.sender = sender
         self.clock = clock
         self.leads = leads
-        self.regions = tuple(regions) if regions is not None else tuple(r.code for r in REGIONS)
+        self.regions = tuple(regions) if regions is not None else self.feed.regions
+        self.projection = self.feed.projection
         self.reminder_poll_s = reminder_poll_s
         self.retry_max_s = retry_max_s
-        self.projection = Projection()
         self.schedule = Schedule()
         self.stats = NotifierStats()
-        self._caught_up: set[str] = set()
-        self._all_caught_up = asyncio.Event()
+        # region -> (the view reminders were planned from, appointments planned up to)
+        self._planned: dict[str, tuple[RegionView, int]] = {}
         self._cursors = PendingCursors(self.ledger.advance, CURSOR_FLUSH_S)
         self._tasks: list[asyncio.Task[None]] = []
         self._owned: list[Callable[[], None]] = []
+        self.feed.add(self)
 
     @classmethod
     def from_env(
         cls,
-        journal: Journal,
+        source: Journal | Feed,
         data_dir: Path,
         *,
         env: dict[str, str] | None = None,
@@ -108,7 +118,7 @@ class Notifier:
         own_accounts = accounts is None
         store = accounts if accounts is not None else AccountStore(data_dir / "accounts.sqlite3")
         notifier = cls(
-            journal,
+            source,
             ledger=ledger,
             accounts=store,
             mailer=mailer_for(config, data_dir),
@@ -125,30 +135,20 @@ class Notifier:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        cursors = await asyncio.to_thread(self.ledger.cursors)
-        for region in self.regions:
-            self._tasks.append(
-                asyncio.create_task(
-                    follow_region(
-                        self.journal,
-                        region,
-                        self.projection,
-                        cursor=cursors.get(region, 0),
-                        handle=self._handle,
-                        caught_up=self._region_caught_up,
-                    ),
-                    name=f"notify-{region}",
-                )
-            )
-        self._tasks.append(asyncio.create_task(self._remind_forever(), name="notify-reminders"))
+        """Start the reminder and cursor loops (supervised), and the feed when it is the
+        notifier's own (a shared feed is started by its owner once every reader is added)."""
+        self._tasks.append(
+            self.feed.supervise(("notifier",), "*", self._remind_forever, name="notify-reminders")
+        )
         self._tasks.append(asyncio.create_task(self._cursors.flush_forever(), name="notify-cursors"))
-        for task in self._tasks:
-            task.add_done_callback(self._crashed)
+        if self._owns_feed:
+            await self.feed.start()
 
     async def stop(self) -> None:
+        if self._owns_feed:
+            await self.feed.stop()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            task.remove_done_callback(self._crashed)
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,32 +159,24 @@ class Notifier:
         self._owned.clear()
 
     async def wait_caught_up(self) -> None:
-        """Until every region's replay has reached the journal's end as of ``start``."""
-        await self._all_caught_up.wait()
+        """Until every region's projection has reached the journal's end as of ``start``."""
+        await self.feed.wait_caught_up()
 
-    @staticmethod
-    def _crashed(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("notifier task %s died", task.get_name(), exc_info=task.exception())
-
-    def _region_caught_up(self, region: str) -> None:
-        self._caught_up.add(region)
-        if len(self._caught_up) == len(self.regions):
-            self._all_caught_up.set()
+    def cursors(self) -> dict[str, int]:
+        """The durable cursor per region (blocking; the feed calls it in a worker thread)."""
+        return self.ledger.cursors()
 
     # -- journal facts ---------------------------------------------------------------------------
 
-    async def _handle(self, region: str, position: int, facts: list[Fact], act: bool) -> None:
+    async def handle(self, region: str, position: int, facts: list[Fact]) -> None:
+        """Send the messages of one entry after the cursor and move the cursor past it."""
+        planned = self._planned.get(region)
+        if planned is not None and planned[0] is not self.projection.views.get(region):
+            planned = None  # the view was reloaded: the next scan plans from the new one
         for fact in facts:
-            if fact.kind in ("booked", "rescheduled"):
-                try:
-                    start = fact.start
-                except ValueError:  # a time the calendar cannot place (never written by the engine)
-                    log.warning("message %s: booking time not on the calendar; no reminders", fact.key)
-                    continue
-                self.schedule.add(plan(region, fact.booking.id, fact.key, start, fact.at, self.leads))
-        if not act:
-            return
+            if fact.kind in ("booked", "rescheduled") and planned is not None:
+                # within the planned horizon: plan now (beyond it, the next scan of the view will)
+                self._plan_booking(region, planned[0], fact.booking.id, planned[1])
         wanted = [f for f in facts if f.kind in TEMPLATES]
         if not wanted:
             self._cursors.note(region, position)
@@ -212,9 +204,29 @@ class Notifier:
                 await asyncio.to_thread(self.ledger.advance, region, position)
             return
         channel = await self._send(key, fact, kind or fact.kind, lead_s)
-        await asyncio.to_thread(
-            self.ledger.record, key, channel, self.clock(), region=region, position=position
-        )
+        await self._record(key, channel, fact.region, region, position)
+
+    async def _record(
+        self, key: str, channel: str, fact_region: str, region: str | None, position: int | None
+    ) -> None:
+        """Record a message handed over. This write is retried where it failed (a full disk),
+        never by a restart: a restart would send the message again. The notifier is reported
+        down for the region meanwhile."""
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.to_thread(
+                    self.ledger.record, key, channel, self.clock(), region=region, position=position
+                )
+            except (sqlite3.Error, OSError) as exc:
+                self.feed.health.down(self.name, fact_region, f"recording a sent message: {why(exc)}")
+                log.error("message %s sent but not recorded (%s); retrying in %.1fs", key, why(exc), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            if delay > 0.1:
+                self.feed.health.up(self.name, fact_region)
+            return
 
     async def _send(self, key: str, fact: Fact, kind: str, lead_s: int) -> str:
         # The account look-up (SQLite) and composing (header parsing: a third of the event loop
@@ -273,9 +285,10 @@ class Notifier:
         """Send every reminder due now (per ``clock``) that is still current. Returns how many
         were sent. Does nothing until every region has caught up with its journal (before
         that, a booking may look current that a later entry cancels)."""
-        if not self._all_caught_up.is_set():
+        if not self.feed.all_caught_up:
             return 0
         now = self.clock()
+        await self._plan(now)
         sent = 0
         for reminder in self.schedule.due(now):
             fact = self._current(reminder, now)
@@ -286,24 +299,63 @@ class Notifier:
             sent += 1
         return sent
 
+    async def _plan(self, now: float) -> None:
+        """Plan the reminders of appointments from now to ``max(leads) + PLAN_AHEAD_S`` ahead,
+        scanning each region's view again when it was reloaded or the horizon moved on."""
+        if not self.leads:
+            return
+        until = int(now) + max(self.leads) + PLAN_AHEAD_S
+        for region in self.regions:
+            view = self.projection.views.get(region)
+            if view is None:
+                continue
+            seen = self._planned.get(region)
+            if seen is not None and seen[0] is view and seen[1] >= until - PLAN_AHEAD_S // 2:
+                continue
+            after = seen[1] if seen is not None and seen[0] is view else int(now)
+            self._planned[region] = (view, until)  # facts handled from now on plan themselves
+            first_day, last_day = day_of_epoch(after) - 1, day_of_epoch(until) + 1
+            for i, booking in enumerate(list(view.bookings.values())):
+                if i % PLAN_CHUNK == PLAN_CHUNK - 1:
+                    await asyncio.sleep(0)
+                if booking.status == BookingStatus.BOOKED and first_day <= booking.day <= last_day:
+                    self._plan_booking(region, view, booking.id, until, after)
+
+    def _plan_booking(
+        self, region: str, view: RegionView, booking_id: str, until: int, after: int = 0
+    ) -> None:
+        """Plan the reminders of one booking as the view has it, if it starts in (after, until]."""
+        booking = view.bookings.get(booking_id)
+        clinic = view.clinics.get(booking.clinic) if booking is not None else None
+        if booking is None or clinic is None or booking.status != BookingStatus.BOOKED:
+            return
+        try:
+            start = cell_epoch(booking.day, booking.cell, clinic.cell_minutes)
+        except ValueError:  # a time the calendar cannot place (never written by the engine)
+            log.warning("booking in region %s: time not on the calendar; no reminders", region)
+            return
+        if not after < start <= until:
+            return
+        decided = view.time_set_at(booking)
+        self.schedule.add(plan(region, booking.id, booking.day, booking.cell, start, decided, self.leads))
+
     def _current(self, reminder: Reminder, now: float) -> Fact | None:
         """The reminder's booking as a fact, if the booking still stands at that time."""
-        booking = self.projection.bookings.get(reminder.booking_id)
+        found = self.projection.booking(reminder.region, reminder.booking_id)
+        if found is None:
+            return None
+        booking, clinic = found
         if (
-            booking is None
-            or booking.status != BookingStatus.BOOKED
+            booking.status != BookingStatus.BOOKED
             or now >= reminder.start
-            or self.projection.times.get(booking.id) != reminder.time_key
+            or (booking.day, booking.cell) != (reminder.day, reminder.cell)
         ):
             return None
-        clinic = self.projection.clinics.get(booking.clinic)
-        if clinic is None:
-            return None
-        region, position, index, _ = reminder.time_key.split(":")
-        return Fact(region, int(position), int(index), "reminder", booking, clinic, int(now))
+        return Fact(reminder.region, 0, 0, "reminder", replace(booking), clinic, int(now))
 
-    async def _remind_forever(self) -> None:
-        await self._all_caught_up.wait()
+    async def _remind_forever(self, up: Up) -> None:
+        await self.feed.wait_caught_up()
+        up()
         while True:
             await self.send_due_reminders()
             await asyncio.sleep(self.reminder_poll_s)

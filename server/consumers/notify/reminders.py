@@ -6,11 +6,16 @@ DST change between the reminder and the appointment is handled by the time zone 
 not by us. (A 09:00 appointment on Monday 2026-10-26 gets its 24 h reminder at 08:00Z on
 Sunday 2026-10-25, which is 09:00 local after the clocks went back.)
 
-A reminder is keyed by the fact that last set the booking's time plus its lead
-(``AB:12:0:booked:r24``); a reminder whose booking has since moved or been cancelled is
-stale and dropped when it comes due. A reminder whose due time had already passed when the
-booking was made is not sent (the confirmation said it all); one that fell due while the
-notifier was down is sent late, as long as the appointment has not begun.
+A reminder is keyed by the booking and the time it is for plus its lead
+(``AB-b7.740000.36:r24``): a booking moved to another time gets fresh reminders, and one whose
+booking has since moved or been cancelled is stale and dropped when it comes due. The key needs
+nothing but the booking, so a notifier that starts from a snapshot derives the same keys as one
+that saw every entry. A reminder whose due time had already passed when the booking was made
+(or moved) is not sent (the confirmation said it all); one that fell due while the notifier was
+down is sent late, as long as the appointment has not begun.
+
+Only reminders of appointments starting within a horizon are planned (the notifier scans its
+projection as the horizon moves): the schedule stays small whatever the number of bookings.
 """
 
 from __future__ import annotations
@@ -46,41 +51,57 @@ def lead_label(lead_s: int) -> str:
 @dataclass(frozen=True, order=True, slots=True)
 class Reminder:
     due: int
-    key: str  # f"{time_key}:{lead_label}"
+    key: str  # f"{booking_id}.{day}.{cell}:{lead_label}"
     region: str = field(compare=False)
     booking_id: str = field(compare=False)
-    time_key: str = field(compare=False)  # the fact that set the booking's time
+    day: int = field(compare=False)  # the time the reminder is for
+    cell: int = field(compare=False)
     lead_s: int = field(compare=False)
     start: int = field(compare=False)
 
 
 def plan(
-    region: str, booking_id: str, time_key: str, start: int, booked_at: int, leads: tuple[int, ...]
+    region: str, booking_id: str, day: int, cell: int, start: int, decided_at: int, leads: tuple[int, ...]
 ) -> list[Reminder]:
-    """The reminders of a booking whose time was set by ``time_key``: one per lead whose due
-    instant comes after the booking was made (or moved)."""
+    """The reminders of a booking at (``day``, ``cell``) starting at ``start``: one per lead whose
+    due instant comes after the time was decided (booked or moved) at ``decided_at``."""
     return [
-        Reminder(start - lead, f"{time_key}:{lead_label(lead)}", region, booking_id, time_key, lead, start)
+        Reminder(
+            start - lead,
+            f"{booking_id}.{day}.{cell}:{lead_label(lead)}",
+            region,
+            booking_id,
+            day,
+            cell,
+            lead,
+            start,
+        )
         for lead in leads
-        if start - lead > booked_at
+        if start - lead > decided_at
     ]
 
 
 class Schedule:
-    """Reminders ordered by due time (a heap; stale entries are dropped when popped)."""
+    """Reminders ordered by due time (a heap; a key already waiting is not added twice; stale
+    entries are dropped when popped)."""
 
     def __init__(self) -> None:
         self._heap: list[Reminder] = []
+        self._keys: set[str] = set()
 
     def add(self, reminders: list[Reminder]) -> None:
         for reminder in reminders:
-            heapq.heappush(self._heap, reminder)
+            if reminder.key not in self._keys:
+                self._keys.add(reminder.key)
+                heapq.heappush(self._heap, reminder)
 
     def due(self, now: float) -> list[Reminder]:
         """Remove and return every reminder due at or before ``now``, earliest first."""
         out: list[Reminder] = []
         while self._heap and self._heap[0].due <= now:
-            out.append(heapq.heappop(self._heap))
+            reminder = heapq.heappop(self._heap)
+            self._keys.discard(reminder.key)
+            out.append(reminder)
         return out
 
     def next_due(self) -> int | None:

@@ -1,8 +1,9 @@
 """The webhook dispatcher: a journal consumer that queues deliveries, and a sender that posts them.
 
-Consumer: like the notifier (``server.consumers.feed``), per region it replays the journal into a
-projection and, for each entry after its cursor, queues one delivery per (fact, subscribed
-endpoint of the fact's clinic) — in the same transaction that moves the cursor.
+Consumer: a reader of the process's ``Feed`` (``server.consumers.follow``, shared with the
+notifier: one projection, started from the actors' snapshots, restarted after any error); for
+each entry after its cursor it queues one delivery per (fact, subscribed endpoint of the fact's
+clinic) — in the same transaction that moves the cursor.
 
 Sender: for every endpoint, only its oldest pending delivery is in flight (strict sequence
 order). A POST answered 2xx is delivered; anything else (status, timeout, refused
@@ -51,9 +52,9 @@ import httpcore
 import httpx
 import orjson
 
-from engine.model import REGIONS
 from persistence.journal import Journal
-from server.consumers.feed import Fact, PendingCursors, Projection, follow_region
+from server.consumers.feed import Fact, PendingCursors
+from server.consumers.follow import Feed, Up
 from server.consumers.webhooks.signing import HEADER, sign
 from server.consumers.webhooks.store import Attempt, QueuedRow, WebhookStore
 from server.http.views import end_iso, epoch_iso
@@ -242,9 +243,11 @@ def payload(fact: Fact) -> bytes:
 
 
 class WebhookDispatcher:
+    name = "webhooks"
+
     def __init__(
         self,
-        journal: Journal,
+        source: Journal | Feed,
         store: WebhookStore,
         *,
         clock: Callable[[], float] = time.time,
@@ -256,28 +259,29 @@ class WebhookDispatcher:
         poll_s: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.journal = journal
+        self._owns_feed = not isinstance(source, Feed)
+        self.feed = source if isinstance(source, Feed) else Feed(source, regions=regions)
         self.store = store
         self.clock = clock
-        self.regions = tuple(regions) if regions is not None else tuple(r.code for r in REGIONS)
+        self.regions = tuple(regions) if regions is not None else self.feed.regions
         self.timeout_s = timeout_s
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.give_up_after_s = give_up_after_s
         self.poll_s = poll_s
         self._transport = transport
-        self.projection = Projection()
         self._cursors = PendingCursors(self.store.advance, CURSOR_FLUSH_S)
         self._wake = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
         self._owns_store = False
+        self.feed.add(self)
 
     @classmethod
-    def open(cls, journal: Journal, data_dir: Path, **options: object) -> WebhookDispatcher:
+    def open(cls, source: Journal | Feed, data_dir: Path, **options: object) -> WebhookDispatcher:
         """The dispatcher of a data directory (``webhooks.sqlite3``); it closes the store on stop."""
-        dispatcher = cls(journal, WebhookStore(data_dir / "webhooks.sqlite3"), **options)  # type: ignore[arg-type]
+        dispatcher = cls(source, WebhookStore(data_dir / "webhooks.sqlite3"), **options)  # type: ignore[arg-type]
         dispatcher._owns_store = True
         return dispatcher
 
@@ -289,30 +293,19 @@ class WebhookDispatcher:
             transport=self._transport if self._transport is not None else guarded_transport(),
             headers={"User-Agent": "tandtid-webhooks/1"},
         )
-        cursors = await asyncio.to_thread(self.store.cursors)
-        for region in self.regions:
-            self._tasks.append(
-                asyncio.create_task(
-                    follow_region(
-                        self.journal,
-                        region,
-                        self.projection,
-                        cursor=cursors.get(region, 0),
-                        handle=self._handle,
-                    ),
-                    name=f"webhooks-{region}",
-                )
-            )
-        self._tasks.append(asyncio.create_task(self._send_forever(), name="webhooks-sender"))
+        self._tasks.append(
+            self.feed.supervise(("webhooks",), "*", self._send_forever, name="webhooks-sender")
+        )
         self._tasks.append(asyncio.create_task(self._cursors.flush_forever(), name="webhooks-cursors"))
-        for task in self._tasks:
-            task.add_done_callback(self._crashed)
+        if self._owns_feed:
+            await self.feed.start()
 
     async def stop(self) -> None:
+        if self._owns_feed:
+            await self.feed.stop()
         tasks = self._tasks + list(self._inflight.values())
         self._tasks = []
         for task in tasks:
-            task.remove_done_callback(self._crashed)
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -329,16 +322,14 @@ class WebhookDispatcher:
         """Look at the queue now (after a replay was queued)."""
         self._wake.set()
 
-    @staticmethod
-    def _crashed(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhook task %s died", task.get_name(), exc_info=task.exception())
+    def cursors(self) -> dict[str, int]:
+        """The durable cursor per region (blocking; the feed calls it in a worker thread)."""
+        return self.store.cursors()
 
     # -- queueing --------------------------------------------------------------------------------
 
-    async def _handle(self, region: str, position: int, facts: list[Fact], act: bool) -> None:
-        if not act:
-            return
+    async def handle(self, region: str, position: int, facts: list[Fact]) -> None:
+        """Queue the deliveries of one entry after the cursor and move the cursor past it."""
         rows: list[QueuedRow] = []
         for fact in facts:
             event_type = WEBHOOK_TYPES.get(fact.kind)
@@ -361,7 +352,8 @@ class WebhookDispatcher:
 
     # -- sending ---------------------------------------------------------------------------------
 
-    async def _send_forever(self) -> None:
+    async def _send_forever(self, up: Up) -> None:
+        up()
         while True:
             self._wake.clear()
             heads = await asyncio.to_thread(self.store.heads)
@@ -377,7 +369,8 @@ class WebhookDispatcher:
                 else:
                     wait = min(wait, head.delivery.next_attempt_at - now)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+                async with asyncio.timeout(max(wait, 0.0)):  # not wait_for: it can swallow a cancel
+                    await self._wake.wait()
 
     async def _attempt(self, head: Attempt) -> None:
         delivery = head.delivery

@@ -152,7 +152,8 @@ class WebhookStore:
                 self._db.execute("COMMIT")
                 return result
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolled back already on some errors (a full disk)
+                    self._db.execute("ROLLBACK")
                 raise
 
     # -- endpoints -------------------------------------------------------------------------------

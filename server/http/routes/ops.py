@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from server.health import Health
 from server.http.openapi import Endpoint
 from server.http.routes.access import regions_of
 from server.http.routes.replies import json_response
@@ -24,9 +25,11 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     """200 "ready": every region serves. 200 "degraded": some regions FAILED or are FENCED
-    (named in ``regions_failed`` with why; ``tandtid journal check`` tells more) while every
-    other region serves, so a balancer keeps sending their traffic. 503 while any region is
-    still recovering or the journal does not answer."""
+    (named in ``regions_failed`` with why; ``tandtid journal check`` tells more), or a journal
+    consumer is down (restarting) for some region, while every other region serves, so a
+    balancer keeps sending their traffic. ``degraded`` lists every part that is down — regions
+    and consumers alike — as ``{part, region, why, ...}``. 503 while any region is still
+    recovering or the journal does not answer."""
     regions = regions_of(request)
     waiting = [code for code, actor in regions.actors.items() if not actor.ready]
     failed = {
@@ -34,15 +37,22 @@ async def ready(request: Request) -> Response:
         for code, actor in regions.actors.items()
         if actor.lifecycle in (Lifecycle.FAILED, Lifecycle.FENCED)
     }
+    health: Health = request.app.state.health
+    degraded: list[dict[str, object]] = [
+        {"part": "region", "region": code, "why": f"{trouble['lifecycle']}: {trouble['why']}"}
+        for code, trouble in failed.items()
+    ]
+    degraded.extend(health.degraded())
     journal = await regions.journal_ok()
     serving = journal and len(failed) == len(waiting) and len(failed) < len(regions.actors)
     body: dict[str, Any] = {
         "ready": not waiting and journal,
-        "status": ("degraded" if failed else "ready") if serving else "unavailable",
+        "status": ("degraded" if degraded else "ready") if serving else "unavailable",
         "journal": journal,
         "regions_not_ready": waiting,
         "regions_failed": failed,
         "journal_problems": regions.journal.problems(),
+        "degraded": degraded,
     }
     return json_response(body, status=200 if serving else 503)
 
