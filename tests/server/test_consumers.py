@@ -252,8 +252,13 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.redis)])
 async def world(
-    request: pytest.FixtureRequest, tmp_path: Path, smtp: tuple[Inbox, int], receiver: Receiver
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    smtp: tuple[Inbox, int],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[World]:
+    monkeypatch.setenv("TANDTID_WEBHOOK_ALLOW_HTTP", "1")  # the receiver is plain HTTP on loopback
     data = tmp_path / "data"
     redis: RedisServer | None = None
     make: Callable[[], Journal]
