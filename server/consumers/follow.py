@@ -18,12 +18,14 @@ Per region, one supervised pipeline:
    applied once, the event loop is yielded to every ``yield_every`` entries, and the facts
    are queued (bounded) to every reader whose cursor is before it; each reader works through
    its queue in its own task, so a slow reader slows the others only when its queue is full;
-3. anything that raises — ``JournalUnavailable`` (a Redis blip), a full disk or no file
-   descriptors in a reader's store, an ``Unplaced`` fact, a bug — stops the region's pipeline;
-   it is restarted from step 1 after a backoff (``backoff_s``, doubling, reset once caught up).
+3. anything the feed meets — ``JournalUnavailable`` (a Redis blip), an ``Unplaced`` fact, a
+   bug — stops the region's pipeline once the readers have finished what was queued before
+   it, and it is restarted from step 1 after a backoff (``backoff_s``, doubling, reset after a
+   good long run); a reader whose ``handle`` raises (a full disk or no file descriptors in its
+   store) is restarted on that same entry with the same backoff while the other readers go on.
    Meanwhile ``Health`` names the reader and region (``/ready`` answers "degraded") and
    ``tandtid_consumer_restarts_total{consumer,region,kind}`` counts it. Nothing is skipped:
-   the restart re-reads from the durable cursors and the readers' keys drop what they did.
+   every restart resumes from the durable cursors and the readers' keys drop what they did.
 
 History already trimmed when a pipeline reads it (a reader more than the journal's retention
 behind) cannot be had back: the gap is counted (``tandtid_consumer_lost_entries_total``),
@@ -190,19 +192,8 @@ class Feed:
                     delay = low  # it ran well for a while: this is a new spell of trouble
                 part, cause = _culprit(exc)
                 down = parts if part == "feed" or part not in parts else (part,)
-                kind = failure_kind(cause)
                 for name in down:
-                    metrics.CONSUMER_RESTARTS.labels(consumer=name, region=region, kind=kind).inc()
-                    metrics.CONSUMER_UP.labels(consumer=name, region=region).set(0)
-                    self.health.down(name, region, why(cause))
-                log.error(
-                    "consumer %s of region %s stopped (%s); restarting in %.1fs",
-                    "/".join(down),
-                    region,
-                    why(cause),
-                    delay,
-                    exc_info=cause if kind == "unexpected" else None,
-                )
+                    self._report(name, region, cause, delay)
                 await asyncio.sleep(delay)
                 delay = min(high, delay * 2)
 
@@ -299,20 +290,44 @@ class Feed:
                 raise _Stopped("feed", exc) from exc
 
     async def _deliver(self, reader: Reader, region: str, queue: asyncio.Queue[Queued]) -> None:
+        """Hand ``reader`` its entries in order. A failing ``handle`` is retried on the same entry
+        with backoff (the reader's cursor has not moved past it and its keys drop what it did),
+        reported down meanwhile: one reader's trouble never restarts the others."""
         gauge = metrics.CONSUMER_POSITION.labels(consumer=reader.name, region=region)
+        low, high = self.backoff_s
         while True:
             _honour_cancel()
             item = await queue.get()
             if isinstance(item, BaseException):
                 raise _Stopped("feed", item)
             position, facts = item
-            try:
-                await reader.handle(region, position, facts)
-            except Exception as exc:
-                raise _Stopped(reader.name, exc) from exc
+            delay = low
+            while True:
+                try:
+                    await reader.handle(region, position, facts)
+                    break
+                except Exception as exc:
+                    self._report(reader.name, region, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(high, delay * 2)
+                    _honour_cancel()
             gauge.set(position)
-            if queue.empty() and self.health.is_down(reader.name, region):
-                self._up(reader.name, region)  # it handled what it failed on before
+            if self.health.is_down(reader.name, region):
+                self._up(reader.name, region)  # it handled what it failed on
+
+    def _report(self, part: str, region: str, exc: BaseException, delay: float) -> None:
+        kind = failure_kind(exc)
+        metrics.CONSUMER_RESTARTS.labels(consumer=part, region=region, kind=kind).inc()
+        metrics.CONSUMER_UP.labels(consumer=part, region=region).set(0)
+        self.health.down(part, region, why(exc))
+        log.error(
+            "consumer %s of region %s stopped (%s); restarting in %.1fs",
+            part,
+            region,
+            why(exc),
+            delay,
+            exc_info=exc if kind == "unexpected" else None,
+        )
 
     def _reached_end(self, region: str, readers: list[tuple[Reader, asyncio.Queue[Queued]]]) -> None:
         """The projection has what the journal had at the start: the readers with nothing left
