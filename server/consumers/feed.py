@@ -36,7 +36,8 @@ from engine.calendar import cell_epoch
 from engine.errors import TandtidError
 from engine.events import Booked, Cancelled, ClinicRegistered, OfferMade, Rescheduled, from_record
 from engine.model import Clinic, clinic_from_record
-from engine.records import Booking, BookingStatus, booking_from_list
+from engine.records import Booking, BookingStatus
+from engine.state import RegionState
 from persistence.codec import unpack_events
 
 log = logging.getLogger("tandtid.consumers.feed")
@@ -116,15 +117,14 @@ def _interned(booking: Booking) -> Booking:
 
 
 async def view_of_snapshot(region: str, position: int, data: dict[str, Any]) -> RegionView:
-    """The view of a region snapshot (``engine`` snapshot data, already unpacked) at ``position``;
-    yields to the event loop every ``LOAD_CHUNK`` bookings."""
+    """The view of a region snapshot (``engine`` snapshot data, already unpacked, any version
+    the engine reads) at ``position``; yields to the event loop every ``LOAD_CHUNK`` bookings."""
+    state = RegionState.from_snapshot(data)
     view = RegionView(region, base=position)
-    for record in data["clinics"]:
-        clinic = clinic_from_record(record)
-        view.clinics[clinic.id] = clinic
+    view.clinics.update(state.clinics)
     bookings = view.bookings
-    for i, record in enumerate(data["bookings"]):
-        booking = _interned(booking_from_list(record))
+    for i, booking in enumerate(state.all_bookings()):
+        booking = _interned(booking)
         bookings[booking.id] = booking
         if i % LOAD_CHUNK == LOAD_CHUNK - 1:
             await asyncio.sleep(0)
