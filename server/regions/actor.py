@@ -266,10 +266,13 @@ class RegionActor:
             while self.lifecycle is Lifecycle.READY:
                 items: list[_Request | _Query] = []
                 try:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a stop()'s cancellation.
+                    first: _Request | _Query | None = None
                     try:
-                        first = await asyncio.wait_for(inbox.get(), timeout=self._idle_timeout())
+                        async with asyncio.timeout(self._idle_timeout()):
+                            first = await inbox.get()
                     except TimeoutError:
-                        first = None
+                        pass
                     if first is not None:
                         items.append(first)
                     while len(items) < self.max_batch and not inbox.empty():
