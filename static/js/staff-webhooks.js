@@ -138,6 +138,11 @@ export class WebhooksPanel {
       this.say(describe(err), "error");
       return;
     }
+    // Polling must not replace the list under the user's pointer when nothing changed: a click on a
+    // button that is swapped out between press and release is lost (a Replay that never happened).
+    const shown = JSON.stringify(this.endpoints);
+    if (shown === this.shown && $("webhook-list").childElementCount) return;
+    this.shown = shown;
     this.render();
   }
 
