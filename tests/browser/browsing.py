@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,14 @@ def check_accessibility(page: Page, screen: str) -> None:
 def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def open_contexts(browser: Browser, base_url: str) -> Iterator[Contexts]:
+    """Contexts for one test against ``base_url``: closed afterwards, and the test fails on any uncaught page error."""
+    made = Contexts(browser, base_url)
+    try:
+        yield made
+    finally:
+        for context in made.opened:
+            context.close()
+    assert not made.page_errors, f"uncaught errors in the page: {made.page_errors}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from tests.browser.browsing import CHROMIUM, CHROMIUM_ARGS, Api, Contexts, served_system
+from tests.browser.browsing import CHROMIUM, CHROMIUM_ARGS, Api, Contexts, open_contexts, served_system
 from tests.support.served import ServedProcess
 
 WEBHOOKS_TO_LOOPBACK = {"TANDTID_WEBHOOK_ALLOW_HTTP": "1"}
@@ -57,13 +57,7 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture
 def contexts(browser: Browser, system: ServedProcess) -> Iterator[Contexts]:
-    made = Contexts(browser, system.url)
-    try:
-        yield made
-    finally:
-        for context in made.opened:
-            context.close()
-    assert not made.page_errors, f"uncaught errors in the page: {made.page_errors}"
+    yield from open_contexts(browser, system.url)
 
 
 @pytest.fixture

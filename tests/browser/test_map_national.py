@@ -19,6 +19,7 @@ from tests.browser.browsing import (
     Api,
     Contexts,
     ms,
+    open_contexts,
     screenshot,
     wait_live,
 )
@@ -46,13 +47,7 @@ def sweden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProcess]:
 
 @pytest.fixture
 def national(browser: Browser, sweden: ServedProcess) -> Iterator[Contexts]:
-    made = Contexts(browser, sweden.url)
-    try:
-        yield made
-    finally:
-        for context in made.opened:
-            context.close()
-    assert not made.page_errors, f"uncaught errors in the page: {made.page_errors}"
+    yield from open_contexts(browser, sweden.url)
 
 
 @pytest.fixture(scope="module")
