@@ -4,7 +4,7 @@
 // panel looks again every few seconds for a while, and for as long as a delivery is still pending.
 
 import { ApiError, api, get, post, query } from "./api.js";
-import { applyTranslations, t } from "./i18n.js";
+import { applyTranslations, lang, t } from "./i18n.js";
 import { copyButton } from "./copy-button.js";
 import { announce, el } from "./shell.js";
 import { formatDateTime } from "./stockholm.js";
@@ -138,35 +138,47 @@ export class WebhooksPanel {
       this.say(describe(err), "error");
       return;
     }
-    // Polling must not replace the list under the user's pointer when nothing changed: a click on a
-    // button that is swapped out between press and release is lost (a Replay that never happened).
-    const shown = JSON.stringify(this.endpoints);
-    if (shown === this.shown && $("webhook-list").childElementCount) return;
-    this.shown = shown;
     this.render();
   }
 
+  /** The list, changed in place: an endpoint whose data (and language) is unchanged keeps its very
+   *  elements, so a poll that brings news about another endpoint never swaps a button out from under
+   *  the user's pointer (a click whose press and release land on different buttons is lost). */
   render() {
     const list = $("webhook-list");
     if (!this.endpoints.length) {
       list.replaceChildren(el("li", { class: "muted", text: t("webhooks.none") }));
       return;
     }
-    list.replaceChildren(...this.endpoints.map(({ endpoint, deliveries }) => {
-      const state = health(deliveries);
-      return el("li", { class: "endpoint", dataset: { endpoint: endpoint.id, health: state } },
-        el("h3", { class: "endpoint-url", text: endpoint.url }),
-        el("p", {}, `${t("webhooks.events")}: `, el("span", { class: "event-types", text: endpoint.events.join(", ") })),
-        el("p", {}, `${t("webhooks.health")}: `, el("span", { class: `status health-${state}`, text: t(`webhooks.health.${state}`) }),
-          el("span", { class: "muted", text: ` · ${t("webhooks.since", { time: when(endpoint.created_at) })}` })),
-        el("p", { class: "actions" }, el("button", {
-          type: "button", class: "danger delete", "aria-label": `${t("webhooks.delete")}: ${endpoint.url}`,
-          text: t("webhooks.delete"), onclick: () => this.remove(endpoint),
-        })),
-        el("h4", { text: t("webhooks.log") }),
-        this.logTable(endpoint, deliveries));
-    }));
-    applyTranslations(list);
+    const shown = new Map([...list.children].filter((li) => li.dataset.endpoint).map((li) => [li.dataset.endpoint, li]));
+    const items = this.endpoints.map((entry) => {
+      const key = `${lang()}|${JSON.stringify(entry)}`;
+      const old = shown.get(entry.endpoint.id);
+      if (old && old.dataset.key === key) return old;
+      const item = this.endpointItem(entry);
+      item.dataset.key = key;
+      applyTranslations(item);
+      return item;
+    });
+    for (const child of [...list.children]) if (!items.includes(child)) child.remove();
+    items.forEach((item, i) => {
+      if (list.children[i] !== item) list.insertBefore(item, list.children[i] || null);
+    });
+  }
+
+  endpointItem({ endpoint, deliveries }) {
+    const state = health(deliveries);
+    return el("li", { class: "endpoint", dataset: { endpoint: endpoint.id, health: state } },
+      el("h3", { class: "endpoint-url", text: endpoint.url }),
+      el("p", {}, `${t("webhooks.events")}: `, el("span", { class: "event-types", text: endpoint.events.join(", ") })),
+      el("p", {}, `${t("webhooks.health")}: `, el("span", { class: `status health-${state}`, text: t(`webhooks.health.${state}`) }),
+        el("span", { class: "muted", text: ` · ${t("webhooks.since", { time: when(endpoint.created_at) })}` })),
+      el("p", { class: "actions" }, el("button", {
+        type: "button", class: "danger delete", "aria-label": `${t("webhooks.delete")}: ${endpoint.url}`,
+        text: t("webhooks.delete"), onclick: () => this.remove(endpoint),
+      })),
+      el("h4", { text: t("webhooks.log") }),
+      this.logTable(endpoint, deliveries));
   }
 
   logTable(endpoint, deliveries) {
