@@ -3,7 +3,11 @@ for vendored libraries and geography, ETag revalidation (304) for the project's 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -40,3 +44,20 @@ async def test_vendored_files_are_kept_for_a_week(client: httpx.AsyncClient) -> 
 async def test_no_compression_unless_asked(client: httpx.AsyncClient) -> None:
     r = await client.get("/js/map-page.js", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in r.headers
+
+
+def test_an_installed_server_finds_the_pages_it_is_told_about(tmp_path: Path) -> None:
+    """A wheel has no source tree beside it (the Docker image): TANDTID_STATIC_DIR names the pages."""
+    (tmp_path / "index.html").write_text("<title>elsewhere</title>", encoding="utf-8")
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from server.http.routes.pages import _page; print(_page('index.html').path)",
+        ],
+        env={**os.environ, "TANDTID_STATIC_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == str(tmp_path / "index.html")

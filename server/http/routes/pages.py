@@ -7,6 +7,7 @@ revalidation for the project's own).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from starlette.requests import Request
@@ -15,7 +16,9 @@ from starlette.responses import FileResponse, Response
 from server.http.errors import not_found
 from server.http.openapi import Endpoint
 
-STATIC_DIR = Path(__file__).resolve().parents[3] / "static"
+# The source tree's static/ (a checkout or an editable install); an installed wheel has no source tree,
+# so an image that copies static/ elsewhere names it (the Dockerfile sets /app/static).
+STATIC_DIR = Path(os.environ.get("TANDTID_STATIC_DIR") or Path(__file__).resolve().parents[3] / "static")
 
 
 def _page(name: str) -> Response:
