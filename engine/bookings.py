@@ -8,7 +8,9 @@ are linked through two more columns, so no index holds an object per booking eit
 100 bytes a booking, against ~400 for a slotted object with its strings and three indexes.
 
 Readers get ``Booking`` values built on demand (copies: changing one changes nothing here).
-Only ``RegionState`` writes (``add``, ``set_status``, ``move``).
+Only the store's owner writes (``add``, ``set_status``, ``move``): a region's ``RegionState``, or
+a journal follower's own replica (``server.consumers.feed.BookingsReplica``) in a process
+that keeps no region state.
 
 Snapshots: ``to_snapshot`` is a dict of a few ``bytes`` (each a memory copy of one column or
 index) and short lists; ``from_snapshot`` copies them back, rebuilding nothing. The layout
@@ -337,7 +339,7 @@ class BookingStore:
             row = nxt[row]
         return out
 
-    # ------------------------------------------------------------------ writes (RegionState only)
+    # ------------------------------------------------------------------ writes (the owner only)
 
     def add(self, b: Booking) -> int:
         """Store a new booking (its id must be new); returns its row."""

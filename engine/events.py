@@ -95,6 +95,15 @@ class Rescheduled:
     day: int
     cell: int
     at: int
+    # the time it had before (version 2): a follower tells "moved from ... to ..." without keeping
+    # every booking's time itself; "" and -1 when not known (version 1 records)
+    from_resource: str = ""
+    from_day: int = -1
+    from_cell: int = -1
+
+    @property
+    def from_known(self) -> bool:
+        return self.from_day >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,9 +280,11 @@ _FIELD_NAMES: dict[str, tuple[str, ...]] = {
 Upcaster = Callable[[list[Any]], list[Any]]
 
 # The version of each kind's fields as declared above (bump on change, add an upcaster).
-VERSIONS: dict[str, int] = {kind: 1 for kind in _EVENT_TYPES}
+VERSIONS: dict[str, int] = {kind: 1 for kind in _EVENT_TYPES} | {"Rescheduled": 2}
 # (kind, version) -> the field values of version + 1, from those of ``version``.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("Rescheduled", 1): lambda values: [*values, "", -1, -1],  # the time before: not recorded
+}
 
 
 def to_record(event: Event) -> list[Any]:

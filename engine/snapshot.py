@@ -88,6 +88,25 @@ def _records(
     return out
 
 
+def decode_bookings(data: dict[str, Any]) -> tuple[dict[str, Clinic], BookingStore]:
+    """Only the clinics and the bookings of a snapshot (any readable version), without the slot
+    rows: what a follower of the journal that keeps no region state needs. ValueError for a
+    version this build does not read."""
+    if data.get("v") not in READABLE_VERSIONS:
+        raise ValueError(f"unknown snapshot version {data.get('v')!r}")
+    clinics = [clinic_from_record(c) for c in data["clinics"]]
+    return {c.id: c for c in clinics}, _booking_store(data)
+
+
+def _booking_store(data: dict[str, Any]) -> BookingStore:
+    if data["v"] != 1:
+        return BookingStore.from_snapshot(data["bookings"])
+    store = BookingStore()
+    for rec in data["bookings"]:  # by id: the order the store gives them rows
+        store.add(booking_from_list(rec))
+    return store
+
+
 def decode(data: dict[str, Any], new_state: Callable[[str], RegionState]) -> RegionState:
     """The state ``encode`` was given, rebuilt into ``new_state(region)`` (an empty state).
     ValueError for a version this build does not read."""
@@ -113,14 +132,10 @@ def decode(data: dict[str, Any], new_state: Callable[[str], RegionState]) -> Reg
     if version != 1:
         for clinic_id, days, counts in data["free"]:
             state._free[clinic_id] = dict(zip(days, counts, strict=True))
+    state._bookings = store = _booking_store(data)
     if version == 1:
-        store = state._bookings
-        for rec in data["bookings"]:  # by id: the order the store gives them rows
-            store.add(booking_from_list(rec))
         for patient, key, booking, fingerprint in data["idempotency"]:
             store.remember(patient, key, store.row(booking), fingerprint)
-    else:
-        state._bookings = BookingStore.from_snapshot(data["bookings"])
     for rec in data["holds"]:
         state._add_hold(hold_from_list(rec))
     for res, day, cell, cells, until in data["windows"]:

@@ -497,7 +497,7 @@ class RegionState:
         if cell_epoch(b.day, b.cell, clinic.cell_minutes) - now < clinic.cancel_notice_hours * 3600:
             _refuse(RefusalCode.TOO_LATE, "too close to the appointment to move it online")
         self._check_run(row, c.day, c.cell, k, now, (b.resource, b.day, b.cell, b.cells))
-        return [Rescheduled(c.booking_id, c.resource, c.day, c.cell, now)]
+        return [Rescheduled(c.booking_id, c.resource, c.day, c.cell, now, b.resource, b.day, b.cell)]
 
     def _check_span(self, row: ResourceRow | None, day: int, cell: int, cells: int) -> ResourceRow:
         if row is None:

@@ -335,8 +335,12 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {role:8s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
     with gc_paused():  # the whole start: collect once, after everything is loaded (tune_gc)
         built = await build_server(settings, journal=journal)
-        # One feed of the journal for both consumers: one projection, supervised, /ready tells.
-        feed = Feed(journal, health=built.app.state.health)
+        # One feed of the journal for both consumers, supervised, /ready tells. It reads the
+        # bookings from the actors' own state (no copy). With --node a region's actor may live
+        # on another node: the feed then keeps compact replicas of its own.
+        feed = Feed(
+            journal, health=built.app.state.health, states=None if settings.node else built.regions.state_of
+        )
         notifier = Notifier.from_env(feed, settings.data_dir)
         webhooks = WebhookDispatcher.open(feed, settings.data_dir)
         await notifier.start()

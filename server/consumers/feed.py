@@ -1,20 +1,24 @@
-"""The journal as facts somebody may be told about, and the one projection they are read from.
+"""The journal as facts somebody may be told about, and what they are read from.
 
 A ``Fact`` is one notifiable thing that happened: a booking was made, cancelled (by whom),
 moved, or a wait-list offer was made. Its ``key`` — ``f"{region}:{position}:{index}:{kind}"`` —
 is derived from the journal entry alone, so a consumer that crashes and resumes derives the
 same key again and can tell it has already acted on it.
 
-The ``Projection`` holds, per region (a ``RegionView``), the clinics and bookings the facts
-need — ONE copy per process, shared by every consumer (``server.consumers.follow.Feed`` keeps
-it). A region's view starts from the region snapshot the actors write (``RegionView.base`` is
-its position) and evolves by the journal entries after it. Entries at or before ``base`` may
-be applied again (a consumer whose cursor is behind the snapshot acts on them): every field is
-overwritten by the latest fact, so the view ends where the snapshot was; the one thing such a
-re-applied entry cannot know is the time a booking had before a ``Rescheduled`` when nothing
-re-applied set it (``Fact.previous`` is then None and the feed counts it).
+A fact is built from its event and, for what the event does not carry (a cancelled booking's
+patient and time, a clinic's name), from the region's bookings and clinics as ``Reads`` — at
+that entry OR LATER, never earlier: a booking's patient, clinic, service and length never
+change, a cancelled booking never changes again, and a ``Rescheduled`` event carries the time
+before and after (version 1 records do not: ``Fact.previous`` is then None unless the feed's
+own replica knew it, and the feed counts it). So no consumer keeps a copy of the bookings:
 
-An event about a clinic or booking the view does not have raises ``Unplaced``: the consumer
+- inside ``tandtid serve`` the ``Projection`` reads the region actors' own state (``states``:
+  ``RegionState`` answers ``Reads``), ONE store of the bookings for the whole process;
+- a consumer running on its own (no actors in its process) keeps a ``BookingsReplica`` per
+  region: the engine's compact ``BookingStore`` (~90 bytes a booking) loaded from the region
+  snapshot the actors write and evolved by the journal entries after it (``RegionView.base``).
+
+An event about a clinic or booking the reads do not have raises ``Unplaced``: the consumer
 stops and reports it (never a cursor moved past a fact it could not place).
 
 Adding a kind (e.g. a wait-list ``Offered`` event): write one ``_on_offered`` method that
@@ -27,27 +31,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
+from engine.bookings import BookingStore
 from engine.calendar import cell_epoch
 from engine.errors import TandtidError
-from engine.events import Booked, Cancelled, ClinicRegistered, OfferMade, Rescheduled, from_record
+from engine.events import (
+    Booked,
+    Cancelled,
+    ClinicRegistered,
+    NoShowMarked,
+    OfferMade,
+    Rescheduled,
+    from_record,
+)
 from engine.model import Clinic, clinic_from_record
 from engine.records import Booking, BookingStatus
-from engine.state import RegionState
 from persistence.codec import unpack_events
 
 log = logging.getLogger("tandtid.consumers.feed")
-
-LOAD_CHUNK = 20_000  # bookings built between two yields to the event loop when loading a snapshot
 
 
 class Unplaced(TandtidError):
     """A journal event names a clinic or booking the projection does not have. The message
     names the event kind and position only (no ids of people)."""
+
+
+class StateUnavailable(TandtidError):
+    """The process's state of the region cannot be read now (its actor is recovering or does
+    not serve the region): the feed stops the region's pipeline and tries again later."""
+
+
+class Reads(Protocol):
+    """What facts read of a region beyond their events (``RegionState`` answers it)."""
+
+    clinics: dict[str, Clinic]
+
+    def booking(self, booking_id: str) -> Booking | None: ...
+
+    def bookings_on(self, clinic: str, day: int) -> list[Booking]: ...
+
+
+States = Callable[[str], "tuple[Reads, int] | None"]
+"""The process's current state of a region and the journal position it holds at least (an
+actor's), or None when it has none now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,54 +119,88 @@ class Fact:
         return self.start + self.booking.cells * self.clinic.cell_minutes * 60
 
 
+class BookingsReplica:
+    """A region's clinics and bookings kept by a consumer whose process has no region state:
+    the engine's compact ``BookingStore``, evolved by the events that change bookings. Answers
+    ``Reads``."""
+
+    __slots__ = ("clinics", "store")
+
+    def __init__(self, clinics: dict[str, Clinic] | None = None, store: BookingStore | None = None) -> None:
+        self.clinics: dict[str, Clinic] = clinics if clinics is not None else {}
+        self.store = store if store is not None else BookingStore()
+
+    def booking(self, booking_id: str) -> Booking | None:
+        return self.store.get(booking_id)
+
+    def bookings_on(self, clinic: str, day: int) -> list[Booking]:
+        return self.store.on_day(clinic, day)
+
+    def evolve(self, event: object) -> None:
+        """Apply one event after the replica's base (unknown bookings are left to the fact
+        handlers, which report them)."""
+        store = self.store
+        if isinstance(event, Booked):
+            store.add(
+                Booking(
+                    event.booking_id,
+                    event.patient,
+                    event.clinic,
+                    event.resource,
+                    event.service,
+                    event.day,
+                    event.cell,
+                    event.cells,
+                    BookingStatus.BOOKED,
+                    event.at,
+                )
+            )
+        elif isinstance(event, Cancelled | Rescheduled | NoShowMarked):
+            row = store.row(event.booking_id)
+            if row < 0:
+                return
+            if isinstance(event, Cancelled):
+                store.set_status(row, BookingStatus.CANCELLED, event.at, event.by)
+            elif isinstance(event, Rescheduled):
+                store.move(row, event.resource, event.day, event.cell)
+            else:
+                store.set_status(row, BookingStatus.NO_SHOW)
+        elif isinstance(event, ClinicRegistered):
+            clinic = clinic_from_record(event.clinic)
+            self.clinics[clinic.id] = clinic
+
+
 @dataclass(slots=True)
 class RegionView:
-    """One region's clinics and bookings as of the entries applied to it."""
+    """What the feed keeps of one region besides the bookings it reads."""
 
     region: str
-    base: int = 0  # the position of the snapshot the view started from (0: none)
-    clinics: dict[str, Clinic] = field(default_factory=dict)
-    bookings: dict[str, Booking] = field(default_factory=dict)
+    base: int = 0  # the position the reads started at (a snapshot's, or the actor's; 0: none)
+    replica: BookingsReplica | None = None  # the consumer's own bookings; None: the process's state
     moved_at: dict[str, int] = field(default_factory=dict)  # booking -> when it was last moved
-    timed: set[str] = field(default_factory=set)  # re-applied entries set these bookings' times
-    incomplete: int = 0  # reschedules re-applied whose previous time was unknown
+    incomplete: int = 0  # reschedules whose previous time was not known
 
     def time_set_at(self, booking: Booking) -> int:
-        """When the booking's current time was decided (booked, or last moved)."""
+        """When the booking's current time was decided (booked, or moved since the feed began)."""
         return self.moved_at.get(booking.id, booking.booked_at)
 
 
-def _interned(booking: Booking) -> Booking:
-    # Thousands of bookings share a clinic, resource, service and patient: one string each.
-    booking.patient = sys.intern(booking.patient)
-    booking.clinic = sys.intern(booking.clinic)
-    booking.resource = sys.intern(booking.resource)
-    booking.service = sys.intern(booking.service)
-    return booking
+def replica_of_snapshot(data: dict[str, Any]) -> BookingsReplica:
+    """The clinics and bookings of a region snapshot (any version the engine reads; blocking:
+    call in a worker thread)."""
+    from engine.snapshot import decode_bookings
 
-
-async def view_of_snapshot(region: str, position: int, data: dict[str, Any]) -> RegionView:
-    """The view of a region snapshot (``engine`` snapshot data, already unpacked, any version
-    the engine reads) at ``position``; yields to the event loop every ``LOAD_CHUNK`` bookings."""
-    state = RegionState.from_snapshot(data)
-    view = RegionView(region, base=position)
-    view.clinics.update(state.clinics)
-    bookings = view.bookings
-    for i, booking in enumerate(state.all_bookings()):
-        booking = _interned(booking)
-        bookings[booking.id] = booking
-        if i % LOAD_CHUNK == LOAD_CHUNK - 1:
-            await asyncio.sleep(0)
-    return view
+    return BookingsReplica(*decode_bookings(data))
 
 
 class Projection:
-    """The views of the regions a process follows; ``apply`` evolves one by one event."""
+    """The views of the regions a process follows; ``apply`` evolves one by one event. With
+    ``states`` the facts read the process's region states; without, each view's replica."""
 
-    def __init__(self) -> None:
+    def __init__(self, states: States | None = None) -> None:
+        self.states = states
         self.views: dict[str, RegionView] = {}
-        self._handlers: dict[type, Callable[[RegionView, int, int, Any], Fact | None]] = {
-            ClinicRegistered: self._on_clinic,
+        self._handlers: dict[type, Callable[[RegionView, Reads, int, int, Any], Fact | None]] = {
             Booked: self._on_booked,
             Cancelled: self._on_cancelled,
             Rescheduled: self._on_rescheduled,
@@ -147,24 +210,45 @@ class Projection:
     def view(self, region: str) -> RegionView:
         view = self.views.get(region)
         if view is None:
-            view = self.views[region] = RegionView(region)
+            replica = BookingsReplica() if self.states is None else None
+            view = self.views[region] = RegionView(region, replica=replica)
         return view
 
+    def reads(self, region: str) -> Reads:
+        """The region's bookings and clinics as of the newest entry applied or later. Raises
+        ``StateUnavailable`` when the process's state of the region cannot be read now."""
+        view = self.view(region)
+        if view.replica is not None:
+            return view.replica
+        found = self.states(region) if self.states is not None else None
+        if found is None:
+            raise StateUnavailable(f"region {region}: no state to read in this process now")
+        return found[0]
+
     def booking(self, region: str, booking_id: str) -> tuple[Booking, Clinic] | None:
-        view = self.views.get(region)
-        if view is None:
+        try:
+            reads = self.reads(region)
+        except StateUnavailable:
             return None
-        booking = view.bookings.get(booking_id)
+        booking = reads.booking(booking_id)
         if booking is None:
             return None
-        clinic = view.clinics.get(booking.clinic)
+        clinic = reads.clinics.get(booking.clinic)
         return (booking, clinic) if clinic is not None else None
 
     def apply(self, region: str, position: int, index: int, event: object) -> Fact | None:
         """Evolve by one event; the fact it is, if it is one somebody may be told about.
-        Raises ``Unplaced`` for an event about a clinic or booking the view lacks."""
+        Raises ``Unplaced`` for an event about a clinic or booking the reads lack."""
+        view = self.view(region)
+        replica = view.replica
+        if replica is not None and position > view.base:
+            if isinstance(event, Rescheduled) and not event.from_known:
+                event = _with_time_before(event, replica.booking(event.booking_id))
+            replica.evolve(event)
         handler = self._handlers.get(type(event))
-        return handler(self.view(region), position, index, event) if handler is not None else None
+        if handler is None:
+            return None
+        return handler(view, self.reads(region), position, index, event)
 
     def facts(self, region: str, position: int, payload: bytes) -> list[Fact]:
         """Apply one journal entry; the facts it holds, in order."""
@@ -184,76 +268,71 @@ class Projection:
     # -- handlers ------------------------------------------------------------------------------
 
     @staticmethod
-    def _clinic(view: RegionView, clinic_id: str, position: int, kind: str) -> Clinic:
-        clinic = view.clinics.get(clinic_id)
+    def _clinic(view: RegionView, reads: Reads, clinic_id: str, position: int, kind: str) -> Clinic:
+        clinic = reads.clinics.get(clinic_id)
         if clinic is None:
             raise Unplaced(f"region {view.region} position {position}: {kind} of a clinic not in the view")
         return clinic
 
     @staticmethod
-    def _booking(view: RegionView, booking_id: str, position: int, kind: str) -> Booking:
-        booking = view.bookings.get(booking_id)
+    def _booking(view: RegionView, reads: Reads, booking_id: str, position: int, kind: str) -> Booking:
+        booking = reads.booking(booking_id)  # a copy, ours to change
         if booking is None:
             raise Unplaced(f"region {view.region} position {position}: {kind} of a booking not in the view")
         return booking
 
-    def _on_clinic(self, view: RegionView, position: int, index: int, event: ClinicRegistered) -> None:
-        clinic = clinic_from_record(event.clinic)
-        view.clinics[clinic.id] = clinic
-
-    def _on_booked(self, view: RegionView, position: int, index: int, event: Booked) -> Fact:
-        clinic = self._clinic(view, event.clinic, position, "Booked")
-        booking = _interned(
-            Booking(
-                event.booking_id,
-                event.patient,
-                event.clinic,
-                event.resource,
-                event.service,
-                event.day,
-                event.cell,
-                event.cells,
-                BookingStatus.BOOKED,
-                event.at,
-            )
+    def _on_booked(self, view: RegionView, reads: Reads, position: int, index: int, event: Booked) -> Fact:
+        clinic = self._clinic(view, reads, event.clinic, position, "Booked")
+        booking = Booking(
+            event.booking_id,
+            event.patient,
+            event.clinic,
+            event.resource,
+            event.service,
+            event.day,
+            event.cell,
+            event.cells,
+            BookingStatus.BOOKED,
+            event.at,
         )
-        view.bookings[booking.id] = booking
         view.moved_at.pop(booking.id, None)
-        if position <= view.base:
-            view.timed.add(booking.id)
-        return Fact(view.region, position, index, "booked", replace(booking), clinic, event.at)
+        return Fact(view.region, position, index, "booked", booking, clinic, event.at)
 
-    def _on_cancelled(self, view: RegionView, position: int, index: int, event: Cancelled) -> Fact:
-        booking = self._booking(view, event.booking_id, position, "Cancelled")
-        clinic = self._clinic(view, booking.clinic, position, "Cancelled")
+    def _on_cancelled(
+        self, view: RegionView, reads: Reads, position: int, index: int, event: Cancelled
+    ) -> Fact:
+        booking = self._booking(view, reads, event.booking_id, position, "Cancelled")
+        clinic = self._clinic(view, reads, booking.clinic, position, "Cancelled")
+        # the reads may be later than this entry, but a cancelled booking never changes again
         booking.status, booking.cancelled_at, booking.cancelled_by = (
             BookingStatus.CANCELLED,
             event.at,
             event.by,
         )
-        return Fact(
-            view.region, position, index, "cancelled", replace(booking), clinic, event.at, by=event.by
-        )
+        return Fact(view.region, position, index, "cancelled", booking, clinic, event.at, by=event.by)
 
-    def _on_rescheduled(self, view: RegionView, position: int, index: int, event: Rescheduled) -> Fact:
-        booking = self._booking(view, event.booking_id, position, "Rescheduled")
-        clinic = self._clinic(view, booking.clinic, position, "Rescheduled")
-        previous: Booking | None = replace(booking)
-        if position <= view.base:
-            # Re-applied over a later snapshot: the booking's time is known only if an entry
-            # re-applied before this one set it.
-            if booking.id not in view.timed:
-                previous = None
-                view.incomplete += 1
-            view.timed.add(booking.id)
-        booking.resource, booking.day, booking.cell = sys.intern(event.resource), event.day, event.cell
+    def _on_rescheduled(
+        self, view: RegionView, reads: Reads, position: int, index: int, event: Rescheduled
+    ) -> Fact:
+        booking = self._booking(view, reads, event.booking_id, position, "Rescheduled")
+        clinic = self._clinic(view, reads, booking.clinic, position, "Rescheduled")
+        # as of this entry: booked, at the event's time (the reads may already know later moves)
+        booking.status, booking.cancelled_at, booking.cancelled_by = BookingStatus.BOOKED, 0, ""
+        previous: Booking | None = None
+        if event.from_known:
+            previous = replace(
+                booking, resource=event.from_resource, day=event.from_day, cell=event.from_cell
+            )
+        else:
+            view.incomplete += 1
+        booking.resource, booking.day, booking.cell = event.resource, event.day, event.cell
         view.moved_at[booking.id] = event.at
-        return Fact(
-            view.region, position, index, "rescheduled", replace(booking), clinic, event.at, previous=previous
-        )
+        return Fact(view.region, position, index, "rescheduled", booking, clinic, event.at, previous=previous)
 
-    def _on_offered(self, view: RegionView, position: int, index: int, event: OfferMade) -> Fact:
-        clinic = self._clinic(view, event.clinic, position, "OfferMade")
+    def _on_offered(
+        self, view: RegionView, reads: Reads, position: int, index: int, event: OfferMade
+    ) -> Fact:
+        clinic = self._clinic(view, reads, event.clinic, position, "OfferMade")
         at = event.expires_at - clinic.offer_minutes * 60
         offered = Booking(
             event.hold_id,
@@ -268,6 +347,22 @@ class Projection:
             at,
         )
         return Fact(view.region, position, index, "offer", offered, clinic, at)
+
+
+def _with_time_before(event: Rescheduled, booking: Booking | None) -> Rescheduled:
+    """A version 1 reschedule applied to the replica: the time before is the replica's."""
+    if booking is None:
+        return event
+    return Rescheduled(
+        event.booking_id,
+        event.resource,
+        event.day,
+        event.cell,
+        event.at,
+        booking.resource,
+        booking.day,
+        booking.cell,
+    )
 
 
 class PendingCursors:

@@ -11,9 +11,11 @@ nothing to do).
 
 Per region, one supervised pipeline:
 
-1. the readers' cursors; the region snapshot the actors wrote (unpacked off the loop, the view
-   built in chunks with yields) — never a replay from position 0 when there is a snapshot;
-   a reader with no cursor for the region starts at the snapshot;
+1. the readers' cursors; the region's bookings to read: with ``states`` (inside ``tandtid
+   serve``) the actor's own state, at the actor's position (no copy, nothing loaded); without,
+   the bookings of the region snapshot the actors wrote (unpacked and decoded off the loop into
+   a ``BookingsReplica``) — never a replay from position 0 when there is a snapshot; a reader
+   with no cursor for the region starts at that position;
 2. the journal from ``min(snapshot, cursors)`` on (``tail``): each entry is decoded and
    applied once, the event loop is yielded to every ``yield_every`` entries, and the facts
    are queued (bounded) to every reader whose cursor is before it; each reader works through
@@ -50,7 +52,16 @@ from engine.model import REGIONS
 from persistence.codec import unpack_snapshot
 from persistence.journal import Journal, JournalError
 from server import metrics
-from server.consumers.feed import Fact, Projection, RegionView, Unplaced, view_of_snapshot
+from server.consumers.feed import (
+    BookingsReplica,
+    Fact,
+    Projection,
+    RegionView,
+    States,
+    StateUnavailable,
+    Unplaced,
+    replica_of_snapshot,
+)
 from server.health import Health
 
 log = logging.getLogger("tandtid.consumers")
@@ -80,6 +91,8 @@ def failure_kind(exc: BaseException) -> str:
     """A metric label for a stopped consumer: a fixed small set, never a message."""
     if isinstance(exc, Unplaced):
         return "unplaced"
+    if isinstance(exc, StateUnavailable):
+        return "state"
     if isinstance(exc, JournalError | ConnectionError):
         return "journal"
     if isinstance(exc, OSError | sqlite3.Error):
@@ -107,6 +120,7 @@ class Feed:
         backoff_s: tuple[float, float] = (0.2, 30.0),
         queue_entries: int = 4096,
         yield_every: int = 256,
+        states: States | None = None,
     ) -> None:
         self.journal = journal
         self.regions = tuple(regions) if regions is not None else tuple(r.code for r in REGIONS)
@@ -114,7 +128,7 @@ class Feed:
         self.backoff_s = backoff_s
         self.queue_entries = queue_entries
         self.yield_every = yield_every
-        self.projection = Projection()
+        self.projection = Projection(states)
         self.readers: list[Reader] = []
         self._caught_up: set[str] = set()
         self._all_caught_up = asyncio.Event()
@@ -228,15 +242,23 @@ class Feed:
             group.create_task(self._read(region, view, start, end, readers, cursors, queues))
 
     async def _load(self, region: str) -> RegionView:
-        """The region's view from the actors' snapshot (empty at 0 when there is none), in the
-        projection from now on."""
+        """The region's view, in the projection from now on: at the position of the process's
+        state of the region (``states``), or from the actors' snapshot (empty at 0 when there
+        is none)."""
+        states = self.projection.states
         try:
-            snapshot = await self.journal.load_snapshot(region)
-            if snapshot is None:
-                view = RegionView(region)
+            if states is not None:
+                found = states(region)
+                if found is None:
+                    raise StateUnavailable(f"region {region}: no state to read in this process now")
+                view = RegionView(region, base=found[1])
             else:
-                data = await asyncio.to_thread(unpack_snapshot, snapshot.payload)
-                view = await view_of_snapshot(region, snapshot.position, data)
+                snapshot = await self.journal.load_snapshot(region)
+                if snapshot is None:
+                    view = RegionView(region, replica=BookingsReplica())
+                else:
+                    replica = await asyncio.to_thread(_replica_of, snapshot.payload)
+                    view = RegionView(region, base=snapshot.position, replica=replica)
         except Exception as exc:
             raise _Stopped("feed", exc) from exc
         self.projection.views[region] = view
@@ -267,8 +289,8 @@ class Feed:
                 if view.incomplete > incomplete:
                     metrics.CONSUMER_INCOMPLETE.labels(region=region).inc(view.incomplete - incomplete)
                     log.warning(
-                        "region %s position %d: a reschedule re-applied over a later snapshot; "
-                        "its previous time is not known and is left out",
+                        "region %s position %d: a reschedule recorded without its previous time "
+                        "(a version 1 record); the previous time is left out",
                         region,
                         position,
                     )
@@ -346,6 +368,10 @@ class Feed:
             if cursor < last:
                 self.health.note(reader.name, region, what)
         log.error("region %s: %s; their facts are lost", region, what)
+
+
+def _replica_of(payload: bytes) -> BookingsReplica:
+    return replica_of_snapshot(unpack_snapshot(payload))
 
 
 def _honour_cancel() -> None:

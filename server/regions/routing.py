@@ -159,6 +159,14 @@ class Regions:
         chunks = await asyncio.gather(*(actor.query(fn) for actor in self.actors.values()))
         return [item for chunk in chunks for item in chunk]
 
+    def state_of(self, region: str) -> tuple[RegionState, int] | None:
+        """The region's state as its actor has it now and the journal position it holds at
+        least, for readers on this process's event loop (the journal consumers); None while the
+        actor is not serving (recovering, fenced, failed). Read it at once: the actor replaces
+        the object when it reloads."""
+        actor = self.actors.get(region)
+        return (actor.state, actor.position) if actor is not None and actor.ready else None
+
     def ready(self) -> bool:
         return all(actor.ready for actor in self.actors.values())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.events import VERSIONS, Booked, HoldExpired, from_record, to_record, upcast
+from engine.events import VERSIONS, Booked, HoldExpired, Rescheduled, from_record, to_record, upcast
 
 
 def test_records_carry_the_kind_and_its_version() -> None:
@@ -37,3 +37,12 @@ def test_bad_records_are_refused() -> None:
     ):
         with pytest.raises(ValueError):
             from_record(bad)
+
+
+def test_a_version_1_reschedule_reads_with_its_previous_time_unknown() -> None:
+    old = ["Rescheduled", 1, "AB-b1", "AB-c1-r2", 740000, 36, 1000]
+    event = from_record(old)
+    assert event == Rescheduled("AB-b1", "AB-c1-r2", 740000, 36, 1000)
+    assert isinstance(event, Rescheduled) and not event.from_known
+    moved = Rescheduled("AB-b1", "AB-c1-r2", 740000, 36, 1000, "AB-c1-r1", 739999, 40)
+    assert moved.from_known and from_record(to_record(moved)) == moved

@@ -303,7 +303,7 @@ def test_reschedule_to_other_resource_and_day() -> None:
     state, now = world()
     state.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY + 2, NINE), now)
     events = state.apply(Reschedule("AB-b1", "p1", R2, MONDAY + 3, cell(14)), now)
-    assert events == [Rescheduled("AB-b1", R2, MONDAY + 3, cell(14), now)]
+    assert events == [Rescheduled("AB-b1", R2, MONDAY + 3, cell(14), now, R1, MONDAY + 2, NINE)]
     assert cells_of(state, R1, MONDAY + 2, NINE, 2) == bytes([FREE] * 2)
     assert cells_of(state, R2, MONDAY + 3, cell(14), 2) == bytes([BOOKED] * 2)
     b = state.booking("AB-b1")

@@ -214,9 +214,13 @@ class World:
 class Consumers:
     """One feed, the notifier and the dispatcher on it: what ``tandtid serve`` runs."""
 
-    def __init__(self, world: World, journal: Journal, health: Health | None = None) -> None:
-        assert world.accounts is not None
-        self.feed = Feed(journal, regions=["AB"], health=health, backoff_s=(0.05, 0.2))
+    def __init__(
+        self, world: World, journal: Journal, health: Health | None = None, shared: bool = False
+    ) -> None:
+        assert world.accounts is not None and world.regions is not None
+        # shared: the facts read the actor's own state, as in ``tandtid serve``; else the feed's replica
+        states = world.regions.state_of if shared else None
+        self.feed = Feed(journal, regions=["AB"], health=health, backoff_s=(0.05, 0.2), states=states)
         self.ledger = Ledger(world.data / "notify.sqlite3")
         self.notifier = Notifier(
             self.feed,
@@ -287,10 +291,13 @@ async def world(
 # -- tests ---------------------------------------------------------------------------------------------
 
 
-async def test_consumers_resume_from_the_snapshot_after_history_is_trimmed(world: World) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["own-replica", "actor-state"])
+async def test_consumers_resume_from_the_snapshot_after_history_is_trimmed(
+    world: World, shared: bool
+) -> None:
     assert world.journal is not None and world.regions is not None
     actor = world.regions.actor("AB")
-    consumers = Consumers(world, world.journal)
+    consumers = Consumers(world, world.journal, shared=shared)
     await consumers.start()
     await world.book(4)
     await world.all_told()
@@ -310,7 +317,7 @@ async def test_consumers_resume_from_the_snapshot_after_history_is_trimmed(world
         # and a snapshot past their cursors: they act on entries before it, re-applied over it
         await actor.snapshot_now()
 
-    restarted = Consumers(world, world.make_journal())
+    restarted = Consumers(world, world.make_journal(), shared=shared)
     await restarted.feed.journal.open()
     await restarted.start()
     try:
@@ -319,13 +326,17 @@ async def test_consumers_resume_from_the_snapshot_after_history_is_trimmed(world
         await world.all_told()
         assert restarted.feed.health.degraded() == []
         view = restarted.feed.projection.views["AB"]
-        assert view.base > 0  # it started from the snapshot, not from position 0
+        assert view.base > 0  # it started from the snapshot (or the actor's state), not from position 0
+        assert (view.replica is None) is shared  # no copy of the bookings beside the actor's
     finally:
         await restarted.stop()
         await restarted.feed.journal.close()
     world.told_once()
     moved = [m for m in world.inbox.messages if str(m["X-Tandtid-Key"]).endswith(":rescheduled")]
     assert len(moved) == 1
+    # the time before the move, from the event itself (the booking was moved after the snapshot)
+    text = moved[0].get_body(preferencelist=("plain",)).get_content()
+    assert "(tidigare " in text and "(tidigare )" not in text
 
 
 @pytest.mark.redis

@@ -29,14 +29,15 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
 from engine.calendar import cell_epoch, day_of_epoch
-from engine.records import BookingStatus
+from engine.model import Clinic
+from engine.records import Booking, BookingStatus
 from persistence.journal import Journal
-from server.consumers.feed import Fact, PendingCursors, RegionView
+from server.consumers.feed import Fact, PendingCursors, RegionView, StateUnavailable
 from server.consumers.follow import Feed, Up, why
 from server.consumers.notify.ledger import Ledger
 from server.consumers.notify.mailer import MailConfig, Mailer, MailUnavailable, Rejected, mailer_for
@@ -48,7 +49,7 @@ log = logging.getLogger("tandtid.notify")
 
 CURSOR_FLUSH_S = 1.0
 PLAN_AHEAD_S = 12 * 3600  # reminders are planned for appointments up to max(lead) + this ahead
-PLAN_CHUNK = 20_000  # bookings looked at between two yields to the event loop
+PLAN_CHUNK = 2_000  # clinic-days looked at between two yields to the event loop
 
 
 @dataclass
@@ -301,7 +302,8 @@ class Notifier:
 
     async def _plan(self, now: float) -> None:
         """Plan the reminders of appointments from now to ``max(leads) + PLAN_AHEAD_S`` ahead,
-        scanning each region's view again when it was reloaded or the horizon moved on."""
+        looking at each region's bookings on those days again when its view was reloaded or
+        the horizon moved on."""
         if not self.leads:
             return
         until = int(now) + max(self.leads) + PLAN_AHEAD_S
@@ -312,22 +314,39 @@ class Notifier:
             seen = self._planned.get(region)
             if seen is not None and seen[0] is view and seen[1] >= until - PLAN_AHEAD_S // 2:
                 continue
+            try:
+                reads = self.projection.reads(region)
+            except StateUnavailable:
+                continue  # the region's actor is recovering: the next poll plans it
             after = seen[1] if seen is not None and seen[0] is view else int(now)
             self._planned[region] = (view, until)  # facts handled from now on plan themselves
             first_day, last_day = day_of_epoch(after) - 1, day_of_epoch(until) + 1
-            for i, booking in enumerate(list(view.bookings.values())):
-                if i % PLAN_CHUNK == PLAN_CHUNK - 1:
+            looked = 0
+            for clinic in list(reads.clinics.values()):
+                for day in range(first_day, last_day + 1):
+                    for booking in reads.bookings_on(clinic.id, day):
+                        self._plan_one(region, view, booking, clinic, until, after)
+                    looked += 1
+                if looked >= PLAN_CHUNK:
+                    looked = 0
                     await asyncio.sleep(0)
-                if booking.status == BookingStatus.BOOKED and first_day <= booking.day <= last_day:
-                    self._plan_booking(region, view, booking.id, until, after)
+                    try:
+                        reads = self.projection.reads(region)  # an actor may have reloaded meanwhile
+                    except StateUnavailable:
+                        break
 
     def _plan_booking(
         self, region: str, view: RegionView, booking_id: str, until: int, after: int = 0
     ) -> None:
-        """Plan the reminders of one booking as the view has it, if it starts in (after, until]."""
-        booking = view.bookings.get(booking_id)
-        clinic = view.clinics.get(booking.clinic) if booking is not None else None
-        if booking is None or clinic is None or booking.status != BookingStatus.BOOKED:
+        """Plan the reminders of one booking as the region has it, if it starts in (after, until]."""
+        found = self.projection.booking(region, booking_id)
+        if found is not None:
+            self._plan_one(region, view, found[0], found[1], until, after)
+
+    def _plan_one(
+        self, region: str, view: RegionView, booking: Booking, clinic: Clinic, until: int, after: int
+    ) -> None:
+        if booking.status != BookingStatus.BOOKED:
             return
         try:
             start = cell_epoch(booking.day, booking.cell, clinic.cell_minutes)
@@ -340,18 +359,21 @@ class Notifier:
         self.schedule.add(plan(region, booking.id, booking.day, booking.cell, start, decided, self.leads))
 
     def _current(self, reminder: Reminder, now: float) -> Fact | None:
-        """The reminder's booking as a fact, if the booking still stands at that time."""
+        """The reminder's booking as a fact, if the booking still stands at that time and its
+        time was decided before the reminder fell due."""
         found = self.projection.booking(reminder.region, reminder.booking_id)
-        if found is None:
+        view = self.projection.views.get(reminder.region)
+        if found is None or view is None:
             return None
         booking, clinic = found
         if (
             booking.status != BookingStatus.BOOKED
             or now >= reminder.start
             or (booking.day, booking.cell) != (reminder.day, reminder.cell)
+            or reminder.due <= view.time_set_at(booking)
         ):
             return None
-        return Fact(reminder.region, 0, 0, "reminder", replace(booking), clinic, int(now))
+        return Fact(reminder.region, 0, 0, "reminder", booking, clinic, int(now))
 
     async def _remind_forever(self, up: Up) -> None:
         await self.feed.wait_caught_up()
