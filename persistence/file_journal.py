@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -295,6 +296,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _probe_write(directory: Path) -> None:
+    """Write, fsync and remove a small file in ``directory``; OSError when the disk refuses."""
+    probe = directory / f".probe.{os.getpid()}.tmp"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, bytes(4096))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -328,6 +343,9 @@ def _write_atomically(path: Path, data: bytes, keep_previous_as: Path | None = N
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk must not stay full of half snapshots
+        raise
     finally:
         os.close(fd)
     if keep_previous_as is not None:
@@ -383,6 +401,7 @@ class FileJournal(Journal):
         self._journal_dir = self._dir / "journal"
         self._snap_dir = self._dir / "snapshots"
         self._problems: dict[str, list[str]] = {}  # see problems()
+        self._write_failure: str | None = None  # see write_failure()
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
         self._regions: dict[str, _Region] = {}
@@ -437,6 +456,19 @@ class FileJournal(Journal):
     def problems(self) -> dict[str, list[str]]:
         return {region: list(found) for region, found in self._problems.items()}
 
+    def write_failure(self) -> str | None:
+        return self._write_failure
+
+    def _wrote(self, exc: OSError | None) -> None:
+        """Remember how the last durable write went (``write_failure``)."""
+        if exc is None:
+            self._write_failure = None
+            return
+        name = errno.errorcode.get(exc.errno or 0, "OSError")
+        if self._write_failure is None:
+            log.error("journal writes fail: %s (%s); every append is answered 503", name, exc.strerror)
+        self._write_failure = f"{name}: {exc.strerror or exc}"
+
     def damage(self, region: str) -> Damage | None:
         """The damage ``open()`` found in ``region``'s journal (None: none)."""
         state = self._regions.get(region)
@@ -448,11 +480,21 @@ class FileJournal(Journal):
         return self._commit_log.rounds if self._commit_log is not None else 0
 
     async def ping(self) -> bool:
+        """Reachable. While writes fail (``write_failure``), also a small probe write + fsync in
+        the journal directory: its success clears the failure, so a freed disk is seen even when
+        no append comes (a balancer sends none to a node whose /ready says 503)."""
         if self._executor is None:
             return False
         try:
+            if self._write_failure is not None and not self._read_only:
+                await self._run(_probe_write, self._journal_dir)
+                log.warning("journal writes work again (probe write succeeded)")
+                self._wrote(None)
             return await self._run(os.access, self._journal_dir, os.W_OK)
-        except OSError:
+        except OSError as exc:
+            if self._write_failure is not None:
+                self._wrote(exc)
+                return True  # reachable: the failure is reported by write_failure()
             return False
 
     # -- appends ---------------------------------------------------------------------
@@ -481,8 +523,10 @@ class FileJournal(Journal):
                 await self._finish(self._commit_log.write(state, position, frame))
             except OSError as exc:
                 state.dirty = True
+                self._wrote(exc)
                 raise JournalUnavailable(f"region {region}: write failed ({exc.strerror or exc})") from exc
             state.dirty = False
+            self._write_failure = None
             if position % INDEX_EVERY == 0:
                 state.add_index([(position, state.committed)])
             state.committed += len(frame)
@@ -569,9 +613,11 @@ class FileJournal(Journal):
         try:
             await self._run(_write_atomically, path, data, path.with_name(f"{region}.snap.prev"))
         except OSError as exc:
+            self._wrote(exc)
             raise JournalUnavailable(
                 f"region {region}: snapshot write failed ({exc.strerror or exc})"
             ) from exc
+        self._write_failure = None
 
     async def load_snapshot(self, region: str) -> Snapshot | None:
         """The newest intact snapshot: ``.snap``, else ``.snap.prev``, else None (full replay).

@@ -94,6 +94,13 @@ class Journal(abc.ABC):
     async def ping(self) -> bool:
         """True when the store is reachable (for /ready)."""
 
+    def write_failure(self) -> str | None:
+        """Why durable writes fail right now (e.g. ``"ENOSPC: No space left on device"``: the disk
+        is full), None when the last write succeeded. Set by a failed append or snapshot write,
+        cleared by the next one that succeeds (or by ``ping``'s probe write). No personal data:
+        served on /ready. While it is set, every append is expected to fail."""
+        return None
+
     def problems(self) -> dict[str, list[str]]:
         """What an operator should know, by region, that did not stop the region (e.g. a
         damaged snapshot set aside and an older one loaded). No personal data. For /ready."""

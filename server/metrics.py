@@ -27,6 +27,10 @@ JOURNAL_ROUNDS = Gauge(
     "Durable journal writes so far (one write + fsync, or one Redis round trip), each carrying the "
     "appends of one or more regions (group commit)",
 )
+JOURNAL_WRITABLE = Gauge(
+    "tandtid_journal_writable",
+    "1 while durable writes succeed; 0 while the journal refuses them (a full disk: /ready says why)",
+)
 JOURNAL_FAILURES = Counter("tandtid_journal_failures_total", "Journal appends that failed", ["region"])
 QUEUE_DEPTH = Gauge("tandtid_actor_queue_depth", "Commands waiting in a region actor's inbox", ["region"])
 OVERLOADED = Counter(

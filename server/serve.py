@@ -160,6 +160,7 @@ async def build_server(
     journal = journal if journal is not None else await open_journal(settings)
     served = journal
     metrics.JOURNAL_ROUNDS.set_function(lambda: float(getattr(served, "rounds", 0)))
+    metrics.JOURNAL_WRITABLE.set_function(lambda: 0.0 if served.write_failure() else 1.0)
     regions = make_regions(settings, journal, clock)
     leases = await start_leases(settings, regions) if settings.node else None
     if leases is None:

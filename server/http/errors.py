@@ -172,7 +172,7 @@ async def _refused(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    from server.regions.actor import Overloaded
+    from server.regions.actor import NotWritable, Overloaded
 
     if isinstance(exc, Overloaded):
         return error_response(
@@ -181,6 +181,14 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
             "OVERLOADED",
             "the region is busy; nothing happened, try again shortly",
             headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, NotWritable):
+        return error_response(
+            request,
+            503,
+            "UNAVAILABLE",
+            "the server cannot write to its journal (disk full?); nothing happened, try again later",
+            headers={"Retry-After": "10"},
         )
     return error_response(
         request,

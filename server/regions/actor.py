@@ -66,6 +66,11 @@ class Overloaded(Unavailable):
     """The region's inbox is full: answered at once instead of queued (HTTP 503, Retry-After)."""
 
 
+class NotWritable(Unavailable):
+    """The journal refuses every write for now (``Journal.write_failure``: a full disk): answered
+    at once for up to ``WRITE_RETRY_S`` after a failed append instead of applying and reloading."""
+
+
 class Lifecycle(enum.Enum):
     RECOVERING = "recovering"  # loading snapshot + journal (or retrying while it is unreachable)
     READY = "ready"  # serving commands and queries
@@ -73,6 +78,7 @@ class Lifecycle(enum.Enum):
     FAILED = "failed"  # recovery cannot succeed without an operator (see ``RegionActor.failure``)
 
 
+WRITE_RETRY_S = 1.0  # after an append failed with the journal unwritable, the next one tried after this
 QUERY_SLICE_S = 0.005  # queries of one turn run back to back for at most this long, then yield
 
 # Recovery retries these (the store may come back); anything else fails the region.
@@ -160,6 +166,7 @@ class RegionActor:
         self._lifecycle_enum = metrics.REGION_LIFECYCLE.labels(region=region)
         self._lifecycle_enum.state(self.lifecycle.value)
         self._command_counters: dict[type, Any] = {}
+        self._write_failed_at = -WRITE_RETRY_S  # time.monotonic() of the last append the journal refused
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -227,6 +234,7 @@ class RegionActor:
         ``Overloaded`` when ``max_inbox`` items already wait)."""
         if not self.ready:
             raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
+        self._refuse_while_unwritable()
         self._admit()
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Request(command, future))
@@ -242,6 +250,14 @@ class RegionActor:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Query(fn, future))
         return await future
+
+    def _refuse_while_unwritable(self) -> None:
+        """While the journal refuses writes (a full disk), answer at once: applying the command
+        would only fail its append and reload the whole region. One command per ``WRITE_RETRY_S``
+        goes through to find out whether writes work again."""
+        failure = self.journal.write_failure()
+        if failure is not None and time.monotonic() - self._write_failed_at < WRITE_RETRY_S:
+            raise NotWritable(f"region {self.region}: the journal cannot write ({failure})")
 
     def _admit(self) -> None:
         if self._inbox.qsize() >= self.max_inbox:
@@ -426,7 +442,11 @@ class RegionActor:
             )
         else:
             log.exception("unexpected error in region %s: answering the batch 503, reloading", self.region)
-        error = Unavailable(f"region {self.region}: not durable, retry later")
+        error: Unavailable = Unavailable(f"region {self.region}: not durable, retry later")
+        failure = self.journal.write_failure()
+        if failure is not None:
+            self._write_failed_at = time.monotonic()
+            error = NotWritable(f"region {self.region}: the journal cannot write ({failure})")
         for item in items:
             if not item.future.done():
                 item.future.set_exception(error)

@@ -39,6 +39,7 @@ async def test_health_and_ready(client: httpx.AsyncClient) -> None:
         "ready": True,
         "status": "ready",
         "journal": True,
+        "journal_writable": True,
         "regions_not_ready": [],
         "regions_failed": {},
         "journal_problems": {},

@@ -29,7 +29,8 @@ async def ready(request: Request) -> Response:
     consumer is down (restarting) for some region, while every other region serves, so a
     balancer keeps sending their traffic. ``degraded`` lists every part that is down — regions
     and consumers alike — as ``{part, region, why, ...}``. 503 while any region is still
-    recovering or the journal does not answer."""
+    recovering, the journal does not answer, or it refuses every write (a full disk:
+    ``journal_writable`` false, the ``journal`` part in ``degraded`` says why; bookings get 503)."""
     regions = regions_of(request)
     waiting = [code for code, actor in regions.actors.items() if not actor.ready]
     failed = {
@@ -43,12 +44,21 @@ async def ready(request: Request) -> Response:
         for code, trouble in failed.items()
     ]
     degraded.extend(health.degraded())
-    journal = await regions.journal_ok()
-    serving = journal and len(failed) == len(waiting) and len(failed) < len(regions.actors)
+    journal = await regions.journal_ok()  # first: while writes fail, its probe write may clear that
+    write_failure = regions.journal.write_failure()
+    if write_failure is not None:
+        degraded.append({"part": "journal", "region": "*", "why": f"writes fail: {write_failure}"})
+    serving = (
+        journal
+        and write_failure is None
+        and len(failed) == len(waiting)
+        and len(failed) < len(regions.actors)
+    )
     body: dict[str, Any] = {
-        "ready": not waiting and journal,
+        "ready": not waiting and journal and write_failure is None,
         "status": ("degraded" if degraded else "ready") if serving else "unavailable",
         "journal": journal,
+        "journal_writable": write_failure is None,
         "regions_not_ready": waiting,
         "regions_failed": failed,
         "journal_problems": regions.journal.problems(),
