@@ -224,12 +224,13 @@ def run_journal(args: argparse.Namespace) -> int:
 
 
 def run_admin(args: argparse.Namespace) -> int:
-    from server.identity.accounts import AccountStore, EmailTaken, InvalidAccount, Role
+    from server.identity.accounts import EmailTaken, InvalidAccount, Role
     from server.settings import Settings
+    from server.stores import open_accounts
 
-    settings = Settings.from_env(data_dir=Path(args.data) if args.data else None)
+    settings = Settings.from_env(data_dir=Path(args.data) if args.data else None, redis_url=args.redis)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = AccountStore(settings.data_dir / "accounts.sqlite3")
+    store = open_accounts(settings.data_dir, settings.redis_url)
     try:
         if args.admin_cmd == "create-user":
             password = password_of(args)

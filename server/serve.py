@@ -37,7 +37,7 @@ from server.consumers.webhooks.dispatcher import WebhookDispatcher
 from server.data_lock import data_directory_lock
 from server.http.app import create_app
 from server.http.protocol import http_protocol
-from server.identity.accounts import AccountStore
+from server.identity.accounts import Accounts
 from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.lease import LeaseManager
 from server.regions.routing import Regions
@@ -148,7 +148,7 @@ async def build_server(
     *,
     journal: Journal | None = None,
     clock: Callable[[], float] = time.time,
-    accounts: AccountStore | None = None,
+    accounts: Accounts | None = None,
     **uvicorn_options: Any,
 ) -> BuiltServer:
     """settings -> journal -> regions (started: recovered and ready) -> app -> uvicorn config.
@@ -272,9 +272,10 @@ def _cpu_seconds() -> float:
 
 
 def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[str, str, str]]:
-    from server.identity.accounts import AccountStore, EmailTaken, Role
+    from server.identity.accounts import EmailTaken, Role
+    from server.stores import open_accounts
 
-    store = AccountStore(settings.data_dir / "accounts.sqlite3")
+    store = open_accounts(settings.data_dir, settings.redis_url)
     made = []
     try:
         for email, name, role in DEMO_ACCOUNTS:
@@ -342,7 +343,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         feed = Feed(
             journal, health=built.app.state.health, states=None if settings.node else built.regions.state_of
         )
-        notifier = Notifier.from_env(feed, settings.data_dir)
+        notifier = Notifier.from_env(feed, settings.data_dir, redis_url=settings.redis_url)
         webhooks = WebhookDispatcher.open(feed, settings.data_dir)
         await notifier.start()
         await webhooks.start()

@@ -1,8 +1,10 @@
 """Settings from command-line flags and environment variables (one table in the README).
 
 Precedence: explicit overrides (flags) > environment (``TANDTID_*``) > defaults.
-The session signing key lives in ``<data_dir>/secret.key`` (created once, mode 0600)
-unless ``TANDTID_SECRET_KEY`` is set, so restarts and deploys keep everybody signed in.
+The session signing key lives in ``<data_dir>/secret.key`` (created once, mode 0600), or with
+``--redis`` in Redis (created once by whichever node starts first: every node signs and checks
+the same tokens), unless ``TANDTID_SECRET_KEY`` is set, so restarts and deploys keep everybody
+signed in.
 """
 
 from __future__ import annotations
@@ -95,7 +97,12 @@ class Settings:
                 f"http://{settings.host}:{settings.port}",
             ]
         if not settings.secret_key:
-            settings.secret_key = load_or_create_secret(settings.data_dir)
+            if settings.redis_url:
+                from server.redis_state import shared_secret
+
+                settings.secret_key = shared_secret(settings.redis_url)
+            else:
+                settings.secret_key = load_or_create_secret(settings.data_dir)
         return settings
 
 

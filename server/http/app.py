@@ -44,14 +44,14 @@ from server.http.routes import (
 )
 from server.http.routes.pages import STATIC_DIR
 from server.http.static_assets import static_app
-from server.identity.accounts import AccountStore
+from server.identity.accounts import Accounts
 from server.identity.auth import AuthError, SessionSigner, patient_of
-from server.identity.calendar_tokens import FeedTokens
 from server.identity.ratelimit import RateLimiter, RateLimitMiddleware
 from server.live.hub import Hub
 from server.loop_lag import LoopLag
 from server.regions.routing import Regions
 from server.settings import Settings
+from server.stores import open_accounts, open_feed_tokens
 
 log = logging.getLogger("tandtid.app")
 
@@ -81,7 +81,7 @@ async def _ws_endpoint(websocket: WebSocket) -> None:
     await hub.endpoint(websocket)
 
 
-def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore | None = None) -> Starlette:
+def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | None = None) -> Starlette:
     routes: list[BaseRoute] = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in ENDPOINTS]
     routes.append(WebSocketRoute("/ws", _ws_endpoint))
     if STATIC_DIR.is_dir():
@@ -90,10 +90,10 @@ def create_app(settings: Settings, *, regions: Regions, accounts: AccountStore |
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_accounts = accounts is None
-        store = accounts if accounts is not None else AccountStore(settings.data_dir / "accounts.sqlite3")
+        store = accounts if accounts is not None else open_accounts(settings.data_dir, settings.redis_url)
         app.state.accounts = store
         app.state.signer = SessionSigner(settings.secret_key, settings.session_ttl_s)
-        app.state.feed_tokens = FeedTokens(settings.data_dir / "accounts.sqlite3")
+        app.state.feed_tokens = open_feed_tokens(settings.data_dir, settings.redis_url)
         hub = Hub(regions, settings, identify=patient_of)
         app.state.hub = hub
         hub.start()

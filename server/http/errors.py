@@ -29,6 +29,9 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -200,7 +203,10 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 
 
 def storage_refused(exc: BaseException) -> bool:
-    """True when storage refused a write for now (disk full, database busy): 503, not 500."""
+    """True when storage refused a write for now (disk full, database busy, Redis unreachable):
+    503, not 500."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return True
     if isinstance(exc, sqlite3.OperationalError):
         return getattr(exc, "sqlite_errorcode", None) in _SQLITE_TRANSIENT
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -212,7 +218,7 @@ _SQLITE_TRANSIENT = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LO
 async def _storage_error(request: Request, exc: Exception) -> Response:
     if not storage_refused(exc):
         raise exc  # a real bug: the edge's catch-all logs it and answers 500
-    log.error("storage refused a write: %s (request %s)", type(exc).__name__, request_id(request))
+    log.error("storage refused: %s (request %s)", type(exc).__name__, request_id(request))
     return await _unavailable(request, exc)
 
 
@@ -232,6 +238,7 @@ def exception_handlers() -> dict[Any, Any]:
         HTTPException: _http_exception,
         sqlite3.OperationalError: _storage_error,
         OSError: _storage_error,
+        RedisError: _storage_error,  # the shared state in Redis (--redis) unreachable
     }
 
 

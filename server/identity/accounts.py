@@ -1,8 +1,12 @@
-"""Accounts: users with argon2id password hashes, and clinic API keys, in one SQLite file.
+"""Accounts: users with argon2id password hashes, their sessions, and clinic API keys.
 
-The store is synchronous and thread-safe: one connection guarded by a lock, WAL mode, so
-the routes may call it from ``asyncio.to_thread`` (and the CLI may use the same file while
-the server runs). Password hashing and verification run *outside* the lock (argon2 is slow
+:class:`Accounts` is the interface the routes use; it validates, hashes and caches, and two
+stores keep the rows: :class:`AccountStore` in one SQLite file (the embedded default) and
+:class:`~server.identity.redis_accounts.RedisAccountStore` in Redis (``tandtid serve --redis``,
+so that every node signs the same people in). :func:`server.stores.open_accounts` picks.
+
+Both are synchronous and thread-safe, so the routes may call them from ``asyncio.to_thread``
+(and the CLI may use the same store while the server runs). Password hashing and verification run *outside* the lock (argon2 is slow
 on purpose, ~150 ms with the default profile), so a login never stalls other lookups; at
 most one argon2 call per CPU core runs at a time.
 
@@ -17,11 +21,13 @@ What is stored:
   names its row; signing out or changing the password deletes rows, so the token stops
   working at once instead of living out its expiry.
 
-Who a request is (:meth:`AccountStore.session`, :meth:`AccountStore.clinic_for_key`) is answered
-from memory, not a query per request: the store caches sessions (with the user's role and
-clinic) and key hashes, updates the cache on its own writes, and drops it when another
-connection or process has committed to the file (``PRAGMA data_version``, looked at no more
-than once a second), so a change made elsewhere is seen within a second.
+Who a request is (:meth:`Accounts.session`, :meth:`Accounts.clinic_for_key`) is answered from
+memory, not a query per request: the store caches sessions (with the user's role and clinic)
+and key hashes, updates the cache on its own writes, and drops it when someone else changed
+them: the SQLite store when another connection or process has committed to the file (``PRAGMA
+data_version``, looked at no more than once a second), the Redis store when another node says
+so on a pub/sub channel (at once). A read that raced with a drop is not remembered (a
+generation count), so a revoked session is never cached as live.
 
 Errors (all :class:`~engine.errors.TandtidError`)::
 
@@ -41,6 +47,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -157,34 +164,280 @@ def _check_password(password: str) -> None:
         raise InvalidAccount(f"password must be at most {MAX_PASSWORD} characters")
 
 
-def _key_hash(key: str) -> str:
+def key_hash(key: str) -> str:
+    """What a store keeps of a clinic key (and looks it up by)."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class AccountStore:
-    """Users and clinic keys in the SQLite file at ``path`` (created with its tables if missing).
+def check_user(email: str, password: str, name: str, role: Role, clinic: str | None) -> tuple[str, str]:
+    """The normalised e-mail and name of a registration the stores accept, else :class:`InvalidAccount`.
 
-    Pass ``hasher`` only to tune argon2 cost (tests use a cheap one); the default is
-    argon2-cffi's recommended argon2id profile. Call :meth:`close` on shutdown.
+    Staff must name their clinic; patients must not have one (admins may or may not).
+    """
+    email = normalise_email(email)
+    name = name.strip()
+    _check_email(email)
+    _check_password(password)
+    if not name or len(name) > MAX_NAME:
+        raise InvalidAccount(f"name must be 1..{MAX_NAME} characters")
+    if _has_controls(name):
+        raise InvalidAccount("name must not contain control characters")
+    if role is Role.STAFF and not clinic:
+        raise InvalidAccount("staff accounts need a clinic")
+    if role is Role.PATIENT and clinic is not None:
+        raise InvalidAccount("patient accounts have no clinic")
+    return email, name
+
+
+class Accounts(ABC):
+    """Users, sessions and clinic keys: what the routes, the notifier and the CLI use.
+
+    Validation, argon2 and the caches live here; a store implements the ``_``-prefixed
+    primitives below on its storage. Pass ``hasher`` only to tune argon2 cost (tests use a
+    cheap one); the default is argon2-cffi's recommended argon2id profile. Call :meth:`close`
+    on shutdown.
     """
 
-    def __init__(self, path: Path, *, hasher: PasswordHasher | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
         self._hasher = hasher or PasswordHasher()
-        self._lock = threading.Lock()
         # argon2id takes ~64 MiB and a core per call: at most one per core at a time, so a burst
         # of logins queues here instead of swelling memory (the routes' thread pool is wider).
         self._hashing = threading.BoundedSemaphore(os.cpu_count() or 1)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
         # Verified against when the e-mail is unknown, so both paths cost one argon2 verify.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
         # sid -> Session, or None for a sid known not to be live; key hash -> clinic or None.
         self._sessions: dict[str, Session | None] = {}
         self._keys: dict[str, str | None] = {}
+        self._cache_lock = threading.Lock()
+        self._generation = 0  # bumped by every drop: a read begun before one is not remembered
+
+    # -- the storage primitives a store implements -------------------------------------------------
+
+    @abstractmethod
+    def _insert_user(self, user: User, password_hash: str, created_at: float) -> bool:
+        """Store a new user; False if the e-mail is taken (atomically: one of two racers wins)."""
+
+    @abstractmethod
+    def _credentials(self, email: str) -> tuple[User, str] | None:
+        """The user with this normalised e-mail and their encoded hash."""
+
+    @abstractmethod
+    def _replace_hash(self, user_id: str, old: str, new: str) -> None:
+        """Set the hash to ``new`` if it still is ``old``."""
+
+    @abstractmethod
+    def _set_password(self, user_id: str, password_hash: str) -> None:
+        """Set the hash and delete every session of the user, in one step."""
+
+    @abstractmethod
+    def _insert_session(self, sid: str, user_id: str, now: float, expires_at: float) -> bool:
+        """Store a session of an existing user (False, nothing stored, for an unknown user)."""
+
+    @abstractmethod
+    def _load_session(self, sid: str) -> Session | None:
+        """The stored session with its user's role and clinic (expiry not checked)."""
+
+    @abstractmethod
+    def _delete_session(self, sid: str) -> None: ...
+
+    @abstractmethod
+    def _delete_sessions(self, user_id: str) -> int: ...
+
+    @abstractmethod
+    def _insert_key(self, digest: str, clinic: str, now: float) -> None: ...
+
+    @abstractmethod
+    def _load_key(self, digest: str) -> str | None: ...
+
+    @abstractmethod
+    def _delete_keys(self, clinic: str) -> int: ...
+
+    @abstractmethod
+    def get(self, user_id: str) -> User | None: ...
+
+    @abstractmethod
+    def names(self, user_ids: Iterable[str]) -> dict[str, str]:
+        """Display names by user id; unknown ids are simply absent."""
+
+    @abstractmethod
+    def users(self, role: Role | None = None) -> list[User]:
+        """All users (or those with ``role``), oldest first."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _coherent(self) -> None:
+        """Drop what others may have changed since (a store that polls for changes does it here)."""
+        return
+
+    def _announce(self, *, sid: str | None = None, sessions: bool = False, keys: bool = False) -> None:
+        """Tell the other processes sharing the store to drop these (a store that can, does)."""
+        return
+
+    # -- the cache -----------------------------------------------------------------------------------
+
+    def _drop(self, *, sid: str | None = None, sessions: bool = False, keys: bool = False) -> None:
+        """Forget cached entries (one session, all sessions, the keys) after a change."""
+        with self._cache_lock:
+            self._generation += 1
+            if sid is not None:
+                self._sessions.pop(sid, None)
+            if sessions:
+                self._sessions.clear()
+            if keys:
+                self._keys.clear()
+
+    def _changed(self, *, sid: str | None = None, sessions: bool = False, keys: bool = False) -> None:
+        """After our own write: drop here, and tell the others."""
+        self._drop(sid=sid, sessions=sessions, keys=keys)
+        self._announce(sid=sid, sessions=sessions, keys=keys)
+
+    def _remember(self, cache: dict[str, T], key: str, value: T, generation: int) -> None:
+        with self._cache_lock:
+            if generation != self._generation:
+                return  # something was dropped while we read: our answer may be stale
+            cache[key] = value
+            while len(cache) > _CACHE_MAX:
+                del cache[next(iter(cache))]
+
+    def _cached(self, cache: dict[str, T], key: str) -> tuple[bool, T | None, int]:
+        with self._cache_lock:
+            if key in cache:
+                return True, cache[key], self._generation
+            return False, None, self._generation
+
+    # -- users ------------------------------------------------------------------------------------------
+
+    def create_user(
+        self, email: str, password: str, name: str, role: Role = Role.PATIENT, clinic: str | None = None
+    ) -> User:
+        """Register a user; raises :class:`EmailTaken` or :class:`InvalidAccount`.
+
+        Staff must name their clinic; patients must not have one (admins may or may not).
+        """
+        role = Role(role)
+        email, name = check_user(email, password, name, role, clinic)
+        with self._hashing:  # slow: outside any lock
+            encoded = self._hasher.hash(password)
+        user = User("u_" + secrets.token_urlsafe(12), email, name, role, clinic or None)
+        if not self._insert_user(user, encoded, time.time()):
+            raise EmailTaken("an account with this email already exists")
+        return user
+
+    def authenticate(self, email: str, password: str) -> User | None:
+        """The user if ``password`` is theirs, else None (unknown e-mail costs the same argon2 verify)."""
+        found = self._credentials(normalise_email(email))
+        if len(password) > MAX_PASSWORD:
+            password = password[:MAX_PASSWORD] + "\0"  # bounded work; can never match a stored hash
+        encoded = found[1] if found is not None else self._dummy_hash
+        try:
+            with self._hashing:
+                self._hasher.verify(encoded, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        if found is None:
+            return None
+        user = found[0]
+        if self._hasher.check_needs_rehash(encoded):
+            # Parameters were raised since this hash was made: upgrade it while we hold the password.
+            with self._hashing:
+                fresh = self._hasher.hash(password)
+            self._replace_hash(user.id, encoded, fresh)
+        return user
+
+    def change_password(self, user_id: str, current: str, new: str) -> User | None:
+        """Set a new password if ``current`` is right (else None) and end every session of the user.
+
+        Raises :class:`InvalidAccount` for a new password the store refuses. The caller starts a
+        fresh session for the client that asked, if it wants one.
+        """
+        _check_password(new)
+        user = self.get(user_id)
+        if user is None or self.authenticate(user.email, current) is None:
+            return None
+        with self._hashing:
+            encoded = self._hasher.hash(new)
+        self._set_password(user_id, encoded)
+        self._changed(sessions=True)  # rare: simpler than finding this user's sids in the cache
+        return user
+
+    # -- sessions ---------------------------------------------------------------------------------------
+
+    def open_session(self, user: User, expires_at: float) -> str:
+        """Record a new session of ``user`` until ``expires_at`` (epoch seconds); returns its id.
+
+        A session of an unknown user names nothing (its token is refused)."""
+        sid = secrets.token_urlsafe(16)
+        generation = self._cached(self._sessions, sid)[2]
+        added = self._insert_session(sid, user.id, time.time(), expires_at)
+        found = Session(sid, user.id, user.role, user.clinic, expires_at) if added else None
+        self._remember(self._sessions, sid, found, generation)
+        return sid
+
+    def session(self, sid: str) -> Session | None:
+        """The live session ``sid`` (from memory when known), or None if it ended or never was."""
+        self._coherent()
+        known, found, generation = self._cached(self._sessions, sid)
+        if not known:
+            found = self._load_session(sid)
+            self._remember(self._sessions, sid, found, generation)
+        if found is None or found.expires_at <= time.time():
+            return None
+        return found
+
+    def end_session(self, sid: str) -> None:
+        """Sign this session out: its token stops working now, on every node."""
+        self._delete_session(sid)
+        self._changed(sid=sid)
+
+    def end_sessions(self, user_id: str) -> int:
+        """Sign every session of ``user_id`` out; returns how many there were."""
+        ended = self._delete_sessions(user_id)
+        self._changed(sessions=True)
+        return ended
+
+    # -- clinic API keys --------------------------------------------------------------------------------
+
+    def create_clinic_key(self, clinic: str) -> str:
+        """A new key for ``clinic``. Show it to the operator now: only its SHA-256 is kept."""
+        if not clinic:
+            raise InvalidAccount("clinic is required")
+        key = CLINIC_KEY_PREFIX + secrets.token_urlsafe(32)
+        self._insert_key(key_hash(key), clinic, time.time())
+        return key
+
+    def clinic_for_key(self, key: str) -> str | None:
+        """The clinic a live key belongs to, else None."""
+        if not key.startswith(CLINIC_KEY_PREFIX) or len(key) > _MAX_KEY:
+            return None
+        self._coherent()
+        digest = key_hash(key)
+        known, clinic, generation = self._cached(self._keys, digest)
+        if not known:
+            clinic = self._load_key(digest)
+            self._remember(self._keys, digest, clinic, generation)
+        return clinic
+
+    def revoke_clinic_keys(self, clinic: str) -> int:
+        """Delete every key of ``clinic``; returns how many there were."""
+        revoked = self._delete_keys(clinic)
+        self._changed(keys=True)
+        return revoked
+
+
+class AccountStore(Accounts):
+    """Users, sessions and clinic keys in the SQLite file at ``path`` (created with its tables if
+    missing): one connection guarded by a lock, WAL mode."""
+
+    def __init__(self, path: Path, *, hasher: PasswordHasher | None = None) -> None:
+        super().__init__(hasher)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
         self._data_version = self._version()
         self._checked_at = time.monotonic()
 
@@ -220,14 +473,7 @@ class AccountStore:
         version = self._version()
         if version != self._data_version:
             self._data_version = version
-            self._sessions.clear()
-            self._keys.clear()
-
-    @staticmethod
-    def _remember(cache: dict[str, T], key: str, value: T) -> None:
-        cache[key] = value
-        while len(cache) > _CACHE_MAX:
-            del cache[next(iter(cache))]
+            self._drop(sessions=True, keys=True)
 
     @staticmethod
     def _user(row: tuple[object, ...]) -> User:
@@ -236,92 +482,40 @@ class AccountStore:
 
     # -- users ----------------------------------------------------------------
 
-    def create_user(
-        self, email: str, password: str, name: str, role: Role = Role.PATIENT, clinic: str | None = None
-    ) -> User:
-        """Register a user; raises :class:`EmailTaken` or :class:`InvalidAccount`.
-
-        Staff must name their clinic; patients must not have one (admins may or may not).
-        """
-        email = normalise_email(email)
-        name = name.strip()
-        role = Role(role)
-        _check_email(email)
-        _check_password(password)
-        if not name or len(name) > MAX_NAME:
-            raise InvalidAccount(f"name must be 1..{MAX_NAME} characters")
-        if _has_controls(name):
-            raise InvalidAccount("name must not contain control characters")
-        if role is Role.STAFF and not clinic:
-            raise InvalidAccount("staff accounts need a clinic")
-        if role is Role.PATIENT and clinic is not None:
-            raise InvalidAccount("patient accounts have no clinic")
-        with self._hashing:  # slow: outside the lock
-            encoded = self._hasher.hash(password)
-        user = User("u_" + secrets.token_urlsafe(12), email, name, role, clinic or None)
+    def _insert_user(self, user: User, password_hash: str, created_at: float) -> bool:
         try:
             with self._tx() as db:
                 db.execute(
                     "INSERT INTO users (id, email, name, role, clinic, password_hash, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (user.id, email, name, role.value, user.clinic, encoded, time.time()),
+                    (user.id, user.email, user.name, user.role.value, user.clinic, password_hash, created_at),
                 )
-        except sqlite3.IntegrityError as exc:
-            raise EmailTaken("an account with this email already exists") from exc
-        return user
+        except sqlite3.IntegrityError:
+            return False
+        return True
 
-    def authenticate(self, email: str, password: str) -> User | None:
-        """The user if ``password`` is theirs, else None (unknown e-mail costs the same argon2 verify)."""
+    def _credentials(self, email: str) -> tuple[User, str] | None:
         rows = self._fetch(
-            "SELECT id, email, name, role, clinic, password_hash FROM users WHERE email = ?",
-            (normalise_email(email),),
+            "SELECT id, email, name, role, clinic, password_hash FROM users WHERE email = ?", (email,)
         )
-        if len(password) > MAX_PASSWORD:
-            password = password[:MAX_PASSWORD] + "\0"  # bounded work; can never match a stored hash
-        encoded = str(rows[0][5]) if rows else self._dummy_hash
-        try:
-            with self._hashing:
-                self._hasher.verify(encoded, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return None
-        if not rows:
-            return None
-        user = self._user(rows[0])
-        if self._hasher.check_needs_rehash(encoded):
-            # Parameters were raised since this hash was made: upgrade it while we hold the password.
-            with self._hashing:
-                fresh = self._hasher.hash(password)
-            with self._tx() as db:
-                db.execute(
-                    "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
-                    (fresh, user.id, encoded),
-                )
-        return user
+        return (self._user(rows[0]), str(rows[0][5])) if rows else None
 
-    def change_password(self, user_id: str, current: str, new: str) -> User | None:
-        """Set a new password if ``current`` is right (else None) and end every session of the user.
-
-        Raises :class:`InvalidAccount` for a new password the store refuses. The caller starts a
-        fresh session for the client that asked, if it wants one.
-        """
-        _check_password(new)
-        user = self.get(user_id)
-        if user is None or self.authenticate(user.email, current) is None:
-            return None
-        with self._hashing:
-            encoded = self._hasher.hash(new)
+    def _replace_hash(self, user_id: str, old: str, new: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (encoded, user_id))
+            db.execute(
+                "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?", (new, user_id, old)
+            )
+
+    def _set_password(self, user_id: str, password_hash: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
-            self._sessions.clear()  # rare: simpler than finding this user's sids in the cache
-        return user
 
     def get(self, user_id: str) -> User | None:
         rows = self._fetch("SELECT id, email, name, role, clinic FROM users WHERE id = ?", (user_id,))
         return self._user(rows[0]) if rows else None
 
     def names(self, user_ids: Iterable[str]) -> dict[str, str]:
-        """Display names by user id; unknown ids are simply absent."""
         ids = list(dict.fromkeys(user_ids))
         out: dict[str, str] = {}
         for i in range(0, len(ids), _SQL_CHUNK):
@@ -332,7 +526,6 @@ class AccountStore:
         return out
 
     def users(self, role: Role | None = None) -> list[User]:
-        """All users (or those with ``role``), oldest first."""
         cols = "SELECT id, email, name, role, clinic FROM users"
         if role is None:
             rows = self._fetch(cols + " ORDER BY created_at, id")
@@ -342,99 +535,53 @@ class AccountStore:
 
     # -- sessions ---------------------------------------------------------------
 
-    def open_session(self, user: User, expires_at: float) -> str:
-        """Record a new session of ``user`` until ``expires_at`` (epoch seconds); returns its id.
-
-        Sessions past their expiry are deleted on the way (a signed token expires with them).
-        """
-        sid = secrets.token_urlsafe(16)
-        now = time.time()
+    def _insert_session(self, sid: str, user_id: str, now: float, expires_at: float) -> bool:
         with self._tx() as db:
-            db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+            db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))  # the expired, on the way
             added = db.execute(
                 "INSERT INTO sessions (sid, user_id, created_at, expires_at)"
                 " SELECT ?, id, ?, ? FROM users WHERE id = ?",
-                (sid, now, expires_at, user.id),
+                (sid, now, expires_at, user_id),
             ).rowcount
-            # an unknown user gets a sid that names nothing (its token is refused)
-            found = Session(sid, user.id, user.role, user.clinic, expires_at) if added else None
-            self._remember(self._sessions, sid, found)
-        return sid
+        return bool(added)
 
-    def session(self, sid: str) -> Session | None:
-        """The live session ``sid`` (from memory when known), or None if it ended or never was."""
-        self._coherent()
-        if sid in self._sessions:
-            found = self._sessions[sid]
-        else:
-            with self._lock:  # query and remember as one step: an end_session cannot slip between
-                row = self._db.execute(
-                    "SELECT s.user_id, u.role, u.clinic, s.expires_at FROM sessions s"
-                    " JOIN users u ON u.id = s.user_id WHERE s.sid = ?",
-                    (sid,),
-                ).fetchone()
-                found = None
-                if row is not None:
-                    uid, role, clinic, expires_at = row
-                    found = Session(
-                        sid,
-                        str(uid),
-                        Role(str(role)),
-                        None if clinic is None else str(clinic),
-                        float(expires_at),
-                    )
-                self._remember(self._sessions, sid, found)
-        if found is None or found.expires_at <= time.time():
+    def _load_session(self, sid: str) -> Session | None:
+        rows = self._fetch(
+            "SELECT s.user_id, u.role, u.clinic, s.expires_at FROM sessions s"
+            " JOIN users u ON u.id = s.user_id WHERE s.sid = ?",
+            (sid,),
+        )
+        if not rows:
             return None
-        return found
+        uid, role, clinic, expires_at = rows[0]
+        return Session(
+            sid, str(uid), Role(str(role)), None if clinic is None else str(clinic), float(str(expires_at))
+        )
 
-    def end_session(self, sid: str) -> None:
-        """Sign this session out: its token stops working now."""
+    def _delete_session(self, sid: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
-            self._remember(self._sessions, sid, None)
 
-    def end_sessions(self, user_id: str) -> int:
-        """Sign every session of ``user_id`` out; returns how many there were."""
+    def _delete_sessions(self, user_id: str) -> int:
         with self._tx() as db:
-            ended = db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount
-            self._sessions.clear()
-        return int(ended)
+            return int(db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount)
 
     # -- clinic API keys --------------------------------------------------------
 
-    def create_clinic_key(self, clinic: str) -> str:
-        """A new key for ``clinic``. Show it to the operator now: only its SHA-256 is kept."""
-        if not clinic:
-            raise InvalidAccount("clinic is required")
-        key = CLINIC_KEY_PREFIX + secrets.token_urlsafe(32)
+    def _insert_key(self, digest: str, clinic: str, now: float) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO clinic_keys (key_hash, clinic, created_at) VALUES (?, ?, ?)",
-                (_key_hash(key), clinic, time.time()),
+                (digest, clinic, now),
             )
-        return key
 
-    def clinic_for_key(self, key: str) -> str | None:
-        """The clinic a live key belongs to, else None."""
-        if not key.startswith(CLINIC_KEY_PREFIX) or len(key) > _MAX_KEY:
-            return None
-        self._coherent()
-        digest = _key_hash(key)
-        if digest in self._keys:
-            return self._keys[digest]
-        with self._lock:
-            row = self._db.execute("SELECT clinic FROM clinic_keys WHERE key_hash = ?", (digest,)).fetchone()
-            clinic = None if row is None else str(row[0])
-            self._remember(self._keys, digest, clinic)
-        return clinic
+    def _load_key(self, digest: str) -> str | None:
+        rows = self._fetch("SELECT clinic FROM clinic_keys WHERE key_hash = ?", (digest,))
+        return str(rows[0][0]) if rows else None
 
-    def revoke_clinic_keys(self, clinic: str) -> int:
-        """Delete every key of ``clinic``; returns how many there were."""
+    def _delete_keys(self, clinic: str) -> int:
         with self._tx() as db:
-            revoked = int(db.execute("DELETE FROM clinic_keys WHERE clinic = ?", (clinic,)).rowcount)
-            self._keys.clear()
-        return revoked
+            return int(db.execute("DELETE FROM clinic_keys WHERE clinic = ?", (clinic,)).rowcount)
 
     def close(self) -> None:
         with self._lock:

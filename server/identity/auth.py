@@ -12,7 +12,7 @@ the cookie: an explicit, bad credential is a 401, never a silent switch of ident
 A session token names a server-side session (claim ``sid``): signing out or changing the
 password ends it, and the token stops working at once. Role and clinic come from that
 session's record in the account store (kept in memory there, see
-:meth:`~server.identity.accounts.AccountStore.session`), never from the token's claims; the
+:meth:`~server.identity.accounts.Accounts.session`), never from the token's claims; the
 token only proves who signed in, when, and which session it is.
 
 CSRF is double-submit, bound to the session: the readable ``tandtid_csrf`` cookie is a
@@ -38,7 +38,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from engine.errors import TandtidError
-from server.identity.accounts import CLINIC_KEY_PREFIX, AccountStore, Role, User
+from server.identity.accounts import CLINIC_KEY_PREFIX, Accounts, Role, User
 
 SESSION_COOKIE = "tandtid_session"
 CSRF_COOKIE = "tandtid_csrf"
@@ -130,7 +130,7 @@ class SessionSigner:
         return claims if claims["exp"] > now else None
 
 
-def start_session(accounts: AccountStore, signer: SessionSigner, user: User) -> str:
+def start_session(accounts: Accounts, signer: SessionSigner, user: User) -> str:
     """Record a new session of ``user`` and return its signed token (set it with :func:`set_session`)."""
     now = time.time()
     sid = accounts.open_session(user, expires_at=int(now) + signer.ttl_s)
@@ -171,7 +171,7 @@ def clear_session(response: Response) -> None:
 
 
 def _user_principal(
-    accounts: AccountStore, claims: dict[str, Any] | None, via: Literal["cookie", "bearer"]
+    accounts: Accounts, claims: dict[str, Any] | None, via: Literal["cookie", "bearer"]
 ) -> Principal | None:
     if claims is None:
         return None
@@ -202,7 +202,7 @@ def principal_from(conn: HTTPConnection) -> Principal | None:
     Needs ``conn.app.state.signer`` and ``conn.app.state.accounts``.
     """
     signer: SessionSigner = conn.app.state.signer
-    accounts: AccountStore = conn.app.state.accounts
+    accounts: Accounts = conn.app.state.accounts
     header = conn.headers.get("authorization")
     if header is not None:
         scheme, _, credential = header.strip().partition(" ")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.live_server import LiveServer
+from tests.support.redis_server import RedisServer
+from tests.support.stores import STORE_KINDS, StoreBackend
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -33,3 +36,25 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_redis() -> Iterator[RedisServer]:
+    """One real redis-server for a test module's store tests (each test starts from FLUSHALL)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBackend]:
+    """Where a store under test keeps its state: SQLite files in ``tmp_path``, or a real Redis."""
+    if request.param == "sqlite":
+        yield StoreBackend("sqlite", tmp_path / "data")
+        return
+    server: RedisServer = request.getfixturevalue("module_redis")
+    found = StoreBackend("redis", tmp_path / "data", server.url)
+    found.flush()
+    yield found

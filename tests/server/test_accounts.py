@@ -1,23 +1,26 @@
-"""Unit tests (no network) for server.identity.accounts: a real SQLite file and real argon2id hashing."""
+"""Contract tests for the account stores (server.identity.accounts, server.identity.redis_accounts):
+every test runs against a real SQLite file and a real redis-server, with real argon2id hashing."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
 
 from server.identity.accounts import (
     CLINIC_KEY_PREFIX,
-    AccountStore,
+    Accounts,
     EmailTaken,
     InvalidAccount,
     Role,
     User,
 )
+from server.stores import open_accounts
+from tests.support.stores import StoreBackend
+from tests.support.waiting import eventually_sync
 
 PASSWORD = "correct horse battery"
 
@@ -39,28 +42,18 @@ class CountingHasher(PasswordHasher):
         return super().verify(hash, password)
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "accounts.sqlite3"
+def opened(backend: StoreBackend, hasher: PasswordHasher | None = None) -> Accounts:
+    return open_accounts(backend.data_dir, backend.redis_url, hasher=hasher)
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[AccountStore]:
-    s = AccountStore(db_path, hasher=cheap_hasher())
+def store(backend: StoreBackend) -> Iterator[Accounts]:
+    s = opened(backend, cheap_hasher())
     yield s
     s.close()
 
 
-def file_bytes(db_path: Path) -> bytes:
-    """Everything SQLite has written: the main file plus the WAL (recent commits live there)."""
-    out = b""
-    for p in (db_path, db_path.with_name(db_path.name + "-wal")):
-        if p.exists():
-            out += p.read_bytes()
-    return out
-
-
-def test_create_get_and_normalise(store: AccountStore) -> None:
+def test_create_get_and_normalise(store: Accounts) -> None:
     user = store.create_user("  Anna.Svensson@Example.SE ", PASSWORD, " Anna ")
     assert user.email == "anna.svensson@example.se"
     assert user.name == "Anna"
@@ -70,36 +63,46 @@ def test_create_get_and_normalise(store: AccountStore) -> None:
     assert store.get("u_nobody") is None
 
 
-def test_ids_are_random(store: AccountStore) -> None:
+def test_ids_are_random(store: Accounts) -> None:
     a = store.create_user("a@example.se", PASSWORD, "A")
     b = store.create_user("b@example.se", PASSWORD, "B")
     assert a.id != b.id
 
 
-def test_no_plaintext_password_stored(store: AccountStore, db_path: Path) -> None:
+def test_no_plaintext_password_stored(store: Accounts, backend: StoreBackend) -> None:
     store.create_user("p@example.se", PASSWORD, "P")
-    written = file_bytes(db_path)
-    assert b"p@example.se" in written  # the file really is what we are looking at
+    written = backend.written()
+    assert b"p@example.se" in written  # what we look at really is what the store wrote
     assert PASSWORD.encode() not in written
     assert b"$argon2id$" in written
     store.close()
-    after_checkpoint = db_path.read_bytes()
+    after_checkpoint = backend.written()
     assert PASSWORD.encode() not in after_checkpoint
     assert b"$argon2id$" in after_checkpoint
 
 
-def test_default_hasher_is_argon2id(tmp_path: Path) -> None:
-    s = AccountStore(tmp_path / "a.db")
+def test_key_names_hold_no_personal_data(store: Accounts, backend: StoreBackend) -> None:
+    user = store.create_user("Karin.Lind@Example.se", PASSWORD, "Karin Lind")
+    store.open_session(user, expires_at=4_000_000_000)
+    store.create_clinic_key("AB-c1")
+    names = " ".join(backend.key_names()).lower()
+    assert backend.kind == "sqlite" or user.id.lower() in names  # the keys really are the user's
+    for personal in ("karin", "lind", "example.se"):
+        assert personal not in names
+
+
+def test_default_hasher_is_argon2id(backend: StoreBackend) -> None:
+    s = opened(backend)
     try:
         u = s.create_user("d@example.se", PASSWORD, "D")
         assert s.authenticate("d@example.se", PASSWORD) == u
-        stored = file_bytes(tmp_path / "a.db")
+        stored = backend.written()
         assert b"$argon2id$v=19$m=65536,t=3,p=4$" in stored
     finally:
         s.close()
 
 
-def test_authenticate(store: AccountStore) -> None:
+def test_authenticate(store: Accounts) -> None:
     user = store.create_user("x@example.se", PASSWORD, "X")
     assert store.authenticate("X@Example.se ", PASSWORD) == user
     assert store.authenticate("x@example.se", PASSWORD + "!") is None
@@ -109,9 +112,9 @@ def test_authenticate(store: AccountStore) -> None:
     assert store.authenticate("nobody@example.se", PASSWORD) is None
 
 
-def test_unknown_email_costs_a_verify_too(db_path: Path) -> None:
+def test_unknown_email_costs_a_verify_too(backend: StoreBackend) -> None:
     hasher = CountingHasher()
-    s = AccountStore(db_path, hasher=hasher)
+    s = opened(backend, hasher)
     try:
         s.create_user("known@example.se", PASSWORD, "K")
         assert s.authenticate("unknown@example.se", PASSWORD) is None
@@ -122,7 +125,7 @@ def test_unknown_email_costs_a_verify_too(db_path: Path) -> None:
         s.close()
 
 
-def test_duplicate_email_refused(store: AccountStore) -> None:
+def test_duplicate_email_refused(store: Accounts) -> None:
     store.create_user("dup@example.se", PASSWORD, "One")
     with pytest.raises(EmailTaken) as info:
         store.create_user(" DUP@example.SE", "another password", "Two")
@@ -130,7 +133,7 @@ def test_duplicate_email_refused(store: AccountStore) -> None:
     assert [u.name for u in store.users()] == ["One"]
 
 
-def test_concurrent_registration_of_one_email(store: AccountStore) -> None:
+def test_concurrent_registration_of_one_email(store: Accounts) -> None:
     results: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(8)
@@ -173,19 +176,19 @@ def test_concurrent_registration_of_one_email(store: AccountStore) -> None:
     ],
 )
 def test_invalid_accounts_refused(
-    store: AccountStore, email: str, password: str, name: str, role: Role, clinic: str | None
+    store: Accounts, email: str, password: str, name: str, role: Role, clinic: str | None
 ) -> None:
     with pytest.raises(InvalidAccount):
         store.create_user(email, password, name, role, clinic)
     assert store.users() == []
 
 
-def test_minimum_password_length_is_eight(store: AccountStore) -> None:
+def test_minimum_password_length_is_eight(store: Accounts) -> None:
     u = store.create_user("eight@example.se", "12345678", "E")
     assert store.authenticate("eight@example.se", "12345678") == u
 
 
-def test_roles_and_listing(store: AccountStore) -> None:
+def test_roles_and_listing(store: Accounts) -> None:
     p = store.create_user("p@example.se", PASSWORD, "Patient")
     s = store.create_user("s@example.se", PASSWORD, "Staff", Role.STAFF, "AB-c1")
     a = store.create_user("a@example.se", PASSWORD, "Admin", Role.ADMIN)
@@ -196,7 +199,7 @@ def test_roles_and_listing(store: AccountStore) -> None:
     assert store.get(s.id) == User(s.id, "s@example.se", "Staff", Role.STAFF, "AB-c1")
 
 
-def test_names(store: AccountStore) -> None:
+def test_names(store: Accounts) -> None:
     a = store.create_user("a@example.se", PASSWORD, "Anna")
     b = store.create_user("b@example.se", PASSWORD, "Bo")
     unknown = [f"u_missing{i}" for i in range(1200)]  # more than one SQL chunk
@@ -204,12 +207,12 @@ def test_names(store: AccountStore) -> None:
     assert store.names([]) == {}
 
 
-def test_survives_reopen(db_path: Path) -> None:
-    s = AccountStore(db_path, hasher=cheap_hasher())
+def test_survives_reopen(backend: StoreBackend) -> None:
+    s = opened(backend, cheap_hasher())
     u = s.create_user("keep@example.se", PASSWORD, "K")
     key = s.create_clinic_key("M-c9")
     s.close()
-    again = AccountStore(db_path, hasher=cheap_hasher())
+    again = opened(backend, cheap_hasher())
     try:
         assert again.authenticate("keep@example.se", PASSWORD) == u
         assert again.clinic_for_key(key) == "M-c9"
@@ -217,25 +220,25 @@ def test_survives_reopen(db_path: Path) -> None:
         again.close()
 
 
-def test_hash_upgraded_when_parameters_rise(db_path: Path) -> None:
-    weak = AccountStore(db_path, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+def test_hash_upgraded_when_parameters_rise(backend: StoreBackend) -> None:
+    weak = opened(backend, PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
     u = weak.create_user("up@example.se", PASSWORD, "U")
     weak.close()
     stronger = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
-    s = AccountStore(db_path, hasher=stronger)
+    s = opened(backend, stronger)
     try:
         assert s.authenticate("up@example.se", PASSWORD) == u
-        assert b"$argon2id$v=19$m=16,t=2,p=1$" in file_bytes(db_path)
+        assert b"$argon2id$v=19$m=16,t=2,p=1$" in backend.written()
         assert s.authenticate("up@example.se", PASSWORD) == u
     finally:
         s.close()
 
 
-def test_clinic_key_shown_once_and_only_hash_stored(store: AccountStore, db_path: Path) -> None:
+def test_clinic_key_shown_once_and_only_hash_stored(store: Accounts, backend: StoreBackend) -> None:
     key = store.create_clinic_key("AB-c1")
     assert key.startswith(CLINIC_KEY_PREFIX)
     assert len(key) == len(CLINIC_KEY_PREFIX) + 43  # 32 bytes, urlsafe base64, unpadded
-    written = file_bytes(db_path)
+    written = backend.written()
     assert key.encode() not in written
     assert key[len(CLINIC_KEY_PREFIX) :].encode() not in written
     assert hashlib.sha256(key.encode()).hexdigest().encode() in written
@@ -243,7 +246,7 @@ def test_clinic_key_shown_once_and_only_hash_stored(store: AccountStore, db_path
     assert store.create_clinic_key("AB-c1") != key
 
 
-def test_clinic_key_lookup_refuses_near_misses(store: AccountStore) -> None:
+def test_clinic_key_lookup_refuses_near_misses(store: Accounts) -> None:
     key = store.create_clinic_key("AB-c1")
     assert store.clinic_for_key(key[:-1]) is None
     assert store.clinic_for_key(key + "x") is None
@@ -253,7 +256,7 @@ def test_clinic_key_lookup_refuses_near_misses(store: AccountStore) -> None:
     assert store.clinic_for_key("") is None
 
 
-def test_revoke_clinic_keys(store: AccountStore) -> None:
+def test_revoke_clinic_keys(store: Accounts) -> None:
     k1 = store.create_clinic_key("AB-c1")
     k2 = store.create_clinic_key("AB-c1")
     other = store.create_clinic_key("O-c2")
@@ -266,6 +269,43 @@ def test_revoke_clinic_keys(store: AccountStore) -> None:
     assert store.clinic_for_key(fresh) == "AB-c1"
 
 
-def test_clinic_key_needs_a_clinic(store: AccountStore) -> None:
+def test_clinic_key_needs_a_clinic(store: Accounts) -> None:
     with pytest.raises(InvalidAccount):
         store.create_clinic_key("")
+
+
+def test_sessions_end_everywhere(backend: StoreBackend) -> None:
+    """Two stores on one backend (two processes, or two nodes): what one ends, the other refuses,
+    though it had the session (and the key) in memory."""
+    here, there = opened(backend, cheap_hasher()), opened(backend, cheap_hasher())
+    try:
+        user = here.create_user("two@example.se", PASSWORD, "Two")
+        one, two = here.open_session(user, 4_000_000_000), here.open_session(user, 4_000_000_000)
+        key = here.create_clinic_key("AB-c1")
+        assert there.session(one) is not None and there.session(two) is not None
+        assert there.clinic_for_key(key) == "AB-c1"
+        here.end_session(one)
+        eventually_sync(lambda: there.session(one) is None, what="the ended session refused there")
+        assert there.session(two) is not None
+        assert here.change_password(user.id, PASSWORD, "a new password") == user
+        eventually_sync(lambda: there.session(two) is None, what="every session ended by the password")
+        three = there.open_session(user, 4_000_000_000)
+        assert here.session(three) is not None
+        assert there.end_sessions(user.id) == 1
+        eventually_sync(lambda: here.session(three) is None, what="end_sessions seen here")
+        assert here.revoke_clinic_keys("AB-c1") == 1
+        eventually_sync(lambda: there.clinic_for_key(key) is None, what="the revoked key refused there")
+    finally:
+        here.close()
+        there.close()
+
+
+def test_sessions_of_unknown_users_and_expiry(store: Accounts) -> None:
+    user = store.create_user("exp@example.se", PASSWORD, "E")
+    ghost = User("u_ghost", "ghost@example.se", "G", Role.PATIENT, None)
+    assert store.session(store.open_session(ghost, 4_000_000_000)) is None
+    assert store.session(store.open_session(user, 1_000)) is None  # expired long ago
+    live = store.open_session(user, 4_000_000_000)
+    found = store.session(live)
+    assert found is not None and (found.user_id, found.role, found.clinic) == (user.id, Role.PATIENT, None)
+    assert store.session("no-such-sid") is None

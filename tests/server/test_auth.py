@@ -1,5 +1,6 @@
-"""Unit tests (no network) for server.identity.auth: real PyJWT tokens, real Starlette Request/WebSocket
-objects built from ASGI scopes, and a tiny inline app driven through Starlette's in-process client."""
+"""Tests of server.identity.auth: real PyJWT tokens, real Starlette Request/WebSocket objects built
+from ASGI scopes, and a tiny inline app driven through Starlette's in-process client; the account
+store under them is each of the real ones (a SQLite file, a real redis-server)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 
-from server.identity.accounts import AccountStore, Role, User
+from server.identity.accounts import Accounts, AccountStore, Role, User
 from server.identity.auth import (
     CSRF_COOKIE,
     CSRF_HEADER,
@@ -41,6 +42,9 @@ from server.identity.auth import (
     set_session,
     start_session,
 )
+from server.stores import open_accounts
+from tests.support.stores import StoreBackend
+from tests.support.waiting import eventually_sync
 
 SECRET = b"s" * 32
 PASSWORD = "correct horse battery"
@@ -72,9 +76,9 @@ def claims_for(user: User, **over: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def accounts(tmp_path: Path) -> Iterator[AccountStore]:
-    s = AccountStore(
-        tmp_path / "accounts.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+def accounts(backend: StoreBackend) -> Iterator[Accounts]:
+    s = open_accounts(
+        backend.data_dir, backend.redis_url, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     )
     yield s
     s.close()
@@ -86,7 +90,7 @@ def signer() -> SessionSigner:
 
 
 @pytest.fixture
-def app(accounts: AccountStore, signer: SessionSigner) -> Starlette:
+def app(accounts: Accounts, signer: SessionSigner) -> Starlette:
     a = Starlette()
     a.state.accounts = accounts
     a.state.signer = signer
@@ -94,7 +98,7 @@ def app(accounts: AccountStore, signer: SessionSigner) -> Starlette:
 
 
 @pytest.fixture
-def patient(accounts: AccountStore) -> User:
+def patient(accounts: Accounts) -> User:
     return accounts.create_user("patient@example.se", PASSWORD, "P")
 
 
@@ -246,7 +250,7 @@ def test_no_credentials(app: Starlette) -> None:
     assert principal_from(conn(app)) is None
 
 
-def test_bearer_session(app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore) -> None:
+def test_bearer_session(app: Starlette, signer: SessionSigner, patient: User, accounts: Accounts) -> None:
     p = principal_from(
         conn(app, headers={"Authorization": "Bearer " + start_session(accounts, signer, patient)})
     )
@@ -257,7 +261,7 @@ def test_bearer_session(app: Starlette, signer: SessionSigner, patient: User, ac
     assert p is not None and p.via == "bearer"
 
 
-def test_bearer_clinic_key(app: Starlette, accounts: AccountStore) -> None:
+def test_bearer_clinic_key(app: Starlette, accounts: Accounts) -> None:
     key = accounts.create_clinic_key("AB-c1")
     p = principal_from(conn(app, headers={"Authorization": f"Bearer {key}"}))
     assert p == Principal(None, "clinic", "AB-c1", "clinic_key")
@@ -265,14 +269,14 @@ def test_bearer_clinic_key(app: Starlette, accounts: AccountStore) -> None:
     assert principal_from(conn(app, headers={"Authorization": f"Bearer {key}"})) is None
 
 
-def test_cookie_session(app: Starlette, signer: SessionSigner, accounts: AccountStore) -> None:
+def test_cookie_session(app: Starlette, signer: SessionSigner, accounts: Accounts) -> None:
     staff = accounts.create_user("staff@example.se", PASSWORD, "S", Role.STAFF, "O-c7")
     p = principal_from(conn(app, cookies={SESSION_COOKIE: start_session(accounts, signer, staff)}))
     assert p == Principal(staff.id, Role.STAFF, "O-c7", "cookie")
 
 
 def test_bad_bearer_does_not_fall_back_to_cookie(
-    app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore
+    app: Starlette, signer: SessionSigner, patient: User, accounts: Accounts
 ) -> None:
     good_cookie = {SESSION_COOKIE: start_session(accounts, signer, patient)}
     for header in ("Bearer nonsense", "Bearer tt_live_nonsense", "Basic dXNlcjpwYXNz", "Bearer", "Bearer  "):
@@ -289,7 +293,7 @@ def test_forged_or_expired_cookie(app: Starlette, signer: SessionSigner, patient
 
 
 def test_user_must_still_exist(
-    app: Starlette, signer: SessionSigner, tmp_path: Path, accounts: AccountStore
+    app: Starlette, signer: SessionSigner, tmp_path: Path, accounts: Accounts
 ) -> None:
     elsewhere = AccountStore(
         tmp_path / "other.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -308,7 +312,7 @@ def test_user_must_still_exist(
 
 
 def test_role_comes_from_the_store_not_the_token(
-    app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore
+    app: Starlette, signer: SessionSigner, patient: User, accounts: Accounts
 ) -> None:
     # Even a validly signed token claiming admin yields the stored role.
     sid = jwt.decode(start_session(accounts, signer, patient), options={"verify_signature": False})["sid"]
@@ -317,9 +321,7 @@ def test_role_comes_from_the_store_not_the_token(
     assert p is not None and p.role is Role.PATIENT
 
 
-def test_websocket_cookie(
-    app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore
-) -> None:
+def test_websocket_cookie(app: Starlette, signer: SessionSigner, patient: User, accounts: Accounts) -> None:
     ws = conn(app, cookies={SESSION_COOKIE: start_session(accounts, signer, patient)}, kind="websocket")
     assert isinstance(ws, WebSocket)
     assert principal_from(ws) == Principal(patient.id, Role.PATIENT, None, "cookie")
@@ -343,9 +345,7 @@ def test_csrf_not_needed_for_bearer_or_key(app: Starlette, patient: User) -> Non
     assert csrf_ok(req, Principal(None, "clinic", "AB-c1", "clinic_key"))  # type: ignore[arg-type]
 
 
-def test_csrf_cookie_writes(
-    app: Starlette, signer: SessionSigner, patient: User, accounts: AccountStore
-) -> None:
+def test_csrf_cookie_writes(app: Starlette, signer: SessionSigner, patient: User, accounts: Accounts) -> None:
     token = start_session(accounts, signer, patient)
     csrf = csrf_token_for(token)
     me = cookie_principal(patient)
@@ -435,7 +435,7 @@ def test_require() -> None:
 
 
 async def test_login_then_cookie_write_needs_csrf(
-    accounts: AccountStore, signer: SessionSigner, patient: User
+    accounts: Accounts, signer: SessionSigner, patient: User
 ) -> None:
     async def login(request: Request) -> Response:
         body = await request.json()
@@ -497,7 +497,7 @@ async def test_login_then_cookie_write_needs_csrf(
 
 
 def test_a_session_ends_server_side(
-    app: Starlette, signer: SessionSigner, accounts: AccountStore, patient: User
+    app: Starlette, signer: SessionSigner, accounts: Accounts, patient: User
 ) -> None:
     token = start_session(accounts, signer, patient)
     other = start_session(accounts, signer, patient)
@@ -522,20 +522,22 @@ def test_a_token_without_a_recorded_session_is_refused(
 
 
 def test_sessions_ended_by_another_process_are_seen(
-    app: Starlette, signer: SessionSigner, accounts: AccountStore, patient: User, tmp_path: Path
+    app: Starlette, signer: SessionSigner, accounts: Accounts, patient: User, backend: StoreBackend
 ) -> None:
     token = start_session(accounts, signer, patient)
     header = {"Authorization": "Bearer " + token}
     assert principal_from(conn(app, headers=header)) is not None  # now cached
-    elsewhere = AccountStore(
-        tmp_path / "accounts.sqlite3", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    elsewhere = open_accounts(
+        backend.data_dir, backend.redis_url, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     )
     try:
         assert elsewhere.end_sessions(patient.id) == 1
     finally:
         elsewhere.close()
-    accounts._checked_at -= 2  # the cache asks SQLite at most once a second; pretend a second passed
-    assert principal_from(conn(app, headers=header)) is None
+    if isinstance(accounts, AccountStore):
+        accounts._checked_at -= 2  # the cache asks SQLite at most once a second; pretend a second passed
+    # (the Redis store hears the other's notice on its channel)
+    eventually_sync(lambda: principal_from(conn(app, headers=header)) is None, what="the session refused")
 
 
 def test_a_verified_token_is_remembered_but_still_expires(signer: SessionSigner, patient: User) -> None:

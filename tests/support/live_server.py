@@ -24,10 +24,11 @@ from engine.commands import Command
 from engine.events import from_record
 from persistence.codec import unpack_events
 from persistence.journal import Journal
-from server.identity.accounts import AccountStore, Role, User
+from server.identity.accounts import Role, User
 from server.regions.routing import Regions
 from server.serve import build_server
 from server.settings import Settings
+from server.stores import open_accounts
 from tests.support import free_port
 from tests.support.catalog import NOW, setup_commands
 from tests.support.waiting import eventually, scaled
@@ -77,7 +78,8 @@ class LiveServer:
             tick_interval_s=0.2,
             **overrides,
         )
-        self.accounts = AccountStore(data_dir / "accounts.sqlite3", hasher=FAST_HASHER)
+        # the store the server reads (files in data_dir, or the Redis): users made here sign in there
+        self.accounts = open_accounts(data_dir, redis_url, hasher=FAST_HASHER)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: uvicorn.Server | None = None
         self.regions: Regions | None = None

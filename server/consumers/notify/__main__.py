@@ -30,7 +30,7 @@ async def run(data_dir: Path, redis_url: str | None, regions: list[str] | None) 
 
         journal = FileJournal(data_dir, read_only=True)
     await journal.open()
-    notifier = Notifier.from_env(journal, data_dir, regions=regions)
+    notifier = Notifier.from_env(journal, data_dir, regions=regions, redis_url=redis_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,8 +1,13 @@
 """The notifier's durable memory: per-region cursors and the keys of messages already sent.
 
-One SQLite file (``<data_dir>/notify.sqlite3``), WAL mode, ``synchronous=FULL`` so a
-committed row survives a power cut. The store is synchronous and thread-safe (one
-connection behind a lock); the notifier calls it through ``asyncio.to_thread``.
+:class:`Ledger` is one SQLite file (``<data_dir>/notify.sqlite3``), WAL mode,
+``synchronous=FULL`` so a committed row survives a power cut; :class:`RedisLedger` keeps the
+same in Redis (``--redis``: whichever node runs a region's notifier finds its memory), keys::
+
+    tandtid:{notify}:cursors   hash: region -> position
+    tandtid:{notify}:sent      hash: message key (``AB:12:0:booked``, no personal data) -> channel
+
+Both are synchronous and thread-safe; the notifier calls them through ``asyncio.to_thread``.
 
 The exactly-once rule: a message's key is recorded as sent in the same transaction that
 (when it is the entry's last message) advances the region's cursor. A key that is in
@@ -14,6 +19,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Protocol
+
+from server.redis_state import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursors (region TEXT PRIMARY KEY, position INTEGER NOT NULL);
@@ -23,6 +31,29 @@ CREATE TABLE IF NOT EXISTS sent (
     sent_at REAL NOT NULL
 );
 """
+
+
+class LedgerStore(Protocol):
+    def cursors(self) -> dict[str, int]: ...
+
+    def cursor(self, region: str) -> int: ...
+
+    def is_sent(self, key: str) -> bool: ...
+
+    def record(
+        self, key: str, channel: str, now: float, *, region: str | None = None, position: int | None = None
+    ) -> None:
+        """Mark ``key`` sent and, when ``region``/``position`` are given, move that cursor (never
+        backwards) -- in one step."""
+        ...
+
+    def advance(self, region: str, position: int) -> None:
+        """Move the region's cursor to ``position`` unless it is further already."""
+        ...
+
+    def sent_count(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class Ledger:
@@ -86,3 +117,55 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_NOTIFY = "tandtid:{notify}:"
+CURSORS = _NOTIFY + "cursors"
+SENT = _NOTIFY + "sent"
+# KEYS: cursors hash; ARGV: region, position. A cursor never moves backwards.
+ADVANCE_LUA = """
+local at = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > at then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 0
+"""
+_RECORD = (
+    """
+redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
+if ARGV[1] == '' then return 0 end
+"""
+    + ADVANCE_LUA
+)
+
+
+class RedisLedger:
+    """The ledger in the Redis at ``url`` (keys in the module docstring)."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = connect(url)
+        self._record = self._redis.register_script(_RECORD)
+        self._advance = self._redis.register_script(ADVANCE_LUA)
+
+    def cursors(self) -> dict[str, int]:
+        return {str(r): int(p) for r, p in self._redis.hgetall(CURSORS).items()}
+
+    def cursor(self, region: str) -> int:
+        return int(self._redis.hget(CURSORS, region) or 0)
+
+    def is_sent(self, key: str) -> bool:
+        return bool(self._redis.hexists(SENT, key))
+
+    def record(
+        self, key: str, channel: str, now: float, *, region: str | None = None, position: int | None = None
+    ) -> None:
+        moved = region is not None and position is not None
+        args = [region if moved else "", position if moved else 0, key, channel]
+        self._record(keys=[CURSORS, SENT], args=args)
+
+    def advance(self, region: str, position: int) -> None:
+        self._advance(keys=[CURSORS], args=[region, position])
+
+    def sent_count(self) -> int:
+        return int(self._redis.hlen(SENT))
+
+    def close(self) -> None:
+        self._redis.close()

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,11 +38,12 @@ from engine.records import Booking, BookingStatus
 from persistence.journal import Journal
 from server.consumers.feed import Fact, PendingCursors, RegionView, StateUnavailable
 from server.consumers.follow import Feed, Up, why
-from server.consumers.notify.ledger import Ledger
+from server.consumers.notify.ledger import LedgerStore
 from server.consumers.notify.mailer import MailConfig, Mailer, MailUnavailable, Rejected, mailer_for
 from server.consumers.notify.messages import TEMPLATES, compose
 from server.consumers.notify.reminders import DEFAULT_LEADS, Reminder, Schedule, parse_leads, plan
-from server.identity.accounts import AccountStore
+from server.identity.accounts import Accounts
+from server.stores import STORE_ERRORS, open_accounts, open_ledger
 
 log = logging.getLogger("tandtid.notify")
 
@@ -68,8 +68,8 @@ class Notifier:
         self,
         source: Journal | Feed,
         *,
-        ledger: Ledger,
-        accounts: AccountStore,
+        ledger: LedgerStore,
+        accounts: Accounts,
         mailer: Mailer,
         sender: str = MailConfig.sender,
         clock: Callable[[], float] = time.time,
@@ -106,18 +106,20 @@ class Notifier:
         data_dir: Path,
         *,
         env: dict[str, str] | None = None,
-        accounts: AccountStore | None = None,
+        accounts: Accounts | None = None,
         clock: Callable[[], float] = time.time,
         regions: Iterable[str] | None = None,
+        redis_url: str | None = None,
     ) -> Notifier:
-        """The notifier of a data directory: ``notify.sqlite3``, ``accounts.sqlite3``, and SMTP
-        (``TANDTID_SMTP_*``) or the outbox; ``TANDTID_REMINDERS`` (default ``24h,2h``)."""
+        """The notifier of a data directory: ``notify.sqlite3``, ``accounts.sqlite3`` (or both in
+        the Redis at ``redis_url``), and SMTP (``TANDTID_SMTP_*``) or the outbox;
+        ``TANDTID_REMINDERS`` (default ``24h,2h``)."""
         env = dict(os.environ) if env is None else env
         config = MailConfig.from_env(env)
         leads = parse_leads(env["TANDTID_REMINDERS"]) if "TANDTID_REMINDERS" in env else DEFAULT_LEADS
-        ledger = Ledger(data_dir / "notify.sqlite3")
+        ledger = open_ledger(data_dir, redis_url)
         own_accounts = accounts is None
-        store = accounts if accounts is not None else AccountStore(data_dir / "accounts.sqlite3")
+        store = accounts if accounts is not None else open_accounts(data_dir, redis_url)
         notifier = cls(
             source,
             ledger=ledger,
@@ -219,7 +221,7 @@ class Notifier:
                 await asyncio.to_thread(
                     self.ledger.record, key, channel, self.clock(), region=region, position=position
                 )
-            except (sqlite3.Error, OSError) as exc:
+            except STORE_ERRORS as exc:
                 self.feed.health.down(self.name, fact_region, f"recording a sent message: {why(exc)}")
                 log.error("message %s sent but not recorded (%s); retrying in %.1fs", key, why(exc), delay)
                 await asyncio.sleep(delay)

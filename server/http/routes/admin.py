@@ -25,7 +25,7 @@ from server.http.routes.public import clinic_summary
 from server.http.routes.replies import json_response
 from server.http.schemas import AdminBookingsQuery
 from server.http.views import booking_view
-from server.identity.accounts import AccountStore
+from server.identity.accounts import Accounts
 from server.live.hub import Hub
 from server.regions.actor import Unavailable
 
@@ -96,7 +96,7 @@ async def create_clinic_key(request: Request) -> Response:
     known = await regions_of(request).query(region_or_404(clinic), lambda state: clinic in state.clinics)
     if not known:
         raise not_found("no such clinic")
-    accounts: AccountStore = request.app.state.accounts
+    accounts: Accounts = request.app.state.accounts
     key = await asyncio.to_thread(accounts.create_clinic_key, clinic)
     return json_response({"clinic": clinic, "key": key}, status=201)
 

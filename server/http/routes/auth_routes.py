@@ -25,7 +25,7 @@ from server.http.openapi import Endpoint
 from server.http.routes.access import optional_principal, parse_body, require_user
 from server.http.routes.replies import json_response, no_content
 from server.http.schemas import LoginBody, PasswordBody, RegisterBody
-from server.identity.accounts import AccountStore, EmailTaken, InvalidAccount, User, normalise_email
+from server.identity.accounts import Accounts, EmailTaken, InvalidAccount, User, normalise_email
 from server.identity.auth import (
     AuthError,
     SessionSigner,
@@ -60,7 +60,7 @@ def _signed_in(request: Request, user: User, status: int) -> Response:
 
 async def register(request: Request) -> Response:
     body = await parse_body(request, RegisterBody)
-    accounts: AccountStore = request.app.state.accounts
+    accounts: Accounts = request.app.state.accounts
     try:
         user = await asyncio.to_thread(accounts.create_user, body.email, body.password, body.name)
     except EmailTaken:
@@ -85,7 +85,7 @@ def _account_key(email: str) -> str:
 
 async def login(request: Request) -> Response:
     body = await parse_body(request, LoginBody)
-    accounts: AccountStore = request.app.state.accounts
+    accounts: Accounts = request.app.state.accounts
     limiter, key = login_limiter(request), _account_key(body.email)
     wait = limiter.wait(key)
     if wait > 0:
@@ -115,7 +115,7 @@ async def logout(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     user_id = require_user(request)
     body = await parse_body(request, PasswordBody)
-    accounts: AccountStore = request.app.state.accounts
+    accounts: Accounts = request.app.state.accounts
     try:
         user = await asyncio.to_thread(
             accounts.change_password, user_id, body.current_password, body.new_password
@@ -131,7 +131,7 @@ async def me(request: Request) -> Response:
     principal = optional_principal(request)
     if principal is None or principal.user_id is None:
         raise AuthError("UNAUTHENTICATED", "not signed in")
-    accounts: AccountStore = request.app.state.accounts
+    accounts: Accounts = request.app.state.accounts
     user = accounts.get(principal.user_id)
     if user is None:
         raise AuthError("UNAUTHENTICATED", "not signed in")

@@ -34,7 +34,7 @@ from server.http.routes.access import (
 from server.http.routes.replies import json_response
 from server.http.schemas import BlockBody, DayQuery, OpenBody
 from server.http.views import booking_view, end_iso
-from server.identity.accounts import AccountStore
+from server.identity.accounts import Accounts
 
 
 def _own_resource(state: RegionState, clinic_id: str, resource_id: str) -> tuple[Clinic, Resource]:
@@ -91,7 +91,7 @@ async def clinic_day(request: Request) -> Response:
     view = await regions_of(request).query(region, read)
     if view is None:
         raise not_found("no such clinic")
-    accounts: AccountStore = request.app.state.accounts
+    accounts: Accounts = request.app.state.accounts
     names = accounts.names({b["patient"] for b in view["bookings"]})
     for booking in view["bookings"]:
         booking["patient_name"] = names.get(booking.pop("patient"), "")

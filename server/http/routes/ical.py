@@ -23,14 +23,14 @@ from server.http.openapi import Endpoint
 from server.http.routes.access import now_s, region_or_404, regions_of, require_clinic, require_user
 from server.http.routes.replies import json_response, no_content
 from server.http.views import feed_ics
-from server.identity.calendar_tokens import FeedKind, FeedTokens
+from server.identity.calendar_tokens import FeedKind, FeedTokenStore
 
 CLINIC_FEED_DAYS = 90
 _ICS = "text/calendar; charset=utf-8"
 
 
-def _tokens(request: Request) -> FeedTokens:
-    tokens: FeedTokens = request.app.state.feed_tokens
+def _tokens(request: Request) -> FeedTokenStore:
+    tokens: FeedTokenStore = request.app.state.feed_tokens
     return tokens
 
 

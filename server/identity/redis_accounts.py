@@ -1,0 +1,241 @@
+"""The account store in Redis: users, sessions and clinic keys shared by every node.
+
+Keys (hash tag ``{accounts}``; no personal data in a name, see :mod:`server.redis_state`)::
+
+    tandtid:{accounts}:user:<uid>            hash: email, name, role, clinic, password_hash, created_at
+    tandtid:{accounts}:email:<hmac>          the uid registered with that e-mail (SET NX: one wins)
+    tandtid:{accounts}:users                 sorted set of uids by created_at (ties by uid)
+    tandtid:{accounts}:role:<role>           the same, per role
+    tandtid:{accounts}:session:<sid>         hash: user_id, created_at, expires_at; expires with it
+    tandtid:{accounts}:user-sessions:<uid>   set of the user's sids (ended all at once)
+    tandtid:{accounts}:key:<sha256>          the clinic of a clinic key (never the key)
+    tandtid:{accounts}:clinic-keys:<clinic>  set of the clinic's key digests
+    tandtid:{accounts}:changed               pub/sub: "s <sid>" | "sessions" | "keys"
+
+Each write that spans keys is one Lua script (atomic). Ending a session, changing a password
+and revoking keys publish a notice; every node drops the cached entry when it hears it, so
+a token signed out on one node is refused on every node (within the notice's delivery time,
+sub-millisecond on a LAN; a node whose subscription broke drops all it cached).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from argon2 import PasswordHasher
+
+from server.identity.accounts import Accounts, Role, Session, User
+from server.redis_state import Notices, connect, lookup_digest
+
+PREFIX = "tandtid:{accounts}:"
+USERS = PREFIX + "users"
+CHANNEL = PREFIX + "changed"
+_USER_FIELDS = ("email", "name", "role", "clinic")
+
+_CREATE_USER = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('HSET', KEYS[2], 'email', ARGV[2], 'name', ARGV[3], 'role', ARGV[4], 'clinic', ARGV[5],
+           'password_hash', ARGV[6], 'created_at', ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
+return 1
+"""
+
+_REPLACE_HASH = """
+if redis.call('HGET', KEYS[1], 'password_hash') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'password_hash', ARGV[2])
+end
+return 0
+"""
+
+# KEYS: user-sessions; ARGV: session key prefix. Deletes every session of the user.
+_END_ALL = """
+local ended = 0
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  ended = ended + redis.call('DEL', ARGV[1] .. sid)
+end
+redis.call('DEL', KEYS[1])
+"""
+
+_SET_PASSWORD = (
+    """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'password_hash', ARGV[2])
+"""
+    + _END_ALL
+    + "return 1\n"
+)
+
+_DELETE_SESSIONS = _END_ALL + "return ended\n"
+
+_OPEN_SESSION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'user_id', ARGV[1], 'created_at', ARGV[2], 'expires_at', ARGV[3])
+redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+if redis.call('PEXPIRETIME', KEYS[3]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIREAT', KEYS[3], ARGV[4])
+end
+return 1
+"""
+
+_END_SESSION = """
+local uid = redis.call('HGET', KEYS[1], 'user_id')
+redis.call('DEL', KEYS[1])
+if uid then redis.call('SREM', ARGV[1] .. uid, ARGV[2]) end
+return 0
+"""
+
+_REVOKE_KEYS = """
+local revoked = 0
+for _, digest in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  revoked = revoked + redis.call('DEL', ARGV[1] .. digest)
+end
+redis.call('DEL', KEYS[1])
+return revoked
+"""
+
+
+def _user_key(uid: str) -> str:
+    return PREFIX + "user:" + uid
+
+
+def _session_key(sid: str) -> str:
+    return PREFIX + "session:" + sid
+
+
+class RedisAccountStore(Accounts):
+    """Accounts in the Redis at ``url`` (see the module docstring for its keys)."""
+
+    def __init__(self, url: str, *, hasher: PasswordHasher | None = None) -> None:
+        super().__init__(hasher)
+        self._redis = connect(url)
+        self._create_user = self._redis.register_script(_CREATE_USER)
+        self._replace = self._redis.register_script(_REPLACE_HASH)
+        self._set_pw = self._redis.register_script(_SET_PASSWORD)
+        self._open = self._redis.register_script(_OPEN_SESSION)
+        self._end = self._redis.register_script(_END_SESSION)
+        self._end_all = self._redis.register_script(_DELETE_SESSIONS)
+        self._revoke = self._redis.register_script(_REVOKE_KEYS)
+        self._notices = Notices(
+            self._redis, CHANNEL, self._heard, lambda: self._drop(sessions=True, keys=True)
+        )
+
+    # -- cross-node cache coherence ------------------------------------------------------------------
+
+    def _announce(self, *, sid: str | None = None, sessions: bool = False, keys: bool = False) -> None:
+        if sid is not None:
+            self._notices.announce("s " + sid)
+        if sessions:
+            self._notices.announce("sessions")
+        if keys:
+            self._notices.announce("keys")
+
+    def _heard(self, notice: str) -> None:
+        kind, _, sid = notice.partition(" ")
+        if kind == "s":
+            self._drop(sid=sid)
+        elif kind == "keys":
+            self._drop(keys=True)
+        else:  # "sessions", or a notice this version does not know: drop more, never less
+            self._drop(sessions=True, keys=kind != "sessions")
+
+    # -- users ------------------------------------------------------------------------------------------
+
+    def _email_key(self, email: str) -> str:
+        return PREFIX + "email:" + lookup_digest(self._redis, "accounts", email)
+
+    def _insert_user(self, user: User, password_hash: str, created_at: float) -> bool:
+        keys = [self._email_key(user.email), _user_key(user.id), USERS, PREFIX + "role:" + user.role.value]
+        args = [
+            user.id,
+            user.email,
+            user.name,
+            user.role.value,
+            user.clinic or "",
+            password_hash,
+            repr(created_at),
+        ]
+        return bool(self._create_user(keys=keys, args=args))
+
+    @staticmethod
+    def _user(uid: str, fields: list[str | None]) -> User | None:
+        email, name, role, clinic = fields[:4]
+        if email is None or name is None or role is None:
+            return None
+        return User(uid, email, name, Role(role), clinic or None)
+
+    def _credentials(self, email: str) -> tuple[User, str] | None:
+        uid = self._redis.get(self._email_key(email))
+        if uid is None:
+            return None
+        fields = self._redis.hmget(_user_key(uid), [*_USER_FIELDS, "password_hash"])
+        user = self._user(uid, fields)
+        return None if user is None or fields[4] is None else (user, fields[4])
+
+    def _replace_hash(self, user_id: str, old: str, new: str) -> None:
+        self._replace(keys=[_user_key(user_id)], args=[old, new])
+
+    def _set_password(self, user_id: str, password_hash: str) -> None:
+        keys = [PREFIX + "user-sessions:" + user_id, _user_key(user_id)]
+        self._set_pw(keys=keys, args=[PREFIX + "session:", password_hash])
+
+    def get(self, user_id: str) -> User | None:
+        return self._user(user_id, self._redis.hmget(_user_key(user_id), list(_USER_FIELDS)))
+
+    def names(self, user_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(dict.fromkeys(user_ids))
+        pipe = self._redis.pipeline(transaction=False)
+        for uid in ids:
+            pipe.hget(_user_key(uid), "name")
+        return {uid: name for uid, name in zip(ids, pipe.execute(), strict=True) if name is not None}
+
+    def users(self, role: Role | None = None) -> list[User]:
+        index = USERS if role is None else PREFIX + "role:" + Role(role).value
+        ids: list[str] = self._redis.zrange(index, 0, -1)
+        pipe = self._redis.pipeline(transaction=False)
+        for uid in ids:
+            pipe.hmget(_user_key(uid), list(_USER_FIELDS))
+        found = (self._user(uid, fields) for uid, fields in zip(ids, pipe.execute(), strict=True))
+        return [u for u in found if u is not None]
+
+    # -- sessions ---------------------------------------------------------------------------------------
+
+    def _insert_session(self, sid: str, user_id: str, now: float, expires_at: float) -> bool:
+        keys = [_user_key(user_id), _session_key(sid), PREFIX + "user-sessions:" + user_id]
+        args: list[str | int] = [user_id, repr(now), repr(float(expires_at)), int(expires_at * 1000), sid]
+        return bool(self._open(keys=keys, args=args))
+
+    def _load_session(self, sid: str) -> Session | None:
+        uid, expires_at = self._redis.hmget(_session_key(sid), ["user_id", "expires_at"])
+        if uid is None or expires_at is None:
+            return None
+        role, clinic = self._redis.hmget(_user_key(uid), ["role", "clinic"])
+        if role is None:
+            return None
+        return Session(sid, uid, Role(role), clinic or None, float(expires_at))
+
+    def _delete_session(self, sid: str) -> None:
+        self._end(keys=[_session_key(sid)], args=[PREFIX + "user-sessions:", sid])
+
+    def _delete_sessions(self, user_id: str) -> int:
+        return int(self._end_all(keys=[PREFIX + "user-sessions:" + user_id], args=[PREFIX + "session:"]))
+
+    # -- clinic API keys --------------------------------------------------------------------------------
+
+    def _insert_key(self, digest: str, clinic: str, now: float) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(PREFIX + "key:" + digest, clinic)
+        pipe.sadd(PREFIX + "clinic-keys:" + clinic, digest)
+        pipe.execute()
+
+    def _load_key(self, digest: str) -> str | None:
+        clinic: str | None = self._redis.get(PREFIX + "key:" + digest)
+        return clinic
+
+    def _delete_keys(self, clinic: str) -> int:
+        return int(self._revoke(keys=[PREFIX + "clinic-keys:" + clinic], args=[PREFIX + "key:"]))
+
+    def close(self) -> None:
+        self._notices.close()
+        self._redis.close()
