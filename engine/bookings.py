@@ -6,6 +6,7 @@ blob, found through an open-addressing table of crc32 hashes); clinic, resource,
 the cancelling party are small codes into short lists. Per-patient and per-(clinic, day) lists
 are linked through two more columns, so no index holds an object per booking either. About
 100 bytes a booking, against ~400 for a slotted object with its strings and three indexes.
+The few cancellations that carry a reason keep it in a dict by row (most carry none).
 
 Readers get ``Booking`` values built on demand (copies: changing one changes nothing here).
 Only the store's owner writes (``add``, ``set_status``, ``move``): a region's ``RegionState``, or
@@ -217,6 +218,7 @@ class BookingStore:
         "key_row",
         "fingerprints",
         "key_fingerprint",
+        "reasons",
     )
 
     def __init__(self) -> None:
@@ -236,6 +238,7 @@ class BookingStore:
         self.key_row = array("i")
         self.fingerprints = Strings()
         self.key_fingerprint = array("I")
+        self.reasons: dict[int, str] = {}  # row -> the cancellation's reason, where one was given
 
     # Declared for mypy; set in __init__ from _COLUMNS.
     patient: array[int]
@@ -276,6 +279,7 @@ class BookingStore:
             self.booked_at[row],
             self.cancelled_at[row],
             self.parties.names[self.cancelled_by[row]],
+            self.reasons.get(row, ""),
         )
 
     def get(self, booking_id: str) -> Booking | None:
@@ -364,6 +368,8 @@ class BookingStore:
         self.booked_at.append(b.booked_at)
         self.cancelled_at.append(b.cancelled_at)
         self.cancelled_by.append(self.parties.add(b.cancelled_by))
+        if b.cancel_reason:
+            self.reasons[row] = b.cancel_reason
         self.next_of_patient.append(self.last_of_patient[patient])
         self.last_of_patient[patient] = row
         self.next_on_day.append(-1)
@@ -406,12 +412,16 @@ class BookingStore:
             at = nxt[at]
         nxt[at] = nxt[row]
 
-    def set_status(self, row: int, status: BookingStatus, at: int = 0, by: str = "") -> None:
-        """Cancel (with ``at`` and ``by``) or mark a no-show."""
+    def set_status(
+        self, row: int, status: BookingStatus, at: int = 0, by: str = "", reason: str = ""
+    ) -> None:
+        """Cancel (with ``at``, ``by`` and maybe a ``reason``) or mark a no-show."""
         self.status[row] = _STATUS_CODE[status]
         if status is BookingStatus.CANCELLED:
             self.cancelled_at[row] = at
             self.cancelled_by[row] = self.parties.add(by)
+            if reason:
+                self.reasons[row] = reason
 
     def move(self, row: int, resource: str, day: int, cell: int) -> None:
         """Reschedule within the clinic."""
@@ -442,6 +452,7 @@ class BookingStore:
             "key_row": self.key_row.tobytes(),
             "fingerprints": self.fingerprints.to_snapshot(),
             "key_fingerprint": self.key_fingerprint.tobytes(),
+            "reasons": sorted([row, reason] for row, reason in self.reasons.items()),
         }
 
     @classmethod
@@ -463,4 +474,5 @@ class BookingStore:
         store.key_row = _swapped(data["key_row"], "i", order)
         store.fingerprints = Strings.from_snapshot(data["fingerprints"], order)
         store.key_fingerprint = _swapped(data["key_fingerprint"], "I", order)
+        store.reasons = {row: reason for row, reason in data.get("reasons", ())}  # none before version 3
         return store

@@ -87,11 +87,14 @@ class Book:
 class Cancel:
     """Cancel a booking. ``by`` PATIENT: ``requester`` must be the patient, cells go FREE.
     CLINIC: ``requester`` is the clinic id and must own it; ADMIN: any booking. Those two
-    put the cells in BUFFER until now + the clinic's ``buffer_minutes``."""
+    put the cells in BUFFER until now + the clinic's ``buffer_minutes``. ``reason``: the
+    clinic's or admin's words to the patient (validated and bounded at the edge); a patient's
+    own cancellation carries none (INVALID)."""
 
     booking_id: str
     by: Party
     requester: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,7 @@ class Cancelled:
     by: str  # Party value
     at: int
     buffer_until: int  # 0: cells went FREE; else BUFFER until this epoch second
+    reason: str = ""  # v2: the clinic's or admin's words to the patient ("" for none, always for a patient)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,10 +281,11 @@ _FIELD_NAMES: dict[str, tuple[str, ...]] = {
 Upcaster = Callable[[list[Any]], list[Any]]
 
 # The version of each kind's fields as declared above (bump on change, add an upcaster).
-VERSIONS: dict[str, int] = {kind: 1 for kind in _EVENT_TYPES} | {"Rescheduled": 2}
+VERSIONS: dict[str, int] = {kind: 1 for kind in _EVENT_TYPES} | {"Rescheduled": 2, "Cancelled": 2}
 # (kind, version) -> the field values of version + 1, from those of ``version``.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("Rescheduled", 1): lambda values: [*values, "", -1, -1],  # the time before: not recorded
+    ("Cancelled", 1): lambda values: [*values, ""],  # v2 added ``reason``: none before
 }
 
 
@@ -294,16 +296,17 @@ def to_record(event: Event) -> list[Any]:
 
 def from_record(record: list[Any]) -> Event:
     """Inverse of ``to_record``; older versions are upcast first. Raises ValueError on an
-    unknown kind, a version newer than this code, a missing upcaster or a wrong arity."""
+    unknown kind, a version newer than this code, a missing upcaster or a wrong arity; the
+    message never quotes field values (a cancellation's reason is free text for the patient)."""
     if len(record) < 2 or not isinstance(record[1], int):
-        raise ValueError(f"not an event record: {record!r:.200}")
+        raise ValueError(f"not an event record: a {type(record).__name__} of {len(record)} items")
     kind, version, *values = record
     cls = _EVENT_TYPES.get(kind)
     if cls is None:
-        raise ValueError(f"not an event record: {record!r:.200}")
+        raise ValueError(f"not an event record: unknown kind {str(kind)[:40]!r}")
     values = upcast(kind, version, values)
     if len(values) != len(_FIELD_NAMES[kind]):
-        raise ValueError(f"not an event record: {record!r:.200}")
+        raise ValueError(f"not an event record: {kind} v{version} with {len(values)} fields")
     event: Event = cls(*values)
     return event
 

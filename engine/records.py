@@ -70,6 +70,7 @@ class Booking:
     booked_at: int  # epoch seconds
     cancelled_at: int = 0
     cancelled_by: str = ""  # "" or a Party value
+    cancel_reason: str = ""  # the clinic's or admin's words to the patient; "" for none
 
     def to_list(self) -> list[Any]:
         return [
@@ -85,6 +86,7 @@ class Booking:
             self.booked_at,
             self.cancelled_at,
             self.cancelled_by,
+            self.cancel_reason,
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,10 +104,11 @@ class Booking:
             "booked_at": self.booked_at,
             "cancelled_at": self.cancelled_at,
             "cancelled_by": self.cancelled_by,
+            "cancel_reason": self.cancel_reason,
         }
 
 
 def booking_from_list(r: list[Any]) -> Booking:
-    b = Booking(*r)
+    b = Booking(*r)  # lists from before reasons have 12 fields: ``cancel_reason`` defaults to ""
     b.status = BookingStatus(b.status)
     return b

@@ -10,7 +10,10 @@ store's indexes are stored as they are.
 This module is the other half of ``engine.state``: it reads and refills the state's private
 stores, and nothing else may. Changing what is stored means a new ``SNAPSHOT_VERSION``.
 
-Version 2 (a dict; what ``encode`` writes)::
+Version 3 (what ``encode`` writes): as version 2, and the booking store's dict carries
+``"reasons": [[row, reason], ...]`` (the cancellations that gave one, by row).
+
+Version 2 (read, never written; its bookings have no reasons)::
 
     {"v": 2, "region": "AB",
      ...                                              as version 1, except:
@@ -49,8 +52,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SNAPSHOT_VERSION = 2
-READABLE_VERSIONS = frozenset({1, 2})
+SNAPSHOT_VERSION = 3
+READABLE_VERSIONS = frozenset({1, 2, 3})
 
 
 def encode(state: RegionState) -> dict[str, Any]:

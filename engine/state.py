@@ -471,11 +471,13 @@ class RegionState:
             _refuse(_INVALID, "the booking is already cancelled")
         clinic = self.clinics[b.clinic]
         if by is Party.PATIENT:
+            if c.reason:
+                _refuse(_INVALID, "a patient's own cancellation carries no reason")
             if cell_epoch(b.day, b.cell, clinic.cell_minutes) - now < clinic.cancel_notice_hours * 3600:
                 _refuse(RefusalCode.TOO_LATE, "too close to the appointment to cancel online")
             return [Cancelled(c.booking_id, str(by), now, 0)]
         until = now + clinic.buffer_minutes * 60 if clinic.buffer_minutes > 0 else 0
-        return [Cancelled(c.booking_id, str(by), now, until)]
+        return [Cancelled(c.booking_id, str(by), now, until, c.reason)]
 
     def _decide_reschedule(self, c: Reschedule, now: int) -> list[Event]:
         b = self.booking(c.booking_id)
@@ -759,7 +761,7 @@ class RegionState:
     def _on_cancelled(self, e: Cancelled) -> None:
         store = self._bookings
         row = store.row(e.booking_id)
-        store.set_status(row, BookingStatus.CANCELLED, e.at, e.by)
+        store.set_status(row, BookingStatus.CANCELLED, e.at, e.by, e.reason)
         b = store.view(row)
         day, k = b.day, b.cells
         if e.buffer_until:

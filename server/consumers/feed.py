@@ -160,7 +160,7 @@ class BookingsReplica:
             if row < 0:
                 return
             if isinstance(event, Cancelled):
-                store.set_status(row, BookingStatus.CANCELLED, event.at, event.by)
+                store.set_status(row, BookingStatus.CANCELLED, event.at, event.by, event.reason)
             elif isinstance(event, Rescheduled):
                 store.move(row, event.resource, event.day, event.cell)
             else:
@@ -304,10 +304,11 @@ class Projection:
         booking = self._booking(view, reads, event.booking_id, position, "Cancelled")
         clinic = self._clinic(view, reads, booking.clinic, position, "Cancelled")
         # the reads may be later than this entry, but a cancelled booking never changes again
-        booking.status, booking.cancelled_at, booking.cancelled_by = (
+        booking.status, booking.cancelled_at, booking.cancelled_by, booking.cancel_reason = (
             BookingStatus.CANCELLED,
             event.at,
             event.by,
+            event.reason,
         )
         return Fact(view.region, position, index, "cancelled", booking, clinic, event.at, by=event.by)
 

@@ -51,6 +51,7 @@ class Endpoint:
     summary: str
     tag: str
     body: type[BaseModel] | None = None
+    body_required: bool = True  # False: an empty body means the model's defaults
     query: type[BaseModel] | None = None
     ok: int = 200
     ok_media: str = "application/json"
@@ -141,7 +142,7 @@ def build_document(
             op["parameters"] = params
         if ep.body is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": ep.body_required,
                 "content": {"application/json": {"schema": _model_schema(ep.body, components)}},
             }
         responses: dict[str, Any] = {}

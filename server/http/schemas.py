@@ -65,17 +65,30 @@ _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Control and invisible format characters: C0, DEL, C1, soft hyphen, zero-width and bidi marks
 # (U+200B-U+200F, U+202A-U+202E, U+2066-U+2069), line/paragraph separators, word joiners, BOM.
 _CONTROLS = r"\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
-# A name: at least one visible character, no control or format characters (in the document too).
+# At least one visible character, no control or format characters (in the document too).
+_VISIBLE_LINE = rf"^[^{_CONTROLS}]*[^\s{_CONTROLS}][^{_CONTROLS}]*$"
 Name = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True,
         min_length=1,
         max_length=200,
-        pattern=rf"^[^{_CONTROLS}]*[^\s{_CONTROLS}][^{_CONTROLS}]*$",
+        pattern=_VISIBLE_LINE,
     ),
 ]
 Date = Annotated[dt.date, BeforeValidator(_iso_date)]
+# What a clinic or support tells the patient about a cancellation: the same rule as a name, one line
+# of at most 300 characters (it is shown on the patient's bookings and in their e-mail, never logged).
+CANCEL_REASON_MAX = 300
+Reason = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=CANCEL_REASON_MAX,
+        pattern=_VISIBLE_LINE,
+    ),
+]
 
 
 def _integral(value: object) -> object:
@@ -153,6 +166,12 @@ class BookingBody(Body):
         if self.clinic is None or self.resource is None or self.service is None or self.start is None:
             raise ValueError("a booking by hold has no direct fields")
         return self.clinic, self.resource, self.service, self.start
+
+
+class CancelBody(Body):
+    """A clinic's or support's cancellation; the body may be left out (no reason)."""
+
+    reason: Reason | None = None
 
 
 class RescheduleBody(Body):

@@ -45,6 +45,8 @@ def booking_view(booking: Booking, clinic: Clinic) -> dict[str, Any]:
     if booking.cancelled_at:
         view["cancelled_at"] = epoch_iso(booking.cancelled_at)
         view["cancelled_by"] = booking.cancelled_by
+        if booking.cancel_reason:
+            view["cancel_reason"] = booking.cancel_reason  # the clinic's words to the patient
     return view
 
 

@@ -74,8 +74,15 @@ function bookingItem(b, upcoming) {
       el("button", { type: "button", class: "move", "aria-label": `${t("me.move")}: ${when}`, text: t("me.move"), onclick: () => openMover(b) }),
       el("button", { type: "button", class: "cancel danger", "aria-label": `${t("me.cancel")}: ${when}`, text: t("me.cancel"), onclick: () => cancel(b) }))
     : null;
+  // A clinic's or support's cancellation says who cancelled, and why when they wrote a reason.
+  const byOther = b.status === "cancelled" && (b.cancelled_by === "clinic" || b.cancelled_by === "admin");
+  const cancelNote = byOther
+    ? el("p", { class: "cancel-note" }, t(`me.cancelled_by.${b.cancelled_by}`),
+      b.cancel_reason ? [" ", el("span", { class: "cancel-reason", text: t("me.cancel_reason", { reason: b.cancel_reason }) })] : null)
+    : null;
   return el("li", { dataset: { booking: b.id, status: b.status } },
     el("p", {}, el("strong", { text: when }), " ", el("span", { class: "status", text: status })),
+    cancelNote,
     el("p", {}, el("a", { href: `/clinic/${encodeURIComponent(b.clinic)}?service=${encodeURIComponent(b.service)}`, text: b.clinic_name || b.clinic }),
       ` · ${serviceName(b.service)}`),
     el("p", { class: "muted" }, `${t("clinic.booking.id")}: ${b.id} · `,

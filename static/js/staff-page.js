@@ -114,11 +114,24 @@ async function act(path, body) {
   }
 }
 
-/** Cancelling a patient's booking is asked first, naming the patient and the time (the patient is told). */
-async function cancelBooking(b) {
+/**
+ * Cancelling a patient's booking is asked first in a dialog naming the patient and the time (the patient is
+ * told), with an optional reason that the patient sees in their e-mail and under "Mina bokningar".
+ */
+function cancelBooking(b) {
+  const dialog = $("cancel-dialog");
   const when = `${formatTime(b.start)}–${formatTime(b.end)}`;
-  if (!window.confirm(t("staff.cancel.confirm", { patient: b.patient_name || "", time: when }))) return;
-  await act(`/api/clinic/v1/bookings/${encodeURIComponent(b.id)}/cancel`, {});
+  $("cancel-what").textContent = t("staff.cancel.confirm", { patient: b.patient_name || "", time: when });
+  $("cancel-reason").value = "";
+  dialog.returnValue = "";
+  dialog.addEventListener("close", async () => {
+    if (dialog.returnValue !== "cancel") return;
+    // One line, as the server takes it: line breaks and tabs become spaces.
+    const reason = $("cancel-reason").value.replace(/\s+/g, " ").trim();
+    await act(`/api/clinic/v1/bookings/${encodeURIComponent(b.id)}/cancel`, reason ? { reason } : {});
+  }, { once: true });
+  dialog.showModal();
+  $("cancel-reason").focus();
 }
 
 /** Blocking over a booking is refused (SLOT_TAKEN): name the bookings in the way, from the day on screen. */

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from engine.events import VERSIONS, Booked, HoldExpired, Rescheduled, from_record, to_record, upcast
+from engine.events import (
+    VERSIONS,
+    Booked,
+    Cancelled,
+    HoldExpired,
+    Rescheduled,
+    from_record,
+    to_record,
+    upcast,
+)
 
 
 def test_records_carry_the_kind_and_its_version() -> None:
@@ -46,3 +55,25 @@ def test_a_version_1_reschedule_reads_with_its_previous_time_unknown() -> None:
     assert isinstance(event, Rescheduled) and not event.from_known
     moved = Rescheduled("AB-b1", "AB-c1-r2", 740000, 36, 1000, "AB-c1-r1", 739999, 40)
     assert moved.from_known and from_record(to_record(moved)) == moved
+
+
+def test_a_cancellation_carries_a_reason_since_version_2() -> None:
+    event = Cancelled("AB-b1", "clinic", 100, 700, "Kliniken är stängd")
+    assert to_record(event) == ["Cancelled", 2, "AB-b1", "clinic", 100, 700, "Kliniken är stängd"]
+    assert from_record(to_record(event)) == event
+    # version 1, from journals written before reasons: none
+    assert from_record(["Cancelled", 1, "AB-b1", "patient", 100, 0]) == Cancelled(
+        "AB-b1", "patient", 100, 0, ""
+    )
+
+
+def test_a_refused_record_is_not_quoted() -> None:
+    """A record's fields may hold free text (a reason written for the patient): errors never repeat them."""
+    for bad in (
+        ["Cancelled", 2, "AB-b1", "clinic", 100, 0, "Dr Svensson is ill", "extra"],
+        ["Nope", 1, "Dr Svensson is ill"],
+        ["Dr Svensson is ill"],
+    ):
+        with pytest.raises(ValueError) as raised:
+            from_record(bad)
+        assert "Svensson" not in str(raised.value)

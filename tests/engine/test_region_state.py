@@ -285,6 +285,22 @@ def test_cancel_by_clinic_or_admin_buffers_then_frees(by: Party, requester: str)
     assert state.free_count("AB-c1", MONDAY) == 64 and state.next_deadline() is None
 
 
+@pytest.mark.parametrize("by, requester", [(Party.CLINIC, "AB-c1"), (Party.ADMIN, "admin-1")])
+def test_a_clinic_or_admin_cancel_carries_its_reason_to_the_booking(by: Party, requester: str) -> None:
+    state, now = world(buffer_minutes=0)
+    state.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY, NINE), now)
+    state.apply(Book("AB-b2", "p1", R1, "checkup", MONDAY, cell(10)), now)
+    reason = "Tandläkaren är sjuk – ring 08-123 45 för en ny tid"
+    assert state.apply(Cancel("AB-b1", by, requester, reason), now) == [
+        Cancelled("AB-b1", str(by), now, 0, reason)
+    ]
+    state.apply(Cancel("AB-b2", by, requester), now)
+    assert state.booking("AB-b1").cancel_reason == reason
+    assert state.booking("AB-b2").cancel_reason == ""
+    assert [b.cancel_reason for b in state.bookings_of("p1")] == [reason, ""]  # by start
+    assert state.booking("AB-b1").to_dict()["cancel_reason"] == reason
+
+
 def test_cancel_refusals() -> None:
     state, now = world(first_day=MONDAY, now=epoch(MONDAY - 2, 9), cancel_notice_hours=24)
     state.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY, NINE), now)
@@ -292,6 +308,7 @@ def test_cancel_refusals() -> None:
     refuse(state, Cancel("AB-b1", Party.PATIENT, "p2"), now, RefusalCode.NOT_YOURS)
     refuse(state, Cancel("AB-b1", Party.CLINIC, "AB-c2"), now, RefusalCode.NOT_FOUND)
     refuse(state, Cancel("AB-b1", Party.PATIENT, "p1"), epoch(MONDAY - 1, 9, 1), RefusalCode.TOO_LATE)
+    refuse(state, Cancel("AB-b1", Party.PATIENT, "p1", "I am ill"), now, RefusalCode.INVALID)  # no reason
     state.apply(Cancel("AB-b1", Party.CLINIC, "AB-c1"), epoch(MONDAY, 8))  # the clinic is never late
     refuse(state, Cancel("AB-b1", Party.ADMIN, "admin"), now, RefusalCode.INVALID)
 

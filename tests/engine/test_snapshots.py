@@ -148,7 +148,7 @@ def test_a_version_1_snapshot_still_loads() -> None:
     data = msgpack.unpackb((Path(__file__).parent / "fixtures" / "snapshot-v1.msgpack").read_bytes())
     assert data["v"] == 1
     restored = RegionState.from_snapshot(data)
-    assert restored.to_snapshot()["v"] == SNAPSHOT_VERSION == 2
+    assert restored.to_snapshot()["v"] == SNAPSHOT_VERSION == 3
     by_id = sorted(state.all_bookings(), key=lambda b: b.id)
     assert sorted(restored.all_bookings(), key=lambda b: b.id) == by_id
     for b in by_id:
@@ -163,6 +163,24 @@ def test_a_version_1_snapshot_still_loads() -> None:
     assert restored.next_deadline() == state.next_deadline()
     again = RegionState.from_snapshot(msgpack.unpackb(packed(restored)))
     assert packed(again) == packed(restored)
+
+
+def test_a_cancellation_reason_survives_a_snapshot_and_a_version_2_snapshot_loads() -> None:
+    state, _, now = busy_history()
+    state.apply(Book("AB-b7", "p7", R2, "checkup", MONDAY + 3, cell(11)), now)
+    state.apply(Cancel("AB-b7", Party.CLINIC, "AB-c1", "Vattenläcka i kliniken"), now)
+    data = msgpack.unpackb(packed(state))
+    assert data["bookings"]["reasons"] == [[state.booking_count() - 1, "Vattenläcka i kliniken"]]
+    restored = RegionState.from_snapshot(data)
+    assert restored.booking("AB-b7").cancel_reason == "Vattenläcka i kliniken"
+    assert restored.bookings_of("p7") == state.bookings_of("p7")
+    assert packed(restored) == packed(state)
+    # version 2 was written before reasons: the same state without them
+    data["v"] = 2
+    del data["bookings"]["reasons"]
+    older = RegionState.from_snapshot(data)
+    assert older.booking("AB-b7").cancel_reason == ""
+    assert older.booking("AB-b7").status == BookingStatus.CANCELLED
 
 
 def test_bookings_read_back_as_made_through_cancel_and_move() -> None:

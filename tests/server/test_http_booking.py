@@ -7,6 +7,7 @@ cancel / reschedule, .ics, and 200 concurrent bookings of one time: exactly one 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -141,6 +142,50 @@ async def test_cancel_and_reschedule(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.json()["booking"]["status"] == "cancelled"
     r = await client.post(f"/api/bookings/{booking_id}/cancel", headers=who)
     assert_error_shape(r, 422, "INVALID")
+
+
+async def test_a_clinic_cancels_with_a_reason_the_patient_is_shown(
+    client: httpx.AsyncClient, live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clinic's (or support's) reason reaches the patient's booking; it is validated, and it never
+    reaches a log line or a metric. A patient's own cancellation carries none."""
+    caplog.set_level(logging.DEBUG)
+    who = await patient(client)
+    ids = []
+    for resource, cell in (("AB-c2-r1", CELL_0900), ("AB-c2-r1", CELL_0900 + 4), ("AB-c2-r2", CELL_0900)):
+        r = await client.post(
+            "/api/bookings", json=direct(resource, iso(LATER - 1, cell, 15), "AB-c2"), headers=who
+        )
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["booking"]["id"])
+    key = bearer(live.accounts.create_clinic_key("AB-c2"))
+    cancel = f"/api/clinic/v1/bookings/{ids[0]}/cancel"
+    for bad in ("x" * 301, "two\nlines", "   ", 5, ["x"]):
+        r = await client.post(cancel, json={"reason": bad}, headers=key)
+        assert assert_error_shape(r, 422, "INVALID")["field"] == "reason", bad
+    assert_error_shape(await client.post(cancel, json={"why": "x"}, headers=key), 422, "INVALID")
+    assert (await client.get(f"/api/bookings/{ids[0]}", headers=who)).json()["booking"]["status"] == "booked"
+
+    reason = "Tandläkaren är sjuk – ring oss på 08-123 45 67 för en ny tid"
+    r = await client.post(cancel, json={"reason": f"  {reason} "}, headers=key)
+    assert r.status_code == 200, r.text
+    assert r.json()["booking"]["cancel_reason"] == reason
+    _, admin = live.user(Role.ADMIN)
+    r = await client.post(
+        f"/api/admin/bookings/{ids[1]}/cancel", json={"reason": "Stängt"}, headers=bearer(admin)
+    )
+    assert r.status_code == 200 and r.json()["booking"]["cancel_reason"] == "Stängt"
+    r = await client.post(f"/api/bookings/{ids[2]}/cancel", json={"reason": "mine"}, headers=who)
+    assert r.status_code == 200 and "cancel_reason" not in r.json()["booking"]  # the patient's own: none
+
+    mine = {b["id"]: b for b in (await client.get("/api/bookings", headers=who)).json()["bookings"]}
+    assert (mine[ids[0]]["cancelled_by"], mine[ids[0]]["cancel_reason"]) == ("clinic", reason)
+    assert (mine[ids[1]]["cancelled_by"], mine[ids[1]]["cancel_reason"]) == ("admin", "Stängt")
+    assert mine[ids[2]]["cancelled_by"] == "patient" and "cancel_reason" not in mine[ids[2]]
+    metrics = (await client.get("/metrics")).text
+    assert "/api/clinic/v1/bookings/{id}/cancel" in caplog.text  # the access log was captured ...
+    for text in (caplog.text, metrics):
+        assert "Tandläkaren" not in text and "Stängt" not in text  # ... without the reason
 
 
 async def test_patient_cannot_cancel_inside_the_notice_period(client: httpx.AsyncClient) -> None:

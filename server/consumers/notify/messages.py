@@ -131,6 +131,9 @@ def compose(
     if clinic.phone:
         details_sv.append(f"Telefon: {clinic.phone}")
         details_en.append(f"Phone: {clinic.phone}")
+    if kind == "cancelled" and booking.cancel_reason:  # the clinic's or support's words, as written
+        details_sv.insert(0, f"Anledning: {booking.cancel_reason}")
+        details_en.insert(0, f"Reason: {booking.cancel_reason}")
     text = "\n".join(
         [
             f"Hej {to_name},",

@@ -73,9 +73,12 @@ def path_id(request: Request, name: str = "id") -> str:
 # -- input ----------------------------------------------------------------------------------------
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
+async def parse_body(request: Request, model: type[M], *, required: bool = True) -> M:
+    """The body validated by ``model``; ``required=False``: an empty body is the model's defaults."""
     raw = await request.body()
     if not raw.strip():
+        if not required:
+            return model()
         raise invalid("body", "a JSON object body is required")
     try:
         data = orjson.loads(raw)

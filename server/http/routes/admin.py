@@ -14,6 +14,7 @@ from server.http.errors import not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
     first_day,
+    parse_body,
     parse_query,
     path_id,
     region_or_404,
@@ -23,7 +24,7 @@ from server.http.routes.access import (
 )
 from server.http.routes.public import clinic_summary
 from server.http.routes.replies import json_response
-from server.http.schemas import AdminBookingsQuery
+from server.http.schemas import AdminBookingsQuery, CancelBody
 from server.http.views import booking_view
 from server.identity.accounts import Accounts
 from server.live.hub import Hub
@@ -78,8 +79,9 @@ async def cancel_booking(request: Request) -> Response:
     admin = require_admin(request)
     booking_id = path_id(request)
     region = region_or_404(booking_id)
+    body = await parse_body(request, CancelBody, required=False)
     regions = regions_of(request)
-    await regions.submit(Cancel(booking_id, Party.ADMIN, admin))
+    await regions.submit(Cancel(booking_id, Party.ADMIN, admin, body.reason or ""))
 
     def read(state: RegionState) -> dict[str, Any]:
         booking = state.booking(booking_id)
@@ -175,8 +177,10 @@ ENDPOINTS = [
         "POST",
         "/api/admin/bookings/{id}/cancel",
         cancel_booking,
-        "Cancel any booking",
+        "Cancel any booking, with an optional reason for the patient",
         "admin",
+        body=CancelBody,
+        body_required=False,
         errors=(409,),
         auth="admin",
     ),

@@ -32,7 +32,7 @@ from server.http.routes.access import (
     within_horizon,
 )
 from server.http.routes.replies import json_response
-from server.http.schemas import BlockBody, DayQuery, OpenBody
+from server.http.schemas import BlockBody, CancelBody, DayQuery, OpenBody
 from server.http.views import booking_view, end_iso
 from server.identity.accounts import Accounts
 
@@ -153,9 +153,10 @@ async def cancel_booking(request: Request) -> Response:
     region = region_or_404(booking_id)
     if region != region_or_404(clinic_id):
         raise not_found("no such booking")
+    body = await parse_body(request, CancelBody, required=False)
     regions = regions_of(request)
     # The engine refuses another clinic's booking as NOT_FOUND (mapped to 404).
-    await regions.submit(Cancel(booking_id, Party.CLINIC, clinic_id))
+    await regions.submit(Cancel(booking_id, Party.CLINIC, clinic_id, body.reason or ""))
 
     def read(state: RegionState) -> dict[str, Any]:
         booking = state.booking(booking_id)
@@ -229,8 +230,10 @@ ENDPOINTS = [
         "POST",
         "/api/clinic/v1/bookings/{id}/cancel",
         cancel_booking,
-        "Cancel a booking of the clinic (cells go to BUFFER, then FREE)",
+        "Cancel a booking of the clinic (cells go to BUFFER, then FREE), with an optional reason for the patient",
         "clinic",
+        body=CancelBody,
+        body_required=False,
         ok_schema=_BOOKING,
         errors=(409,),
         auth="clinic",
