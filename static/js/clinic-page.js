@@ -263,6 +263,7 @@ async function main() {
   if (clinic.services && !clinic.services.includes(service.id)) service = services.find((s) => clinic.services.includes(s.id)) || service;
   renderDetails();
   renderServiceSelect();
+  $("times").hidden = false; // with the details, so nothing on screen moves down when they arrive
   $("service").addEventListener("change", (ev) => {
     service = services.find((s) => s.id === ev.target.value);
     grid.setService(service);

@@ -112,6 +112,7 @@ async function main() {
   }
   service = services.find((s) => s.id === params.get("service")) || services.find((s) => s.id === "checkup") || services[0];
   $("clinic-name").textContent = clinic.name;
+  $("clinic-name").title = clinic.name; // the heading is one line: a long name ends in "…"
   document.title = `${clinic.name} – Tandtid`;
   renderHeading();
   renderQr();

@@ -2,21 +2,27 @@
 
 import { ApiError, get, post } from "./api.js";
 import { applyTranslations, t } from "./i18n.js";
-import { el } from "./shell.js";
+import { el, rememberRole } from "./shell.js";
 
 /** The signed-in user ({id, email, name, role, clinic?}) or null. */
 export async function currentUser() {
   try {
     const data = await get("/api/auth/me");
-    return data && data.user ? data.user : null;
+    const user = data && data.user ? data.user : null;
+    rememberRole(user ? user.role : null);
+    return user;
   } catch (err) {
-    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) return null;
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+      rememberRole(null);
+      return null;
+    }
     throw err;
   }
 }
 
 export async function signOut() {
   await post("/api/auth/logout", {});
+  rememberRole(null);
 }
 
 /**
@@ -52,6 +58,7 @@ export function authForm(container, { allowRegister = true, idPrefix = "auth" } 
         try {
           const data = await post(mode === "signin" ? "/api/auth/login" : "/api/auth/register", body);
           container.replaceChildren();
+          rememberRole(data.user.role);
           resolve(data.user);
         } catch (err) {
           message.textContent = err instanceof ApiError && err.status === 401 ? t("auth.failed")

@@ -4,12 +4,37 @@
 import { applyTranslations, lang, onLangChange, setLang, t } from "./i18n.js";
 import { bindStatus } from "./live.js";
 
+// [href, label, the role that sees the link (null: everybody)]. Staff and admin links are not shown to patients.
 const NAV = [
-  ["/", "nav.map"],
-  ["/me", "nav.me"],
-  ["/staff", "nav.staff"],
-  ["/admin", "nav.admin"],
+  ["/", "nav.map", null],
+  ["/me", "nav.me", null],
+  ["/staff", "nav.staff", "staff"],
+  ["/admin", "nav.admin", "admin"],
 ];
+// The signed-in user's role as last seen by this browser (set by session.js), so the header knows which links
+// to show at once, without asking the server before it paints. Only decides links; the server checks roles.
+const ROLE_KEY = "tandtid.role";
+
+function storedRole() {
+  try {
+    return localStorage.getItem(ROLE_KEY);
+  } catch {
+    return null; // storage disabled: patients' links only
+  }
+}
+
+/** Remember who is signed in (null: nobody) and show or hide the header's role links to match. */
+export function rememberRole(role) {
+  try {
+    if (role) localStorage.setItem(ROLE_KEY, role);
+    else localStorage.removeItem(ROLE_KEY);
+  } catch {
+    // storage disabled: the links follow this page only
+  }
+  for (const item of document.querySelectorAll("header.site li[data-role]")) {
+    item.hidden = item.dataset.role !== role && !item.querySelector("[aria-current]");
+  }
+}
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -38,10 +63,11 @@ export function mountShell({ active = "", live = null, nav = true } = {}) {
   header.append(el("a", { class: "brand", href: "/", "data-i18n": "app.name" }));
   if (nav) {
     const list = el("ul");
-    for (const [href, key] of NAV) {
+    const role = storedRole();
+    for (const [href, key, needs] of NAV) {
       const link = el("a", { href, "data-i18n": key });
       if (href === active) link.setAttribute("aria-current", "page");
-      list.append(el("li", {}, link));
+      list.append(el("li", { dataset: needs ? { role: needs } : {}, hidden: needs && needs !== role && href !== active }, link));
     }
     header.append(el("nav", { "data-i18n-label": "nav.label" }, list));
   }
@@ -52,11 +78,12 @@ export function mountShell({ active = "", live = null, nav = true } = {}) {
     tools.append(status);
     bindStatus(live, status);
   }
+  // "English" / "Svenska"; on a phone the short "EN" / "SV" keeps the header one row.
   const toggle = el("button", {
-    type: "button", class: "lang", id: "lang-toggle", "data-i18n": "lang.toggle", "data-i18n-label": "lang.toggle.label",
+    type: "button", class: "lang", id: "lang-toggle", "data-i18n-label": "lang.toggle.label",
     lang: lang() === "sv" ? "en" : "sv",
     onclick: () => setLang(lang() === "sv" ? "en" : "sv"),
-  });
+  }, el("span", { class: "long", "data-i18n": "lang.toggle" }), el("span", { class: "short", "data-i18n": "lang.toggle.short" }));
   onLangChange((next) => toggle.setAttribute("lang", next === "sv" ? "en" : "sv"));
   tools.append(toggle);
   header.append(tools);

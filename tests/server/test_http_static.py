@@ -14,6 +14,7 @@ import pytest
 
 from server.http.routes.pages import STATIC_DIR
 from server.http.static_assets import static_app
+from tests.support.live_server import LiveServer
 
 
 @pytest.fixture
@@ -61,3 +62,15 @@ def test_an_installed_server_finds_the_pages_it_is_told_about(tmp_path: Path) ->
         check=True,
     )
     assert shown.stdout.strip() == str(tmp_path / "index.html")
+
+
+async def test_the_favicon_is_served_and_every_page_links_it(live: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=live.url) as c:
+        ico = await c.get("/favicon.ico")
+        assert ico.status_code == 200 and ico.headers["content-type"] == "image/x-icon"
+        assert ico.content[:4] == b"\x00\x00\x01\x00"  # an icon file
+        svg = await c.get("/static/favicon.svg")
+        assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+        for path in ("/", "/clinic/AB-c1", "/me", "/kiosk/AB-c1", "/staff", "/admin"):
+            page = (await c.get(path)).text
+            assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page, path

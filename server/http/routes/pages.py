@@ -52,6 +52,14 @@ async def admin_page(request: Request) -> Response:
     return _page("admin.html")
 
 
+async def favicon(request: Request) -> Response:
+    """For clients that ask for /favicon.ico without reading the pages' <link rel="icon"> (the SVG)."""
+    path = STATIC_DIR / "favicon.ico"
+    if not path.is_file():
+        raise not_found("no favicon installed")
+    return FileResponse(path, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"})
+
+
 ENDPOINTS = [
     Endpoint("GET", "/", index_page, "The map", "pages", in_schema=False),
     Endpoint("GET", "/clinic/{id}", clinic_page, "A clinic's page", "pages", in_schema=False),
@@ -59,4 +67,5 @@ ENDPOINTS = [
     Endpoint("GET", "/kiosk/{id}", kiosk_page, "A clinic's kiosk", "pages", in_schema=False),
     Endpoint("GET", "/staff", staff_page, "Clinic staff", "pages", in_schema=False),
     Endpoint("GET", "/admin", admin_page, "Admin dashboard", "pages", in_schema=False),
+    Endpoint("GET", "/favicon.ico", favicon, "The site's icon", "pages", in_schema=False),
 ]

@@ -1,0 +1,79 @@
+"""Browser tests (integration, real server + headless Chromium): pages that fill in as data arrives do not
+move what is already on screen (Cumulative Layout Shift, as Chromium's layout-shift entries report it), and
+the header is one row on a phone with links for the patient's role only."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.browsing import DEMO, DEMO_PASSWORD, DESKTOP, PHONE, Contexts, sign_in, wait_live
+
+pytestmark = pytest.mark.browser
+
+# Every layout shift not caused by input, from the page's first moment (buffered).
+WATCH_SHIFTS = """
+window.__shifts = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) if (!entry.hadRecentInput) window.__shifts.push(entry.value);
+}).observe({ type: "layout-shift", buffered: true });
+"""
+GOOD_CLS = 0.1  # Lighthouse's and Web Vitals' line for "good"
+
+
+def shifted(page: Page) -> float:
+    total: float = page.evaluate("window.__shifts.reduce((a, b) => a + b, 0)")
+    return total
+
+
+def loaded_page(contexts: Contexts, path: str, viewport: dict[str, int]) -> Page:
+    context = contexts.new(viewport)
+    context.add_init_script(WATCH_SHIFTS)
+    page = context.new_page()
+    page.goto(path)
+    wait_live(page)
+    return page
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_the_clinic_page_does_not_shift_as_it_loads(contexts: Contexts, size: str) -> None:
+    page = loaded_page(contexts, "/clinic/AB-c1", PHONE if size == "phone" else DESKTOP)
+    expect(page.locator("#clinic-details-list dd").first).to_be_visible()
+    expect(page.locator("#grid section.day").first).to_be_visible()  # the times are drawn
+    page.wait_for_timeout(300)  # a frame or two after the last change, for its entry to arrive
+    assert shifted(page) < GOOD_CLS
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_the_kiosk_does_not_shift_as_it_loads(contexts: Contexts, size: str) -> None:
+    page = loaded_page(contexts, "/kiosk/AB-c1", PHONE if size == "phone" else DESKTOP)
+    expect(page.locator("#clinic-name")).not_to_be_empty()
+    expect(page.locator("#qr-img")).to_have_attribute("src", re.compile(r"^data:image/"))
+    page.locator("#kiosk-times li, #kiosk-none:not([hidden])").first.wait_for()
+    page.wait_for_timeout(300)
+    assert shifted(page) < GOOD_CLS
+
+
+def test_the_phone_header_is_one_row_with_the_links_of_the_role(contexts: Contexts) -> None:
+    for path in ("/", "/clinic/AB-c1", "/me"):
+        page = contexts.page(path, PHONE)
+        header = page.locator("header.site")
+        expect(header.locator("#lang-toggle")).to_be_visible()
+        box = header.bounding_box()
+        assert box is not None and box["height"] <= 60, (path, box)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
+        expect(header.locator("a[href='/me']")).to_be_visible()
+        expect(header.locator("a[href='/staff']")).to_be_hidden()  # not for patients
+        expect(header.locator("a[href='/admin']")).to_be_hidden()
+        for item in ("nav a[href='/']", "#lang-toggle", "#conn-status"):  # inside the screen, on the one row
+            inner = header.locator(item).bounding_box()
+            assert inner is not None and inner["x"] >= 0 and inner["x"] + inner["width"] <= PHONE["width"]
+            assert inner["y"] >= box["y"] and inner["y"] + inner["height"] <= box["y"] + box["height"]
+
+    staff = contexts.page("/staff", PHONE)
+    sign_in(staff, DEMO["staff"], DEMO_PASSWORD)
+    staff.goto("/")  # the role is remembered: the staff link shows on every page, the admin link does not
+    expect(staff.locator("header.site a[href='/staff']")).to_be_visible()
+    expect(staff.locator("header.site a[href='/admin']")).to_be_hidden()
