@@ -5,7 +5,7 @@ import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
 import { LiveConnection } from "./live.js";
 import { authForm, currentUser } from "./session.js";
 import { announce, el, mountShell } from "./shell.js";
-import { LiveSlotGrid } from "./slotgrid.js";
+import { LiveSlotGrid, onAnyResource } from "./slotgrid.js";
 import { formatDate, formatDateTime, formatTime, todayIso } from "./stockholm.js";
 
 const live = new LiveConnection();
@@ -114,8 +114,8 @@ async function pick(time) {
       await del(`/api/holds/${encodeURIComponent(old.id)}`).catch(() => null);
     }
     showReserving(time);
-    const data = await post("/api/holds", { clinic: clinic.id, resource: time.resource, service: service.id, start: time.start });
-    hold = data.hold;
+    hold = await onAnyResource(time, async (resource) =>
+      (await post("/api/holds", { clinic: clinic.id, resource, service: service.id, start: time.start })).hold);
     showHold();
   } catch (err) {
     clearHoldUi();

@@ -29,8 +29,9 @@ export function applyCellDiff(cells, runs) {
 }
 
 /**
- * Free start times per date: Map(date -> [{start, millis, minute, resource}]) sorted by time, one entry per
- * start time (the first resource that can take it, in resource order).
+ * Free start times per date: Map(date -> [{start, millis, minute, resource, resources}]) sorted by time, one
+ * entry per start time (a time is a time to the patient): `resources` are all that can take it, in resource
+ * order (how many patients still can), `resource` the first of them.
  */
 export function freeTimes(cells, { serviceMinutes, resourceIds, nowMillis = Date.now(), dates = null }) {
   const k = Math.max(1, Math.ceil(serviceMinutes / cells.cellMinutes));
@@ -50,10 +51,14 @@ export function freeTimes(cells, { serviceMinutes, resourceIds, nowMillis = Date
         if (run < k) continue;
         const first = i - k + 1;
         const minute = first * cells.cellMinutes;
-        if (starts.has(minute)) continue;
+        const known = starts.get(minute);
+        if (known) {
+          known.resources.push(rid);
+          continue;
+        }
         const { millis, iso } = wallClock(date, minute);
         if (millis <= nowMillis) continue;
-        starts.set(minute, { start: iso, millis, minute, resource: rid, date });
+        starts.set(minute, { start: iso, millis, minute, resource: rid, resources: [rid], date });
       }
     }
     byDate.set(date, [...starts.values()].sort((a, b) => a.minute - b.minute));

@@ -9,7 +9,7 @@ import { LiveConnection } from "./live.js";
 import { feedControl } from "./feed-control.js";
 import { authForm, currentUser, userBar } from "./session.js";
 import { announce, el, mountShell } from "./shell.js";
-import { LiveSlotGrid } from "./slotgrid.js";
+import { LiveSlotGrid, onAnyResource } from "./slotgrid.js";
 import { addDays, formatDate, formatDateTime, formatTime, todayIso } from "./stockholm.js";
 
 const live = new LiveConnection();
@@ -150,7 +150,8 @@ function closeMover() {
 
 async function reschedule(b, time) {
   try {
-    const data = await post(`/api/bookings/${encodeURIComponent(b.id)}/reschedule`, { resource: time.resource, start: time.start });
+    const data = await onAnyResource(time, (resource) =>
+      post(`/api/bookings/${encodeURIComponent(b.id)}/reschedule`, { resource, start: time.start }));
     closeMover();
     say(t("me.moved", { time: formatDateTime(data.booking.start) }), "ok");
     await loadBookings();

@@ -3,12 +3,29 @@
 // added and briefly highlighted, a time that is taken disappears (its day flashes so the change is seen).
 // Used by the clinic page (book) and by my bookings (move a booking).
 
+import { ApiError } from "./api.js";
 import { applyTranslations, onLangChange, t } from "./i18n.js";
 import { applyCellDiff, clinicCells, freeTimes } from "./freetimes.js";
 import { addDays, formatDate, formatTime, todayIso } from "./stockholm.js";
 import { el } from "./shell.js";
 
 const HIGHLIGHT_MS = 1600;
+
+/**
+ * attempt(resource) on each of a picked time's free resources in turn while the server answers SLOT_TAKEN (one
+ * taken a moment ago passes the patient's choice to the next): a time is only "taken" when every resource is.
+ * Resolves with the first success; rejects with the last refusal, or at once with any other error.
+ */
+export async function onAnyResource(time, attempt) {
+  const resources = time.resources && time.resources.length ? time.resources : [time.resource];
+  for (let i = 0; ; i++) {
+    try {
+      return await attempt(resources[i]);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.code === "SLOT_TAKEN") || i + 1 >= resources.length) throw err;
+    }
+  }
+}
 
 export class LiveSlotGrid {
   /**
@@ -134,7 +151,10 @@ export class LiveSlotGrid {
       if (!button) {
         button = el("button", {
           type: "button", class: "slot", dataset: { start: time.start, resource: time.resource, date: time.date },
-          onclick: () => this.onPick({ start: button.dataset.start, resource: button.dataset.resource, date: time.date }),
+          onclick: () => this.onPick({
+            start: button.dataset.start, resource: button.dataset.resource, date: time.date,
+            resources: (button.dataset.resources || button.dataset.resource).split(" "),
+          }),
         });
         const item = el("li", {}, button);
         if (previous) previous.closest("li").after(item);
@@ -143,6 +163,7 @@ export class LiveSlotGrid {
       } else if (button.dataset.resource !== time.resource) {
         button.dataset.resource = time.resource;
       }
+      button.dataset.resources = time.resources.join(" "); // every resource free then, tried in turn
       const taken = this.taken.has(time.start);
       button.classList.toggle("taken", taken);
       button.disabled = taken;

@@ -108,7 +108,8 @@ class Api:
     def free_times(
         self, clinic: str, service: str = "checkup", days: int = 7, **params: Any
     ) -> list[dict[str, Any]]:
-        """Future free starts ({start, resource, date}) of a clinic, earliest first, skipping the next 20 minutes."""
+        """Future free starts ({start, resource, resources, date}) of a clinic, earliest first, skipping the next
+        20 minutes (``resources``: every resource free then; ``resource`` the first)."""
         data = self.get(f"/api/clinics/{clinic}/availability", service=service, days=days, **params)
         soon = time.time() + 20 * 60
         out = []
@@ -116,7 +117,14 @@ class Api:
             for t in day["times"]:
                 start = t["start"]
                 if epoch_of(start) > soon:
-                    out.append({"start": start, "resource": t["resource"], "date": day["date"]})
+                    out.append(
+                        {
+                            "start": start,
+                            "resource": t["resource"],
+                            "resources": t["resources"],
+                            "date": day["date"],
+                        }
+                    )
         return out
 
     def today(self) -> str:

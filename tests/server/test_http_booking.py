@@ -67,7 +67,13 @@ async def test_public_reads(client: httpx.AsyncClient) -> None:
         )
     ).json()
     times = avail["days"][0]["times"]
-    assert times[0] == {"start": "2026-12-10T08:00:00+01:00", "resource": "AB-c1-r1"}
+    # one entry per start time, naming every resource free then
+    assert times[0] == {
+        "start": "2026-12-10T08:00:00+01:00",
+        "resource": "AB-c1-r1",
+        "resources": ["AB-c1-r1", "AB-c1-r2"],
+    }
+    assert len({t["start"] for t in times}) == len(times)
     summary = (await client.get("/api/regions/AB/summary", params={"from": "2026-12-07", "days": 2})).json()
     assert set(summary["clinics"]) == {"AB-c1", "AB-c2"} and len(summary["clinics"]["AB-c1"]) == 2
     near = (await client.get("/api/clinics", params={"near": "55.6,13.0", "limit": 1})).json()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from starlette.requests import Request
@@ -211,7 +213,12 @@ async def clinic_availability(request: Request) -> Response:
         else:
             per_day = {}
         for day in range(start_day, start_day + q.days):
-            times = [{"start": iso(day, cell, cm), "resource": res} for cell, res in per_day.get(day, [])]
+            # A time is a time: one entry per start, naming every resource free then (the first is the one
+            # to hold; the count is how many patients can still take it).
+            times = []
+            for cell, starts in groupby(per_day.get(day, []), key=itemgetter(0)):  # by cell, then resource
+                free = [res for _, res in starts]
+                times.append({"start": iso(day, cell, cm), "resource": free[0], "resources": free})
             days.append({"date": date_of(day).isoformat(), "times": times})
         return {"clinic": clinic_id, "service": q.service, "cell_minutes": cm, "days": days}
 
@@ -271,7 +278,7 @@ ENDPOINTS = [
         "GET",
         "/api/clinics/{id}/availability",
         clinic_availability,
-        "Free start times per day for a service",
+        "Free start times per day for a service: one per time, with every resource free then",
         "public",
         query=AvailabilityQuery,
     ),
