@@ -78,12 +78,14 @@ export function mountShell({ active = "", live = null, nav = true } = {}) {
     tools.append(status);
     bindStatus(live, status);
   }
-  // "English" / "Svenska"; on a phone the short "EN" / "SV" keeps the header one row.
+  // "English" / "Svenska", the button's name; on a phone it shows "EN" / "SV" (the name stays the word, for
+  // screen readers) so the header keeps to one row.
   const toggle = el("button", {
-    type: "button", class: "lang", id: "lang-toggle", "data-i18n-label": "lang.toggle.label",
+    type: "button", class: "lang", id: "lang-toggle",
     lang: lang() === "sv" ? "en" : "sv",
     onclick: () => setLang(lang() === "sv" ? "en" : "sv"),
-  }, el("span", { class: "long", "data-i18n": "lang.toggle" }), el("span", { class: "short", "data-i18n": "lang.toggle.short" }));
+  }, el("span", { class: "long", "data-i18n": "lang.toggle" }),
+  el("span", { class: "short", "aria-hidden": "true", "data-i18n": "lang.toggle.short" }));
   onLangChange((next) => toggle.setAttribute("lang", next === "sv" ? "en" : "sv"));
   tools.append(toggle);
   header.append(tools);
