@@ -14,6 +14,7 @@ from argon2 import PasswordHasher
 from redis.exceptions import RedisError
 
 from server.consumers.notify.ledger import Ledger, LedgerStore, RedisLedger
+from server.http.idempotency import InFlight, LocalInFlight, RedisInFlight
 from server.identity.accounts import Accounts, AccountStore
 from server.identity.calendar_tokens import FeedTokens, FeedTokenStore, RedisFeedTokens
 
@@ -33,6 +34,11 @@ def open_accounts(data_dir: Path, redis_url: str | None, *, hasher: PasswordHash
 
 def open_feed_tokens(data_dir: Path, redis_url: str | None) -> FeedTokenStore:
     return RedisFeedTokens(redis_url) if redis_url else FeedTokens(data_dir / ACCOUNTS_FILE)
+
+
+def open_in_flight(redis_url: str | None) -> InFlight:
+    """The "in progress" marks of keyed bookings (the decided keys live in the journal)."""
+    return RedisInFlight(redis_url) if redis_url else LocalInFlight()
 
 
 def open_ledger(data_dir: Path, redis_url: str | None) -> LedgerStore:

@@ -55,7 +55,7 @@ from server.live.hub import Hub
 from server.loop_lag import LoopLag
 from server.regions.routing import Regions
 from server.settings import Settings
-from server.stores import open_accounts, open_feed_tokens
+from server.stores import open_accounts, open_feed_tokens, open_in_flight
 
 log = logging.getLogger("tandtid.app")
 
@@ -103,6 +103,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
         app.state.accounts = store
         app.state.signer = SessionSigner(settings.secret_key, settings.session_ttl_s)
         app.state.feed_tokens = open_feed_tokens(settings.data_dir, settings.redis_url)
+        app.state.in_flight = open_in_flight(settings.redis_url)
         hub = Hub(regions, settings, identify=patient_of)
         app.state.hub = hub
         hub.start()
@@ -114,6 +115,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
             await lag.stop()
             await hub.stop()
             app.state.feed_tokens.close()
+            await app.state.in_flight.close()
             if own_accounts:
                 store.close()
 

@@ -2,7 +2,9 @@
 process) and a real notifier process killed with SIGKILL.
 
 - every expected e-mail arrives exactly once across a SIGKILL and a restart, including
-  entries appended while the restarted notifier tails the journal from another process;
+  entries appended while the restarted notifier tails the journal from another process
+  (with its ledger and the accounts in SQLite files, and with ``--redis``: journal, ledger
+  and accounts in a real redis-server);
 - reminders go out at the right instant across the October 2026 DST change (fake clock);
 - moved and cancelled bookings do not get stale reminders;
 - with no SMTP host, messages land in the outbox, one .eml per key, readable again.
@@ -29,6 +31,8 @@ from engine.events import Booked, Cancelled, ClinicRegistered, Event, Reschedule
 from engine.model import resource_to_record
 from persistence.codec import pack_events
 from persistence.file_journal import FileJournal
+from persistence.journal import Journal
+from persistence.redis_journal import RedisStreamJournal
 from server.consumers.notify.ledger import Ledger
 from server.consumers.notify.mailer import MailConfig, OutboxMailer, SmtpMailer
 from server.consumers.notify.messages import KEY_HEADER, message_id
@@ -36,8 +40,10 @@ from server.consumers.notify.notifier import Notifier
 from server.consumers.notify.outbox import Outbox
 from server.consumers.notify.reminders import parse_leads
 from server.identity.accounts import AccountStore, Role
+from server.stores import open_accounts, open_ledger
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, clinic
 from tests.support.smtp import Inbox, smtp_server
+from tests.support.stores import StoreBackend
 from tests.support.waiting import eventually, eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +74,7 @@ def booked(booking_id: str, patient: str, region: str, day: int, cell: int, at: 
     )
 
 
-async def append(journal: FileJournal, region: str, *events: Event) -> int:
+async def append(journal: Journal, region: str, *events: Event) -> int:
     return await journal.append(region, 1, pack_events([to_record(e) for e in events]))
 
 
@@ -85,7 +91,13 @@ def expected_keys(
     return keys
 
 
-def cursors(data: Path) -> dict[str, int]:
+def cursors(data: Path, redis_url: str | None = None) -> dict[str, int]:
+    if redis_url is not None:
+        ledger = open_ledger(data, redis_url)
+        try:
+            return ledger.cursors()
+        finally:
+            ledger.close()
     path = data / "notify.sqlite3"
     if not path.exists():
         return {}
@@ -98,7 +110,9 @@ def cursors(data: Path) -> dict[str, int]:
         db.close()
 
 
-def start_notifier(data: Path, smtp_port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_notifier(
+    data: Path, smtp_port: int, log: Path, redis_url: str | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "TANDTID_SMTP_HOST": "127.0.0.1",
@@ -108,7 +122,16 @@ def start_notifier(data: Path, smtp_port: int, log: Path) -> subprocess.Popen[by
     }
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "server.consumers.notify", "--data", str(data), "--regions", "AB,M"],
+            [
+                sys.executable,
+                "-m",
+                "server.consumers.notify",
+                "--data",
+                str(data),
+                "--regions",
+                "AB,M",
+                *(["--redis", redis_url] if redis_url else []),
+            ],
             cwd=REPO,
             env=env,
             stdout=out,
@@ -121,18 +144,18 @@ def start_notifier(data: Path, smtp_port: int, log: Path) -> subprocess.Popen[by
 
 @pytest.mark.slow
 async def test_sigkill_and_restart_send_every_email_exactly_once(
-    tmp_path: Path, smtp: tuple[Inbox, int]
+    tmp_path: Path, smtp: tuple[Inbox, int], backend: StoreBackend
 ) -> None:
     inbox, port = smtp
-    data = tmp_path / "data"
-    accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
+    data, url = tmp_path / "data", backend.redis_url
+    accounts = open_accounts(data, url, hasher=FAST_HASHER)
     patients = [
         accounts.create_user(f"p{i}@example.test", "password-123", f"Patient {i}", Role.PATIENT).id
         for i in range(4)
     ]
     accounts.close()
     ghost = "u_without_account"
-    journal = FileJournal(data)
+    journal: Journal = RedisStreamJournal(url) if url else FileJournal(data)
     await journal.open()
     batches: list[tuple[str, int, list[Event]]] = []
     owners: dict[str, str] = {}
@@ -174,7 +197,7 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(
 
         inbox.hold_after = 12
         log = tmp_path / "notifier.log"
-        first = start_notifier(data, port, log)
+        first = start_notifier(data, port, log, url)
         try:
             eventually_sync(
                 inbox.holding.is_set, timeout=WAIT_S, what="the notifier to be in the middle of sending"
@@ -187,12 +210,13 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(
         inbox.release.set()
         assert 12 <= len(inbox.keys()) < len(wanted)
 
-        second = start_notifier(data, port, log)
+        second = start_notifier(data, port, log, url)
         try:
             last = {r: max(p for reg, p, _ in batches if reg == r) for r in ("AB", "M")}
             eventually_sync(
                 lambda: (
-                    set(inbox.keys()) >= wanted and all(cursors(data).get(r, 0) >= p for r, p in last.items())
+                    set(inbox.keys()) >= wanted
+                    and all(cursors(data, url).get(r, 0) >= p for r, p in last.items())
                 ),
                 timeout=WAIT_S,
                 what="every e-mail after the restart",
@@ -203,7 +227,7 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(
             await add("AB", booked("AB-b900", patients[0], "AB", FIRST_DAY + 2, CELL_0900 + 8))
             wanted |= {f"AB:{batches[-1][1]}:0:booked"}
             eventually_sync(
-                lambda: set(inbox.keys()) >= wanted and cursors(data).get("AB", 0) >= batches[-1][1],
+                lambda: set(inbox.keys()) >= wanted and cursors(data, url).get("AB", 0) >= batches[-1][1],
                 timeout=WAIT_S,
                 what="the e-mail of a booking journaled while the notifier runs",
             )

@@ -26,6 +26,7 @@ from engine.records import Booking
 from engine.state import RegionState
 from server.http import ids
 from server.http.errors import ApiError, invalid, not_found
+from server.http.idempotency import InFlight
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
     locate_start,
@@ -121,10 +122,6 @@ def idempotency_digest(key: str) -> str:
     return hashlib.sha256(b"tandtid/idempotency/v1:" + key.encode()).hexdigest()[:32]
 
 
-# (patient, key digest) of keyed bookings in flight in this process: a concurrent twin is 409.
-_KEYED_IN_FLIGHT: set[tuple[str, str]] = set()
-
-
 async def _key_used_elsewhere(request: Request, patient: str, digest: str, region: str) -> bool:
     """True if the patient's key already names a booking in another region than ``region``."""
 
@@ -152,9 +149,10 @@ async def create_booking(request: Request) -> Response:
     if not key:
         return await _book(request, body, patient, region, "")
     digest = idempotency_digest(key)
-    if (patient, digest) in _KEYED_IN_FLIGHT:
+    in_flight: InFlight = request.app.state.in_flight  # a concurrent twin (on any node) is 409
+    claim = await in_flight.claim(patient, digest)
+    if claim is None:
         raise ApiError(409, "IDEMPOTENCY_MISMATCH", "a request with this Idempotency-Key is in progress")
-    _KEYED_IN_FLIGHT.add((patient, digest))
     try:
         if await _key_used_elsewhere(request, patient, digest, region):
             raise ApiError(
@@ -162,7 +160,7 @@ async def create_booking(request: Request) -> Response:
             )
         return await _book(request, body, patient, region, digest)
     finally:
-        _KEYED_IN_FLIGHT.discard((patient, digest))
+        await in_flight.release(patient, digest, claim)
 
 
 async def _book(request: Request, body: BookingBody, patient: str, region: str, key: str) -> Response:

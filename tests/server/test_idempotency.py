@@ -1,0 +1,55 @@
+"""Contract tests for server.http.idempotency (the "in progress" marks of keyed bookings): in this
+process, and in a real redis-server shared by two nodes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from server.http.idempotency import InFlight, RedisInFlight
+from server.stores import open_in_flight
+from tests.support.redis_server import RedisServer
+from tests.support.stores import StoreBackend
+from tests.support.waiting import eventually
+
+
+@pytest.fixture
+async def marks(backend: StoreBackend) -> AsyncIterator[InFlight]:
+    found = open_in_flight(backend.redis_url)
+    yield found
+    await found.close()
+
+
+async def test_a_twin_is_refused_until_the_first_is_decided(marks: InFlight) -> None:
+    first = await marks.claim("u_a", "digest-1")
+    assert first is not None
+    assert await marks.claim("u_a", "digest-1") is None
+    assert await marks.claim("u_a", "digest-2") is not None  # another key
+    assert await marks.claim("u_b", "digest-1") is not None  # another patient's same key
+    await marks.release("u_a", "digest-1", first)
+    assert await marks.claim("u_a", "digest-1") is not None
+
+
+async def test_two_nodes_share_the_marks_and_a_dead_nodes_mark_expires(module_redis: RedisServer) -> None:
+    url = module_redis.url
+    a, b = RedisInFlight(url, ttl_s=0.3), RedisInFlight(url, ttl_s=0.3)
+    try:
+        claim = await a.claim("u_x", "digest-9")
+        assert claim is not None
+        client = redis.Redis.from_url(url, decode_responses=True)
+        names = client.keys("tandtid:{idempotency}:*")
+        client.close()
+        assert names and all("u_x" not in n and "digest" not in n for n in names)  # no personal data
+        assert await b.claim("u_x", "digest-9") is None  # the twin went to the other node
+        await b.release("u_x", "digest-9", "not-the-claim")  # only its holder releases a mark
+        assert await b.claim("u_x", "digest-9") is None
+        # a never releases (its node died): the mark expires by itself
+        again = await eventually(lambda: b.claim("u_x", "digest-9"), what="the dead node's mark to expire")
+        await a.release("u_x", "digest-9", claim)  # a late release does not free b's claim
+        assert await a.claim("u_x", "digest-9") is None
+        await b.release("u_x", "digest-9", again)
+    finally:
+        await a.close()
+        await b.close()
