@@ -40,6 +40,18 @@ _RETRY_S = 0.5  # between attempts to listen again after the subscription broke
 _POLL_S = 0.2  # how long one wait for a notice blocks (bounds how long close() waits)
 
 
+# A consumer's cursor in a hash region -> position: never moves backwards (a stale writer must
+# not rewind another's progress). CURSOR_LUA defines advance() for scripts that move one;
+# ADVANCE_LUA is the whole script (KEYS[1] the hash; ARGV region, position).
+CURSOR_LUA = """
+local function advance(cursors, region, position)
+  local at = tonumber(redis.call('HGET', cursors, region) or '-1')
+  if tonumber(position) > at then redis.call('HSET', cursors, region, position) end
+end
+"""
+ADVANCE_LUA = CURSOR_LUA + "advance(KEYS[1], ARGV[1], ARGV[2])\nreturn 0\n"
+
+
 def connect(url: str) -> Client:
     """A thread-safe client (a connection pool) answering ``str``."""
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)

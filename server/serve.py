@@ -344,7 +344,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             journal, health=built.app.state.health, states=None if settings.node else built.regions.state_of
         )
         notifier = Notifier.from_env(feed, settings.data_dir, redis_url=settings.redis_url)
-        webhooks = WebhookDispatcher.open(feed, settings.data_dir)
+        webhooks = WebhookDispatcher.open(feed, settings.data_dir, settings.redis_url)
         await notifier.start()
         await webhooks.start()
         await feed.start()

@@ -14,12 +14,14 @@ from argon2 import PasswordHasher
 from redis.exceptions import RedisError
 
 from server.consumers.notify.ledger import Ledger, LedgerStore, RedisLedger
+from server.consumers.webhooks.store import Webhooks, WebhookStore
 from server.http.idempotency import InFlight, LocalInFlight, RedisInFlight
 from server.identity.accounts import Accounts, AccountStore
 from server.identity.calendar_tokens import FeedTokens, FeedTokenStore, RedisFeedTokens
 
 ACCOUNTS_FILE = "accounts.sqlite3"
 NOTIFY_FILE = "notify.sqlite3"
+WEBHOOKS_FILE = "webhooks.sqlite3"
 # What a store raises when its storage fails (a full disk, Redis unreachable): worth a retry.
 STORE_ERRORS = (sqlite3.Error, RedisError, OSError)
 
@@ -44,3 +46,12 @@ def open_in_flight(redis_url: str | None) -> InFlight:
 def open_ledger(data_dir: Path, redis_url: str | None) -> LedgerStore:
     """The notifier's cursors and sent-message keys."""
     return RedisLedger(redis_url) if redis_url else Ledger(data_dir / NOTIFY_FILE)
+
+
+def open_webhooks(data_dir: Path, redis_url: str | None) -> Webhooks:
+    """Webhook endpoints, deliveries and the dispatcher's cursors."""
+    if redis_url:
+        from server.consumers.webhooks.redis_store import RedisWebhookStore
+
+        return RedisWebhookStore(redis_url)
+    return WebhookStore(data_dir / WEBHOOKS_FILE)

@@ -32,8 +32,15 @@ USERS = PREFIX + "users"
 CHANNEL = PREFIX + "changed"
 _USER_FIELDS = ("email", "name", "role", "clinic")
 
+# Safe to run twice (a reply lost with the connection, the call sent again): the e-mail's owner
+# is this very uid then, and that is a success.
 _CREATE_USER = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+local owner = redis.call('GET', KEYS[1])
+if owner then
+  if owner == ARGV[1] then return 1 end
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], 'email', ARGV[2], 'name', ARGV[3], 'role', ARGV[4], 'clinic', ARGV[5],
            'password_hash', ARGV[6], 'created_at', ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])

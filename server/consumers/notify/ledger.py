@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from server.redis_state import connect
+from server.redis_state import ADVANCE_LUA, CURSOR_LUA, connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursors (region TEXT PRIMARY KEY, position INTEGER NOT NULL);
@@ -122,18 +122,13 @@ class Ledger:
 _NOTIFY = "tandtid:{notify}:"
 CURSORS = _NOTIFY + "cursors"
 SENT = _NOTIFY + "sent"
-# KEYS: cursors hash; ARGV: region, position. A cursor never moves backwards.
-ADVANCE_LUA = """
-local at = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) > at then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+_RECORD = (
+    CURSOR_LUA
+    + """
+redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
+if ARGV[1] ~= '' then advance(KEYS[1], ARGV[1], ARGV[2]) end
 return 0
 """
-_RECORD = (
-    """
-redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
-if ARGV[1] == '' then return 0 end
-"""
-    + ADVANCE_LUA
 )
 
 

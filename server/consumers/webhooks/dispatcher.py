@@ -54,10 +54,11 @@ import orjson
 
 from persistence.journal import Journal
 from server.consumers.feed import Fact, PendingCursors
-from server.consumers.follow import Feed, Up
+from server.consumers.follow import Feed, Up, why
 from server.consumers.webhooks.signing import HEADER, sign
-from server.consumers.webhooks.store import Attempt, QueuedRow, WebhookStore
+from server.consumers.webhooks.store import Attempt, QueuedRow, Webhooks
 from server.http.views import end_iso, epoch_iso
+from server.stores import STORE_ERRORS, open_webhooks
 
 log = logging.getLogger("tandtid.webhooks")
 
@@ -248,7 +249,7 @@ class WebhookDispatcher:
     def __init__(
         self,
         source: Journal | Feed,
-        store: WebhookStore,
+        store: Webhooks,
         *,
         clock: Callable[[], float] = time.time,
         regions: Iterable[str] | None = None,
@@ -279,9 +280,12 @@ class WebhookDispatcher:
         self.feed.add(self)
 
     @classmethod
-    def open(cls, source: Journal | Feed, data_dir: Path, **options: object) -> WebhookDispatcher:
-        """The dispatcher of a data directory (``webhooks.sqlite3``); it closes the store on stop."""
-        dispatcher = cls(source, WebhookStore(data_dir / "webhooks.sqlite3"), **options)  # type: ignore[arg-type]
+    def open(
+        cls, source: Journal | Feed, data_dir: Path, redis_url: str | None = None, **options: object
+    ) -> WebhookDispatcher:
+        """The dispatcher of a data directory (``webhooks.sqlite3``), or of the Redis at
+        ``redis_url``; it closes the store on stop."""
+        dispatcher = cls(source, open_webhooks(data_dir, redis_url), **options)  # type: ignore[arg-type]
         dispatcher._owns_store = True
         return dispatcher
 
@@ -372,6 +376,19 @@ class WebhookDispatcher:
                 async with asyncio.timeout(max(wait, 0.0)):  # not wait_for: it can swallow a cancel
                     await self._wake.wait()
 
+    async def _record(self, write: Callable[[], None]) -> None:
+        """Record an attempt's outcome, retrying while the store fails (Redis away, a full disk):
+        the POST has happened, and an outcome left unrecorded would send it again."""
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.to_thread(write)
+                return
+            except STORE_ERRORS as exc:
+                log.error("a webhook attempt's outcome not recorded (%s); retrying in %.1fs", why(exc), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _attempt(self, head: Attempt) -> None:
         delivery = head.delivery
         try:
@@ -395,7 +412,7 @@ class WebhookDispatcher:
                 error = str(exc) if refused else exc.__class__.__name__
             now = self.clock()
             if not error:
-                await asyncio.to_thread(self.store.delivered, delivery.id, now, status)
+                await self._record(lambda: self.store.delivered(delivery.id, now, status))
                 return
             next_at: float | None = now + min(self.backoff_base_s * 2**delivery.attempts, self.backoff_cap_s)
             if now - delivery.created_at >= self.give_up_after_s:
@@ -406,7 +423,7 @@ class WebhookDispatcher:
                     delivery.endpoint,
                     delivery.attempts + 1,
                 )
-            await asyncio.to_thread(self.store.attempt_failed, delivery.id, now, error, status, next_at)
+            await self._record(lambda: self.store.attempt_failed(delivery.id, now, error, status, next_at))
         finally:
             self._inflight.pop(delivery.endpoint, None)
             self._wake.set()

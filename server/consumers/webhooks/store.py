@@ -1,6 +1,8 @@
-"""Webhook endpoints, their deliveries and the dispatcher's journal cursors, in one SQLite file
-(``<data_dir>/webhooks.sqlite3``; WAL, ``synchronous=FULL``; thread-safe, call it through
-``asyncio.to_thread`` from async code).
+"""Webhook endpoints, their deliveries and the dispatcher's journal cursors: :class:`Webhooks`
+is what the dispatcher and the routes use; :class:`WebhookStore` keeps it in one SQLite file
+(``<data_dir>/webhooks.sqlite3``; WAL, ``synchronous=FULL``), and
+:class:`~server.consumers.webhooks.redis_store.RedisWebhookStore` in Redis (``--redis``). Both
+are thread-safe; call them through ``asyncio.to_thread`` from async code.
 
 A delivery is one event for one endpoint. Deliveries of an endpoint go out strictly in the
 order of their row ids, which is journal order (one clinic lives in one region): only the
@@ -18,7 +20,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -132,6 +134,60 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         float(row[13]),
         None if row[14] is None else int(row[14]),
     )
+
+
+class Webhooks(Protocol):
+    def create_endpoint(self, clinic: str, url: str, events: list[str], now: float) -> tuple[Endpoint, str]:
+        """A new endpoint and its signing secret (returned once; shown to the clinic once)."""
+        ...
+
+    def endpoints(self, clinic: str) -> list[Endpoint]:
+        """The clinic's live endpoints, oldest first."""
+        ...
+
+    def endpoint(self, clinic: str, endpoint_id: str) -> Endpoint | None: ...
+
+    def delete_endpoint(self, clinic: str, endpoint_id: str, now: float) -> bool:
+        """Stop the endpoint; its pending deliveries are cancelled (the log stays readable)."""
+        ...
+
+    def subscribers(self, clinic: str, event_type: str, at: float) -> list[str]:
+        """Ids of the clinic's live endpoints that chose ``event_type`` and existed at ``at``."""
+        ...
+
+    def cursors(self) -> dict[str, int]: ...
+
+    def enqueue(self, region: str, position: int, rows: list[QueuedRow], now: float) -> None:
+        """Queue the deliveries of one journal entry and move the region's cursor past it, in one step."""
+        ...
+
+    def advance(self, region: str, position: int) -> None:
+        """Move the region's cursor (never backwards)."""
+        ...
+
+    def heads(self) -> list[Attempt]:
+        """The oldest pending delivery of every endpoint that has one."""
+        ...
+
+    def delivered(self, delivery_id: int, now: float, status_code: int) -> None: ...
+
+    def attempt_failed(
+        self, delivery_id: int, now: float, error: str, status_code: int, next_attempt_at: float | None
+    ) -> None:
+        """Record a failed attempt; ``next_attempt_at`` None means give up (status failed)."""
+        ...
+
+    def deliveries(
+        self, endpoint_id: str, *, limit: int = 100, status: str | None = None, before: int | None = None
+    ) -> list[Delivery]:
+        """The endpoint's delivery log, newest first."""
+        ...
+
+    def replay(self, endpoint_id: str, delivery_id: int, now: float) -> Delivery | None:
+        """Queue a copy of a delivery at the end of its endpoint's queue; None if there is none."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class WebhookStore:

@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.consumers.webhooks.dispatcher import EVENT_TYPES, allow_http, allow_private, url_problem
-from server.consumers.webhooks.store import STATUSES, WebhookStore
+from server.consumers.webhooks.store import STATUSES, Webhooks
 from server.http.errors import invalid, not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import now_s, parse_body, parse_query, path_id, require_clinic
 from server.http.routes.replies import json_response, no_content
 from server.http.schemas import Body, Query
+from server.stores import open_webhooks
 
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 _OPEN_LOCK = threading.Lock()
@@ -40,14 +41,15 @@ class DeliveriesQuery(Query):
     before: Annotated[int, Field(ge=1)] | None = None
 
 
-def webhook_store(request: Request) -> WebhookStore:
+def webhook_store(request: Request) -> Webhooks:
     state = request.app.state
-    store: WebhookStore | None = getattr(state, "webhook_store", None)
+    store: Webhooks | None = getattr(state, "webhook_store", None)
     if store is None:
         with _OPEN_LOCK:
             store = getattr(state, "webhook_store", None)
             if store is None:
-                store = state.webhook_store = WebhookStore(state.settings.data_dir / "webhooks.sqlite3")
+                settings = state.settings
+                store = state.webhook_store = open_webhooks(settings.data_dir, settings.redis_url)
     return store
 
 
@@ -83,7 +85,7 @@ async def delete_endpoint(request: Request) -> Response:
     return no_content()
 
 
-async def _own_endpoint(request: Request) -> tuple[WebhookStore, str]:
+async def _own_endpoint(request: Request) -> tuple[Webhooks, str]:
     _, clinic = require_clinic(request)
     endpoint_id = path_id(request)
     store = webhook_store(request)
