@@ -4,11 +4,14 @@ test runs against a real SQLite file and a real redis-server."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from server.consumers.webhooks.redis_store import RedisWebhookStore
 from server.consumers.webhooks.store import CANCELLED, DELIVERED, FAILED, PENDING, Webhooks
 from server.stores import open_webhooks
+from tests.support.redis_server import RedisServer
 from tests.support.stores import StoreBackend
 
 CREATED, UPDATED = "booking.created", "booking.cancelled"
@@ -135,3 +138,24 @@ def test_survives_reopen(backend: StoreBackend) -> None:
         assert [h.delivery.event_id for h in again.heads()] == ["evt_1"]
     finally:
         again.close()
+
+
+def test_every_node_sees_endpoint_changes_at_once(module_redis: RedisServer, tmp_path: Path) -> None:
+    """Redis: the dispatcher's endpoints from memory (subscriptions) on node B follow what node A
+    creates and deletes, from the next call on (a version bumped in the same step)."""
+    backend = StoreBackend("redis", tmp_path, module_redis.url)
+    backend.flush()
+    a, b = RedisWebhookStore(module_redis.url), RedisWebhookStore(module_redis.url)
+    try:
+        assert b.subscriptions() == {}
+        made, _ = a.create_endpoint("AB-c1", "https://a.example/hook", [CREATED], 1.0)
+        other, _ = a.create_endpoint("M-c1", "https://m.example/hook", [UPDATED], 2.0)
+        assert b.subscriptions() == {"AB-c1": [made], "M-c1": [other]}
+        assert b.subscriptions() is b.subscriptions()  # unchanged: from memory
+        assert a.delete_endpoint("AB-c1", made.id, 3.0)
+        assert b.subscriptions() == {"M-c1": [other]}
+        names = " ".join(backend.key_names())
+        assert "example" not in names
+    finally:
+        a.close()
+        b.close()

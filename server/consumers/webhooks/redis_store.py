@@ -5,6 +5,8 @@ Keys (hash tag ``{webhooks}``; no personal data: ids, clinic and region codes)::
 
     tandtid:{webhooks}:endpoint:<id>          hash: clinic, url, secret, events (JSON), created_at, deleted
     tandtid:{webhooks}:clinic:<clinic>        sorted set of the clinic's live endpoints by created_at
+    tandtid:{webhooks}:endpoints              sorted set of every live endpoint by created_at
+    tandtid:{webhooks}:endpoints-version      INCR'd by every create and delete (in the same step)
     tandtid:{webhooks}:delivery-id            INCR counter: delivery ids, journal order per endpoint
     tandtid:{webhooks}:delivery:<id>          hash: the delivery's fields (body: the JSON sent)
     tandtid:{webhooks}:log:<endpoint>         sorted set of the endpoint's delivery ids (its log)
@@ -18,7 +20,8 @@ every status change, so none is lost or queued twice. Unlike a SQLite commit, a 
 and still raise here (its reply lost with the connection; redis-py may even send it again), so
 each is safe to run twice: an entry at or below its region's cursor is not queued again, and
 an outcome is recorded only on a pending delivery. Endpoint changes are announced on the
-channel so that a node caching endpoints can drop them (``server.redis_state.Notices``).
+channel (for whoever listens), and bump the version that :meth:`RedisWebhookStore.subscriptions`
+checks once per call, so every node's dispatcher sees an endpoint from the moment it exists.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ PREFIX = "tandtid:{webhooks}:"
 CURSORS = PREFIX + "cursors"
 COUNTER = PREFIX + "delivery-id"
 PENDING_ENDPOINTS = PREFIX + "pending-endpoints"
+ALL_ENDPOINTS = PREFIX + "endpoints"
+VERSION = PREFIX + "endpoints-version"
 CHANNEL = PREFIX + "changed"
 _FIELDS = (
     "id",
@@ -100,7 +105,7 @@ return 0
 """
 )
 
-# KEYS: endpoint hash, clinic set; ARGV: prefix, clinic, endpoint id, now
+# KEYS: endpoint hash, clinic set, all endpoints, version; ARGV: prefix, clinic, endpoint id, now
 _DELETE_ENDPOINT = (
     _QUEUE
     + """
@@ -110,6 +115,8 @@ if redis.call('HGET', KEYS[1], 'clinic') ~= ARGV[2] or redis.call('HGET', KEYS[1
 end
 redis.call('HSET', KEYS[1], 'deleted', 1)
 redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('INCR', KEYS[4])
 for _, id in ipairs(redis.call('ZRANGE', p .. 'pending:' .. ARGV[3], 0, -1)) do
   redis.call('HSET', p .. 'delivery:' .. id, 'status', 'cancelled', 'finished_at', ARGV[4],
              'last_error', 'endpoint deleted')
@@ -206,6 +213,7 @@ class RedisWebhookStore:
         self._settle = self._redis.register_script(_SETTLE)
         self._replay = self._redis.register_script(_REPLAY)
         self._advance = self._redis.register_script(ADVANCE_LUA)
+        self._subscriptions: tuple[int, dict[str, list[Endpoint]]] = (-1, {})
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -225,6 +233,8 @@ class RedisWebhookStore:
             },
         )
         pipe.zadd(PREFIX + "clinic:" + clinic, {endpoint.id: now})
+        pipe.zadd(ALL_ENDPOINTS, {endpoint.id: now})
+        pipe.incr(VERSION)
         pipe.publish(CHANNEL, "endpoints " + clinic)
         pipe.execute()
         return endpoint, secret
@@ -244,11 +254,38 @@ class RedisWebhookStore:
         return next((e for e in self.endpoints(clinic) if e.id == endpoint_id), None)
 
     def delete_endpoint(self, clinic: str, endpoint_id: str, now: float) -> bool:
-        keys = [PREFIX + "endpoint:" + endpoint_id, PREFIX + "clinic:" + clinic]
+        keys = [PREFIX + "endpoint:" + endpoint_id, PREFIX + "clinic:" + clinic, ALL_ENDPOINTS, VERSION]
         deleted = bool(self._delete(keys=keys, args=[PREFIX, clinic, endpoint_id, repr(now)]))
         if deleted:
             self._redis.publish(CHANNEL, "endpoints " + clinic)
         return deleted
+
+    def subscriptions(self) -> dict[str, list[Endpoint]]:
+        """Every live endpoint by clinic, oldest first, from memory: one GET of the version per
+        call, and the endpoints are read again only when one was created or deleted since (on
+        any node). Not thread-safe: one caller thread (the dispatcher's loop)."""
+        version = int(self._redis.get(VERSION) or 0)
+        if version != self._subscriptions[0]:
+            pipe = self._redis.pipeline(transaction=True)  # the version and the rows at one moment
+            pipe.get(VERSION)
+            pipe.zrange(ALL_ENDPOINTS, 0, -1)
+            raw_version, ids = pipe.execute()
+            pipe = self._redis.pipeline(transaction=False)
+            for endpoint_id in ids:
+                pipe.hmget(
+                    PREFIX + "endpoint:" + endpoint_id, ["clinic", "url", "events", "created_at", "deleted"]
+                )
+            by_clinic: dict[str, list[Endpoint]] = {}
+            for endpoint_id, (clinic, url, events, created_at, deleted) in zip(
+                ids, pipe.execute(), strict=True
+            ):
+                if url is not None and deleted == "0":
+                    endpoint = Endpoint(
+                        endpoint_id, clinic, url, tuple(json.loads(events)), float(created_at)
+                    )
+                    by_clinic.setdefault(clinic, []).append(endpoint)
+            self._subscriptions = (int(raw_version or 0), by_clinic)
+        return self._subscriptions[1]
 
     def subscribers(self, clinic: str, event_type: str, at: float) -> list[str]:
         return [e.id for e in self.endpoints(clinic) if event_type in e.events and e.created_at <= at]
