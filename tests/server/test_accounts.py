@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 from argon2 import PasswordHasher
 
 from server.identity.accounts import (
@@ -19,6 +21,7 @@ from server.identity.accounts import (
     User,
 )
 from server.stores import open_accounts
+from tests.support.redis_server import RedisServer
 from tests.support.stores import StoreBackend
 from tests.support.waiting import eventually_sync
 
@@ -309,3 +312,24 @@ def test_sessions_of_unknown_users_and_expiry(store: Accounts) -> None:
     found = store.session(live)
     assert found is not None and (found.user_id, found.role, found.clinic) == (user.id, Role.PATIENT, None)
     assert store.session("no-such-sid") is None
+
+
+def test_a_node_that_missed_notices_forgets_what_it_cached(redis_server: RedisServer) -> None:
+    """Redis restarted (SIGKILL, AOF reload): the subscription breaks, and a store drops everything
+    it cached when it subscribes again, so a sign-out it could not hear is still seen."""
+    here = open_accounts(Path("unused"), redis_server.url, hasher=cheap_hasher())
+    there = open_accounts(Path("unused"), redis_server.url, hasher=cheap_hasher())
+    try:
+        user = here.create_user("gap@example.se", PASSWORD, "Gap")
+        sid = here.open_session(user, 4_000_000_000)
+        assert there.session(sid) is not None  # cached there
+        redis_server.kill()
+        redis_server.start()
+        # ended behind the notices' back (as if the notice was published while `there` was away)
+        client = redis.Redis.from_url(redis_server.url)
+        client.delete(f"tandtid:{{accounts}}:session:{sid}")
+        client.close()
+        eventually_sync(lambda: there.session(sid) is None, what="the cache dropped after the gap")
+    finally:
+        here.close()
+        there.close()
