@@ -23,6 +23,11 @@ function csrfToken() {
   return match ? decodeURIComponent(match[1]) : "";
 }
 
+/** Whether this browser holds a session: the readable CSRF cookie is set and cleared with the session's. */
+export function hasSession() {
+  return csrfToken() !== "";
+}
+
 /** Fetch a JSON endpoint. Throws ApiError (code NETWORK when the server cannot be reached). */
 export async function api(method, path, body, headers = {}) {
   const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin" };

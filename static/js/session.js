@@ -1,11 +1,16 @@
 // Who is signed in, and the sign-in / register form used by the booking, my-bookings, staff and admin pages.
 
-import { ApiError, get, post } from "./api.js";
+import { ApiError, get, hasSession, post } from "./api.js";
 import { applyTranslations, t } from "./i18n.js";
 import { el, rememberRole } from "./shell.js";
 
 /** The signed-in user ({id, email, name, role, clinic?}) or null. */
 export async function currentUser() {
+  if (!hasSession()) {
+    // Nobody signed in here: no request (a 401 in every visitor's console for nothing).
+    rememberRole(null);
+    return null;
+  }
   try {
     const data = await get("/api/auth/me");
     const user = data && data.user ? data.user : null;

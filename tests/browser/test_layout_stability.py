@@ -77,3 +77,20 @@ def test_the_phone_header_is_one_row_with_the_links_of_the_role(contexts: Contex
     staff.goto("/")  # the role is remembered: the staff link shows on every page, the admin link does not
     expect(staff.locator("header.site a[href='/staff']")).to_be_visible()
     expect(staff.locator("header.site a[href='/admin']")).to_be_hidden()
+
+
+def test_an_anonymous_visit_leaves_the_console_clean(contexts: Contexts) -> None:
+    """No 401 from asking who is signed in when nobody is, no favicon 404: nothing in the console."""
+    context = contexts.new(PHONE)
+    errors: list[str] = []
+    context.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    for path in ("/", "/clinic/AB-c1", "/kiosk/AB-c1", "/me"):
+        page = context.new_page()
+        page.goto(path)
+        if path == "/me":
+            page.locator("form.auth").wait_for()  # my bookings has no live connection before sign-in
+        else:
+            wait_live(page)
+        page.wait_for_load_state("networkidle")
+        page.close()
+    assert errors == []
