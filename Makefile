@@ -54,7 +54,9 @@ screenshots: $(STAMP)
 
 # Lighthouse 12 (npx, Debian's chromium) against a running server, e.g. one seeded with --scale sweden:
 #   make lighthouse URL=http://127.0.0.1:8000
+# Needs node and npm (scripts/system-packages installs them on Debian when run as root; only this target does).
 lighthouse:
+	@PYTHON=$(PYTHON) scripts/system-packages lighthouse
 	$(PYTHON) scripts/lighthouse.py $(or $(URL),http://127.0.0.1:8000) --pages / /clinic/AB-c1 /kiosk/AB-c1
 
 bench: $(STAMP)

@@ -4,7 +4,8 @@
 
 Needs node (``npx lighthouse@12.2.3``) and ``/usr/bin/chromium`` (``CHROME_PATH`` overrides). Prints one line per page
 and form factor: Performance, Accessibility, Best Practices, Total Blocking Time, Time to Interactive, Cumulative
-Layout Shift, DOM nodes and bytes transferred. Reports are kept in ``--out`` (default a temp dir) as JSON.
+Layout Shift, DOM nodes and bytes transferred, and the machine's load average after the run. Reports are kept in
+``--out`` (default a temp dir) as JSON.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def main() -> None:
         for form in args.form:
             name = (page.strip("/").replace("/", "_") or "map") + f"-{form}.json"
             figures = run(args.base.rstrip("/") + page, form, out / name)
-            print(f"{page} {form}: " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+            load = " ".join(f"{x:.1f}" for x in os.getloadavg())  # figures on a shared machine need it
+            line = " ".join(f"{k}={v}" for k, v in figures.items())
+            print(f"{page} {form}: {line} load_avg={load}", flush=True)
     print(f"reports in {out}")
 
 
