@@ -17,14 +17,16 @@ Snapshots: ``to_snapshot`` is a dict of a few ``bytes`` (each a memory copy of o
 index) and short lists; ``from_snapshot`` copies them back, rebuilding nothing. The layout
 follows the insertion order, so the same facts in the same order give the same bytes.
 Columns are in the machine's byte order, which the snapshot records (a reader with the other
-order swaps them).
+order swaps them). ``capture`` splits the copy in two: what changes in place is copied at once
+(on the actor's turn), what only grows (ids, patient ids, six of the thirteen columns) is
+copied later by the length it had, off the turn.
 """
 
 from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from zlib import crc32
 
@@ -51,6 +53,24 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("next_of_patient", "i"),  # the patient's previous booking's row, or -1
     ("next_on_day", "i"),  # the next row starting the same clinic day, or -1
 )
+# Columns whose values never change once a row is added: a capture copies them later, by length.
+_APPEND_ONLY = frozenset({"patient", "clinic", "service", "cells", "booked_at", "next_of_patient"})
+# The others: while a capture is pending, each write to them is logged with the value it replaced.
+_MUTABLE = tuple(name for name, _ in _COLUMNS if name not in _APPEND_ONLY)
+_STATUS, _CANCELLED_AT, _CANCELLED_BY, _DAY, _RESOURCE, _CELL, _NEXT_ON_DAY = (
+    _MUTABLE.index(name)
+    for name in ("status", "cancelled_at", "cancelled_by", "day", "resource", "cell", "next_on_day")
+)
+
+
+class _Undo:
+    """The writes to the mutable columns since a capture: (column, row, value before)."""
+
+    __slots__ = ("entries", "done")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, int, int]] = []
+        self.done = False
 
 
 def _swapped(data: bytes, typecode: str, byteorder: str) -> array[int]:
@@ -147,14 +167,39 @@ class Strings:
             self.old, self.old_mask, self.moved = array("i"), 0, 0
 
     def to_snapshot(self) -> list[Any]:
-        return [
-            bytes(self.blob),
-            self.ends.tobytes(),
-            self.hashes.tobytes(),
-            self.table.tobytes(),
-            self.old.tobytes(),
-            self.moved,
-        ]
+        return self.capture()()
+
+    def capture(self) -> Callable[[], list[Any]]:
+        """The snapshot as it is now, in two steps: the returned function copies it, later, even
+        from another thread while strings are added (each copy it makes is one call that holds
+        the GIL). The blob, ends and hashes only grow: their first ``n`` entries are as now. A
+        table is only ever filled in (a free slot takes a new code), and once it is the old one
+        while growing it is only read: the function copies the table it had now and frees the
+        slots of the codes added since (linear probing never passes through a slot that was
+        free when the codes before were placed, so the result is the table as it was). While a
+        growth is under way (rare: a few adds per doubling) the table is copied now."""
+        n, size = len(self.ends), len(self.blob)
+        blob, ends, hashes, old, moved = self.blob, self.ends, self.hashes, self.old, self.moved
+        table: array[int] | bytes = self.table.tobytes() if old else self.table
+
+        def rest() -> list[Any]:
+            if isinstance(table, bytes):
+                then = table
+            else:
+                copy = table[:]
+                mask = len(copy) - 1
+                # added since: free their slots again, the latest first (a later code's probe
+                # may pass through an earlier one's slot, never the other way round)
+                for code in range(len(ends) - 1, n - 1, -1):
+                    i = hashes[code] & mask
+                    while copy[i] >= 0 and copy[i] != code:
+                        i = (i + 1) & mask
+                    if copy[i] == code:
+                        copy[i] = -1
+                then = copy.tobytes()
+            return [bytes(blob[:size]), ends[:n].tobytes(), hashes[:n].tobytes(), then, old.tobytes(), moved]
+
+        return rest
 
     @classmethod
     def from_snapshot(cls, data: list[Any], byteorder: str) -> Strings:
@@ -219,6 +264,7 @@ class BookingStore:
         "fingerprints",
         "key_fingerprint",
         "reasons",
+        "_undo",
     )
 
     def __init__(self) -> None:
@@ -239,6 +285,7 @@ class BookingStore:
         self.fingerprints = Strings()
         self.key_fingerprint = array("I")
         self.reasons: dict[int, str] = {}  # row -> the cancellation's reason, where one was given
+        self._undo: tuple[_Undo, ...] = ()  # captures not yet finished; only the owner changes it
 
     # Declared for mypy; set in __init__ from _COLUMNS.
     patient: array[int]
@@ -397,7 +444,7 @@ class BookingStore:
         i = day - base
         if i >= len(heads):
             heads.extend(array("i", [-1]) * (i + 1 - len(heads)))
-        self.next_on_day[row] = heads[i]
+        self._put(_NEXT_ON_DAY, self.next_on_day, row, heads[i])
         heads[i] = row
 
     def _unlink_day(self, row: int) -> None:
@@ -410,16 +457,16 @@ class BookingStore:
             return
         while nxt[at] != row:
             at = nxt[at]
-        nxt[at] = nxt[row]
+        self._put(_NEXT_ON_DAY, nxt, at, nxt[row])
 
     def set_status(
         self, row: int, status: BookingStatus, at: int = 0, by: str = "", reason: str = ""
     ) -> None:
         """Cancel (with ``at``, ``by`` and maybe a ``reason``) or mark a no-show."""
-        self.status[row] = _STATUS_CODE[status]
+        self._put(_STATUS, self.status, row, _STATUS_CODE[status])
         if status is BookingStatus.CANCELLED:
-            self.cancelled_at[row] = at
-            self.cancelled_by[row] = self.parties.add(by)
+            self._put(_CANCELLED_AT, self.cancelled_at, row, at)
+            self._put(_CANCELLED_BY, self.cancelled_by, row, self.parties.add(by))
             if reason:
                 self.reasons[row] = reason
 
@@ -427,33 +474,82 @@ class BookingStore:
         """Reschedule within the clinic."""
         if day != self.day[row]:
             self._unlink_day(row)
-            self.day[row] = day
+            self._put(_DAY, self.day, row, day)
             self._link_day(row, self.clinic[row], day)
-        self.resource[row] = self.resources.add(resource)
-        self.cell[row] = cell
+        self._put(_RESOURCE, self.resource, row, self.resources.add(resource))
+        self._put(_CELL, self.cell, row, cell)
+
+    def _put(self, column: int, values: array[int], row: int, value: int) -> None:
+        """``values[row] = value`` (``values`` is the mutable column numbered ``column``), logged
+        for every capture still pending."""
+        if self._undo:
+            if any(undo.done for undo in self._undo):
+                self._undo = tuple(undo for undo in self._undo if not undo.done)
+            for undo in self._undo:
+                undo.entries.append((column, row, values[row]))
+        values[row] = value
 
     # ------------------------------------------------------------------ snapshots
 
     def to_snapshot(self) -> dict[str, Any]:
         """Memory copies of the columns and indexes (see the module docstring)."""
-        return {
-            "byteorder": sys.byteorder,
-            "ids": self.ids.to_snapshot(),
-            "patients": self.patients.to_snapshot(),
-            "clinics": list(self.clinics.names),
-            "resources": list(self.resources.names),
-            "services": list(self.services.names),
-            "parties": list(self.parties.names),
-            "columns": [getattr(self, name).tobytes() for name, _ in _COLUMNS],
-            "last_of_patient": self.last_of_patient.tobytes(),
-            "day_base": self.day_base.tobytes(),
-            "day_first": [heads.tobytes() for heads in self.day_first],
-            "keys": self.keys.to_snapshot(),
-            "key_row": self.key_row.tobytes(),
-            "fingerprints": self.fingerprints.to_snapshot(),
-            "key_fingerprint": self.key_fingerprint.tobytes(),
-            "reasons": sorted([row, reason] for row, reason in self.reasons.items()),
-        }
+        return self.capture()()
+
+    def capture(self) -> Callable[[], dict[str, Any]]:
+        """Copy now only the small indexes that change in place (per-patient and per-day heads,
+        the idempotency rows); the returned function copies the rest as it was now and returns
+        the snapshot: the append-only columns and strings by the length they had, the columns a
+        cancel or a move rewrites as they are then with every write since undone (the store logs
+        the value each write replaced while a capture is pending). Call it exactly once, later,
+        even from another thread while the owner goes on writing: each copy is one call that
+        holds the GIL, nothing is resized under it, and only the owner changes the log list."""
+        n = len(self.ids)
+        ids, patients = self.ids.capture(), self.patients.capture()
+        keys, fingerprints = self.keys.capture(), self.fingerprints.capture()
+        columns = {name: getattr(self, name) for name, _ in _COLUMNS}
+        undo = _Undo()
+        self._undo = (*self._undo, undo)
+        names = [list(codes.names) for codes in (self.clinics, self.resources, self.services, self.parties)]
+        last_of_patient, day_base = self.last_of_patient.tobytes(), self.day_base.tobytes()
+        day_first = [heads.tobytes() for heads in self.day_first]
+        key_row, key_fingerprint = self.key_row.tobytes(), self.key_fingerprint.tobytes()
+        reasons = dict(self.reasons)  # a few: cancellations given a reason
+
+        def mutable_then() -> dict[str, bytes]:
+            if undo.done:
+                raise RuntimeError("a capture is finished once")
+            copies = {name: columns[name][:n] for name in _MUTABLE}  # as now, or later
+            written = list(undo.entries)  # every write after the copies above, and maybe more
+            undo.done = True  # the owner drops the log at its next write
+            for column, row, before in reversed(written):  # back to the values they had then
+                if row < n:
+                    copies[_MUTABLE[column]][row] = before
+            return {name: copy.tobytes() for name, copy in copies.items()}
+
+        def rest() -> dict[str, Any]:
+            mutable = mutable_then()
+            return {
+                "byteorder": sys.byteorder,
+                "ids": ids(),
+                "patients": patients(),
+                "clinics": names[0],
+                "resources": names[1],
+                "services": names[2],
+                "parties": names[3],
+                "columns": [
+                    mutable[name] if name in mutable else columns[name][:n].tobytes() for name, _ in _COLUMNS
+                ],
+                "last_of_patient": last_of_patient,
+                "day_base": day_base,
+                "day_first": day_first,
+                "keys": keys(),
+                "key_row": key_row,
+                "fingerprints": fingerprints(),
+                "key_fingerprint": key_fingerprint,
+                "reasons": sorted([row, reason] for row, reason in reasons.items() if row < n),
+            }
+
+        return rest
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> BookingStore:

@@ -4,7 +4,8 @@
 the order they were made (their store's own layout), so the same history packs to the same
 bytes. The actor calls it inside its turn (it must stay a memory copy: it runs on the event
 loop), packs it in a worker thread and stores it with the journal position it covers;
-recovery replays the tail after it. Heaps are derived, never stored: ``decode`` rebuilds them; the free counts and the booking
+recovery replays the tail after it. ``capture`` is the actor's split of ``encode``: the parts
+that change in place copied on its turn, the append-only rest later in a worker thread. Heaps are derived, never stored: ``decode`` rebuilds them; the free counts and the booking
 store's indexes are stored as they are.
 
 This module is the other half of ``engine.state``: it reads and refills the state's private
@@ -59,20 +60,36 @@ READABLE_VERSIONS = frozenset({1, 2, 3})
 def encode(state: RegionState) -> dict[str, Any]:
     """The whole state as msgpack-native data, deterministic. Callers must not change it (the
     catalogue's records are the state's own)."""
+    return capture(state)()
+
+
+def capture(state: RegionState) -> Callable[[], dict[str, Any]]:
+    """Copy now what changes in place (rows, free counts, the catalogue's records, holds,
+    windows, wait-list, the booking store's mutable columns); the returned function copies the
+    booking store's append-only rest as it was now and returns what ``encode`` would have
+    returned now. The actor calls this on its turn and the function in a worker thread while
+    the state goes on changing (``engine.bookings.BookingStore.capture`` says why that is safe)."""
     rows, free = state._rows, state._free
-    return {
+    now: dict[str, Any] = {
         "v": SNAPSHOT_VERSION,
         "region": state.region,
         "clinics": _records(state.clinics, state._clinic_records, Clinic.to_record),
         "resources": _records(state.resources, state._resource_records, resource_to_record),
         "free": [[c, list(free[c]), list(free[c].values())] for c in sorted(free)],
         "rows": [[r, rows[r].first_day, bytes(rows[r].buf)] for r in sorted(rows)],
-        "bookings": state._bookings.to_snapshot(),
+    }
+    bookings = state._bookings.capture()
+    rest = {
         "holds": [state.holds[h].to_list() for h in sorted(state.holds)],
         "windows": sorted([res, day, *w] for (res, day), ws in state._windows.items() for w in ws),
         "waitlist": state.waitlist.to_snapshot(),
         "wait_seq": state.waitlist.seq,
     }
+
+    def finish() -> dict[str, Any]:
+        return {**now, "bookings": bookings(), **rest}
+
+    return finish
 
 
 def _records(

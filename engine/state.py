@@ -26,7 +26,7 @@ Refusal order when several apply (documented so callers and tests agree):
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 from engine import snapshot
@@ -888,6 +888,12 @@ class RegionState:
         """The whole state as msgpack-native data, canonical (sorted), so equal states pack to
         equal bytes. See ``engine.snapshot`` for the format."""
         return snapshot.encode(self)
+
+    def capture_snapshot(self) -> Callable[[], dict[str, Any]]:
+        """``to_snapshot`` in two steps: what changes in place is copied now; the returned
+        function copies the rest (which only grows) as it was now and returns the snapshot —
+        call it later, off the actor's turn, even in a worker thread while the state changes."""
+        return snapshot.capture(self)
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> RegionState:

@@ -4,7 +4,8 @@ Serves a seeded data directory (``--data DIR``, e.g. one ``bench restart --keep 
 default a fresh ``tandtid seed --scale sweden --booked 0.3``), runs ``python -m loadtest.run
 --host ... --users 200 --seconds 120`` against it, and reads the server's event-loop lag
 histogram (``tandtid_event_loop_lag_seconds``) from ``/metrics`` before and after the run. One
-JSON line: each endpoint's p50/p99 (Locust's, in ms), the loop lag p99 and p99.9 of the run (the
+JSON line: each endpoint's p50/p99 (Locust's, in ms), the failures by request and cause
+(Locust's error report: ``failures_by_cause``), the loop lag p99 and p99.9 of the run (the
 upper bound of the histogram bucket they fall in: "at most"), the invariant (double bookings,
 missing), and the 1-minute load average at start and end (the machine is shared: read the
 figures beside it).
@@ -117,6 +118,14 @@ def main(argv: list[str]) -> dict[str, Any]:
                 }
                 for r in report["requests"]
             },
+            # Locust's failure report: which requests failed and why (most frequent first)
+            "failures_by_cause": sorted(
+                (
+                    {"request": f"{e['type']} {e['name']}", "error": e["error"][:300], "n": e["occurrences"]}
+                    for e in report.get("errors", [])
+                ),
+                key=lambda e: -e["n"],
+            ),
             "loop_lag_p99_ms_at_most": quantile_bound(before, after, 0.99),
             "loop_lag_p999_ms_at_most": quantile_bound(before, after, 0.999),
             "invariant_ok": invariant.get("ok"),

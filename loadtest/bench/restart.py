@@ -7,7 +7,8 @@ printed), then starts ``tandtid serve`` on it (no seeding) and times process sta
 and served the same way; the difference of the two steady RSS over the bookings is what the
 bookings cost (``bytes_per_booking_whole_process``: the whole RSS over the bookings, for
 comparison). One JSON line; ``--keep DIR`` leaves the booked data directory there (``bench mix``
-can serve it).
+can serve it) and the baseline in ``DIR.empty``; a later run with the same ``--keep`` serves them
+again without seeding (``seed_reused``: the seed figures are the recorded ones).
 
 The machine is shared: read ``load_avg`` (1-minute load average at start and end) beside the figures.
 """
@@ -47,7 +48,14 @@ def load_avg() -> float:
 
 
 def seed(data: Path, scale: str, booked: float) -> tuple[float, dict[str, float]]:
-    """``tandtid seed``: its wall time, and what it printed (clinics, bookings, CPU-seconds)."""
+    """``tandtid seed``: its wall time, and what it printed (clinics, bookings, CPU-seconds).
+    A directory this seeded before (``bench-seed.json`` in it, same scale and share) is reused:
+    its recorded figures come back with ``reused`` 1."""
+    record = data / "bench-seed.json"
+    if record.exists():
+        seeded = json.loads(record.read_text())
+        if seeded.get("scale") == scale and seeded.get("booked") == booked:
+            return float(seeded["seed_s"]), {**seeded["figures"], "reused": 1}
     started = time.perf_counter()
     out = subprocess.run(
         tandtid("seed", "--data", str(data), "--scale", scale, "--booked", str(booked)),
@@ -61,7 +69,9 @@ def seed(data: Path, scale: str, booked: float) -> tuple[float, dict[str, float]
     if found is None:
         raise SystemExit(f"unexpected seed output: {out.stdout!r} {out.stderr[-500:]!r}")
     clinics, bookings, cpu = found.groups()
-    return wall, {"clinics": int(clinics), "bookings": int(bookings), "cpu_s": float(cpu)}
+    figures = {"clinics": int(clinics), "bookings": int(bookings), "cpu_s": float(cpu)}
+    record.write_text(json.dumps({"scale": scale, "booked": booked, "seed_s": wall, "figures": figures}))
+    return wall, figures
 
 
 def serve(data: Path, steady_s: float) -> dict[str, float]:
@@ -107,7 +117,12 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--booked", type=float, default=0.3)
     parser.add_argument("--steady-s", type=float, default=60.0, help="seconds after /ready for rss_mb_steady")
     parser.add_argument("--no-baseline", action="store_true", help="skip the run with nothing booked")
-    parser.add_argument("--keep", default=None, help="leave the booked data directory here")
+    parser.add_argument(
+        "--keep",
+        default=None,
+        help="leave the booked data directory here (and the baseline in DIR.empty); a later run with "
+        "the same --keep serves them again without seeding (seed_reused)",
+    )
     args = parser.parse_args(argv)
     load_start = load_avg()
     scratch = Path(tempfile.mkdtemp(prefix="tandtid-bench-restart-"))
@@ -121,6 +136,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             "booked": args.booked,
             "seed_s": round(seed_s, 1),
             "seed_cpu_s": seeded["cpu_s"],
+            "seed_reused": bool(seeded.get("reused")),
             "ready_s": round(served["ready_s"], 2),
             "rss_mb_ready": round(served["rss_mb_ready"], 1),
             "rss_mb_steady": round(served["rss_mb_steady"], 1),
@@ -130,7 +146,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             ),
         }
         if not args.no_baseline and seeded["bookings"]:
-            empty_dir = scratch / "empty"
+            empty_dir = Path(f"{args.keep}.empty") if args.keep else scratch / "empty"
             seed(empty_dir, args.scale, 0.0)
             empty = serve(empty_dir, min(args.steady_s, 10.0))
             result["rss_mb_steady_nothing_booked"] = round(empty["rss_mb_steady"], 1)

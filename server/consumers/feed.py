@@ -318,7 +318,12 @@ class Projection:
         booking = self._booking(view, reads, event.booking_id, position, "Rescheduled")
         clinic = self._clinic(view, reads, booking.clinic, position, "Rescheduled")
         # as of this entry: booked, at the event's time (the reads may already know later moves)
-        booking.status, booking.cancelled_at, booking.cancelled_by = BookingStatus.BOOKED, 0, ""
+        booking.status, booking.cancelled_at, booking.cancelled_by, booking.cancel_reason = (
+            BookingStatus.BOOKED,
+            0,
+            "",
+            "",
+        )
         previous: Booking | None = None
         if event.from_known:
             previous = replace(

@@ -23,8 +23,8 @@ Lifecycle (``Lifecycle``, one value at a time)::
                                     (stays until an operator repairs and restarts; ``failure``
                                      says why; every submit and query answers Unavailable)
 Holds expire and buffers release through the same path (a ``Tick`` command), so they are
-journaled too. Snapshots are taken every N events or T seconds; the state is copied on
-the actor (fast) and packed and written off it.
+journaled too. Snapshots are taken every N events or T seconds; what changes in place is copied on
+the actor's turn, the append-only rest (most of the bookings) copied, packed and written off it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from persistence.journal import (
     StaleEpoch,
 )
 from server import metrics
-from server.runtime import gc_paused
+from server.runtime import gc_paused, release_free_memory
 
 log = logging.getLogger("tandtid.actor")
 T = TypeVar("T")
@@ -564,8 +564,11 @@ class RegionActor:
             or now - self._last_snapshot_at >= self.snapshot_every_s
         )
 
-    def _capture_snapshot(self) -> tuple[int, dict[str, Any]]:
-        return self.position, self.state.to_snapshot()
+    def _capture_snapshot(self) -> tuple[int, Callable[[], dict[str, Any]]]:
+        """On the turn: the copy of what changes in place (rows, free counts, the bookings'
+        mutable columns); the append-only rest is copied by ``_write_snapshot`` in a worker
+        thread (``RegionState.capture_snapshot``)."""
+        return self.position, self.state.capture_snapshot()
 
     def _start_snapshot(self) -> None:
         captured = self._capture_snapshot()
@@ -573,11 +576,13 @@ class RegionActor:
         self._last_snapshot_at = self.clock()
         self._snapshot_task = asyncio.create_task(self._write_snapshot(captured))
 
-    async def _write_snapshot(self, captured: tuple[int, dict[str, Any]]) -> None:
-        position, data = captured
+    async def _write_snapshot(self, captured: tuple[int, Callable[[], dict[str, Any]]]) -> None:
+        position, finish = captured
         try:
-            payload = await asyncio.to_thread(pack_snapshot, data)
+            payload = await asyncio.to_thread(lambda: pack_snapshot(finish()))
             await self.journal.save_snapshot(self.region, Snapshot(position=position, payload=payload))
+            del payload
+            await asyncio.to_thread(release_free_memory)  # the copies just freed: not kept resident
         except (JournalError, OSError, ConnectionError) as exc:
             # the journal still has every event; the next snapshot will try again
             log.warning("snapshot of region %s at %d failed: %s", self.region, position, type(exc).__name__)

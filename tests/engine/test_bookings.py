@@ -82,3 +82,23 @@ def test_moves_and_status_changes_keep_the_indexes_right() -> None:
     assert list(restored) == list(store)
     assert restored.to_snapshot() == store.to_snapshot()
     assert [b.id for b in restored.on_day("AB-c1", 738000)] == ["AB-b5", "AB-b4", "AB-b3", "AB-b1", "AB-b0"]
+
+
+def test_a_capture_finished_later_is_the_store_as_it_was_when_captured() -> None:
+    store = BookingStore()
+    for n in range(300):
+        store.add(_booking(n, f"p{n % 40}", 738000 + n % 5, 30 + n % 50))
+    store.remember("p1", "key-1", store.row("AB-b1"), "fp-1")
+    expected = msgpack.packb(store.to_snapshot())
+    finish = store.capture()
+    # meanwhile: the ids' and patients' tables grow, bookings are cancelled, moved, remembered
+    for n in range(300, 2000):
+        store.add(_booking(n, f"q{n}", 737990 + n % 30, 20 + n % 60))
+    store.set_status(store.row("AB-b7"), BookingStatus.CANCELLED, 5000, "clinic", "the dentist is ill")
+    store.move(store.row("AB-b8"), "AB-c1-r2", 737980, 12)
+    store.remember("p1", "key-1", store.row("AB-b1500"), "fp-2")
+    store.remember("p2", "key-2", store.row("AB-b9"), "fp-3")
+    assert msgpack.packb(finish()) == expected
+    again = BookingStore.from_snapshot(msgpack.unpackb(expected))
+    assert len(again) == 300 and again.get("AB-b8") == _booking(8, "p8", 738003, 38)
+    assert again.get("AB-b1500") is None and again.idempotent("p2", "key-2") is None

@@ -124,6 +124,23 @@ def test_restored_state_keeps_going_like_the_original() -> None:
     assert packed(restored) == packed(state)
 
 
+def test_a_capture_finished_after_more_commands_is_the_state_when_captured() -> None:
+    state, _, now = busy_history()
+    expected = packed(state)
+    finish = state.capture_snapshot()  # the actor's turn; the rest is finished off it, later
+    for n, command in enumerate(
+        [
+            Book("AB-b9", "p5", hold_id="AB-h4"),
+            Book("AB-b10", "p6", R1, "checkup", MONDAY + 3, cell(9), idempotency_key="k2", fingerprint="g"),
+            Cancel("AB-b2", Party.CLINIC, "AB-c1"),
+            Block(R2, MONDAY + 2, cell(13), 2),
+        ]
+    ):
+        state.apply(command, now + n)
+    assert msgpack.packb(finish()) == expected
+    assert packed(state) != expected
+
+
 def test_the_same_history_packs_equal_and_the_booking_order_is_its_own() -> None:
     """Bookings are stored in the order they were made (a snapshot is memory copies, never a
     sort): the same facts in the same order pack to the same bytes; in another order the state
