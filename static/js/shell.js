@@ -69,7 +69,16 @@ export function mountShell({ active = "", live = null, nav = true } = {}) {
       if (href === active) link.setAttribute("aria-current", "page");
       list.append(el("li", { dataset: needs ? { role: needs } : {}, hidden: needs && needs !== role && href !== active }, link));
     }
-    header.append(el("nav", { "data-i18n-label": "nav.label" }, list));
+    const menu = el("nav", { "data-i18n-label": "nav.label" }, list);
+    header.append(menu);
+    // A menu wider than its row scrolls sideways (a phone, staff's third link): show this page's link.
+    const current = list.querySelector("[aria-current]");
+    if (current) {
+      requestAnimationFrame(() => {
+        const past = current.getBoundingClientRect().right - menu.getBoundingClientRect().right;
+        if (past > 0) menu.scrollLeft += past;
+      });
+    }
   }
   const tools = el("div", { class: "tools" });
   let status = null;

@@ -77,6 +77,15 @@ def test_the_phone_header_is_one_row_with_the_links_of_the_role(contexts: Contex
     staff.goto("/")  # the role is remembered: the staff link shows on every page, the admin link does not
     expect(staff.locator("header.site a[href='/staff']")).to_be_visible()
     expect(staff.locator("header.site a[href='/admin']")).to_be_hidden()
+    staff.goto("/staff")  # three links are wider than a phone's row: the menu shows this page's own
+    expect(staff.locator("header.site a[href='/staff']")).to_have_attribute("aria-current", "page")
+    staff.wait_for_function(
+        """() => {
+            const link = document.querySelector("header.site a[href='/staff']");
+            const menu = document.querySelector("header.site nav");
+            return link.getBoundingClientRect().right <= menu.getBoundingClientRect().right + 1;
+        }"""
+    )
 
 
 def test_an_anonymous_visit_leaves_the_console_clean(contexts: Contexts) -> None:
