@@ -7,7 +7,7 @@ Key rules for every store that keeps shared state here:
   concept's keys share a slot and its Lua scripts may touch several of them.
 - Names never hold personal data: opaque ids (``u_…``, random session ids, clinic and
   region codes), SHA-256 digests of secrets, and for e-mail lookups an HMAC under a random
-  key kept in Redis (:func:`lookup_digest`), never an e-mail, name or phone number.
+  key kept in Redis (:class:`Lookup`), never an e-mail, name or phone number.
 
 A node caches what it reads often (sessions, clinic keys, webhook endpoints). A write that
 changes such an entry is announced on the concept's channel (:meth:`Notices.announce`);
@@ -57,14 +57,21 @@ def connect(url: str) -> Client:
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
 
-def lookup_digest(client: Client, concept: str, value: str) -> str:
-    """A digest of ``value`` (an e-mail) that may name a key: HMAC-SHA256 under the concept's random
-    lookup key, made once by whichever node asks first (``SET NX``)."""
-    name = f"tandtid:{{{concept}}}:lookup-key"
-    client.set(name, secrets.token_hex(32), nx=True)
-    key = client.get(name)
-    assert isinstance(key, str)
-    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
+class Lookup:
+    """Digests of values (e-mails) that may name keys: HMAC-SHA256 under the concept's random
+    lookup key ``tandtid:{<concept>}:lookup-key``, made once by whichever node asks first
+    (``SET NX``) and read once per instance."""
+
+    def __init__(self, client: Client, concept: str) -> None:
+        self._client = client
+        self._name = f"tandtid:{{{concept}}}:lookup-key"
+        self._key: bytes | None = None
+
+    def digest(self, value: str) -> str:
+        if self._key is None:
+            self._client.set(self._name, secrets.token_hex(32), nx=True)
+            self._key = str(self._client.get(self._name)).encode()
+        return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
 
 
 def shared_secret(url: str) -> bytes:

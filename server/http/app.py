@@ -50,7 +50,7 @@ from server.http.routes.pages import STATIC_DIR
 from server.http.static_assets import static_app
 from server.identity.accounts import Accounts
 from server.identity.auth import AuthError, SessionSigner, patient_of
-from server.identity.ratelimit import RateLimiter, RateLimitMiddleware
+from server.identity.ratelimit import RateLimiter, RateLimitMiddleware, RedisRateLimiter
 from server.live.hub import Hub
 from server.loop_lag import LoopLag
 from server.regions.routing import Regions
@@ -116,6 +116,9 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
             await hub.stop()
             app.state.feed_tokens.close()
             await app.state.in_flight.close()
+            login_limiter = getattr(app.state, "login_limiter", None)  # made on the first sign-in
+            if isinstance(login_limiter, RedisRateLimiter):
+                login_limiter.close()
             if own_accounts:
                 store.close()
 

@@ -4,6 +4,11 @@ Two layers use it: ``RateLimitMiddleware`` keys by client IP (every HTTP request
 key by principal (``"u:<user id>"`` / ``"k:<clinic>"``) once they know who is asking. Keys are IPs
 or opaque ids, never personal data. Memory is bounded: at most ``max_keys`` buckets are kept,
 the least recently used are forgotten (a forgotten client simply starts with a full bucket).
+
+:class:`RedisRateLimiter` keeps buckets that every node must share in Redis (``--redis``): the
+per-account sign-in throttle, which spread over N nodes would otherwise allow N times the
+guesses. One Lua script per call on Redis's own clock (``TIME``), so nodes' clocks do not
+matter; a bucket's key expires once it would be full again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.http.errors import error_response
+from server.redis_state import Lookup, connect
 
 
 class RateLimiter:
@@ -58,6 +64,53 @@ class RateLimiter:
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+
+_BUCKET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local stored = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+if ARGV[4] ~= 'take' and not stored[1] then return '0' end
+local tokens = burst
+if stored[1] then tokens = math.min(burst, tonumber(stored[1]) + (now - tonumber(stored[2])) * rate) end
+local wait = 0
+if tokens < cost then wait = (cost - tokens) / rate end
+if ARGV[4] == 'take' then
+  if wait == 0 then tokens = tokens - cost end
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+end
+return tostring(wait)
+"""
+
+
+class RedisRateLimiter:
+    """:class:`RateLimiter`'s ``wait``/``take`` on buckets in the Redis at ``url``, keyed
+    ``tandtid:ratelimit:<HMAC of the key>`` (a digest of an e-mail could be guessed back from a
+    list of addresses; an HMAC under a random key in Redis cannot). Call :meth:`close`."""
+
+    def __init__(self, url: str, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._redis = connect(url)
+        self._bucket = self._redis.register_script(_BUCKET)
+        self._lookup = Lookup(self._redis, "ratelimit")
+
+    def _call(self, key: str, cost: float, mode: str) -> float:
+        if self.rate <= 0:
+            return 0.0
+        args = [repr(self.rate), repr(self.burst), repr(cost), mode]
+        return float(self._bucket(keys=["tandtid:ratelimit:" + self._lookup.digest(key)], args=args))
+
+    def wait(self, key: str, cost: float = 1.0) -> float:
+        return self._call(key, cost, "wait")
+
+    def take(self, key: str, cost: float = 1.0) -> float:
+        return self._call(key, cost, "take")
+
+    def close(self) -> None:
+        self._redis.close()
 
 
 def rate_limited(scope: Scope, wait: float) -> Response:

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from argon2 import PasswordHasher
 
 from server.identity.accounts import Accounts, Role, Session, User
-from server.redis_state import Notices, connect, lookup_digest
+from server.redis_state import Lookup, Notices, connect
 
 PREFIX = "tandtid:{accounts}:"
 USERS = PREFIX + "users"
@@ -117,6 +117,7 @@ class RedisAccountStore(Accounts):
     def __init__(self, url: str, *, hasher: PasswordHasher | None = None) -> None:
         super().__init__(hasher)
         self._redis = connect(url)
+        self._lookup = Lookup(self._redis, "accounts")
         self._create_user = self._redis.register_script(_CREATE_USER)
         self._replace = self._redis.register_script(_REPLACE_HASH)
         self._set_pw = self._redis.register_script(_SET_PASSWORD)
@@ -150,7 +151,7 @@ class RedisAccountStore(Accounts):
     # -- users ------------------------------------------------------------------------------------------
 
     def _email_key(self, email: str) -> str:
-        return PREFIX + "email:" + lookup_digest(self._redis, "accounts", email)
+        return PREFIX + "email:" + self._lookup.digest(email)
 
     def _insert_user(self, user: User, password_hash: str, created_at: float) -> bool:
         keys = [self._email_key(user.email), _user_key(user.id), USERS, PREFIX + "role:" + user.role.value]

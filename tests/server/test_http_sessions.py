@@ -211,6 +211,11 @@ async def test_two_nodes_share_sign_ins_and_sign_outs(tmp_path: Path, module_red
 
             await eventually(ended_on_a, what="A to refuse a session ended by a password change on B")
             assert (await on_a.get("/api/auth/me", headers=bearer(r.json()["token"]))).status_code == 200
+            # wrong passwords spread over both nodes add up: the throttle is one bucket in Redis
+            failures = [(await _login(c, email, "wrong-password")).status_code for c in (on_a, on_b) * 5]
+            assert failures == [401] * 10
+            assert_error_shape(await _login(on_a, email, "new-password-456"), 429, "RATE_LIMITED")
+            assert_error_shape(await _login(on_b, email, "new-password-456"), 429, "RATE_LIMITED")
     finally:
         b.stop()
         a.stop()

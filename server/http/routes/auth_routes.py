@@ -7,7 +7,8 @@ password ends every session of the account and starts a fresh one for the caller
 
 Failed sign-ins are throttled per account (a bucket keyed by a digest of the e-mail address,
 never the address itself): after ``LOGIN_FAILURES`` wrong passwords the account answers 429
-— whatever the password — until the bucket refills, one attempt per ``LOGIN_REFILL_S``.
+— whatever the password — until the bucket refills, one attempt per ``LOGIN_REFILL_S``. With
+``--redis`` the buckets are in Redis, shared by every node (guesses spread over nodes add up).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from server.identity.auth import (
     set_session,
     start_session,
 )
-from server.identity.ratelimit import RateLimiter
+from server.identity.ratelimit import RateLimiter, RedisRateLimiter
 
 LOGIN_FAILURES = 10
 LOGIN_REFILL_S = 60.0
@@ -70,12 +71,16 @@ async def register(request: Request) -> Response:
     return _signed_in(request, user, 201)
 
 
-def login_limiter(request: Request) -> RateLimiter:
-    """The per-account bucket of failed sign-ins (made on first use, kept on ``app.state``)."""
-    limiter: RateLimiter | None = getattr(request.app.state, "login_limiter", None)
+def login_limiter(request: Request) -> RateLimiter | RedisRateLimiter:
+    """The per-account bucket of failed sign-ins (made on first use, kept on ``app.state``; in
+    Redis with ``--redis``, closed with the app)."""
+    state = request.app.state
+    limiter: RateLimiter | RedisRateLimiter | None = getattr(state, "login_limiter", None)
     if limiter is None:
-        limiter = RateLimiter(1 / LOGIN_REFILL_S, LOGIN_FAILURES)
-        request.app.state.login_limiter = limiter
+        url = state.settings.redis_url
+        limiter = RedisRateLimiter(url, 1 / LOGIN_REFILL_S, LOGIN_FAILURES) if url else None
+        limiter = limiter or RateLimiter(1 / LOGIN_REFILL_S, LOGIN_FAILURES)
+        state.login_limiter = limiter
     return limiter
 
 
