@@ -1,5 +1,6 @@
 """Webhooks: signature unit tests (no network), then integration tests over a real uvicorn
-server (the live-server fixture), the real dispatcher on its loop, and a real HTTP receiver
+server (the live-server fixture; its stores in SQLite files, then all in a real Redis), the real
+dispatcher on its loop, and a real HTTP receiver
 (``http.server`` in a thread) that verifies every signature with ``verify_signature``.
 
 The receiver is down while bookings happen; once it comes back it gets every event, in
@@ -25,12 +26,13 @@ from engine.commands import Book, Cancel, Party, Reschedule
 from engine.events import Booked, Cancelled, Rescheduled
 from server.consumers.webhooks import HEADER, sign, verify_signature
 from server.consumers.webhooks.dispatcher import WebhookDispatcher, url_problem
-from server.consumers.webhooks.store import WebhookStore
 from server.identity.accounts import Role
+from server.stores import open_webhooks
 from tests.server.conftest import bearer
 from tests.support import free_port
 from tests.support.catalog import CELL_0900, FIRST_DAY
 from tests.support.live_server import LiveServer
+from tests.support.stores import STORE_KINDS
 from tests.support.waiting import eventually
 
 WAIT_S = 30.0
@@ -204,6 +206,18 @@ def receiver() -> Iterator[Receiver]:
         r.stop()
 
 
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The live server with its webhook store (and journal, accounts) in SQLite files, or all in a
+    real Redis (``--redis``)."""
+    redis_url = request.getfixturevalue("module_redis").url if request.param == "redis" else None
+    server = LiveServer(tmp_path_factory.mktemp("live"), redis_url=redis_url).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as c:
@@ -215,7 +229,7 @@ async def dispatcher(live: LiveServer) -> AsyncIterator[WebhookDispatcher]:
     assert live.journal is not None
     d = WebhookDispatcher(
         live.journal,
-        WebhookStore(live.data_dir / "webhooks.sqlite3"),
+        open_webhooks(live.data_dir, live.redis_url),
         clock=time.time,
         backoff_base_s=0.05,
         backoff_cap_s=0.2,
