@@ -58,3 +58,17 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBac
     found = StoreBackend("redis", tmp_path / "data", server.url)
     found.flush()
     yield found
+
+
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def live_each_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The live server with its stores (and journal) in SQLite files, then all in a real Redis
+    (``--redis``): a module that wants its tests run on both takes this as its ``live``."""
+    redis_url = request.getfixturevalue("module_redis").url if request.param == "redis" else None
+    server = LiveServer(tmp_path_factory.mktemp("live"), redis_url=redis_url).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -17,20 +17,14 @@ import redis
 from tests.server.conftest import assert_error_shape, bearer
 from tests.support.live_server import LiveServer
 from tests.support.redis_server import RedisServer
-from tests.support.stores import STORE_KINDS
 from tests.support.waiting import eventually
 
 PASSWORD = "password-123"
 
 
-@pytest.fixture(scope="module", params=STORE_KINDS)
-def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    redis_url = request.getfixturevalue("module_redis").url if request.param == "redis" else None
-    server = LiveServer(tmp_path_factory.mktemp("live"), redis_url=redis_url).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture(scope="module")
+def live(live_each_store: LiveServer) -> LiveServer:
+    return live_each_store  # every test here runs with the stores in SQLite, then in Redis
 
 
 @pytest.fixture

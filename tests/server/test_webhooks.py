@@ -32,7 +32,6 @@ from tests.server.conftest import bearer
 from tests.support import free_port
 from tests.support.catalog import CELL_0900, FIRST_DAY
 from tests.support.live_server import LiveServer
-from tests.support.stores import STORE_KINDS
 from tests.support.waiting import eventually
 
 WAIT_S = 30.0
@@ -206,16 +205,9 @@ def receiver() -> Iterator[Receiver]:
         r.stop()
 
 
-@pytest.fixture(scope="module", params=STORE_KINDS)
-def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The live server with its webhook store (and journal, accounts) in SQLite files, or all in a
-    real Redis (``--redis``)."""
-    redis_url = request.getfixturevalue("module_redis").url if request.param == "redis" else None
-    server = LiveServer(tmp_path_factory.mktemp("live"), redis_url=redis_url).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture(scope="module")
+def live(live_each_store: LiveServer) -> LiveServer:
+    return live_each_store  # every test here runs with the stores in SQLite, then in Redis
 
 
 @pytest.fixture
