@@ -80,8 +80,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], 'user_id', ARGV[1], 'created_at', ARGV[2], 'expires_at', ARGV[3])
 redis.call('PEXPIREAT', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[5])
-if redis.call('PEXPIRETIME', KEYS[3]) < tonumber(ARGV[4]) then
-  redis.call('PEXPIREAT', KEYS[3], ARGV[4])
+if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[6]) then  -- PTTL, not PEXPIRETIME: Redis 6.2 too
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
 end
 return 1
 """
@@ -211,7 +211,15 @@ class RedisAccountStore(Accounts):
 
     def _insert_session(self, sid: str, user_id: str, now: float, expires_at: float) -> bool:
         keys = [_user_key(user_id), _session_key(sid), PREFIX + "user-sessions:" + user_id]
-        args: list[str | int] = [user_id, repr(now), repr(float(expires_at)), int(expires_at * 1000), sid]
+        ttl_ms = max(1, int((expires_at - now) * 1000))
+        args: list[str | int] = [
+            user_id,
+            repr(now),
+            repr(float(expires_at)),
+            int(expires_at * 1000),
+            sid,
+            ttl_ms,
+        ]
         return bool(self._open(keys=keys, args=args))
 
     def _load_session(self, sid: str) -> Session | None:

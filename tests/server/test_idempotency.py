@@ -34,7 +34,8 @@ async def test_a_twin_is_refused_until_the_first_is_decided(marks: InFlight) -> 
 
 async def test_two_nodes_share_the_marks_and_a_dead_nodes_mark_expires(module_redis: RedisServer) -> None:
     url = module_redis.url
-    a, b = RedisInFlight(url, ttl_s=0.3), RedisInFlight(url, ttl_s=0.3)
+    a, b = RedisInFlight(url), RedisInFlight(url)  # the default TTL: nothing expires during the test
+    dying = RedisInFlight(url, ttl_s=0.2)  # a node whose marks expire soon (it will die holding one)
     try:
         claim = await a.claim("u_x", "digest-9")
         assert claim is not None
@@ -45,11 +46,15 @@ async def test_two_nodes_share_the_marks_and_a_dead_nodes_mark_expires(module_re
         assert await b.claim("u_x", "digest-9") is None  # the twin went to the other node
         await b.release("u_x", "digest-9", "not-the-claim")  # only its holder releases a mark
         assert await b.claim("u_x", "digest-9") is None
-        # a never releases (its node died): the mark expires by itself
-        again = await eventually(lambda: b.claim("u_x", "digest-9"), what="the dead node's mark to expire")
-        await a.release("u_x", "digest-9", claim)  # a late release does not free b's claim
-        assert await a.claim("u_x", "digest-9") is None
-        await b.release("u_x", "digest-9", again)
+        await a.release("u_x", "digest-9", claim)
+        # a node dies holding a mark (never releases it): the mark expires by itself
+        held = await dying.claim("u_y", "digest-8")
+        assert held is not None
+        again = await eventually(lambda: b.claim("u_y", "digest-8"), what="the dead node's mark to expire")
+        await dying.release("u_y", "digest-8", held)  # a late release does not free b's claim
+        assert await a.claim("u_y", "digest-8") is None
+        await b.release("u_y", "digest-8", again)
     finally:
         await a.close()
         await b.close()
+        await dying.close()
