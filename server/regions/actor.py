@@ -112,11 +112,29 @@ class _Query:
 
 
 class _Request:
-    __slots__ = ("command", "future")
+    __slots__ = ("command", "future", "make", "reply")
 
-    def __init__(self, command: Command, future: asyncio.Future[list[Event]]) -> None:
+    def __init__(
+        self,
+        command: Command | None,
+        future: asyncio.Future[Any],
+        make: Callable[[RegionState], Command] | None = None,
+        reply: Callable[[RegionState, list[Event]], Any] | None = None,
+    ) -> None:
         self.command = command
         self.future = future
+        self.make = make
+        self.reply = reply
+
+
+class _Replied:
+    """A command's events and what its ``reply`` made of the state right after it."""
+
+    __slots__ = ("events", "value")
+
+    def __init__(self, events: list[Event], value: Any) -> None:
+        self.events = events
+        self.value = value
 
 
 class RegionActor:
@@ -240,6 +258,21 @@ class RegionActor:
         self._inbox.put_nowait(_Request(command, future))
         return await future
 
+    async def decide(
+        self, make: Callable[[RegionState], Command], reply: Callable[[RegionState, list[Event]], T]
+    ) -> T:
+        """One trip through the actor for a command that needs the state to be built and to be
+        answered: ``make(state)`` builds the command inside the turn (an exception it raises is
+        re-raised here and nothing is applied), ``reply(state, events)`` runs right after the
+        command applied (the state then holds exactly what this batch makes durable) and its
+        result is returned once the batch is durable. Raises like ``submit``. Both must be quick."""
+        if not self.ready:
+            raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
+        self._admit()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Request(None, future, make, reply))
+        return await future
+
     async def query(self, fn: Callable[[RegionState], T]) -> T:
         """Run ``fn(state)`` inside the actor between batches, on durable state only.
         ``fn`` must be quick and must not keep references to mutable state it returns.
@@ -348,12 +381,19 @@ class RegionActor:
             if self._snapshot_due(now_f):
                 self._start_snapshot()
             return
-        outcomes: list[list[Event] | Refused] = []
+        outcomes: list[list[Event] | _Replied | Exception] = []
         batch_events: list[Event] = list(tick_events)
         kinds: dict[type, int] = {}
         refused: dict[str, int] = {}
         for req in requests:
             command = req.command
+            if command is None:
+                assert req.make is not None
+                try:
+                    command = req.make(state)
+                except Exception as exc:  # the caller's own check (an unknown clinic): nothing applied
+                    outcomes.append(exc)
+                    continue
             kind = type(command)
             kinds[kind] = kinds.get(kind, 0) + 1
             try:
@@ -365,8 +405,14 @@ class RegionActor:
                 continue
             # Any other exception is an engine bug that may have changed state half-way: it
             # propagates, the batch is answered 503 and the state reloaded (``_on_turn_failure``).
-            outcomes.append(events)
             batch_events.extend(events)
+            if req.reply is None:
+                outcomes.append(events)
+                continue
+            try:
+                outcomes.append(_Replied(events, req.reply(state, events)))
+            except Exception as exc:  # the command stands; its caller gets the reply's error
+                outcomes.append(exc)
         changes = state.take_changes()
         self._count(kinds, refused, len(requests))
 
@@ -387,8 +433,10 @@ class RegionActor:
         for req, outcome in zip(requests, outcomes, strict=True):
             if req.future.done():  # the caller went away; its command still happened
                 continue
-            if isinstance(outcome, Refused):
+            if isinstance(outcome, Exception):
                 req.future.set_exception(outcome)
+            elif isinstance(outcome, _Replied):
+                req.future.set_result(outcome.value)
             else:
                 req.future.set_result(outcome)
         if batch_events:

@@ -150,6 +150,15 @@ class Regions:
     async def submit(self, command: Command) -> list[Any]:
         return await self.actor(command_region(command)).submit(command)
 
+    async def decide(
+        self,
+        region: str,
+        make: Callable[[RegionState], Command],
+        reply: Callable[[RegionState, list[Any]], T],
+    ) -> T:
+        """``RegionActor.decide`` in ``region``: build, apply and answer in one trip."""
+        return await self.actor(region).decide(make, reply)
+
     async def query(self, region: str, fn: Callable[[RegionState], T]) -> T:
         return await self.actor(region).query(fn)
 

@@ -288,3 +288,46 @@ async def test_missing_history_without_a_snapshot_fails_the_region(journal: Memo
         assert actor.failure is not None and "missing" in actor.failure
     finally:
         await actor.stop()
+
+
+async def test_decide_builds_applies_and_answers_in_one_trip(
+    actor: RegionActor, journal: MemoryJournal
+) -> None:
+    seen: list[int] = []
+
+    def make(state: RegionState) -> Command:
+        seen.append(state.booking_count())  # runs inside the turn, on the actor's state
+        return book(1)
+
+    def reply(state: RegionState, events: list[Any]) -> tuple[str, int]:
+        booking = state.booking("AB-b1")
+        assert booking is not None
+        return booking.id, len(events)
+
+    assert await answered(actor.decide(make, reply)) == ("AB-b1", 1)
+    assert seen == [0]
+    assert actor.state.to_snapshot() == await replayed(journal)  # answered only once durable
+
+
+async def test_decide_whose_make_raises_applies_nothing(actor: RegionActor, journal: MemoryJournal) -> None:
+    def make(_state: RegionState) -> Command:
+        raise LookupError("no such clinic")
+
+    before = await journal.last_position("AB")
+    others = [actor.submit(book(2, CELL_0900 + 4))]
+    with pytest.raises(LookupError):
+        await answered(actor.decide(make, lambda _s, _e: None))
+    await answered(asyncio.gather(*others))  # the rest of the batch stands
+    assert actor.ready and actor.state.booking_count() == 1
+    assert await journal.last_position("AB") == before + 1
+
+
+async def test_decide_when_the_append_fails_answers_503_and_leaves_nothing(
+    actor: RegionActor, journal: MemoryJournal
+) -> None:
+    journal.fail_next_append()
+    with pytest.raises(Unavailable):
+        await answered(actor.decide(lambda _s: book(1), lambda s, _e: s.booking("AB-b1")))
+    await until(lambda: actor.ready)
+    assert actor.state.booking("AB-b1") is None
+    assert actor.state.to_snapshot() == await replayed(journal)

@@ -18,9 +18,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.commands import Book, Cancel, Party, PlaceHold, ReleaseHold, Reschedule
+from engine.commands import Book, Cancel, Command, Party, PlaceHold, ReleaseHold, Reschedule
 from engine.errors import RefusalCode, Refused
-from engine.events import Booked, HoldPlaced
+from engine.events import Booked, Event, HoldPlaced
 from engine.model import Clinic
 from engine.records import Booking
 from engine.state import RegionState
@@ -164,32 +164,43 @@ async def create_booking(request: Request) -> Response:
 
 
 async def _book(request: Request, body: BookingBody, patient: str, region: str, key: str) -> Response:
-    """Book for ``patient`` in ``region``; ``key`` is the Idempotency-Key's digest (or empty)."""
+    """Book for ``patient`` in ``region``; ``key`` is the Idempotency-Key's digest (or empty).
+    One trip through the region's actor: the command is built from its catalogue and the
+    reply read from its state right after the booking (``RegionActor.decide``)."""
     regions = regions_of(request)
-    if body.hold is not None:
-        command = Book(
-            ids.booking_id(region),
-            patient,
-            hold_id=body.hold,
-            idempotency_key=key,
-            fingerprint=_fingerprint(body) if key else "",
-        )
-    else:
-        clinic_id, resource_id, service, start = body.direct()
-        clinic = await regions.query(region, lambda s: _clinic_for_resource(s, clinic_id, resource_id))
+    fingerprint = _fingerprint(body) if key else ""
+    booking_id = ids.booking_id(region)
+    hold_id = body.hold or ""
+    direct = body.direct() if body.hold is None else None
+
+    def make(state: RegionState) -> Command:
+        if direct is None:
+            return Book(booking_id, patient, hold_id=hold_id, idempotency_key=key, fingerprint=fingerprint)
+        clinic_id, resource_id, service, start = direct
+        clinic = _clinic_for_resource(state, clinic_id, resource_id)
         day, cell = locate_start(start, clinic.cell_minutes)
-        command = Book(
-            ids.booking_id(region),
+        return Book(
+            booking_id,
             patient,
             resource=resource_id,
             service=service,
             day=day,
             cell=cell,
             idempotency_key=key,
-            fingerprint=_fingerprint(body) if key else "",
+            fingerprint=fingerprint,
         )
+
+    def reply(state: RegionState, events: list[Event]) -> dict[str, Any] | None:
+        booked = next((e for e in events if isinstance(e, Booked)), None)
+        booking = (
+            state.booking(booked.booking_id) if booked is not None else state.idempotent_booking(patient, key)
+        )
+        if booking is None:
+            return None
+        return booking_view(booking, state.clinics[booking.clinic])
+
     try:
-        events = await regions.submit(command)
+        view = await regions.decide(region, make, reply)
     except Refused as exc:
         if key and exc.code is RefusalCode.INVALID:
             earlier = await regions.query(region, lambda s: s.idempotent_booking(patient, key))
@@ -208,17 +219,6 @@ async def _book(request: Request, body: BookingBody, patient: str, region: str, 
                 410, "HOLD_EXPIRED", "the hold has expired (or is not yours); choose the time again"
             ) from None
         raise
-    booked = next((e for e in events if isinstance(e, Booked)), None)
-
-    def read(state: RegionState) -> dict[str, Any] | None:
-        booking = (
-            state.booking(booked.booking_id) if booked is not None else state.idempotent_booking(patient, key)
-        )
-        if booking is None:
-            return None
-        return booking_view(booking, state.clinics[booking.clinic])
-
-    view = await regions.query(region, read)
     if view is None:
         raise not_found("no such booking")
     return json_response({"booking": view}, status=201, headers={"Location": f"/api/bookings/{view['id']}"})
