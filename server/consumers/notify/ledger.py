@@ -79,16 +79,42 @@ class Ledger:
         with self._lock:
             return self._db.execute("SELECT 1 FROM sent WHERE key = ?", (key,)).fetchone() is not None
 
+    def unsent(self, keys: list[str]) -> list[str]:
+        """The keys of ``keys`` not recorded as sent, in their order (one query)."""
+        if not keys:
+            return []
+        with self._lock:
+            sent = {
+                str(row[0])
+                for row in self._db.execute(
+                    f"SELECT key FROM sent WHERE key IN ({','.join('?' * len(keys))})", keys
+                )
+            }
+        return [key for key in keys if key not in sent]
+
     def record(
         self, key: str, channel: str, now: float, *, region: str | None = None, position: int | None = None
     ) -> None:
         """Mark ``key`` sent and, when ``region``/``position`` are given, move that cursor —
         in one transaction."""
+        self.record_many([(key, channel)], now, region=region, position=position)
+
+    def record_many(
+        self,
+        sent: list[tuple[str, str]],
+        now: float,
+        *,
+        region: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        """Mark every (key, channel) of ``sent`` sent and, when ``region``/``position`` are
+        given, move that cursor — in one transaction (one fsync)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO sent (key, channel, sent_at) VALUES (?, ?, ?)", (key, channel, now)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO sent (key, channel, sent_at) VALUES (?, ?, ?)",
+                    [(key, channel, now) for key, channel in sent],
                 )
                 if region is not None and position is not None:
                     self._advance(region, position)

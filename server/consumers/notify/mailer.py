@@ -65,12 +65,18 @@ class MailConfig:
 
 class Mailer(Protocol):
     channel: str
+    keyed: bool  # a message handed over under its key is its own record (sending it again changes nothing)
 
     async def send(self, key: str, message: EmailMessage) -> str: ...
+
+    async def send_many(self, messages: list[tuple[str, EmailMessage]]) -> str:
+        """Hand every message over (all or MailUnavailable); the channel used."""
+        ...
 
 
 class SmtpMailer:
     channel = "smtp"
+    keyed = False  # a message accepted by the server is gone: record each one right after it
 
     def __init__(self, config: MailConfig) -> None:
         assert config.host is not None
@@ -101,18 +107,30 @@ class SmtpMailer:
             raise MailUnavailable(f"message {key}: {exc.__class__.__name__}") from None
         return self.channel
 
+    async def send_many(self, messages: list[tuple[str, EmailMessage]]) -> str:
+        for key, message in messages:
+            await self.send(key, message)
+        return self.channel
+
 
 class OutboxMailer:
     channel = "outbox"
+    keyed = True  # the file named by the key is the record
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
     async def send(self, key: str, message: EmailMessage) -> str:
+        return await self.send_many([(key, message)])
+
+    async def send_many(self, messages: list[tuple[str, EmailMessage]]) -> str:
+        """One worker-thread call for all of them (one directory fsync)."""
         try:
-            await asyncio.to_thread(self.outbox.put, key, message)
+            await asyncio.to_thread(self.outbox.put_many, messages)
         except OSError as exc:
-            raise MailUnavailable(f"message {key}: outbox write failed ({exc.strerror or exc})") from None
+            raise MailUnavailable(
+                f"{len(messages)} messages: outbox write failed ({exc.strerror or exc})"
+            ) from None
         return self.channel
 
 

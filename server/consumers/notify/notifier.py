@@ -184,46 +184,60 @@ class Notifier:
         if not wanted:
             self._cursors.note(region, position)
             return
-        for i, fact in enumerate(wanted):
-            last = i == len(wanted) - 1
-            await self._deliver(
-                fact.key, fact, region=region if last else None, position=position if last else None
-            )
+        await self._deliver([(f.key, f, f.kind, 0) for f in wanted], region=region, position=position)
         self._cursors.discard(region)
 
     async def _deliver(
         self,
-        key: str,
-        fact: Fact,
+        messages: list[tuple[str, Fact, str, int]],
         *,
         region: str | None = None,
         position: int | None = None,
-        kind: str | None = None,
-        lead_s: int = 0,
     ) -> None:
-        """Send one message unless its key is already recorded; record it (and the cursor)."""
-        if await asyncio.to_thread(self.ledger.is_sent, key):
-            if region is not None and position is not None:
-                await asyncio.to_thread(self.ledger.advance, region, position)
-            return
-        channel = await self._send(key, fact, kind or fact.kind, lead_s)
-        await self._record(key, channel, fact.region, region, position)
+        """Send each (key, fact, kind, lead) whose key is not recorded yet, record them, and move
+        the cursor to ``region``/``position`` when given. The look-up of the keys and composing
+        are one worker-thread call; a keyed mailer (the outbox) gets all messages in one call
+        and they are recorded with the cursor in one transaction; SMTP messages are recorded
+        one by one, each right after the server accepted it."""
+        composed = await asyncio.to_thread(self._compose_unsent, messages, int(self.clock()))
+        recorded: list[tuple[str, str]] = []  # (key, channel) to record with the cursor
+        keyed: list[tuple[str, EmailMessage]] = []
+        for key, fact_region, message in composed:
+            if isinstance(message, str):
+                self._skipped(key, message)
+                recorded.append((key, message))
+            elif self.mailer.keyed:
+                keyed.append((key, message))
+            else:
+                channel = await self._send(key, message)
+                await self._record([(key, channel)], fact_region)
+        if keyed:
+            channel = await self._send_keyed(keyed)
+            recorded += [(key, channel) for key, _ in keyed]
+        if recorded or (region is not None and position is not None):
+            await self._record(recorded, region or "*", region, position)
 
     async def _record(
-        self, key: str, channel: str, fact_region: str, region: str | None, position: int | None
+        self,
+        sent: list[tuple[str, str]],
+        fact_region: str,
+        region: str | None = None,
+        position: int | None = None,
     ) -> None:
-        """Record a message handed over. This write is retried where it failed (a full disk),
-        never by a restart: a restart would send the message again. The notifier is reported
-        down for the region meanwhile."""
+        """Record messages handed over (and the cursor). This write is retried where it failed
+        (a full disk), never by a restart: a restart would send the messages again. The
+        notifier is reported down for the region meanwhile."""
         delay = 0.1
         while True:
             try:
                 await asyncio.to_thread(
-                    self.ledger.record, key, channel, self.clock(), region=region, position=position
+                    self.ledger.record_many, sent, self.clock(), region=region, position=position
                 )
             except STORE_ERRORS as exc:
                 self.feed.health.down(self.name, fact_region, f"recording a sent message: {why(exc)}")
-                log.error("message %s sent but not recorded (%s); retrying in %.1fs", key, why(exc), delay)
+                log.error(
+                    "%d messages sent but not recorded (%s); retrying in %.1fs", len(sent), why(exc), delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
                 continue
@@ -231,17 +245,15 @@ class Notifier:
                 self.feed.health.up(self.name, fact_region)
             return
 
-    async def _send(self, key: str, fact: Fact, kind: str, lead_s: int) -> str:
-        # The account look-up (SQLite) and composing (header parsing: a third of the event loop
-        # under booking load) run in a worker thread; only the hand-over is awaited here.
-        message = await asyncio.to_thread(self._compose, key, fact, kind, lead_s, int(self.clock()))
-        if isinstance(message, str):
-            self.stats.skipped += 1
-            if message == "skipped:no-account":
-                log.info("message %s: no account for the patient; not sent", key)
-            else:
-                log.warning("message %s: cannot be composed; not sent", key)
-            return message
+    def _skipped(self, key: str, why_not: str) -> None:
+        self.stats.skipped += 1
+        if why_not == "skipped:no-account":
+            log.info("message %s: no account for the patient; not sent", key)
+        else:
+            log.warning("message %s: cannot be composed; not sent", key)
+
+    async def _send(self, key: str, message: EmailMessage) -> str:
+        """Hand one message over, retrying while the mail server is unavailable."""
         delay = 1.0
         while True:
             try:
@@ -259,6 +271,36 @@ class Notifier:
             self.stats.sent += 1
             log.info("message %s sent via %s", key, channel)
             return channel
+
+    async def _send_keyed(self, messages: list[tuple[str, EmailMessage]]) -> str:
+        """Hand messages to a keyed mailer in one call, retrying while it is unavailable (a key
+        already written is not written again)."""
+        delay = 1.0
+        while True:
+            try:
+                channel = await self.mailer.send_many(messages)
+            except MailUnavailable as exc:
+                self.stats.retries += 1
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            self.stats.sent += len(messages)
+            log.info("%d messages written to the %s", len(messages), channel)
+            return channel
+
+    def _compose_unsent(
+        self, messages: list[tuple[str, Fact, str, int]], now_s: int
+    ) -> list[tuple[str, str, EmailMessage | str]]:
+        """In a worker thread (the account look-ups are SQLite, composing is header parsing):
+        (key, the fact's region, the message or the channel to record when there is none) for
+        every message whose key is not recorded as sent."""
+        unsent = set(self.ledger.unsent([key for key, _, _, _ in messages]))
+        return [
+            (key, fact.region, self._compose(key, fact, kind, lead_s, now_s))
+            for key, fact, kind, lead_s in messages
+            if key in unsent
+        ]
 
     def _compose(self, key: str, fact: Fact, kind: str, lead_s: int, now_s: int) -> EmailMessage | str:
         """In a worker thread: the message, or the channel to record when there is none."""
@@ -292,15 +334,15 @@ class Notifier:
             return 0
         now = self.clock()
         await self._plan(now)
-        sent = 0
+        due = []
         for reminder in self.schedule.due(now):
             fact = self._current(reminder, now)
-            if fact is None:
-                continue
-            await self._deliver(reminder.key, fact, kind="reminder", lead_s=reminder.lead_s)
-            self.stats.reminders += 1
-            sent += 1
-        return sent
+            if fact is not None:
+                due.append((reminder.key, fact, "reminder", reminder.lead_s))
+        if due:
+            await self._deliver(due)
+            self.stats.reminders += len(due)
+        return len(due)
 
     async def _plan(self, now: float) -> None:
         """Plan the reminders of appointments from now to ``max(leads) + PLAN_AHEAD_S`` ahead,

@@ -30,25 +30,37 @@ class Outbox:
 
     def put(self, key: str, message: EmailMessage) -> bool:
         """Write the message; False if a message with this key is already there."""
+        return self.put_many([(key, message)]) == 1
+
+    def put_many(self, messages: list[tuple[str, EmailMessage]]) -> int:
+        """Write every message whose key is not there yet (each file fsynced, renamed into
+        place, then the directory fsynced once: all are durable when this returns). Returns
+        how many were written."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / file_name(key)
-        if path.exists():
-            return False
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        data = message.as_bytes(policy=policy.SMTP)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return True
+        written = 0
+        for key, message in messages:
+            path = self.directory / file_name(key)
+            if path.exists():
+                continue
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            data = message.as_bytes(policy=policy.SMTP)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            written += 1
+        if written:
+            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return written
 
     def names(self) -> list[str]:
         if not self.directory.is_dir():
