@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from engine.commands import Book, Cancel, Party, Reschedule
 from engine.events import Booked, Cancelled, Rescheduled
 from server.consumers.webhooks import HEADER, sign, verify_signature
 from server.consumers.webhooks.dispatcher import WebhookDispatcher, url_problem
+from server.consumers.webhooks.store import WebhookStore, subscribers_in
 from server.identity.accounts import Role
 from server.stores import open_webhooks
 from tests.server.conftest import bearer
@@ -101,6 +103,36 @@ def test_endpoint_urls() -> None:
         assert url_problem(url) is not None, url
     assert url_problem("https://[2a00:1450:400f:80d::200e]/h") is None
     assert url_problem("https://10.1.2.3/h", allow_private=True) is None
+
+
+def test_subscriptions_follow_endpoints_created_and_deleted_by_any_store(tmp_path: Path) -> None:
+    """The dispatcher's store keeps the endpoints in memory; one made or deleted through
+    another store on the same file (the server's routes, another process) is seen at once."""
+    dispatcher_store = WebhookStore(tmp_path / "webhooks.sqlite3")
+    routes_store = WebhookStore(tmp_path / "webhooks.sqlite3")
+    try:
+        assert dispatcher_store.subscriptions() == {}
+        made, _ = routes_store.create_endpoint("AB-c1", "https://a.example/h", ["booking.created"], 100.0)
+        assert subscribers_in(dispatcher_store.subscriptions(), "AB-c1", "booking.created", 100.0) == [
+            made.id
+        ]
+        assert subscribers_in(dispatcher_store.subscriptions(), "AB-c1", "booking.created", 99.0) == []
+        assert subscribers_in(dispatcher_store.subscriptions(), "AB-c1", "booking.cancelled", 100.0) == []
+        assert subscribers_in(dispatcher_store.subscriptions(), "AB-c2", "booking.created", 100.0) == []
+        other, _ = dispatcher_store.create_endpoint(
+            "AB-c1", "https://b.example/h", ["booking.created"], 101.0
+        )
+        assert subscribers_in(dispatcher_store.subscriptions(), "AB-c1", "booking.created", 200.0) == [
+            made.id,
+            other.id,
+        ]
+        assert routes_store.delete_endpoint("AB-c1", made.id, 102.0)
+        assert subscribers_in(dispatcher_store.subscriptions(), "AB-c1", "booking.created", 200.0) == [
+            other.id
+        ]
+    finally:
+        dispatcher_store.close()
+        routes_store.close()
 
 
 async def test_delivery_refuses_a_host_that_resolves_inside(

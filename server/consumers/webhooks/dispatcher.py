@@ -56,7 +56,7 @@ from persistence.journal import Journal
 from server.consumers.feed import Fact, PendingCursors
 from server.consumers.follow import Feed, Up, why
 from server.consumers.webhooks.signing import HEADER, sign
-from server.consumers.webhooks.store import Attempt, QueuedRow, Webhooks
+from server.consumers.webhooks.store import Attempt, Endpoint, QueuedRow, Webhooks, subscribers_in
 from server.http.views import end_iso, epoch_iso
 from server.stores import STORE_ERRORS, open_webhooks
 
@@ -335,11 +335,14 @@ class WebhookDispatcher:
     async def handle(self, region: str, position: int, facts: list[Fact]) -> None:
         """Queue the deliveries of one entry after the cursor and move the cursor past it."""
         rows: list[QueuedRow] = []
+        subscriptions: dict[str, list[Endpoint]] | None = None
         for fact in facts:
             event_type = WEBHOOK_TYPES.get(fact.kind)
             if event_type is None:
                 continue
-            endpoints = await asyncio.to_thread(self.store.subscribers, fact.clinic.id, event_type, fact.at)
+            if subscriptions is None:
+                subscriptions = self.store.subscriptions()  # from memory, checked once per entry
+            endpoints = subscribers_in(subscriptions, fact.clinic.id, event_type, fact.at)
             if endpoints:
                 try:
                     body = payload(fact)

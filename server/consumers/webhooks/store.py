@@ -45,7 +45,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (status, endpoint, id);
 CREATE INDEX IF NOT EXISTS deliveries_endpoint ON deliveries (endpoint, id);
 CREATE TABLE IF NOT EXISTS cursors (region TEXT PRIMARY KEY, position INTEGER NOT NULL);
+-- one row, bumped in the transaction that creates or deletes an endpoint (by any process):
+-- the dispatcher keeps the endpoints in memory and reads them again only when it moved
+CREATE TABLE IF NOT EXISTS endpoints_version (n INTEGER NOT NULL);
+INSERT INTO endpoints_version (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM endpoints_version);
 """
+_BUMP = "UPDATE endpoints_version SET n = n + 1"
 
 PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cancelled"
 STATUSES = (PENDING, DELIVERED, FAILED, CANCELLED)
@@ -151,6 +156,12 @@ class Webhooks(Protocol):
         """Stop the endpoint; its pending deliveries are cancelled (the log stays readable)."""
         ...
 
+    def subscriptions(self) -> dict[str, list[Endpoint]]:
+        """Every live endpoint by clinic, oldest first, kept in memory and read again only when
+        an endpoint was created or deleted since (by any process or node); for the dispatcher's
+        loop (one caller thread). Look up with ``subscribers_in``."""
+        ...
+
     def subscribers(self, clinic: str, event_type: str, at: float) -> list[str]:
         """Ids of the clinic's live endpoints that chose ``event_type`` and existed at ``at``."""
         ...
@@ -199,6 +210,10 @@ class WebhookStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        # The dispatcher's reads of the endpoints (event loop only): its own connection, so a
+        # writer's transaction in a worker thread never holds it up (WAL: readers never wait).
+        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._subscriptions: tuple[int, dict[str, list[Endpoint]]] = (-1, {})
 
     def _tx(self, fn: Any) -> Any:
         with self._lock:
@@ -218,12 +233,15 @@ class WebhookStore:
         """A new endpoint and its signing secret (returned once; shown to the clinic once)."""
         endpoint = Endpoint("we_" + secrets.token_hex(8), clinic, url, tuple(sorted(set(events))), now)
         secret = "whsec_" + secrets.token_urlsafe(32)
-        self._tx(
-            lambda db: db.execute(
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO endpoints (id, clinic, url, secret, events, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (endpoint.id, clinic, url, secret, json.dumps(list(endpoint.events)), now),
             )
-        )
+            db.execute(_BUMP)
+
+        self._tx(run)
         return endpoint, secret
 
     def endpoints(self, clinic: str) -> list[Endpoint]:
@@ -248,6 +266,7 @@ class WebhookStore:
             )
             if cur.rowcount == 0:
                 return False
+            db.execute(_BUMP)
             db.execute(
                 "UPDATE deliveries SET status = ?, finished_at = ?, last_error = 'endpoint deleted' "
                 "WHERE endpoint = ? AND status = ?",
@@ -258,9 +277,30 @@ class WebhookStore:
         return bool(self._tx(run))
 
     def subscribers(self, clinic: str, event_type: str, at: float) -> list[str]:
-        """Ids of the clinic's live endpoints that chose ``event_type`` and existed at ``at`` (an
-        endpoint gets the events decided from its registration on, not the clinic's history)."""
         return [e.id for e in self.endpoints(clinic) if event_type in e.events and e.created_at <= at]
+
+    def subscriptions(self) -> dict[str, list[Endpoint]]:
+        """Every live endpoint by clinic, from memory: one read of the endpoints' version row
+        (the dispatcher calls it on the event loop, once per journal entry), and the endpoints
+        are read again only when an endpoint was created or deleted since (by any process).
+        Not thread-safe: one caller thread (the dispatcher's loop)."""
+        version = int(self._reader.execute("SELECT n FROM endpoints_version").fetchone()[0])
+        if version != self._subscriptions[0]:
+            self._reader.execute("BEGIN")  # the version and the rows from one read snapshot
+            try:
+                version = int(self._reader.execute("SELECT n FROM endpoints_version").fetchone()[0])
+                rows = self._reader.execute(
+                    "SELECT id, clinic, url, events, created_at FROM endpoints WHERE deleted = 0 "
+                    "ORDER BY created_at, id"
+                ).fetchall()
+            finally:
+                self._reader.execute("COMMIT")
+            by_clinic: dict[str, list[Endpoint]] = {}
+            for r in rows:
+                endpoint = Endpoint(r[0], r[1], r[2], tuple(json.loads(r[3])), float(r[4]))
+                by_clinic.setdefault(endpoint.clinic, []).append(endpoint)
+            self._subscriptions = (version, by_clinic)
+        return self._subscriptions[1]
 
     # -- queueing (the journal consumer) ---------------------------------------------------------
 
@@ -396,3 +436,13 @@ class WebhookStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._reader.close()
+
+
+def subscribers_in(
+    subscriptions: dict[str, list[Endpoint]], clinic: str, event_type: str, at: float
+) -> list[str]:
+    """Ids of the clinic's live endpoints (in ``WebhookStore.subscriptions()``) that chose
+    ``event_type`` and existed at ``at`` (an endpoint gets the events decided from its
+    registration on, not the clinic's history)."""
+    return [e.id for e in subscriptions.get(clinic, ()) if event_type in e.events and e.created_at <= at]
