@@ -42,6 +42,7 @@ import struct
 import time
 import zlib
 from bisect import bisect_right
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ MAX_PAYLOAD = 64 * 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
 INDEX_EVERY = 1024  # sparse position -> offset index stride
 TAIL_POLL_S = 0.25  # how often tail() looks for other processes' appends
+RECENT_BYTES = 1024 * 1024  # per region: the payloads of the newest appends kept for tail()
+RECENT_ENTRIES = 4096
 _REGION = re.compile(r"^[A-Z]{1,3}$")
 
 
@@ -377,6 +380,32 @@ class _Region:
     index_off: list[int] = field(default_factory=lambda: [0])
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     appended: asyncio.Event = field(default_factory=asyncio.Event)
+    # The newest entries this object appended, each with the offset after its frame: tail()
+    # hands them to followers from memory (no file read, no worker thread). Consecutive
+    # positions ending at ``position``; bounded by RECENT_BYTES of payload / RECENT_ENTRIES.
+    recent: deque[tuple[Entry, int]] = field(default_factory=deque)
+    recent_bytes: int = 0
+
+    def remember(self, entry: Entry, end: int) -> None:
+        self.recent.append((entry, end))
+        self.recent_bytes += len(entry.payload)
+        while len(self.recent) > 1 and (
+            self.recent_bytes > RECENT_BYTES or len(self.recent) > RECENT_ENTRIES
+        ):
+            self.recent_bytes -= len(self.recent.popleft()[0].payload)
+
+    def recent_after(self, position: int) -> list[tuple[Entry, int]] | None:
+        """The remembered entries after ``position``, or None when they do not reach back to
+        ``position + 1`` (read the file)."""
+        if not self.owner or not self.recent:
+            return None
+        first = self.recent[0][0].position
+        if not first <= position + 1 <= self.position + 1:
+            return None
+        skip = position + 1 - first
+        if skip == 0:
+            return list(self.recent)
+        return [self.recent[i] for i in range(skip, len(self.recent))]
 
     def add_index(self, samples: list[tuple[int, int]]) -> None:
         for pos, off in samples:
@@ -531,6 +560,7 @@ class FileJournal(Journal):
                 state.add_index([(position, state.committed)])
             state.committed += len(frame)
             state.position = position
+            state.remember(Entry(position, epoch, payload), state.committed)
             state.appended.set()
             state.appended = asyncio.Event()
             return position
@@ -563,8 +593,15 @@ class FileJournal(Journal):
         while True:
             state = self._regions.get(region) or detached
             waiter = state.appended
-            async for entry in self._entries(state, cursor, after):
-                yield entry
+            recent = state.recent_after(cursor.position)
+            if recent is None:
+                async for entry in self._entries(state, cursor, after):
+                    yield entry
+            else:  # what this process just appended: from memory
+                for entry, end in recent:
+                    cursor.offset, cursor.position = end, entry.position
+                    if entry.position > after:
+                        yield entry
             # In-process appends set ``waiter``; another process's appends are polled for.
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
             # arrives as the event is set, and the tail (and whoever cancelled it) hangs.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from persistence import commit_log
+from persistence import commit_log, file_journal
 from persistence.file_journal import FRAME_HEADER, FileJournal, encode_frame
 from persistence.journal import CorruptJournal, Entry, JournalUnavailable, Snapshot, StaleEpoch
 
@@ -314,6 +314,33 @@ async def test_second_journal_object_tails_by_polling(tmp_path: Path, opened: li
     assert await asyncio.wait_for(second, 5) == Entry(2, 1, b"two")
     await tail.aclose()
     assert await reader.last_position("AB") == 2
+
+
+async def test_tail_hands_own_appends_from_memory_and_older_ones_from_the_file(
+    tmp_path: Path, opened: list[FileJournal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower in the appending process gets the newest entries from memory (the file is not
+    opened for them); one further behind than memory reaches reads the file, then memory."""
+    monkeypatch.setattr(file_journal, "RECENT_ENTRIES", 8)
+    opens: list[Path] = []
+    real_open_read = file_journal._open_read
+    monkeypatch.setattr(file_journal, "_open_read", lambda path: opens.append(path) or real_open_read(path))
+    journal = await reopened(tmp_path)
+    opened.append(journal)
+    for i in range(1, 21):
+        await journal.append("AB", 1, b"early-%d" % i)
+    tail = journal.tail("AB", after=3)
+    got = [await asyncio.wait_for(anext(tail), 5) for _ in range(17)]
+    assert [(e.position, e.payload) for e in got] == [(i, b"early-%d" % i) for i in range(4, 21)]
+    assert opens  # positions 4..12 are no longer in memory
+    opens.clear()
+    for i in range(21, 41):
+        nxt = asyncio.ensure_future(anext(tail))
+        await journal.append("AB", 2, b"late-%d" % i)
+        assert await asyncio.wait_for(nxt, 5) == Entry(i, 2, b"late-%d" % i)
+    assert opens == []
+    await tail.aclose()
+    assert [e.payload for e in await entries(journal)][-1] == b"late-40"  # the file has them too
 
 
 async def test_read_after_uses_the_index_across_many_entries(
