@@ -399,3 +399,24 @@ async def test_without_smtp_messages_go_to_the_outbox_once(tmp_path: Path) -> No
     assert view["attachments"] == [{"filename": "M-b1.ics", "content_type": "text/calendar"}]
     assert "Bokningsnummer: M-b1" in view["text"]
     assert outbox.view("../accounts.sqlite3") is None
+
+
+def test_the_ledger_records_a_batch_and_its_cursor_in_one_step(backend: StoreBackend) -> None:
+    """Both stores: the keys of an entry's messages looked up at once, recorded with the cursor
+    at once; a key recorded before stays as it was, and the cursor never moves back."""
+    backend.data_dir.mkdir(parents=True, exist_ok=True)
+    ledger = open_ledger(backend.data_dir, backend.redis_url)
+    try:
+        ledger.record("AB:1:0:booked", "smtp", NOW)
+        keys = ["AB:2:0:booked", "AB:1:0:booked", "AB:2:1:cancelled"]
+        assert ledger.unsent(keys) == ["AB:2:0:booked", "AB:2:1:cancelled"]
+        assert ledger.unsent([]) == []
+        ledger.record_many([(k, "outbox") for k in keys], NOW, region="AB", position=2)
+        assert ledger.unsent(keys) == []
+        assert ledger.cursor("AB") == 2 and ledger.sent_count() == 3
+        ledger.record_many([], NOW, region="AB", position=1)  # never backwards
+        ledger.record_many([("M:1:0:booked", "skipped:no-account")], NOW)  # no cursor given
+        assert ledger.cursors() == {"AB": 2}
+        assert ledger.unsent(["M:1:0:booked", "M:1:1:booked"]) == ["M:1:1:booked"]
+    finally:
+        ledger.close()

@@ -40,11 +40,26 @@ class LedgerStore(Protocol):
 
     def is_sent(self, key: str) -> bool: ...
 
+    def unsent(self, keys: list[str]) -> list[str]:
+        """The keys of ``keys`` not recorded as sent, in their order (one look-up)."""
+        ...
+
     def record(
         self, key: str, channel: str, now: float, *, region: str | None = None, position: int | None = None
     ) -> None:
         """Mark ``key`` sent and, when ``region``/``position`` are given, move that cursor (never
         backwards) -- in one step."""
+        ...
+
+    def record_many(
+        self,
+        sent: list[tuple[str, str]],
+        now: float,
+        *,
+        region: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        """``record`` for every (key, channel) of ``sent``, and the cursor, in one step."""
         ...
 
     def advance(self, region: str, position: int) -> None:
@@ -148,10 +163,11 @@ class Ledger:
 _NOTIFY = "tandtid:{notify}:"
 CURSORS = _NOTIFY + "cursors"
 SENT = _NOTIFY + "sent"
+# KEYS: cursors hash, sent hash; ARGV: region ('' for none), position, then key, channel pairs.
 _RECORD = (
     CURSOR_LUA
     + """
-redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
+for i = 3, #ARGV, 2 do redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) end
 if ARGV[1] ~= '' then advance(KEYS[1], ARGV[1], ARGV[2]) end
 return 0
 """
@@ -175,11 +191,30 @@ class RedisLedger:
     def is_sent(self, key: str) -> bool:
         return bool(self._redis.hexists(SENT, key))
 
+    def unsent(self, keys: list[str]) -> list[str]:
+        if not keys:
+            return []
+        found = self._redis.hmget(SENT, keys)
+        return [key for key, channel in zip(keys, found, strict=True) if channel is None]
+
     def record(
         self, key: str, channel: str, now: float, *, region: str | None = None, position: int | None = None
     ) -> None:
-        moved = region is not None and position is not None
-        args = [region if moved else "", position if moved else 0, key, channel]
+        self.record_many([(key, channel)], now, region=region, position=position)
+
+    def record_many(
+        self,
+        sent: list[tuple[str, str]],
+        now: float,
+        *,
+        region: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        args: list[str | int] = ["", 0]
+        if region is not None and position is not None:
+            args = [region, position]
+        for key, channel in sent:
+            args += [key, channel]
         self._record(keys=[CURSORS, SENT], args=args)
 
     def advance(self, region: str, position: int) -> None:
