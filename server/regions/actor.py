@@ -265,9 +265,12 @@ class RegionActor:
         answered: ``make(state)`` builds the command inside the turn (an exception it raises is
         re-raised here and nothing is applied), ``reply(state, events)`` runs right after the
         command applied (the state then holds exactly what this batch makes durable) and its
-        result is returned once the batch is durable. Raises like ``submit``. Both must be quick."""
-        if not self.ready:
+        result is returned once the batch is durable. Raises like ``submit``, except that while
+        the region reloads it waits (like ``query``: the reload answers it, or fails it when the
+        journal stays unreachable). Both must be quick."""
+        if self.lifecycle in (Lifecycle.FAILED, Lifecycle.FENCED):
             raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
+        self._refuse_while_unwritable()
         self._admit()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Request(None, future, make, reply))
