@@ -33,7 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from engine.model import REGION_CODES
+
 RECORD_MAGIC = b"TTC1"
+# A region frame (FileJournal's on-disk unit), which every record carries.
+FRAME_MAGIC = b"TTJ1"
+FRAME_HEADER = struct.Struct("<4sIIQQ")  # magic, crc32, length, position, epoch
 RECORD_HEADER = struct.Struct("<4sI4sQI")  # magic, crc32, region, position, frame length
 CHECKPOINT_BYTES = 64 * 1024 * 1024
 COMMIT_LOG = "commit.log"
@@ -65,59 +70,158 @@ def encode_record(region: str, position: int, frame: bytes) -> bytes:
     return RECORD_MAGIC + struct.pack("<I", crc) + fields + frame
 
 
-def records(path: Path) -> dict[str, dict[int, bytes]]:
-    """Per region, position -> frame of every whole record, in order; stops at the first torn
-    or damaged record (its round was never acknowledged)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return {}
+@dataclass(frozen=True, slots=True)
+class DamagedRecord:
+    """Bytes of the commit log that are not a whole record and are not a torn last round: a
+    record with a bad checksum or garbage, up to the next intact record (or the end)."""
+
+    offset: int
+    data: bytes
+    region: str | None  # None: the header cannot be trusted to name it
+    position: int | None  # None: likewise
+    intact: bool = False  # an intact record that cannot be put back (it follows a damaged one)
+
+    def affects(self, region: str, last_position: int, *, alone: bool) -> bool:
+        """Whether ``region``, whose file ends at ``last_position`` once restored, may lack an
+        acknowledged append this record held (then it must not serve until repaired). ``alone``:
+        no other damaged record in the log. A region lacking position P ends at exactly P - 1
+        when every other record is intact (restore put back all before it), so a record whose
+        region is unknown but whose position is known stops only the regions ending there."""
+        if self.position is not None and self.position <= last_position:
+            return False  # the file holds that position: nothing is missing from it
+        if self.region is not None:
+            return self.region == region
+        if self.position is not None and alone:
+            return last_position == self.position - 1
+        return True
+
+
+@dataclass(slots=True)
+class LogScan:
+    records: dict[str, dict[int, bytes]]  # per region, position -> frame of every intact record
+    offsets: dict[tuple[str, int], int]  # (region, position) -> where that record starts
+    damaged: list[DamagedRecord]
+    problem: str | None  # why the log is damaged (None: clean, or merely torn at its end)
+
+    def lost(self, region: str, last_position: int) -> list[DamagedRecord]:
+        """What ``region``, whose file ends at ``last_position`` once restored, may have lost:
+        the damaged records that may be its, and its intact records past a gap (empty: none)."""
+        alone = len(self.damaged) == 1
+        found = [r for r in self.damaged if r.affects(region, last_position, alone=alone)]
+        beyond = sorted(p for p in self.records.get(region, {}) if p > last_position)
+        found += [
+            DamagedRecord(self.offsets[(region, p)], self.records[region][p], region, p, intact=True)
+            for p in beyond
+        ]
+        return found
+
+
+def scan(data: bytes) -> LogScan:
+    """Every intact record (also those after damage; a position that appears again replaces the
+    earlier record and everything after it), and every damaged span. A cut-short last record,
+    zeros or a header prefix at the end are a torn round (never acknowledged), not damage."""
     found: dict[str, dict[int, bytes]] = {}
+    offsets: dict[tuple[str, int], int] = {}
+    damaged: list[DamagedRecord] = []
+    problems: list[str] = []
     view = memoryview(data)
     off = 0
-    size = RECORD_HEADER.size
-    while off + size <= len(data):
-        magic, crc, region, position, length = RECORD_HEADER.unpack_from(data, off)
-        end = off + size + length
-        if magic != RECORD_MAGIC or end > len(data) or zlib.crc32(view[off + 8 : end]) != crc:
+    while off < len(data):
+        if _record_at(data, view, off):
+            _magic, _crc, region, position, length = RECORD_HEADER.unpack_from(data, off)
+            end = off + RECORD_HEADER.size + length
+            name = region.rstrip(b"\0").decode("ascii")
+            frames = found.setdefault(name, {})
+            for later in [p for p in frames if p >= position]:
+                del frames[later]
+            frames[position] = bytes(view[off + RECORD_HEADER.size : end])
+            offsets[(name, position)] = off
+            off = end
+            continue
+        following = _next_record(data, view, off + 1)
+        if following < 0 and _torn(data, off):
             break
-        frames = found.setdefault(region.rstrip(b"\0").decode("ascii"), {})
-        for later in [p for p in frames if p >= position]:
-            del frames[later]
-        frames[position] = bytes(view[off + size : end])
-        off = end
+        stop = following if following >= 0 else len(data)
+        span = DamagedRecord(off, bytes(view[off:stop]), *_named(data, off, stop))
+        damaged.append(span)
+        problems.append(f"{stop - off} damaged bytes at byte {off} of {len(data)}")
+        off = stop
     view.release()
-    return found
+    return LogScan(found, offsets, damaged, "; ".join(problems) or None)
+
+
+def _record_at(data: bytes, view: memoryview, off: int) -> bool:
+    if off + RECORD_HEADER.size > len(data):
+        return False
+    magic, crc, _region, _position, length = RECORD_HEADER.unpack_from(data, off)
+    end = off + RECORD_HEADER.size + length
+    return bool(magic == RECORD_MAGIC and end <= len(data) and zlib.crc32(view[off + 8 : end]) == crc)
+
+
+def _next_record(data: bytes, view: memoryview, start: int) -> int:
+    at = data.find(RECORD_MAGIC, start)
+    while at >= 0 and not _record_at(data, view, at):
+        at = data.find(RECORD_MAGIC, at + 1)
+    return at
+
+
+def _torn(data: bytes, off: int) -> bool:
+    """Whether ``data[off:]`` (no intact record follows) is what an interrupted round leaves."""
+    rest = data[off:]
+    if rest.count(0) == len(rest) or (len(rest) < RECORD_HEADER.size and RECORD_MAGIC.startswith(rest[:4])):
+        return True
+    if len(rest) < RECORD_HEADER.size:
+        return False
+    magic, crc, region, position, length = RECORD_HEADER.unpack_from(data, off)
+    if magic != RECORD_MAGIC or RECORD_HEADER.size + length <= len(rest):
+        return False
+    # Cut short, unless its length field is what was damaged: then the rest is one whole record
+    # whose checksum matches the true length (or whose frame is whole and intact).
+    frame = rest[RECORD_HEADER.size :]
+    true_fields = struct.pack("<4sQI", region, position, len(frame))
+    if zlib.crc32(frame, zlib.crc32(true_fields)) == crc:
+        return False
+    if len(frame) >= FRAME_HEADER.size and frame[:4] == FRAME_MAGIC:
+        _fmagic, fcrc, flength, _fposition, _epoch = FRAME_HEADER.unpack_from(frame)
+        if FRAME_HEADER.size + flength == len(frame) and zlib.crc32(frame[8:]) == fcrc:
+            return False
+    return True
+
+
+def _named(data: bytes, off: int, stop: int) -> tuple[str | None, int | None]:
+    """(region, position) of a damaged span, as far as they can be trusted. When the frame
+    inside is intact (its own checksum matches), the damage is in the record's header: the
+    position is the frame's, the region unknown. Otherwise the header names them, if its
+    length field reaches exactly to ``stop`` (or its magic is intact) and it names a region."""
+    if stop - off < RECORD_HEADER.size:
+        return None, None
+    magic, _crc, raw, position, length = RECORD_HEADER.unpack_from(data, off)
+    frame = data[off + RECORD_HEADER.size : stop]
+    if len(frame) >= FRAME_HEADER.size and frame[:4] == FRAME_MAGIC:
+        _fmagic, fcrc, flength, fposition, _epoch = FRAME_HEADER.unpack_from(frame)
+        if FRAME_HEADER.size + flength == len(frame) and zlib.crc32(frame[8:]) == fcrc:
+            return None, fposition
+    if magic != RECORD_MAGIC and off + RECORD_HEADER.size + length != stop:
+        return None, None
+    name = raw.rstrip(b"\0").decode("ascii", "replace")
+    return (name, position) if name in REGION_CODES else (None, None)
+
+
+def records(path: Path) -> dict[str, dict[int, bytes]]:
+    """Per region, position -> frame of every intact record (see ``scan``)."""
+    try:
+        return scan(path.read_bytes()).records
+    except FileNotFoundError:
+        return {}
 
 
 def damage(path: Path) -> str | None:
-    """Why ``records`` stopped before the end of the log when that is NOT a torn round (a
-    complete record with a bad checksum, garbage, damage followed by more records): such
-    bytes may hold acknowledged appends and must be kept. None when clean or merely torn."""
+    """Why the log is damaged (not merely torn at its end): such bytes may hold acknowledged
+    appends and must be kept. None when clean or torn."""
     try:
-        data = path.read_bytes()
+        return scan(path.read_bytes()).problem
     except FileNotFoundError:
         return None
-    view = memoryview(data)
-    off = 0
-    size = RECORD_HEADER.size
-    try:
-        while off + size <= len(data):
-            magic, crc, _region, _position, length = RECORD_HEADER.unpack_from(data, off)
-            end = off + size + length
-            if magic != RECORD_MAGIC:
-                break
-            if end > len(data):  # the last round's record, cut short: torn unless more follow
-                return None if data.find(RECORD_MAGIC, off + 1) < 0 else f"damaged record at byte {off}"
-            if zlib.crc32(view[off + 8 : end]) != crc:
-                return f"record at byte {off} of {len(data)} fails its checksum"
-            off = end
-        rest = data[off:]
-        if not rest or rest.count(0) == len(rest) or RECORD_MAGIC.startswith(rest[:4]):
-            return None  # clean, unwritten zeros, or a header cut short
-        return f"garbage at byte {off} of {len(data)}"
-    finally:
-        view.release()
 
 
 def empty(path: Path) -> None:

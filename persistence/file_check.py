@@ -9,10 +9,18 @@ can be trusted, whether it is intact, and the booking ids its events touch (for 
 whose checksum fails, the ids are read from the raw bytes, best effort). Acknowledged
 bookings in those frames are lost by the repair; the list is how they are found again.
 
-``repair_region`` (only with the server stopped: take the data-directory lock first) cuts
-the journal at the last good frame, keeping the cut bytes in ``set-aside/``, and sets aside
-any snapshot that includes positions past the cut (it would disagree with the journal).
-The region then starts from what is left. Nothing is ever deleted.
+A region is also ``damaged`` when a damaged record of the group-commit log
+(``journal/commit.log``) may have held an acknowledged append its file lacks (after a power
+loss): ``journal/<REGION>.commit-damage`` names those records, listed in ``lost`` with
+``source`` ``commit.log``. A commit log that a start has not yet applied (the server has not
+run since the crash) is read too: ``restorable`` names the positions it would put back.
+
+``repair_region`` (only with the server stopped: take the data-directory lock first, and run
+``restore_from_commit_log`` before it, as a start would, so nothing the commit log can put
+back is cut) cuts the journal at the last good frame, keeping the cut bytes in
+``set-aside/``, sets aside the region's ``.commit-damage`` file, and sets aside any snapshot
+that includes positions past the cut (it would disagree with the journal). The region then
+starts from what is left. Nothing is ever deleted.
 """
 
 from __future__ import annotations
@@ -24,19 +32,23 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import from_record
+from persistence import commit_log
 from persistence.codec import unpack_events
 from persistence.file_journal import (
+    COMMIT_DAMAGE,
     FRAME_HEADER,
     FRAME_MAGIC,
     MAX_PAYLOAD,
     _frame_at,
     _scan,
+    commit_damage_path,
     damage_in_tail,
     decode_snapshot,
+    read_commit_damage,
     set_aside,
 )
 
-_REGION_FILE = re.compile(r"^([A-Z]{1,3})\.log$")
+_REGION_FILE = re.compile(r"^([A-Z]{1,3})(?:\.log|" + re.escape(COMMIT_DAMAGE) + ")$")
 _BOOKING_ID = re.compile(rb"[A-Z]{1,3}-b[A-Za-z0-9_-]{4,40}")
 BOOKING_EVENTS = ("Booked", "Cancelled", "Rescheduled", "NoShowMarked")
 
@@ -49,6 +61,7 @@ class LostFrame:
     intact: bool  # its checksum matches (only the damage before it makes it unreachable)
     booked: list[str] = field(default_factory=list)  # bookings whose Booked fact is in it
     changed: list[str] = field(default_factory=list)  # bookings cancelled, moved or marked in it
+    source: str = "journal"  # "journal": the region file; "commit.log": a damaged commit-log record
 
 
 @dataclass(slots=True)
@@ -69,6 +82,7 @@ class RegionCheck:
     lost: list[LostFrame] = field(default_factory=list)
     snapshots: list[SnapshotFile] = field(default_factory=list)
     set_aside: list[str] = field(default_factory=list)  # files already kept for this region
+    restorable: list[int] = field(default_factory=list)  # positions a pending commit log puts back
     repaired: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -84,11 +98,17 @@ def regions_in(directory: Path) -> list[str]:
     journal = directory / "journal"
     if not journal.is_dir():
         return []
-    return sorted(m.group(1) for p in journal.iterdir() if (m := _REGION_FILE.match(p.name)))
+    return sorted({m.group(1) for p in journal.iterdir() if (m := _REGION_FILE.match(p.name))})
 
 
 def check_region(directory: Path, region: str) -> RegionCheck:
     """Read ``region``'s files under ``directory`` and report (changes nothing)."""
+    report = _check_file(directory, region)
+    _check_commit_log(directory, region, report)
+    return report
+
+
+def _check_file(directory: Path, region: str) -> RegionCheck:
     log = directory / "journal" / f"{region}.log"
     report = RegionCheck(region, "ok", 0, 0, 0)
     report.snapshots = _snapshots(directory, region)
@@ -116,23 +136,77 @@ def check_region(directory: Path, region: str) -> RegionCheck:
     return report
 
 
+def _check_commit_log(directory: Path, region: str, report: RegionCheck) -> None:
+    """Add what the commit log says about ``region``: the damage a start recorded
+    (``.commit-damage``), and what a commit log no start has applied yet would do."""
+    found = read_commit_damage(directory / "journal", region)
+    records = list(found.records) if found is not None else []
+    problems = [found.problem] if found is not None else []
+    try:
+        pending = commit_log.scan((directory / "journal" / commit_log.COMMIT_LOG).read_bytes())
+    except FileNotFoundError:
+        pending = None
+    if pending is not None:
+        frames = pending.records.get(region, {})
+        last = report.position
+        while last + 1 in frames:
+            last += 1
+        report.restorable = list(range(report.position + 1, last + 1))
+        if report.restorable and report.status != "ok":
+            problems.append(
+                f"the commit log holds positions {report.restorable[0]}..{report.restorable[-1]}: "
+                "the next start (or journal repair) puts them back first"
+            )
+        spans = pending.lost(region, last) if pending.problem is not None else []
+        if spans:
+            records += spans
+            problems.append(
+                f"commit log damaged ({pending.problem}): an acknowledged append after position "
+                f"{last} may be missing; the next start stops this region"
+            )
+    if not records and not problems:
+        return
+    if records:
+        report.status = "damaged"
+    report.problem = "; ".join(p for p in [report.problem, *problems] if p)
+    for record in records:
+        frame = LostFrame(
+            record.offset,
+            record.offset + len(record.data),
+            record.position,
+            record.intact,
+            source="commit.log",
+        )
+        if record.intact:  # a whole region frame
+            _bookings_in(frame, record.data[FRAME_HEADER.size :])
+        else:
+            _bookings_in(frame, record.data, readable=False)
+        report.lost.append(frame)
+
+
 def repair_region(directory: Path, region: str) -> RegionCheck:
-    """Cut ``region``'s journal at its last good frame (bytes set aside) and set aside the
-    snapshots past the cut. Returns the check made before the cut, ``repaired`` set.
-    The caller must hold the data-directory lock (no server running)."""
+    """Cut ``region``'s journal at its last good frame (bytes set aside), set aside its
+    ``.commit-damage`` file and the snapshots past the cut. Returns the check made before the
+    cut, ``repaired`` set. The caller must hold the data-directory lock (no server running) and
+    must have run ``restore_from_commit_log`` (so nothing the commit log holds is cut)."""
     report = check_region(directory, region)
     if report.status != "damaged":
         return report
     log = directory / "journal" / f"{region}.log"
-    fd = os.open(log, os.O_RDWR)
-    try:
-        cut = os.pread(fd, report.size - report.good_bytes, report.good_bytes)
-        kept = set_aside(directory, log.name, cut)
-        os.ftruncate(fd, report.good_bytes)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    report.set_aside.append(kept.name)
+    if report.good_bytes < report.size and any(f.source == "journal" for f in report.lost):
+        fd = os.open(log, os.O_RDWR)
+        try:
+            cut = os.pread(fd, report.size - report.good_bytes, report.good_bytes)
+            kept = set_aside(directory, log.name, cut)
+            os.ftruncate(fd, report.good_bytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        report.set_aside.append(kept.name)
+    marker = commit_damage_path(directory / "journal", region)
+    if marker.exists():
+        report.set_aside.append(set_aside(directory, marker.name, marker.read_bytes()).name)
+        marker.unlink()
     for snap in report.snapshots:
         if snap.position is None or snap.position > report.position:
             path = directory / "snapshots" / snap.name

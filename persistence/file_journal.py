@@ -33,8 +33,10 @@ Only one process may append to a directory; others may read and tail.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -50,6 +52,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from persistence import commit_log
+from persistence.commit_log import FRAME_HEADER as FRAME_HEADER
+from persistence.commit_log import FRAME_MAGIC as FRAME_MAGIC
 from persistence.commit_log import CommitLog
 from persistence.journal import CorruptJournal, Entry, Journal, JournalUnavailable, Snapshot, StaleEpoch
 
@@ -57,8 +61,6 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-FRAME_MAGIC = b"TTJ1"
-FRAME_HEADER = struct.Struct("<4sIIQQ")  # magic, crc32, length, position, epoch
 FRAME_CRC_FIELDS = slice(8, FRAME_HEADER.size)  # crc covers length, position, epoch + payload
 SNAP_MAGIC = b"TTS1"
 SNAP_HEADER = struct.Struct("<4sIQQ")  # magic, crc32, length, position
@@ -450,16 +452,18 @@ class FileJournal(Journal):
                 for directory in (self._snap_dir, self._journal_dir):
                     for path in await self._run(remove_stale_temp_files, directory):
                         log.info("removed %s, left by a process that stopped before its rename", path.name)
-                await self._run(self._restore_from_commit_log)
+                for problem in await self._run(restore_from_commit_log, self._dir):
+                    self._problems.setdefault(commit_log.COMMIT_LOG, []).append(problem)
                 log_writer = CommitLog(self._journal_dir, self._submit)
                 await self._run(log_writer.open)
                 self._commit_log = log_writer
             names = sorted(p.stem for p in self._journal_dir.glob("*.log") if _REGION.match(p.stem))
-            names += sorted(
-                p.stem
-                for p in self._journal_dir.glob("*.epoch")
-                if _REGION.match(p.stem) and p.stem not in names
-            )
+            for suffix in ("*.epoch", f"*{COMMIT_DAMAGE}"):
+                names += sorted(
+                    p.stem
+                    for p in self._journal_dir.glob(suffix)
+                    if _REGION.match(p.stem) and p.stem not in names
+                )
             for name in names:
                 region = self._new_region(name)
                 await self._run(self._recover, region)
@@ -748,82 +752,15 @@ class FileJournal(Journal):
             _fsync_dir(self._journal_dir)
         return fd
 
-    def _restore_from_commit_log(self) -> None:
-        """After a crash: put back into each region file the frames the commit log holds and
-        the file lost or tore, fsync every region file the commit log covers, then empty it."""
-        path = self._journal_dir / commit_log.COMMIT_LOG
-        found = commit_log.records(path)
-        why = commit_log.damage(path)
-        if why is not None:
-            # Records past the damage may be acknowledged appends whose region files did not
-            # reach the disk: never empty them away unseen.
-            kept = set_aside(self._dir, path.name, path.read_bytes())
-            problem = f"commit log damaged ({why}); kept as set-aside/{kept.name}"
-            self._problems.setdefault(path.name, []).append(problem)
-            log.error("%s: records after the damage were not restored; compare the region files", problem)
-        for name, frames in found.items():
-            if _REGION.match(name):
-                self._restore_region(name, frames)
-        if found:
-            _fsync_dir(self._journal_dir)
-        commit_log.empty(path)
-
-    def _restore_region(self, name: str, frames: dict[int, bytes]) -> None:
-        first = min(frames)
-        path = self._journal_dir / f"{name}.log"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            scan = _scan(fd, 0, os.fstat(fd).st_size, 0, first - 1, collect=True)
-            if scan.position < first - 1:
-                log.error(
-                    "region %s: the file ends at position %d, its commit log records start at %d; "
-                    "nothing restored",
-                    name,
-                    scan.position,
-                    first,
-                )
-                return
-            # Keep the file up to the first frame that differs from the commit log's record.
-            cut_position, cut_offset = scan.position, scan.offset
-            offset = scan.offset - sum(FRAME_HEADER.size + len(e.payload) for e in scan.entries)
-            for entry in scan.entries:
-                recorded = frames.get(entry.position)
-                if recorded is not None and recorded != encode_frame(
-                    entry.position, entry.epoch, entry.payload
-                ):
-                    cut_position, cut_offset = entry.position - 1, offset
-                    break
-                offset += FRAME_HEADER.size + len(entry.payload)
-            missing: list[bytes] = []
-            while cut_position + len(missing) + 1 in frames:
-                missing.append(frames[cut_position + len(missing) + 1])
-            if missing:
-                os.ftruncate(fd, cut_offset)
-                data = b"".join(missing)
-                view = memoryview(data)
-                at = cut_offset
-                while view:
-                    written = os.pwrite(fd, view, at)
-                    if written <= 0:
-                        raise OSError("pwrite wrote nothing")
-                    view, at = view[written:], at + written
-                log.warning(
-                    "region %s: restored %d frames (positions %d..%d) from the commit log",
-                    name,
-                    len(missing),
-                    cut_position + 1,
-                    cut_position + len(missing),
-                )
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def _recover(self, state: _Region) -> None:
         """Verify the region's frames; cut a torn tail; load position, epoch, index."""
         with contextlib.suppress(FileNotFoundError):
             state.epoch = int(state.epoch_path.read_text().strip() or 0)
+        lost = read_commit_damage(self._journal_dir, state.name)
         fd = _open_read(state.log_path)
         if fd is None:
+            if lost is not None:
+                state.damage = Damage(state.name, 0, 0, 0, lost.problem)
             return
         try:
             end = os.fstat(fd).st_size
@@ -861,6 +798,169 @@ class FileJournal(Journal):
         state.position = scan.position
         state.epoch = max(state.epoch, scan.max_epoch)
         state.add_index(scan.index)
+        if lost is not None and state.damage is None:
+            state.damage = Damage(state.name, scan.offset, end, scan.position, lost.problem)
+            log.error("%s: region stopped (see: tandtid journal check --region %s)", state.damage, state.name)
+
+
+# -- after a crash: the commit log -----------------------------------------------------------
+
+COMMIT_DAMAGE = ".commit-damage"  # journal/<REGION>.commit-damage: the region stays stopped
+
+
+@dataclass(frozen=True, slots=True)
+class CommitDamage:
+    """What ``journal/<REGION>.commit-damage`` says: damaged commit-log records that may have
+    held acknowledged appends this region's file lacks. The region does not start until
+    ``tandtid journal repair`` sets the file aside."""
+
+    problem: str
+    set_aside: str  # the damaged commit log's copy under set-aside/
+    records: list[commit_log.DamagedRecord]
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "problem": self.problem,
+                "set_aside": self.set_aside,
+                "records": [
+                    {
+                        "offset": r.offset,
+                        "region": r.region,
+                        "position": r.position,
+                        "intact": r.intact,
+                        "data": base64.b64encode(r.data).decode("ascii"),
+                    }
+                    for r in self.records
+                ],
+            }
+        ).encode()
+
+
+def commit_damage_path(journal_dir: Path, region: str) -> Path:
+    return journal_dir / f"{region}{COMMIT_DAMAGE}"
+
+
+def read_commit_damage(journal_dir: Path, region: str) -> CommitDamage | None:
+    try:
+        raw = json.loads(commit_damage_path(journal_dir, region).read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:  # damaged itself: still a reason to stop
+        return CommitDamage(f"{region}{COMMIT_DAMAGE} is unreadable", "", [])
+    records = [
+        commit_log.DamagedRecord(
+            r["offset"], base64.b64decode(r["data"]), r["region"], r["position"], bool(r.get("intact"))
+        )
+        for r in raw.get("records", [])
+    ]
+    return CommitDamage(str(raw.get("problem", "commit log damaged")), str(raw.get("set_aside", "")), records)
+
+
+def last_position(path: Path) -> int:
+    """The position of the last good frame of a region file (0: none)."""
+    fd = _open_read(path)
+    if fd is None:
+        return 0
+    try:
+        return _scan(fd, 0, os.fstat(fd).st_size, 0, 0, collect=False).position
+    finally:
+        os.close(fd)
+
+
+def restore_from_commit_log(directory: Path) -> list[str]:
+    """After a crash (``FileJournal.open``, and ``tandtid journal repair`` before it cuts
+    anything): put back into each region file the frames the commit log holds and the file lost
+    or tore, fsync every region file it covers, then empty it. Damaged records (not a torn last
+    round) are kept: the whole log in ``set-aside/``, and every region whose file may lack an
+    acknowledged append one of them held gets ``journal/<REGION>.commit-damage``, which stops
+    that region until a repair. Returns the problems found (no personal data)."""
+    journal_dir = directory / "journal"
+    path = journal_dir / commit_log.COMMIT_LOG
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    found = commit_log.scan(data)
+    for name, frames in found.records.items():
+        if _REGION.match(name):
+            _restore_region(journal_dir, name, frames)
+    problems = []
+    if found.problem is not None:
+        kept = set_aside(directory, path.name, data)
+        names = {p.stem for p in journal_dir.glob("*.log") if _REGION.match(p.stem)}
+        names |= {r.region for r in found.damaged if r.region is not None and _REGION.match(r.region)}
+        stopped = []
+        for name in sorted(names):
+            last = last_position(journal_dir / f"{name}.log")
+            spans = found.lost(name, last)
+            if spans:
+                why = (
+                    f"commit log damaged ({found.problem}; kept as set-aside/{kept.name}): "
+                    "an acknowledged append may be missing"
+                )
+                _write_atomically(
+                    commit_damage_path(journal_dir, name), CommitDamage(why, kept.name, spans).to_json()
+                )
+                stopped.append(name)
+        problem = f"commit log damaged ({found.problem}); kept as set-aside/{kept.name}"
+        if stopped:
+            problem += f"; stopped until repaired: {', '.join(stopped)}"
+        problems.append(problem)
+        log.error("%s", problem)
+    if found.records:
+        _fsync_dir(journal_dir)
+    commit_log.empty(path)
+    return problems
+
+
+def _restore_region(journal_dir: Path, name: str, frames: dict[int, bytes]) -> None:
+    first = min(frames)
+    path = journal_dir / f"{name}.log"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        scan = _scan(fd, 0, os.fstat(fd).st_size, 0, first - 1, collect=True)
+        if scan.position < first - 1:
+            log.error(
+                "region %s: the file ends at position %d, its commit log records start at %d; "
+                "nothing restored",
+                name,
+                scan.position,
+                first,
+            )
+            return
+        # Keep the file up to the first frame that differs from the commit log's record.
+        cut_position, cut_offset = scan.position, scan.offset
+        offset = scan.offset - sum(FRAME_HEADER.size + len(e.payload) for e in scan.entries)
+        for entry in scan.entries:
+            recorded = frames.get(entry.position)
+            if recorded is not None and recorded != encode_frame(entry.position, entry.epoch, entry.payload):
+                cut_position, cut_offset = entry.position - 1, offset
+                break
+            offset += FRAME_HEADER.size + len(entry.payload)
+        missing: list[bytes] = []
+        while cut_position + len(missing) + 1 in frames:
+            missing.append(frames[cut_position + len(missing) + 1])
+        if missing:
+            os.ftruncate(fd, cut_offset)
+            data = b"".join(missing)
+            view = memoryview(data)
+            at = cut_offset
+            while view:
+                written = os.pwrite(fd, view, at)
+                if written <= 0:
+                    raise OSError("pwrite wrote nothing")
+                view, at = view[written:], at + written
+            log.warning(
+                "region %s: restored %d frames (positions %d..%d) from the commit log",
+                name,
+                len(missing),
+                cut_position + 1,
+                cut_position + len(missing),
+            )
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _open_read(path: Path) -> int | None:

@@ -205,19 +205,23 @@ def run_server_loop(main_coro: Coroutine[Any, Any, int]) -> int:
 def run_journal(args: argparse.Namespace) -> int:
     """``tandtid journal check|repair``: one JSON line per region; exit 1 when damage remains."""
     from persistence.file_check import check_region, regions_in, repair_region
+    from persistence.file_journal import restore_from_commit_log
     from server.data_lock import data_directory_lock
 
     data = Path(args.data or os.environ.get("TANDTID_DATA_DIR") or "./data")
-    regions = [args.region] if args.region else regions_in(data)
     damaged = False
     if args.action == "check":
-        for region in regions:
+        for region in [args.region] if args.region else regions_in(data):
             report = check_region(data, region)
             damaged |= report.status == "damaged"
             print_json(report.to_json())
         return 1 if damaged else 0
     with data_directory_lock(data):
-        for region in regions:
+        # First what a start does after a crash: put back what the commit log holds (and stop
+        # what its damage may have lost), so the cut below never cuts a restorable frame.
+        for problem in restore_from_commit_log(data):
+            log.error("%s", problem)
+        for region in [args.region] if args.region else regions_in(data):
             report = repair_region(data, region)
             print_json({**report.to_json(), "lost_bookings": report.lost_bookings})
     return 0

@@ -1,5 +1,8 @@
 """Chaos (integration, real ``tandtid serve`` subprocesses): one flipped byte at a random
-place in a random region's journal or snapshot, then a restart, over and over.
+place in a random region's journal or snapshot, or a power loss (the region file loses every
+frame since the server started, as if its unsynced pages never reached the disk) with one
+flipped byte in one of that region's records of the group-commit log (``journal/commit.log``),
+then a restart, over and over.
 
 After each restart, every booking that ever got a 201 is either still there or listed by
 ``tandtid journal check`` as lost to that corruption (then ``tandtid journal repair`` cuts
@@ -25,6 +28,8 @@ from typing import Any
 import httpx
 import pytest
 
+from persistence.commit_log import RECORD_HEADER
+from persistence.file_journal import FRAME_HEADER
 from tests.support import free_port
 from tests.support.served import ServedProcess
 
@@ -131,21 +136,59 @@ class Chaos:
         return gone
 
     def corrupt_one_byte(self) -> tuple[str, Path, int, bytes]:
-        """Flip one byte somewhere in a random booked region's journal or newest snapshot."""
+        """Flip one byte somewhere in a random booked region's journal or newest snapshot, or
+        lose that region's unsynced frames and flip one byte of its commit-log records."""
         regions = sorted({a.region for a in self.acked.values() if a.booking_id not in self.lost})
         region = self.rng.choice(regions)
         files = [self.data / "journal" / f"{region}.log"]
         snapshot = self.data / "snapshots" / f"{region}.snap"
         if snapshot.exists():
             files.append(snapshot)
+        records = commit_records(self.data / "journal" / "commit.log", region)
+        if records:
+            files.append(self.data / "journal" / "commit.log")
         target = self.rng.choice(files)
         before = target.read_bytes()
-        at = self.rng.randrange(len(before))
+        if target.name == "commit.log":
+            lost = self.lose_unsynced(region, min(position for _start, _end, position in records))
+            start, end, _position = self.rng.choice(records)
+            at = self.rng.randrange(start, end)
+        else:
+            lost, at = "", self.rng.randrange(len(before))
         damaged = bytearray(before)
         damaged[at] ^= 1 << self.rng.randrange(8)
         target.write_bytes(bytes(damaged))
-        self.log.append(f"{target.name} byte {at} of {len(before)} (of {len(files)} files)")
+        self.log.append(f"{lost}{target.name} byte {at} of {len(before)} (of {len(files)} files)")
         return region, target, at, before
+
+    def lose_unsynced(self, region: str, first: int) -> str:
+        """A power loss for ``region``: its file loses every frame from position ``first`` on
+        (their records are all in the commit log, fsynced, unless the round was torn)."""
+        log = self.data / "journal" / f"{region}.log"
+        data, off = log.read_bytes(), 0
+        while off + FRAME_HEADER.size <= len(data):
+            _magic, _crc, length, position, _epoch = FRAME_HEADER.unpack_from(data, off)
+            if position >= first:
+                break
+            off += FRAME_HEADER.size + length
+        log.write_bytes(data[:off])
+        return f"power loss: {region}.log cut from position {first} ({len(data) - off} bytes); "
+
+
+def commit_records(path: Path, region: str) -> list[tuple[int, int, int]]:
+    """(start, end, position) of ``region``'s records in a commit log."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    off, found = 0, []
+    while off + RECORD_HEADER.size <= len(data):
+        _magic, _crc, name, position, length = RECORD_HEADER.unpack_from(data, off)
+        end = off + RECORD_HEADER.size + length
+        if name.rstrip(b"\0").decode() == region and end <= len(data):
+            found.append((off, end, position))
+        off = end
+    return found
 
 
 def tandtid(*args: str) -> subprocess.CompletedProcess[str]:
@@ -159,14 +202,15 @@ def tandtid(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def explained(booking_id: str, report: dict[str, Any], original: bytes) -> bool:
+def explained(booking_id: str, report: dict[str, Any], originals: dict[str, bytes]) -> bool:
     """Whether ``journal check`` told the operator about this booking: by id, or (for a frame
-    whose checksum failed, where the flipped byte may sit inside the id) by listing the byte
-    range that held it."""
+    or commit-log record whose checksum failed, where the flipped byte may sit inside the id)
+    by listing the byte range that held it (in the file its ``source`` names)."""
     if any(booking_id in frame["booked"] for frame in report["lost"]):
         return True
     needle = booking_id.encode()
     for frame in report["lost"]:
+        original = originals.get(frame["source"], b"")
         if not frame["intact"] and needle in original[frame["start"] : frame["end"]]:
             return True
     return False
@@ -198,36 +242,49 @@ async def test_one_flipped_byte_never_hides_an_acknowledged_booking(tmp_path: Pa
                 context = f"seed {seed}, round {round_}, {region}: " + "; ".join(chaos.log)
 
                 ready = await chaos.start(client)
-                others = [c for c in ready["regions_failed"] if c != region]
-                assert others == [], context  # only the region that was hit may stop
+                failed = ready["regions_failed"]
+                # Only the region that was hit may stop; after a power loss also one whose file
+                # ends just before a commit-log record whose region field the flip made unreadable
+                # (it may be theirs): stopped, never silently short.
+                others = [c for c in failed if c != region]
+                if target.name == "commit.log":
+                    others = [c for c in others if "commit log" not in failed[c]["why"]]
+                assert others == [], context
                 assert await chaos.missing(client, besides=region) == [], context
-                if region not in ready["regions_failed"]:
+                if region not in failed:
                     # served (a torn-looking tail is never what one flipped byte makes; a damaged
-                    # snapshot falls back): then nothing of it may be missing either
+                    # snapshot falls back; a damaged commit-log record the file holds loses
+                    # nothing): then nothing of it may be missing either
                     assert await chaos.missing(client, region) == [], context
                     if target.suffix == ".snap":  # served from an older snapshot: and says so
                         assert "damaged" in " ".join(ready["journal_problems"].get(region, [])), context
                     continue
                 # stopped: the other regions still take bookings while it is down
                 assert ready["status"] == "degraded", context
-                others_ok = sorted({a.region for a in chaos.acked.values()} - hit - {region})
+                others_ok = sorted({a.region for a in chaos.acked.values()} - hit - set(failed))
                 if others_ok:
                     assert await chaos.book_in(client, rng.choice(others_ok), 3) >= 1, context
-                done = tandtid("journal", "check", "--data", str(chaos.data), "--region", region)
-                assert done.returncode == 1, context + done.stdout + done.stderr
-                report = json.loads(done.stdout)
-                assert report["status"] == "damaged", context
+                reports = {}
+                for code in failed:
+                    done = tandtid("journal", "check", "--data", str(chaos.data), "--region", code)
+                    assert done.returncode == 1, context + done.stdout + done.stderr
+                    reports[code] = json.loads(done.stdout)
+                    assert reports[code]["status"] == "damaged", context
                 chaos.kill()
-                repaired = tandtid("journal", "repair", "--data", str(chaos.data), "--region", region)
-                assert repaired.returncode == 0, context + repaired.stderr
-                journal_bytes = original if target.suffix == ".log" else b""
+                for code in failed:
+                    repaired = tandtid("journal", "repair", "--data", str(chaos.data), "--region", code)
+                    assert repaired.returncode == 0, context + repaired.stderr
+                originals = {"journal": original if target.suffix == ".log" else b""}
+                if target.name == "commit.log":
+                    originals = {"commit.log": original}
                 ready = await chaos.start(client)
                 assert ready["status"] == "ready", context + json.dumps(ready)
-                gone = await chaos.missing(client, region)
-                unexplained = [b for b in gone if not explained(b, report, journal_bytes)]
-                assert unexplained == [], context + json.dumps(report)[:2000]
-                chaos.lost.update(gone)
-                hit.add(region)
+                for code, report in reports.items():
+                    gone = await chaos.missing(client, code)
+                    unexplained = [b for b in gone if not explained(b, report, originals)]
+                    assert unexplained == [], context + json.dumps(report)[:2000]
+                    chaos.lost.update(gone)
+                    hit.add(code)
             aside = chaos.data / "set-aside"
             kept = list(aside.iterdir()) if aside.exists() else []
             print(
