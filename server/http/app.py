@@ -104,7 +104,9 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
         app.state.signer = SessionSigner(settings.secret_key, settings.session_ttl_s)
         app.state.feed_tokens = open_feed_tokens(settings.data_dir, settings.redis_url)
         app.state.in_flight = open_in_flight(settings.redis_url)
-        hub = Hub(regions, settings, identify=patient_of)
+        hub = Hub(
+            regions, settings, identify=patient_of, session_live=lambda sid: store.session(sid) is not None
+        )
         app.state.hub = hub
         hub.start()
         lag = LoopLag()

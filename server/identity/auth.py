@@ -219,12 +219,19 @@ def principal_from(conn: HTTPConnection) -> Principal | None:
     return _user_principal(accounts, signer.verify(cookie), "cookie")
 
 
-def patient_of(conn: HTTPConnection) -> str | None:
-    """The signed-in patient's opaque user id, or None (anonymous, staff, admins, clinic keys).
-    The live hub uses it to send patients their own booking events."""
+@dataclass(frozen=True, slots=True)
+class SignedInPatient:
+    user_id: str  # opaque
+    session: str  # the session id: when it ends (sign-out, password change), so do its sockets
+
+
+def patient_of(conn: HTTPConnection) -> SignedInPatient | None:
+    """The signed-in patient of a handshake (anonymous, staff, admins, clinic keys: None).
+    The live hub uses it to send patients their own booking events while the session lives."""
     principal = principal_from(conn)
-    if principal is not None and principal.role == Role.PATIENT and principal.user_id:
-        return principal.user_id
+    claims = session_claims(conn)
+    if principal is not None and principal.role == Role.PATIENT and principal.user_id and claims:
+        return SignedInPatient(principal.user_id, str(claims["sid"]))
     return None
 
 

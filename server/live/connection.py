@@ -36,6 +36,7 @@ log = logging.getLogger("tandtid.hub")
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN = 1013  # slow consumer
+CLOSE_SIGNED_OUT = 4401  # the session the socket was opened with ended (sign-out, password change)
 
 KINDS = ("snapshot", "diff", "event", "control")
 
@@ -64,6 +65,7 @@ class Connection:
         "raw",
         "encoding",
         "patient",
+        "session",
         "queue",
         "queued_bytes",
         "subs",
@@ -81,6 +83,7 @@ class Connection:
         encoding: Encoding,
         patient: str | None,
         raw: HubWebSocketProtocol | None = None,
+        session: str | None = None,
     ) -> None:
         self.websocket = websocket
         # the uvicorn protocol when frames may be written straight to its transport; then
@@ -88,6 +91,7 @@ class Connection:
         self.raw = raw
         self.encoding = encoding
         self.patient = patient
+        self.session = session  # the patient's session id: the socket ends with it
         self.queue: deque[QueueItem] = deque()
         self.queued_bytes = 0
         self.subs: dict[str, Subscription] = {}

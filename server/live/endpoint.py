@@ -15,7 +15,7 @@ the connection caps (``server/live/admission.py``: 429 per address, 503 for the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
@@ -42,8 +42,17 @@ REFUSED_MESSAGE: dict[Refusal, str] = {
     "global": "the server holds as many live connections as it can; try again later",
 }
 
-Identify = Callable[[HTTPConnection], str | None]
-"""The signed-in patient's opaque id for a handshake, or None (``server.identity.auth.patient_of``)."""
+
+class SignedIn(Protocol):
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def session(self) -> str: ...
+
+
+Identify = Callable[[HTTPConnection], SignedIn | None]
+"""The signed-in patient of a handshake (opaque id and session id), or None
+(``server.identity.auth.patient_of``)."""
 
 
 class LiveEndpoint:
@@ -105,7 +114,11 @@ class LiveEndpoint:
         self.sender.start()
         raw = websocket.scope.get("extensions", {}).get(RAW_WEBSOCKET)
         conn = Connection(
-            websocket, encoding, patient, raw if isinstance(raw, HubWebSocketProtocol) else None
+            websocket,
+            encoding,
+            patient.user_id if patient is not None else None,
+            raw if isinstance(raw, HubWebSocketProtocol) else None,
+            session=patient.session if patient is not None else None,
         )
         self.me.watch(conn)
         self.sender.open(conn)

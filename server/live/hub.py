@@ -14,6 +14,11 @@ a batch is durable and hands it to the fan-out and the patients' events; it neve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
 from starlette.websockets import WebSocket
 
 from server.live.connection import Connection, Sender
@@ -24,12 +29,16 @@ from server.regions.actor import Committed, Reloaded
 from server.regions.routing import Regions
 from server.settings import Settings
 
+log = logging.getLogger("tandtid.hub")
+
 
 class Hub:
     """Create once per app (it registers itself with ``regions``), mount ``endpoint`` at /ws,
     call ``start()`` on startup and ``await stop()`` on shutdown. ``identify`` names the
     signed-in patient of a handshake (``server.identity.auth.patient_of``); without it every
-    connection is anonymous."""
+    connection is anonymous. ``session_live`` says whether a session id still lives: every
+    ``session_sweep_s`` the sockets of sessions ended elsewhere are closed (``sign_out`` closes
+    those of a session ended in this process at once)."""
 
     def __init__(
         self,
@@ -43,9 +52,14 @@ class Hub:
         max_queued_bytes: int | None = None,
         sweep_s: float = 1.0,
         close_timeout_s: float = 5.0,
+        session_live: Callable[[str], bool] | None = None,
+        session_sweep_s: float = 5.0,
     ) -> None:
         self.regions = regions
         self.settings = settings
+        self.session_live = session_live
+        self.session_sweep_s = session_sweep_s
+        self._session_sweeper: asyncio.Task[None] | None = None
         self.sender = Sender(
             detach=self._detach,
             resync=self._resync,
@@ -74,9 +88,16 @@ class Hub:
     def start(self) -> None:
         """Start the stall sweeper (needs a running loop). Idempotent."""
         self.sender.start()
+        if self.session_live is not None and self._session_sweeper is None:
+            self._session_sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
 
     async def stop(self) -> None:
         """Stop listening and close every connection with 1001 (going away)."""
+        if self._session_sweeper is not None:
+            self._session_sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._session_sweeper
+            self._session_sweeper = None
         self.regions.remove_listener(self.on_commit)
         self.fanout.stop()
         await self.sender.stop()
@@ -84,6 +105,22 @@ class Hub:
     async def endpoint(self, websocket: WebSocket) -> None:
         """The ASGI WebSocket endpoint (a method, so Starlette's ``WebSocketRoute`` wraps it)."""
         await self._endpoint(websocket)
+
+    def sign_out(self, *, session: str | None = None, patient: str | None = None) -> int:
+        """A session ended here (sign-out), or every session of ``patient`` (password change):
+        close their sockets now (``MeEvents.sign_out``)."""
+        return self.me.sign_out(session=session, patient=patient)
+
+    async def _sweep_sessions(self) -> None:
+        assert self.session_live is not None
+        while True:
+            await asyncio.sleep(self.session_sweep_s)
+            try:
+                self.me.sweep(self.session_live)
+            except Exception as exc:  # the session store is away: keep the sockets, look again later
+                log.warning(
+                    "session sweep failed (%s); retrying in %.0f s", type(exc).__name__, self.session_sweep_s
+                )
 
     # -- from the actors ---------------------------------------------------------------------
 

@@ -4,15 +4,20 @@ A signed-in patient's connections (``Connection.patient``, the opaque user id) a
 one of their bookings is confirmed, cancelled or moved, and when a wait-list offer holds a
 time for them. The booking and the hold are shown exactly as the HTTP API shows them
 (``server.http.views``): no personal data, not even the patient id.
+
+Such a socket lives as long as the session it was opened with: ``sign_out`` closes it at once
+(4401) when the session ends here (sign-out, password change), and ``sweep`` closes those
+whose session ended elsewhere (another node, expiry). The page reconnects, signed out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine.events import Booked, Cancelled, OfferMade, Rescheduled
 from server.http.views import booking_view, hold_view
-from server.live.connection import Connection, Sender
+from server.live.connection import CLOSE_SIGNED_OUT, Connection, Sender
 from server.regions.actor import Committed
 from server.regions.routing import Regions
 
@@ -39,6 +44,29 @@ class MeEvents:
             watchers.discard(conn)
             if not watchers:
                 del self.watchers[conn.patient]
+
+    def sign_out(self, *, session: str | None = None, patient: str | None = None) -> int:
+        """Close the sockets opened with ``session``, or every socket of ``patient`` (all of its
+        sessions ended); returns how many."""
+        if patient is not None:
+            doomed = list(self.watchers.get(patient, ()))
+        else:
+            doomed = [c for conns in self.watchers.values() for c in conns if c.session == session]
+        for conn in doomed:
+            self.sender.shut(conn, CLOSE_SIGNED_OUT)  # detaches: no "me" event reaches it any more
+        return len(doomed)
+
+    def sweep(self, session_live: Callable[[str], bool]) -> int:
+        """Close the sockets whose session is no longer live; returns how many."""
+        doomed = [
+            c
+            for conns in self.watchers.values()
+            for c in conns
+            if c.session is not None and not session_live(c.session)
+        ]
+        for conn in doomed:
+            self.sender.shut(conn, CLOSE_SIGNED_OUT)
+        return len(doomed)
 
     def on_commit(self, item: Committed) -> None:
         """Runs inside the region actor's turn (right after the batch is durable)."""

@@ -12,8 +12,11 @@ from typing import Any
 import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from engine.calendar import iso
+from server.identity.accounts import AccountStore
+from server.live.connection import CLOSE_SIGNED_OUT
 from tests.server.conftest import bearer
 from tests.support.catalog import CELL_0900, FIRST_DAY
 from tests.support.live_server import LiveServer
@@ -63,3 +66,92 @@ async def test_me_events_show_the_booking_as_the_http_api_does(live: LiveServer)
             shown = (await client.get(f"/api/bookings/{booking_id}", headers=bearer(token))).json()
             assert cancelled["data"] == {"kind": "booking_cancelled", "booking": shown["booking"]}
             assert cancelled["data"]["booking"]["status"] == "cancelled"
+
+
+async def signed_in(client: httpx.AsyncClient, email: str, password: str) -> str:
+    r = await client.post("/api/auth/login", json={"email": email, "password": password})
+    assert r.status_code == 200, r.text
+    token: str = r.json()["token"]
+    return token
+
+
+def live_socket(live: LiveServer, token: str) -> Any:
+    return connect(live.url.replace("http", "ws") + "/ws", additional_headers=bearer(token))
+
+
+async def closed_with(ws: ClientConnection) -> int | None:
+    """The close code once the server closes ``ws`` (a pong or an event before it is a failure)."""
+    try:
+        message = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None
+    raise AssertionError(f"still open, got {message!r}")
+
+
+async def pong(ws: ClientConnection) -> bool:
+    await ws.send(orjson.dumps({"op": "ping"}).decode())
+    return await recv(ws) == {"type": "pong"}
+
+
+async def test_signing_out_closes_that_sessions_sockets_at_once(live: LiveServer) -> None:
+    email, password = f"p-{secrets.token_hex(6)}@example.test", "correct horse"
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+        r = await client.post("/api/auth/register", json={"email": email, "password": password, "name": "Ut"})
+        assert r.status_code == 201, r.text
+        first, second = r.json()["token"], await signed_in(client, email, password)
+        async with live_socket(live, first) as leaving, live_socket(live, second) as staying:
+            assert await pong(leaving) and await pong(staying)
+            assert (await client.post("/api/auth/logout", headers=bearer(first))).status_code == 204
+            assert await closed_with(leaving) == CLOSE_SIGNED_OUT
+            assert await pong(staying)  # the other session's socket lives on, and gets its events
+            start = iso(LATER, CELL_0900 + 8, 15)
+            r = await client.post(
+                "/api/bookings",
+                headers=bearer(second),
+                json={"clinic": "AB-c2", "resource": "AB-c2-r1", "service": "filling", "start": start},
+            )
+            assert r.status_code == 201, r.text
+            assert (await recv(staying))["data"]["kind"] == "booking_confirmed"
+
+
+async def test_a_password_change_closes_every_socket_of_the_account(live: LiveServer) -> None:
+    email, password = f"p-{secrets.token_hex(6)}@example.test", "correct horse"
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+        r = await client.post("/api/auth/register", json={"email": email, "password": password, "name": "Ny"})
+        assert r.status_code == 201, r.text
+        first, second = r.json()["token"], await signed_in(client, email, password)
+        async with live_socket(live, first) as one, live_socket(live, second) as other:
+            assert await pong(one) and await pong(other)
+            r = await client.post(
+                "/api/auth/password",
+                headers=bearer(second),
+                json={"current_password": password, "new_password": "a brand new secret"},
+            )
+            assert r.status_code == 200, r.text
+            assert await closed_with(one) == CLOSE_SIGNED_OUT
+            assert await closed_with(other) == CLOSE_SIGNED_OUT
+            async with live_socket(live, r.json()["token"]) as fresh:
+                assert await pong(fresh)
+
+
+async def test_a_session_ended_by_another_process_closes_its_socket(live: LiveServer) -> None:
+    """Another process (another node, the admin CLI) ends the session in the shared store:
+    the hub's session sweep closes the socket within a sweep or two."""
+    email, password = f"p-{secrets.token_hex(6)}@example.test", "correct horse"
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+        r = await client.post(
+            "/api/auth/register", json={"email": email, "password": password, "name": "Annan"}
+        )
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+        async with live_socket(live, token) as ws:
+            assert await pong(ws)
+            elsewhere = AccountStore(live.data_dir / "accounts.sqlite3")
+            try:
+                sid = live.app_signer().verify(token)
+                assert sid is not None
+                elsewhere.end_session(sid["sid"])
+            finally:
+                elsewhere.close()
+            closed = await asyncio.wait_for(ws.wait_closed(), scaled(20.0))
+            assert closed is None and ws.close_code == CLOSE_SIGNED_OUT

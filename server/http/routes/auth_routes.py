@@ -112,6 +112,7 @@ async def logout(request: Request) -> Response:
     claims = session_claims(request)
     if claims is not None:
         await asyncio.to_thread(request.app.state.accounts.end_session, claims["sid"])
+        request.app.state.hub.sign_out(session=claims["sid"])  # its live sockets end now too
     response = no_content()
     clear_session(response)
     return response
@@ -129,6 +130,7 @@ async def change_password(request: Request) -> Response:
         raise ApiError(422, "INVALID", str(exc), field="new_password") from None
     if user is None:
         raise ApiError(401, "UNAUTHENTICATED", "the current password is wrong")
+    request.app.state.hub.sign_out(patient=user_id)  # every session ended: so do their sockets
     return _signed_in(request, user, 200)
 
 
