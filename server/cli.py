@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --node: the address other nodes reach this one at, e.g. http://host:8000 (env TANDTID_ADVERTISE)",
     )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="comma-separated proxy addresses (or networks, or *) whose X-Forwarded-For names the client "
+        "(env TANDTID_FORWARDED_ALLOW_IPS; default: none, the peer is the client)",
+    )
     serve.add_argument("--log-level", default=None)
 
     seed = sub.add_parser("seed", help="fill an empty data store with clinics (no server)")

@@ -42,7 +42,7 @@ from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.lease import LeaseManager
 from server.regions.routing import Regions
 from server.runtime import gc_paused, tune_gc
-from server.settings import Settings
+from server.settings import Settings, env_list
 
 log = logging.getLogger("tandtid.serve")
 
@@ -63,6 +63,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         node=getattr(args, "node", None),
         advertise=getattr(args, "advertise", None),
         log_level=getattr(args, "log_level", None),
+        forwarded_allow_ips=env_list(args.forwarded_allow_ips)
+        if getattr(args, "forwarded_allow_ips", None)
+        else None,
     )
 
 
@@ -173,7 +176,10 @@ async def build_server(
         "lifespan": "on",
         "ws_max_size": settings.max_ws_frame,
         "http": http_protocol(settings.max_header_bytes, settings.max_headers),  # 431 past the limits
-        "proxy_headers": False,
+        # Behind a proxy (nginx) every peer is the proxy: believe its X-Forwarded-For only when the
+        # operator names it, so per-address caps and rate limits count clients, not the proxy.
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": settings.forwarded_allow_ips or None,
         "access_log": False,
         **UVICORN_WS_OPTIONS,  # the hub writes pre-framed diffs straight to sockets; no deflate
         **uvicorn_options,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _env_list(value: str) -> list[str]:
+def env_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
@@ -44,6 +44,9 @@ class Settings:
     ws_send_buffer: int = 256
     ws_max_connections: int = 10_000
     ws_max_connections_per_ip: int = 200
+    # Proxies whose X-Forwarded-For / -Proto are believed (uvicorn's forwarded_allow_ips: addresses,
+    # networks or "*"); empty: none, the peer address is the client's (per-IP caps, rate limits).
+    forwarded_allow_ips: list[str] = field(default_factory=list)
     snapshot_every_events: int = 100_000
     snapshot_every_s: float = 300.0
     tick_interval_s: float = 1.0
@@ -60,7 +63,7 @@ class Settings:
             "data_dir": Path,
             "redis_url": str,
             "secret_key": lambda v: v.encode(),
-            "allowed_origins": _env_list,
+            "allowed_origins": env_list,
             "epoch": int,
             "node": str,
             "advertise": str,
@@ -77,6 +80,7 @@ class Settings:
             "ws_send_buffer": int,
             "ws_max_connections": int,
             "ws_max_connections_per_ip": int,
+            "forwarded_allow_ips": env_list,
             "snapshot_every_events": int,
             "snapshot_every_s": float,
             "tick_interval_s": float,
