@@ -75,6 +75,7 @@ class Connection:
         "send_since",
         "closed",
         "resync_pending",
+        "resync_delay",
     )
 
     def __init__(
@@ -101,6 +102,7 @@ class Connection:
         self.send_since = 0.0  # loop time the frame being sent was handed to the socket; 0: idle
         self.closed = False
         self.resync_pending = False
+        self.resync_delay = 0.0  # the last backoff after a failed resync (server.live.fanout)
 
 
 class Sender:

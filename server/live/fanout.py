@@ -18,11 +18,16 @@ A subscription marked ``resync`` gets no diffs until its fresh snapshot is queue
 snapshot carries the topic's seq at that moment, so the client's sequence continues. A
 reload of the region (``Reloaded``) or a new clinic (``ClinicRegistered``, which a diff
 cannot express) bumps the topic's seq and resyncs every subscriber of it.
+
+A resync the region cannot answer (recovering past its patience, FAILED, FENCED) is retried
+with a backoff per connection (``RESYNC_BACKOFF_S``, doubling) that a ``Reloaded`` of the
+region cuts short; it is logged once per region until a resync from it works again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from typing import Any
@@ -45,6 +50,7 @@ from server.regions.routing import Regions
 log = logging.getLogger("tandtid.hub")
 
 MAX_CACHED_SNAPSHOTS = 16  # per topic: (range, encoding) combinations kept encoded
+RESYNC_BACKOFF_S = (0.5, 30.0)  # first and longest wait before a failed resync is tried again
 
 
 class Topic:
@@ -70,6 +76,8 @@ class Fanout:
         # topic key -> (earliest committed_at ms, data key, items) waiting for the next flush
         self._pending: dict[str, tuple[int, str, list[list[Any]]]] = {}
         self._flush_handle: asyncio.Handle | None = None
+        self._resync_failing: set[str] = set()  # regions whose failed resync has been logged
+        self._region_back: dict[str, asyncio.Event] = {}  # set by a Reloaded: retry resyncs now
 
     def stop(self) -> None:
         if self._flush_handle is not None:
@@ -206,10 +214,30 @@ class Fanout:
 
             try:
                 await self.regions.query(region, resnapshot)
-            except Exception as exc:  # the region is reloading: Reloaded will resync again
-                log.info("resync from region %s failed (%s); retrying", region, type(exc).__name__)
+            except Exception as exc:  # the region is away: retry after a backoff, or once it is back
                 conn.resync_pending = True
-                await asyncio.sleep(0.5)
+                await self._resync_later(conn, region, exc)
+                continue
+            conn.resync_delay = 0.0
+            if region in self._resync_failing:
+                self._resync_failing.discard(region)
+                log.info("resync from region %s works again", region)
+
+    async def _resync_later(self, conn: Connection, region: str, exc: Exception) -> None:
+        first, longest = RESYNC_BACKOFF_S
+        conn.resync_delay = min(longest, max(first, conn.resync_delay * 2))
+        if region not in self._resync_failing:
+            self._resync_failing.add(region)
+            log.warning(
+                "resync from region %s failed (%s); retrying with backoff up to %.0f s (logged once)",
+                region,
+                type(exc).__name__,
+                longest,
+            )
+        back = self._region_back.setdefault(region, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(conn.resync_delay):
+                await back.wait()
 
     def _resync_topic(self, topic: Topic) -> None:
         """Every subscriber of ``topic`` gets a fresh snapshot (its seq continues, +1)."""
@@ -283,6 +311,9 @@ class Fanout:
             )
 
     def _on_reloaded(self, region: str) -> None:
+        back = self._region_back.pop(region, None)
+        if back is not None:
+            back.set()  # resyncs waiting out a backoff try again now
         for key in [k for k, t in self.topics.items() if t.name.region == region]:
             self._pending.pop(key, None)
             topic = self.topics[key]

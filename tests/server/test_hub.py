@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from server.identity.accounts import AccountStore, Role
 from server.identity.auth import SessionSigner, patient_of, start_session
 from server.live.hub import Hub
 from server.live.protocol import UVICORN_WS_OPTIONS
-from server.regions.actor import Reloaded, Unavailable
+from server.regions.actor import Lifecycle, Reloaded, Unavailable
 from server.regions.routing import Regions
 from server.settings import Settings
 from tests.support import free_port
@@ -499,3 +500,37 @@ async def test_a_subscribe_while_the_region_is_away_gets_its_snapshot_once_it_is
         diff = await recv(ws)
         assert diff["type"] == "diff" and diff["seq"] == snapshot["seq"] + 1
         assert live.hub.stats()["subscriptions"] == 1
+
+
+async def test_a_failed_region_is_resynced_with_a_growing_backoff_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber of a FAILED region (damage: only an operator brings it back) is asked for
+    again after 0.5, 1, 2 ... s (at most 30), not every 0.5 s forever, with one log line."""
+    journal = MemoryJournal()
+    async with hub_served(tmp_path, journal, "direct") as live, connect(live.url) as ws:
+        journal.corrupt("AB", 1)
+        journal.fail_next_append()
+        with pytest.raises(Unavailable):  # the reload finds the damage: FAILED
+            await live.regions.submit(book(1))
+        await eventually(lambda: live.regions.actors["AB"].lifecycle is Lifecycle.FAILED, what="FAILED")
+        loop = asyncio.get_running_loop()
+        attempts: list[float] = []
+        query = live.regions.query
+
+        async def counted(region: str, fn: Any) -> Any:
+            attempts.append(loop.time())
+            return await query(region, fn)
+
+        live.regions.query = counted  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="tandtid.hub"):
+            await send(ws, {"op": "subscribe", "topic": "region:AB", "from": FIRST, "days": 5})
+            assert (await recv(ws))["code"] == "UNAVAILABLE"
+            await eventually(lambda: len(attempts) >= 5, timeout=scaled(30.0), what="four resync attempts")
+        # attempts[0] is the subscribe; then a resync at once, then after each backoff
+        gaps = [later - earlier for earlier, later in zip(attempts[1:], attempts[2:], strict=False)]
+        assert [gap >= 0.9 * wait for gap, wait in zip(gaps, (0.5, 1.0, 2.0), strict=False)] == [True] * 3, (
+            gaps
+        )
+        logged = [r for r in caplog.records if "resync from region AB failed" in r.getMessage()]
+        assert len(logged) == 1
