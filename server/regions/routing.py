@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from engine.commands import (
     Block,
@@ -39,6 +40,19 @@ from persistence.journal import Journal
 from server.regions.actor import Committed, RegionActor, Reloaded, Unavailable
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered(Generic[T]):
+    """What ``Regions.query_available`` found: the items, and the regions whose part is absent."""
+
+    items: list[T]
+    missing: list[str]
+
+    def body(self, key: str, items: list[Any]) -> dict[str, Any]:
+        """``{key: items}``, plus ``missing_regions`` when some region could not answer."""
+        return {key: items, "missing_regions": self.missing} if self.missing else {key: items}
+
 
 NOT_OWNED = "owned by another node (its lease)"
 
@@ -164,9 +178,28 @@ class Regions:
 
     async def query_all(self, fn: Callable[[RegionState], list[T]]) -> list[T]:
         """``fn`` on every region (in parallel, each inside its actor), the lists joined.
-        For things that can live in any region: a patient's bookings, holds, wait-list entries."""
+        Raises ``Unavailable`` when any region cannot answer: for what must see every region
+        (is an idempotency key used anywhere?). To show what can be shown, ``query_available``."""
         chunks = await asyncio.gather(*(actor.query(fn) for actor in self.actors.values()))
         return [item for chunk in chunks for item in chunk]
+
+    async def query_available(self, fn: Callable[[RegionState], list[T]]) -> Gathered[T]:
+        """``fn`` on every region that can answer (in parallel, each inside its actor), the
+        lists joined, and the regions that could not (FAILED, FENCED, overloaded), sorted. For
+        things that can live in any region: a patient's bookings, holds, wait-list entries --
+        one failed region must not hide those in the twenty others."""
+        codes = list(self.actors)
+        chunks = await asyncio.gather(*(self.actors[c].query(fn) for c in codes), return_exceptions=True)
+        items: list[T] = []
+        missing: list[str] = []
+        for code, chunk in zip(codes, chunks, strict=True):
+            if isinstance(chunk, Unavailable):
+                missing.append(code)
+            elif isinstance(chunk, BaseException):
+                raise chunk
+            else:
+                items.extend(chunk)
+        return Gathered(items, sorted(missing))
 
     def state_of(self, region: str) -> tuple[RegionState, int] | None:
         """The region's state as its actor has it now and the journal position it holds at

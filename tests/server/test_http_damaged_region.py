@@ -51,6 +51,15 @@ async def test_a_damaged_region_stops_alone_and_is_reported(tmp_path: Path) -> N
                 json={"clinic": "AB-c1", "resource": "AB-c1-r1", "service": "checkup", "start": start},
             )
             assert r.status_code == 503, r.text
+            # the patient's bookings across regions: the others' are shown, the missing region named
+            mine = await client.get("/api/bookings", headers=bearer(token))
+            assert mine.status_code == 200, mine.text
+            assert [b["clinic"] for b in mine.json()["bookings"]] == ["M-c1"]
+            assert mine.json()["missing_regions"] == ["AB"]
+            for path, key in (("/api/holds", "holds"), ("/api/waitlist", "entries")):
+                listed = await client.get(path, headers=bearer(token))
+                assert listed.status_code == 200, listed.text
+                assert listed.json() == {key: [], "missing_regions": ["AB"]}
     finally:
         second.stop()
     assert log.read_bytes() == bytes(data)  # nothing cut, nothing overwritten

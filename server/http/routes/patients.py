@@ -101,9 +101,9 @@ async def list_holds(request: Request) -> Response:
         hold = state.hold_of(patient)
         return [hold_view(hold, state.clinics[hold.clinic])] if hold is not None else []
 
-    found = await regions.query_all(read)
-    views = sorted(found, key=lambda v: (v["expires_at"], v["id"]))
-    return json_response({"holds": views})
+    found = await regions.query_available(read)
+    views = sorted(found.items, key=lambda v: (v["expires_at"], v["id"]))
+    return json_response(found.body("holds", views))
 
 
 async def release_hold(request: Request) -> Response:
@@ -232,8 +232,10 @@ async def list_bookings(request: Request) -> Response:
         return [booking_view(b, state.clinics[b.clinic]) for b in state.bookings_of(patient)]
 
     # A patient's bookings can be in any region; the per-patient index makes each query cheap.
-    views = sorted(await regions.query_all(read), key=lambda v: (v["start"], v["id"]))
-    return json_response({"bookings": views})
+    # A region that cannot answer is named in missing_regions; the others' bookings are shown.
+    found = await regions.query_available(read)
+    views = sorted(found.items, key=lambda v: (v["start"], v["id"]))
+    return json_response(found.body("bookings", views))
 
 
 async def get_booking(request: Request) -> Response:

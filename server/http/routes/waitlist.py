@@ -99,9 +99,9 @@ async def list_waitlist(request: Request) -> Response:
     def read(state: RegionState) -> list[dict[str, Any]]:
         return [entry_view(state, e) for e in state.waitlist.of_patient(patient)]
 
-    found = await regions.query_all(read)
-    views = sorted(found, key=lambda v: (v["joined_at"], v["id"]))
-    return json_response({"entries": views})
+    found = await regions.query_available(read)
+    views = sorted(found.items, key=lambda v: (v["joined_at"], v["id"]))
+    return json_response(found.body("entries", views))
 
 
 async def leave_waitlist(request: Request) -> Response:
