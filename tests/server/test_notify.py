@@ -1,10 +1,12 @@
 """Integration tests: the notifier over a real FileJournal, a real SMTP server (aiosmtpd, in this
 process) and a real notifier process killed with SIGKILL.
 
-- every expected e-mail arrives exactly once across a SIGKILL and a restart, including
-  entries appended while the restarted notifier tails the journal from another process
-  (with its ledger and the accounts in SQLite files, and with ``--redis``: journal, ledger
-  and accounts in a real redis-server);
+- every expected e-mail arrives across a SIGKILL and a restart, including entries appended
+  while the restarted notifier tails the journal from another process (with its ledger and the
+  accounts in SQLite files, and with ``--redis``: journal, ledger and accounts in a real
+  redis-server): at least once, and a second copy only of a message the SMTP server accepted
+  before the kill but the ledger had not recorded yet, with the same Message-ID (the receiving
+  side drops it);
 - reminders go out at the right instant across the October 2026 DST change (fake clock);
 - moved and cancelled bookings do not get stale reminders;
 - with no SMTP host, messages land in the outbox, one .eml per key, readable again.
@@ -139,11 +141,11 @@ def start_notifier(
         )
 
 
-# -- exactly once across SIGKILL ----------------------------------------------------------------------
+# -- at least once across SIGKILL, a duplicate only with the same Message-ID ----------------------------
 
 
 @pytest.mark.slow
-async def test_sigkill_and_restart_send_every_email_exactly_once(
+async def test_sigkill_and_restart_send_every_email_and_repeat_none_but_the_last_accepted(
     tmp_path: Path, smtp: tuple[Inbox, int], backend: StoreBackend
 ) -> None:
     inbox, port = smtp
@@ -208,7 +210,8 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(
         assert first.returncode == -signal.SIGKILL
         inbox.hold_after = None
         inbox.release.set()
-        assert 12 <= len(inbox.keys()) < len(wanted)
+        before_kill = set(inbox.keys())  # accepted by SMTP; the ledger may lack the last of them
+        assert 12 <= len(before_kill) < len(wanted)
 
         second = start_notifier(data, port, log, url)
         try:
@@ -239,9 +242,12 @@ async def test_sigkill_and_restart_send_every_email_exactly_once(
         await journal.close()
 
     counts = Counter(inbox.keys())
-    assert set(counts) == wanted
-    assert [k for k, c in counts.items() if c > 1] == []
-    for message in inbox.messages:
+    assert set(counts) == wanted  # none missing
+    # At least once: a message accepted between SMTP's 250 and the ledger's commit when the kill
+    # came is sent again after the restart. Only such a message: never one the ledger recorded.
+    repeated = {k for k, c in counts.items() if c > 1}
+    assert repeated <= before_kill, sorted(repeated - before_kill)
+    for message in inbox.messages:  # a repeat carries the same Message-ID as the first copy
         key = str(message[KEY_HEADER])
         assert message["Message-ID"] == message_id(key)
         attachments = list(message.iter_attachments())

@@ -9,9 +9,12 @@ same in Redis (``--redis``: whichever node runs a region's notifier finds its me
 
 Both are synchronous and thread-safe; the notifier calls them through ``asyncio.to_thread``.
 
-The exactly-once rule: a message's key is recorded as sent in the same transaction that
-(when it is the entry's last message) advances the region's cursor. A key that is in
-``sent`` is never sent again, whatever the cursor says.
+The at-most-once-after-recording rule: a message's key is recorded as sent in the same
+transaction that (when it is the entry's last message) advances the region's cursor. A key
+that is in ``sent`` is never sent again, whatever the cursor says. Delivery as a whole is at
+least once: a crash between the SMTP server's acceptance and this record sends the message
+again after the restart, with the same Message-ID (``messages.message_id``: derived from the
+key), so the receiving side can drop the duplicate.
 """
 
 from __future__ import annotations
