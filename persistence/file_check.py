@@ -61,7 +61,8 @@ class LostFrame:
     intact: bool  # its checksum matches (only the damage before it makes it unreachable)
     booked: list[str] = field(default_factory=list)  # bookings whose Booked fact is in it
     changed: list[str] = field(default_factory=list)  # bookings cancelled, moved or marked in it
-    source: str = "journal"  # "journal": the region file; "commit.log": a damaged commit-log record
+    source: str = "journal"  # "journal": the region file; "commit.log": a commit-log record; "redis"
+    stream_id: str | None = None  # source "redis": the stream entry's id (start and end are 0)
 
 
 @dataclass(slots=True)
@@ -178,9 +179,9 @@ def _check_commit_log(directory: Path, region: str, report: RegionCheck) -> None
             source="commit.log",
         )
         if record.intact:  # a whole region frame
-            _bookings_in(frame, record.data[FRAME_HEADER.size :])
+            bookings_in(frame, record.data[FRAME_HEADER.size :])
         else:
-            _bookings_in(frame, record.data, readable=False)
+            bookings_in(frame, record.data, readable=False)
         report.lost.append(frame)
 
 
@@ -239,7 +240,7 @@ def _frames_from(data: bytes, base: int) -> list[LostFrame]:
             length = FRAME_HEADER.unpack_from(view, off)[2]
             stop = off + FRAME_HEADER.size + length
             frame = LostFrame(base + off, base + stop, FRAME_HEADER.unpack_from(view, off)[3], True)
-            _bookings_in(frame, bytes(view[off + FRAME_HEADER.size : stop]))
+            bookings_in(frame, bytes(view[off + FRAME_HEADER.size : stop]))
             frames.append(frame)
             off = stop
             continue
@@ -251,7 +252,7 @@ def _frames_from(data: bytes, base: int) -> list[LostFrame]:
             if magic == FRAME_MAGIC and length <= MAX_PAYLOAD and off + FRAME_HEADER.size + length == stop:
                 position = fpos
         frame = LostFrame(base + off, base + stop, position, False)
-        _bookings_in(frame, bytes(view[off + min(FRAME_HEADER.size, stop - off) : stop]), readable=False)
+        bookings_in(frame, bytes(view[off + min(FRAME_HEADER.size, stop - off) : stop]), readable=False)
         frames.append(frame)
         off = stop
     view.release()
@@ -267,7 +268,7 @@ def _next_frame(data: bytes, view: memoryview, start: int) -> int:
     return len(data)
 
 
-def _bookings_in(frame: LostFrame, payload: bytes, *, readable: bool = True) -> None:
+def bookings_in(frame: LostFrame, payload: bytes, *, readable: bool = True) -> None:
     """Booking ids a frame's events touch; from the raw bytes when they do not decode."""
     try:
         events = [from_record(record) for record in unpack_events(payload)]

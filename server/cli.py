@@ -4,7 +4,7 @@ tandtid serve --host H --port P --data DIR [--redis URL] [--seed [--scale S] [--
 tandtid seed --data DIR [--redis URL] [--scale demo|small|sweden|N] [--booked F]
 tandtid admin create-user --email E --name N [--password P] [--role patient|staff|admin] [--clinic ID]
 tandtid admin clinic-key CLINIC
-tandtid journal check|repair --data DIR [--region AB]
+tandtid journal check|repair --data DIR | --redis URL [--region AB]
 tandtid watch region:AB [--url ws://127.0.0.1:8000/ws]
 tandtid book --clinic ID --service checkup [--url URL] [--email E --password P]
 """
@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     journal.add_argument("action", choices=["check", "repair"])
     journal.add_argument("--data", default=None, help="data directory (default ./data, env TANDTID_DATA_DIR)")
+    journal.add_argument(
+        "--redis",
+        default=None,
+        help="check the Redis stream journal at this URL instead (env TANDTID_REDIS_URL)",
+    )
     journal.add_argument("--region", default=None, help="one region code (default: every region)")
 
     watch = sub.add_parser("watch", help="print a topic's live diffs")
@@ -214,6 +219,9 @@ def run_journal(args: argparse.Namespace) -> int:
     from persistence.file_journal import restore_from_commit_log
     from server.data_lock import data_directory_lock
 
+    redis_url = args.redis or (None if args.data else os.environ.get("TANDTID_REDIS_URL"))
+    if redis_url:
+        return run_redis_journal(args, redis_url)
     data = Path(args.data or os.environ.get("TANDTID_DATA_DIR") or "./data")
     damaged = False
     if args.action == "check":
@@ -231,6 +239,31 @@ def run_journal(args: argparse.Namespace) -> int:
             report = repair_region(data, region)
             print_json({**report.to_json(), "lost_bookings": report.lost_bookings})
     return 0
+
+
+def run_redis_journal(args: argparse.Namespace, url: str) -> int:
+    """``tandtid journal check|repair --redis URL``: one JSON line per region, as for files."""
+    from redis.exceptions import RedisError
+
+    from persistence.redis_check import check_region, connect, regions_in, repair_region
+
+    client = connect(url)
+    try:
+        regions = [args.region] if args.region else regions_in(client)
+        damaged = False
+        for region in regions:
+            if args.action == "check":
+                report = check_region(client, region)
+                damaged |= report.status == "damaged"
+                print_json(report.to_json())
+            else:
+                report = repair_region(client, region)
+                print_json({**report.to_json(), "lost_bookings": report.lost_bookings})
+    except RedisError as exc:
+        raise CommandError(f"redis: {type(exc).__name__}: {exc}") from None
+    finally:
+        client.close()
+    return 1 if damaged else 0
 
 
 def run_admin(args: argparse.Namespace) -> int:
