@@ -46,12 +46,14 @@ def forwarded(address: str) -> dict[str, str]:
 
 async def test_behind_a_named_proxy_the_cap_counts_each_client(behind_proxy: LiveServer) -> None:
     url = ws_url(behind_proxy)
-    async with connect(url, additional_headers=forwarded("198.51.100.7")):
-        async with connect(url, additional_headers=forwarded("203.0.113.9")):  # another client
-            with pytest.raises(InvalidStatus) as refused:  # the same client again: over its cap
-                async with connect(url, additional_headers=forwarded("198.51.100.7")):
-                    pass
-            assert refused.value.response.status_code == 429
+    async with (
+        connect(url, additional_headers=forwarded("198.51.100.7")),
+        connect(url, additional_headers=forwarded("203.0.113.9")),  # another client gets in
+    ):
+        with pytest.raises(InvalidStatus) as refused:  # the same client again: over its cap
+            async with connect(url, additional_headers=forwarded("198.51.100.7")):
+                pass
+        assert refused.value.response.status_code == 429
 
 
 async def test_without_a_named_proxy_the_forwarded_header_is_ignored(direct: LiveServer) -> None:
