@@ -19,8 +19,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ import pytest
 from persistence.commit_log import RECORD_HEADER
 from persistence.file_journal import FRAME_HEADER
 from tests.support import free_port
-from tests.support.served import ServedProcess
+from tests.support.served import ServedProcess, tandtid
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -189,17 +187,6 @@ def commit_records(path: Path, region: str) -> list[tuple[int, int, int]]:
             found.append((off, end, position))
         off = end
     return found
-
-
-def tandtid(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def explained(booking_id: str, report: dict[str, Any], originals: dict[str, bytes]) -> bool:

@@ -8,8 +8,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from engine.commands import Book
@@ -18,12 +16,15 @@ from persistence.file_check import check_region, repair_region
 from persistence.file_journal import FRAME_HEADER, FileJournal
 from server.regions.actor import Lifecycle, RegionActor
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
+from tests.support.served import tandtid
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def booked_journal(data: Path, bookings: int = 4) -> list[str]:
-    """Catalog + ``bookings`` bookings in AB, one journal frame each; their ids, in order."""
+async def booked_journal(data: Path, bookings: int = 4, *, crashed: Path | None = None) -> list[str]:
+    """Catalog + ``bookings`` bookings in AB, one journal frame each; their ids, in order.
+    ``crashed``: then one append to O, and a copy of ``data`` there before the journal closes
+    (a crash: the commit log still holds every frame, no checkpoint emptied it)."""
     journal = FileJournal(data)
     await journal.open()
     actor = RegionActor("AB", journal, clock=lambda: NOW)
@@ -35,6 +36,9 @@ async def booked_journal(data: Path, bookings: int = 4) -> list[str]:
         booking = Book(f"AB-bkept{n:04d}", f"p{n}", "AB-c1-r1", "child_checkup", FIRST_DAY, CELL_0900 + n)
         await actor.submit(booking)
         ids.append(booking.booking_id)
+    if crashed is not None:
+        await journal.append("O", 1, b"o-after-ab")
+        shutil.copytree(data, crashed)
     await actor.stop()
     await journal.close()
     return ids
@@ -46,17 +50,6 @@ def frame_starts(log: Path) -> list[int]:
         starts.append(off)
         off += FRAME_HEADER.size + FRAME_HEADER.unpack_from(data, off)[2]
     return starts
-
-
-def tandtid(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def test_check_lists_what_a_repair_would_cut(tmp_path: Path) -> None:
@@ -157,23 +150,8 @@ async def power_lost(tmp_path: Path, bookings: int = 4) -> tuple[Path, list[str]
     """AB booked (one frame per booking), then one append to O; the machine dies: the copy
     returned has the fsynced commit log but region files whose unsynced tails are gone (AB.log
     lacks its last two frames, O.log never reached the disk)."""
-    live = tmp_path / "live"
-    journal = FileJournal(live)
-    await journal.open()
-    actor = RegionActor("AB", journal, clock=lambda: NOW)
-    await actor.start()
-    ids = []
-    for command in setup_commands():
-        await actor.submit(command)
-    for n in range(bookings):
-        booking = Book(f"AB-blost{n:04d}", f"p{n}", "AB-c1-r1", "child_checkup", FIRST_DAY, CELL_0900 + n)
-        await actor.submit(booking)
-        ids.append(booking.booking_id)
-    await journal.append("O", 1, b"o-after-ab")
     crashed = tmp_path / "data"
-    shutil.copytree(live, crashed)
-    await actor.stop()
-    await journal.close()
+    ids = await booked_journal(tmp_path / "live", bookings, crashed=crashed)
     log = crashed / "journal" / "AB.log"
     log.write_bytes(log.read_bytes()[: frame_starts(log)[-2]])
     (crashed / "journal" / "O.log").unlink()

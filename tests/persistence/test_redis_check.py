@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,21 +16,11 @@ from persistence.redis_journal import RedisStreamJournal, region_key
 from server.regions.actor import Lifecycle, RegionActor
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
 from tests.support.redis_server import RedisServer
+from tests.support.served import tandtid
 
 pytestmark = pytest.mark.redis
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tandtid(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def booked(url: str, bookings: int = 4, *, snapshot: bool = False) -> list[str]:

@@ -68,11 +68,19 @@ async def test_me_events_show_the_booking_as_the_http_api_does(live: LiveServer)
             assert cancelled["data"]["booking"]["status"] == "cancelled"
 
 
-async def signed_in(client: httpx.AsyncClient, email: str, password: str) -> str:
-    r = await client.post("/api/auth/login", json={"email": email, "password": password})
+PASSWORD = "correct horse"
+
+
+async def two_sessions(client: httpx.AsyncClient) -> tuple[str, str]:
+    """A new patient signed in twice (register, then log in): the two sessions' tokens."""
+    email = f"p-{secrets.token_hex(6)}@example.test"
+    r = await client.post("/api/auth/register", json={"email": email, "password": PASSWORD, "name": "Ut"})
+    assert r.status_code == 201, r.text
+    first: str = r.json()["token"]
+    r = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
     assert r.status_code == 200, r.text
-    token: str = r.json()["token"]
-    return token
+    second: str = r.json()["token"]
+    return first, second
 
 
 def live_socket(live: LiveServer, token: str) -> Any:
@@ -94,11 +102,8 @@ async def pong(ws: ClientConnection) -> bool:
 
 
 async def test_signing_out_closes_that_sessions_sockets_at_once(live: LiveServer) -> None:
-    email, password = f"p-{secrets.token_hex(6)}@example.test", "correct horse"
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
-        r = await client.post("/api/auth/register", json={"email": email, "password": password, "name": "Ut"})
-        assert r.status_code == 201, r.text
-        first, second = r.json()["token"], await signed_in(client, email, password)
+        first, second = await two_sessions(client)
         async with live_socket(live, first) as leaving, live_socket(live, second) as staying:
             assert await pong(leaving) and await pong(staying)
             assert (await client.post("/api/auth/logout", headers=bearer(first))).status_code == 204
@@ -115,17 +120,14 @@ async def test_signing_out_closes_that_sessions_sockets_at_once(live: LiveServer
 
 
 async def test_a_password_change_closes_every_socket_of_the_account(live: LiveServer) -> None:
-    email, password = f"p-{secrets.token_hex(6)}@example.test", "correct horse"
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
-        r = await client.post("/api/auth/register", json={"email": email, "password": password, "name": "Ny"})
-        assert r.status_code == 201, r.text
-        first, second = r.json()["token"], await signed_in(client, email, password)
+        first, second = await two_sessions(client)
         async with live_socket(live, first) as one, live_socket(live, second) as other:
             assert await pong(one) and await pong(other)
             r = await client.post(
                 "/api/auth/password",
                 headers=bearer(second),
-                json={"current_password": password, "new_password": "a brand new secret"},
+                json={"current_password": PASSWORD, "new_password": "a brand new secret"},
             )
             assert r.status_code == 200, r.text
             assert await closed_with(one) == CLOSE_SIGNED_OUT
@@ -137,13 +139,8 @@ async def test_a_password_change_closes_every_socket_of_the_account(live: LiveSe
 async def test_a_session_ended_by_another_process_closes_its_socket(live: LiveServer) -> None:
     """Another process (another node, the admin CLI) ends the session in the shared store:
     the hub's session sweep closes the socket within a sweep or two."""
-    email, password = f"p-{secrets.token_hex(6)}@example.test", "correct horse"
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
-        r = await client.post(
-            "/api/auth/register", json={"email": email, "password": password, "name": "Annan"}
-        )
-        assert r.status_code == 201, r.text
-        token = r.json()["token"]
+        token, _other = await two_sessions(client)
         async with live_socket(live, token) as ws:
             assert await pong(ws)
             elsewhere = AccountStore(live.data_dir / "accounts.sqlite3")

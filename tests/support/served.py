@@ -28,6 +28,18 @@ ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120.0
 
 
+def tandtid(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run ``tandtid ARGS`` (e.g. ``journal check --data DIR``) to its end; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class ServedProcess:
     """``tandtid serve --host 127.0.0.1 --port P --data DIR *args``; ``env`` adds to the environment."""
 
