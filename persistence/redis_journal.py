@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError
 from redis.retry import Retry
 
 from persistence.journal import Entry, Journal, JournalUnavailable, Snapshot, StaleEpoch
@@ -50,6 +50,7 @@ PAGE_MIN = 100  # fewest (the first page of a read)
 PAGE_BYTES = 8 * 1024 * 1024  # aimed-for payload bytes per XRANGE page
 TAIL_BLOCK_MS = 1_000  # XREAD BLOCK; well under the socket timeout
 RECENT_IDS = 4_096  # remembered (position -> stream id) of this object's appends per region
+WRITE_PROBE = "tandtid:write-probe"  # ping's probe write while writes fail (expires in a second)
 
 APPEND_LUA = """
 local accepted = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -110,6 +111,7 @@ class RedisStreamJournal(Journal):
         self._pending: list[_Pending] = []  # appends waiting for the next round trip
         self._flushing = False  # a round is scheduled or in flight
         self.rounds = 0  # pipelined append round trips made (each carries one or more regions)
+        self._write_failure: str | None = None  # see write_failure()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -140,10 +142,35 @@ class RedisStreamJournal(Journal):
             await client.aclose()
 
     async def ping(self) -> bool:
+        """Reachable. While writes fail (``write_failure``: Redis refuses every write for now:
+        out of memory under maxmemory noeviction, a failed save with stop-writes-on-bgsave-error,
+        a read-only replica), also a tiny probe write whose success clears that."""
         try:
+            if self._write_failure is not None:
+                try:
+                    await self._redis.set(WRITE_PROBE, b"1", px=1000)
+                    self._write_failure = None
+                except RedisError as exc:
+                    self._refused(exc)
             return bool(await self._call(self._redis.ping()))
         except JournalUnavailable:
             return False
+
+    def write_failure(self) -> str | None:
+        return self._write_failure
+
+    def _refused(self, reply: Exception) -> bool:
+        """Remember a write Redis refused for now (OOM, MISCONF, READONLY); True if it was one."""
+        if isinstance(reply, OutOfMemoryError):
+            kind = "OOM"
+        elif isinstance(reply, ReadOnlyError):
+            kind = "READONLY"
+        elif str(reply).startswith("MISCONF"):
+            kind = "MISCONF"
+        else:
+            return False
+        self._write_failure = f"{kind}: {str(reply).split('. script:')[0][:120]}"
+        return True
 
     # -- appends ---------------------------------------------------------------------
 
@@ -199,12 +226,14 @@ class RedisStreamJournal(Journal):
             if item.future.done():
                 continue
             if isinstance(reply, Exception):
+                self._refused(reply)
                 item.future.set_exception(JournalUnavailable(f"redis: {reply.__class__.__name__}: {reply}"))
             elif int(reply[0]) < 0:
                 item.future.set_exception(
                     StaleEpoch(f"region {item.region}: epoch {item.epoch} < accepted {int(reply[1])}")
                 )
             else:
+                self._write_failure = None
                 item.future.set_result((int(reply[0]), bytes(reply[1])))
 
     async def _evalsha_all(self, batch: list[_Pending]) -> list[Any]:

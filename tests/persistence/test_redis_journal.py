@@ -215,3 +215,26 @@ async def test_tail_receives_an_entry_appended_while_it_blocks_in_xread(
     finally:
         waiting.cancel()
         await tail.aclose()
+
+
+async def test_redis_out_of_memory_is_a_write_failure_until_writes_work_again(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
+    """Redis at maxmemory (noeviction) refuses every append with OOM: the journal says so
+    (write_failure, for /ready) and ping's probe write notices when there is room again."""
+    assert await journal.append("AB", 1, b"before") == 1
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        with pytest.raises(JournalUnavailable):
+            await journal.append("AB", 1, b"refused")
+        assert (journal.write_failure() or "").startswith("OOM")
+        assert await journal.ping() is True and journal.write_failure() is not None
+        admin.config_set("maxmemory", 0)
+        assert await journal.ping() is True and journal.write_failure() is None
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+    assert await journal.append("AB", 1, b"after") == 2
+    assert [e.payload for e in await entries(journal)] == [b"before", b"after"]
