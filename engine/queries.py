@@ -7,6 +7,7 @@ Pure functions; they never change the state. Runs of FREE cells are found with
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from engine.calendar import cell_epoch
 from engine.cells import FREE
@@ -93,6 +94,36 @@ def next_free(
         if best is not None:
             return day, best[0], best[1]
     return None
+
+
+EARLIEST_ENTRIES = 65_536  # answers kept per region; past it the cache starts afresh
+
+Earliest = tuple[int, int, int, tuple[int, int, str] | None]  # (clinic version, now, start, answer)
+_earliest: WeakKeyDictionary[RegionState, dict[tuple[str, str, int, int], Earliest]] = WeakKeyDictionary()
+
+
+def earliest_free(
+    state: RegionState, clinic: str, service: str, first_day: int, days: int, now: int
+) -> tuple[int, int, str] | None:
+    """``next_free``, answered from an index of earlier answers per (clinic, service, range)
+    while it still holds: the clinic's cells have not changed since (``clinic_version``) and
+    ``now`` is not earlier than when it was found nor past the start it found (a later ``now``
+    only takes starts away, and none lay between). Searches ask the same of every clinic of a
+    region again and again; between two bookings at a clinic the answer is a dict look-up."""
+    cache = _earliest.get(state)
+    if cache is None:
+        cache = _earliest[state] = {}
+    key = (clinic, service, first_day, days)
+    version = state.clinic_version(clinic)
+    hit = cache.get(key)
+    if hit is not None and hit[0] == version and hit[1] <= now <= hit[2]:
+        return hit[3]
+    found = next_free(state, clinic, service, first_day, days, now)
+    if len(cache) >= EARLIEST_ENTRIES:
+        cache.clear()
+    until = cell_epoch(found[0], found[1], state.clinics[clinic].cell_minutes) if found else 2**62
+    cache[key] = (version, now, until, found)
+    return found
 
 
 def region_summary(state: RegionState, first_day: int, days: int) -> dict[str, list[int]]:

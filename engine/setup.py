@@ -367,6 +367,7 @@ class ClinicSetup:
         s.resources[res.id] = res
         row = s._rows[res.id]
         row.cells_for = {}
+        s._touch(row.clinic)
         if not row.buf:
             return
         for day in range(max(e.from_day, row.first_day), row.first_day + row.days):

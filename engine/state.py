@@ -108,6 +108,9 @@ class RegionState:
         self.holds: dict[str, Hold] = {}
         self._rows: dict[str, ResourceRow] = {}
         self._free: dict[str, dict[int, int]] = {}  # clinic -> day -> FREE cells
+        # clinic -> a number that changes whenever any of its cells or what its resources
+        # perform changes (derived, never stored: readers cache answers against it)
+        self._versions: dict[str, int] = {}
         self._clinic_resources: dict[str, list[str]] = {}
         self._masks = OpeningMasks()
         # the catalogue as records for snapshots, made at registration rather than on every
@@ -193,6 +196,15 @@ class RegionState:
     def row(self, resource: str, day: int) -> bytes:
         """That day's cells of ``resource`` (all CLOSED if not opened). KeyError if unknown."""
         return self._rows[resource].day(day)
+
+    def clinic_version(self, clinic: str) -> int:
+        """Changes whenever a cell of the clinic or a service its resources perform changes
+        (within this state object's life): an answer computed at one version holds while the
+        version is the same."""
+        return self._versions.get(clinic, 0)
+
+    def _touch(self, clinic: str) -> None:
+        self._versions[clinic] = self._versions.get(clinic, 0) + 1
 
     def free_count(self, clinic: str, day: int) -> int:
         free = self._free.get(clinic)
@@ -650,6 +662,7 @@ class RegionState:
                 self._rows[res.id] = ResourceRow(res.id, clinic.id, clinic.cell_minutes)
                 members.append(res.id)
         self._masks.forget(clinic.id)
+        self._touch(clinic.id)
         offered = set(clinic.services)
         cm = clinic.cell_minutes
         for rid in members:
@@ -670,11 +683,13 @@ class RegionState:
         if delta:
             self._free[row.clinic][day] += delta
         self._changes.append((row.clinic, row.id, day, first, n, value))
+        self._touch(row.clinic)
 
     def _write(self, row: ResourceRow, day: int, first: int, old: bytes, new: bytes | bytearray) -> None:
         """Write ``new`` over cells [first, first+len) of ``day`` (which held ``old``), keep the
         free count and record the changed runs."""
         delta = row.write(day, first, new)
+        self._touch(row.clinic)
         if delta:
             free = self._free[row.clinic]
             free[day] = free.get(day, 0) + delta
@@ -695,6 +710,7 @@ class RegionState:
         row = self._rows[e.resource]
         clinic = self.clinics[row.clinic]
         row.cover(e.first_day, e.days)
+        self._touch(row.clinic)
         closed_day = bytes(row.cpd)
         free, append = self._free[row.clinic], self._changes.append
         for day in range(e.first_day, e.first_day + e.days):

@@ -103,11 +103,11 @@ async def search_clinics(request: Request) -> Response:
 
     def first_free(state: RegionState, clinic: Clinic) -> tuple[int, int, str] | None:
         if q.service:
-            return queries.next_free(state, clinic.id, q.service, start_day, q.days, now)
+            return queries.earliest_free(state, clinic.id, q.service, start_day, q.days, now)
         found = [
             f
             for s in clinic.services
-            if (f := queries.next_free(state, clinic.id, s, start_day, q.days, now))
+            if (f := queries.earliest_free(state, clinic.id, s, start_day, q.days, now))
         ]
         return min(found) if found else None
 
