@@ -141,20 +141,7 @@ class BookingsReplica:
         handlers, which report them)."""
         store = self.store
         if isinstance(event, Booked):
-            store.add(
-                Booking(
-                    event.booking_id,
-                    event.patient,
-                    event.clinic,
-                    event.resource,
-                    event.service,
-                    event.day,
-                    event.cell,
-                    event.cells,
-                    BookingStatus.BOOKED,
-                    event.at,
-                )
-            )
+            store.add(_made(event))
         elif isinstance(event, Cancelled | Rescheduled | NoShowMarked):
             row = store.row(event.booking_id)
             if row < 0:
@@ -283,18 +270,7 @@ class Projection:
 
     def _on_booked(self, view: RegionView, reads: Reads, position: int, index: int, event: Booked) -> Fact:
         clinic = self._clinic(view, reads, event.clinic, position, "Booked")
-        booking = Booking(
-            event.booking_id,
-            event.patient,
-            event.clinic,
-            event.resource,
-            event.service,
-            event.day,
-            event.cell,
-            event.cells,
-            BookingStatus.BOOKED,
-            event.at,
-        )
+        booking = _made(event)
         view.moved_at.pop(booking.id, None)
         return Fact(view.region, position, index, "booked", booking, clinic, event.at)
 
@@ -353,6 +329,22 @@ class Projection:
             at,
         )
         return Fact(view.region, position, index, "offer", offered, clinic, at)
+
+
+def _made(event: Booked) -> Booking:
+    """The booking a ``Booked`` event made, as it was then."""
+    return Booking(
+        event.booking_id,
+        event.patient,
+        event.clinic,
+        event.resource,
+        event.service,
+        event.day,
+        event.cell,
+        event.cells,
+        BookingStatus.BOOKED,
+        event.at,
+    )
 
 
 def _with_time_before(event: Rescheduled, booking: Booking | None) -> Rescheduled:
