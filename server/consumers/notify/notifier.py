@@ -49,7 +49,7 @@ log = logging.getLogger("tandtid.notify")
 
 CURSOR_FLUSH_S = 1.0
 PLAN_AHEAD_S = 12 * 3600  # reminders are planned for appointments up to max(lead) + this ahead
-PLAN_CHUNK = 2_000  # clinic-days looked at between two yields to the event loop
+PLAN_CHUNK = 500  # bookings looked at between two yields to the event loop (~4 us each: ~2 ms)
 
 
 @dataclass
@@ -368,9 +368,10 @@ class Notifier:
             looked = 0
             for clinic in list(reads.clinics.values()):
                 for day in range(first_day, last_day + 1):
-                    for booking in reads.bookings_on(clinic.id, day):
+                    bookings = reads.bookings_on(clinic.id, day)
+                    for booking in bookings:
                         self._plan_one(region, view, booking, clinic, until, after)
-                    looked += 1
+                    looked += 1 + len(bookings)
                 if looked >= PLAN_CHUNK:
                     looked = 0
                     await asyncio.sleep(0)
