@@ -1,6 +1,11 @@
 // /: the map of Sweden with every clinic coloured by free times, the search panel, and the list beside the
 // map (the keyboard and screen-reader path to the same clinics). Markers follow the region summary topics.
 // The base map is the county geography shipped in static/geo; online tiles are an optional layer.
+//
+// At national size (4,430 clinics) the work is cut into tasks of CHUNK_MS, each followed by a yield to the
+// main thread: markers, the cluster tree and the county shapes are built over many short tasks, none of them
+// a long task (50 ms) even on a phone four times slower than a laptop. The region topics are subscribed
+// before the clinic lists are fetched, so markers are made with their counts and are not redrawn at once.
 
 import { ApiError, get, query } from "./api.js";
 import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
@@ -19,6 +24,8 @@ const SWEDEN = [[55.2, 10.9], [69.1, 24.2]];
 const CLINIC_LIMIT = 5000;
 // the list renders this many rows at a time, more as it is scrolled to its end: the DOM stays small at any size
 const LIST_PAGE = 50;
+// work done before yielding to the main thread: well under the 50 ms of a long task, also 4x slower
+const CHUNK_MS = 8;
 
 const state = {
   services: [], regions: [], service: "checkup", from: todayIso(), days: 7, region: "", municipality: "",
@@ -34,11 +41,44 @@ let listed = []; // the search's clinics in list order
 let listShown = 0; // how many of them have rows
 let subscribedRegions = new Set();
 let searchToken = 0;
+let placing = Promise.resolve(); // the newest search's markers, made and clustered
+let clustersLoaded = null; // resolves the cluster group's chunked loading under way
+let windowKey = ""; // state.from/state.days of windowList
+let windowList = []; // the dates of the search's period
+const freeLabels = new Map(); // n -> "n lediga tidsrutor" in the current language (cleared on change)
+
+function yieldToMain() {
+  return globalThis.scheduler?.yield ? globalThis.scheduler.yield() : new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** Call fn on each item, yielding to the main thread every CHUNK_MS. False when alive() turned false. */
+async function eachInChunks(items, fn, alive = () => true) {
+  let until = performance.now() + CHUNK_MS;
+  for (const item of items) {
+    fn(item);
+    if (performance.now() >= until) {
+      await yieldToMain();
+      if (!alive()) return false;
+      until = performance.now() + CHUNK_MS;
+    }
+  }
+  return true;
+}
+
+function freeLabel(n) {
+  let label = freeLabels.get(n);
+  if (label === undefined) {
+    label = t("map.free.label", { n });
+    freeLabels.set(n, label);
+  }
+  return label;
+}
 
 // ---- the map ------------------------------------------------------------------------------------------
 
 const map = L.map("map", { zoomSnap: 0.5, minZoom: 4, maxZoom: 17, preferCanvas: false });
 map.fitBounds(SWEDEN);
+const shownSweden = map.getBounds();
 map.attributionControl.setPrefix(false);
 map.attributionControl.addAttribution(
   "Kommun- och länsdata bygger på SCB:s öppna data (CC0 1.0) · Koordinater © <a href=\"https://www.geonames.org/\">GeoNames</a> (CC BY 4.0) · <a href=\"https://leafletjs.com\">Leaflet</a>");
@@ -68,7 +108,13 @@ function badgeHtml(id, n) {
 const clusters = L.markerClusterGroup({
   disableClusteringAtZoom: 11,
   showCoverageOnHover: false,
+  // the cluster tree is built in chunks of this many ms (the library's default, 200, makes long tasks)
   chunkedLoading: true,
+  chunkInterval: CHUNK_MS,
+  chunkDelay: 0,
+  chunkProgress(processed, total) {
+    if (processed === total && clustersLoaded) clustersLoaded();
+  },
   iconCreateFunction(cluster) {
     const children = cluster.getAllChildMarkers();
     const withFree = children.filter((m) => m.options.free > 0).length;
@@ -83,13 +129,35 @@ const clusters = L.markerClusterGroup({
 });
 clusters.addTo(map);
 
+// One popup for every marker, filled when opened (a popup bound to each of 4,430 markers costs their start-up).
+const popup = L.popup();
+function openPopup(marker) {
+  const c = clinics.get(marker.options.clinic);
+  if (!c) return;
+  popup.setLatLng(marker.getLatLng()).setContent(popupContent(c)).openOn(map);
+}
+clusters.on("click", (e) => openPopup(e.layer));
+// Enter or Space on a focused marker opens its popup too (markers are keyboard-focusable buttons).
+map.getContainer().addEventListener("keydown", (ev) => {
+  if (ev.key !== "Enter" && ev.key !== " ") return;
+  const id = ev.target.classList?.contains("clinic-marker") && ev.target.querySelector(".free-badge")?.dataset.clinic;
+  const marker = id && markers.get(id);
+  if (!marker) return;
+  ev.preventDefault();
+  openPopup(marker);
+});
+
 async function loadGeography() {
   try {
     const [counties, outline] = await Promise.all([
       fetch("/static/geo/se_counties.geojson").then((r) => r.json()),
       fetch("/static/geo/se_outline.geojson").then((r) => r.json()),
     ]);
-    regionsLayer.addData(counties);
+    // one county per task: projecting all 21 shapes at once is a long task on a phone
+    for (const feature of counties.features) {
+      regionsLayer.addData(feature);
+      await yieldToMain();
+    }
     outlineLayer.addData(outline);
     layerControl.addOverlay(regionsLayer, t("map.layer.regions"));
     layerControl.addOverlay(tiles, t("map.layer.tiles"));
@@ -100,8 +168,18 @@ async function loadGeography() {
 
 // ---- counts from the region summary topics ------------------------------------------------------------
 
+function dayList(from, days) {
+  return Array.from({ length: days }, (_, i) => addDays(from, i));
+}
+
+/** The search's dates, computed once per period (not once per clinic). */
 function dates() {
-  return Array.from({ length: state.days }, (_, i) => addDays(state.from, i));
+  const key = `${state.from}/${state.days}`;
+  if (key !== windowKey) {
+    windowKey = key;
+    windowList = dayList(state.from, state.days);
+  }
+  return windowList;
 }
 
 function freeCount(id) {
@@ -115,9 +193,11 @@ function freeCount(id) {
 function onRegionMessage(msg) {
   if (msg.type === "snapshot") {
     const { from, clinics: byClinic } = msg.data;
+    let days = [];
     for (const [id, perDay] of Object.entries(byClinic || {})) {
+      if (days.length < perDay.length) days = dayList(from, perDay.length);
       const m = new Map();
-      perDay.forEach((n, i) => m.set(addDays(from, i), n));
+      perDay.forEach((n, i) => m.set(days[i], n));
       counts.set(id, m);
       pending.add(id);
     }
@@ -137,10 +217,14 @@ function askFrame() {
   frameAsked = true;
   requestAnimationFrame(() => {
     frameAsked = false;
-    let markerChanged = false;
-    for (const id of pending) markerChanged = refreshClinic(id) || markerChanged;
+    const changed = [];
+    for (const id of pending) {
+      const marker = refreshClinic(id);
+      if (marker) changed.push(marker);
+    }
     pending.clear();
-    if (markerChanged) clusters.refreshClusters();
+    // only the clusters above changed markers get new icons
+    if (changed.length) clusters.refreshClusters(changed);
   });
 }
 
@@ -174,25 +258,25 @@ function popupContent(c) {
 
 function makeMarker(c) {
   const n = freeCount(c.id);
-  const marker = L.marker([c.lat, c.lon], {
+  return L.marker([c.lat, c.lon], {
     icon: L.divIcon({ className: "clinic-marker", html: badgeHtml(c.id, n), iconSize: [34, 34] }),
-    title: `${c.name}: ${t("map.free.label", { n })}`,
+    title: `${c.name}: ${freeLabel(n)}`,
     free: n,
+    clinic: c.id,
     riseOnHover: true,
   });
-  marker.bindPopup(() => popupContent(c));
-  return marker;
 }
 
+/** Bring a clinic's marker and row to its current count; returns the marker if it changed. */
 function refreshClinic(id) {
   const n = freeCount(id);
   const c = clinics.get(id);
   const marker = markers.get(id);
-  let markerChanged = false;
+  let markerChanged = null;
   if (marker && marker.options.free !== n) {
-    markerChanged = true;
+    markerChanged = marker;
     marker.options.free = n;
-    marker.options.title = `${c.name}: ${t("map.free.label", { n })}`;
+    marker.options.title = `${c.name}: ${freeLabel(n)}`;
     marker.setIcon(L.divIcon({ className: "clinic-marker", html: badgeHtml(id, n), iconSize: [34, 34] }));
     if (marker.getElement()) marker.getElement().title = marker.options.title;
   }
@@ -203,7 +287,7 @@ function refreshClinic(id) {
       badge.className = `free-badge ${badgeClass(n)}`;
       badge.dataset.free = String(n);
       badge.firstElementChild.textContent = String(n);
-      badge.setAttribute("aria-label", t("map.free.label", { n }));
+      badge.setAttribute("aria-label", freeLabel(n));
     }
   }
   return markerChanged;
@@ -250,7 +334,7 @@ function clinicRow(c) {
   const details = [c.municipality_name, c.distance_km != null ? t("map.distance", { km: c.distance_km.toFixed(1) }) : null]
     .filter(Boolean).join(" · ");
   return el("li", { class: "clinic", dataset: { clinic: c.id } },
-    el("span", { class: `free-badge ${badgeClass(n)}`, dataset: { free: String(n) }, role: "img", "aria-label": t("map.free.label", { n }) },
+    el("span", { class: `free-badge ${badgeClass(n)}`, dataset: { free: String(n) }, role: "img", "aria-label": freeLabel(n) },
       el("span", { "aria-hidden": "true", text: String(n) })),
     el("div", {},
       el("h3", {}, el("a", { href: clinicUrl(c), text: c.name })),
@@ -260,10 +344,11 @@ function clinicRow(c) {
       el("button", { type: "button", class: "show-on-map", text: t("map.show"), "aria-label": `${t("map.show")}: ${c.name}`, onclick: () => showOnMap(c.id) })));
 }
 
-function showOnMap(id) {
+async function showOnMap(id) {
+  await placing;
   const marker = markers.get(id);
   if (!marker) return;
-  clusters.zoomToShowLayer(marker, () => marker.openPopup());
+  clusters.zoomToShowLayer(marker, () => openPopup(marker));
   $("map").scrollIntoView({ block: "nearest" });
 }
 
@@ -276,12 +361,18 @@ async function fetchClinics() {
     sort: state.near && state.sort === "distance" ? "distance" : "earliest",
     has_free: state.hasFree ? "true" : "", limit: CLINIC_LIMIT,
   };
-  const codes = state.region ? [state.region] : state.regions.map((r) => r.code);
-  const parts = await Promise.all(codes.map((region) => get(`/api/clinics${query({ ...base, region })}`)));
+  const parts = await Promise.all(searchedRegions().map((region) => get(`/api/clinics${query({ ...base, region })}`)));
   const list = parts.flat();
   if (base.sort === "distance") list.sort((a, b) => (a.distance_km ?? 1e9) - (b.distance_km ?? 1e9));
-  else list.sort((a, b) => (a.next_free ? Date.parse(a.next_free) : Infinity) - (b.next_free ? Date.parse(b.next_free) : Infinity));
+  else {
+    const at = new Map(list.map((c) => [c, c.next_free ? Date.parse(c.next_free) : Infinity]));
+    list.sort((a, b) => at.get(a) - at.get(b));
+  }
   return list;
+}
+
+function searchedRegions() {
+  return state.region ? [state.region] : state.regions.map((r) => r.code);
 }
 
 async function search() {
@@ -290,6 +381,8 @@ async function search() {
   // "loading" goes where the count will be: a message above the list would push it down twice (layout shift)
   $("results-count").textContent = t("loading");
   $("results").setAttribute("aria-busy", "true");
+  // the counts travel while the lists are fetched: markers are then made with their colour once
+  subscribeRegions(searchedRegions());
   let list;
   try {
     list = await fetchClinics();
@@ -300,24 +393,40 @@ async function search() {
     $("results").removeAttribute("aria-busy");
   }
   if (token !== searchToken) return;
+  await placing; // the markers of a search before must be loaded before the layers are cleared
+  if (token !== searchToken) return;
   announce(message, "");
   clinics.clear();
   for (const c of list) clinics.set(c.id, c);
   clusters.clearLayers();
   markers.clear();
+  renderList(list);
+  if (state.region && list.length) map.fitBounds(boundsOf(list), { maxZoom: 10, padding: [20, 20] });
+  else if (state.near) map.setView([state.near.lat, state.near.lon], 10);
+  else if (!map.getBounds().equals(shownSweden)) map.fitBounds(SWEDEN); // a new view redraws every shape
+  placing = placeMarkers(list, token);
+  await placing;
+}
+
+/** Make the search's markers in chunks, then hand them to the cluster group (which loads in chunks too). */
+async function placeMarkers(list, token) {
   const layerList = [];
-  for (const c of list) {
-    if (typeof c.lat !== "number" || typeof c.lon !== "number") continue;
+  const placed = await eachInChunks(list, (c) => {
+    if (typeof c.lat !== "number" || typeof c.lon !== "number") return;
     const marker = makeMarker(c);
     markers.set(c.id, marker);
     layerList.push(marker);
-  }
-  clusters.addLayers(layerList);
-  renderList(list);
-  subscribeRegions(state.region ? [state.region] : [...new Set(list.map((c) => c.region))]);
-  if (state.region && layerList.length) map.fitBounds(clusters.getBounds(), { maxZoom: 10, padding: [20, 20] });
-  else if (!state.near) map.fitBounds(SWEDEN);
-  else map.setView([state.near.lat, state.near.lon], 10);
+  }, () => token === searchToken);
+  if (!placed) return;
+  await new Promise((resolve) => {
+    clustersLoaded = resolve;
+    clusters.addLayers(layerList);
+  });
+  clustersLoaded = null;
+}
+
+function boundsOf(list) {
+  return L.latLngBounds(list.filter((c) => typeof c.lat === "number").map((c) => [c.lat, c.lon]));
 }
 
 function serviceName(s) {
@@ -401,6 +510,7 @@ async function main() {
   renderSelects();
   await loadMunicipalities();
   onLangChange(() => {
+    freeLabels.clear();
     renderSelects();
     renderList(listed);
     map.getContainer().setAttribute("aria-label", t("map.aria"));

@@ -48,14 +48,27 @@ export function wallClock(isoDate, minuteOfDay) {
   return { millis, iso: `${isoDate}T${hh}:${mm}:00${off}` };
 }
 
+// Making an Intl.DateTimeFormat costs far more than formatting with one (a list of 50 clinics made 100):
+// one per language and options, made when first needed.
+const formatters = new Map();
+
+function formatter(opts) {
+  const key = `${locale()} ${JSON.stringify(opts)}`;
+  let found = formatters.get(key);
+  if (!found) {
+    found = new Intl.DateTimeFormat(locale(), { timeZone: ZONE, ...opts });
+    formatters.set(key, found);
+  }
+  return found;
+}
+
 export function formatTime(value) {
-  return new Intl.DateTimeFormat(locale(), { timeZone: ZONE, hour: "2-digit", minute: "2-digit" })
-    .format(new Date(value));
+  return formatter({ hour: "2-digit", minute: "2-digit" }).format(new Date(value));
 }
 
 export function formatDate(value, opts = { weekday: "long", day: "numeric", month: "long" }) {
   const d = typeof value === "string" && value.length === 10 ? new Date(`${value}T12:00:00Z`) : new Date(value);
-  return new Intl.DateTimeFormat(locale(), { timeZone: ZONE, ...opts }).format(d);
+  return formatter(opts).format(d);
 }
 
 export function formatDateTime(value) {
@@ -64,7 +77,5 @@ export function formatDateTime(value) {
 
 /** "12:34:56" in Stockholm, for clocks. */
 export function clockText(now = new Date()) {
-  return new Intl.DateTimeFormat(locale(), {
-    timeZone: ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-  }).format(now);
+  return formatter({ hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }).format(now);
 }
