@@ -45,7 +45,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from engine.errors import TandtidError
 from engine.model import REGIONS
@@ -66,7 +66,9 @@ from server.health import Health
 
 log = logging.getLogger("tandtid.consumers")
 
+T = TypeVar("T")
 Up = Callable[[], None]
+HAND_OVER_GRACE_S = 30.0  # how long a stop waits for a hand-over in flight (SMTP/HTTP timeouts are less)
 Queued = tuple[int, list[Fact]] | Exception  # an entry for a reader, or the failure after the last one
 
 
@@ -381,6 +383,25 @@ def _honour_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def finish_first(work: Awaitable[T], *, grace_s: float = HAND_OVER_GRACE_S) -> T:
+    """Await ``work`` to its end even when the caller is cancelled meanwhile, then raise the
+    cancellation: for a hand-over and its record, which must not stop between the two (a
+    message the mail server accepted, or a webhook the receiver got, and not recorded would be
+    sent again after the restart; a write left running in a worker thread may land after the
+    restarted pipeline read its cursor). Past ``grace_s`` after the cancel, ``work`` is cancelled."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await asyncio.wait({task}, timeout=grace_s)
+        finally:
+            task.cancel()  # a no-op once it ended
+            if task.done() and not task.cancelled():
+                task.exception()  # its outcome is the caller's to drop: the caller is cancelled
+        raise
 
 
 def _culprit(exc: BaseException) -> tuple[str, BaseException]:

@@ -61,11 +61,14 @@ KINDS = {Booked: "booked", Cancelled: "cancelled", Rescheduled: "rescheduled"}
 
 
 class Receiver:
-    """An HTTP server that answers 200 and counts the event ids it was sent."""
+    """An HTTP server that answers 200 and counts the event ids it was sent; while ``answer``
+    is clear, it counts an event and holds its answer back until ``answer`` is set."""
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self._lock = threading.Lock()
+        self.answer = threading.Event()
+        self.answer.set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -73,6 +76,7 @@ class Receiver:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver._lock:
                     receiver.ids.append(self.headers["Tandtid-Event-Id"])
+                receiver.answer.wait(30)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -340,6 +344,47 @@ async def test_consumers_resume_from_the_snapshot_after_history_is_trimmed(
     # the time before the move, from the event itself (the booking was moved after the snapshot)
     text = moved[0].get_body(preferencelist=("plain",)).get_content()
     assert "(tidigare " in text and "(tidigare )" not in text
+
+
+@pytest.mark.parametrize("world", ["file"], indirect=True)
+async def test_a_stop_while_a_message_and_a_webhook_are_taken_waits_for_their_answers(world: World) -> None:
+    """The mail server and the receiver have the booking's message and event and have not
+    answered yet when the consumers are stopped: the stop waits for the answers and records
+    them, so the consumers started again send neither a second time."""
+    consumers = Consumers(world, world.journal)  # type: ignore[arg-type]
+    await consumers.start()
+    world.inbox.answer.clear()
+    world.receiver.answer.clear()
+    try:
+        await world.book(1)
+        keys, ids = world.expected()
+        await until(
+            lambda: set(world.inbox.keys()) == keys and set(world.receiver.received()) == ids,
+            "the message and the event taken, unanswered",
+        )
+        # the sender's POST and the feed's pipeline (the notifier's hand-over) are cancelled
+        stopping = [
+            asyncio.create_task(consumers.webhooks.stop()),
+            asyncio.create_task(consumers.feed.stop()),
+        ]
+        for _ in range(20):
+            await asyncio.sleep(0)  # loop turns, not time: the cancellations reach the hand-overs
+        assert not any(task.done() for task in stopping)  # nothing answered yet
+    finally:
+        world.inbox.answer.set()
+        world.receiver.answer.set()
+    await asyncio.gather(*stopping)
+    await consumers.notifier.stop()
+    consumers.ledger.close()
+
+    restarted = Consumers(world, world.journal)  # type: ignore[arg-type]
+    await restarted.start()
+    try:
+        await world.book(1)
+        await world.all_told()
+    finally:
+        await restarted.stop()
+    world.told_once()
 
 
 @pytest.mark.redis

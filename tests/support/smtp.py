@@ -20,13 +20,16 @@ HOLD_S = 30.0
 
 class Inbox:
     """aiosmtpd handler: keeps every accepted message. With ``hold_after`` set, the message
-    after that many is held unanswered until ``release`` (then refused with 451)."""
+    after that many is held unanswered until ``release`` (then refused with 451). While
+    ``answer`` is clear, a message is kept and its 250 held back until ``answer`` is set."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.hold_after: int | None = None
         self.holding = threading.Event()
         self.release = threading.Event()
+        self.answer = threading.Event()
+        self.answer.set()
         self._lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -38,6 +41,8 @@ class Inbox:
         assert isinstance(message, EmailMessage)
         with self._lock:
             self.messages.append(message)
+        if not self.answer.is_set():
+            await asyncio.to_thread(self.answer.wait, HOLD_S)
         return "250 OK"
 
     def keys(self) -> list[str]:

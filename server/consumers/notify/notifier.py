@@ -37,7 +37,7 @@ from engine.model import Clinic
 from engine.records import Booking, BookingStatus
 from persistence.journal import Journal
 from server.consumers.feed import Fact, PendingCursors, RegionView, StateUnavailable
-from server.consumers.follow import Feed, Up, why
+from server.consumers.follow import Feed, Up, finish_first, why
 from server.consumers.notify.ledger import LedgerStore
 from server.consumers.notify.mailer import MailConfig, Mailer, MailUnavailable, Rejected, mailer_for
 from server.consumers.notify.messages import TEMPLATES, compose
@@ -209,8 +209,7 @@ class Notifier:
             elif self.mailer.keyed:
                 keyed.append((key, message))
             else:
-                channel = await self._send(key, message)
-                await self._record([(key, channel)], fact_region)
+                await self._send(key, message, fact_region)
         if keyed:
             channel = await self._send_keyed(keyed)
             recorded += [(key, channel) for key, _ in keyed]
@@ -252,25 +251,32 @@ class Notifier:
         else:
             log.warning("message %s: cannot be composed; not sent", key)
 
-    async def _send(self, key: str, message: EmailMessage) -> str:
-        """Hand one message over, retrying while the mail server is unavailable."""
+    async def _send(self, key: str, message: EmailMessage, region: str) -> None:
+        """Hand one message over, retrying while the mail server is unavailable, and record it."""
         delay = 1.0
         while True:
             try:
-                channel = await self.mailer.send(key, message)
+                # A stop (or a restart of the region's pipeline) while the mail server takes the
+                # message waits for its answer and the record: cancelled between the two, the
+                # message would be sent again.
+                await finish_first(self._hand_over(key, message, region))
             except Rejected:
                 self.stats.rejected += 1
                 log.warning("message %s: refused by the mail server for good; not retried", key)
-                return "rejected"
+                await self._record([(key, "rejected")], region)
             except MailUnavailable as exc:
                 self.stats.retries += 1
                 log.warning("%s; retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
                 continue
-            self.stats.sent += 1
-            log.info("message %s sent via %s", key, channel)
-            return channel
+            return
+
+    async def _hand_over(self, key: str, message: EmailMessage, region: str) -> None:
+        channel = await self.mailer.send(key, message)
+        self.stats.sent += 1
+        log.info("message %s sent via %s", key, channel)
+        await self._record([(key, channel)], region)
 
     async def _send_keyed(self, messages: list[tuple[str, EmailMessage]]) -> str:
         """Hand messages to a keyed mailer in one call, retrying while it is unavailable (a key

@@ -54,7 +54,7 @@ import orjson
 
 from persistence.journal import Journal
 from server.consumers.feed import Fact, PendingCursors
-from server.consumers.follow import Feed, Up, why
+from server.consumers.follow import Feed, Up, finish_first, why
 from server.consumers.webhooks.signing import HEADER, sign
 from server.consumers.webhooks.store import Attempt, Endpoint, QueuedRow, Webhooks, subscribers_in
 from server.http.views import end_iso, epoch_iso
@@ -353,7 +353,9 @@ class WebhookDispatcher:
         if not rows:
             self._cursors.note(region, position)
             return
-        await asyncio.to_thread(self.store.enqueue, region, position, rows, self.clock())
+        # not left running in a worker thread by a cancel: a restarted pipeline that read the
+        # cursor before this write landed would queue the deliveries again
+        await finish_first(asyncio.to_thread(self.store.enqueue, region, position, rows, self.clock()))
         self._cursors.discard(region)
         self._wake.set()
 
@@ -371,7 +373,10 @@ class WebhookDispatcher:
                 if endpoint in self._inflight:
                     continue
                 if head.delivery.next_attempt_at <= now:
-                    task = asyncio.create_task(self._attempt(head), name=f"webhook-{head.delivery.id}")
+                    # a stop waits for the POST in flight and its record (else it is sent again)
+                    task = asyncio.create_task(
+                        finish_first(self._attempt(head)), name=f"webhook-{head.delivery.id}"
+                    )
                     self._inflight[endpoint] = task
                 else:
                     wait = min(wait, head.delivery.next_attempt_at - now)
