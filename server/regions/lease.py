@@ -175,11 +175,16 @@ class LeaseManager:
     async def pause(self) -> None:
         """Stop renewing WITHOUT handing anything back: what a frozen process looks like
         from outside (tests use it for the stale-owner case); ``start()`` resumes."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Cancelled again until it ends: on Python 3.11 a wait_for inside redis-py can swallow a
+        # cancel that arrives as its reply does, and the loop would go on renewing for ever.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()  # the loop only ever ends by a cancel
 
     async def stop(self) -> None:
         """Stop and hand every lease back (the regions stop writing first)."""

@@ -5,6 +5,7 @@ owner's appends are refused by the journal (its actor is fenced) and it steps do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tests.server.conftest import assert_error_shape
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
 from tests.support.live_server import LiveServer, catalog_commands
 from tests.support.redis_server import RedisServer
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, scaled
 
 pytestmark = pytest.mark.redis
 
@@ -206,3 +207,37 @@ async def test_served_nodes_write_only_the_regions_they_own_and_take_over_on_shu
         for server in (a, b):
             if server is not None:
                 server.stop()
+
+
+async def test_pause_ends_the_renewal_loop_even_when_redis_py_swallows_the_cancel(
+    client: aioredis.Redis,
+) -> None:
+    """On Python 3.11 redis-py's wait_for can swallow a cancel that arrives with a reply: the
+    renewal loop then went on for ever and stop() (the two_nodes fixture's teardown) hung."""
+    node = Node(client, "node-a")
+    await node.leases.start()
+    heartbeat = node.leases._scripts["heartbeat"]
+    in_call = asyncio.Event()
+
+    async def swallowing(*args: object, **kwargs: object) -> object:
+        reply = await heartbeat(*args, **kwargs)
+        if in_call.is_set():
+            return reply  # once is enough
+        in_call.set()
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed, as wait_for does on 3.11
+            await asyncio.sleep(3600)  # the cancel arrives here, as the reply came in
+        return reply
+
+    node.leases._scripts["heartbeat"] = swallowing
+    await eventually(in_call.is_set, what="a round in its heartbeat")
+    pausing = asyncio.create_task(node.leases.pause())
+    await asyncio.wait({pausing}, timeout=scaled(10.0))
+    try:
+        assert pausing.done(), "pause() still waits for a loop that took its cancel for nothing"
+    finally:
+        if not pausing.done() and node.leases._task is not None:
+            node.leases._task.cancel()  # the second cancel a pause that hangs never sends
+        await pausing
+    node.leases._scripts["heartbeat"] = heartbeat
+    await node.leases.stop()
+    assert node.held == set()
