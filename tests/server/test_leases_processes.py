@@ -6,6 +6,7 @@ unavailability of AB."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -56,7 +57,11 @@ def test_a_frozen_owner_loses_its_regions_and_steps_down_when_it_wakes(
         owner, other = (a, b) if owners()["AB"] == "node-a" else (b, a)
         old = parse_lease(store.get(region_key("AB", "lease")))
         assert old is not None
-        assert httpx.get(f"{owner.url}/api/regions/AB/summary").status_code == 200
+        # A region taken in a later round is served once its actor has recovered it.
+        eventually_sync(
+            lambda: httpx.get(f"{owner.url}/api/regions/AB/summary", timeout=5).status_code == 200,
+            what="the owner to serve AB",
+        )
         assert httpx.get(f"{other.url}/api/regions/AB/summary").status_code == 503
 
         assert owner.process is not None
@@ -87,7 +92,14 @@ def test_a_frozen_owner_loses_its_regions_and_steps_down_when_it_wakes(
 
         eventually_sync(stepped_down, what="the woken node to step down from AB")
         assert httpx.get(f"{owner.url}/api/regions/AB/summary", timeout=5).status_code == 503
-        assert "lease of region AB expired or was taken over" in owner.output()
+        # It steps down on its first round after waking: by the renewal refused, or, when the
+        # freeze caught that round waiting for Redis (its read timed out on waking), by the
+        # local deadline.
+        assert re.search(
+            r"(lease of region AB expired or was taken over|could not renew the lease of region AB in time)"
+            r"; stepping down",
+            owner.output(),
+        )
     finally:
         a.stop()
         b.stop()
