@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.bookings import BookingStore
 from engine.model import Clinic, Resource, clinic_from_record, resource_from_record, resource_to_record
 from engine.records import booking_from_list, hold_from_list
+from engine.rows import ResourceRow
 
 if TYPE_CHECKING:
     from engine.state import RegionState
@@ -63,21 +64,48 @@ def encode(state: RegionState) -> dict[str, Any]:
     return capture(state)()
 
 
+class RowCopies:
+    """The rows of a pending capture that were written since: row -> (first day, cells) as
+    they were at the capture (``RegionState._save_row`` fills it before a row's first write)."""
+
+    __slots__ = ("rows", "done")
+
+    def __init__(self) -> None:
+        self.rows: dict[ResourceRow, tuple[int, bytes]] = {}
+        self.done = False
+
+
 def capture(state: RegionState) -> Callable[[], dict[str, Any]]:
     """Copy now what changes in place (rows, free counts, the catalogue's records, holds,
     windows, wait-list, the booking store's mutable columns); the returned function copies the
     booking store's append-only rest as it was now and returns what ``encode`` would have
     returned now. The actor calls this on its turn and the function in a worker thread while
     the state goes on changing (``engine.bookings.BookingStore.capture`` says why that is safe)."""
-    rows, free = state._rows, state._free
+    free = state._free
     now: dict[str, Any] = {
         "v": SNAPSHOT_VERSION,
         "region": state.region,
         "clinics": _records(state.clinics, state._clinic_records, Clinic.to_record),
         "resources": _records(state.resources, state._resource_records, resource_to_record),
         "free": [[c, list(free[c]), list(free[c].values())] for c in sorted(free)],
-        "rows": [[r, rows[r].first_day, bytes(rows[r].buf)] for r in sorted(rows)],
     }
+    rows = [(r, state._rows[r]) for r in sorted(state._rows)]
+    saved = RowCopies()
+    state._row_copies = (*state._row_copies, saved)
+
+    def rows_then() -> list[list[Any]]:
+        # A row not saved yet is copied as it is, then looked up again: a write between the
+        # copy and the look-up saved the row first (the copy may be torn; the saved one is not).
+        out: list[list[Any]] = []
+        for rid, row in rows:
+            then = saved.rows.get(row)
+            if then is None:
+                copied = (row.first_day, bytes(row.buf))
+                then = saved.rows.get(row) or copied
+            out.append([rid, then[0], then[1]])
+        saved.done = True  # the state drops it at its next write
+        return out
+
     bookings = state._bookings.capture()
     rest = {
         "holds": [state.holds[h].to_list() for h in sorted(state.holds)],
@@ -87,7 +115,7 @@ def capture(state: RegionState) -> Callable[[], dict[str, Any]]:
     }
 
     def finish() -> dict[str, Any]:
-        return {**now, "bookings": bookings(), **rest}
+        return {**now, "rows": rows_then(), "bookings": bookings(), **rest}
 
     return finish
 

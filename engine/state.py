@@ -111,6 +111,7 @@ class RegionState:
         # clinic -> a number that changes whenever any of its cells or what its resources
         # perform changes (derived, never stored: readers cache answers against it)
         self._versions: dict[str, int] = {}
+        self._row_copies: tuple[snapshot.RowCopies, ...] = ()  # captures not finished yet
         self._clinic_resources: dict[str, list[str]] = {}
         self._masks = OpeningMasks()
         # the catalogue as records for snapshots, made at registration rather than on every
@@ -205,6 +206,14 @@ class RegionState:
 
     def _touch(self, clinic: str) -> None:
         self._versions[clinic] = self._versions.get(clinic, 0) + 1
+
+    def _save_row(self, row: ResourceRow) -> None:
+        """Before a row's cells change: keep it as it was for every capture not finished yet."""
+        if any(c.done for c in self._row_copies):
+            self._row_copies = tuple(c for c in self._row_copies if not c.done)
+        for copies in self._row_copies:
+            if row not in copies.rows:
+                copies.rows[row] = (row.first_day, bytes(row.buf))
 
     def free_count(self, clinic: str, day: int) -> int:
         free = self._free.get(clinic)
@@ -679,6 +688,8 @@ class RegionState:
     def _fill(self, row: ResourceRow, day: int, first: int, n: int, value: int) -> None:
         """Set cells [first, first+n) of ``day`` to ``value``, keep the free count and record
         the change (the whole run, whatever it held)."""
+        if self._row_copies:
+            self._save_row(row)
         delta = row.fill(day, first, n, value)
         if delta:
             self._free[row.clinic][day] += delta
@@ -688,6 +699,8 @@ class RegionState:
     def _write(self, row: ResourceRow, day: int, first: int, old: bytes, new: bytes | bytearray) -> None:
         """Write ``new`` over cells [first, first+len) of ``day`` (which held ``old``), keep the
         free count and record the changed runs."""
+        if self._row_copies:
+            self._save_row(row)
         delta = row.write(day, first, new)
         self._touch(row.clinic)
         if delta:
@@ -709,6 +722,8 @@ class RegionState:
     def _on_days_opened(self, e: DaysOpened) -> None:
         row = self._rows[e.resource]
         clinic = self.clinics[row.clinic]
+        if self._row_copies:
+            self._save_row(row)
         row.cover(e.first_day, e.days)
         self._touch(row.clinic)
         closed_day = bytes(row.cpd)

@@ -134,6 +134,7 @@ def test_a_capture_finished_after_more_commands_is_the_state_when_captured() -> 
             Book("AB-b10", "p6", R1, "checkup", MONDAY + 3, cell(9), idempotency_key="k2", fingerprint="g"),
             Cancel("AB-b2", Party.CLINIC, "AB-c1"),
             Block(R2, MONDAY + 2, cell(13), 2),
+            OpenDays(R1, MONDAY + 5, 2),  # the row grows
         ]
     ):
         state.apply(command, now + n)
