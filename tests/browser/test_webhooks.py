@@ -148,6 +148,9 @@ def test_staff_register_a_webhook_see_the_delivery_and_replay_it(
 
     # Replay: a second delivery of the same event, signed again, and a copy in the log.
     row.locator("button.replay").click()
+    expect(page.locator("#webhook-message")).to_contain_text(
+        f"booking.created #{event['sequence']} skickas igen"
+    )
     again = receiver.next_for(booking["id"])
     assert again.body == first.body
     assert again.headers["tandtid-event-id"] == event["id"]
