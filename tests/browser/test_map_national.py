@@ -140,6 +140,13 @@ def test_desktop_map_is_a_fixed_panel_beside_the_list(national: Contexts) -> Non
     ), box
     screenshot(page, "map-sweden-desktop")
 
+    # The markers share one popup (none bound to each): Enter on a focused marker opens it for that clinic.
+    page.locator(".leaflet-popup-close-button").click()
+    expect(popup).to_have_count(0)
+    marker.locator("xpath=..").focus()
+    page.keyboard.press("Enter")
+    expect(popup.locator("h3")).to_have_text(row.locator("h3").inner_text())
+
 
 def test_phone_stacks_search_map_and_list(national: Contexts) -> None:
     page = open_map(national, PHONE)
