@@ -413,7 +413,7 @@ def test_the_ledger_records_a_batch_and_its_cursor_in_one_step(backend: StoreBac
     backend.data_dir.mkdir(parents=True, exist_ok=True)
     ledger = open_ledger(backend.data_dir, backend.redis_url)
     try:
-        ledger.record("AB:1:0:booked", "smtp", NOW)
+        ledger.record_many([("AB:1:0:booked", "smtp")], NOW)
         keys = ["AB:2:0:booked", "AB:1:0:booked", "AB:2:1:cancelled"]
         assert ledger.unsent(keys) == ["AB:2:0:booked", "AB:2:1:cancelled"]
         assert ledger.unsent([]) == []

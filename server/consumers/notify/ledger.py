@@ -41,17 +41,8 @@ class LedgerStore(Protocol):
 
     def cursor(self, region: str) -> int: ...
 
-    def is_sent(self, key: str) -> bool: ...
-
     def unsent(self, keys: list[str]) -> list[str]:
         """The keys of ``keys`` not recorded as sent, in their order (one look-up)."""
-        ...
-
-    def record(
-        self, key: str, channel: str, now: float, *, region: str | None = None, position: int | None = None
-    ) -> None:
-        """Mark ``key`` sent and, when ``region``/``position`` are given, move that cursor (never
-        backwards) -- in one step."""
         ...
 
     def record_many(
@@ -62,7 +53,8 @@ class LedgerStore(Protocol):
         region: str | None = None,
         position: int | None = None,
     ) -> None:
-        """``record`` for every (key, channel) of ``sent``, and the cursor, in one step."""
+        """Mark every (key, channel) of ``sent`` sent and, when ``region``/``position`` are
+        given, move that cursor (never backwards) -- in one step."""
         ...
 
     def advance(self, region: str, position: int) -> None:
@@ -93,10 +85,6 @@ class Ledger:
             row = self._db.execute("SELECT position FROM cursors WHERE region = ?", (region,)).fetchone()
         return int(row[0]) if row else 0
 
-    def is_sent(self, key: str) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM sent WHERE key = ?", (key,)).fetchone() is not None
-
     def unsent(self, keys: list[str]) -> list[str]:
         """The keys of ``keys`` not recorded as sent, in their order (one query)."""
         if not keys:
@@ -109,13 +97,6 @@ class Ledger:
                 )
             }
         return [key for key in keys if key not in sent]
-
-    def record(
-        self, key: str, channel: str, now: float, *, region: str | None = None, position: int | None = None
-    ) -> None:
-        """Mark ``key`` sent and, when ``region``/``position`` are given, move that cursor —
-        in one transaction."""
-        self.record_many([(key, channel)], now, region=region, position=position)
 
     def record_many(
         self,
@@ -191,19 +172,11 @@ class RedisLedger:
     def cursor(self, region: str) -> int:
         return int(self._redis.hget(CURSORS, region) or 0)
 
-    def is_sent(self, key: str) -> bool:
-        return bool(self._redis.hexists(SENT, key))
-
     def unsent(self, keys: list[str]) -> list[str]:
         if not keys:
             return []
         found = self._redis.hmget(SENT, keys)
         return [key for key, channel in zip(keys, found, strict=True) if channel is None]
-
-    def record(
-        self, key: str, channel: str, now: float, *, region: str | None = None, position: int | None = None
-    ) -> None:
-        self.record_many([(key, channel)], now, region=region, position=position)
 
     def record_many(
         self,
