@@ -96,6 +96,7 @@ class Notifier:
         self._planned: dict[str, tuple[RegionView, int]] = {}
         self._cursors = PendingCursors(self.ledger.advance, CURSOR_FLUSH_S)
         self._tasks: list[asyncio.Task[None]] = []
+        self._handing_over = asyncio.Lock()  # SMTP: one message between hand-over and record
         self._owned: list[Callable[[], None]] = []
         self.feed.add(self)
 
@@ -209,7 +210,10 @@ class Notifier:
             elif self.mailer.keyed:
                 keyed.append((key, message))
             else:
-                await self._send(key, message, fact_region)
+                # One message at a time in the whole notifier, from the hand-over to its record:
+                # a crash resends at most the one message the server had accepted (see above).
+                async with self._handing_over:
+                    await self._send(key, message, fact_region)
         if keyed:
             channel = await self._send_keyed(keyed)
             recorded += [(key, channel) for key, _ in keyed]
