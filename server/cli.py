@@ -2,7 +2,7 @@
 
 tandtid serve --host H --port P --data DIR [--redis URL] [--seed [--scale S] [--booked F]]
 tandtid seed --data DIR [--redis URL] [--scale demo|small|sweden|N] [--booked F]
-tandtid admin create-user --email E --name N [--password P] [--role patient|staff|admin] [--clinic ID]
+tandtid admin create-user --email E --name N [--password P] [--role patient|staff|clinic_admin|admin] [--clinic ID]
 tandtid admin clinic-key CLINIC
 tandtid journal check|repair --data DIR | --redis URL [--region AB]
 tandtid watch region:AB [--url ws://127.0.0.1:8000/ws]
@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--email", required=True)
     cu.add_argument("--name", required=True)
     cu.add_argument("--password", default=None, help="prompted for when omitted")
-    cu.add_argument("--role", default="patient", choices=["patient", "staff", "admin"])
-    cu.add_argument("--clinic", default=None, help="the clinic id, for staff")
+    cu.add_argument("--role", default="patient", choices=["patient", "staff", "clinic_admin", "admin"])
+    cu.add_argument("--clinic", default=None, help="the clinic id, for staff and clinic admins")
     ck = admin_sub.add_parser("clinic-key")
     _common_store_args(ck)
     ck.add_argument("clinic")
@@ -277,8 +277,8 @@ def run_admin(args: argparse.Namespace) -> int:
     try:
         if args.admin_cmd == "create-user":
             password = password_of(args)
-            if args.role == "staff" and not args.clinic:
-                print("staff accounts need --clinic", file=sys.stderr)
+            if args.role in ("staff", "clinic_admin") and not args.clinic:
+                print("staff and clinic admin accounts need --clinic", file=sys.stderr)
                 return 2
             try:
                 user = store.create_user(args.email, password, args.name, Role(args.role), args.clinic)

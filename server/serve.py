@@ -50,6 +50,7 @@ DEMO_PASSWORD = "tandtid-demo"
 DEMO_ACCOUNTS = (
     ("patient@demo.tandtid.se", "Demo Patient", "patient"),
     ("staff@demo.tandtid.se", "Demo Staff", "staff"),
+    ("clinicadmin@demo.tandtid.se", "Demo Clinic Admin", "clinic_admin"),
     ("admin@demo.tandtid.se", "Demo Admin", "admin"),
 )
 
@@ -278,18 +279,19 @@ def _cpu_seconds() -> float:
 
 
 def create_demo_accounts(settings: Settings, clinic: str | None) -> list[tuple[str, str, str]]:
-    from server.identity.accounts import EmailTaken, Role
+    from server.identity.accounts import CLINIC_ROLES, EmailTaken, Role
     from server.stores import open_accounts
 
     store = open_accounts(settings.data_dir, settings.redis_url)
     made = []
     try:
         for email, name, role in DEMO_ACCOUNTS:
-            if role == "staff" and clinic is None:
+            at_clinic = Role(role) in CLINIC_ROLES
+            if at_clinic and clinic is None:
                 continue
             with contextlib.suppress(EmailTaken):  # a restart keeps the accounts it made before
-                store.create_user(email, DEMO_PASSWORD, name, Role(role), clinic if role == "staff" else None)
-            made.append((email, role, (clinic or "") if role == "staff" else ""))
+                store.create_user(email, DEMO_PASSWORD, name, Role(role), clinic if at_clinic else None)
+            made.append((email, role, (clinic or "") if at_clinic else ""))
     finally:
         store.close()
     return made
@@ -340,7 +342,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"Demo accounts (password {DEMO_PASSWORD!r}):", flush=True)
         for email, role, at in accounts:
-            print(f"  {role:8s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
+            print(f"  {role:12s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
     with gc_paused():  # the whole start: collect once, after everything is loaded (tune_gc)
         built = await build_server(settings, journal=journal)
         # One feed of the journal for both consumers, supervised, /ready tells. It reads the

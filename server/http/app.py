@@ -35,6 +35,7 @@ from server.http.openapi import Endpoint, build_document
 from server.http.routes import (
     admin,
     auth_routes,
+    clinic_accounts,
     clinic_api,
     clinic_setup,
     ical,
@@ -73,6 +74,7 @@ ENDPOINTS: list[Endpoint] = [
     *ical.ENDPOINTS,
     *clinic_api.ENDPOINTS,
     *clinic_setup.ENDPOINTS,
+    *clinic_accounts.ENDPOINTS,
     *webhooks.ENDPOINTS,
     *admin.ENDPOINTS,
     *outbox.ENDPOINTS,

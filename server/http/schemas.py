@@ -132,6 +132,22 @@ class PasswordBody(Body):
     new_password: Password
 
 
+ClinicRole = Literal["staff", "clinic_admin"]
+
+
+class ClinicAccountBody(Body):
+    """A staff or clinic admin account; without ``password`` the server makes one (shown once)."""
+
+    email: Email
+    name: Name
+    role: ClinicRole = "staff"
+    password: Password | None = None
+
+
+class ClinicRoleBody(Body):
+    role: ClinicRole
+
+
 # -- patients -----------------------------------------------------------------------------------
 
 

@@ -33,7 +33,8 @@ Errors (all :class:`~engine.errors.TandtidError`)::
 
     TandtidError
      ├── EmailTaken        the e-mail is already registered          -> 409
-     └── InvalidAccount    bad e-mail / short password / bad role-clinic pairing -> 422
+     ├── InvalidAccount    bad e-mail / short password / bad role-clinic pairing -> 422
+     └── UnknownAccount    no such account at that clinic             -> 404
 
 Messages never contain the e-mail, name or password (personal data stays out of logs).
 """
@@ -73,9 +74,17 @@ _COHERENCE_S = 1.0  # how often the cache asks SQLite whether another connection
 
 
 class Role(StrEnum):
+    """Who someone is. At a clinic: ``STAFF`` run the day (bookings, blocks, no-shows) and a
+    ``CLINIC_ADMIN`` also sets the clinic up and manages its staff accounts and API key;
+    ``ADMIN`` is the platform's operator (every clinic)."""
+
     PATIENT = "patient"
     STAFF = "staff"
+    CLINIC_ADMIN = "clinic_admin"
     ADMIN = "admin"
+
+
+CLINIC_ROLES = frozenset({Role.STAFF, Role.CLINIC_ADMIN})  # accounts that belong to one clinic
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,13 @@ class InvalidAccount(TandtidError):
 
     code = "INVALID"
     status = 422
+
+
+class UnknownAccount(TandtidError):
+    """An account id that names no account of the clinic asked about (another clinic's is unknown too)."""
+
+    code = "NOT_FOUND"
+    status = 404
 
 
 _SCHEMA = """
@@ -172,7 +188,7 @@ def key_hash(key: str) -> str:
 def check_user(email: str, password: str, name: str, role: Role, clinic: str | None) -> tuple[str, str]:
     """The normalised e-mail and name of a registration the stores accept, else :class:`InvalidAccount`.
 
-    Staff must name their clinic; patients must not have one (admins may or may not).
+    Staff and clinic admins must name their clinic; patients must not have one (admins may or may not).
     """
     email = normalise_email(email)
     name = name.strip()
@@ -182,8 +198,8 @@ def check_user(email: str, password: str, name: str, role: Role, clinic: str | N
         raise InvalidAccount(f"name must be 1..{MAX_NAME} characters")
     if _has_controls(name):
         raise InvalidAccount("name must not contain control characters")
-    if role is Role.STAFF and not clinic:
-        raise InvalidAccount("staff accounts need a clinic")
+    if role in CLINIC_ROLES and not clinic:
+        raise InvalidAccount("staff and clinic admin accounts need a clinic")
     if role is Role.PATIENT and clinic is not None:
         raise InvalidAccount("patient accounts have no clinic")
     return email, name
@@ -251,6 +267,22 @@ class Accounts(ABC):
 
     @abstractmethod
     def _delete_keys(self, clinic: str) -> int: ...
+
+    @abstractmethod
+    def _set_role(self, user: User, role: Role) -> bool:
+        """Change ``user``'s role if the stored account still has ``user.role`` and ``user.clinic``."""
+
+    @abstractmethod
+    def _delete_user(self, user: User) -> bool:
+        """Delete the account and every session of it, in one step (False if it was gone)."""
+
+    @abstractmethod
+    def _key_created(self, clinic: str) -> float | None:
+        """When the clinic's newest live key was made (epoch seconds), or None."""
+
+    @abstractmethod
+    def _replace_keys(self, digest: str, clinic: str, now: float) -> None:
+        """Delete every key of ``clinic`` and store ``digest`` as its one key, in one step."""
 
     @abstractmethod
     def get(self, user_id: str) -> User | None: ...
@@ -361,6 +393,38 @@ class Accounts(ABC):
         self._changed(sessions=True)  # rare: simpler than finding this user's sids in the cache
         return user
 
+    def clinic_users(self, clinic: str) -> list[User]:
+        """The staff and clinic admin accounts of ``clinic``."""
+        return [u for role in (Role.CLINIC_ADMIN, Role.STAFF) for u in self.users(role) if u.clinic == clinic]
+
+    def _clinic_user(self, clinic: str, user_id: str) -> User:
+        user = self.get(user_id)
+        if user is None or user.clinic != clinic or user.role not in CLINIC_ROLES:
+            raise UnknownAccount("no such account at this clinic")
+        return user
+
+    def set_clinic_role(self, clinic: str, user_id: str, role: Role) -> User:
+        """Make an account of ``clinic`` staff or clinic admin; its live sessions (on every node)
+        carry the new role at once. Raises :class:`UnknownAccount` (not an account of that
+        clinic) or :class:`InvalidAccount` (not a clinic role)."""
+        role = Role(role)
+        if role not in CLINIC_ROLES:
+            raise InvalidAccount("a clinic account is staff or clinic_admin")
+        user = self._clinic_user(clinic, user_id)
+        if user.role is not role:
+            if not self._set_role(user, role):
+                raise UnknownAccount("no such account at this clinic")  # changed or removed meanwhile
+            self._changed(sessions=True)  # cached sessions carry the role; rare, so forget them all
+        return User(user.id, user.email, user.name, role, user.clinic)
+
+    def remove_clinic_user(self, clinic: str, user_id: str) -> None:
+        """Delete an account of ``clinic`` and end its sessions: its tokens stop working now, on
+        every node. Raises :class:`UnknownAccount`."""
+        user = self._clinic_user(clinic, user_id)
+        if not self._delete_user(user):
+            raise UnknownAccount("no such account at this clinic")
+        self._changed(sessions=True)
+
     # -- sessions ---------------------------------------------------------------------------------------
 
     def open_session(self, user: User, expires_at: float) -> str:
@@ -417,6 +481,20 @@ class Accounts(ABC):
             clinic = self._load_key(digest)
             self._remember(self._keys, digest, clinic, generation)
         return clinic
+
+    def clinic_key_created(self, clinic: str) -> float | None:
+        """When the newest live key of ``clinic`` was made (epoch seconds), or None if it has none."""
+        return self._key_created(clinic)
+
+    def rotate_clinic_key(self, clinic: str) -> str:
+        """Revoke every key of ``clinic`` and make a new one in the same step (shown once, as
+        :meth:`create_clinic_key`): the old keys stop working the moment the new one exists."""
+        if not clinic:
+            raise InvalidAccount("clinic is required")
+        key = CLINIC_KEY_PREFIX + secrets.token_urlsafe(32)
+        self._replace_keys(key_hash(key), clinic, time.time())
+        self._changed(keys=True)
+        return key
 
     def revoke_clinic_keys(self, clinic: str) -> int:
         """Delete every key of ``clinic``; returns how many there were."""
@@ -511,6 +589,28 @@ class AccountStore(Accounts):
             db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
 
+    def _set_role(self, user: User, role: Role) -> bool:
+        with self._tx() as db:
+            return bool(
+                db.execute(
+                    "UPDATE users SET role = ? WHERE id = ? AND role = ? AND clinic IS ?",
+                    (role.value, user.id, user.role.value, user.clinic),
+                ).rowcount
+            )
+
+    def _delete_user(self, user: User) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM sessions WHERE user_id = ?", (user.id,))
+            return bool(db.execute("DELETE FROM users WHERE id = ?", (user.id,)).rowcount)
+
+    def clinic_users(self, clinic: str) -> list[User]:
+        rows = self._fetch(
+            "SELECT id, email, name, role, clinic FROM users WHERE clinic = ? AND role IN (?, ?)"
+            " ORDER BY created_at, id",
+            (clinic, Role.STAFF.value, Role.CLINIC_ADMIN.value),
+        )
+        return [self._user(r) for r in rows]
+
     def get(self, user_id: str) -> User | None:
         rows = self._fetch("SELECT id, email, name, role, clinic FROM users WHERE id = ?", (user_id,))
         return self._user(rows[0]) if rows else None
@@ -582,6 +682,18 @@ class AccountStore(Accounts):
     def _delete_keys(self, clinic: str) -> int:
         with self._tx() as db:
             return int(db.execute("DELETE FROM clinic_keys WHERE clinic = ?", (clinic,)).rowcount)
+
+    def _key_created(self, clinic: str) -> float | None:
+        rows = self._fetch("SELECT MAX(created_at) FROM clinic_keys WHERE clinic = ?", (clinic,))
+        return None if not rows or rows[0][0] is None else float(str(rows[0][0]))
+
+    def _replace_keys(self, digest: str, clinic: str, now: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM clinic_keys WHERE clinic = ?", (clinic,))
+            db.execute(
+                "INSERT INTO clinic_keys (key_hash, clinic, created_at) VALUES (?, ?, ?)",
+                (digest, clinic, now),
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ Keys (hash tag ``{accounts}``; no personal data in a name, see :mod:`server.redi
     tandtid:{accounts}:user-sessions:<uid>   set of the user's sids (ended all at once)
     tandtid:{accounts}:key:<sha256>          the clinic of a clinic key (never the key)
     tandtid:{accounts}:clinic-keys:<clinic>  set of the clinic's key digests
+    tandtid:{accounts}:clinic-key-at:<clinic> when its newest key was made (epoch seconds)
     tandtid:{accounts}:changed               pub/sub: "s <sid>" | "sessions" | "keys"
 
 Each write that spans keys is one Lua script (atomic). Ending a session, changing a password
@@ -93,14 +94,53 @@ if uid then redis.call('SREM', ARGV[1] .. uid, ARGV[2]) end
 return 0
 """
 
-_REVOKE_KEYS = """
+# KEYS: clinic-keys, clinic-key-at; ARGV: key prefix. Deletes every key of the clinic.
+_REVOKE_ALL = """
 local revoked = 0
 for _, digest in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   revoked = revoked + redis.call('DEL', ARGV[1] .. digest)
 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+"""
+
+_REVOKE_KEYS = _REVOKE_ALL + "return revoked\n"
+
+# ... then ARGV: digest, clinic, now: the clinic's one key.
+_REPLACE_KEYS = (
+    _REVOKE_ALL
+    + """
+redis.call('SET', ARGV[1] .. ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[4])
 return revoked
 """
+)
+
+# KEYS: user, users, role:<old>, role:<new>; ARGV: uid, old role, clinic, new role.
+_SET_ROLE = """
+local found = redis.call('HMGET', KEYS[1], 'role', 'clinic')
+if found[1] ~= ARGV[2] or found[2] ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'role', ARGV[4])
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], score or 0, ARGV[1])
+return 1
+"""
+
+# KEYS: user-sessions, user, email, users, role; ARGV: session prefix, uid.
+_DELETE_USER = (
+    """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+"""
+    + _END_ALL
+    + """
+redis.call('DEL', KEYS[2])
+if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[2])
+return 1
+"""
+)
 
 
 def _user_key(uid: str) -> str:
@@ -125,6 +165,9 @@ class RedisAccountStore(Accounts):
         self._end = self._redis.register_script(_END_SESSION)
         self._end_all = self._redis.register_script(_DELETE_SESSIONS)
         self._revoke = self._redis.register_script(_REVOKE_KEYS)
+        self._replace_all = self._redis.register_script(_REPLACE_KEYS)
+        self._role = self._redis.register_script(_SET_ROLE)
+        self._remove = self._redis.register_script(_DELETE_USER)
         self._notices = Notices(
             self._redis, CHANNEL, self._heard, lambda: self._drop(sessions=True, keys=True)
         )
@@ -188,6 +231,20 @@ class RedisAccountStore(Accounts):
         keys = [PREFIX + "user-sessions:" + user_id, _user_key(user_id)]
         self._set_pw(keys=keys, args=[PREFIX + "session:", password_hash])
 
+    def _set_role(self, user: User, role: Role) -> bool:
+        keys = [_user_key(user.id), USERS, PREFIX + "role:" + user.role.value, PREFIX + "role:" + role.value]
+        return bool(self._role(keys=keys, args=[user.id, user.role.value, user.clinic or "", role.value]))
+
+    def _delete_user(self, user: User) -> bool:
+        keys = [
+            PREFIX + "user-sessions:" + user.id,
+            _user_key(user.id),
+            self._email_key(user.email),
+            USERS,
+            PREFIX + "role:" + user.role.value,
+        ]
+        return bool(self._remove(keys=keys, args=[PREFIX + "session:", user.id]))
+
     def get(self, user_id: str) -> User | None:
         return self._user(user_id, self._redis.hmget(_user_key(user_id), list(_USER_FIELDS)))
 
@@ -243,14 +300,27 @@ class RedisAccountStore(Accounts):
         pipe = self._redis.pipeline(transaction=True)
         pipe.set(PREFIX + "key:" + digest, clinic)
         pipe.sadd(PREFIX + "clinic-keys:" + clinic, digest)
+        pipe.set(PREFIX + "clinic-key-at:" + clinic, repr(now))
         pipe.execute()
+
+    def _key_created(self, clinic: str) -> float | None:
+        at: str | None = self._redis.get(PREFIX + "clinic-key-at:" + clinic)
+        if at is not None:
+            return float(at)
+        # a key made before its time was kept: live, made at an unknown time
+        return 0.0 if self._redis.scard(PREFIX + "clinic-keys:" + clinic) else None
+
+    def _replace_keys(self, digest: str, clinic: str, now: float) -> None:
+        keys = [PREFIX + "clinic-keys:" + clinic, PREFIX + "clinic-key-at:" + clinic]
+        self._replace_all(keys=keys, args=[PREFIX + "key:", digest, clinic, repr(now)])
 
     def _load_key(self, digest: str) -> str | None:
         clinic: str | None = self._redis.get(PREFIX + "key:" + digest)
         return clinic
 
     def _delete_keys(self, clinic: str) -> int:
-        return int(self._revoke(keys=[PREFIX + "clinic-keys:" + clinic], args=[PREFIX + "key:"]))
+        keys = [PREFIX + "clinic-keys:" + clinic, PREFIX + "clinic-key-at:" + clinic]
+        return int(self._revoke(keys=keys, args=[PREFIX + "key:"]))
 
     def close(self) -> None:
         self._notices.close()

@@ -9,6 +9,7 @@ import { applyTranslations, lang, onLangChange, t } from "./i18n.js";
 import { LiveConnection } from "./live.js";
 import { feedControl } from "./feed-control.js";
 import { authForm, currentUser, userBar } from "./session.js";
+import { AccountsPanel } from "./clinic-accounts.js";
 import { ClinicPanel } from "./staff-clinic.js";
 import { WebhooksPanel } from "./staff-webhooks.js";
 import { announce, el, mountShell } from "./shell.js";
@@ -193,7 +194,7 @@ function subscribeDay() {
 async function signedIn(u) {
   user = u;
   userBar($("userbar"), user, () => location.reload());
-  if (user.role !== "staff" || !user.clinic) {
+  if (!["staff", "clinic_admin"].includes(user.role) || !user.clinic) {
     say(t("staff.notstaff"), "error");
     return;
   }
@@ -205,7 +206,15 @@ async function signedIn(u) {
   subscribeDay();
   feedControl($("staff-feed"), { tokenPath: "/api/clinic/v1/ical-token", idPrefix: "staff-feed", intro: "staff.feed.intro" });
   await webhooks.start();
+  // The clinic's setup, accounts and key are its admin's; staff see a line saying so.
+  $("clinic-setup").hidden = false;
+  if (user.role !== "clinic_admin") {
+    $("setup-staff-note").hidden = false;
+    return;
+  }
+  $("setup-admin").hidden = false;
   await new ClinicPanel(services).start();
+  await new AccountsPanel(user).start();
 }
 
 async function main() {

@@ -45,6 +45,7 @@ DEMO_PASSWORD = "tandtid-demo"
 DEMO = {
     "patient": "patient@demo.tandtid.se",
     "staff": "staff@demo.tandtid.se",
+    "clinic_admin": "clinicadmin@demo.tandtid.se",
     "admin": "admin@demo.tandtid.se",
 }
 PHONE = {"width": 360, "height": 780}

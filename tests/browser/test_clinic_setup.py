@@ -1,7 +1,9 @@
-"""Browser test (integration, real server + headless Chromium): on /staff the "Klinik" section adds a
-hygienist and a late evening; the clinic page then shows the hygienist's evening times. Hours that would
-strand a booking list it, and the "cancel these" step applies the change.
-Runs on a system of its own: it changes the demo clinic's setup.
+"""Browser test (integration, real server + headless Chromium): on /staff the "Klinik" section (the clinic
+admin's) adds a hygienist and a late evening; the clinic page then shows the hygienist's evening times.
+Hours that would strand a booking list it, and the "cancel these" step applies the change. The clinic
+admin adds a staff account (first password shown once), makes it admin and removes it (signed out at
+once), creates and revokes the API key; staff see only a line saying the setup is the admin's.
+Each runs on a system of its own: they change the demo clinic's setup and accounts.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def test_staff_add_a_hygienist_with_hours_and_see_the_times_on_the_clinic_page(
     try:
         tomorrow = api.free_times("AB-c1", days=3)[-1]["date"]
         page = contexts.page("/staff", viewport=PHONE)
-        sign_in(page, DEMO["staff"], DEMO_PASSWORD)
+        sign_in(page, DEMO["clinic_admin"], DEMO_PASSWORD)
         setup = page.locator("#clinic-setup[data-ready='true']")
         expect(setup).to_contain_text("Klinik")
         page.locator("#setup-ahead").fill("14")
@@ -68,6 +70,69 @@ def test_staff_add_a_hygienist_with_hours_and_see_the_times_on_the_clinic_page(
         )
         page.locator("#lang-toggle").click()
         expect(page.locator("#setup-title")).to_have_text("Clinic")
+    finally:
+        for context in contexts.opened:
+            context.close()
+        api.client.close()
+    assert not contexts.page_errors, contexts.page_errors
+
+
+def test_the_clinic_admin_manages_staff_accounts_and_the_api_key(
+    browser: Browser, fresh_system: ServedProcess
+) -> None:
+    api = Api(fresh_system.url)
+    contexts = Contexts(browser, fresh_system.url)
+    try:
+        staff = contexts.page("/staff", viewport=PHONE)
+        sign_in(staff, DEMO["staff"], DEMO_PASSWORD)
+        expect(staff.locator("#setup-staff-note")).to_be_visible()
+        expect(staff.locator("#setup-admin")).to_be_hidden()
+
+        page = contexts.page("/staff", viewport=PHONE)
+        page.on("dialog", lambda dialog: dialog.accept())
+        sign_in(page, DEMO["clinic_admin"], DEMO_PASSWORD)
+        accounts = page.locator("#accounts-list")
+        expect(accounts).to_contain_text(DEMO["staff"])
+        expect(accounts).to_contain_text("(du)")
+        page.locator("#accounts-name").fill("Nya Nils")
+        page.locator("#accounts-email").fill("nils@example.test")
+        page.locator("#accounts-add").click()
+        expect(page.locator("#accounts-secret")).to_be_visible()
+        password = page.locator("#accounts-secret-value").input_value()
+        assert len(password) >= 12
+        nils = accounts.locator("li", has_text="nils@example.test")
+        expect(nils).to_contain_text("Personal")
+        r = api.client.post("/api/auth/login", json={"email": "nils@example.test", "password": password})
+        assert r.status_code == 200, r.text
+        token = r.json()["token"]
+        check_accessibility(page, "staff accounts")
+
+        nils.get_by_role("button", name="Gör till administratör").click()
+        expect(nils).to_contain_text("Administratör")
+        assert api.get("/api/clinic/v1/accounts", token=token)["accounts"]  # an admin now: may list them
+        nils.get_by_role("button", name="Ta bort").click()
+        expect(accounts).not_to_contain_text("nils@example.test")
+        assert (
+            api.client.get("/api/clinic/v1/day", headers={"Authorization": f"Bearer {token}"}).status_code
+            == 401
+        )
+
+        expect(page.locator("#key-state")).to_contain_text("ingen API-nyckel")
+        page.locator("#key-rotate").click()
+        expect(page.locator("#key-secret")).to_be_visible()
+        key = page.locator("#key-secret-value").input_value()
+        assert key.startswith("tt_live_")
+        expect(page.locator("#key-secret-copy")).to_be_visible()
+        assert api.get("/api/clinic/v1/setup", token=key)["clinic"]["id"] == "AB-c1"
+        expect(page.locator("#key-state")).to_contain_text("En nyckel gäller sedan")
+        page.locator("#key-revoke").click()
+        expect(page.locator("#key-state")).to_contain_text("ingen API-nyckel")
+        assert (
+            api.client.get("/api/clinic/v1/setup", headers={"Authorization": f"Bearer {key}"}).status_code
+            == 401
+        )
+        page.locator("#lang-toggle").click()
+        expect(page.locator("#accounts-title")).to_have_text("Staff accounts")
     finally:
         for context in contexts.opened:
             context.close()

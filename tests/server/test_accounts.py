@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from server.identity.accounts import (
     EmailTaken,
     InvalidAccount,
     Role,
+    UnknownAccount,
     User,
 )
 from server.stores import open_accounts
@@ -200,6 +202,49 @@ def test_roles_and_listing(store: Accounts) -> None:
     assert store.users(Role.STAFF) == [s]
     assert store.users(Role.ADMIN) == [a]
     assert store.get(s.id) == User(s.id, "s@example.se", "Staff", Role.STAFF, "AB-c1")
+
+
+def test_a_clinics_accounts_their_roles_and_removal(store: Accounts) -> None:
+    boss = store.create_user("b@example.se", PASSWORD, "Boss", Role.CLINIC_ADMIN, "AB-c1")
+    staff = store.create_user("s@example.se", PASSWORD, "Staff", Role.STAFF, "AB-c1")
+    elsewhere = store.create_user("e@example.se", PASSWORD, "Else", Role.STAFF, "AB-c2")
+    store.create_user("p@example.se", PASSWORD, "Patient")
+    with pytest.raises(InvalidAccount):
+        store.create_user("x@example.se", PASSWORD, "X", Role.CLINIC_ADMIN)  # a clinic admin needs a clinic
+    assert store.clinic_users("AB-c1") == [boss, staff]
+    sid = store.open_session(staff, expires_at=time.time() + 60)
+    live = store.session(sid)
+    assert live is not None and live.role is Role.STAFF
+    promoted = store.set_clinic_role("AB-c1", staff.id, Role.CLINIC_ADMIN)
+    assert promoted.role is Role.CLINIC_ADMIN and store.get(staff.id) == promoted
+    live = store.session(sid)
+    assert live is not None and live.role is Role.CLINIC_ADMIN  # the cached session too
+    assert store.users(Role.CLINIC_ADMIN) == [boss, promoted] and store.users(Role.STAFF) == [elsewhere]
+    with pytest.raises(UnknownAccount):
+        store.set_clinic_role("AB-c1", elsewhere.id, Role.STAFF)  # not this clinic's
+    with pytest.raises(InvalidAccount):
+        store.set_clinic_role("AB-c1", staff.id, Role.ADMIN)
+    store.remove_clinic_user("AB-c1", staff.id)
+    assert store.session(sid) is None and store.get(staff.id) is None
+    assert store.authenticate("s@example.se", PASSWORD) is None
+    with pytest.raises(UnknownAccount):
+        store.remove_clinic_user("AB-c1", elsewhere.id)
+    assert store.clinic_users("AB-c1") == [boss] and store.get(elsewhere.id) == elsewhere
+    # the address is free again
+    again = store.create_user("s@example.se", PASSWORD, "Staff", Role.STAFF, "AB-c1")
+    assert store.clinic_users("AB-c1") == [boss, again]
+
+
+def test_rotating_a_clinic_key_ends_the_old_ones(store: Accounts) -> None:
+    assert store.clinic_key_created("AB-c1") is None
+    old = store.create_clinic_key("AB-c1")
+    other = store.create_clinic_key("AB-c2")
+    assert store.clinic_for_key(old) == "AB-c1"  # cached: rotating must drop it
+    new = store.rotate_clinic_key("AB-c1")
+    assert store.clinic_for_key(old) is None and store.clinic_for_key(new) == "AB-c1"
+    assert store.clinic_for_key(other) == "AB-c2" and store.clinic_key_created("AB-c1")
+    store.revoke_clinic_keys("AB-c1")
+    assert store.clinic_key_created("AB-c1") is None and store.clinic_for_key(new) is None
 
 
 def test_names(store: Accounts) -> None:

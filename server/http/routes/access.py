@@ -21,7 +21,7 @@ from engine.errors import RefusalCode, Refused
 from engine.events import Event
 from engine.model import region_of
 from server.http.errors import ApiError, invalid, not_found, validation_error
-from server.identity.accounts import Role
+from server.identity.accounts import CLINIC_ROLES, Role
 from server.identity.auth import AuthError, Principal, csrf_ok, principal_from
 from server.identity.ratelimit import RateLimiter
 from server.regions.routing import Regions
@@ -177,15 +177,29 @@ def require_user(request: Request) -> str:
 
 
 def require_clinic(request: Request) -> tuple[Principal, str]:
-    """A clinic key or a staff session; returns the one clinic it may reach."""
+    """A clinic key or a session of the clinic's staff or clinic admin; returns the one clinic it may reach."""
     principal = principal_from(request)
     if principal is None:
         raise AuthError("UNAUTHENTICATED", "send a clinic API key or sign in as staff")
-    if principal.role not in ("clinic", Role.STAFF) or not principal.clinic:
+    if (principal.role != "clinic" and principal.role not in CLINIC_ROLES) or not principal.clinic:
         raise AuthError("FORBIDDEN", "this is the clinic API; it needs a clinic key or a staff account")
     _check_csrf(request, principal)
     _throttle(request, "k:" + principal.clinic)
     return principal, principal.clinic
+
+
+def require_clinic_admin(request: Request, *, key: bool = True) -> tuple[Principal, str]:
+    """The clinic's admin (or, when ``key``, the clinic's API key): setting the clinic up is
+    theirs, running the day is everyone's. Staff are answered 403 saying whom to ask."""
+    principal, clinic = require_clinic(request)
+    if principal.role == Role.CLINIC_ADMIN or (key and principal.role == "clinic"):
+        return principal, clinic
+    if principal.role == "clinic":
+        raise AuthError("FORBIDDEN", "a clinic key cannot do this: sign in as the clinic's admin")
+    raise AuthError(
+        "FORBIDDEN",
+        "only the clinic's admin can change this (staff run the day): ask your clinic admin",
+    )
 
 
 def require_admin(request: Request) -> str:

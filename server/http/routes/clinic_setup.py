@@ -38,6 +38,7 @@ from server.http.routes.access import (
     regions_of,
     require_admin,
     require_clinic,
+    require_clinic_admin,
     within_horizon,
 )
 from server.http.routes.replies import json_response
@@ -134,7 +135,7 @@ async def get_setup(request: Request) -> Response:
 
 
 async def edit_details(request: Request) -> Response:
-    _, clinic_id = require_clinic(request)
+    _, clinic_id = require_clinic_admin(request)
     body = await parse_body(request, ClinicDetailsBody)
     await regions_of(request).submit(
         EditClinic(
@@ -164,7 +165,7 @@ async def edit_resource(request: Request) -> Response:
 
 
 async def _put_resource(request: Request, rid: str | None) -> Response:
-    _, clinic_id = require_clinic(request)
+    _, clinic_id = require_clinic_admin(request)
     body = await parse_body(request, ResourceBody)
     region = region_or_404(clinic_id)
     regions = regions_of(request)
@@ -181,7 +182,7 @@ async def _put_resource(request: Request, rid: str | None) -> Response:
 
 
 async def retire_resource(request: Request) -> Response:
-    _, clinic_id = require_clinic(request)
+    _, clinic_id = require_clinic_admin(request)
     rid = path_id(request)
     body = await parse_body(request, RetireBody)
     region = region_or_404(clinic_id)
@@ -194,7 +195,7 @@ async def retire_resource(request: Request) -> Response:
 
 
 async def set_hours(request: Request) -> Response:
-    _, clinic_id = require_clinic(request)
+    _, clinic_id = require_clinic_admin(request)
     body = await parse_body(request, HoursBody)
     week = {int(d): _minutes(ivs) for d, ivs in body.week.items()}
     await regions_of(request).submit(SetHours(clinic_id, week, tuple(body.cancel)))
@@ -202,7 +203,7 @@ async def set_hours(request: Request) -> Response:
 
 
 async def set_day_hours(request: Request) -> Response:
-    _, clinic_id = require_clinic(request)
+    _, clinic_id = require_clinic_admin(request)
     body = await parse_body(request, DayHoursBody)
     day = day_of(body.date)
     within_horizon(request, day, field="date")
