@@ -31,6 +31,11 @@ JOURNAL_WRITABLE = Gauge(
     "tandtid_journal_writable",
     "1 while durable writes succeed; 0 while the journal refuses them (a full disk: /ready says why)",
 )
+HORIZON_ROUNDS = Counter(
+    "tandtid_horizon_rounds_total",
+    "Daily rounds opening every clinic's days ahead (outcome done, or retry when a region did not take it)",
+    ["outcome"],
+)
 JOURNAL_FAILURES = Counter("tandtid_journal_failures_total", "Journal appends that failed", ["region"])
 QUEUE_DEPTH = Gauge("tandtid_actor_queue_depth", "Commands waiting in a region actor's inbox", ["region"])
 OVERLOADED = Counter(

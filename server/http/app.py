@@ -54,6 +54,7 @@ from server.identity.auth import AuthError, SessionSigner, patient_of
 from server.identity.ratelimit import RateLimiter, RateLimitMiddleware, RedisRateLimiter
 from server.live.hub import Hub
 from server.loop_lag import LoopLag
+from server.regions.horizon import RollingHorizon
 from server.regions.routing import Regions
 from server.settings import Settings
 from server.stores import open_accounts, open_feed_tokens, open_in_flight
@@ -113,9 +114,13 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
         hub.start()
         lag = LoopLag()
         lag.start()
+        horizon = RollingHorizon(regions, app.state.clock, settings.horizon_days)
+        app.state.horizon = horizon
+        horizon.start()
         try:
             yield
         finally:
+            await horizon.stop()
             await lag.stop()
             await hub.stop()
             app.state.feed_tokens.close()
