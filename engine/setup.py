@@ -77,6 +77,16 @@ def _check_intervals(ivs: tuple[tuple[int, int], ...]) -> None:
         last = b
 
 
+def edited(clinic: Clinic, changes: dict[str, Any]) -> Clinic:
+    """``clinic`` with a ``ClinicEdited`` event's changes (also for readers that keep clinics)."""
+    fields = dict(changes)
+    if "kind" in fields:
+        fields["kind"] = ClinicKind(fields["kind"])
+    if "services" in fields:
+        fields["services"] = tuple(fields["services"])
+    return replace(clinic, **fields)
+
+
 # ---------------------------------------------------------------------- deciding and evolving
 
 
@@ -349,13 +359,7 @@ class ClinicSetup:
     # -------------------------------------------------------------- evolvers
 
     def on_edited(self, e: ClinicEdited) -> None:
-        changes = dict(e.changes)
-        if "kind" in changes:
-            changes["kind"] = ClinicKind(changes["kind"])
-        if "services" in changes:
-            changes["services"] = tuple(changes["services"])
-        clinic = replace(self.s.clinics[e.clinic], **changes)
-        self.s._install(clinic, [])
+        self.s._install(edited(self.s.clinics[e.clinic], e.changes), [])
 
     def on_put(self, e: ResourcePut) -> None:
         res = resource_from_record(e.resource)

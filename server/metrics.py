@@ -89,6 +89,11 @@ CONSUMER_LOST_ENTRIES = Counter(
     "Journal entries found trimmed before the consumers handled them (their facts are lost)",
     ["region"],
 )
+CONSUMER_SETUP_EVENTS = Counter(
+    "tandtid_consumer_setup_events_total",
+    "Clinic setup events the journal consumers read and passed over (nothing to tell anyone), by kind",
+    ["kind"],
+)
 CONSUMER_INCOMPLETE = Counter(
     "tandtid_consumer_incomplete_facts_total",
     "Reschedules re-applied over a later snapshot, told without their previous time",

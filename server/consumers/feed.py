@@ -21,6 +21,14 @@ own replica knew it, and the feed counts it). So no consumer keeps a copy of the
 An event about a clinic or booking the reads do not have raises ``Unplaced``: the consumer
 stops and reports it (never a cursor moved past a fact it could not place).
 
+Clinic setup events (``SETUP_EVENTS``: details, resources, hours, day hours) are no fact for
+anyone (a booking cancelled by a change of hours is its own ``Cancelled`` event, told as any
+clinic cancellation); the feed passes over them on purpose and counts them
+(``tandtid_consumer_setup_events_total{kind}``), and a replica applies ``ClinicEdited`` so the
+facts after it carry the clinic's new name, address, phone and offer window. Other events with
+no fact (holds, blocks, days opened) are passed over silently; an event kind this build cannot
+decode (a newer node's) is logged and skipped.
+
 Adding a kind (e.g. a wait-list ``Offered`` event): write one ``_on_offered`` method that
 returns ``Fact(kind="offer", ...)`` and add it to ``Projection._handlers``; then add the
 kind to ``server.consumers.notify.messages.TEMPLATES`` (e-mail) and, if clinics should see it,
@@ -41,17 +49,26 @@ from engine.errors import TandtidError
 from engine.events import (
     Booked,
     Cancelled,
+    ClinicEdited,
     ClinicRegistered,
+    DayHoursSet,
+    HoursSet,
     NoShowMarked,
     OfferMade,
     Rescheduled,
+    ResourcePut,
+    ResourceRetired,
     from_record,
 )
 from engine.model import Clinic, clinic_from_record
 from engine.records import Booking, BookingStatus
+from engine.setup import edited
 from persistence.codec import unpack_events
+from server import metrics
 
 log = logging.getLogger("tandtid.consumers.feed")
+
+SETUP_EVENTS = (ClinicEdited, ResourcePut, ResourceRetired, HoursSet, DayHoursSet)
 
 
 class Unplaced(TandtidError):
@@ -155,6 +172,8 @@ class BookingsReplica:
         elif isinstance(event, ClinicRegistered):
             clinic = clinic_from_record(event.clinic)
             self.clinics[clinic.id] = clinic
+        elif isinstance(event, ClinicEdited) and event.clinic in self.clinics:
+            self.clinics[event.clinic] = edited(self.clinics[event.clinic], event.changes)
 
 
 @dataclass(slots=True)
@@ -234,6 +253,8 @@ class Projection:
             replica.evolve(event)
         handler = self._handlers.get(type(event))
         if handler is None:
+            if isinstance(event, SETUP_EVENTS):
+                metrics.CONSUMER_SETUP_EVENTS.labels(kind=event.KIND).inc()
             return None
         return handler(view, self.reads(region), position, index, event)
 

@@ -7,16 +7,22 @@ same change with ``cancel`` cancels it; another clinic's key cannot reach the se
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
+from engine.calendar import date_of
+from engine.cells import CLOSED, FREE
 from server.identity.accounts import Role
 from tests.server.conftest import assert_error_shape, bearer
-from tests.support.catalog import FIRST_DATE
+from tests.support.catalog import FIRST_DATE, FIRST_DAY
 from tests.support.live_server import LiveServer
+from tests.support.waiting import scaled
 
 WEEKDAYS = {str(d): [{"from": "08:00", "to": "12:00"}, {"from": "13:00", "to": "17:00"}] for d in range(1, 6)}
 NEW_CLINIC: dict[str, Any] = {
@@ -160,3 +166,61 @@ async def test_setup_refusals(client: httpx.AsyncClient, live: LiveServer) -> No
     assert_error_shape(await client.get("/api/clinic/v1/setup"), 401, "UNAUTHENTICATED")
     r = await client.get("/api/clinic/v1/setup", headers=bearer(other_key))
     assert r.status_code == 200 and r.json()["clinic"]["id"] == other
+
+
+async def next_on(ws: ClientConnection, *topics: str) -> list[dict[str, Any]]:
+    """The next message on each of ``topics``, in that order (whichever came first)."""
+    found: dict[str, dict[str, Any]] = {}
+    while len(found) < len(topics):
+        message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), scaled(10.0)))
+        if message.get("topic") in topics:
+            assert message["topic"] not in found, "two messages on one topic for one change"
+            found[message["topic"]] = message
+    return [found[t] for t in topics]
+
+
+async def test_setup_changes_reach_the_screens_watching_the_clinic_live(
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
+    key = live.accounts.create_clinic_key("AB-c2")
+    first = FIRST_DATE.isoformat()
+    async with connect(live.url.replace("http", "ws") + "/ws") as ws:
+        for topic in ("clinic:AB-c2", "region:AB"):
+            await ws.send(
+                orjson.dumps({"op": "subscribe", "topic": topic, "from": first, "days": 2}).decode()
+            )
+        clinic, region = await next_on(ws, "clinic:AB-c2", "region:AB")
+        assert clinic["type"] == region["type"] == "snapshot"
+        free_before = region["data"]["clinics"]["AB-c2"][0]
+        evening = 17 * 4  # 17:00 in 15-minute cells
+
+        # a late evening on the first day: 17:00-20:00 opens on both dentists, live
+        r = await client.post(
+            "/api/clinic/v1/day-hours",
+            headers=bearer(key),
+            json={
+                "date": first,
+                "hours": [{"from": "08:00", "to": "12:00"}, {"from": "13:00", "to": "20:00"}],
+            },
+        )
+        assert r.status_code == 200, r.text
+        diff, counts = await next_on(ws, "clinic:AB-c2", "region:AB")
+        assert diff["type"] == "diff" and diff["seq"] == clinic["seq"] + 1
+        assert sorted(diff["data"]["cells"]) == [
+            ["AB-c2-r1", first, evening, 12, FREE],
+            ["AB-c2-r2", first, evening, 12, FREE],
+        ]
+        assert counts["data"] == {"counts": [["AB-c2", first, free_before + 2 * 12]]}
+
+        # weekly hours of afternoons only: the second day's 08:00-12:00 closes, live
+        week = {str(d): [{"from": "13:00", "to": "17:00"}] for d in range(1, 6)}
+        r = await client.post("/api/clinic/v1/hours", headers=bearer(key), json={"week": week})
+        assert r.status_code == 200, r.text
+        second = date_of(FIRST_DAY + 1).isoformat()
+        diff, counts = await next_on(ws, "clinic:AB-c2", "region:AB")
+        # (one frame for the whole clinic, every day the change touched: each screen takes its own days)
+        assert sorted(c for c in diff["data"]["cells"] if c[1] == second) == [
+            ["AB-c2-r1", second, 8 * 4, 16, CLOSED],
+            ["AB-c2-r2", second, 8 * 4, 16, CLOSED],
+        ]
+        assert ["AB-c2", second, 2 * 16] in counts["data"]["counts"]  # afternoons only
