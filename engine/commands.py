@@ -171,6 +171,14 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
+class SuspendClinic:
+    """The platform suspends a clinic (no new bookings or holds; existing bookings stay) or lifts it."""
+
+    clinic: str
+    suspended: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EditClinic:
     """Change a clinic's details and rules; ``None`` keeps a field as it is. ``cell_minutes``
     may change only while no day is opened."""
@@ -255,4 +263,5 @@ Command = (
     | SetHours
     | SetDayHours
     | OpenAhead
+    | SuspendClinic
 )

@@ -30,6 +30,7 @@ class RefusalCode(StrEnum):
     INVALID = "INVALID"
     TOO_LATE = "TOO_LATE"
     LIMIT_REACHED = "LIMIT_REACHED"
+    SUSPENDED = "SUSPENDED"  # the clinic is suspended: it takes no new bookings
     HAS_BOOKINGS = "HAS_BOOKINGS"  # a setup change would strand bookings: ``bookings`` lists them
 
 

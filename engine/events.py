@@ -195,6 +195,13 @@ class ClinicEdited:
 
 
 @dataclass(frozen=True, slots=True)
+class ClinicSuspended:
+    KIND: ClassVar[str] = "ClinicSuspended"
+    clinic: str
+    suspended: bool  # False: the suspension is lifted
+
+
+@dataclass(frozen=True, slots=True)
 class ResourcePut:
     KIND: ClassVar[str] = "ResourcePut"
     resource: dict[str, Any]  # resource_to_record()
@@ -245,6 +252,7 @@ Event = (
     | ResourceRetired
     | HoursSet
     | DayHoursSet
+    | ClinicSuspended
 )
 
 _EVENT_TYPES: dict[str, Any] = {
@@ -271,6 +279,7 @@ _EVENT_TYPES: dict[str, Any] = {
         ResourceRetired,
         HoursSet,
         DayHoursSet,
+        ClinicSuspended,
     )
 }
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {

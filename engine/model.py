@@ -132,6 +132,7 @@ class Clinic:
     # days whose hours differ from the week's (a holiday: (), a late evening): day -> intervals
     exceptions: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     open_ahead_days: int = 0  # days opened automatically ahead of today from the hours (0: by hand)
+    suspended: bool = False  # by the platform: no new bookings or holds; existing bookings stay
 
     @property
     def cells_per_day(self) -> int:
@@ -159,7 +160,7 @@ class Clinic:
             "offer_minutes": self.offer_minutes,
             "exceptions": {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(self.exceptions.items())},
             "open_ahead_days": self.open_ahead_days,
-        }
+        } | ({"suspended": True} if self.suspended else {})
 
 
 def clinic_from_record(r: dict[str, Any]) -> Clinic:
@@ -185,6 +186,7 @@ def clinic_from_record(r: dict[str, Any]) -> Clinic:
             int(d): tuple((int(a), int(b)) for a, b in ivs) for d, ivs in r.get("exceptions", {}).items()
         },
         open_ahead_days=int(r.get("open_ahead_days", 0)),
+        suspended=bool(r.get("suspended", False)),
     )
 
 

@@ -1,6 +1,7 @@
 """Clinic setup: the commands a clinic runs itself with, decided and evolved like bookings.
 
-Commands: ``EditClinic`` (details and rules), ``PutResource`` (add or edit a dentist,
+Commands: ``EditClinic`` (details and rules), ``SuspendClinic`` (the platform's: a suspended
+clinic takes no new bookings or holds, ``SUSPENDED``; its bookings stay), ``PutResource`` (add or edit a dentist,
 hygienist or chair), ``RetireResource``, ``SetHours`` (the weekly opening hours),
 ``SetDayHours`` (one day's own hours: a holiday, a closed day, a late evening) and
 ``OpenAhead`` (the rolling horizon: every clinic with ``open_ahead_days`` gets the days up to
@@ -29,11 +30,21 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine.calendar import cell_epoch, day_of_epoch
 from engine.cells import BLOCKED, BOOKED, BUFFER, CLOSED, FREE, HELD
-from engine.commands import EditClinic, OpenAhead, Party, PutResource, RetireResource, SetDayHours, SetHours
+from engine.commands import (
+    EditClinic,
+    OpenAhead,
+    Party,
+    PutResource,
+    RetireResource,
+    SetDayHours,
+    SetHours,
+    SuspendClinic,
+)
 from engine.errors import RefusalCode, Refused
 from engine.events import (
     Cancelled,
     ClinicEdited,
+    ClinicSuspended,
     DayHoursSet,
     DaysOpened,
     HoldReleased,
@@ -104,6 +115,7 @@ class ClinicSetup:
             SetHours: self.decide_hours,
             SetDayHours: self.decide_day_hours,
             OpenAhead: self.decide_open_ahead,
+            SuspendClinic: self.decide_suspend,
         }
 
     def evolvers(self) -> dict[type, Any]:
@@ -113,6 +125,7 @@ class ClinicSetup:
             ResourceRetired: self.on_retired,
             HoursSet: self.on_hours,
             DayHoursSet: self.on_day_hours,
+            ClinicSuspended: self.on_suspended,
         }
 
     # -------------------------------------------------------------- helpers
@@ -335,6 +348,12 @@ class ClinicSetup:
         hours = None if c.hours is None else [list(iv) for iv in c.hours]
         return [*events, DayHoursSet(clinic.id, c.day, hours)]
 
+    def decide_suspend(self, c: SuspendClinic, now: int) -> list[Any]:
+        clinic = self._clinic(c.clinic)
+        if clinic.suspended == c.suspended:
+            return []  # already so: nothing to journal (a retry is harmless)
+        return [ClinicSuspended(clinic.id, c.suspended)]
+
     def decide_open_ahead(self, c: OpenAhead, now: int) -> list[Any]:
         if c.region != self.s.region:
             _refuse(RefusalCode.INVALID, f"not region {self.s.region}")
@@ -360,6 +379,9 @@ class ClinicSetup:
 
     def on_edited(self, e: ClinicEdited) -> None:
         self.s._install(edited(self.s.clinics[e.clinic], e.changes), [])
+
+    def on_suspended(self, e: ClinicSuspended) -> None:
+        self.s._install(replace(self.s.clinics[e.clinic], suspended=e.suspended), [])
 
     def on_put(self, e: ResourcePut) -> None:
         res = resource_from_record(e.resource)

@@ -8,7 +8,8 @@ the cell changes (for the live diff) exactly once.
 
 Refusal order when several apply (documented so callers and tests agree):
 
-- a start/run: unknown resource NOT_FOUND -> service not performed/offered INVALID ->
+- a start/run: unknown resource NOT_FOUND -> the clinic suspended SUSPENDED (holds and bookings;
+  a booking from a hold also when the suspension came after the hold) -> service not performed/offered INVALID ->
   run leaves the day, day not opened, or any CLOSED cell in the run OUTSIDE_HOURS ->
   start before ``now`` IN_PAST -> any cell not FREE (HELD/BOOKED/BLOCKED/BUFFER)
   SLOT_TAKEN -> patient's upcoming bookings at the clinic >= ``max_bookings_per_patient``
@@ -376,10 +377,15 @@ class RegionState:
         if self._upcoming(patient, clinic, now) >= clinic.max_bookings_per_patient:
             _refuse(RefusalCode.LIMIT_REACHED, "the patient has the most bookings this clinic allows")
 
+    def _open_for_bookings(self, clinic_id: str) -> None:
+        if self.clinics[clinic_id].suspended:
+            _refuse(RefusalCode.SUSPENDED, "the clinic is suspended and takes no new bookings")
+
     def _decide_place_hold(self, c: PlaceHold, now: int) -> list[Event]:
         row = self._rows.get(c.resource)
         if row is None:
             _refuse(_NOT_FOUND, "unknown resource")
+        self._open_for_bookings(row.clinic)
         k = row.cells_for.get(c.service)
         if k is None:
             _refuse(_INVALID, "the resource does not perform that service here")
@@ -427,6 +433,7 @@ class RegionState:
                 _refuse(RefusalCode.NOT_YOURS, "not your hold")
             if hold.expires_at <= now:
                 _refuse(RefusalCode.HOLD_EXPIRED, "the hold has expired")
+            self._open_for_bookings(hold.clinic)
             clinic = self.clinics[hold.clinic]
             if cell_epoch(hold.day, hold.cell, clinic.cell_minutes) < now:
                 _refuse(RefusalCode.IN_PAST, "that time has passed")
@@ -451,6 +458,7 @@ class RegionState:
         row = self._rows.get(c.resource)
         if row is None:
             _refuse(_NOT_FOUND, "unknown resource")
+        self._open_for_bookings(row.clinic)
         k = row.cells_for.get(c.service)
         if k is None:
             _refuse(_INVALID, "the resource does not perform that service here")

@@ -148,6 +148,10 @@ class ClinicRoleBody(Body):
     role: ClinicRole
 
 
+class SuspendBody(Body):
+    suspended: bool
+
+
 # -- patients -----------------------------------------------------------------------------------
 
 

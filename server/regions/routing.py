@@ -31,6 +31,7 @@ from engine.commands import (
     RetireResource,
     SetDayHours,
     SetHours,
+    SuspendClinic,
     Tick,
     Unblock,
 )
@@ -62,7 +63,7 @@ def command_region(command: Command) -> str:
     match command:
         case RegisterClinic():
             return command.clinic.region
-        case EditClinic() | SetHours() | SetDayHours():
+        case EditClinic() | SetHours() | SetDayHours() | SuspendClinic():
             return region_of(command.clinic)
         case PutResource():
             return region_of(command.resource.clinic)

@@ -1,5 +1,6 @@
-// "Kliniker" on /admin: find a clinic among all of them (name, id, municipality) and register a new one
-// (POST /api/admin/clinics; the clinic is closed until it sets its hours and resources on /staff).
+// "Kliniker" on /admin: find a clinic among all of them (name, id, municipality), register a new one
+// (POST /api/admin/clinics; the clinic is closed until it sets its hours and resources on /staff), and
+// suspend or reinstate one (a suspended clinic takes no new bookings; its bookings stay).
 
 import { ApiError, get, post } from "./api.js";
 import { t } from "./i18n.js";
@@ -34,8 +35,27 @@ export class ClinicsPanel {
       || [c.name, c.id, c.municipality_name, c.address].some((v) => String(v).toLowerCase().includes(needle)));
     $("clinics-list").replaceChildren(...found.slice(0, 50).map((c) => el("tr", { dataset: { clinic: c.id } },
       el("td", { text: c.name }), el("td", { text: c.id }), el("td", { text: c.municipality_name }),
-      el("td", { text: String(c.resources ?? "") }))));
+      el("td", { text: String(c.resources ?? "") }),
+      el("td", {},
+        c.suspended ? el("span", { class: "badge suspended", text: t("clinics.suspended") }) : null,
+        el("button", {
+          type: "button", class: c.suspended ? "" : "danger",
+          text: t(c.suspended ? "clinics.unsuspend" : "clinics.suspend"),
+          "aria-label": `${t(c.suspended ? "clinics.unsuspend" : "clinics.suspend")}: ${c.name}`,
+          onclick: () => this.suspend(c, !c.suspended),
+        })))));
     $("clinics-count").textContent = t("clinics.count", { shown: Math.min(found.length, 50), total: found.length });
+  }
+
+  async suspend(clinic, suspended) {
+    if (suspended && !window.confirm(t("clinics.suspend.confirm", { name: clinic.name }))) return;
+    try {
+      await post(`/api/admin/clinics/${encodeURIComponent(clinic.id)}/suspend`, { suspended });
+      this.say(t(suspended ? "clinics.suspended.done" : "clinics.unsuspended.done", { name: clinic.name }), "ok");
+      await this.refresh();
+    } catch (err) {
+      this.say(err instanceof ApiError ? err.describe() : String(err), "error");
+    }
   }
 
   async register() {

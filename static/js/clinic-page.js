@@ -41,7 +41,8 @@ function renderDetails() {
     ...row("clinic.address", [clinic.address, clinic.municipality_name].filter(Boolean).join(", ")),
     ...row("clinic.phone", clinic.phone),
     ...row("clinic.hours", hours),
-    ...row("clinic.rule", ruleText()));
+    ...row("clinic.rule", ruleText()),
+    ...row("clinic.status", clinic.suspended ? t("clinic.suspended") : ""));
   applyTranslations(details);
 }
 

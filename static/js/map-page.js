@@ -255,6 +255,7 @@ function popupContent(c) {
     el("h3", { text: c.name }),
     el("p", { text: `${c.municipality_name || ""} · ${t("map.free.label", { n })}` }),
     el("p", { text: nextFreeText(c) }),
+    c.suspended ? el("p", { class: "suspended", text: t("clinic.suspended") }) : null,
     el("a", { class: "button primary", href: clinicUrl(c), text: t("map.book") }));
 }
 

@@ -140,7 +140,9 @@ def test_the_clinic_admin_manages_staff_accounts_and_the_api_key(
     assert not contexts.page_errors, contexts.page_errors
 
 
-def test_admin_registers_a_clinic_and_finds_it(browser: Browser, fresh_system: ServedProcess) -> None:
+def test_admin_registers_finds_suspends_and_reinstates_a_clinic(
+    browser: Browser, fresh_system: ServedProcess
+) -> None:
     contexts = Contexts(browser, fresh_system.url)
     api = Api(fresh_system.url)
     try:
@@ -162,6 +164,18 @@ def test_admin_registers_a_clinic_and_finds_it(browser: Browser, fresh_system: S
         assert clinic_id and clinic_id.startswith("AB-c")
         assert api.get(f"/api/clinics/{clinic_id}")["name"] == "Tandkliniken Test"
         check_accessibility(page, "admin clinics")
+
+        # suspend it: marked in the list and on its page; reinstate it
+        page.on("dialog", lambda dialog: dialog.accept())
+        row = page.locator(f"#clinics-list tr[data-clinic='{clinic_id}']")
+        row.get_by_role("button", name="Stäng av").click()
+        expect(row).to_contain_text("Avstängd")
+        assert api.get(f"/api/clinics/{clinic_id}")["suspended"] is True
+        clinic_page = contexts.page(f"/clinic/{clinic_id}", viewport=PHONE)
+        expect(clinic_page.locator("#clinic-details-list")).to_contain_text("tar inte emot nya bokningar")
+        row.get_by_role("button", name="Återaktivera").click()
+        expect(row).not_to_contain_text("Avstängd")
+        assert "suspended" not in api.get(f"/api/clinics/{clinic_id}")
     finally:
         for context in contexts.opened:
             context.close()

@@ -22,9 +22,19 @@ from engine.commands import (
     RetireResource,
     SetDayHours,
     SetHours,
+    SuspendClinic,
 )
 from engine.errors import RefusalCode, Refused
-from engine.events import Cancelled, DayHoursSet, DaysOpened, Event, HoldReleased, HoursSet, ResourceRetired
+from engine.events import (
+    Cancelled,
+    ClinicSuspended,
+    DayHoursSet,
+    DaysOpened,
+    Event,
+    HoldReleased,
+    HoursSet,
+    ResourceRetired,
+)
 from engine.model import ClinicKind, Resource, ResourceKind
 from engine.records import BookingStatus
 from engine.state import RegionState
@@ -99,6 +109,27 @@ def test_edit_clinic_changes_only_what_is_given_and_refuses_bad_values() -> None
 def replayed_state_equal(state: RegionState) -> bool:
     """A snapshot round trip gives the same bytes (the setup fields survive snapshots)."""
     return packed(RegionState.from_snapshot(state.to_snapshot())) == packed(state)
+
+
+def test_a_suspended_clinic_takes_no_new_holds_or_bookings_and_keeps_its_bookings() -> None:
+    state, now = world()
+    book(state, "AB-b1", R1, MONDAY + 1, 9, now)
+    state.apply(PlaceHold("AB-h1", "p2", R1, "checkup", MONDAY + 1, cell(10), 300), now)
+    assert state.apply(SuspendClinic("AB-c1", True), now) == [ClinicSuspended("AB-c1", True)]
+    assert state.apply(SuspendClinic("AB-c1", True), now) == []  # already: nothing to journal
+    assert state.clinics["AB-c1"].suspended and replayed_state_equal(state)
+    for command in (
+        PlaceHold("AB-h2", "p3", R1, "checkup", MONDAY + 1, cell(11), 300),
+        Book("AB-b2", "p3", R2, "checkup", MONDAY + 1, cell(9)),
+        Book("AB-b3", "p2", "", "checkup", 0, 0, hold_id="AB-h1"),  # a hold from before the suspension
+    ):
+        assert refused(state, command, now).code is RefusalCode.SUSPENDED, command
+    assert refused(state, SuspendClinic("AB-c9", True), now).code is RefusalCode.NOT_FOUND
+    booking = state.booking("AB-b1")
+    assert booking is not None and booking.status is BookingStatus.BOOKED  # kept
+    state.apply(SuspendClinic("AB-c1", False), now)
+    book(state, "AB-b2", R2, MONDAY + 1, 9, now, patient="p3")
+    assert not state.clinics["AB-c1"].suspended and replayed_state_equal(state)
 
 
 # ---------------------------------------------------------------------- resources
@@ -312,6 +343,7 @@ def test_replaying_the_journal_of_every_setup_command_gives_the_same_state() -> 
             SetHours("AB-c1", NINE_TO_FIVE, ("AB-b1",)),
             SetDayHours("AB-c1", MONDAY + 4, ((9 * 60, 20 * 60),)),
             RetireResource(R2),
+            SuspendClinic("AB-c1", True),
         ],
         now,
     )

@@ -224,3 +224,46 @@ async def test_setup_changes_reach_the_screens_watching_the_clinic_live(
             ["AB-c2-r2", second, 8 * 4, 16, CLOSED],
         ]
         assert ["AB-c2", second, 2 * 16] in counts["data"]["counts"]  # afternoons only
+
+
+async def test_a_suspended_clinic_is_marked_and_refuses_new_bookings_but_keeps_its_own(
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
+    _, admin = live.user(Role.ADMIN)
+    _, patient = live.user()
+    _, boss = live.user(Role.CLINIC_ADMIN, "M-c1")
+
+    def at(hour: int) -> dict[str, str]:
+        start = f"{FIRST_DATE.isoformat()}T{hour:02d}:00:00+01:00"
+        return {"clinic": "M-c1", "resource": "M-c1-r1", "service": "checkup", "start": start}
+
+    r = await client.post("/api/bookings", headers=bearer(patient), json=at(9))
+    assert r.status_code == 201, r.text
+    kept = r.json()["booking"]["id"]
+    body = {"suspended": True}
+    assert_error_shape(
+        await client.post("/api/admin/clinics/M-c1/suspend", headers=bearer(boss), json=body), 403
+    )
+    assert_error_shape(
+        await client.post("/api/admin/clinics/M-c99/suspend", headers=bearer(admin), json=body), 404
+    )
+    r = await client.post("/api/admin/clinics/M-c1/suspend", headers=bearer(admin), json=body)
+    assert r.status_code == 200 and r.json()["clinic"]["suspended"] is True, r.text
+
+    assert (await client.get("/api/clinics/M-c1")).json()["suspended"] is True
+    assert "suspended" not in (await client.get("/api/clinics/AB-c1")).json()
+    error = assert_error_shape(
+        await client.post("/api/bookings", headers=bearer(patient), json=at(10)), 409, "SUSPENDED"
+    )
+    assert "no new bookings" in error["message"]
+    assert_error_shape(
+        await client.post("/api/holds", headers=bearer(patient), json=at(11)), 409, "SUSPENDED"
+    )
+    r = await client.get(f"/api/bookings/{kept}", headers=bearer(patient))
+    assert r.json()["booking"]["status"] == "booked"  # kept
+
+    r = await client.post("/api/admin/clinics/M-c1/suspend", headers=bearer(admin), json={"suspended": False})
+    assert r.status_code == 200 and r.json()["clinic"]["suspended"] is False
+    assert "suspended" not in (await client.get("/api/clinics/M-c1")).json()
+    r = await client.post("/api/bookings", headers=bearer(patient), json=at(10))
+    assert r.status_code == 201, r.text

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.commands import Cancel, Party
+from engine.commands import Cancel, Party, SuspendClinic
 from engine.state import RegionState
 from server.http.errors import not_found
 from server.http.openapi import Endpoint
@@ -20,11 +20,12 @@ from server.http.routes.access import (
     region_or_404,
     regions_of,
     require_admin,
+    submit_own,
     today,
 )
 from server.http.routes.public import clinic_summary
 from server.http.routes.replies import json_response
-from server.http.schemas import AdminBookingsQuery, CancelBody
+from server.http.schemas import AdminBookingsQuery, CancelBody, SuspendBody
 from server.http.views import booking_view
 from server.identity.accounts import Accounts
 from server.live.hub import Hub
@@ -89,6 +90,21 @@ async def cancel_booking(request: Request) -> Response:
         return booking_view(booking, state.clinics[booking.clinic])
 
     return json_response({"booking": await regions.query(region, read)})
+
+
+async def suspend_clinic(request: Request) -> Response:
+    """Suspend a clinic (no new holds or bookings: 409 SUSPENDED; its bookings stay) or lift it."""
+    require_admin(request)
+    clinic_id = path_id(request)
+    body = await parse_body(request, SuspendBody)
+    region = region_or_404(clinic_id)
+    await submit_own(request, SuspendClinic(clinic_id, body.suspended), "no such clinic")
+
+    def read(state: RegionState) -> dict[str, Any]:
+        clinic = state.clinics[clinic_id]
+        return clinic_summary(clinic) | {"suspended": clinic.suspended}
+
+    return json_response({"clinic": await regions_of(request).query(region, read)})
 
 
 async def create_clinic_key(request: Request) -> Response:
@@ -183,6 +199,17 @@ ENDPOINTS = [
         body_required=False,
         errors=(409,),
         auth="admin",
+    ),
+    Endpoint(
+        "POST",
+        "/api/admin/clinics/{id}/suspend",
+        suspend_clinic,
+        "Suspend a clinic (it takes no new bookings; its bookings stay) or lift the suspension",
+        "admin",
+        body=SuspendBody,
+        auth="admin",
+        ok_schema={"type": "object", "required": ["clinic"]},
+        errors=(404,),
     ),
     Endpoint(
         "POST",

@@ -43,7 +43,7 @@ def clinic_summary(clinic: Clinic) -> dict[str, Any]:
         "lon": clinic.lon,
         "kind": str(clinic.kind),
         "services": list(clinic.services),
-    }
+    } | ({"suspended": True} if clinic.suspended else {})  # by the platform: no new bookings
 
 
 def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
