@@ -63,6 +63,15 @@ def region_or_404(entity_id: str) -> str:
         raise not_found() from None
 
 
+async def clinic_in_path(request: Request) -> str:
+    """The clinic the path's ``{id}`` names; 404 unless it is registered."""
+    clinic = path_id(request)
+    known = await regions_of(request).query(region_or_404(clinic), lambda state: clinic in state.clinics)
+    if not known:
+        raise not_found("no such clinic")
+    return clinic
+
+
 def path_id(request: Request, name: str = "id") -> str:
     value = str(request.path_params[name])
     if not 0 < len(value) <= 80 or not all(c.isalnum() or c in "-_" for c in value):

@@ -10,9 +10,9 @@ from starlette.responses import Response
 
 from engine.commands import Cancel, Party, SuspendClinic
 from engine.state import RegionState
-from server.http.errors import not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
+    clinic_in_path,
     first_day,
     parse_body,
     parse_query,
@@ -110,10 +110,7 @@ async def suspend_clinic(request: Request) -> Response:
 async def create_clinic_key(request: Request) -> Response:
     """A new API key for a clinic, in the reply only: the server keeps its hash."""
     require_admin(request)
-    clinic = path_id(request)
-    known = await regions_of(request).query(region_or_404(clinic), lambda state: clinic in state.clinics)
-    if not known:
-        raise not_found("no such clinic")
+    clinic = await clinic_in_path(request)
     accounts: Accounts = request.app.state.accounts
     key = await asyncio.to_thread(accounts.create_clinic_key, clinic)
     return json_response({"clinic": clinic, "key": key}, status=201)

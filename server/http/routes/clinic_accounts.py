@@ -22,10 +22,9 @@ from starlette.responses import Response
 from server.http.errors import ApiError, invalid, not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
+    clinic_in_path,
     parse_body,
     path_id,
-    region_or_404,
-    regions_of,
     require_admin,
     require_clinic_admin,
 )
@@ -130,11 +129,7 @@ async def revoke_key(request: Request) -> Response:
 async def admin_create_account(request: Request) -> Response:
     """The platform admin gives a clinic an account (its first clinic admin, typically)."""
     require_admin(request)
-    clinic = path_id(request)
-    known = await regions_of(request).query(region_or_404(clinic), lambda state: clinic in state.clinics)
-    if not known:
-        raise not_found("no such clinic")
-    return await _create(request, clinic)
+    return await _create(request, await clinic_in_path(request))
 
 
 _ACCOUNT = {"type": "object", "required": ["account"], "properties": {"account": {"type": "object"}}}
