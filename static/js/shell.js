@@ -4,11 +4,12 @@
 import { applyTranslations, lang, onLangChange, setLang, t } from "./i18n.js";
 import { bindStatus } from "./live.js";
 
-// [href, label, the role that sees the link (null: everybody)]. Staff and admin links are not shown to patients.
+// [href, label, the roles that see the link, space-separated (null: everybody)]. Staff and admin links are not
+// shown to patients.
 const NAV = [
   ["/", "nav.map", null],
   ["/me", "nav.me", null],
-  ["/staff", "nav.staff", "staff"],
+  ["/staff", "nav.staff", "staff clinic_admin"],
   ["/admin", "nav.admin", "admin"],
 ];
 // The signed-in user's role as last seen by this browser (set by session.js), so the header knows which links
@@ -32,7 +33,7 @@ export function rememberRole(role) {
     // storage disabled: the links follow this page only
   }
   for (const item of document.querySelectorAll("header.site li[data-role]")) {
-    item.hidden = item.dataset.role !== role && !item.querySelector("[aria-current]");
+    item.hidden = !item.dataset.role.split(" ").includes(role) && !item.querySelector("[aria-current]");
   }
 }
 
@@ -67,7 +68,8 @@ export function mountShell({ active = "", live = null, nav = true } = {}) {
     for (const [href, key, needs] of NAV) {
       const link = el("a", { href, "data-i18n": key });
       if (href === active) link.setAttribute("aria-current", "page");
-      list.append(el("li", { dataset: needs ? { role: needs } : {}, hidden: needs && needs !== role && href !== active }, link));
+      const shown = !needs || needs.split(" ").includes(role) || href === active;
+      list.append(el("li", { dataset: needs ? { role: needs } : {}, hidden: !shown }, link));
     }
     const menu = el("nav", { "data-i18n-label": "nav.label" }, list);
     header.append(menu);

@@ -133,6 +133,8 @@ def test_the_clinic_admin_manages_staff_accounts_and_the_api_key(
         )
         page.locator("#lang-toggle").click()
         expect(page.locator("#accounts-title")).to_have_text("Staff accounts")
+        page.goto("/me")  # the header keeps the staff page's link for a clinic admin
+        expect(page.locator("header.site a[href='/staff']")).to_be_visible()
     finally:
         for context in contexts.opened:
             context.close()
