@@ -115,7 +115,6 @@ class BuiltServer:
     async def close(self) -> None:
         if self.leases is not None:
             await self.leases.stop()  # hands every lease back: other nodes take over at once
-            await self.leases.client.aclose()
         await self.regions.stop()
         await self.journal.close()
 
@@ -126,16 +125,9 @@ async def start_leases(settings: Settings, regions: Regions) -> LeaseManager:
     nodes come and go. The other regions answer 503 here (forwarding to their owner is to come)."""
     if not settings.redis_url or not settings.node:
         raise ValueError("--node needs --redis: region leases live in Redis")
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.lease_ttl_ms / 3000,
-        socket_connect_timeout=settings.lease_ttl_ms / 3000,
-    )
     regions.stand_by()
     leases = LeaseManager(
-        client,
+        settings.redis_url,
         settings.node,
         settings.advertise or f"http://{settings.host}:{settings.port}",
         ttl_ms=settings.lease_ttl_ms,

@@ -18,6 +18,13 @@ still ours. A lease that is not ours any more, or that could not be renewed befo
 deadline (``ttl`` minus a safety margin after the last renewal was SENT), is given up at once
 through ``on_lost`` so the region stops writing; the journal fence covers the gap between.
 
+The rounds run in a thread of their own with their own (blocking) Redis connection, so an
+event loop busy for longer than the TTL (a large recovery, a seed) keeps its leases. What the
+thread decides reaches the loop as ``on_acquired``/``on_lost`` calls, run one after another in
+the order decided. A loop that has not run a callback for ``max_stall_ms`` is taken for hung:
+the thread stops renewing and the leases lapse to other nodes (a SIGSTOPped process stops
+the thread with it).
+
 Spreading: each node heartbeats into ``tandtid:nodes``; the live nodes are those seen within
 ``node_ttl``; a node holds at most ``ceil(regions / live nodes)`` leases, gives back its surplus
 and takes free regions up to its share, preferring the regions that rank highest for it by a
@@ -32,12 +39,13 @@ import hashlib
 import inspect
 import logging
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-import redis.asyncio as aioredis
+import redis
 from redis.exceptions import RedisError
 
 from engine.model import REGIONS
@@ -85,6 +93,8 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 Callback = Callable[[str, int], Awaitable[None] | None]
+# What the loop is told, in order. "handed_back": lost, and released once the region stopped writing.
+Change = tuple[Literal["acquired", "lost", "handed_back"], str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,27 +130,32 @@ class _Held:
 class LeaseManager:
     """Acquires, renews and gives up region leases for one node.
 
-    ``on_acquired(region, epoch)`` runs when this node takes a region (start writing it with
-    that epoch); ``on_lost(region, epoch)`` when it must stop writing it (lost, expired,
-    unrenewable or handed back). Either may be a plain function or a coroutine function.
-    ``await start()``, then ``await stop()`` (which hands every lease back).
+    ``redis_url``: the Redis the leases live in (the manager opens its own blocking
+    connection, used only by its thread). ``on_acquired(region, epoch)`` runs on the event
+    loop when this node takes a region (start writing it with that epoch); ``on_lost(region,
+    epoch)`` when it must stop writing it (lost, expired, unrenewable or handed back). Either
+    may be a plain function or a coroutine function; they run one at a time, in order.
+    ``await start()``, then ``await stop()`` (which hands every lease back and closes).
     """
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        redis_url: str,
         node: str,
         advertise: str,
         *,
         regions: tuple[str, ...] | None = None,
         ttl_ms: int = 5_000,
         node_ttl_ms: int | None = None,
+        max_stall_ms: int = 30_000,
         on_acquired: Callback | None = None,
         on_lost: Callback | None = None,
     ) -> None:
         if " " in node or not node:
             raise ValueError("a node name is one word")
-        self.client = client
+        self.client = redis.Redis.from_url(
+            redis_url, socket_timeout=ttl_ms / 3000, socket_connect_timeout=ttl_ms / 3000
+        )
         self.node = node
         self.advertise = advertise
         self.regions = regions if regions is not None else tuple(r.code for r in REGIONS)
@@ -148,14 +163,22 @@ class LeaseManager:
         self.node_ttl_ms = node_ttl_ms if node_ttl_ms is not None else ttl_ms
         self.interval_s = ttl_ms / 3000  # renew three times per TTL
         self.margin_s = ttl_ms / 5000  # give a lease up this long before it could expire
+        self.max_stall_s = max_stall_ms / 1000
         self.on_acquired = on_acquired
         self.on_lost = on_lost
-        self.held: dict[str, _Held] = {}
         self.live_nodes = 0
+        self.seen_owners: dict[str, Owner | None] = {}  # as of the last round (forwarding reads it)
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()  # guards _held: the thread changes it, the loop reads it
         self._rank = sorted(self.regions, key=lambda code: _rendezvous(node, code), reverse=True)
-        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._halt = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_seen = time.monotonic()
+        self._changes: asyncio.Queue[Change] | None = None
+        self._teller: asyncio.Task[None] | None = None
         self._scripts: dict[str, Any] = {
-            name: client.register_script(source)
+            name: self.client.register_script(source)
             for name, source in (
                 ("acquire", ACQUIRE_LUA),
                 ("renew", RENEW_LUA),
@@ -167,111 +190,194 @@ class LeaseManager:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """One balancing round now (so a lone node owns its share before serving), then
-        keep going every ``ttl / 3`` in the background."""
-        await self.round()
-        self._task = asyncio.create_task(self._loop(), name=f"leases-{self.node}")
+        """One balancing round now, its callbacks awaited (so a lone node owns its share before
+        serving), then rounds every ``ttl / 3`` in the lease thread."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_seen = time.monotonic()
+        try:
+            changes = await asyncio.to_thread(self.round)
+        except (RedisError, OSError) as exc:
+            log.warning("node %s: first lease round failed (%s)", self.node, type(exc).__name__)
+            changes = []
+        for change in changes:
+            await self._tell(change)
+        self._changes = asyncio.Queue()
+        self._teller = asyncio.create_task(self._tell_forever(self._changes), name=f"leases-{self.node}")
+        self._halt.clear()
+        self._thread = threading.Thread(target=self._run, name=f"leases-{self.node}", daemon=True)
+        self._thread.start()
 
     async def pause(self) -> None:
         """Stop renewing WITHOUT handing anything back: what a frozen process looks like
         from outside (tests use it for the stale-owner case); ``start()`` resumes."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        # Cancelled again until it ends: on Python 3.11 a wait_for inside redis-py can swallow a
-        # cancel that arrives as its reply does, and the loop would go on renewing for ever.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.1)
-        with contextlib.suppress(asyncio.CancelledError):
-            task.result()  # the loop only ever ends by a cancel
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._halt.set()
+            await asyncio.to_thread(thread.join)
+        teller, self._teller = self._teller, None
+        if teller is not None:
+            assert self._changes is not None
+            # What the thread decided is told before pausing, unless a callback hangs.
+            told = asyncio.ensure_future(self._changes.join())
+            await asyncio.wait({told}, timeout=self.ttl_ms / 1000)
+            told.cancel()
+            # Cancelled again until it ends: on Python 3.11 a wait_for inside a callback (redis-py)
+            # can swallow a cancel that arrives as its reply does.
+            while not teller.done():
+                teller.cancel()
+                await asyncio.wait({teller}, timeout=0.1)
 
     async def stop(self) -> None:
-        """Stop and hand every lease back (the regions stop writing first)."""
+        """Stop, hand every lease back (the regions stop writing first) and close."""
         await self.pause()
-        for region in list(self.held):
-            await self._give_up(region, release=True)
+        for region, held in self.held.items():
+            with self._lock:
+                self._held.pop(region, None)
+            await self._tell(("handed_back", region, held.epoch))
         with contextlib.suppress(RedisError, OSError):
-            await self.client.zrem(NODES_KEY, self.node)
+            await asyncio.to_thread(self.client.zrem, NODES_KEY, self.node)
+        self.client.close()
+
+    @property
+    def held(self) -> dict[str, _Held]:
+        """A copy of the leases held now, by region."""
+        with self._lock:
+            return dict(self._held)
 
     def owns(self, region: str) -> bool:
-        held = self.held.get(region)
+        held = self._held.get(region)
         return held is not None and time.monotonic() < held.deadline
 
     def epoch_of(self, region: str) -> int | None:
-        held = self.held.get(region)
+        held = self._held.get(region)
         return held.epoch if held is not None else None
 
     async def owners(self) -> dict[str, Owner | None]:
-        """Every region's current lease holder, read from Redis (one pipelined round)."""
-        pipe = self.client.pipeline(transaction=False)
-        for region in self.regions:
-            pipe.get(region_key(region, "lease"))
-        values = await pipe.execute()
-        return {region: parse_lease(v) for region, v in zip(self.regions, values, strict=True)}
+        """Every region's current lease holder, read from Redis now (one pipelined round)."""
+        return await asyncio.to_thread(self._owners)
 
-    # -- the balancing round -------------------------------------------------------------
+    # -- the lease thread ----------------------------------------------------------------
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
+    def _run(self) -> None:
+        while not self._halt.wait(self.interval_s):
+            assert self._loop is not None
+            stalled = time.monotonic() - self._loop_seen
             try:
-                await self.round()
-            except (RedisError, OSError) as exc:
-                log.warning("node %s: lease round failed (%s)", self.node, type(exc).__name__)
-            await self._expire_overdue()
+                self._loop.call_soon_threadsafe(self._seen)
+            except RuntimeError:
+                return  # the loop is closed: nothing left to write for
+            changes: list[Change] = []
+            if stalled > self.max_stall_s:
+                log.error(
+                    "node %s: the event loop has not answered for %.0f s; letting its leases lapse",
+                    self.node,
+                    stalled,
+                )
+            else:
+                try:
+                    changes = self.round()
+                except (RedisError, OSError) as exc:
+                    log.warning("node %s: lease round failed (%s)", self.node, type(exc).__name__)
+            changes += self._expire_overdue()
+            for change in changes:
+                self._post(change)
 
-    async def round(self) -> None:
-        """Heartbeat, renew what is held, give back surplus, take free regions up to the share."""
+    def _seen(self) -> None:
+        self._loop_seen = time.monotonic()
+
+    def _post(self, change: Change) -> None:
+        assert self._loop is not None and self._changes is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self._loop.call_soon_threadsafe(self._changes.put_nowait, change)
+
+    async def _tell_forever(self, changes: asyncio.Queue[Change]) -> None:
+        while True:
+            change = await changes.get()
+            try:
+                await self._tell(change)
+            except Exception:  # a callback's bug must not stop the telling of the next
+                log.exception("node %s: lease callback for region %s failed", self.node, change[1])
+            finally:
+                changes.task_done()
+
+    async def _tell(self, change: Change) -> None:
+        kind, region, epoch = change
+        callback = self.on_acquired if kind == "acquired" else self.on_lost
+        if callback is not None:
+            result = callback(region, epoch)
+            if inspect.isawaitable(result):
+                await result
+        if kind == "handed_back":
+            await asyncio.to_thread(self._release, region, epoch)
+
+    # -- the balancing round (in the lease thread, or before it starts) ----------------
+
+    def round(self) -> list[Change]:
+        """Heartbeat, renew what is held, give back surplus, take free regions up to the share.
+        Blocking: runs in the lease thread. Returns what the loop must be told, in order."""
         sent = time.monotonic()
         self.live_nodes = int(
-            await self._scripts["heartbeat"](keys=[NODES_KEY], args=[self.node, self.node_ttl_ms])
+            self._scripts["heartbeat"](keys=[NODES_KEY], args=[self.node, self.node_ttl_ms])
         )
-        await self._renew(sent)
+        changes = self._renew(sent)
+        owners = self._owners()
+        self.seen_owners = owners
         share = fair_share(len(self.regions), self.live_nodes)
-        surplus = len(self.held) - share
+        held = self.held
+        surplus = len(held) - share
         if surplus > 0:
             # Hand back the regions that rank lowest for this node.
-            for region in [r for r in reversed(self._rank) if r in self.held][:surplus]:
-                await self._give_up(region, release=True)
-            return
-        wanted = share - len(self.held)
-        if wanted <= 0:
-            return
-        owners = await self.owners()
+            for region in [r for r in reversed(self._rank) if r in held][:surplus]:
+                _, _, epoch = self._give_up(region)
+                changes.append(("handed_back", region, epoch))
+            return changes
+        wanted = share - len(held)
         for region in self._rank:
             if wanted <= 0:
                 break
-            if region in self.held or owners[region] is not None:
+            if region in held or owners[region] is not None:
                 continue
-            if await self._acquire(region):
+            acquired = self._acquire(region)
+            if acquired is not None:
+                changes.append(("acquired", region, acquired))
                 wanted -= 1
+        return changes
 
-    async def _renew(self, sent: float) -> None:
-        regions = list(self.held)
-        if not regions:
-            return
+    def _owners(self) -> dict[str, Owner | None]:
         pipe = self.client.pipeline(transaction=False)
-        for region in regions:
-            await self._scripts["renew"](
-                keys=[region_key(region, "lease")], args=[self.held[region].value, self.ttl_ms], client=pipe
+        for region in self.regions:
+            pipe.get(region_key(region, "lease"))
+        values = pipe.execute()
+        return {region: parse_lease(v) for region, v in zip(self.regions, values, strict=True)}
+
+    def _renew(self, sent: float) -> list[Change]:
+        held = self.held
+        if not held:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for region, lease in held.items():
+            self._scripts["renew"](
+                keys=[region_key(region, "lease")], args=[lease.value, self.ttl_ms], client=pipe
             )
-        replies = await pipe.execute(raise_on_error=False)
-        for region, reply in zip(regions, replies, strict=True):
-            held = self.held.get(region)
-            if held is None or isinstance(reply, Exception):
+        replies = pipe.execute(raise_on_error=False)
+        changes: list[Change] = []
+        for region, reply in zip(held, replies, strict=True):
+            if isinstance(reply, Exception):
                 continue  # unknown outcome: the local deadline decides
             if int(reply) == 1:
-                held.deadline = sent + self.ttl_ms / 1000 - self.margin_s
+                with self._lock:
+                    if region in self._held:
+                        self._held[region].deadline = sent + self.ttl_ms / 1000 - self.margin_s
             else:
                 log.warning(
                     "node %s: lease of region %s expired or was taken over; stepping down", self.node, region
                 )
-                await self._give_up(region, release=False)
+                changes.append(self._give_up(region))
+        return changes
 
-    async def _acquire(self, region: str) -> bool:
+    def _acquire(self, region: str) -> int | None:
         sent = time.monotonic()
-        reply = await self._scripts["acquire"](
+        reply = self._scripts["acquire"](
             keys=[
                 region_key(region, "lease"),
                 region_key(region, "lease_epoch"),
@@ -280,45 +386,42 @@ class LeaseManager:
             args=[self.ttl_ms, f"{self.node} {self.advertise}"],
         )
         if reply is None:
-            return False
+            return None
         epoch = int(reply)
-        self.held[region] = _Held(
-            epoch, f"{epoch} {self.node} {self.advertise}", sent + self.ttl_ms / 1000 - self.margin_s
-        )
+        with self._lock:
+            self._held[region] = _Held(epoch, self._value(epoch), sent + self.ttl_ms / 1000 - self.margin_s)
         log.info("node %s: acquired region %s at epoch %d", self.node, region, epoch)
-        await _call(self.on_acquired, region, epoch)
-        return True
+        return epoch
 
-    async def _expire_overdue(self) -> None:
+    def _expire_overdue(self) -> list[Change]:
         now = time.monotonic()
-        for region in [r for r, held in self.held.items() if now >= held.deadline]:
-            log.warning(
-                "node %s: could not renew the lease of region %s in time; stepping down", self.node, region
-            )
-            await self._give_up(region, release=False)
-
-    async def _give_up(self, region: str, *, release: bool) -> None:
-        """Stop writing the region first, then (when asked) hand the lease back."""
-        held = self.held.pop(region, None)
-        if held is None:
-            return
-        await _call(self.on_lost, region, held.epoch)
-        if release:
-            try:
-                await self._scripts["release"](keys=[region_key(region, "lease")], args=[held.value])
-            except (RedisError, OSError) as exc:
+        changes: list[Change] = []
+        for region, held in self.held.items():
+            if now >= held.deadline:
                 log.warning(
-                    "node %s: could not release region %s (%s)", self.node, region, type(exc).__name__
+                    "node %s: could not renew the lease of region %s in time; stepping down",
+                    self.node,
+                    region,
                 )
+                changes.append(self._give_up(region))
+        return changes
+
+    def _give_up(self, region: str) -> Change:
+        """Forget the lease here; the loop is told (``on_lost``) by the caller's change."""
+        with self._lock:
+            held = self._held.pop(region)
+        return ("lost", region, held.epoch)
+
+    def _value(self, epoch: int) -> str:
+        return f"{epoch} {self.node} {self.advertise}"
+
+    def _release(self, region: str, epoch: int) -> None:
+        """Delete the lease if it is still ours (another node may take it at once)."""
+        try:
+            self._scripts["release"](keys=[region_key(region, "lease")], args=[self._value(epoch)])
+        except (RedisError, OSError) as exc:
+            log.warning("node %s: could not release region %s (%s)", self.node, region, type(exc).__name__)
 
 
 def _rendezvous(node: str, region: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{node}\0{region}".encode(), digest_size=8).digest(), "big")
-
-
-async def _call(callback: Callback | None, region: str, epoch: int) -> None:
-    if callback is None:
-        return
-    result = callback(region, epoch)
-    if inspect.isawaitable(result):
-        await result

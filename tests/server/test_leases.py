@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,16 +36,17 @@ ALL = {r.code for r in REGIONS}
 class Node:
     """A lease manager plus the record of what its callbacks were told."""
 
-    def __init__(self, client: aioredis.Redis, name: str) -> None:
+    def __init__(self, url: str, name: str, **options: Any) -> None:
         self.acquired: list[tuple[str, int]] = []
         self.lost: list[tuple[str, int]] = []
         self.leases = LeaseManager(
-            client,
+            url,
             name,
             f"http://{name}.invalid:8000",
             ttl_ms=TTL_MS,
             on_acquired=lambda region, epoch: self.acquired.append((region, epoch)),
             on_lost=lambda region, epoch: self.lost.append((region, epoch)),
+            **options,
         )
 
     @property
@@ -59,8 +62,8 @@ async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-async def two_nodes(client: aioredis.Redis) -> AsyncIterator[tuple[Node, Node]]:
-    a, b = Node(client, "node-a"), Node(client, "node-b")
+async def two_nodes(redis_server: RedisServer) -> AsyncIterator[tuple[Node, Node]]:
+    a, b = Node(redis_server.url, "node-a"), Node(redis_server.url, "node-b")
     await a.leases.start()
     await b.leases.start()
     await eventually(
@@ -146,13 +149,47 @@ async def test_a_paused_owner_loses_its_regions_and_its_stale_appends_are_refuse
 async def test_a_node_that_cannot_renew_steps_down_before_its_lease_can_expire(
     redis_server: RedisServer, client: aioredis.Redis
 ) -> None:
-    node = Node(client, "node-a")
+    node = Node(redis_server.url, "node-a")
     await node.leases.start()
     assert node.held == ALL  # a lone node owns everything
     redis_server.kill()
     await eventually(lambda: node.held == set(), what="the node to give up leases it cannot renew")
     assert {region for region, _ in node.lost} == ALL
     await node.leases.pause()
+
+
+async def test_a_busy_event_loop_keeps_its_leases_while_a_hung_one_lets_them_lapse(
+    redis_server: RedisServer, client: aioredis.Redis
+) -> None:
+    """Renewal runs in the lease thread: a loop blocked for several TTLs (a large recovery)
+    keeps every lease at the same epoch and the other node gets none; a loop blocked past
+    ``max_stall_ms`` is taken for hung and its leases go to the other node."""
+    busy = Node(redis_server.url, "node-a", max_stall_ms=6 * TTL_MS)
+    other = Node(redis_server.url, "node-b")
+    await busy.leases.start()
+    await other.leases.start()
+    try:
+        await eventually(lambda: {len(busy.held), len(other.held)} == {10, 11}, what="the two nodes to share")
+        held = {node.leases.node: node.held for node in (busy, other)}
+        epochs = {region: node.leases.epoch_of(region) for node in (busy, other) for region in node.held}
+        told = [(len(node.acquired), len(node.lost)) for node in (busy, other)]
+        time.sleep(3 * TTL_MS / 1000)  # noqa: ASYNC251 - the point: nothing else runs on this loop
+        assert {node.leases.node: node.held for node in (busy, other)} == held
+        owners = await other.leases.owners()
+        assert {region: owner.epoch for region, owner in owners.items() if owner is not None} == epochs
+        await asyncio.sleep(TTL_MS / 1000)  # the loop runs the callbacks of what the thread decided
+        assert [(len(node.acquired), len(node.lost)) for node in (busy, other)] == told  # nothing moved
+
+        time.sleep(8 * TTL_MS / 1000)  # noqa: ASYNC251 - hung past max_stall_ms
+        await eventually(lambda: other.held == ALL, what="the hung node's leases to lapse to the other")
+        assert busy.held == set()
+        await eventually(
+            lambda: {region for region, _ in busy.lost[told[0][1] :]} == held["node-a"],
+            what="the hung node's loop to be told, once it runs",
+        )
+    finally:
+        await busy.leases.stop()
+        await other.leases.stop()
 
 
 # -- tandtid serve --redis URL --node NAME --advertise ADDRESS ------------------------------------
@@ -209,35 +246,29 @@ async def test_served_nodes_write_only_the_regions_they_own_and_take_over_on_shu
                 server.stop()
 
 
-async def test_pause_ends_the_renewal_loop_even_when_redis_py_swallows_the_cancel(
-    client: aioredis.Redis,
+async def test_pause_ends_even_when_a_callback_swallows_the_cancel(
+    redis_server: RedisServer, client: aioredis.Redis
 ) -> None:
-    """On Python 3.11 redis-py's wait_for can swallow a cancel that arrives with a reply: the
-    renewal loop then went on for ever and stop() (the two_nodes fixture's teardown) hung."""
-    node = Node(client, "node-a")
-    await node.leases.start()
-    heartbeat = node.leases._scripts["heartbeat"]
-    in_call = asyncio.Event()
+    """On Python 3.11 redis-py's wait_for can swallow a cancel that arrives with a reply; a lease
+    callback doing Redis work could then keep the loop's teller alive and pause()/stop() hang."""
+    node = Node(redis_server.url, "node-a")
+    swallowing = asyncio.Event()
 
-    async def swallowing(*args: object, **kwargs: object) -> object:
-        reply = await heartbeat(*args, **kwargs)
-        if in_call.is_set():
-            return reply  # once is enough
-        in_call.set()
+    async def on_lost(region: str, epoch: int) -> None:
+        node.lost.append((region, epoch))
+        if swallowing.is_set():
+            return
+        swallowing.set()
         with contextlib.suppress(asyncio.CancelledError):  # swallowed, as wait_for does on 3.11
-            await asyncio.sleep(3600)  # the cancel arrives here, as the reply came in
-        return reply
+            await asyncio.sleep(3600)
 
-    node.leases._scripts["heartbeat"] = swallowing
-    await eventually(in_call.is_set, what="a round in its heartbeat")
+    node.leases.on_lost = on_lost
+    await node.leases.start()
+    await client.delete(region_key("AB", "lease"))  # lost: the next renewal finds it gone
+    await eventually(swallowing.is_set, what="the lost lease's callback")
     pausing = asyncio.create_task(node.leases.pause())
     await asyncio.wait({pausing}, timeout=scaled(10.0))
-    try:
-        assert pausing.done(), "pause() still waits for a loop that took its cancel for nothing"
-    finally:
-        if not pausing.done() and node.leases._task is not None:
-            node.leases._task.cancel()  # the second cancel a pause that hangs never sends
-        await pausing
-    node.leases._scripts["heartbeat"] = heartbeat
+    assert pausing.done(), "pause() still waits for a teller that took its cancel for nothing"
+    await pausing
     await node.leases.stop()
     assert node.held == set()
