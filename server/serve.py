@@ -347,7 +347,12 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         webhooks = WebhookDispatcher.open(feed, settings.data_dir, settings.redis_url)
         await notifier.start()
         await webhooks.start()
-        await feed.start()
+        # The consumers run once per region in a cluster: with its owner (they resume from their
+        # durable cursors when the region moves). No await between these two: no move is missed.
+        await feed.start(sorted(built.regions.owned))
+        built.regions.add_ownership_listener(
+            lambda region, owned: feed.follow(region) if owned else feed.unfollow(region)
+        )
     tune_gc()
     built.app.state.webhook_store = webhooks.store
     built.app.state.webhook_dispatcher = webhooks

@@ -134,27 +134,60 @@ class Feed:
         self.readers: list[Reader] = []
         self._caught_up: set[str] = set()
         self._all_caught_up = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # region -> its supervised pipeline
 
     def add(self, reader: Reader) -> None:
         """Before ``start``: ``reader`` gets every entry after its cursors."""
-        if self._tasks:
+        if self._started:
             raise RuntimeError("add readers before the feed starts")
         self.readers.append(reader)
 
-    async def start(self) -> None:
-        for region in self.regions:
-            self._tasks.append(
-                self.supervise(
-                    tuple(r.name for r in self.readers),
-                    region,
-                    functools.partial(self._follow, region),
-                    name=f"feed-{region}",
-                )
-            )
+    async def start(self, regions: Iterable[str] | None = None) -> None:
+        """Follow ``regions`` (default: all of ``self.regions``); ``follow`` and ``unfollow``
+        change the set later (a node runs the consumers of the regions it owns only)."""
+        self._started = True
+        for region in self.regions if regions is None else regions:
+            self.follow(region)
+        if not self._tasks:
+            self._all_caught_up.set()
+
+    def follow(self, region: str) -> None:
+        """Start the region's pipeline (from its snapshot and the readers' durable cursors)."""
+        if region in self._tasks:
+            return
+        if region not in self.regions:
+            raise ValueError(f"region {region} is not one this feed may follow")
+        self._all_caught_up.clear()
+        self._tasks[region] = self.supervise(
+            tuple(r.name for r in self.readers),
+            region,
+            functools.partial(self._follow, region),
+            name=f"feed-{region}",
+        )
+
+    async def unfollow(self, region: str) -> None:
+        """Stop the region's pipeline and forget its view: its readers hear no more of it
+        (another node's do). Cursors stay as durable as the readers made them."""
+        task = self._tasks.pop(region, None)
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self.projection.views.pop(region, None)
+        self._caught_up.discard(region)
+        for reader in self.readers:
+            self.health.up(reader.name, region)  # not down: not ours any more
+        if self._caught_up >= set(self._tasks):
+            self._all_caught_up.set()
+
+    @property
+    def following(self) -> set[str]:
+        return set(self._tasks)
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = list(self._tasks.values()), {}
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -162,7 +195,7 @@ class Feed:
                 await task
 
     async def wait_caught_up(self) -> None:
-        """Until every region's projection has reached the journal's end as of its first start."""
+        """Until every followed region's projection has reached the journal's end as of its start."""
         await self._all_caught_up.wait()
 
     @property
@@ -360,7 +393,7 @@ class Feed:
             if queue.empty():
                 self._up(reader.name, region)
         self._caught_up.add(region)
-        if len(self._caught_up) == len(self.regions):
+        if self._caught_up >= set(self._tasks):
             self._all_caught_up.set()
 
     def _lost(self, region: str, first: int, last: int, readers: list[Reader], cursors: list[int]) -> None:

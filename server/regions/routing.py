@@ -7,8 +7,9 @@ lookup: ``region_of(id)`` picks the actor.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -41,6 +42,7 @@ from persistence.journal import Journal
 from server.regions.actor import Committed, RegionActor, Reloaded, Unavailable
 
 T = TypeVar("T")
+OwnershipListener = Callable[[str, bool], Awaitable[None] | None]  # (region, owned now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +98,11 @@ class Regions:
     ) -> None:
         self.journal = journal
         self._listeners: list[Callable[[Committed | Reloaded], None]] = []
+        self._ownership_listeners: list[OwnershipListener] = []
         self._actor_options: dict[str, Any] = {"clock": clock, **actor_options}
         codes = regions if regions is not None else tuple(r.code for r in REGIONS)
         self.actors: dict[str, RegionActor] = {code: self._new_actor(code, epoch) for code in codes}
+        self.owned: set[str] = set(codes)  # the regions this node writes (all of them without leases)
 
     def _new_actor(self, region: str, epoch: int) -> RegionActor:
         return RegionActor(
@@ -109,8 +113,20 @@ class Regions:
 
     def stand_by(self) -> None:
         """Instead of ``start()`` when leases decide: no region is written until ``take``."""
+        self.owned.clear()
         for actor in self.actors.values():
             actor.step_down(NOT_OWNED)
+
+    def add_ownership_listener(self, fn: OwnershipListener) -> None:
+        """``fn(region, owned)`` after this node takes a region (True) or gives it up (False):
+        what runs once per region in the cluster (the consumers) starts and stops with it."""
+        self._ownership_listeners.append(fn)
+
+    async def _tell_ownership(self, region: str, owned: bool) -> None:
+        for fn in list(self._ownership_listeners):
+            result = fn(region, owned)
+            if inspect.isawaitable(result):
+                await result
 
     async def take(self, region: str, epoch: int) -> None:
         """This node now owns ``region`` under ``epoch``: a fresh actor recovers it (in the
@@ -120,14 +136,18 @@ class Regions:
         await old.stop()
         actor = self._new_actor(region, epoch)
         self.actors[region] = actor
+        self.owned.add(region)
         await actor.start(wait=False)
+        await self._tell_ownership(region, True)
 
     async def give_up(self, region: str, epoch: int) -> None:
         """This node no longer owns ``region``: it stops writing it at once."""
         actor = self.actors[region]
         if actor.epoch == epoch:
             actor.step_down(NOT_OWNED)
+            self.owned.discard(region)
             await actor.stop()
+            await self._tell_ownership(region, False)
 
     def add_listener(self, fn: Callable[[Committed | Reloaded], None]) -> None:
         self._listeners.append(fn)

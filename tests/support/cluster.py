@@ -1,0 +1,160 @@
+"""Several real ``tandtid serve --redis URL --node NAME --advertise URL`` processes on one Redis,
+for the multi-node tests (leases, consumers once per region, forwarding, failover).
+
+    cluster = Cluster(tmp_path, redis_server.url, ("node-a", "node-b"), patients=4)
+    cluster.start(seed=True)                     # node-a seeds the demo; waits for both /ready
+    owner = cluster.owner("AB")                  # the node holding AB's lease (from Redis)
+    ... cluster.tokens[0] ... (a patient's Bearer token, valid on every node)
+    cluster.stop()
+
+Accounts live in each node's own SQLite file until they move to Redis: the patients (and their
+sessions) are made once before any node starts and the file copied into every data directory,
+and every node gets the same session secret, so a patient is known on all of them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+
+import httpx
+import redis
+
+from engine.model import REGIONS
+from persistence.redis_journal import region_key
+from server.identity.accounts import AccountStore, Role
+from server.identity.auth import SessionSigner, start_session
+from server.regions.lease import parse_lease
+from tests.support.served import ServedProcess
+from tests.support.waiting import eventually_sync
+
+REGION_CODES = tuple(r.code for r in REGIONS)
+
+
+class Cluster:
+    def __init__(
+        self,
+        root: Path,
+        redis_url: str,
+        names: tuple[str, ...],
+        *,
+        patients: int = 0,
+        env: dict[str, str] | None = None,
+        lease_ttl_ms: int = 2_000,
+    ) -> None:
+        self.root = root
+        self.redis_url = redis_url
+        self.secret = secrets.token_urlsafe(48)
+        self.env = {
+            "TANDTID_LEASE_TTL_MS": str(lease_ttl_ms),
+            "TANDTID_RATE_PER_S": "0",
+            "TANDTID_SECRET_KEY": self.secret,
+            **(env or {}),
+        }
+        self.nodes: dict[str, ServedProcess] = {}
+        for name in names:
+            served = ServedProcess(root / name, env=self.env)
+            served.args = ("--redis", redis_url, "--node", name, "--advertise", served.url)
+            self.nodes[name] = served
+        self.tokens = self._patients(patients)
+        self.store = redis.Redis.from_url(redis_url)
+
+    def _patients(self, count: int) -> list[str]:
+        """``count`` patients with one session each, in every node's accounts file."""
+        first = self.root / "accounts"
+        first.mkdir(parents=True, exist_ok=True)
+        store = AccountStore(first / "accounts.sqlite3")
+        signer = SessionSigner(self.secret.encode())
+        try:
+            tokens = []
+            for n in range(count):
+                user = store.create_user(
+                    f"cluster.patient{n}@example.test", "hemligt-losen", f"Klusterpatient {n}", Role.PATIENT
+                )
+                tokens.append(start_session(store, signer, user))
+        finally:
+            store.close()
+        for served in self.nodes.values():
+            served.data_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(first / "accounts.sqlite3", served.data_dir / "accounts.sqlite3")
+        return tokens
+
+    def start(self, *, seed: bool = True) -> Cluster:
+        """The first node (seeding an empty store when ``seed``), then the others; each
+        waits for its own /ready. Then until the regions are spread over every node."""
+        for i, served in enumerate(self.nodes.values()):
+            if i == 0 and seed:
+                served.args = (*served.args, "--seed")
+            served.start()
+        eventually_sync(self.spread, what="the regions to be spread over every node")
+        return self
+
+    def owners(self) -> dict[str, str]:
+        """region -> the node holding its lease now (regions without a lease left out)."""
+        values = self.store.mget([region_key(code, "lease") for code in REGION_CODES])
+        leases = {code: parse_lease(value) for code, value in zip(REGION_CODES, values, strict=True)}
+        return {code: lease.node for code, lease in leases.items() if lease is not None}
+
+    def spread(self) -> bool:
+        owners = self.owners()
+        live = [name for name, served in self.nodes.items() if alive(served)]
+        counts = sorted(list(owners.values()).count(name) for name in live)
+        return len(owners) == len(REGION_CODES) and counts[-1] - counts[0] <= 1 and counts[0] > 0
+
+    def owner(self, region: str) -> ServedProcess:
+        return self.nodes[self.owners()[region]]
+
+    def other_than(self, served: ServedProcess) -> ServedProcess:
+        return next(s for s in self.nodes.values() if s is not served and alive(s))
+
+    def region_owned_by(self, served: ServedProcess, *, but: str = "") -> str:
+        name = next(n for n, s in self.nodes.items() if s is served)
+        return next(code for code, node in sorted(self.owners().items()) if node == name and code != but)
+
+    def stop(self) -> None:
+        for served in self.nodes.values():
+            served.stop()
+        self.store.close()
+
+
+def alive(served: ServedProcess) -> bool:
+    return served.process is not None and served.process.poll() is None
+
+
+def metric(served: ServedProcess, name: str, **labels: str) -> float | None:
+    """One sample of ``name`` with exactly ``labels`` from the node's /metrics (None: absent)."""
+    text = httpx.get(f"{served.url}/metrics", timeout=10).text
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        series, _, value = line.rpartition(" ")
+        inner = series[len(name) + 1 : -1]
+        if ",".join(sorted(inner.split(","))) == wanted:
+            return float(value)
+    return None
+
+
+def free_times(
+    served: ServedProcess, region: str, count: int, *, service: str = "checkup"
+) -> list[dict[str, str]]:
+    """``count`` bookable times of ``region`` (clinic, resource, start) on distinct resources,
+    as the node answers them now."""
+    clinics = httpx.get(
+        f"{served.url}/api/clinics",
+        params={"region": region, "service": service, "has_free": "true", "limit": 20},
+        timeout=30,
+    ).json()
+    chosen: list[dict[str, str]] = []
+    for clinic in clinics:
+        avail = httpx.get(
+            f"{served.url}/api/clinics/{clinic['id']}/availability",
+            params={"service": service, "days": 14},
+            timeout=30,
+        ).json()
+        for day in avail["days"]:
+            for t in day["times"]:
+                if len(chosen) < count and all(c["resource"] != t["resource"] for c in chosen):
+                    chosen.append({"clinic": clinic["id"], "resource": t["resource"], "start": t["start"]})
+    return chosen
