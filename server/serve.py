@@ -36,6 +36,7 @@ from server.consumers.notify.notifier import Notifier
 from server.consumers.webhooks.dispatcher import WebhookDispatcher
 from server.data_lock import data_directory_lock
 from server.http.app import create_app
+from server.http.forwarding import Forwarder
 from server.http.protocol import http_protocol
 from server.identity.accounts import Accounts
 from server.live.protocol import UVICORN_WS_OPTIONS
@@ -108,11 +109,14 @@ class BuiltServer:
     config: uvicorn.Config
     server: uvicorn.Server
     leases: LeaseManager | None = None  # with --node: which regions this node writes
+    forwarder: Forwarder | None = None  # with --node: requests for other nodes' regions go there
 
     async def serve(self) -> None:
         await self.server.serve()
 
     async def close(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.close()
         if self.leases is not None:
             await self.leases.stop()  # hands every lease back: other nodes take over at once
         await self.regions.stop()
@@ -122,7 +126,8 @@ class BuiltServer:
 async def start_leases(settings: Settings, regions: Regions) -> LeaseManager:
     """With ``--node``: no region is written until this node holds its lease; the node takes
     its fair share of the regions now (and waits for them to recover), more or fewer later as
-    nodes come and go. The other regions answer 503 here (forwarding to their owner is to come)."""
+    nodes come and go. Requests for the other regions are forwarded to their owners
+    (``server.http.forwarding``)."""
     if not settings.redis_url or not settings.node:
         raise ValueError("--node needs --redis: region leases live in Redis")
     regions.stand_by()
@@ -162,6 +167,10 @@ async def build_server(
     if leases is None:
         await regions.start()
     app = create_app(settings, regions=regions, accounts=accounts)
+    forwarder = None
+    if leases is not None:
+        forwarder = Forwarder(leases, settings.secret_key, timeout_s=settings.forward_timeout_s)
+        app.state.forwarder = forwarder
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -178,7 +187,7 @@ async def build_server(
         **uvicorn_options,
     }
     config = uvicorn.Config(app, **options)
-    return BuiltServer(settings, journal, regions, app, config, uvicorn.Server(config), leases)
+    return BuiltServer(settings, journal, regions, app, config, uvicorn.Server(config), leases, forwarder)
 
 
 @dataclass(frozen=True, slots=True)

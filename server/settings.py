@@ -32,6 +32,7 @@ class Settings:
     node: str | None = None  # with redis_url: region ownership by leases (server.regions.lease)
     advertise: str | None = None  # this node's address for other nodes (stored in its leases)
     lease_ttl_ms: int = 5_000
+    forward_timeout_s: float = 10.0  # a request forwarded to a region's owner: 503 past this
     hold_ttl_s: int = 300
     horizon_days: int = 400  # days may be opened and asked about this far ahead, no further
     session_ttl_s: int = 7 * 24 * 3600
@@ -68,6 +69,7 @@ class Settings:
             "node": str,
             "advertise": str,
             "lease_ttl_ms": int,
+            "forward_timeout_s": float,
             "hold_ttl_s": int,
             "horizon_days": int,
             "session_ttl_s": int,

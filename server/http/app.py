@@ -8,7 +8,9 @@ the event-loop lag monitor (``server.loop_lag``), and puts ``regions``, ``health
 ``openapi`` and the principal rate limiter on ``app.state``.
 
 Middleware, outermost first: ``EdgeMiddleware`` (request id, body cap, security headers,
-metrics, access log, catch-all 500), then ``RateLimitMiddleware`` (per client IP), then Starlette's
+metrics, access log, catch-all 500), ``ForwardingMiddleware`` (a cluster node sends requests for
+another node's regions there: ``server.http.forwarding``; the owner's reply is relayed as it is),
+then ``RateLimitMiddleware`` (per client IP), then Starlette's
 ``GZipMiddleware``: a reply of ``COMPRESS_MIN_BYTES`` or more (the map's ~1.2 MB clinic list, availability)
 is gzip-compressed when the client accepts it; smaller ones, replies already encoded (``/static`` compresses
 its own) and ``text/event-stream`` pass as they are, and WebSockets never go through it (HTTP scopes only).
@@ -31,6 +33,7 @@ from starlette.websockets import WebSocket
 
 from server.health import Health
 from server.http.errors import EdgeMiddleware, error_response, exception_handlers
+from server.http.forwarding import ForwardingMiddleware
 from server.http.openapi import Endpoint, build_document
 from server.http.routes import (
     admin,
@@ -137,6 +140,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
         routes=routes,
         middleware=[
             Middleware(EdgeMiddleware, max_body=settings.max_body_bytes),
+            Middleware(ForwardingMiddleware),  # a cluster node: another node's regions go there
             Middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_per_s, settings.rate_burst)),
             Middleware(GZipMiddleware, minimum_size=COMPRESS_MIN_BYTES, compresslevel=COMPRESS_LEVEL),
         ],

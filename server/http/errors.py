@@ -41,6 +41,7 @@ from engine.errors import RefusalCode, Refused, TandtidError
 from server.http import ids
 from server.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from server.regions.actor import Unavailable
+from server.regions.routing import SUBMITTED, NotOwned
 
 log = logging.getLogger("tandtid.http")
 access_log = logging.getLogger("tandtid.access")
@@ -175,6 +176,21 @@ async def _refused(request: Request, exc: Exception) -> Response:
     return await _api_error(request, refusal_error(exc))
 
 
+async def _not_owned(request: Request, exc: Exception) -> Response:
+    """Another node owns the region: marked for ``server.http.forwarding`` (which sends the
+    request there instead of this answer), else 503 as the region moves."""
+    assert isinstance(exc, NotOwned)
+    if not SUBMITTED.get():  # a command already made here is never made again over there
+        request.scope["tandtid.forward"] = exc.region
+    return error_response(
+        request,
+        503,
+        "UNAVAILABLE",
+        "the region is served by another node right now; try again in a moment",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unavailable(request: Request, exc: Exception) -> Response:
     from server.regions.actor import NotWritable, Overloaded
 
@@ -233,6 +249,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 def exception_handlers() -> dict[Any, Any]:
     return {
+        NotOwned: _not_owned,
         ApiError: _api_error,
         Refused: _refused,
         Unavailable: _unavailable,

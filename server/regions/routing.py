@@ -7,6 +7,7 @@ lookup: ``region_of(id)`` picks the actor.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,20 @@ class Gathered(Generic[T]):
 NOT_OWNED = "owned by another node (its lease)"
 
 
+# True once the current request (its task) has handed a command to an actor here: from then on a
+# NotOwned (the region moved meanwhile) must not send the whole request to another node again.
+SUBMITTED: contextvars.ContextVar[bool] = contextvars.ContextVar("tandtid_submitted", default=False)
+
+
+class NotOwned(Unavailable):
+    """Another node owns ``region`` (its lease): the HTTP edge forwards the request there
+    (``server.http.forwarding``), or answers 503 when it cannot."""
+
+    def __init__(self, region: str) -> None:
+        super().__init__(f"region {region} is {NOT_OWNED}")
+        self.region = region
+
+
 def command_region(command: Command) -> str:
     """The region a command belongs to, from the id it carries."""
     match command:
@@ -103,6 +118,7 @@ class Regions:
         codes = regions if regions is not None else tuple(r.code for r in REGIONS)
         self.actors: dict[str, RegionActor] = {code: self._new_actor(code, epoch) for code in codes}
         self.owned: set[str] = set(codes)  # the regions this node writes (all of them without leases)
+        self.leased = False  # True once leases decide what this node owns (``stand_by``)
 
     def _new_actor(self, region: str, epoch: int) -> RegionActor:
         return RegionActor(
@@ -113,6 +129,7 @@ class Regions:
 
     def stand_by(self) -> None:
         """Instead of ``start()`` when leases decide: no region is written until ``take``."""
+        self.leased = True
         self.owned.clear()
         for actor in self.actors.values():
             actor.step_down(NOT_OWNED)
@@ -182,8 +199,17 @@ class Regions:
                 raise KeyError(region_or_id) from None
         return actor
 
+    def _owned_actor(self, region_or_id: str) -> RegionActor:
+        """The actor, if this node owns its region; ``NotOwned`` when another node does."""
+        actor = self.actor(region_or_id)
+        if self.leased and actor.region not in self.owned:
+            raise NotOwned(actor.region)
+        return actor
+
     async def submit(self, command: Command) -> list[Any]:
-        return await self.actor(command_region(command)).submit(command)
+        actor = self._owned_actor(command_region(command))
+        SUBMITTED.set(True)
+        return await actor.submit(command)
 
     async def decide(
         self,
@@ -192,16 +218,18 @@ class Regions:
         reply: Callable[[RegionState, list[Any]], T],
     ) -> T:
         """``RegionActor.decide`` in ``region``: build, apply and answer in one trip."""
-        return await self.actor(region).decide(make, reply)
+        actor = self._owned_actor(region)
+        SUBMITTED.set(True)
+        return await actor.decide(make, reply)
 
     async def query(self, region: str, fn: Callable[[RegionState], T]) -> T:
-        return await self.actor(region).query(fn)
+        return await self._owned_actor(region).query(fn)
 
     async def query_all(self, fn: Callable[[RegionState], list[T]]) -> list[T]:
         """``fn`` on every region (in parallel, each inside its actor), the lists joined.
         Raises ``Unavailable`` when any region cannot answer: for what must see every region
         (is an idempotency key used anywhere?). To show what can be shown, ``query_available``."""
-        chunks = await asyncio.gather(*(actor.query(fn) for actor in self.actors.values()))
+        chunks = await asyncio.gather(*(self._owned_actor(code).query(fn) for code in self.actors))
         return [item for chunk in chunks for item in chunk]
 
     async def query_available(self, fn: Callable[[RegionState], list[T]]) -> Gathered[T]:
@@ -210,7 +238,7 @@ class Regions:
         things that can live in any region: a patient's bookings, holds, wait-list entries --
         one failed region must not hide those in the twenty others."""
         codes = list(self.actors)
-        chunks = await asyncio.gather(*(self.actors[c].query(fn) for c in codes), return_exceptions=True)
+        chunks = await asyncio.gather(*(self._query_in(c, fn) for c in codes), return_exceptions=True)
         items: list[T] = []
         missing: list[str] = []
         for code, chunk in zip(codes, chunks, strict=True):
@@ -221,6 +249,9 @@ class Regions:
             else:
                 items.extend(chunk)
         return Gathered(items, sorted(missing))
+
+    async def _query_in(self, region: str, fn: Callable[[RegionState], T]) -> T:
+        return await self._owned_actor(region).query(fn)
 
     def state_of(self, region: str) -> tuple[RegionState, int] | None:
         """The region's state as its actor has it now and the journal position it holds at
