@@ -48,7 +48,7 @@ REGION_LIFECYCLE = Enum(
     "tandtid_region_lifecycle",
     "A region actor's lifecycle (failed: an operator must act, see tandtid journal check)",
     ["region"],
-    states=["recovering", "ready", "fenced", "failed"],
+    states=["recovering", "ready", "following", "fenced", "failed"],
 )
 ACTOR_FAILURES = Counter(
     "tandtid_actor_failures_total",

@@ -130,7 +130,7 @@ async def start_leases(settings: Settings, regions: Regions) -> LeaseManager:
     (``server.http.forwarding``)."""
     if not settings.redis_url or not settings.node:
         raise ValueError("--node needs --redis: region leases live in Redis")
-    regions.stand_by()
+    await regions.stand_by()
     leases = LeaseManager(
         settings.redis_url,
         settings.node,

@@ -17,11 +17,18 @@ they resync their subscribers. The state therefore never holds a change the jour
 
 Lifecycle (``Lifecycle``, one value at a time)::
 
+    RECOVERING ──> FOLLOWING ──(promote: this node took the lease)──> READY
     RECOVERING ──> READY ──(any failure in a turn)──> RECOVERING
         │            └──(a newer epoch holds the region)──> FENCED   (stays; writes refused)
         └──(damage in the journal, or any non-transient recovery error)──> FAILED
                                     (stays until an operator repairs and restarts; ``failure``
                                      says why; every submit and query answers Unavailable)
+A FOLLOWING actor (``start(follow=True)``: another node owns the region) answers queries only;
+a task tails the journal and the actor applies each entry with the engine's own ``evolve``
+between queries and hands a ``Committed`` to the listeners, as the owner's did: every node
+serves reads, the map and live topics for every region. ``promote(epoch)`` applies what is left
+in the journal (the lease's epoch already fences the old owner) and serves commands.
+
 Holds expire and buffers release through the same path (a ``Tick`` command), so they are
 journaled too. Snapshots are taken every N events or T seconds; what changes in place is copied on
 the actor's turn, the append-only rest (most of the bookings) copied, packed and written off it.
@@ -45,6 +52,7 @@ from engine.state import Change, RegionState
 from persistence.codec import pack_events, pack_snapshot, unpack_events, unpack_snapshot
 from persistence.journal import (
     CorruptJournal,
+    Entry,
     Journal,
     JournalError,
     JournalUnavailable,
@@ -71,9 +79,14 @@ class NotWritable(Unavailable):
     at once for up to ``WRITE_RETRY_S`` after a failed append instead of applying and reloading."""
 
 
+class _Reload(Exception):
+    """A replica cannot go on from where it is (a gap in the journal): recover again."""
+
+
 class Lifecycle(enum.Enum):
     RECOVERING = "recovering"  # loading snapshot + journal (or retrying while it is unreachable)
     READY = "ready"  # serving commands and queries
+    FOLLOWING = "following"  # a read replica: another node owns the region; its journal is applied here
     FENCED = "fenced"  # a writer with a newer epoch owns the region: no more writes from here
     FAILED = "failed"  # recovery cannot succeed without an operator (see ``RegionActor.failure``)
 
@@ -137,6 +150,46 @@ class _Replied:
         self.value = value
 
 
+class _Apply:
+    """A journal entry another node wrote, for a FOLLOWING actor to apply."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+
+    @property
+    def future(self) -> _Answered:
+        return _ANSWERED  # nobody waits for it
+
+
+class _Answered:
+    """What an item nobody waits for has instead of a future."""
+
+    def done(self) -> bool:
+        return True
+
+    def set_result(self, _value: object) -> None: ...
+
+    def set_exception(self, _exc: BaseException) -> None: ...
+
+
+_ANSWERED = _Answered()
+
+
+class _Promote:
+    """This node took the region's lease under ``epoch``: catch up and serve commands."""
+
+    __slots__ = ("epoch", "future")
+
+    def __init__(self, epoch: int, future: asyncio.Future[None]) -> None:
+        self.epoch = epoch
+        self.future = future
+
+
+_Item = _Request | _Query | _Apply | _Promote
+
+
 class RegionActor:
     """Owns one region. Create, ``await start()`` (recovers), then ``submit``/``query``."""
 
@@ -170,7 +223,9 @@ class RegionActor:
         self.position = 0
         self.lifecycle = Lifecycle.RECOVERING
         self.failure: str | None = None  # why the region FAILED (no personal data: kinds and offsets)
-        self._inbox: asyncio.Queue[_Request | _Query] = asyncio.Queue()
+        self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
+        self._follow = False  # start as a read replica (``start(follow=True)``)
+        self._tail_task: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._recovered = asyncio.Event()
         self._snapshot_task: asyncio.Task[None] | None = None
@@ -205,9 +260,20 @@ class RegionActor:
         self._ready_gauge.set(1 if lifecycle is Lifecycle.READY else 0)
         self._lifecycle_enum.state(lifecycle.value)
 
-    async def start(self, wait: bool = True) -> None:
+    @property
+    def following(self) -> bool:
+        return self.lifecycle is Lifecycle.FOLLOWING
+
+    @property
+    def serving(self) -> bool:
+        """Answering queries from recovered state: READY, or FOLLOWING another node's writes."""
+        return self.lifecycle in (Lifecycle.READY, Lifecycle.FOLLOWING)
+
+    async def start(self, wait: bool = True, *, follow: bool = False) -> None:
         """Start the loop, which first recovers (snapshot + replay), retrying with backoff while
-        the journal is unreachable. ``wait``: return only once the region is ready."""
+        the journal is unreachable. ``wait``: return only once the region is ready (or
+        following). ``follow``: a read replica of a region another node writes (``promote``)."""
+        self._follow = follow
         self._task = asyncio.create_task(self._run(), name=f"region-actor-{self.region}")
         if wait:
             await self.wait_ready()
@@ -221,10 +287,21 @@ class RegionActor:
         if waiter not in done:
             waiter.cancel()
             self._task.result()  # re-raise a failure of the loop itself
-        if not self.ready:
+        if not self.serving:
             raise Unavailable(f"region {self.region} is {self.lifecycle.value}: {self.failure}")
 
+    async def promote(self, epoch: int) -> None:
+        """A FOLLOWING actor becomes the writer under ``epoch`` (this node took the lease): it
+        applies every entry left in the journal, then serves commands. Raises ``Unavailable``
+        when it is not following (the caller starts a fresh actor instead)."""
+        if not self.following:
+            raise Unavailable(f"region {self.region} is {self.lifecycle.value}, not following")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Promote(epoch, future))
+        await future
+
     async def stop(self) -> None:
+        await self._stop_tail()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -314,12 +391,15 @@ class RegionActor:
             await self._recover_with_backoff()
             self._last_snapshot_at = self.clock()
             self._recovered.set()
+            if self.following:
+                self._start_tail()
+                self._publish(Reloaded(self.region))  # a replica replacing a writer: subscribers resync
             inbox = self._inbox
-            while self.lifecycle is Lifecycle.READY:
-                items: list[_Request | _Query] = []
+            while self.lifecycle in (Lifecycle.READY, Lifecycle.FOLLOWING):
+                items: list[_Item] = []
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a stop()'s cancellation.
-                    first: _Request | _Query | None = None
+                    first: _Item | None = None
                     try:
                         async with asyncio.timeout(self._idle_timeout()):
                             first = await inbox.get()
@@ -330,7 +410,10 @@ class RegionActor:
                     while len(items) < self.max_batch and not inbox.empty():
                         items.append(inbox.get_nowait())
                     self._queue_gauge.set(inbox.qsize())
-                    await self._turn(items)
+                    if self.following:
+                        await self._follow_turn(items)
+                    else:
+                        await self._turn(items)
                 except Exception as exc:  # anything unexpected: 503 for the batch, reload
                     await self._on_turn_failure(items, exc)
                 except asyncio.CancelledError:  # stop() mid-turn: nobody may wait forever
@@ -347,12 +430,14 @@ class RegionActor:
             self._recovered.set()
 
     def _idle_timeout(self) -> float:
+        if self.following:
+            return self.tick_interval_s * 5  # no ticks: the owner issues them
         deadline = self.state.next_deadline()
         if deadline is None:
             return self.tick_interval_s * 5
         return max(0.0, min(self.tick_interval_s * 5, deadline - self.clock() + 0.001))
 
-    async def _turn(self, items: list[_Request | _Query]) -> None:
+    async def _turn(self, items: list[_Item]) -> None:
         # 1. queries see durable state only
         # Between two queries that ran past QUERY_SLICE_S the loop gets a turn (the state cannot
         # change meanwhile: only this task changes it), so a batch of heavy reads never holds
@@ -360,6 +445,10 @@ class RegionActor:
         requests: list[_Request] = []
         slice_started = time.perf_counter()
         for item in items:
+            if isinstance(item, _Apply | _Promote):  # left from following: nothing to do now
+                if not item.future.done():
+                    item.future.set_result(None)
+                continue
             if isinstance(item, _Query):
                 if not item.future.done():
                     try:
@@ -479,9 +568,114 @@ class RegionActor:
             except Exception:  # a listener's bug must not stop the region
                 log.exception("listener failed in region %s", self.region)
 
+    # -- following another node's writes (a read replica) -------------------------------------
+
+    def _start_tail(self) -> None:
+        self._tail_task = asyncio.create_task(self._tail(self.position), name=f"region-tail-{self.region}")
+
+    async def _stop_tail(self) -> None:
+        task, self._tail_task = self._tail_task, None
+        if task is None or task is asyncio.current_task():
+            return
+        # Cancelled again until it ends: on Python 3.11 a wait_for inside redis-py can swallow a
+        # cancel that arrives as its read completes, and the tail would block on for ever.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()  # the tail only ever ends by a cancel
+
+    async def _tail(self, after: int) -> None:
+        """Hand every journal entry after ``after`` to the actor, for ever; re-tail with backoff
+        while the journal is unreachable. Waits while the inbox is half full (a long catch-up
+        must not crowd queries out)."""
+        delay, max_delay = self.retry_backoff_s
+        while True:
+            try:
+                async for entry in self.journal.tail(self.region, after=after):
+                    while self._inbox.qsize() > self.max_inbox // 2:  # noqa: ASYNC110 - a queue has no "below" event
+                        await asyncio.sleep(0.01)
+                    self._inbox.put_nowait(_Apply(entry))
+                    after = entry.position
+                    delay = self.retry_backoff_s[0]
+            except Exception as exc:  # unreachable, or anything else: follow on from the same place
+                log.warning(
+                    "region %s: following the journal failed (%s); again in %.2fs",
+                    self.region,
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(max_delay, delay * 2)
+
+    async def _follow_turn(self, items: list[_Item]) -> None:
+        """A replica's turn: queries answered and entries applied in the order they came."""
+        slice_started = time.perf_counter()
+        for i, item in enumerate(items):
+            if isinstance(item, _Query):
+                if not item.future.done():
+                    try:
+                        item.future.set_result(item.fn(self.state))
+                    except Exception as exc:
+                        item.future.set_exception(exc)
+            elif isinstance(item, _Apply):
+                self._apply_entry(item.entry)
+            elif isinstance(item, _Promote):
+                await self._promote(item.epoch)
+                item.future.set_result(None)
+                for rest in items[i + 1 :]:  # anything after: the writer's turns take it from here
+                    self._inbox.put_nowait(rest)
+                return
+            elif not item.future.done():
+                item.future.set_exception(Unavailable(f"region {self.region} is following another node"))
+            if time.perf_counter() - slice_started > QUERY_SLICE_S:
+                await asyncio.sleep(0)
+                slice_started = time.perf_counter()
+
+    def _apply_entry(self, entry: Entry) -> None:
+        """Evolve by one entry another node wrote and tell the listeners, as its writer did.
+        A gap (history trimmed under a slow replica) reloads from the snapshot."""
+        if entry.position <= self.position:
+            return
+        if entry.position != self.position + 1:
+            log.warning(
+                "region %s: replica at %d met entry %d; reloading", self.region, self.position, entry.position
+            )
+            self.state = RegionState(self.region)
+            self._become(Lifecycle.RECOVERING)
+            raise _Reload
+        events = [from_record(record) for record in unpack_events(entry.payload)]
+        evolve = self.state.evolve
+        for event in events:
+            evolve(event)
+        changes = self.state.take_changes()
+        self.position = entry.position
+        if events:
+            self._publish(
+                Committed(
+                    region=self.region,
+                    position=entry.position,
+                    committed_at=time.time(),
+                    events=events,
+                    changes=changes,
+                    counts=self._counts(changes),
+                )
+            )
+
+    async def _promote(self, epoch: int) -> None:
+        await self._stop_tail()
+        async for entry in self.journal.read(self.region, after=self.position):
+            self._apply_entry(entry)
+        self.epoch = epoch
+        self._follow = False
+        self._events_since_snapshot = 0
+        self._last_snapshot_at = self.clock()
+        self._become(Lifecycle.READY)
+        log.info("region %s: replica promoted at position %d, epoch %d", self.region, self.position, epoch)
+
     # -- failure and recovery -----------------------------------------------------------------
 
-    async def _on_turn_failure(self, items: list[_Request | _Query], exc: Exception) -> None:
+    async def _on_turn_failure(self, items: list[_Item], exc: Exception) -> None:
         """Answer every caller of the batch not yet answered with 503, drop the state (it may
         hold changes the journal does not) and reload it from snapshot + journal."""
         metrics.ACTOR_FAILURES.labels(region=self.region, kind=_failure_kind(exc)).inc()
@@ -513,6 +707,9 @@ class RegionActor:
         self._become(Lifecycle.RECOVERING)
         self._fail_pending(error)
         await self._recover_with_backoff(error)
+        if self.following:  # a replica that lost its place follows on from where it loaded
+            await self._stop_tail()
+            self._start_tail()
         self._publish(Reloaded(self.region))
 
     def _fail(self, why: str, exc: BaseException | None = None) -> None:
@@ -593,7 +790,7 @@ class RegionActor:
         self.position = position
         self._events_since_snapshot = replayed
         if not self.fenced:
-            self._become(Lifecycle.READY)
+            self._become(Lifecycle.FOLLOWING if self._follow else Lifecycle.READY)
         log.info(
             "region %s recovered: snapshot at %d, %d events replayed, position %d, %.3fs",
             self.region,

@@ -127,12 +127,12 @@ class Regions:
 
     # -- ownership by lease (several nodes): see server.regions.lease ------------------------
 
-    def stand_by(self) -> None:
-        """Instead of ``start()`` when leases decide: no region is written until ``take``."""
+    async def stand_by(self) -> None:
+        """Instead of ``start()`` when leases decide: every region starts as a read replica
+        (following the journal another node writes); ``take`` promotes it."""
         self.leased = True
         self.owned.clear()
-        for actor in self.actors.values():
-            actor.step_down(NOT_OWNED)
+        await asyncio.gather(*(actor.start(wait=False, follow=True) for actor in self.actors.values()))
 
     def add_ownership_listener(self, fn: OwnershipListener) -> None:
         """``fn(region, owned)`` after this node takes a region (True) or gives it up (False):
@@ -146,24 +146,33 @@ class Regions:
                 await result
 
     async def take(self, region: str, epoch: int) -> None:
-        """This node now owns ``region`` under ``epoch``: a fresh actor recovers it (in the
-        background: the lease keeps being renewed meanwhile) and then serves it."""
-        old = self.actors[region]
-        old.step_down(NOT_OWNED)
-        await old.stop()
-        actor = self._new_actor(region, epoch)
-        self.actors[region] = actor
+        """This node now owns ``region`` under ``epoch``: its replica applies what is left in the
+        journal and serves commands (the lease keeps being renewed meanwhile). A replica that
+        cannot (failed, fenced) is replaced by a fresh actor that recovers in the background."""
+        actor = self.actors[region]
+        try:
+            await actor.wait_ready()
+            await actor.promote(epoch)
+        except Unavailable:
+            actor.step_down(NOT_OWNED)
+            await actor.stop()
+            actor = self._new_actor(region, epoch)
+            self.actors[region] = actor
+            await actor.start(wait=False)
         self.owned.add(region)
-        await actor.start(wait=False)
         await self._tell_ownership(region, True)
 
     async def give_up(self, region: str, epoch: int) -> None:
-        """This node no longer owns ``region``: it stops writing it at once."""
+        """This node no longer owns ``region``: it stops writing it at once, and a fresh replica
+        follows the new owner's writes (its subscribers resync once it has loaded)."""
         actor = self.actors[region]
-        if actor.epoch == epoch:
+        if actor.epoch == epoch and region in self.owned:
             actor.step_down(NOT_OWNED)
             self.owned.discard(region)
             await actor.stop()
+            replica = self._new_actor(region, epoch)
+            self.actors[region] = replica
+            await replica.start(wait=False, follow=True)
             await self._tell_ownership(region, False)
 
     def add_listener(self, fn: Callable[[Committed | Reloaded], None]) -> None:
@@ -206,6 +215,14 @@ class Regions:
             raise NotOwned(actor.region)
         return actor
 
+    def _reading_actor(self, region_or_id: str) -> RegionActor:
+        """The actor to read from: the owner's or a replica here; ``NotOwned`` when neither
+        serves here now (a replica still loading: the owner answers)."""
+        actor = self.actor(region_or_id)
+        if self.leased and not actor.serving and actor.region not in self.owned:
+            raise NotOwned(actor.region)
+        return actor
+
     async def submit(self, command: Command) -> list[Any]:
         actor = self._owned_actor(command_region(command))
         SUBMITTED.set(True)
@@ -223,13 +240,13 @@ class Regions:
         return await actor.decide(make, reply)
 
     async def query(self, region: str, fn: Callable[[RegionState], T]) -> T:
-        return await self._owned_actor(region).query(fn)
+        return await self._reading_actor(region).query(fn)
 
     async def query_all(self, fn: Callable[[RegionState], list[T]]) -> list[T]:
-        """``fn`` on every region (in parallel, each inside its actor), the lists joined.
+        """``fn`` on every region (in parallel, each inside its actor or replica), the lists joined.
         Raises ``Unavailable`` when any region cannot answer: for what must see every region
         (is an idempotency key used anywhere?). To show what can be shown, ``query_available``."""
-        chunks = await asyncio.gather(*(self._owned_actor(code).query(fn) for code in self.actors))
+        chunks = await asyncio.gather(*(self._reading_actor(code).query(fn) for code in self.actors))
         return [item for chunk in chunks for item in chunk]
 
     async def query_available(self, fn: Callable[[RegionState], list[T]]) -> Gathered[T]:
@@ -251,7 +268,7 @@ class Regions:
         return Gathered(items, sorted(missing))
 
     async def _query_in(self, region: str, fn: Callable[[RegionState], T]) -> T:
-        return await self._owned_actor(region).query(fn)
+        return await self._reading_actor(region).query(fn)
 
     def state_of(self, region: str) -> tuple[RegionState, int] | None:
         """The region's state as its actor has it now and the journal position it holds at
@@ -262,10 +279,10 @@ class Regions:
         return (actor.state, actor.position) if actor is not None and actor.ready else None
 
     def ready(self) -> bool:
-        return all(actor.ready for actor in self.actors.values())
+        return all(actor.serving for actor in self.actors.values())
 
     def not_ready(self) -> list[str]:
-        return [code for code, actor in self.actors.items() if not actor.ready]
+        return [code for code, actor in self.actors.items() if not actor.serving]
 
     async def journal_ok(self) -> bool:
         try:

@@ -102,7 +102,7 @@ async def test_lifecycle_is_an_explicit_enum(journal: MemoryJournal) -> None:
     await actor.start()
     assert actor.lifecycle is Lifecycle.READY and actor.ready
     await actor.stop()
-    assert {s.value for s in Lifecycle} == {"recovering", "ready", "fenced", "failed"}
+    assert {s.value for s in Lifecycle} == {"recovering", "ready", "following", "fenced", "failed"}
 
 
 async def test_failed_append_answers_503_and_leaves_nothing(

@@ -3,19 +3,23 @@ SMTP server both send to): what must happen once per region happens once, with i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
 from server.consumers.notify.messages import KEY_HEADER
 from tests.server.conftest import assert_error_shape
 from tests.support.cluster import Cluster, free_times, metric
 from tests.support.redis_server import RedisServer
 from tests.support.smtp import smtp_server
-from tests.support.waiting import eventually_sync
+from tests.support.waiting import eventually_sync, scaled
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -82,10 +86,10 @@ def test_any_node_answers_for_any_region_by_forwarding_to_its_owner(
         other = cluster.other_than(owner)
         owner_name = cluster.owners()["AB"]
 
-        # A read and a command for AB sent to the node that does not own it: the owner answers.
+        # A read of AB on the node that does not own it comes from its replica; a command for AB
+        # sent there is forwarded: the owner answers.
         r = httpx.get(f"{other.url}/api/regions/AB/summary", timeout=30)
-        assert r.status_code == 200 and r.headers["x-tandtid-forwarded-to"] == owner_name, r.text
-        assert r.json() == httpx.get(f"{owner.url}/api/regions/AB/summary", timeout=30).json()
+        assert r.status_code == 200 and "x-tandtid-forwarded-to" not in r.headers, r.text
         (time,) = free_times(other, "AB", 1)
         r = book(other.url, cluster.tokens[0], time)
         assert r.status_code == 201 and r.headers["x-tandtid-forwarded-to"] == owner_name, r.text
@@ -103,26 +107,86 @@ def test_any_node_answers_for_any_region_by_forwarding_to_its_owner(
         # The request id is one on both nodes.
         assert again.json()["error"]["request_id"] == again.headers["x-request-id"]
 
-        # The owner freezes: forwarding answers 503 with Retry-After once the owner does not answer
-        # (TANDTID_FORWARD_TIMEOUT_S=1, inside the 2 s lease), never hangs; then the lease moves
-        # and the same request is answered again, by the other node itself.
+        # The owner freezes: a command forwarded to it is answered 503 with Retry-After once the
+        # owner does not answer (TANDTID_FORWARD_TIMEOUT_S=1, inside the 2 s lease), never hangs;
+        # then the lease moves and the same command is made by the other node itself.
+        (later,) = [t for t in free_times(other, "AB", 2) if t != time][:1]
         assert owner.process is not None
         os.kill(owner.process.pid, signal.SIGSTOP)
         try:
-            r = httpx.get(f"{other.url}/api/regions/AB/summary", timeout=30)
+            r = book(other.url, cluster.tokens[1], later)
             assert_error_shape(r, 503, "UNAVAILABLE")
             assert r.headers["retry-after"] == "1"
             eventually_sync(
-                lambda: httpx.get(f"{other.url}/api/regions/AB/summary", timeout=30).status_code == 200,
+                lambda: "AB" in httpx.get(f"{other.url}/ready", timeout=30).json()["regions_owned"],
                 what="the other node to own AB",
             )
-            r = httpx.get(
-                f"{other.url}/api/bookings/{booking['id']}",
-                headers={"Authorization": f"Bearer {cluster.tokens[0]}"},
-                timeout=30,
-            )
-            assert r.status_code == 200 and "x-tandtid-forwarded-to" not in r.headers, r.text
+            r = book(other.url, cluster.tokens[1], later)
+            assert r.status_code == 201 and "x-tandtid-forwarded-to" not in r.headers, r.text
         finally:
             os.kill(owner.process.pid, signal.SIGCONT)
     finally:
         cluster.stop()
+
+
+async def test_every_node_serves_reads_and_live_topics_from_its_replica_across_an_owner_change(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    cluster = Cluster(tmp_path, redis_server.url, ("node-a", "node-b"), patients=2)
+    try:
+        await asyncio.to_thread(cluster.start)
+        owner = cluster.owner("AB")
+        other = cluster.other_than(owner)
+        first, second = await asyncio.to_thread(free_times, owner, "AB", 2)
+        clinic = first["clinic"]
+        ws_url = other.url.replace("http://", "ws://") + "/ws"
+        async with connect(ws_url) as ws:
+            await ws.send(
+                orjson.dumps(
+                    {"op": "subscribe", "topic": f"clinic:{clinic}", "from": first["start"][:10], "days": 14}
+                )
+            )
+            snapshot = await receive(ws)
+            assert snapshot["type"] == "snapshot", snapshot
+            seq = snapshot["seq"]
+
+            # Booked on the owner: the other node's subscriber gets the diff, from its replica.
+            r = await asyncio.to_thread(book, owner.url, cluster.tokens[0], first)
+            assert r.status_code == 201, r.text
+            diff = await receive(ws)
+            assert diff["type"] == "diff" and diff["seq"] == seq + 1, diff
+
+            # Reads of AB on the other node come from its replica (not forwarded) and show it.
+            def taken() -> bool:
+                avail = httpx.get(
+                    f"{other.url}/api/clinics/{clinic}/availability",
+                    params={"service": "checkup", "days": 14},
+                    timeout=30,
+                )
+                assert "x-tandtid-forwarded-to" not in avail.headers
+                times = {(t["resource"], t["start"]) for day in avail.json()["days"] for t in day["times"]}
+                return (first["resource"], first["start"]) not in times
+
+            await asyncio.to_thread(eventually_sync, taken, what="the replica to show the booking")
+
+            # The owner leaves; the other node promotes its replica and writes AB itself. The
+            # subscriber's next diff follows on with the next sequence number, no resync.
+            await asyncio.to_thread(owner.stop)
+            await asyncio.to_thread(
+                eventually_sync,
+                lambda: "AB" in httpx.get(f"{other.url}/ready", timeout=30).json()["regions_owned"],
+                what="the other node to own AB",
+            )
+            r = await asyncio.to_thread(book, other.url, cluster.tokens[1], second)
+            assert r.status_code == 201 and "x-tandtid-forwarded-to" not in r.headers, r.text
+            if second["clinic"] == clinic:
+                diff = await receive(ws)
+                assert diff["type"] == "diff" and diff["seq"] == seq + 2, diff
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+async def receive(ws: ClientConnection) -> dict[str, Any]:
+    raw = await asyncio.wait_for(ws.recv(), scaled(10))
+    message: dict[str, Any] = orjson.loads(raw)
+    return message

@@ -7,15 +7,13 @@ for the multi-node tests (leases, consumers once per region, forwarding, failove
     ... cluster.tokens[0] ... (a patient's Bearer token, valid on every node)
     cluster.stop()
 
-Accounts live in each node's own SQLite file until they move to Redis: the patients (and their
-sessions) are made once before any node starts and the file copied into every data directory,
-and every node gets the same session secret, so a patient is known on all of them.
+Accounts and sessions live in the shared Redis; every node gets the same session secret, so a
+patient's token is valid on all of them.
 """
 
 from __future__ import annotations
 
 import secrets
-import shutil
 from pathlib import Path
 
 import httpx
@@ -23,9 +21,10 @@ import redis
 
 from engine.model import REGIONS
 from persistence.redis_journal import region_key
-from server.identity.accounts import AccountStore, Role
+from server.identity.accounts import Role
 from server.identity.auth import SessionSigner, start_session
 from server.regions.lease import parse_lease
+from server.stores import open_accounts
 from tests.support.served import ServedProcess
 from tests.support.waiting import eventually_sync
 
@@ -61,10 +60,8 @@ class Cluster:
         self.store = redis.Redis.from_url(redis_url)
 
     def _patients(self, count: int) -> list[str]:
-        """``count`` patients with one session each, in every node's accounts file."""
-        first = self.root / "accounts"
-        first.mkdir(parents=True, exist_ok=True)
-        store = AccountStore(first / "accounts.sqlite3")
+        """``count`` patients with one session each, in the accounts every node shares (Redis)."""
+        store = open_accounts(self.root, self.redis_url)
         signer = SessionSigner(self.secret.encode())
         try:
             tokens = []
@@ -75,9 +72,6 @@ class Cluster:
                 tokens.append(start_session(store, signer, user))
         finally:
             store.close()
-        for served in self.nodes.values():
-            served.data_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(first / "accounts.sqlite3", served.data_dir / "accounts.sqlite3")
         return tokens
 
     def start(self, *, seed: bool = True) -> Cluster:
@@ -97,10 +91,24 @@ class Cluster:
         return {code: lease.node for code, lease in leases.items() if lease is not None}
 
     def spread(self) -> bool:
+        """Every region leased, fairly over the live nodes, and each node writing what it holds."""
         owners = self.owners()
-        live = [name for name, served in self.nodes.items() if alive(served)]
+        live = {name: served for name, served in self.nodes.items() if alive(served)}
         counts = sorted(list(owners.values()).count(name) for name in live)
-        return len(owners) == len(REGION_CODES) and counts[-1] - counts[0] <= 1 and counts[0] > 0
+        if len(owners) != len(REGION_CODES) or counts[-1] - counts[0] > 1 or counts[0] == 0:
+            return False
+        return all(
+            self.writes(served) == {c for c, n in owners.items() if n == name}
+            for name, served in live.items()
+        )
+
+    @staticmethod
+    def writes(served: ServedProcess) -> set[str]:
+        """The regions the node says it writes (its /ready)."""
+        try:
+            return set(httpx.get(f"{served.url}/ready", timeout=10).json().get("regions_owned", ()))
+        except httpx.HTTPError:
+            return set()
 
     def owner(self, region: str) -> ServedProcess:
         return self.nodes[self.owners()[region]]

@@ -32,7 +32,7 @@ async def ready(request: Request) -> Response:
     recovering, the journal does not answer, or it refuses every write (a full disk:
     ``journal_writable`` false, the ``journal`` part in ``degraded`` says why; bookings get 503)."""
     regions = regions_of(request)
-    waiting = [code for code, actor in regions.actors.items() if not actor.ready]
+    waiting = [code for code, actor in regions.actors.items() if not actor.serving]
     failed = {
         code: {"lifecycle": actor.lifecycle.value, "why": actor.failure or ""}
         for code, actor in regions.actors.items()
@@ -64,6 +64,8 @@ async def ready(request: Request) -> Response:
         "journal_problems": regions.journal.problems(),
         "degraded": degraded,
     }
+    if regions.leased:  # a cluster node: what it writes; it serves reads of every region
+        body["regions_owned"] = sorted(regions.owned)
     return json_response(body, status=200 if serving else 503)
 
 
