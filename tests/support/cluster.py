@@ -23,7 +23,7 @@ from engine.model import REGIONS
 from persistence.redis_journal import region_key
 from server.identity.accounts import Role
 from server.identity.auth import SessionSigner, start_session
-from server.regions.lease import parse_lease
+from server.regions.lease import Owner, parse_lease
 from server.stores import open_accounts
 from tests.support.served import ServedProcess
 from tests.support.waiting import eventually_sync
@@ -109,6 +109,9 @@ class Cluster:
             return set(httpx.get(f"{served.url}/ready", timeout=10).json().get("regions_owned", ()))
         except httpx.HTTPError:
             return set()
+
+    def lease(self, region: str) -> Owner | None:
+        return parse_lease(self.store.get(region_key(region, "lease")))
 
     def owner(self, region: str) -> ServedProcess:
         return self.nodes[self.owners()[region]]
