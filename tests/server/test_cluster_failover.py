@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from server.http.idempotency import IN_FLIGHT_TTL_S
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, free_times
 from tests.support.nginx import Nginx
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually, scaled
@@ -32,28 +32,6 @@ KILL_AFTER = 40  # acknowledged bookings before the kill
 # How long a client keeps retrying one booking (scaled): past IN_FLIGHT_TTL_S, the life of the
 # Idempotency-Key claim a killed node was holding (until then its retries are "in progress").
 RETRY_FOR_S = 2 * IN_FLIGHT_TTL_S
-
-
-def slots(base: str, region: str, wanted: int) -> list[dict[str, str]]:
-    """Up to ``wanted`` free checkup times of ``region`` (distinct resource and start), at most
-    PATIENTS per clinic so that every patient books a clinic at most once."""
-    clinics = httpx.get(
-        f"{base}/api/clinics",
-        params={"region": region, "service": "checkup", "has_free": "true", "limit": 50},
-        timeout=30,
-    ).json()
-    found: list[dict[str, str]] = []
-    for clinic in clinics:
-        avail = httpx.get(
-            f"{base}/api/clinics/{clinic['id']}/availability",
-            params={"service": "checkup", "days": 14},
-            timeout=30,
-        ).json()
-        times = [t for day in avail["days"] for t in day["times"]][:PATIENTS]
-        found.extend({"clinic": clinic["id"], "resource": t["resource"], "start": t["start"]} for t in times)
-        if len(found) >= wanted:
-            break
-    return found[:wanted]
 
 
 class Load:
@@ -126,9 +104,10 @@ async def test_sigkill_of_an_owner_under_load_through_nginx_loses_and_doubles_no
         survivor = cluster.other_than(victim)
         theirs = cluster.region_owned_by(survivor)
         with Nginx(tmp_path / "nginx", [s.port for s in cluster.nodes.values()]) as nginx:
-            todo = await asyncio.to_thread(slots, nginx.url, "AB", 160) + await asyncio.to_thread(
-                slots, nginx.url, theirs, 80
-            )
+            # At most PATIENTS per clinic: every patient books a clinic at most once.
+            todo = await asyncio.to_thread(
+                free_times, nginx.url, "AB", 160, per_clinic=PATIENTS
+            ) + await asyncio.to_thread(free_times, nginx.url, theirs, 80, per_clinic=PATIENTS)
             load = Load(nginx.url, cluster.tokens, sorted(todo, key=lambda s: s["start"]))
             running = asyncio.create_task(load.run())
             await eventually(

@@ -148,24 +148,28 @@ def metric(served: ServedProcess, name: str, **labels: str) -> float | None:
 
 
 def free_times(
-    served: ServedProcess, region: str, count: int, *, service: str = "checkup"
+    base: str, region: str, count: int, *, per_clinic: int | None = None, service: str = "checkup"
 ) -> list[dict[str, str]]:
-    """``count`` bookable times of ``region`` (clinic, resource, start) on distinct resources,
-    as the node answers them now."""
+    """``count`` bookable times of ``region`` (clinic, resource, start) as the node or balancer at
+    ``base`` answers them now: on distinct resources, or with ``per_clinic`` up to that many per
+    clinic (any resource)."""
     clinics = httpx.get(
-        f"{served.url}/api/clinics",
-        params={"region": region, "service": service, "has_free": "true", "limit": 20},
+        f"{base}/api/clinics",
+        params={"region": region, "service": service, "has_free": "true", "limit": 50},
         timeout=30,
     ).json()
     chosen: list[dict[str, str]] = []
     for clinic in clinics:
         avail = httpx.get(
-            f"{served.url}/api/clinics/{clinic['id']}/availability",
+            f"{base}/api/clinics/{clinic['id']}/availability",
             params={"service": service, "days": 14},
             timeout=30,
         ).json()
-        for day in avail["days"]:
-            for t in day["times"]:
-                if len(chosen) < count and all(c["resource"] != t["resource"] for c in chosen):
-                    chosen.append({"clinic": clinic["id"], "resource": t["resource"], "start": t["start"]})
-    return chosen
+        times = [t for day in avail["days"] for t in day["times"]]
+        if per_clinic is None:
+            times = [t for t in times if all(c["resource"] != t["resource"] for c in chosen)][:1]
+        for t in times[: per_clinic or 1]:
+            chosen.append({"clinic": clinic["id"], "resource": t["resource"], "start": t["start"]})
+        if len(chosen) >= count:
+            break
+    return chosen[:count]
