@@ -64,7 +64,7 @@ def test_a_frozen_owner_loses_its_regions_and_steps_down_when_it_wakes(
         def writes_ab(served: ServedProcess) -> bool:
             return "AB" in httpx.get(f"{served.url}/ready", timeout=5).json()["regions_owned"]
 
-        assert writes_ab(owner) and not writes_ab(other)
+        eventually_sync(lambda: writes_ab(owner) and not writes_ab(other), what="the owner to write AB")
 
         assert owner.process is not None
         os.kill(owner.process.pid, signal.SIGSTOP)
