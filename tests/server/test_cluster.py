@@ -108,7 +108,7 @@ def test_any_node_answers_for_any_region_by_forwarding_to_its_owner(
         assert again.json()["error"]["request_id"] == again.headers["x-request-id"]
 
         # The owner freezes: a command forwarded to it is answered 503 with Retry-After once the
-        # owner does not answer (TANDTID_FORWARD_TIMEOUT_S=1, inside the 2 s lease), never hangs;
+        # owner does not answer (TANDTID_FORWARD_TIMEOUT_S=1, inside the 5 s lease), never hangs;
         # then the lease moves and the same command is made by the other node itself.
         (later,) = [t for t in free_times(other.url, "AB", 2) if t != time][:1]
         assert owner.process is not None
@@ -119,6 +119,7 @@ def test_any_node_answers_for_any_region_by_forwarding_to_its_owner(
             assert r.headers["retry-after"] == "1"
             eventually_sync(
                 lambda: "AB" in httpx.get(f"{other.url}/ready", timeout=30).json()["regions_owned"],
+                timeout=30,
                 what="the other node to own AB",
             )
             r = book(other.url, cluster.tokens[1], later)

@@ -97,6 +97,7 @@ async def test_sigkill_of_an_owner_under_load_through_nginx_loses_and_doubles_no
         ("node-a", "node-b"),
         patients=PATIENTS,
         env={"TANDTID_FORWARD_TIMEOUT_S": "2"},
+        lease_ttl_ms=2_000,
     )
     try:
         await asyncio.to_thread(cluster.start)

@@ -40,7 +40,7 @@ class Cluster:
         *,
         patients: int = 0,
         env: dict[str, str] | None = None,
-        lease_ttl_ms: int = 2_000,
+        lease_ttl_ms: int = 5_000,  # on a loaded 2-core machine 2 s leases lapse now and then
     ) -> None:
         self.root = root
         self.redis_url = redis_url
