@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -50,7 +52,7 @@ from server.http.routes import (
     waitlist,
     webhooks,
 )
-from server.http.routes.pages import STATIC_DIR
+from server.http.routes.pages import STATIC_DIR, not_found_page
 from server.http.static_assets import static_app
 from server.identity.accounts import Accounts
 from server.identity.auth import AuthError, SessionSigner, patient_of
@@ -89,6 +91,19 @@ ENDPOINTS: list[Endpoint] = [
 async def _auth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthError)
     return error_response(request, exc.status, exc.code, exc.message)
+
+
+def _page_or_error(error: Callable[[Request, Exception], Awaitable[Response]]) -> Any:
+    """An unknown path: the HTML 404 page for a browser navigating there, else the JSON error."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException) and exc.status_code == 404:
+            page = not_found_page(request)
+            if page is not None:
+                return page
+        return await error(request, exc)
+
+    return handle
 
 
 async def _ws_endpoint(websocket: WebSocket) -> None:
@@ -136,6 +151,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
 
     handlers = exception_handlers()
     handlers[AuthError] = _auth_error
+    handlers[HTTPException] = _page_or_error(handlers[HTTPException])
     app = Starlette(
         routes=routes,
         middleware=[

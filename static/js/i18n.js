@@ -121,6 +121,10 @@ const sv = {
   "auth.have_account": "Har du redan ett konto? Logga in",
   "auth.no_account": "Ny här? Skapa ett konto",
 
+  "notfound.doc": "Sidan finns inte – Tandtid",
+  "notfound.title": "Sidan finns inte",
+  "notfound.text": "Adressen leder inte till någon sida hos Tandtid. Den kan vara felstavad eller borttagen.",
+  "notfound.back": "Till kartan över lediga tider",
   "me.title": "Mina bokningar",
   "me.upcoming": "Kommande",
   "me.past": "Tidigare",
@@ -493,6 +497,10 @@ const en = {
   "auth.have_account": "Already have an account? Sign in",
   "auth.no_account": "New here? Create an account",
 
+  "notfound.doc": "Page not found – Tandtid",
+  "notfound.title": "Page not found",
+  "notfound.text": "This address does not lead to a page on Tandtid. It may be misspelt or removed.",
+  "notfound.back": "Back to the map of free times",
   "me.title": "My bookings",
   "me.upcoming": "Upcoming",
   "me.past": "Past",

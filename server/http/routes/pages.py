@@ -21,11 +21,51 @@ from server.http.openapi import Endpoint
 STATIC_DIR = Path(os.environ.get("TANDTID_STATIC_DIR") or Path(__file__).resolve().parents[3] / "static")
 
 
-def _page(name: str) -> Response:
+def _page(name: str, status: int = 200) -> Response:
     path = STATIC_DIR / name
     if not path.is_file():
         raise not_found(f"page {name} is not installed")
-    return FileResponse(path, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        path, status_code=status, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"}
+    )
+
+
+# Unknown paths under these keep the API's JSON error, whatever the client accepts.
+_NEVER_PAGES = ("/api", "/ws", "/static", "/metrics", "/ready", "/health")
+
+
+def _quality(accept: str, media: str) -> float:
+    """The q a client's Accept header gives ``media`` exactly (0 when it does not name it)."""
+    best = 0.0
+    for item in accept.split(","):
+        kind, *params = (part.strip() for part in item.split(";"))
+        if kind.lower() != media:
+            continue
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        best = max(best, q)
+    return best
+
+
+def not_found_page(request: Request) -> Response | None:
+    """static/404.html for a browser navigating to a path that is no page (GET or HEAD asking for HTML
+    above JSON, outside the API's paths), else None: API clients keep the JSON error."""
+    path = request.url.path
+    if request.method not in ("GET", "HEAD") or any(
+        path == p or path.startswith(p + "/") for p in _NEVER_PAGES
+    ):
+        return None
+    accept = request.headers.get("accept", "")
+    if _quality(accept, "text/html") <= _quality(accept, "application/json"):
+        return None
+    if not (STATIC_DIR / "404.html").is_file():
+        return None
+    return _page("404.html", status=404)
 
 
 async def index_page(request: Request) -> Response:
