@@ -173,6 +173,91 @@ async def test_delivery_refuses_a_host_that_resolves_inside(
             dispatcher.store.delete_endpoint("M-c1", endpoint, live.clock())
 
 
+class ReadBeganBeforeTheRecord:
+    """The dispatcher's store, except that one armed read of the heads takes its rows, then waits
+    until an attempt's outcome is recorded (and a little more) before answering: a read that began
+    before an attempt ended and returns after it."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.armed = threading.Event()
+        self.read_taken = threading.Event()
+        self.recorded = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def heads(self) -> Any:
+        rows = self.store.heads()
+        if self.armed.is_set():
+            self.armed.clear()
+            self.read_taken.set()
+            self.recorded.wait(10)
+            time.sleep(0.3)  # the attempt's task has ended: it is no longer in flight
+        return rows
+
+    def delivered(self, delivery_id: int, now: float, status_code: int) -> None:
+        self.store.delivered(delivery_id, now, status_code)
+        self.recorded.set()
+
+
+async def test_a_read_of_the_queue_from_before_a_delivery_ended_does_not_send_it_again(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TANDTID_WEBHOOK_ALLOW_HTTP", "1")
+    posts: list[str] = []
+    arrived, answer = threading.Event(), threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            posts.append(self.headers["Tandtid-Delivery-Id"])
+            arrived.set()
+            answer.wait(10)  # the first answer waits until the racing read has taken its rows
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    assert live.journal is not None and live.regions is not None
+    regions = live.regions
+    store = ReadBeganBeforeTheRecord(open_webhooks(live.data_dir, live.redis_url))
+    endpoint = store.create_endpoint(
+        "AB-c2", f"http://127.0.0.1:{server.server_address[1]}/hook", ["booking.created"], live.clock() - 60
+    )[0].id
+    dispatcher = WebhookDispatcher(live.journal, store, clock=time.time, poll_s=0.1, timeout_s=5.0)
+    await asyncio.wrap_future(live.call(dispatcher.start()))
+
+    async def wake() -> None:
+        dispatcher.wake()
+
+    try:
+        patient = live.user(Role.PATIENT)[0].id
+        await asyncio.wrap_future(
+            live.call(
+                regions.submit(Book("AB-bracing", patient, "AB-c2-r1", "checkup", FIRST_DAY + 3, CELL_0900))
+            )
+        )
+        assert await asyncio.to_thread(arrived.wait, WAIT_S), "the delivery never arrived"
+        store.armed.set()
+        await asyncio.wrap_future(live.call(wake()))  # a read while the POST is in flight
+        assert await asyncio.to_thread(store.read_taken.wait, WAIT_S), "no read of the queue began"
+        answer.set()
+        await asyncio.sleep(1.5)  # several rounds of the sender (poll 0.1 s) after the racing read
+        assert len(posts) == 1, f"one delivery posted {len(posts)} times"
+        assert [d.status for d in store.deliveries(endpoint)] == ["delivered"]
+    finally:
+        answer.set()
+        await asyncio.wrap_future(live.call(dispatcher.stop()))
+        store.delete_endpoint("AB-c2", endpoint, live.clock())
+        store.close()
+        server.shutdown()
+        server.server_close()
+
+
 # -- a real receiver -------------------------------------------------------------------------------
 
 

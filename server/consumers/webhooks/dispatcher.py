@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import os
 import socket
 import time
@@ -274,6 +275,10 @@ class WebhookDispatcher:
         self._cursors = PendingCursors(self.store.advance, CURSOR_FLUSH_S)
         self._wake = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # delivery id -> when it may be attempted again (inf: delivered or given up), for attempts
+        # that ended while a read of the heads was under way: that read may still show the delivery
+        # as it was before, and it must not be posted again (or before its backoff)
+        self._settled: dict[int, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
         self._owns_store = False
@@ -368,18 +373,23 @@ class WebhookDispatcher:
             heads = await asyncio.to_thread(self.store.heads)
             now = self.clock()
             wait = self.poll_s
+            shown = {head.delivery.id for head in heads}
+            self._settled = {d: at for d, at in self._settled.items() if d in shown}  # others: read settled
             for head in heads:
                 endpoint = head.delivery.endpoint
                 if endpoint in self._inflight:
                     continue
-                if head.delivery.next_attempt_at <= now:
+                not_before = max(head.delivery.next_attempt_at, self._settled.get(head.delivery.id, 0.0))
+                if not_before == math.inf:
+                    continue  # delivered or given up while this read was under way
+                if not_before <= now:
                     # a stop waits for the POST in flight and its record (else it is sent again)
                     task = asyncio.create_task(
                         finish_first(self._attempt(head)), name=f"webhook-{head.delivery.id}"
                     )
                     self._inflight[endpoint] = task
                 else:
-                    wait = min(wait, head.delivery.next_attempt_at - now)
+                    wait = min(wait, not_before - now)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.0)):  # not wait_for: it can swallow a cancel
                     await self._wake.wait()
@@ -421,6 +431,7 @@ class WebhookDispatcher:
             now = self.clock()
             if not error:
                 await self._record(lambda: self.store.delivered(delivery.id, now, status))
+                self._settled[delivery.id] = math.inf
                 return
             next_at: float | None = now + min(self.backoff_base_s * 2**delivery.attempts, self.backoff_cap_s)
             if now - delivery.created_at >= self.give_up_after_s:
@@ -432,6 +443,7 @@ class WebhookDispatcher:
                     delivery.attempts + 1,
                 )
             await self._record(lambda: self.store.attempt_failed(delivery.id, now, error, status, next_at))
+            self._settled[delivery.id] = math.inf if next_at is None else next_at
         finally:
             self._inflight.pop(delivery.endpoint, None)
             self._wake.set()
