@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from loadtest.bench.restart import wait_ready
 from loadtest.redis_server import free_port
 
 LUA = Path(__file__).with_name("http_load.lua")
@@ -45,21 +46,6 @@ SERVICE = "child_checkup"
 SPREADS = ("uniform", "region", "hot")
 HOT_TIMES = 10
 PER_PATIENT_AND_CLINIC = 3  # the clinic's default hoarding limit
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not become ready")
 
 
 def start_server(data: str, port: int, scale: str) -> subprocess.Popen[bytes]:
@@ -76,7 +62,7 @@ def start_server(data: str, port: int, scale: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_ready(f"http://127.0.0.1:{port}/ready", proc)
+    wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=180)
     return proc
 
 
@@ -117,7 +103,7 @@ def start_trivial(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_ready(f"http://127.0.0.1:{port}/ready", proc)
+    wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=180)
     return proc
 
 

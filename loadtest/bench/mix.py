@@ -20,13 +20,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from loadtest.bench.restart import load_avg, seed, tandtid
+from loadtest.bench.restart import load_avg, seed, tandtid, wait_ready
 from loadtest.redis_server import free_port
 
 LAG = "tandtid_event_loop_lag_seconds_bucket"
@@ -81,15 +80,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_ready(url, proc)
         before = lag_buckets(url)
         run = subprocess.run(
             [sys.executable, "-m", "loadtest.run", "--host", url]

@@ -32,6 +32,24 @@ import httpx
 from loadtest.redis_server import free_port
 
 
+def wait_ready(
+    url: str, proc: subprocess.Popen[bytes], timeout_s: float = 600, interval_s: float = 0.2
+) -> None:
+    """Until ``url``/ready answers 200; SystemExit if the server exits or takes longer than ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval_s)
+    proc.kill()
+    raise SystemExit(f"the server at {url} was not ready within {timeout_s:.0f}s")
+
+
 def tandtid(*args: str) -> list[str]:
     return [sys.executable, "-m", "server.cli", *args]
 
@@ -89,15 +107,7 @@ def serve(data: Path, steady_s: float) -> dict[str, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited with {proc.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        wait_ready(f"http://127.0.0.1:{port}", proc, interval_s=0.05)
         ready_s = time.perf_counter() - started
         at_ready = rss_mb(proc.pid)
         time.sleep(steady_s)
