@@ -96,41 +96,38 @@ def next_free(
     return None
 
 
-EARLIEST_ENTRIES = 65_536  # answers kept per region; past it the cache starts afresh
-
-Earliest = tuple[int, int, int, tuple[int, int, str] | None]  # (clinic version, now, start, answer)
-_earliest: WeakKeyDictionary[RegionState, dict[tuple[str, str, int, int], Earliest]] = WeakKeyDictionary()
-
-
-def earliest_free(
-    state: RegionState, clinic: str, service: str, first_day: int, days: int, now: int
-) -> tuple[int, int, str] | None:
-    """``next_free``, answered from an index of earlier answers per (clinic, service, range)
-    while it still holds: the clinic's cells have not changed since (``clinic_version``) and
-    ``now`` is not earlier than when it was found nor past the start it found (a later ``now``
-    only takes starts away, and none lay between). Searches ask the same of every clinic of a
-    region again and again; between two bookings at a clinic the answer is a dict look-up."""
-    cache = _earliest.get(state)
-    if cache is None:
-        cache = _earliest[state] = {}
-    key = (clinic, service, first_day, days)
-    version = state.clinic_version(clinic)
-    hit = cache.get(key)
-    if hit is not None and hit[0] == version and hit[1] <= now <= hit[2]:
-        return hit[3]
-    found = next_free(state, clinic, service, first_day, days, now)
-    if len(cache) >= EARLIEST_ENTRIES:
-        cache.clear()
-    until = cell_epoch(found[0], found[1], state.clinics[clinic].cell_minutes) if found else 2**62
-    cache[key] = (version, now, until, found)
-    return found
+SUMMARIES = 64  # summary ranges kept per region; past it they start afresh
+_summaries: WeakKeyDictionary[RegionState, dict[tuple[int, int], tuple[int, dict[str, list[int]]]]] = (
+    WeakKeyDictionary()
+)
 
 
 def region_summary(state: RegionState, first_day: int, days: int) -> dict[str, list[int]]:
-    """Per clinic (sorted by id): FREE cell counts for each day of the range (the map colours)."""
-    return {
-        c: [state.free_count(c, d) for d in range(first_day, first_day + days)] for c in sorted(state.clinics)
-    }
+    """Per clinic (sorted by id): FREE cell counts for each day of the range (the map colours).
+
+    Kept per range and brought up to date from the clinics changed since (``changed_since``),
+    so a summary costs what changed, not the region. A new dict each call; the lists in it are
+    shared with later answers and never changed (a changed clinic gets a new list)."""
+    kept = _summaries.get(state)
+    if kept is None:
+        kept = _summaries[state] = {}
+    key = (first_day, days)
+    span = range(first_day, first_day + days)
+    free_count = state.free_count
+    hit = kept.get(key)
+    if hit is not None:
+        version, rows = hit
+        changed = state.changed_since(version)
+        if all(c in rows for c in changed):  # else a clinic was registered: start afresh (sorted)
+            for c in changed:
+                rows[c] = [free_count(c, d) for d in span]
+            kept[key] = (state.version, rows)
+            return dict(rows)
+    rows = {c: [free_count(c, d) for d in span] for c in sorted(state.clinics)}
+    if len(kept) >= SUMMARIES:
+        kept.clear()
+    kept[key] = (state.version, rows)
+    return dict(rows)
 
 
 def clinic_day(state: RegionState, clinic: str, day: int) -> dict[str, Any]:

@@ -110,8 +110,11 @@ class RegionState:
         self._rows: dict[str, ResourceRow] = {}
         self._free: dict[str, dict[int, int]] = {}  # clinic -> day -> FREE cells
         # clinic -> a number that changes whenever any of its cells or what its resources
-        # perform changes (derived, never stored: readers cache answers against it)
+        # perform changes (derived, never stored: readers cache answers against it): the
+        # region's ``version`` when the clinic last changed, so the dict runs in the order the
+        # clinics last changed (``changed_since`` reads its tail)
         self._versions: dict[str, int] = {}
+        self.version = 0  # grows whenever any clinic's version changes
         self._row_copies: tuple[snapshot.RowCopies, ...] = ()  # captures not finished yet
         self._clinic_resources: dict[str, list[str]] = {}
         self._masks = OpeningMasks()
@@ -205,8 +208,22 @@ class RegionState:
         version is the same."""
         return self._versions.get(clinic, 0)
 
+    def changed_since(self, version: int) -> list[str]:
+        """The clinics whose version changed after the region's ``version`` was ``version``,
+        most recent first: what a reader that cached answers at that version must ask again.
+        Costs what it returns."""
+        out = []
+        for clinic, v in reversed(self._versions.items()):
+            if v <= version:
+                break
+            out.append(clinic)
+        return out
+
     def _touch(self, clinic: str) -> None:
-        self._versions[clinic] = self._versions.get(clinic, 0) + 1
+        self.version += 1
+        versions = self._versions
+        versions.pop(clinic, None)  # re-inserted last: the dict stays in order of change
+        versions[clinic] = self.version
 
     def _save_row(self, row: ResourceRow) -> None:
         """Before a row's cells change: keep it as it was for every capture not finished yet."""

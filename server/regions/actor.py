@@ -2,12 +2,17 @@
 
 One asyncio task per region. Each turn it
 
-1. drains a batch from its inbox (commands and queries),
-2. runs the queries on durable state (nothing unacknowledged is ever read),
+1. drains a batch from its inbox (commands; queries only those made while it recovered),
+2. runs those queries on durable state,
 3. applies every command with ``state.apply(command, now)`` (pure, synchronous),
 4. appends the batch's events with ONE journal write (group commit),
 5. only after that write is durable resolves every caller's future and hands a
-   ``Committed`` to the listeners (the live hub, the notifier).
+   ``Committed`` to the listeners (the live hub, the notifier), then yields once so those
+   callers and the readers that waited run on the durable state before the next batch applies.
+
+Reads (``query``) take no turn: they run in the caller's task on the durable state, at once
+between batches or right after the batch in flight is answered (nothing unacknowledged is
+ever read, and a read never queues behind commands or other reads).
 
 If the journal write fails, or anything else in a turn raises (an engine bug mid-command, a
 failing tick, packing, ``take_changes``), every caller in the batch not yet answered gets
@@ -240,6 +245,10 @@ class RegionActor:
         self._lifecycle_enum.state(self.lifecycle.value)
         self._command_counters: dict[type, Any] = {}
         self._write_failed_at = -WRITE_RETRY_S  # time.monotonic() of the last append the journal refused
+        # True from a turn's first apply until its batch is durable and answered: meanwhile the
+        # state holds changes nobody may read yet, and readers wait in ``_readers`` for the turn
+        self._applying = False
+        self._readers: list[asyncio.Future[None]] = []
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -321,6 +330,7 @@ class RegionActor:
         self.failure = why
         self.state = RegionState(self.region)
         self._become(Lifecycle.FENCED)
+        self._settle()
         self._fail_pending(Unavailable(f"region {self.region}: {why}"))
 
     async def submit(self, command: Command) -> list[Event]:
@@ -353,16 +363,44 @@ class RegionActor:
         self._inbox.put_nowait(_Request(None, future, make, reply))
         return await future
 
+    @property
+    def settled(self) -> bool:
+        """True while the state holds exactly what is durable (serving, and no batch between its
+        first apply and its answers): ``fn(state)`` may be read right now (``query``)."""
+        return not self._applying and self.lifecycle in (Lifecycle.READY, Lifecycle.FOLLOWING)
+
     async def query(self, fn: Callable[[RegionState], T]) -> T:
-        """Run ``fn(state)`` inside the actor between batches, on durable state only.
+        """``fn(state)`` on durable state only, in the caller's task: at once while the actor is
+        ``settled``, else right after the batch in flight is durable and answered (never behind
+        the commands and reads queued after it: a read takes no turn of the actor's).
         ``fn`` must be quick and must not keep references to mutable state it returns.
-        While recovering, waits for the recovery; raises ``Unavailable`` when FAILED or FENCED."""
+        While recovering, waits for the recovery; raises ``Unavailable`` when FAILED or FENCED,
+        ``Overloaded`` when the inbox is full."""
         if self.lifecycle in (Lifecycle.FAILED, Lifecycle.FENCED):
             raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
         self._admit()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        while self.lifecycle in (Lifecycle.READY, Lifecycle.FOLLOWING):
+            if not self._applying:
+                return fn(self.state)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._readers.append(waiter)
+            await waiter  # woken when the batch is answered (or the turn failed)
+        if self.lifecycle in (Lifecycle.FAILED, Lifecycle.FENCED) or self._task is None or self._task.done():
+            raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
+        # recovering: answered by the first turn after the recovery (or failed with it)
+        future: asyncio.Future[T] = loop.create_future()
         self._inbox.put_nowait(_Query(fn, future))
         return await future
+
+    def _settle(self) -> bool:
+        """The state is durable again (or replaced): wake every waiting reader. True if any."""
+        self._applying = False
+        readers, self._readers = self._readers, []
+        for waiter in readers:
+            if not waiter.done():
+                waiter.set_result(None)
+        return bool(readers)
 
     def _refuse_while_unwritable(self) -> None:
         """While the journal refuses writes (a full disk), answer at once: applying the command
@@ -372,8 +410,13 @@ class RegionActor:
         if failure is not None and time.monotonic() - self._write_failed_at < WRITE_RETRY_S:
             raise NotWritable(f"region {self.region}: the journal cannot write ({failure})")
 
+    @property
+    def overloaded(self) -> bool:
+        """The inbox is full: commands and reads are answered ``Overloaded`` at once."""
+        return self._inbox.qsize() >= self.max_inbox
+
     def _admit(self) -> None:
-        if self._inbox.qsize() >= self.max_inbox:
+        if self.overloaded:
             self._overloaded.inc()
             raise Overloaded(f"region {self.region} is busy: {self.max_inbox} requests already wait")
 
@@ -421,6 +464,10 @@ class RegionActor:
                     for item in items:
                         if not item.future.done():
                             item.future.set_exception(error)
+                    if self._applying:  # the batch is not durable: nobody reads it
+                        self.state = RegionState(self.region)
+                        self._become(Lifecycle.RECOVERING)
+                    self._settle()
                     raise
         except asyncio.CancelledError:
             raise
@@ -461,18 +508,23 @@ class RegionActor:
             else:
                 requests.append(item)
 
-        # 2. apply (pure); ticks ride along when a deadline has passed
+        # 2. apply (pure); ticks ride along when a deadline has passed. From here until the
+        # batch is answered the state is ahead of the journal: readers wait (``query``).
         now_f = self.clock()
         now = int(now_f)
         state = self.state
         deadline = state.next_deadline()
         tick_events: list[Event] = []
         if deadline is not None and deadline <= now:
+            self._applying = True
             tick_events = state.apply(Tick(), now)
         if not requests and not tick_events:
+            if self._settle():
+                await asyncio.sleep(0)
             if self._snapshot_due(now_f):
                 self._start_snapshot()
             return
+        self._applying = True
         outcomes: list[list[Event] | _Replied | Exception] = []
         batch_events: list[Event] = list(tick_events)
         kinds: dict[type, int] = {}
@@ -543,6 +595,11 @@ class RegionActor:
             self._publish(committed)
         if self._snapshot_due(now_f):
             self._start_snapshot()
+        self._settle()
+        # Let everyone just answered, and every reader that waited, run on the durable state
+        # before the next batch applies: a caller's read right after its command needs no
+        # second journal round.
+        await asyncio.sleep(0)
 
     def _count(self, kinds: dict[type, int], refused: dict[str, int], batch: int) -> None:
         """Metrics once per batch, not per command: the hot loop stays free of them."""
@@ -700,11 +757,13 @@ class RegionActor:
             # Another node owns the region now: it serves reads and writes; this one stops.
             self.failure = f"stale epoch {self.epoch}: a newer writer holds the region"
             self._become(Lifecycle.FENCED)
+            self._settle()  # waiting readers: Unavailable
             log.error("region %s: %s; stopping writes", self.region, self.failure)
             self._fail_pending(error)
             self._publish(Reloaded(self.region))
             return
         self._become(Lifecycle.RECOVERING)
+        self._settle()  # waiting readers wait for the recovery, as queries do
         self._fail_pending(error)
         await self._recover_with_backoff(error)
         if self.following:  # a replica that lost its place follows on from where it loaded
@@ -717,6 +776,7 @@ class RegionActor:
         self.failure = why
         self.state = RegionState(self.region)
         self._become(Lifecycle.FAILED)
+        self._settle()
         log.error("region %s FAILED: %s (an operator must act: tandtid journal check)", self.region, why)
         if exc is not None and not isinstance(exc, JournalError):
             log.error("region %s failure detail", self.region, exc_info=exc)

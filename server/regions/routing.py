@@ -243,22 +243,23 @@ class Regions:
         return await self._reading_actor(region).query(fn)
 
     async def query_all(self, fn: Callable[[RegionState], list[T]]) -> list[T]:
-        """``fn`` on every region (in parallel, each inside its actor or replica), the lists joined.
-        Raises ``Unavailable`` when any region cannot answer: for what must see every region
-        (is an idempotency key used anywhere?). To show what can be shown, ``query_available``."""
-        chunks = await asyncio.gather(*(self._reading_actor(code).query(fn) for code in self.actors))
-        return [item for chunk in chunks for item in chunk]
+        """``fn`` on every region (each on its actor's or replica's durable state), the lists
+        joined. Raises ``Unavailable`` when any region cannot answer: for what must see every
+        region (is an idempotency key used anywhere?). To show what can be shown, ``query_available``."""
+        chunks = await self._query_each(fn)
+        for chunk in chunks:
+            if isinstance(chunk, BaseException):
+                raise chunk
+        return [item for chunk in chunks for item in chunk]  # type: ignore[union-attr]
 
     async def query_available(self, fn: Callable[[RegionState], list[T]]) -> Gathered[T]:
-        """``fn`` on every region that can answer (in parallel, each inside its actor), the
-        lists joined, and the regions that could not (FAILED, FENCED, overloaded), sorted. For
-        things that can live in any region: a patient's bookings, holds, wait-list entries --
-        one failed region must not hide those in the twenty others."""
-        codes = list(self.actors)
-        chunks = await asyncio.gather(*(self._query_in(c, fn) for c in codes), return_exceptions=True)
+        """``fn`` on every region that can answer (each on its durable state), the lists joined,
+        and the regions that could not (FAILED, FENCED, overloaded), sorted. For things that can
+        live in any region: a patient's bookings, holds, wait-list entries -- one failed region
+        must not hide those in the twenty others."""
         items: list[T] = []
         missing: list[str] = []
-        for code, chunk in zip(codes, chunks, strict=True):
+        for code, chunk in zip(self.actors, await self._query_each(fn), strict=True):
             if isinstance(chunk, Unavailable):
                 missing.append(code)
             elif isinstance(chunk, BaseException):
@@ -266,6 +267,31 @@ class Regions:
             else:
                 items.extend(chunk)
         return Gathered(items, sorted(missing))
+
+    async def _query_each(self, fn: Callable[[RegionState], T]) -> list[T | BaseException]:
+        """``fn`` in every region, in ``actors`` order: read at once where the actor is settled,
+        the others awaited together (each a result or the exception it raised; ``Unavailable``
+        for a region that cannot answer)."""
+        codes = list(self.actors)
+        out: list[T | BaseException] = []
+        waiting: dict[int, str] = {}
+        for code in codes:
+            try:
+                actor = self._reading_actor(code)
+                if not actor.settled or actor.overloaded:
+                    waiting[len(out)] = code
+                    out.append(Unavailable(code))  # until awaited below
+                    continue
+                out.append(fn(actor.state))
+            except Exception as exc:
+                out.append(exc)
+        if waiting:
+            found = await asyncio.gather(
+                *(self._query_in(code, fn) for code in waiting.values()), return_exceptions=True
+            )
+            for i, value in zip(waiting, found, strict=True):
+                out[i] = value
+        return out
 
     async def _query_in(self, region: str, fn: Callable[[RegionState], T]) -> T:
         return await self._reading_actor(region).query(fn)

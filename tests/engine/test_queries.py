@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from slot_world import MONDAY, cell, epoch, make_clinic, make_resources, world
 
-from engine.commands import Block, Book, OpenDays, RegisterClinic, Unblock
-from engine.queries import clinic_day, earliest_free, free_starts, next_free, region_summary
+from engine.commands import Block, Book, OpenDays, RegisterClinic
+from engine.queries import clinic_day, free_starts, next_free, region_summary
 
 R1, R2 = "AB-c1-r1", "AB-c1-r2"
 
@@ -73,6 +73,30 @@ def test_region_summary_and_free_count() -> None:
     assert list(region_summary(state, MONDAY, 1)) == ["AB-c0", "AB-c1"]
 
 
+def test_region_summary_kept_up_to_date_through_changes() -> None:
+    """Summaries are kept per range and updated from the clinics changed since: each must equal
+    the counts read afresh, and an answer given earlier never changes afterwards."""
+
+    def fresh(first: int, days: int) -> dict[str, list[int]]:
+        return {
+            c: [state.free_count(c, d) for d in range(first, first + days)] for c in sorted(state.clinics)
+        }
+
+    state, now = world(days=3)
+    before = region_summary(state, MONDAY, 3)
+    kept = {c: list(v) for c, v in before.items()}
+    state.apply(Book("AB-b1", "p1", R1, "filling", MONDAY, cell(9)), now)
+    assert region_summary(state, MONDAY, 3) == fresh(MONDAY, 3) != kept
+    assert before == kept  # the earlier answer is not changed under its reader
+    state.apply(RegisterClinic(make_clinic("AB-c0"), make_resources("AB-c0", n=1)), now)  # a new clinic
+    state.apply(OpenDays("AB-c0-r1", MONDAY, 2), now)
+    assert list(region_summary(state, MONDAY, 3)) == ["AB-c0", "AB-c1"]
+    assert region_summary(state, MONDAY, 3) == fresh(MONDAY, 3)
+    state.apply(Block(R2, MONDAY + 1, cell(8), 8), now)
+    assert region_summary(state, MONDAY + 1, 2) == fresh(MONDAY + 1, 2)
+    assert region_summary(state, MONDAY, 3) == fresh(MONDAY, 3)
+
+
 def test_clinic_day() -> None:
     state, now = world(days=1)
     state.apply(Book("AB-b1", "p1", R2, "checkup", MONDAY, cell(9)), now)
@@ -106,28 +130,3 @@ def test_next_free_is_the_first_of_free_starts_on_a_busy_week() -> None:
             ]
             expected = (listed[0][0], *listed[0][1]) if listed else None
             assert next_free(state, "AB-c1", service, MONDAY, 5, at) == expected
-
-
-def test_earliest_free_answers_as_next_free_through_changes_and_time() -> None:
-    state, now = world(days=3)
-    ask = ("AB-c1", "checkup", MONDAY, 3)
-    first = earliest_free(state, *ask, now)
-    assert first == next_free(state, *ask, now) == (MONDAY, cell(8), R1)
-    version = state.clinic_version("AB-c1")
-    assert earliest_free(state, *ask, now + 60) == first  # unchanged clinic, later now: the index
-    state.apply(Book("AB-b1", "p1", R1, "checkup", MONDAY, cell(8)), now)  # takes that start
-    assert state.clinic_version("AB-c1") != version
-    assert earliest_free(state, *ask, now) == next_free(state, *ask, now) == (MONDAY, cell(8), R2)
-    state.apply(Block(R2, MONDAY, cell(8), 2), now)
-    assert earliest_free(state, *ask, now) == next_free(state, *ask, now) == (MONDAY, cell(8, 30), R1)
-    later = epoch(MONDAY, 12)  # past the start found: asked again
-    assert earliest_free(state, *ask, later) == next_free(state, *ask, later) == (MONDAY, cell(13), R1)
-    assert earliest_free(state, *ask, now) == next_free(state, *ask, now)  # an earlier now: asked again
-    tail = ("AB-c1", "checkup", MONDAY + 1, 2)
-    for resource in (R1, R2):
-        for day in (MONDAY + 1, MONDAY + 2):
-            state.apply(Block(resource, day, 0, 96), now)
-    assert earliest_free(state, *tail, now) is None
-    assert earliest_free(state, *tail, now + 3600) is None  # none stays none while nothing changes
-    state.apply(Unblock(R2, MONDAY + 2, cell(14), 2), now)
-    assert earliest_free(state, *tail, now) == next_free(state, *tail, now) == (MONDAY + 2, cell(14), R2)

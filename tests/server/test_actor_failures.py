@@ -208,6 +208,37 @@ async def test_snapshot_now_captures_inside_the_turn(actor: RegionActor, journal
     assert actor.state.to_snapshot() == await replayed(journal)
 
 
+async def test_a_read_waits_for_the_batch_in_flight_and_sees_it_once_durable(
+    actor: RegionActor, journal: MemoryJournal
+) -> None:
+    assert actor.settled and await answered(actor.query(lambda s: s.booking("AB-b1"))) is None  # at once
+    journal.hold_appends()  # the batch is applied, its append waits: the state is ahead of the journal
+    booking = asyncio.ensure_future(actor.submit(book(1)))
+    await until(lambda: not actor.settled)
+    read = asyncio.ensure_future(actor.query(lambda s: s.booking("AB-b1") is not None))
+    for _ in range(100):  # however often the loop turns, nothing unacknowledged is read
+        await asyncio.sleep(0)
+        assert not read.done()
+    journal.release_appends()
+    assert await answered(read) is True
+    await answered(booking)
+
+
+async def test_a_read_waiting_on_a_batch_that_fails_never_sees_it(
+    actor: RegionActor, journal: MemoryJournal
+) -> None:
+    journal.hold_appends()
+    journal.fail_next_append()
+    booking = asyncio.ensure_future(actor.submit(book(1)))
+    await until(lambda: not actor.settled)
+    read = asyncio.ensure_future(actor.query(lambda s: (s.booking("AB-b1"), s.booking_count())))
+    journal.release_appends()
+    with pytest.raises(Unavailable):
+        await answered(booking)
+    assert await answered(read) == (None, 0)  # answered from the reloaded state, without it
+    assert actor.settled and actor.state.to_snapshot() == await replayed(journal)
+
+
 async def test_corrupt_journal_fails_the_region_loudly(journal: MemoryJournal) -> None:
     await journal.open()
     first = RegionActor("AB", journal, clock=lambda: NOW)

@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine import queries
-from engine.calendar import cell_epoch, date_of, iso
+from engine import search as engine_search
+from engine.calendar import date_of, iso
 from engine.model import REGION_CODES, REGIONS, SERVICES, Clinic, Resource
 from engine.state import RegionState
 from server.demo import geography
@@ -100,57 +101,64 @@ async def search_clinics(request: Request) -> Response:
     if sort == "distance" and near is None:
         sort = "name"
     wants_first = bool(q.service or q.has_free or sort == "earliest")
-
-    def first_free(state: RegionState, clinic: Clinic) -> tuple[int, int, str] | None:
-        if q.service:
-            return queries.earliest_free(state, clinic.id, q.service, start_day, q.days, now)
-        found = [
-            f
-            for s in clinic.services
-            if (f := queries.earliest_free(state, clinic.id, s, start_day, q.days, now))
-        ]
-        return min(found) if found else None
+    services: list[str] = [q.service] if q.service else [s.id for s in SERVICES]
 
     def search(state: RegionState) -> list[dict[str, Any]]:
-        """At most ``limit`` rows of this region, in the answer's order: clinics are ordered
-        first (by name or distance) and searched only until ``limit`` are found; for
-        ``earliest`` each clinic's first free time is found (stopping at it) and only the
-        first ``limit`` become rows."""
-        matching = [
-            c
-            for c in state.clinics.values()
-            if (not q.municipality or c.municipality == q.municipality)
-            and (not q.service or q.service in c.services)
-        ]
-        distance: dict[str, float] = {}
-        if near is not None:
-            distance = {c.id: round(_distance_km(near[0], near[1], c.lat, c.lon), 2) for c in matching}
-        if sort == "distance":
-            matching.sort(key=lambda c: (distance[c.id], c.id))
-        elif sort == "name":
-            matching.sort(key=lambda c: (c.name, c.id))
-        found: list[tuple[Clinic, tuple[int, int, str] | None, int | None]] = []
-        for clinic in matching:
-            first = first_free(state, clinic) if wants_first else None
-            if q.has_free and first is None:
-                continue
-            # compared as instants: (day, cell) alone is not comparable across cell sizes
-            at = cell_epoch(first[0], first[1], clinic.cell_minutes) if first else None
-            found.append((clinic, first, at))
-            if sort != "earliest" and len(found) >= q.limit:
-                break
-        if sort == "earliest":
-            found.sort(key=lambda f: (f[2] is None, f[2] or 0, f[0].id))
-            del found[q.limit :]
+        """At most ``limit`` rows of this region, in the answer's order. By ``earliest`` for a
+        service: the head of the region's ranking (``engine.search``), walked only as far as the
+        answer. Otherwise clinics are ordered first (by name or distance) and taken until
+        ``limit`` are found, each clinic's first free time read from the rankings."""
+        found: list[engine_search.Found]
+        if sort == "earliest" and q.service:
+            found = engine_search.earliest_clinics(
+                state,
+                q.service,
+                start_day,
+                q.days,
+                now,
+                q.limit,
+                municipality=q.municipality,
+                has_free=bool(q.has_free),
+            )
+        else:
+            found = _ordered(state, services if wants_first else [])
         rows = []
         for clinic, first, at in found:
             row = clinic_summary(clinic)
             row["next_free"] = iso(first[0], first[1], clinic.cell_minutes) if first else None
             row["_next"] = at
             if near is not None:
-                row["distance_km"] = distance[clinic.id]
+                row["distance_km"] = round(_distance_km(near[0], near[1], clinic.lat, clinic.lon), 2)
             rows.append(row)
         return rows
+
+    def _ordered(state: RegionState, services: list[str]) -> list[engine_search.Found]:
+        rankings = [engine_search.ranking(state, s, start_day, q.days, now) for s in services]
+        matching = [
+            c
+            for c in state.clinics.values()
+            if (not q.municipality or c.municipality == q.municipality)
+            and (not q.service or q.service in c.services)
+        ]
+        if sort == "distance":
+            assert near is not None
+            distance = {c.id: round(_distance_km(near[0], near[1], c.lat, c.lon), 2) for c in matching}
+            matching.sort(key=lambda c: (distance[c.id], c.id))
+        elif sort == "name":
+            matching.sort(key=lambda c: (c.name, c.id))
+        found: list[engine_search.Found] = []
+        for clinic in matching:
+            first = engine_search.first_free(rankings, clinic.id) if rankings else None
+            if q.has_free and first is None:
+                continue
+            # compared as instants: (day, cell) alone is not comparable across cell sizes
+            found.append((clinic, first[1], first[0]) if first else (clinic, None, None))
+            if sort != "earliest" and len(found) >= q.limit:
+                break
+        if sort == "earliest":
+            found.sort(key=lambda f: (f[2] is None, f[2] or 0, f[0].id))
+            del found[q.limit :]
+        return found
 
     per_region = await asyncio.gather(*(regions.query(code, search) for code in codes))
     rows = [row for chunk in per_region for row in chunk]
