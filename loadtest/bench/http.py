@@ -17,6 +17,12 @@ way (uvloop, httptools, no access log) and driven by the same wrk command (the f
 It prints one JSON line with bookings/s, requests/s, p50, p99, the durable journal writes per
 second and region appends per write the server made (its ``/metrics``: group commit at work),
 both limits and the ratios.
+
+Throughput swings with what else runs on the machine, so it also prints what the server spent:
+its CPU microseconds per request during the run (all threads, and the event loop's thread
+alone), the share of a core it got, and the CPU per booking once the journal consumers have
+caught up after the run (the e-mails and webhooks of the run's bookings are composed then:
+until the process idles, at most ``CATCH_UP_S``). Read from ``/proc`` (Linux).
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ SERVICE = "child_checkup"
 SPREADS = ("uniform", "region", "hot")
 HOT_TIMES = 10
 PER_PATIENT_AND_CLINIC = 3  # the clinic's default hoarding limit
+CATCH_UP_S = 120  # the longest wait for the consumers after the run
+IDLE_CPU_SHARE = 0.05  # a process using less of a core than this has caught up
 
 
 def start_server(data: str, port: int, scale: str) -> subprocess.Popen[bytes]:
@@ -249,6 +257,43 @@ async def prepare(base: str, spread: str, region: str, patients: int, wanted: in
     return lines
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU seconds of the whole process, of its main thread: the event loop) so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def of(stat: str) -> float:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    return of(f"/proc/{pid}/stat"), of(f"/proc/{pid}/task/{pid}/stat")
+
+
+def caught_up(pid: int, timeout_s: float = CATCH_UP_S) -> float:
+    """Wait until the process idles (the consumers have done the run's work); its CPU seconds then."""
+    deadline = time.monotonic() + timeout_s
+    before = cpu_seconds(pid)[0]
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)[0]
+        if now - before < IDLE_CPU_SHARE:
+            return now
+        before = now
+    return before
+
+
+def server_cpu(
+    start: tuple[float, float], end: tuple[float, float], settled: float, seconds: float, raw: dict[str, Any]
+) -> dict[str, Any]:
+    requests = max(int(raw["requests"]), 1)
+    booked = max(int(raw["statuses"].get("201", 0)), 1)
+    return {
+        "server_cpu_us_per_request": round((end[0] - start[0]) * 1e6 / requests),
+        "server_loop_cpu_us_per_request": round((end[1] - start[1]) * 1e6 / requests),
+        "server_cpu_share_of_a_core": round((end[0] - start[0]) / seconds, 2),
+        "server_cpu_us_per_booking_caught_up": round((settled - start[0]) * 1e6 / booked),
+    }
+
+
 def journal_counts(port: int) -> tuple[float, float]:
     """(durable journal writes, region appends) so far, from the server's /metrics."""
     rounds = appends = 0.0
@@ -323,8 +368,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             Path(req_file).write_text("\n".join(lines) + "\n")
             before = journal_counts(port)
-            tandtid = _figures(wrk(port, req_file, args.connections, args.seconds, args.threads))
+            cpu_before = cpu_seconds(server.pid)
+            raw = wrk(port, req_file, args.connections, args.seconds, args.threads)
+            cpu_after = cpu_seconds(server.pid)
             after = journal_counts(port)
+            tandtid = _figures(raw)
+            cpu = server_cpu(cpu_before, cpu_after, caught_up(server.pid), raw["duration_us"] / 1e6, raw)
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -347,6 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "connections": args.connections,
         "seconds": args.seconds,
         **tandtid,
+        **cpu,
         "durable_writes_per_s": round((after[0] - before[0]) / args.seconds),
         "region_appends_per_durable_write": round((after[1] - before[1]) / max(after[0] - before[0], 1), 2),
         "raw_fsync_per_s": round(fsyncs),
