@@ -10,10 +10,10 @@ the event-loop lag monitor (``server.loop_lag``), and puts ``regions``, ``health
 Middleware, outermost first: ``EdgeMiddleware`` (request id, body cap, security headers,
 metrics, access log, catch-all 500), ``ForwardingMiddleware`` (a cluster node sends requests for
 another node's regions there: ``server.http.forwarding``; the owner's reply is relayed as it is),
-then ``RateLimitMiddleware`` (per client IP), then Starlette's
-``GZipMiddleware``: a reply of ``COMPRESS_MIN_BYTES`` or more (the map's ~1.2 MB clinic list, availability)
-is gzip-compressed when the client accepts it; smaller ones, replies already encoded (``/static`` compresses
-its own) and ``text/event-stream`` pass as they are, and WebSockets never go through it (HTTP scopes only).
+then ``RateLimitMiddleware`` (per client IP), then ``CompressMiddleware`` (``server.http.compression``): a
+reply of ``COMPRESS_MIN_BYTES`` or more (the map's ~1.2 MB clinic list, availability) is gzip-compressed when
+the client accepts it; smaller ones, replies already encoded (``/static`` compresses its own) and
+``text/event-stream`` pass as they are, and WebSockets never go through it (HTTP scopes only).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from server.health import Health
+from server.http.compression import CompressMiddleware
 from server.http.errors import EdgeMiddleware, error_response, exception_handlers
 from server.http.forwarding import ForwardingMiddleware
 from server.http.openapi import Endpoint, build_document
@@ -158,7 +158,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
             Middleware(EdgeMiddleware, max_body=settings.max_body_bytes),
             Middleware(ForwardingMiddleware),  # a cluster node: another node's regions go there
             Middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_per_s, settings.rate_burst)),
-            Middleware(GZipMiddleware, minimum_size=COMPRESS_MIN_BYTES, compresslevel=COMPRESS_LEVEL),
+            Middleware(CompressMiddleware, min_bytes=COMPRESS_MIN_BYTES, level=COMPRESS_LEVEL),
         ],
         exception_handlers=handlers,
         lifespan=lifespan,
@@ -169,4 +169,8 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
     app.state.clock = next(iter(regions.actors.values())).clock if regions.actors else time.time
     app.state.principal_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
     app.state.openapi = build_document(ENDPOINTS)
+    # A cluster node's Forwarder, set by ``server.serve``. Present (None) on a single node so the
+    # forwarding middleware's look-up per request finds it: a missing attribute of ``State`` costs
+    # two exceptions.
+    app.state.forwarder = None
     return app

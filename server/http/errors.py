@@ -322,9 +322,9 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", rid.encode()))
+                headers = list(message.get("headers", ()))
                 present = {k.lower() for k, _ in headers}
+                headers.append((b"x-request-id", rid.encode()))
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
                 if api and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
@@ -346,7 +346,9 @@ class EdgeMiddleware:
                     scope, receive, send_wrapper
                 )
             else:
-                await self.app(scope, receive_capped, send_wrapper)
+                # A declared length within the limit is the most the server hands over (it frames
+                # the body by it): only a body without one (chunked) needs counting.
+                await self.app(scope, receive if declared is not None else receive_capped, send_wrapper)
         except Exception as exc:  # the catch-all: one shape, one log line with the request id
             log.error(
                 "unhandled %s in %s %s (request %s)",
@@ -363,10 +365,10 @@ class EdgeMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             template = _route_template(scope)
-            _observe(template, scope.get("method", ""), status, elapsed)
-            access_log.info(
-                "%s %s %d %.1fms rid=%s", scope.get("method", ""), template, status, elapsed * 1000, rid
-            )
+            method = scope.get("method", "")
+            _observe(template, method, status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("%s %s %d %.1fms rid=%s", method, template, status, elapsed * 1000, rid)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -379,6 +381,19 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+# (route, method, status) -> the request counter's and the latency histogram's children: their
+# ``labels()`` look-up (a lock, a tuple of strings) per request cost more than the counting.
+_observers: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def _observe(template: str, method: str, status: int, elapsed: float) -> None:
-    HTTP_REQUESTS.labels(route=template, method=method, status=str(status)).inc()
-    HTTP_LATENCY.labels(route=template).observe(elapsed)
+    key = (template, method, status)
+    children = _observers.get(key)
+    if children is None:
+        children = (
+            HTTP_REQUESTS.labels(route=template, method=method, status=str(status)),
+            HTTP_LATENCY.labels(route=template),
+        )
+        _observers[key] = children
+    children[0].inc()
+    children[1].observe(elapsed)

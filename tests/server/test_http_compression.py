@@ -1,7 +1,8 @@
 """Integration tests: API replies are gzip-compressed on a real uvicorn serving the real app.
 
 A big JSON reply (a clinic's availability) travels compressed when the client accepts gzip and
-decodes to the same JSON; a tiny one is sent as it is; the WebSocket beside it is not touched.
+decodes to the same JSON; a page sent as a file (streamed in parts) too; a tiny one is sent as it
+is; the WebSocket beside it is not touched.
 Responses are read raw (httpx decodes gzip itself, which would hide what travelled).
 """
 
@@ -61,6 +62,21 @@ async def test_a_big_json_reply_is_compressed(client: httpx.AsyncClient) -> None
     # the edge's headers are still there
     assert packed.headers["x-request-id"]
     assert packed.headers["cache-control"]
+
+
+async def test_a_page_streamed_from_its_file_is_compressed(client: httpx.AsyncClient) -> None:
+    plain, plain_body = await raw_get(client, "/", "identity")
+    assert plain.status_code == 200
+    assert "content-encoding" not in plain.headers
+    assert plain_body.startswith(b"<!")
+
+    packed, packed_body = await raw_get(client, "/", "gzip")
+    assert packed.status_code == 200
+    assert packed.headers["content-encoding"] == "gzip"
+    assert packed.headers["content-type"].startswith("text/html")
+    assert "accept-encoding" in packed.headers["vary"].lower()
+    assert len(packed_body) < len(plain_body)
+    assert gzip.decompress(packed_body) == plain_body
 
 
 async def test_a_tiny_json_reply_is_not(client: httpx.AsyncClient) -> None:
