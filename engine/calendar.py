@@ -69,6 +69,12 @@ def nonexistent_cells(day: int, cell_minutes: int) -> frozenset[int]:
     return _day_table(day, cell_minutes)[1]
 
 
+def day_table_epochs(day: int, cell_minutes: int) -> tuple[int, ...]:
+    """Epoch seconds of every cell start of ``day``, non-decreasing (a nonexistent cell has the
+    instant the clocks jumped past it, as ``earliest_epoch``): for bisecting an instant."""
+    return _day_table(day, cell_minutes)[0]
+
+
 @lru_cache(maxsize=1 << 16)
 def cell_epoch(day: int, cell: int, cell_minutes: int) -> int:
     """Epoch seconds of the start of (day, cell). ValueError for a nonexistent wall time

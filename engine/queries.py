@@ -130,6 +130,16 @@ def region_summary(state: RegionState, first_day: int, days: int) -> dict[str, l
     return dict(rows)
 
 
+def bookable_summary(
+    state: RegionState, service: str, first_day: int, days: int, now: int
+) -> dict[str, list[int]]:
+    """Per clinic (sorted by id): how many times ``service`` can be booked on each day of the
+    range at epoch second ``now`` (what the map's badges count; ``engine.starts``). Kept per
+    clinic-day by the state: between changes this is a look-up per clinic-day."""
+    starts = state.bookable_starts_of
+    return {c: starts(c, service, first_day, days, now) for c in sorted(state.clinics)}
+
+
 def clinic_day(state: RegionState, clinic: str, day: int) -> dict[str, Any]:
     """The clinic's resources with their cells that day (one digit per cell, ``engine.cells``
     values) and the bookings starting that day. KeyError for an unknown clinic."""

@@ -394,6 +394,7 @@ class ClinicSetup:
         row = s._rows[res.id]
         row.cells_for = {}
         s._touch(row.clinic)
+        s._starts.forget(row.clinic)
         if not row.buf:
             return
         for day in range(max(e.from_day, row.first_day), row.first_day + row.days):

@@ -83,6 +83,8 @@ from engine.offers import first_offer
 from engine.records import Booking, BookingStatus, Hold
 from engine.rows import FREE_RUNS, OpeningMasks, ResourceRow, runs
 from engine.setup import ClinicSetup
+from engine.starts import NONE as NO_STARTS
+from engine.starts import SERVICE_INDEX, Counts, StartCounts, day_cuts
 from engine.waitlist import MAX_ENTRIES_PER_PATIENT, MAX_WAIT_DAYS, WaitEntry, Waitlist
 
 Change = tuple[str, str, int, int, int, int]
@@ -109,6 +111,7 @@ class RegionState:
         self.holds: dict[str, Hold] = {}
         self._rows: dict[str, ResourceRow] = {}
         self._free: dict[str, dict[int, int]] = {}  # clinic -> day -> FREE cells
+        self._starts = StartCounts()  # clinic -> day -> bookable starts per service (derived, lazily)
         # clinic -> a number that changes whenever any of its cells or what its resources
         # perform changes (derived, never stored: readers cache answers against it): the
         # region's ``version`` when the clinic last changed, so the dict runs in the order the
@@ -236,6 +239,38 @@ class RegionState:
     def free_count(self, clinic: str, day: int) -> int:
         free = self._free.get(clinic)
         return free.get(day, 0) if free else 0
+
+    def bookable_starts(self, clinic: str, day: int, now: int) -> dict[str, int]:
+        """How many times each service the clinic offers can be booked on ``day`` at epoch second
+        ``now`` (``engine.starts``); {} for an unknown clinic. Counted once per clinic-day and kept
+        until a cell of that day changes."""
+        c = self.clinics.get(clinic)
+        if c is None:
+            return {}
+        counts = self._start_counts(c, day, 1, now)[0]
+        return {s: counts[SERVICE_INDEX[s]] for s in c.services}
+
+    def bookable_starts_of(self, clinic: str, service: str, first_day: int, days: int, now: int) -> list[int]:
+        """For each day of the range: how many times ``service`` can be booked at the clinic
+        (0 when it is not offered; [] for an unknown clinic)."""
+        c = self.clinics.get(clinic)
+        if c is None:
+            return []
+        if service not in c.services:
+            return [0] * days
+        i = SERVICE_INDEX[service]
+        return [counts[i] for counts in self._start_counts(c, first_day, days, now)]
+
+    def _start_counts(self, c: Clinic, first_day: int, days: int, now: int) -> list[Counts]:
+        if c.suspended:
+            return [NO_STARTS] * days
+        return self._starts.of(
+            c.id, self._clinic_rows(c.id), first_day, day_cuts(first_day, days, now, c.cell_minutes)
+        )
+
+    def _clinic_rows(self, clinic: str) -> list[ResourceRow]:
+        rows = self._rows
+        return [rows[r] for r in self._clinic_resources.get(clinic, ())]
 
     def resources_of(self, clinic: str) -> list[Resource]:
         """The clinic's resources in registration order ([] for an unknown clinic)."""
@@ -697,6 +732,7 @@ class RegionState:
                 members.append(res.id)
         self._masks.forget(clinic.id)
         self._touch(clinic.id)
+        self._starts.forget(clinic.id)
         offered = set(clinic.services)
         cm = clinic.cell_minutes
         for rid in members:
@@ -720,6 +756,7 @@ class RegionState:
             self._free[row.clinic][day] += delta
         self._changes.append((row.clinic, row.id, day, first, n, value))
         self._touch(row.clinic)
+        self._starts.changed(row.clinic, day)
 
     def _write(self, row: ResourceRow, day: int, first: int, old: bytes, new: bytes | bytearray) -> None:
         """Write ``new`` over cells [first, first+len) of ``day`` (which held ``old``), keep the
@@ -728,6 +765,7 @@ class RegionState:
             self._save_row(row)
         delta = row.write(day, first, new)
         self._touch(row.clinic)
+        self._starts.changed(row.clinic, day)
         if delta:
             free = self._free[row.clinic]
             free[day] = free.get(day, 0) + delta
@@ -751,6 +789,7 @@ class RegionState:
             self._save_row(row)
         row.cover(e.first_day, e.days)
         self._touch(row.clinic)
+        self._starts.forget(row.clinic)
         closed_day = bytes(row.cpd)
         free, append = self._free[row.clinic], self._changes.append
         for day in range(e.first_day, e.first_day + e.days):

@@ -348,6 +348,7 @@ class AvailabilityQuery(Query):
 
 
 class SummaryQuery(Query):
+    service: ServiceId = "checkup"  # what ``starts`` count
     from_: Date | None = Field(default=None, alias="from")
     days: int = Field(default=14, ge=1, le=31)
 

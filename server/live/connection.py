@@ -44,13 +44,14 @@ KINDS = ("snapshot", "diff", "event", "control")
 class Subscription:
     """One connection's interest in one topic, with the day range its snapshots cover."""
 
-    __slots__ = ("conn", "topic", "first_day", "days", "resync")
+    __slots__ = ("conn", "topic", "first_day", "days", "service", "resync")
 
-    def __init__(self, conn: Connection, topic: Topic, first_day: int, days: int) -> None:
+    def __init__(self, conn: Connection, topic: Topic, first_day: int, days: int, service: str) -> None:
         self.conn = conn
         self.topic = topic
         self.first_day = first_day
         self.days = days
+        self.service = service  # what a region snapshot's ``starts`` count
         self.resync = False  # diffs suppressed until a fresh snapshot is queued
 
 

@@ -2,7 +2,8 @@
 
 Client -> server, one JSON object per frame (msgpack too on a ``?encoding=msgpack`` socket)::
 
-    {"op": "subscribe", "topic": "region:AB" | "clinic:AB-c1", "from": "YYYY-MM-DD", "days": 14}
+    {"op": "subscribe", "topic": "region:AB" | "clinic:AB-c1", "from": "YYYY-MM-DD", "days": 14,
+     "service": "checkup"}                           (service: region topics, what ``starts`` count)
     {"op": "unsubscribe", "topic": ...}
     {"op": "ping"}                                   -> {"type": "pong"}
 
@@ -29,7 +30,7 @@ from server.live.connection import Connection, Sender
 from server.live.fanout import Fanout
 from server.live.me_events import MeEvents
 from server.live.protocol import RAW_WEBSOCKET, HubWebSocketProtocol
-from server.live.topics import BadTopic, parse_range, parse_topic
+from server.live.topics import BadTopic, parse_range, parse_service, parse_topic
 from server.regions.routing import Regions
 from server.settings import Settings
 
@@ -176,6 +177,7 @@ class LiveEndpoint:
         if actor is None:
             raise BadTopic("NOT_FOUND", "this server does not serve that region")
         first_day, days = parse_range(request, day_of_epoch(int(actor.clock())))
+        service = parse_service(request)
         if name.key not in conn.subs and len(conn.subs) >= self.max_subscriptions:
             raise BadTopic("LIMIT_REACHED", f"at most {self.max_subscriptions} subscriptions per connection")
-        await self.fanout.subscribe(conn, name, first_day, days)
+        await self.fanout.subscribe(conn, name, first_day, days, service)

@@ -37,6 +37,7 @@ from engine.state import RegionState
 from server.live.codec import Encoding, Frame, encode
 from server.live.connection import Connection, Sender, Subscription
 from server.live.topics import (
+    DEFAULT_SERVICE,
     BadTopic,
     TopicName,
     cell_items_by_clinic,
@@ -62,8 +63,9 @@ class Topic:
         self.name = name
         self.seq = 0
         self.subscribers: dict[Connection, Subscription] = {}
-        # (first_day, days, encoding) -> encoded snapshot at the current seq and state
-        self.snapshots: dict[tuple[int, int, Encoding], Frame] = {}
+        # (first_day, days, service, minute, encoding) -> encoded snapshot at the current seq and
+        # state (a region's bookable times depend on the time too: kept at most for its minute)
+        self.snapshots: dict[tuple[int, int, str, int, Encoding], Frame] = {}
 
 
 class Fanout:
@@ -92,7 +94,9 @@ class Fanout:
 
     # -- subscribing -------------------------------------------------------------------------
 
-    async def subscribe(self, conn: Connection, name: TopicName, first_day: int, days: int) -> None:
+    async def subscribe(
+        self, conn: Connection, name: TopicName, first_day: int, days: int, service: str = DEFAULT_SERVICE
+    ) -> None:
         """Register ``conn`` for ``name`` and queue its snapshot, atomically inside the actor.
         Raises BadTopic NOT_FOUND (no such clinic), or UNAVAILABLE when the region cannot answer
         now (recovering, failed): then the subscription is registered all the same, marked for
@@ -104,10 +108,8 @@ class Fanout:
                 return True
             if name.kind == "clinic" and not clinic_exists(state, name.ident):
                 return False
-            sub = self._register(conn, name, first_day, days)
-            self.sender.push(
-                conn, sub, "snapshot", self._snapshot_frame(state, sub.topic, first_day, days, conn.encoding)
-            )
+            sub = self._register(conn, name, first_day, days, service)
+            self.sender.push(conn, sub, "snapshot", self._snapshot_frame(state, sub, conn.encoding))
             return True
 
         try:
@@ -116,7 +118,7 @@ class Fanout:
             log.warning("subscribe to %s failed: %s", name.key, type(exc).__name__)
             if not conn.closed:
                 # no diffs until its snapshot: the resync loop asks the region again until it answers
-                self._register(conn, name, first_day, days).resync = True
+                self._register(conn, name, first_day, days, service).resync = True
                 conn.resync_pending = True
                 self.sender.kick(conn)
             raise BadTopic(
@@ -125,14 +127,16 @@ class Fanout:
         if not found:
             raise BadTopic("NOT_FOUND", "no such clinic")
 
-    def _register(self, conn: Connection, name: TopicName, first_day: int, days: int) -> Subscription:
+    def _register(
+        self, conn: Connection, name: TopicName, first_day: int, days: int, service: str
+    ) -> Subscription:
         topic = self.topics.get(name.key)
         if topic is None:
             topic = self.topics[name.key] = Topic(name)
         old = conn.subs.pop(name.key, None)
         if old is not None:
             self.forget(old)
-        sub = Subscription(conn, topic, first_day, days)
+        sub = Subscription(conn, topic, first_day, days, service)
         topic.subscribers[conn] = sub
         conn.subs[name.key] = sub
         return sub
@@ -158,11 +162,11 @@ class Fanout:
 
     # -- snapshots and resync ----------------------------------------------------------------
 
-    def _snapshot_frame(
-        self, state: RegionState, topic: Topic, first_day: int, days: int, encoding: Encoding
-    ) -> Frame:
+    def _snapshot_frame(self, state: RegionState, sub: Subscription, encoding: Encoding) -> Frame:
         """Runs inside the actor. Subscribers asking for the same range share one encoded frame."""
-        key = (first_day, days, encoding)
+        topic, first_day, days, service = sub.topic, sub.first_day, sub.days, sub.service
+        now = int(self.regions.actors[topic.name.region].clock())
+        key = (first_day, days, service if topic.name.kind == "region" else "", now // 60, encoding)
         frame = topic.snapshots.get(key)
         if frame is None:
             if len(topic.snapshots) >= MAX_CACHED_SNAPSHOTS:
@@ -171,7 +175,7 @@ class Fanout:
                 "type": "snapshot",
                 "topic": topic.name.key,
                 "seq": topic.seq,
-                "data": snapshot_data(state, topic.name, first_day, days),
+                "data": snapshot_data(state, topic.name, first_day, days, service, now),
             }
             frame = topic.snapshots[key] = encode(message, encoding)
         return frame
@@ -209,7 +213,7 @@ class Fanout:
                         conn,
                         sub,
                         "snapshot",
-                        self._snapshot_frame(state, topic, sub.first_day, sub.days, conn.encoding),
+                        self._snapshot_frame(state, sub, conn.encoding),
                     )
 
             try:

@@ -2,7 +2,8 @@
 
 Two kinds of topic::
 
-    region:<CODE>   free cells per clinic per day (what the map colours)
+    region:<CODE>   per clinic per day: free cells, and the times a service can be booked (the
+                    map's badges; the subscription names the service, check-up by default)
     clinic:<id>     every resource's cell string per day (the slot grid, the kiosk)
 
 Snapshots are built by functions that take the region's ``RegionState`` and must run inside
@@ -20,12 +21,13 @@ from functools import lru_cache
 from typing import Any
 
 from engine.errors import TandtidError
-from engine.model import REGION_CODES, region_of
-from engine.queries import region_summary
+from engine.model import REGION_CODES, SERVICES_BY_ID, region_of
+from engine.queries import bookable_summary, region_summary
 from engine.state import Change, RegionState
 
 MAX_DAYS = 92
 DEFAULT_DAYS = 14
+DEFAULT_SERVICE = "checkup"  # what a region topic's ``starts`` count when the subscriber names none
 _CELL_DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
 
 
@@ -80,6 +82,14 @@ def parse_range(message: dict[str, Any], today: int) -> tuple[int, int]:
     return first_day, raw_days
 
 
+def parse_service(message: dict[str, Any]) -> str:
+    """The service a region subscription's ``starts`` count (``service``, check-up by default)."""
+    service = message.get("service", DEFAULT_SERVICE)
+    if not isinstance(service, str) or service not in SERVICES_BY_ID:
+        raise BadTopic("INVALID", f"'service' must be one of {', '.join(SERVICES_BY_ID)}")
+    return service
+
+
 @lru_cache(maxsize=4096)
 def iso_date(day: int) -> str:
     return date.fromordinal(day).isoformat()
@@ -97,9 +107,16 @@ def clinic_exists(state: RegionState, clinic: str) -> bool:
     return clinic in state.clinics
 
 
-def region_snapshot(state: RegionState, first_day: int, days: int) -> dict[str, Any]:
-    summary = region_summary(state, first_day, days)
-    return {"from": iso_date(first_day), "days": days, "clinics": summary}
+def region_snapshot(state: RegionState, first_day: int, days: int, service: str, now: int) -> dict[str, Any]:
+    """``clinics``: free cells per clinic per day; ``starts``: the times ``service`` can be booked
+    per clinic per day at ``now`` (``engine.starts``)."""
+    return {
+        "from": iso_date(first_day),
+        "days": days,
+        "clinics": region_summary(state, first_day, days),
+        "service": service,
+        "starts": bookable_summary(state, service, first_day, days, now),
+    }
 
 
 def clinic_snapshot(state: RegionState, clinic: str, first_day: int, days: int) -> dict[str, Any]:
@@ -117,18 +134,22 @@ def clinic_snapshot(state: RegionState, clinic: str, first_day: int, days: int) 
     }
 
 
-def snapshot_data(state: RegionState, topic: TopicName, first_day: int, days: int) -> dict[str, Any]:
+def snapshot_data(
+    state: RegionState, topic: TopicName, first_day: int, days: int, service: str, now: int
+) -> dict[str, Any]:
     if topic.kind == "region":
-        return region_snapshot(state, first_day, days)
+        return region_snapshot(state, first_day, days, service, now)
     return clinic_snapshot(state, topic.ident, first_day, days)
 
 
 # -- diffs: from a committed batch only ---------------------------------------------------------
 
 
-def count_items(counts: list[tuple[str, int, int]]) -> list[list[Any]]:
-    """``Committed.counts`` as the region diff's ``counts`` list: [clinic, date, free]."""
-    return [[clinic, iso_date(day), free] for clinic, day, free in counts]
+def count_items(counts: list[tuple[str, int, int, dict[str, int]]]) -> list[list[Any]]:
+    """``Committed.counts`` as the region diff's ``counts`` list: [clinic, date, free cells,
+    {service: bookable times}] (every service the clinic offers: subscribers of any service share
+    the frame)."""
+    return [[clinic, iso_date(day), free, starts] for clinic, day, free, starts in counts]
 
 
 def cell_items_by_clinic(changes: list[Change]) -> dict[str, list[list[Any]]]:

@@ -110,7 +110,9 @@ class Committed:
     committed_at: float  # epoch seconds, taken when the write became durable
     events: list[Event]
     changes: list[Change]
-    counts: list[tuple[str, int, int]]  # (clinic, day, free cells) for every clinic-day touched
+    counts: list[
+        tuple[str, int, int, dict[str, int]]
+    ]  # (clinic, day, free cells, {service: bookable times}) per clinic-day touched
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,7 +592,7 @@ class RegionActor:
                 committed_at=time.time(),
                 events=batch_events,
                 changes=changes,
-                counts=self._counts(changes),
+                counts=self._counts(changes, now),
             )
             self._publish(committed)
         if self._snapshot_due(now_f):
@@ -613,10 +615,15 @@ class RegionActor:
             metrics.REFUSALS.labels(code=str(code), region=self.region).inc(n)
         self._batch_hist.observe(batch)
 
-    def _counts(self, changes: list[Change]) -> list[tuple[str, int, int]]:
+    def _counts(self, changes: list[Change], now: int) -> list[tuple[str, int, int, dict[str, int]]]:
+        """Per clinic-day the batch touched: its free cells and the times each service can be
+        booked at ``now`` (one clinic-day recounted each, ``engine.starts``)."""
         touched = {(clinic, day) for clinic, _resource, day, _cell, _n, _state in changes}
-        free_count = self.state.free_count
-        return [(clinic, day, free_count(clinic, day)) for clinic, day in sorted(touched)]
+        free_count, starts = self.state.free_count, self.state.bookable_starts
+        return [
+            (clinic, day, free_count(clinic, day), starts(clinic, day, now))
+            for clinic, day in sorted(touched)
+        ]
 
     def _publish(self, item: Committed | Reloaded) -> None:
         for listener in self.listeners:
@@ -715,7 +722,7 @@ class RegionActor:
                     committed_at=time.time(),
                     events=events,
                     changes=changes,
-                    counts=self._counts(changes),
+                    counts=self._counts(changes, int(self.clock())),
                 )
             )
 

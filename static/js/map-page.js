@@ -1,5 +1,6 @@
-// /: the map of Sweden with every clinic coloured by free times, the search panel, and the list beside the
-// map (the keyboard and screen-reader path to the same clinics). Markers follow the region summary topics.
+// /: the map of Sweden with every clinic coloured by the times its chosen treatment can be booked (the
+// region topics' "starts": bookable start times per clinic per day, counted by the engine), the search
+// panel, and the list beside the map (the keyboard and screen-reader path to the same clinics).
 // The base map is the county geography shipped in static/geo; online tiles are an optional layer.
 //
 // At national size (4,430 clinics) the work is cut into tasks of CHUNK_MS, each followed by a yield to the
@@ -33,7 +34,8 @@ const state = {
 };
 const clinics = new Map(); // id -> clinic from /api/clinics
 const markers = new Map(); // id -> L.Marker
-const counts = new Map(); // id -> Map(date -> free cells)
+const counts = new Map(); // id -> Map(date -> bookable start times of countsService)
+let countsService = ""; // the service the region subscriptions count
 const rows = new Map(); // id -> the list's <li> (only rows rendered so far)
 const pending = new Set(); // ids whose counts changed since the last frame
 let frameAsked = false;
@@ -45,7 +47,7 @@ let placing = Promise.resolve(); // the newest search's markers, made and cluste
 let clustersLoaded = null; // resolves the cluster group's chunked loading under way
 let windowKey = ""; // state.from/state.days of windowList
 let windowList = []; // the dates of the search's period
-const freeLabels = new Map(); // n -> "n lediga tidsrutor" in the current language (cleared on change)
+const freeLabels = new Map(); // n -> "n bokningsbara tider för …" in the current language and service (cleared on change)
 
 // A plain task, not scheduler.yield(): its continuations run ahead of rendering, and a chain of them held
 // back the page's first paint by two seconds in some Lighthouse runs.
@@ -70,7 +72,8 @@ async function eachInChunks(items, fn, alive = () => true) {
 function freeLabel(n) {
   let label = freeLabels.get(n);
   if (label === undefined) {
-    label = t("map.free.label", { n });
+    const service = state.services.find((s) => s.id === state.service);
+    label = t("map.free.label", { n, service: service ? serviceName(service).toLowerCase() : state.service });
     freeLabels.set(n, label);
   }
   return label;
@@ -117,15 +120,16 @@ const clusters = L.markerClusterGroup({
   chunkProgress(processed, total) {
     if (processed === total && clustersLoaded) clustersLoaded();
   },
+  // A cluster counts clinics, not times: a labelled pill ("12 kliniker"), never a badge's shape or colours.
   iconCreateFunction(cluster) {
     const children = cluster.getAllChildMarkers();
     const withFree = children.filter((m) => m.options.free > 0).length;
     const label = t("map.cluster", { n: children.length, free: withFree });
-    const size = children.length < 10 ? 36 : children.length < 100 ? 44 : 52;
+    const width = children.length < 100 ? 56 : children.length < 1000 ? 64 : 72;
     return L.divIcon({
       className: "cluster-marker",
-      html: `<span class="bubble ${withFree ? "" : "none"}" aria-label="${label}" title="${label}">${children.length}</span>`,
-      iconSize: [size, size],
+      html: `<span class="cluster-bubble ${withFree ? "" : "none"}" aria-label="${label}" title="${label}"><b>${children.length}</b><small>${t("map.cluster.unit")}</small></span>`,
+      iconSize: [width, 40],
     });
   },
 });
@@ -194,7 +198,8 @@ function freeCount(id) {
 
 function onRegionMessage(msg) {
   if (msg.type === "snapshot") {
-    const { from, clinics: byClinic } = msg.data;
+    const { from, service, starts: byClinic } = msg.data;
+    if (service !== state.service) return; // a snapshot for the search before; the new one follows
     let days = [];
     for (const [id, perDay] of Object.entries(byClinic || {})) {
       if (days.length < perDay.length) days = dayList(from, perDay.length);
@@ -204,9 +209,11 @@ function onRegionMessage(msg) {
       pending.add(id);
     }
   } else {
-    for (const [id, date, n] of msg.data.counts || []) {
+    // [clinic, date, free cells, {service: bookable times}]: every service the clinic offers
+    for (const [id, date, , starts] of msg.data.counts || []) {
+      if (!starts) continue;
       if (!counts.has(id)) counts.set(id, new Map());
-      counts.get(id).set(date, n);
+      counts.get(id).set(date, starts[state.service] || 0);
       pending.add(id);
     }
   }
@@ -234,7 +241,7 @@ function subscribeRegions(codes) {
   const wanted = new Set(codes);
   for (const code of subscribedRegions) if (!wanted.has(code)) live.unsubscribe(`region:${code}`);
   for (const code of wanted) {
-    live.subscribe(`region:${code}`, { from: state.from, days: state.days }, onRegionMessage);
+    live.subscribe(`region:${code}`, { from: state.from, days: state.days, service: state.service }, onRegionMessage);
   }
   subscribedRegions = wanted;
 }
@@ -253,7 +260,7 @@ function popupContent(c) {
   const n = freeCount(c.id);
   return el("div", { class: "popup" },
     el("h3", { text: c.name }),
-    el("p", { text: `${c.municipality_name || ""} · ${t("map.free.label", { n })}` }),
+    el("p", { text: `${c.municipality_name || ""} · ${freeLabel(n)}` }),
     el("p", { text: nextFreeText(c) }),
     c.suspended ? el("p", { class: "suspended", text: t("clinic.suspended") }) : null,
     el("a", { class: "button primary", href: clinicUrl(c), text: t("map.book") }));
@@ -348,9 +355,13 @@ function clinicRow(c) {
 }
 
 async function showOnMap(id) {
-  await placing;
+  // a search started meanwhile replaces every marker: wait for the newest one's
+  for (let current = null; current !== placing;) {
+    current = placing;
+    await current;
+  }
   const marker = markers.get(id);
-  if (!marker) return;
+  if (!marker || !clusters.hasLayer(marker)) return;
   clusters.zoomToShowLayer(marker, () => openPopup(marker));
   $("map").scrollIntoView({ block: "nearest" });
 }
@@ -384,6 +395,11 @@ async function search() {
   // "loading" goes where the count will be: a message above the list would push it down twice (layout shift)
   $("results-count").textContent = t("loading");
   $("results").setAttribute("aria-busy", "true");
+  if (state.service !== countsService) { // another treatment: other times to count, other labels
+    countsService = state.service;
+    counts.clear();
+    freeLabels.clear();
+  }
   // the counts travel while the lists are fetched: markers are then made with their colour once
   subscribeRegions(searchedRegions());
   let list;

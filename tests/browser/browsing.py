@@ -128,6 +128,18 @@ class Api:
                     )
         return out
 
+    def bookable_count(self, clinic: str, first: str, days: int, service: str = "checkup") -> int:
+        """How many start times the clinic's availability lists for ``service`` over ``days`` days from ``first``
+        (what the map's badge counts)."""
+        data = self.get(f"/api/clinics/{clinic}/availability", service=service, days=days, **{"from": first})
+        return sum(len(day["times"]) for day in data["days"])
+
+    def tomorrow(self) -> str:
+        """The day after the server's date in Stockholm: a period from it holds no time passing while a test runs."""
+        from datetime import date, timedelta
+
+        return (date.fromisoformat(self.today()) + timedelta(days=1)).isoformat()
+
     def today(self) -> str:
         """The server's date in Stockholm (the first day of an availability answer)."""
         day: str = self.get("/api/clinics/AB-c1/availability", service="checkup", days=1)["days"][0]["date"]

@@ -2,7 +2,8 @@
 
 Two contexts on the same clinic page: one holds and books a time through the UI (sign-in form, "Reserving…",
 countdown, confirm, confirmation with .ics); the other sees that time disappear within one second without a
-reload. A third context has the map open and sees the clinic's marker change.
+reload. A third context has the map open and sees the clinic's marker change: it shows as many check-up times
+as the clinic's availability lists over the map's period, before and after the hold.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ def test_booking_in_one_context_updates_the_other_and_the_map(
 ) -> None:
     clinic = solo_clinics[0]
     patient = api.register()
-    free = api.free_times(clinic)
-    assert len(free) > 3, f"{clinic} has no free check-up times in the next week"
+    # the map's period starts tomorrow: no time of it passes while the test runs, so its count is exact
+    first, days = api.tomorrow(), 7
+    free = api.free_times(clinic, days=days, **{"from": first})
+    assert len(free) > 3, f"{clinic} has no free check-up times in the week from {first}"
     target = free[len(free) // 2]
     slot = f"button.slot[data-start='{target['start']}']"
-    url = f"/clinic/{clinic}?service=checkup"
+    url = f"/clinic/{clinic}?service=checkup&from={first}&days={days}"
 
     booker = contexts.page(url)
     watcher = contexts.page(url)
@@ -36,13 +39,19 @@ def test_booking_in_one_context_updates_the_other_and_the_map(
 
     the_map = contexts.page("/")
     wait_live(the_map)
+    the_map.locator("#from").fill(first)
+    the_map.locator("#days").fill(str(days))
+    the_map.locator("#search-form button[type=submit]").click()
     item = the_map.locator(f"#results li[data-clinic='{clinic}']")
+    # the new search's row (the first search's rows are replaced)
+    expect(item.locator("h3 a")).to_have_attribute("href", re.compile(f"from={first}"))
     expect(item).to_have_count(1)
     item.locator("button.show-on-map").click()
     marker = the_map.locator(f".leaflet-marker-pane .free-badge[data-clinic='{clinic}']")
     expect(marker).to_be_visible()
-    free_before = int(marker.get_attribute("data-free") or "-1")
-    assert free_before > 0
+    bookable = api.bookable_count(clinic, first, days)
+    assert bookable > 0
+    expect(marker).to_have_attribute("data-free", str(bookable), timeout=ms(5))
 
     # Choose the time: not signed in yet, so the sign-in form comes first, then the hold.
     booker.locator(slot).click()
@@ -54,11 +63,14 @@ def test_booking_in_one_context_updates_the_other_and_the_map(
     expect(watcher.locator(slot)).to_have_count(0, timeout=ms(1))
     countdown = booker.locator("#hold-countdown")
     expect(countdown).to_have_text(re.compile(r"^\d+:\d\d$"))
-    first = countdown.text_content()
-    expect(countdown).not_to_have_text(first or "", timeout=ms(3))  # it counts down
+    shown = countdown.text_content()
+    expect(countdown).not_to_have_text(shown or "", timeout=ms(3))  # it counts down
 
-    # The map marker follows the region diff: two 15-minute cells fewer for a 30-minute check-up.
-    expect(marker).to_have_attribute("data-free", str(free_before - 2), timeout=ms(5))
+    # The map marker follows the region diff: the check-up times the hold took away (the held one and those
+    # that would run into it), as the availability now lists them.
+    held = api.bookable_count(clinic, first, days)
+    assert held < bookable
+    expect(marker).to_have_attribute("data-free", str(held), timeout=ms(5))
 
     booker.locator("#confirm").click()
     confirmation = booker.locator("#confirmation")

@@ -82,7 +82,15 @@ async def test_listeners_hear_only_durable_batches_in_order(file_journal: FileJo
     assert isinstance(last, Committed) and last.events == events
     assert last.position == await file_journal.last_position("AB")
     assert ("AB-c1", "AB-c1-r1", FIRST_DAY, CELL_0900, 4, int(Cell.BOOKED)) in last.changes
-    assert last.counts == [("AB-c1", FIRST_DAY, actor.state.free_count("AB-c1", FIRST_DAY))]
+    state = actor.state
+    assert last.counts == [
+        (
+            "AB-c1",
+            FIRST_DAY,
+            state.free_count("AB-c1", FIRST_DAY),
+            state.bookable_starts("AB-c1", FIRST_DAY, NOW),
+        )
+    ]
     positions = [c.position for c in heard if isinstance(c, Committed)]
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
     await actor.stop()

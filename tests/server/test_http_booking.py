@@ -76,6 +76,14 @@ async def test_public_reads(client: httpx.AsyncClient) -> None:
     assert len({t["start"] for t in times}) == len(times)
     summary = (await client.get("/api/regions/AB/summary", params={"from": "2026-12-07", "days": 2})).json()
     assert set(summary["clinics"]) == {"AB-c1", "AB-c2"} and len(summary["clinics"]["AB-c1"]) == 2
+    assert summary["service"] == "checkup" and len(summary["starts"]["AB-c1"]) == 2
+    # the map's figure: the times a filling can be booked, as many as the availability lists
+    fillings = (
+        await client.get(
+            "/api/regions/AB/summary", params={"service": "filling", "from": "2026-12-10", "days": 1}
+        )
+    ).json()
+    assert fillings["service"] == "filling" and fillings["starts"]["AB-c1"] == [len(times)]
     near = (await client.get("/api/clinics", params={"near": "55.6,13.0", "limit": 1})).json()
     assert near[0]["id"] == "M-c1" or near[0]["distance_km"] >= 0
 

@@ -210,7 +210,10 @@ async def test_setup_changes_reach_the_screens_watching_the_clinic_live(
             ["AB-c2-r1", first, evening, 12, FREE],
             ["AB-c2-r2", first, evening, 12, FREE],
         ]
-        assert counts["data"] == {"counts": [["AB-c2", first, free_before + 2 * 12]]}
+        # 08-12 and 13-20 now: a 30-minute check-up starts at 15 + 27 times, once however many dentists
+        [[clinic_id, day, free, starts]] = counts["data"]["counts"]
+        assert (clinic_id, day, free) == ("AB-c2", first, free_before + 2 * 12)
+        assert starts["checkup"] == 15 + 27
 
         # weekly hours of afternoons only: the second day's 08:00-12:00 closes, live
         week = {str(d): [{"from": "13:00", "to": "17:00"}] for d in range(1, 6)}
@@ -223,7 +226,10 @@ async def test_setup_changes_reach_the_screens_watching_the_clinic_live(
             ["AB-c2-r1", second, 8 * 4, 16, CLOSED],
             ["AB-c2-r2", second, 8 * 4, 16, CLOSED],
         ]
-        assert ["AB-c2", second, 2 * 16] in counts["data"]["counts"]  # afternoons only
+        # afternoons only: 13-17, a check-up starts at 15 times
+        assert [["AB-c2", second, 2 * 16, 15]] == [
+            [c, d, f, s["checkup"]] for c, d, f, s in counts["data"]["counts"] if d == second
+        ]
 
 
 async def test_a_suspended_clinic_is_marked_and_refuses_new_bookings_but_keeps_its_own(

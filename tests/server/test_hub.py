@@ -165,7 +165,10 @@ async def test_snapshots_then_one_diff_per_topic_per_batch(live: Live) -> None:
         region_diff, clinic_diff = diffs["region:AB"], diffs["clinic:AB-c1"]
         assert region_diff["type"] == clinic_diff["type"] == "diff"
         assert region_diff["seq"] == region["seq"] + 1 and clinic_diff["seq"] == clinic["seq"] + 1
-        assert region_diff["data"] == {"counts": [["AB-c1", FIRST, free_before - 2]]}
+        # a time counts once however many dentists are free then: the other one still is at 09:00
+        assert region["data"]["service"] == "checkup" and region["data"]["starts"]["AB-c1"][0] == 30
+        every = {"checkup": 30, "cleaning": 28, "emergency": 30, "filling": 26, "child_checkup": 32}
+        assert region_diff["data"] == {"counts": [["AB-c1", FIRST, free_before - 2, every]]}
         assert clinic_diff["data"] == {"cells": [["AB-c1-r1", FIRST, CELL_0900, 2, BOOKED]]}
         assert (
             isinstance(clinic_diff["committed_at"], int) and clinic_diff["committed_at"] > 1_700_000_000_000
@@ -175,7 +178,28 @@ async def test_snapshots_then_one_diff_per_topic_per_batch(live: Live) -> None:
         await live.regions.submit(book(2, resource="AB-c2-r1"))
         other = await recv(ws)
         assert other["topic"] == "region:AB" and other["seq"] == region["seq"] + 2
-        assert other["data"] == {"counts": [["AB-c2", FIRST, 2 * 32 - 2]]}
+        assert other["data"] == {"counts": [["AB-c2", FIRST, 2 * 32 - 2, every]]}
+
+        # the same time taken on the second dentist too: 08:45, 09:00 and 09:15 are gone for a check-up
+        await live.regions.submit(book(3, resource="AB-c1-r2"))
+        both = await recv(ws)
+        fewer = {"checkup": 27, "cleaning": 24, "emergency": 27, "filling": 21, "child_checkup": 30}
+        assert both["data"] == {"counts": [["AB-c1", FIRST, free_before - 4, fewer]]}
+
+
+async def test_a_region_subscription_names_the_service_its_starts_count(live: Live) -> None:
+    async with connect(live.url) as ws:
+        await live.regions.submit(book(1))
+        await live.regions.submit(book(2, resource="AB-c1-r2"))
+        await send(
+            ws, {"op": "subscribe", "topic": "region:AB", "from": FIRST, "days": 2, "service": "filling"}
+        )
+        filling = await recv(ws)
+        assert filling["type"] == "snapshot" and filling["data"]["service"] == "filling"
+        assert filling["data"]["starts"] == {"AB-c1": [21, 26], "AB-c2": [26, 26], "AB-c3": [26, 26]}
+        await send(ws, {"op": "subscribe", "topic": "region:AB", "from": FIRST, "days": 2, "service": "x"})
+        error = await recv(ws)
+        assert error["type"] == "error" and error["code"] == "INVALID" and error["topic"] == "region:AB"
 
 
 async def test_unsubscribe_then_resubscribe_gets_a_snapshot_with_the_gap_filled(live: Live) -> None:

@@ -27,10 +27,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from engine.commands import Book, Cancel, Party
 from engine.errors import Refused
 from persistence.memory_journal import MemoryJournal
-from server.live.topics import parse_topic, snapshot_data
+from server.live.topics import DEFAULT_SERVICE, parse_topic, snapshot_data
 from server.regions.actor import Unavailable
 from tests.server.test_hub import Live, hub_served, recv, send
-from tests.support.catalog import FIRST_DAY
+from tests.support.catalog import FIRST_DAY, NOW
 from tests.support.waiting import eventually
 
 TOPICS = ("region:AB", "clinic:AB-c1", "clinic:AB-c2")
@@ -65,10 +65,11 @@ class ModelClient:
         self.seq[topic] = frame["seq"]
         view = self.views[topic]
         for item in frame["data"].get("counts", ()):
-            clinic, day, free = item
+            clinic, day, free, starts = item
             offset = (date.fromisoformat(day) - date.fromisoformat(view["from"])).days
             if clinic in view["clinics"] and 0 <= offset < view["days"]:
                 view["clinics"][clinic][offset] = free
+                view["starts"][clinic][offset] = starts.get(view["service"], 0)
         for item in frame["data"].get("cells", ()):
             resource, day, first, n, state = item
             rows = view["resources"].get(resource, {})
@@ -109,7 +110,7 @@ async def check(live: Live, clients: list[ModelClient]) -> None:
         for topic, (first, days) in client.ranges.items():
             name = parse_topic(topic)
             fresh = await live.regions.query(
-                "AB", lambda s, n=name, f=first, d=days: snapshot_data(s, n, f, d)
+                "AB", lambda s, n=name, f=first, d=days: snapshot_data(s, n, f, d, DEFAULT_SERVICE, NOW)
             )
             assert client.views[topic] == _plain(fresh), (client.name, topic)
             assert client.seq[topic] == live.hub.topics[topic].seq, (client.name, topic)

@@ -243,9 +243,24 @@ async def region_summary(request: Request) -> Response:
         raise not_found("no such region")
     q = parse_query(request, SummaryQuery)
     start_day = first_day(request, q.from_, days=q.days)
-    clinics = await regions.query(code, lambda s: queries.region_summary(s, start_day, q.days))
+    now = now_s(request)
+
+    def summary(state: RegionState) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        return (
+            queries.region_summary(state, start_day, q.days),
+            queries.bookable_summary(state, q.service, start_day, q.days, now),
+        )
+
+    clinics, starts = await regions.query(code, summary)
     return json_response(
-        {"region": code, "from": date_of(start_day).isoformat(), "days": q.days, "clinics": clinics}
+        {
+            "region": code,
+            "from": date_of(start_day).isoformat(),
+            "days": q.days,
+            "clinics": clinics,
+            "service": q.service,
+            "starts": starts,
+        }
     )
 
 
@@ -294,7 +309,8 @@ ENDPOINTS = [
         "GET",
         "/api/regions/{code}/summary",
         region_summary,
-        "Free cells per clinic per day in a region (what the map colours)",
+        "Per clinic per day in a region: free cells (clinics) and the times the service can be booked"
+        " (starts: what the map's badges count)",
         "public",
         query=SummaryQuery,
     ),
