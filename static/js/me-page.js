@@ -20,6 +20,7 @@ const $ = (id) => document.getElementById(id);
 let user = null;
 let services = [];
 let bookings = [];
+let missingRegions = []; // regions that could not answer /api/bookings: their bookings are not in the list
 let mover = null; // {booking, grid}
 const clinicDetails = new Map(); // clinic id -> details from /api/clinics/{id} (phone, cancel_notice_hours)
 
@@ -40,6 +41,7 @@ function describe(err) {
 async function loadBookings() {
   const data = await get("/api/bookings");
   bookings = data.bookings || [];
+  missingRegions = data.missing_regions || [];
   const wanted = [...new Set(bookings.filter((b) => b.status === BOOKED).map((b) => b.clinic))]
     .filter((id) => !clinicDetails.has(id));
   await Promise.all(wanted.map((id) => clinicOf(id).catch(() => null)));
@@ -100,6 +102,8 @@ function renderBookings() {
   };
   fill("upcoming", upcoming, true);
   fill("past", past, false);
+  const missing = missingRegions.length ? t("me.missing", { regions: missingRegions.join(", ") }) : "";
+  announce($("missing-regions"), missing, "error");
 }
 
 async function cancel(b) {
