@@ -53,6 +53,9 @@ class Settings:
     tick_interval_s: float = 1.0
     secure_cookies: bool = False
     log_level: str = "info"
+    # the map's street layer ({z}/{x}/{y} tile template; "off": the county outline only). Another tile server
+    # must allow the use (OpenStreetMap's policy: light use, attribution shown).
+    tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -88,6 +91,7 @@ class Settings:
             "tick_interval_s": float,
             "secure_cookies": lambda v: v.lower() in ("1", "true", "yes"),
             "log_level": str,
+            "tile_url": str,
         }
         for f in fields(cls):
             var = "TANDTID_" + f.name.upper()

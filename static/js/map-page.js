@@ -1,7 +1,10 @@
 // /: the map of Sweden with every clinic coloured by the times its chosen treatment can be booked (the
 // region topics' "starts": bookable start times per clinic per day, counted by the engine), the search
 // panel, and the list beside the map (the keyboard and screen-reader path to the same clinics).
-// The base map is the county geography shipped in static/geo; online tiles are an optional layer.
+// The base map is a street map (OpenStreetMap tiles, or the server's TANDTID_TILE_URL, named in the page's
+// <meta name="tandtid-tiles">) when its tiles load; until they do, and for good when they fail (offline, a
+// blocked tile server), the county geography shipped in static/geo is the map. #map's data-base says which:
+// "tiles-pending", "tiles" or "outline".
 //
 // At national size (4,430 clinics) the work is cut into tasks of CHUNK_MS, each followed by a yield to the
 // main thread: markers, the cluster tree and the county shapes are built over many short tasks, none of them
@@ -89,17 +92,39 @@ map.attributionControl.addAttribution(
   "Kommun- och länsdata bygger på SCB:s öppna data (CC0 1.0) · Koordinater © <a href=\"https://www.geonames.org/\">GeoNames</a> (CC BY 4.0) · <a href=\"https://leafletjs.com\">Leaflet</a>");
 map.getContainer().setAttribute("aria-label", t("map.aria"));
 
-const regionsLayer = L.geoJSON(null, {
-  style: { color: "#0b5c7a", weight: 1, fillColor: "#f4f1e8", fillOpacity: 1 },
-  interactive: false,
-});
+const COUNTY_FILL = { color: "#0b5c7a", weight: 1, fillColor: "#f4f1e8", fillOpacity: 1 };
+const regionsLayer = L.geoJSON(null, { style: () => regionsLayer.countyStyle, interactive: false });
+regionsLayer.countyStyle = COUNTY_FILL;
 const outlineLayer = L.geoJSON(null, { style: { color: "#06384a", weight: 1.5, fill: false }, interactive: false });
 regionsLayer.addTo(map);
 outlineLayer.addTo(map);
-const tiles = L.tileLayer("https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
-  maxZoom: 19, attribution: "© <a href=\"https://www.openstreetmap.org/copyright\">OpenStreetMap</a>",
-});
 const layerControl = L.control.layers(null, {}, { collapsed: true }).addTo(map);
+const tileUrl = document.querySelector("meta[name='tandtid-tiles']")?.content || "off";
+const tiles = tileUrl === "off" ? null : L.tileLayer(tileUrl, {
+  maxZoom: 19, attribution: "© <a href=\"https://www.openstreetmap.org/copyright\">OpenStreetMap</a> contributors",
+});
+setBase(tiles ? "tiles-pending" : "outline");
+if (tiles) {
+  // The first tile decides: one that loads makes the street map the base (the counties become thin lines over
+  // it); an error before any loaded means no tiles here: back to the outline, and no more requests.
+  tiles.once("tileload", () => {
+    tiles.off("tileerror");
+    regionsLayer.countyStyle = { ...COUNTY_FILL, fillOpacity: 0, weight: 1 };
+    regionsLayer.setStyle(regionsLayer.countyStyle);
+    layerControl.addOverlay(tiles, t("map.layer.tiles"));
+    setBase("tiles");
+  });
+  tiles.once("tileerror", () => {
+    tiles.off("tileload");
+    map.removeLayer(tiles);
+    setBase("outline");
+  });
+  tiles.addTo(map);
+}
+
+function setBase(base) {
+  map.getContainer().dataset.base = base;
+}
 
 function badgeClass(n) {
   return n >= 10 ? "many" : n > 0 ? "few" : "none";
@@ -166,7 +191,6 @@ async function loadGeography() {
     }
     outlineLayer.addData(outline);
     layerControl.addOverlay(regionsLayer, t("map.layer.regions"));
-    layerControl.addOverlay(tiles, t("map.layer.tiles"));
   } catch {
     // the markers still work without the outline
   }

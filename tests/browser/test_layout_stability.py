@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import ConsoleMessage, Page, expect
 
 from tests.browser.browsing import DEMO, DEMO_PASSWORD, DESKTOP, PHONE, Contexts, sign_in, wait_live
 
@@ -89,10 +89,18 @@ def test_the_phone_header_is_one_row_with_the_links_of_the_role(contexts: Contex
 
 
 def test_an_anonymous_visit_leaves_the_console_clean(contexts: Contexts) -> None:
-    """No 401 from asking who is signed in when nobody is, no favicon 404: nothing in the console."""
+    """No 401 from asking who is signed in when nobody is, no favicon 404: nothing in the console but the street
+    map's tiles, which cannot load here (the contexts reach only 127.0.0.1; the map then falls back to the outline)."""
     context = contexts.new(PHONE)
     errors: list[str] = []
-    context.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not message.location["url"].startswith(
+            "https://tile.openstreetmap.org/"
+        ):
+            errors.append(f"{message.text} ({message.location['url']})")
+
+    context.on("console", console)
     for path in ("/", "/clinic/AB-c1", "/kiosk/AB-c1", "/me"):
         page = context.new_page()
         page.goto(path)

@@ -2,16 +2,19 @@
 
 Each screen is brought into a meaningful state, checked with axe-core (no serious or critical violation)
 and photographed into $TANDTID_SCREENSHOTS (``make screenshots``: docs/screenshots/), else a temp dir. The map is also the offline test: the
-contexts refuse everything but 127.0.0.1, and the page must not even try to reach anything else.
+contexts refuse everything but 127.0.0.1, so the street map's tiles fail and the county outline must be the map;
+the page tries nothing else beyond the server. With tiles served, the street map is the base, with attribution.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 import time
+import zlib
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser.browsing import (
     DEMO,
@@ -34,6 +37,25 @@ pytestmark = pytest.mark.browser
 SIZES = {"phone": PHONE, "desktop": DESKTOP}
 
 
+def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A plain PNG of one colour (what a tile server would answer)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+TILE_PNG = _png(256, 256, (222, 230, 214))
+
+
 def settle(page: Page, screen: str, size: str) -> None:
     check_accessibility(page, f"{screen} ({size})")
     screenshot(page, f"{screen}-{size}")
@@ -44,14 +66,43 @@ def test_map_works_offline_and_is_accessible(contexts: Contexts, size: str) -> N
     page = contexts.page("/", viewport=SIZES[size])
     wait_live(page)
     expect(page.locator("#results li.clinic").first).to_be_visible()
-    # The 21 counties and the outline are drawn from the geography shipped in static/geo.
+    # The street map's tiles cannot load here: the 21 counties and the outline, drawn from the geography shipped
+    # in static/geo, are the map (filled), and no tile is left behind.
+    expect(page.locator("#map")).to_have_attribute("data-base", "outline")
     expect(page.locator(".leaflet-overlay-pane path")).to_have_count(22)
+    expect(page.locator(".leaflet-overlay-pane path[fill-opacity='1']")).to_have_count(21)
     expect(
         page.locator(".leaflet-marker-pane .cluster-marker, .leaflet-marker-pane .clinic-marker").first
     ).to_be_visible()
     expect(page.locator(".leaflet-tile-pane img")).to_have_count(0)
-    assert contexts.blocked == [], f"the map tried to reach beyond the server: {contexts.blocked}"
+    expect(page.locator(".leaflet-control-attribution")).not_to_contain_text("OpenStreetMap")
+    beyond = [url for url in contexts.blocked if not url.startswith("https://tile.openstreetmap.org/")]
+    assert beyond == [], f"the map tried to reach beyond the server and the tile server: {beyond}"
+    assert contexts.blocked, "the map did not try the street map's tiles"
     settle(page, "map", size)
+
+
+def test_the_street_map_is_the_base_when_its_tiles_load(contexts: Contexts) -> None:
+    context = contexts.new(DESKTOP)
+    asked: list[str] = []
+
+    def tile(route: Route) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=200, content_type="image/png", body=TILE_PNG)
+
+    context.route(
+        "https://tile.openstreetmap.org/**", tile
+    )  # after the context's only-local route: asked first
+    page = context.new_page()
+    page.goto("/")
+    wait_live(page)
+    expect(page.locator("#map")).to_have_attribute("data-base", "tiles")
+    expect(page.locator(".leaflet-tile-pane img.leaflet-tile-loaded").first).to_be_attached()
+    expect(page.locator(".leaflet-control-attribution")).to_contain_text("© OpenStreetMap contributors")
+    # the counties stay as thin lines over the streets, not a fill hiding them
+    expect(page.locator(".leaflet-overlay-pane path")).to_have_count(22)
+    expect(page.locator(".leaflet-overlay-pane path[fill-opacity='1']")).to_have_count(0)
+    assert asked and all(re.search(r"/\d+/\d+/\d+\.png$", url) for url in asked), asked
 
 
 @pytest.mark.parametrize("size", SIZES)

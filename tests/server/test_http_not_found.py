@@ -25,7 +25,7 @@ async def test_a_browser_gets_the_html_page(client: httpx.AsyncClient) -> None:
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("text/html")
     assert r.headers["cache-control"] == "no-cache"
-    assert "<title" in r.text and 'href="/"' in r.text and "/static/css/tandtid.css" in r.text
+    assert "<title" in r.text and 'href="/"' in r.text and "/css/tandtid.css" in r.text
     deeper = await client.get("/clinic/x/y", headers={"Accept": BROWSER})
     assert deeper.status_code == 404 and deeper.headers["content-type"].startswith("text/html")
 

@@ -1,33 +1,43 @@
 """The browser pages: HTML shells from ``static/`` (the pages fetch their data from the API).
 
-Served with ``no-cache`` so a deploy is picked up at once; the assets under ``/static`` are
-served by the mount of ``server.http.static_assets`` (gzip, a week's cache for vendored files, ETag
-revalidation for the project's own).
+Served with ``no-cache`` so a deploy is picked up at once, their references to ``/static`` versioned
+(``server.http.static_assets``: ``/static/v/<content hash>/…``, kept by browsers for a year) and the map's
+street tiles (``<meta name="tandtid-tiles">``) from ``Settings.tile_url``.
 """
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 
 from server.http.errors import not_found
 from server.http.openapi import Endpoint
+from server.http.static_assets import asset_version, versioned_page
 
 # The source tree's static/ (a checkout or an editable install); an installed wheel has no source tree,
 # so an image that copies static/ elsewhere names it (the Dockerfile sets /app/static).
 STATIC_DIR = Path(os.environ.get("TANDTID_STATIC_DIR") or Path(__file__).resolve().parents[3] / "static")
 
 
-def _page(name: str, status: int = 200) -> Response:
+_TILES = re.compile(r'<meta name="tandtid-tiles" content="[^"]*">')
+
+
+def _page(name: str, status: int = 200, request: Request | None = None) -> HTMLResponse:
+    """The page, its ``/static`` references versioned; with ``request``, the tile URL of the app's settings."""
     path = STATIC_DIR / name
     if not path.is_file():
         raise not_found(f"page {name} is not installed")
-    return FileResponse(
-        path, status_code=status, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"}
-    )
+    page = versioned_page(path.read_text(encoding="utf-8"), asset_version(STATIC_DIR).current())
+    settings = getattr(request.app.state, "settings", None) if request is not None else None
+    if settings is not None:
+        meta = f'<meta name="tandtid-tiles" content="{html.escape(settings.tile_url)}">'
+        page = _TILES.sub(lambda _: meta, page)
+    return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-cache"})
 
 
 # Unknown paths under these keep the API's JSON error, whatever the client accepts.
@@ -65,31 +75,31 @@ def not_found_page(request: Request) -> Response | None:
         return None
     if not (STATIC_DIR / "404.html").is_file():
         return None
-    return _page("404.html", status=404)
+    return _page("404.html", status=404, request=request)
 
 
 async def index_page(request: Request) -> Response:
-    return _page("index.html")
+    return _page("index.html", request=request)
 
 
 async def clinic_page(request: Request) -> Response:
-    return _page("clinic.html")
+    return _page("clinic.html", request=request)
 
 
 async def me_page(request: Request) -> Response:
-    return _page("me.html")
+    return _page("me.html", request=request)
 
 
 async def kiosk_page(request: Request) -> Response:
-    return _page("kiosk.html")
+    return _page("kiosk.html", request=request)
 
 
 async def staff_page(request: Request) -> Response:
-    return _page("staff.html")
+    return _page("staff.html", request=request)
 
 
 async def admin_page(request: Request) -> Response:
-    return _page("admin.html")
+    return _page("admin.html", request=request)
 
 
 async def favicon(request: Request) -> Response:
