@@ -6,6 +6,7 @@ Pure functions; they never change the state. Runs of FREE cells are found with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -96,48 +97,56 @@ def next_free(
     return None
 
 
-SUMMARIES = 64  # summary ranges kept per region; past it they start afresh
-_summaries: WeakKeyDictionary[RegionState, dict[tuple[int, int], tuple[int, dict[str, list[int]]]]] = (
-    WeakKeyDictionary()
-)
+SUMMARIES = 64  # summaries kept per region (ranges, services, minutes); past it they start afresh
+Rows = dict[str, list[int]]
+_summaries: WeakKeyDictionary[RegionState, dict[tuple[Any, ...], tuple[int, Rows]]] = WeakKeyDictionary()
 
 
-def region_summary(state: RegionState, first_day: int, days: int) -> dict[str, list[int]]:
-    """Per clinic (sorted by id): FREE cell counts for each day of the range (the map colours).
-
-    Kept per range and brought up to date from the clinics changed since (``changed_since``),
-    so a summary costs what changed, not the region. A new dict each call; the lists in it are
-    shared with later answers and never changed (a changed clinic gets a new list)."""
+def _kept_per_clinic(state: RegionState, key: tuple[Any, ...], row: Callable[[str], list[int]]) -> Rows:
+    """``{clinic: row(clinic)}`` for every clinic (sorted by id), kept under ``key`` and brought up
+    to date from the clinics changed since (``changed_since``), so it costs what changed, not the
+    region. A new dict each call; the lists in it are shared with later answers and never changed
+    (a changed clinic gets a new list)."""
     kept = _summaries.get(state)
     if kept is None:
         kept = _summaries[state] = {}
-    key = (first_day, days)
-    span = range(first_day, first_day + days)
-    free_count = state.free_count
     hit = kept.get(key)
     if hit is not None:
         version, rows = hit
         changed = state.changed_since(version)
         if all(c in rows for c in changed):  # else a clinic was registered: start afresh (sorted)
             for c in changed:
-                rows[c] = [free_count(c, d) for d in span]
+                rows[c] = row(c)
             kept[key] = (state.version, rows)
             return dict(rows)
-    rows = {c: [free_count(c, d) for d in span] for c in sorted(state.clinics)}
+    rows = {c: row(c) for c in sorted(state.clinics)}
     if len(kept) >= SUMMARIES:
         kept.clear()
     kept[key] = (state.version, rows)
     return dict(rows)
 
 
-def bookable_summary(
-    state: RegionState, service: str, first_day: int, days: int, now: int
-) -> dict[str, list[int]]:
+def region_summary(state: RegionState, first_day: int, days: int) -> Rows:
+    """Per clinic (sorted by id): FREE cell counts for each day of the range (``_kept_per_clinic``)."""
+    span = range(first_day, first_day + days)
+    free_count = state.free_count
+    return _kept_per_clinic(state, ("free", first_day, days), lambda c: [free_count(c, d) for d in span])
+
+
+def bookable_summary(state: RegionState, service: str, first_day: int, days: int, now: int) -> Rows:
     """Per clinic (sorted by id): how many times ``service`` can be booked on each day of the
     range at epoch second ``now`` (what the map's badges count; ``engine.starts``). Kept per
-    clinic-day by the state: between changes this is a look-up per clinic-day."""
+    range, service and minute (within a minute ``now`` moves no cell into the past: cells start
+    on whole minutes) and brought up to date from the clinics changed since
+    (``_kept_per_clinic``); the state keeps the counts per clinic-day, so the next minute's
+    answer is a look-up per clinic-day."""
     starts = state.bookable_starts_of
-    return {c: starts(c, service, first_day, days, now) for c in sorted(state.clinics)}
+    minute = -(-now // 60)
+    return _kept_per_clinic(
+        state,
+        ("starts", service, first_day, days, minute),
+        lambda c: starts(c, service, first_day, days, now),
+    )
 
 
 def clinic_day(state: RegionState, clinic: str, day: int) -> dict[str, Any]:

@@ -74,6 +74,9 @@ def test_times_before_now_are_not_bookable() -> None:
     assert state.bookable_starts("AB-c1", MONDAY, epoch(MONDAY, 10))["checkup"] == 7 + 15
     assert state.bookable_starts("AB-c1", MONDAY, epoch(MONDAY + 1, 0))["checkup"] == 0
     assert state.bookable_starts_of("AB-c1", "checkup", MONDAY, 3, at_ten) == [21, 30, 0]
+    # a summary kept at 10:00 is not the answer a second later (10:00 has begun)
+    assert bookable_summary(state, "checkup", MONDAY, 1, epoch(MONDAY, 10)) == {"AB-c1": [22]}
+    assert bookable_summary(state, "checkup", MONDAY, 1, at_ten) == {"AB-c1": [21]}
     # the earlier answer at 00:00 still holds for a reader at 00:00
     assert state.bookable_starts("AB-c1", MONDAY, now)["checkup"] == 30
 
@@ -109,6 +112,10 @@ def test_kept_counts_follow_every_kind_of_change() -> None:
 
     def check(at: int) -> None:
         fresh = RegionState.from_snapshot(state.to_snapshot())
+        for service in ALL_SERVICES:  # the kept summary, brought up to date from the clinics changed since
+            assert bookable_summary(state, service, MONDAY, 3, at) == bookable_summary(
+                fresh, service, MONDAY, 3, at
+            )
         for clinic in clinics:
             for day in range(MONDAY, MONDAY + 3):
                 kept = state.bookable_starts(clinic, day, at)
