@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LATEST := .venv-latest
 
-.PHONY: venv test lint bench run loadtest screenshots lighthouse test-latest constraints clean
+.PHONY: venv test lint bench run cluster loadtest screenshots lighthouse test-latest constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@PYTHON=$(PYTHON) scripts/system-packages venv
@@ -68,6 +68,14 @@ loadtest: $(STAMP)
 run: $(STAMP)
 	@echo "The tandtid command is $(BIN)/tandtid (or run '. $(BIN)/activate' to have it on PATH)."
 	$(BIN)/tandtid serve --data ./data --seed-if-empty --scale sweden --booked 0.3 --open
+
+# Redis (AOF, appendfsync always), three nodes and nginx in front on http://127.0.0.1:8000,
+# everything in ./cluster-data; all of Sweden seeded on the first start only. Ctrl-C stops it all.
+# Needs redis-server and nginx (scripts/system-packages cluster). E.g. make cluster SCALE=small
+SCALE ?= sweden
+cluster: $(STAMP)
+	@PYTHON=$(PYTHON) scripts/system-packages cluster
+	$(BIN)/python -m loadtest.cluster --dir ./cluster-data --scale $(SCALE) --booked 0.3
 
 clean:
 	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

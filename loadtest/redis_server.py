@@ -68,6 +68,7 @@ class RedisServer:
         port: int | None = None,
         data_dir: str | Path | None = None,
         extra_config: dict[str, str] | None = None,
+        own_session: bool = False,
     ) -> None:
         self.port = port or free_port()
         self._own_dir = data_dir is None
@@ -75,6 +76,9 @@ class RedisServer:
             Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="tandtid-redis-"))
         )
         self._extra = dict(extra_config or {})
+        # In a session of its own a Ctrl-C in the terminal does not reach it: whoever started
+        # it stops it, after the nodes that use it (make cluster).
+        self._own_session = own_session
         self._proc: subprocess.Popen[bytes] | None = None
         self.binary = redis_server_binary()
 
@@ -112,7 +116,11 @@ class RedisServer:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
-            self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self._args(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=self._own_session,
         )
         self._wait_ready()
         return self

@@ -104,7 +104,7 @@ async def test_sigkill_of_an_owner_under_load_through_nginx_loses_and_doubles_no
         victim = cluster.owner("AB")
         survivor = cluster.other_than(victim)
         theirs = cluster.region_owned_by(survivor)
-        with Nginx(tmp_path / "nginx", [s.port for s in cluster.nodes.values()]) as nginx:
+        with Nginx(tmp_path / "nginx", [f"127.0.0.1:{s.port}" for s in cluster.nodes.values()]) as nginx:
             # At most PATIENTS per clinic: every patient books a clinic at most once.
             todo = await asyncio.to_thread(
                 free_times, nginx.url, "AB", 160, per_clinic=PATIENTS

@@ -20,6 +20,7 @@ import httpx
 import redis
 
 from engine.model import REGIONS
+from loadtest.cluster import lease_owners
 from persistence.redis_journal import region_key
 from server.identity.accounts import Role
 from server.identity.auth import SessionSigner, start_session
@@ -86,9 +87,7 @@ class Cluster:
 
     def owners(self) -> dict[str, str]:
         """region -> the node holding its lease now (regions without a lease left out)."""
-        values = self.store.mget([region_key(code, "lease") for code in REGION_CODES])
-        leases = {code: parse_lease(value) for code, value in zip(REGION_CODES, values, strict=True)}
-        return {code: lease.node for code, lease in leases.items() if lease is not None}
+        return lease_owners(self.store)
 
     def spread(self) -> bool:
         """Every region leased, fairly over the live nodes, and each node writing what it holds."""
