@@ -315,6 +315,11 @@ class RedisStreamJournal(Journal):
             reply = await self._call(
                 self._command("XREAD", "COUNT", PAGE, "BLOCK", TAIL_BLOCK_MS, "STREAMS", key, last_id)
             )
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel that redis-py's wait_for swallowed (Python 3.11) as the reply came: on a
+                # quiet stream nothing else would ever end this loop (a consumer's unfollow hung).
+                raise asyncio.CancelledError
             if not reply:
                 continue
             for item in _stream_items(reply):

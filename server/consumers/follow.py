@@ -52,6 +52,7 @@ from engine.model import REGIONS
 from persistence.codec import unpack_snapshot
 from persistence.journal import Journal, JournalError
 from server import metrics
+from server.cancelling import cancel_until_done
 from server.consumers.feed import (
     BookingsReplica,
     Fact,
@@ -172,7 +173,7 @@ class Feed:
         task = self._tasks.pop(region, None)
         if task is None:
             return
-        task.cancel()
+        await cancel_until_done(task)
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self.projection.views.pop(region, None)
@@ -191,6 +192,7 @@ class Feed:
         for task in tasks:
             task.cancel()
         for task in tasks:
+            await cancel_until_done(task)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

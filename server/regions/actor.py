@@ -65,6 +65,7 @@ from persistence.journal import (
     StaleEpoch,
 )
 from server import metrics
+from server.cancelling import cancel_until_done
 from server.runtime import gc_paused, release_free_memory
 
 log = logging.getLogger("tandtid.actor")
@@ -641,11 +642,7 @@ class RegionActor:
         task, self._tail_task = self._tail_task, None
         if task is None or task is asyncio.current_task():
             return
-        # Cancelled again until it ends: on Python 3.11 a wait_for inside redis-py can swallow a
-        # cancel that arrives as its read completes, and the tail would block on for ever.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.1)
+        await cancel_until_done(task)  # its redis-py read may swallow one cancel
         with contextlib.suppress(asyncio.CancelledError):
             task.result()  # the tail only ever ends by a cancel
 

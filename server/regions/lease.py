@@ -50,6 +50,7 @@ from redis.exceptions import RedisError
 
 from engine.model import REGIONS
 from persistence.redis_journal import region_key
+from server.cancelling import cancel_until_done
 
 log = logging.getLogger("tandtid.lease")
 
@@ -221,11 +222,7 @@ class LeaseManager:
             told = asyncio.ensure_future(self._changes.join())
             await asyncio.wait({told}, timeout=self.ttl_ms / 1000)
             told.cancel()
-            # Cancelled again until it ends: on Python 3.11 a wait_for inside a callback (redis-py)
-            # can swallow a cancel that arrives as its reply does.
-            while not teller.done():
-                teller.cancel()
-                await asyncio.wait({teller}, timeout=0.1)
+            await cancel_until_done(teller)  # a callback's redis-py call may swallow one cancel
 
     async def stop(self) -> None:
         """Stop, hand every lease back (the regions stop writing first) and close."""
