@@ -34,7 +34,7 @@ from engine.model import REGIONS
 from loadtest.nginx import Nginx
 from loadtest.redis_server import RedisServer, free_port
 from persistence.redis_journal import region_key
-from server.regions.lease import parse_lease
+from server.regions.lease import Owner, parse_lease
 
 REGION_CODES = tuple(r.code for r in REGIONS)
 READY_TIMEOUT_S = 900.0  # a node loads a replica of every region (all of Sweden: minutes on 2 busy cores)
@@ -171,11 +171,12 @@ class LocalCluster:
         try:
             self.redis.start()
             self.seed(scale, booked)
+            # All at once: the first takes every region and hands the others' shares back as
+            # they join (the case that once left a node writing regions it had handed back).
             for node in self.nodes:
                 node.start()
-            wait_until(
-                lambda: all(node.ready() for node in self.nodes), READY_TIMEOUT_S, "every node's /ready"
-            )
+            for node in self.nodes:
+                wait_until(node.ready, READY_TIMEOUT_S, f"{node.name}'s /ready")
             if spread:
                 wait_until(self.spread, 120, "the regions to be spread over the nodes")
             self.nginx.start()
@@ -206,6 +207,9 @@ class LocalCluster:
     def owners(self) -> dict[str, str]:
         """region -> the node holding its lease now (regions without a lease left out)."""
         return lease_owners(self.store)
+
+    def lease(self, region: str) -> Owner | None:
+        return parse_lease(self.store.get(region_key(region, "lease")))
 
     def node_of(self, region: str) -> Node:
         name = self.owners()[region]
@@ -240,6 +244,34 @@ def lease_owners(store: redis.Redis) -> dict[str, str]:
     values = store.mget([region_key(code, "lease") for code in REGION_CODES])
     leases = {code: parse_lease(value) for code, value in zip(REGION_CODES, values, strict=True)}
     return {code: lease.node for code, lease in leases.items() if lease is not None}
+
+
+def free_times(
+    base: str, region: str, count: int, *, per_clinic: int | None = None, service: str = "checkup"
+) -> list[dict[str, str]]:
+    """``count`` bookable times of ``region`` (clinic, resource, start) as the node or balancer at
+    ``base`` answers them now: on distinct resources, or with ``per_clinic`` up to that many per
+    clinic (any resource)."""
+    clinics = httpx.get(
+        f"{base}/api/clinics",
+        params={"region": region, "service": service, "has_free": "true", "limit": 50},
+        timeout=30,
+    ).json()
+    chosen: list[dict[str, str]] = []
+    for clinic in clinics:
+        avail = httpx.get(
+            f"{base}/api/clinics/{clinic['id']}/availability",
+            params={"service": service, "days": 14},
+            timeout=30,
+        ).json()
+        times = [t for day in avail["days"] for t in day["times"]]
+        if per_clinic is None:
+            times = [t for t in times if all(c["resource"] != t["resource"] for c in chosen)][:1]
+        for t in times[: per_clinic or 1]:
+            chosen.append({"clinic": clinic["id"], "resource": t["resource"], "start": t["start"]})
+        if len(chosen) >= count:
+            break
+    return chosen[:count]
 
 
 def main(argv: list[str]) -> int:

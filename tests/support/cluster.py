@@ -20,7 +20,7 @@ import httpx
 import redis
 
 from engine.model import REGIONS
-from loadtest.cluster import lease_owners
+from loadtest.cluster import free_times, lease_owners
 from persistence.redis_journal import region_key
 from server.identity.accounts import Role
 from server.identity.auth import SessionSigner, start_session
@@ -30,6 +30,7 @@ from tests.support.served import ServedProcess
 from tests.support.waiting import eventually_sync
 
 REGION_CODES = tuple(r.code for r in REGIONS)
+__all__ = ["Cluster", "alive", "free_times", "metric"]
 
 
 class Cluster:
@@ -144,31 +145,3 @@ def metric(served: ServedProcess, name: str, **labels: str) -> float | None:
         if ",".join(sorted(inner.split(","))) == wanted:
             return float(value)
     return None
-
-
-def free_times(
-    base: str, region: str, count: int, *, per_clinic: int | None = None, service: str = "checkup"
-) -> list[dict[str, str]]:
-    """``count`` bookable times of ``region`` (clinic, resource, start) as the node or balancer at
-    ``base`` answers them now: on distinct resources, or with ``per_clinic`` up to that many per
-    clinic (any resource)."""
-    clinics = httpx.get(
-        f"{base}/api/clinics",
-        params={"region": region, "service": service, "has_free": "true", "limit": 50},
-        timeout=30,
-    ).json()
-    chosen: list[dict[str, str]] = []
-    for clinic in clinics:
-        avail = httpx.get(
-            f"{base}/api/clinics/{clinic['id']}/availability",
-            params={"service": service, "days": 14},
-            timeout=30,
-        ).json()
-        times = [t for day in avail["days"] for t in day["times"]]
-        if per_clinic is None:
-            times = [t for t in times if all(c["resource"] != t["resource"] for c in chosen)][:1]
-        for t in times[: per_clinic or 1]:
-            chosen.append({"clinic": clinic["id"], "resource": t["resource"], "start": t["start"]})
-        if len(chosen) >= count:
-            break
-    return chosen[:count]
