@@ -48,8 +48,11 @@ def tandtid(*args: str) -> list[str]:
 class Node:
     """One ``tandtid serve --node NAME`` process, its output in ``log``."""
 
-    def __init__(self, root: Path, name: str, redis_url: str, port: int, env: dict[str, str]) -> None:
+    def __init__(
+        self, root: Path, name: str, redis_url: str, port: int, env: dict[str, str], log_level: str = "info"
+    ) -> None:
         self.name = name
+        self.log_level = log_level
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.data = root / name
@@ -65,6 +68,7 @@ class Node:
             "serve",
             *("--host", "127.0.0.1", "--port", str(self.port), "--data", str(self.data)),
             *("--redis", self.redis_url, "--node", self.name, "--advertise", self.url),
+            *("--log-level", self.log_level),
         )
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -136,6 +140,7 @@ class LocalCluster:
         node_ports: Sequence[int] = (),
         redis_port: int | None = None,
         env: dict[str, str] | None = None,
+        log_level: str = "info",
     ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -148,12 +153,14 @@ class LocalCluster:
             "TANDTID_FORWARDED_ALLOW_IPS": "127.0.0.1",
             # the browser's origin is nginx's address, not a node's
             "TANDTID_ALLOWED_ORIGINS": f"http://localhost:{self.port},http://127.0.0.1:{self.port}",
-            "TANDTID_LOG_LEVEL": "warning",
             **(env or {}),
         }
-        self.nodes = [Node(root, f"node{i + 1}", self.redis.url, ports[i], node_env) for i in range(nodes)]
+        self.nodes = [
+            Node(root, f"node{i + 1}", self.redis.url, ports[i], node_env, log_level) for i in range(nodes)
+        ]
         self.nginx = Nginx(root / "nginx", [f"127.0.0.1:{n.port}" for n in self.nodes], port=self.port)
         self._store: redis.Redis | None = None
+        self.seeded = ""  # what ``tandtid seed`` printed, when this start seeded
 
     @property
     def redis_url(self) -> str:
@@ -186,7 +193,8 @@ class LocalCluster:
         return self
 
     def seed(self, scale: str, booked: float) -> bool:
-        """``tandtid seed --redis`` into an empty store (its output printed); False if it had clinics."""
+        """``tandtid seed --redis`` into an empty store (its output kept in ``seeded``); False if
+        it had clinics."""
         done = subprocess.run(
             tandtid(
                 "seed",
@@ -201,7 +209,7 @@ class LocalCluster:
             return False
         if done.returncode != 0:
             raise RuntimeError(f"tandtid seed failed:\n{done.stdout}\n{done.stderr[-2000:]}")
-        print(done.stdout.strip(), flush=True)
+        self.seeded = done.stdout.strip()
         return True
 
     def owners(self) -> dict[str, str]:
@@ -315,6 +323,7 @@ def main(argv: list[str]) -> int:
     )
     try:
         cluster.start(scale=args.scale, booked=args.booked, spread=False)
+        print(cluster.seeded or f"the store in {root / 'redis'} has clinics already: not seeding", flush=True)
         print(f"\ntandtid cluster ready: open {cluster.url}/   (Ctrl-C stops it)", flush=True)
         print(
             "nodes: "

@@ -356,6 +356,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                 "TANDTID_RATE_PER_S": "0",
                 "TANDTID_FORWARD_TIMEOUT_S": "2",
             },
+            log_level="warning",
         )
         try:
             cluster.start(scale=args.scale)

@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 
 from loadtest.bench.restart import wait_ready
+from loadtest.cluster import LocalCluster
 from loadtest.redis_server import free_port
 
 LUA = Path(__file__).with_name("http_load.lua")
@@ -54,15 +55,11 @@ HOT_TIMES = 10
 PER_PATIENT_AND_CLINIC = 3  # the clinic's default hoarding limit
 CATCH_UP_S = 120  # the longest wait for the consumers after the run
 IDLE_CPU_SHARE = 0.05  # a process using less of a core than this has caught up
+SERVER_ENV = {"TANDTID_RATE_PER_S": "1000000", "TANDTID_RATE_BURST": "1000000"}  # no rate limit
 
 
 def start_server(data: str, port: int, scale: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TANDTID_RATE_PER_S": "1000000",
-        "TANDTID_RATE_BURST": "1000000",
-        "TANDTID_LOG_LEVEL": "warning",
-    }
+    env = {**os.environ, **SERVER_ENV, "TANDTID_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         + ["--data", data, "--seed", "--scale", scale, "--log-level", "warning"],
@@ -294,14 +291,15 @@ def server_cpu(
     }
 
 
-def journal_counts(port: int) -> tuple[float, float]:
-    """(durable journal writes, region appends) so far, from the server's /metrics."""
+def journal_counts(*ports: int) -> tuple[float, float]:
+    """(durable journal writes, region appends) so far, from the servers' /metrics (summed)."""
     rounds = appends = 0.0
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
-        if line.startswith("tandtid_journal_rounds "):
-            rounds = float(line.split()[-1])
-        elif line.startswith("tandtid_journal_append_seconds_count{"):
-            appends += float(line.split()[-1])
+    for port in ports:
+        for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
+            if line.startswith("tandtid_journal_rounds "):
+                rounds += float(line.split()[-1])
+            elif line.startswith("tandtid_journal_append_seconds_count{"):
+                appends += float(line.split()[-1])
     return rounds, appends
 
 
@@ -345,6 +343,79 @@ def _figures(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def framework_limit(req_file: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The trivial endpoint's figures, driven by the same wrk command."""
+    trivial_port = free_port()
+    trivial = start_trivial(trivial_port)
+    try:
+        return _figures(wrk(trivial_port, req_file, args.connections, args.framework_seconds, args.threads))
+    finally:
+        trivial.terminate()
+        trivial.wait(timeout=30)
+
+
+def on_nodes(args: argparse.Namespace, nodes: int, root: Path, req_file: str) -> dict[str, Any]:
+    """The same load through nginx in front of ``nodes`` cluster nodes on a fresh Redis (seeded
+    with ``--scale``): the figures, the durable writes the nodes made and the load average."""
+    cluster = LocalCluster(root, nodes, env=SERVER_ENV, log_level="warning")
+    try:
+        cluster.start(scale=args.scale)
+        lines = asyncio.run(
+            prepare(cluster.url, args.spread, args.region, args.patients, args.bookings, args.days)
+        )
+        Path(req_file).write_text("\n".join(lines) + "\n")
+        ports = [node.port for node in cluster.nodes]
+        pids = {node.name: node.process.pid for node in cluster.nodes if node.process is not None}
+        before = journal_counts(*ports)
+        cpu_before = {name: cpu_seconds(pid)[0] for name, pid in pids.items()}
+        load = os.getloadavg()[0]
+        raw = wrk(cluster.port, req_file, args.connections, args.seconds, args.threads)
+        cpu = {name: cpu_seconds(pid)[0] - cpu_before[name] for name, pid in pids.items()}
+        after = journal_counts(*ports)
+        figures = _figures(raw)
+        owned = {node.name: len(node.writes()) for node in cluster.nodes}
+    finally:
+        cluster.stop()
+    return {
+        **figures,
+        "regions_written": owned,
+        "nodes_cpu_us_per_request": round(sum(cpu.values()) * 1e6 / max(int(raw["requests"]), 1)),
+        "node_cpu_share_of_a_core": {
+            name: round(c / (raw["duration_us"] / 1e6), 2) for name, c in cpu.items()
+        },
+        "durable_writes_per_s": round((after[0] - before[0]) / args.seconds),
+        "loadavg_1m_before": round(load, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def run_nodes(args: argparse.Namespace) -> dict[str, Any]:
+    """``--nodes 1 2``: each count in turn, same load, same run; their ratio to the first."""
+    figure = "requests_per_s" if args.spread == "hot" else "bookings_per_s"
+    with tempfile.TemporaryDirectory(prefix="tandtid-bench-http-nodes-") as data:
+        req_file = str(Path(data) / "requests.tsv")
+        by_count = {str(n): on_nodes(args, n, Path(data) / f"nodes-{n}", req_file) for n in args.nodes}
+        framework = framework_limit(req_file, args)
+    first = by_count[str(args.nodes[0])]
+    return {
+        "bench": "http",
+        "through": "nginx",
+        "journal": "redis",
+        "spread": args.spread,
+        "scale": args.scale,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "cores": os.cpu_count(),
+        "nodes": by_count,
+        "ratio": {n: round(f[figure] / max(first[figure], 1), 2) for n, f in by_count.items()},
+        "ratio_last_to_first": round(by_count[str(args.nodes[-1])][figure] / max(first[figure], 1), 2),
+        "p99_ms": {n: f["p99_ms"] for n, f in by_count.items()},
+        figure: {n: f[figure] for n, f in by_count.items()},
+        "framework_requests_per_s": framework["requests_per_s"],
+        "framework_p99_ms": framework["p99_ms"],
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("bench http needs wrk (apt-get install wrk)")
@@ -378,15 +449,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.terminate()
             server.wait(timeout=60)
 
-        trivial_port = free_port()
-        trivial = start_trivial(trivial_port)
-        try:
-            framework = _figures(
-                wrk(trivial_port, req_file, args.connections, args.framework_seconds, args.threads)
-            )
-        finally:
-            trivial.terminate()
-            trivial.wait(timeout=30)
+        framework = framework_limit(req_file, args)
     figure = "requests_per_s" if args.spread == "hot" else "bookings_per_s"
     return {
         "bench": "http",
@@ -421,8 +484,18 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--bookings", type=int, default=200_000, help="distinct times prepared")
     parser.add_argument("--patients", type=int, default=100)
     parser.add_argument("--days", type=int, default=14, help="how far ahead free times are drawn from")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="cluster node counts to run in turn, e.g. --nodes 1 2: Redis journal, nginx in front, "
+        "a fresh seeded Redis each (default: one plain server on the file journal)",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    result = run(args)
+    if args.nodes and shutil.which("wrk") is None:
+        raise SystemExit("bench http needs wrk (apt-get install wrk)")
+    result = run_nodes(args) if args.nodes else run(args)
     print(json.dumps(result), flush=True)
     return result

@@ -23,6 +23,10 @@ PLAN: list[tuple[str, list[str], str, str]] = [
     ("recovery", [], "recovery_s", ""),
     ("memory", [], "rss_mb", ""),
     ("http", [], "bookings_per_s", ""),
+    # one node, then two, behind nginx on Redis: how the second node scales bookings/s
+    ("http", ["--nodes", "1", "2", "--scale", "small"], "ratio_last_to_first", ""),
+    # the owner of AB SIGKILLed under load on three nodes: seconds its regions took no booking
+    ("failover", [], "unavailable_s", ""),
     # the hot case (every client on one clinic) against websockets' broadcast() to the same clients
     ("fanout", [], "ratio", ""),
 ]
