@@ -12,6 +12,7 @@ client and may carry anything, so only its digest reaches the engine and the jou
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -78,18 +79,23 @@ async def place_hold(request: Request) -> Response:
     patient = require_user(request)
     body = await parse_body(request, HoldBody)
     region = region_or_404(body.clinic)
-    regions = regions_of(request)
-    clinic = await regions.query(region, lambda s: _clinic_for_resource(s, body.clinic, body.resource))
-    day, cell = locate_start(body.start, clinic.cell_minutes)
     ttl = int(request.app.state.settings.hold_ttl_s)
-    events = await regions.submit(
-        PlaceHold(ids.hold_id(region), patient, body.resource, body.service, day, cell, ttl)
-    )
-    placed = next(e for e in events if isinstance(e, HoldPlaced))
-    hold = await regions.query(region, lambda s: s.hold(placed.hold_id))
-    if hold is None:  # expired already (a tiny TTL); the hold was real but is gone
+    hold_id = ids.hold_id(region)
+
+    def make(state: RegionState) -> Command:
+        clinic = _clinic_for_resource(state, body.clinic, body.resource)
+        day, cell = locate_start(body.start, clinic.cell_minutes)
+        return PlaceHold(hold_id, patient, body.resource, body.service, day, cell, ttl)
+
+    def reply(state: RegionState, events: list[Event]) -> dict[str, Any] | None:
+        placed = next(e for e in events if isinstance(e, HoldPlaced))
+        hold = state.hold(placed.hold_id)
+        return hold_view(hold, state.clinics[hold.clinic]) if hold is not None else None
+
+    view = await regions_of(request).decide(region, make, reply)
+    if view is None:  # expired already (a tiny TTL); the hold was real but is gone
         raise ApiError(410, "HOLD_EXPIRED", "the hold ran out before it could be shown")
-    return json_response({"hold": hold_view(hold, clinic)}, status=201)
+    return json_response({"hold": view}, status=201)
 
 
 async def list_holds(request: Request) -> Response:
@@ -272,15 +278,12 @@ async def cancel_booking(request: Request) -> Response:
     patient = require_user(request)
     booking_id = path_id(request)
     region = region_or_404(booking_id)
-    regions = regions_of(request)
-    _, clinic = await regions.query(region, lambda s: _own_booking(s, booking_id, patient))
-    try:
-        await regions.submit(Cancel(booking_id, Party.PATIENT, patient))
-    except Refused as exc:
-        if exc.code is RefusalCode.TOO_LATE:
-            raise _too_late(clinic) from None
-        raise
-    return await _booking_reply(request, region, booking_id, patient)
+
+    def make(state: RegionState) -> Command:
+        _own_booking(state, booking_id, patient)  # somebody else's: 404, nothing applied
+        return Cancel(booking_id, Party.PATIENT, patient)
+
+    return await _change_booking(request, region, booking_id, patient, make)
 
 
 async def reschedule_booking(request: Request) -> Response:
@@ -288,27 +291,37 @@ async def reschedule_booking(request: Request) -> Response:
     booking_id = path_id(request)
     region = region_or_404(booking_id)
     body = await parse_body(request, RescheduleBody)
+
+    def make(state: RegionState) -> Command:
+        booking, clinic = _own_booking(state, booking_id, patient)
+        resource = state.resources.get(body.resource)
+        if resource is None or resource.clinic != booking.clinic:
+            raise invalid("resource", "no such resource at this clinic")
+        day, cell = locate_start(body.start, clinic.cell_minutes)
+        return Reschedule(booking_id, patient, body.resource, day, cell)
+
+    return await _change_booking(request, region, booking_id, patient, make)
+
+
+async def _change_booking(
+    request: Request, region: str, booking_id: str, patient: str, make: Callable[[RegionState], Command]
+) -> Response:
+    """A patient's change to their booking in one trip through the region's actor (checked and
+    built by ``make`` inside the turn); answered with the booking as it then is."""
     regions = regions_of(request)
-    booking, clinic = await regions.query(region, lambda s: _own_booking(s, booking_id, patient))
-    resource = await regions.query(region, lambda s: s.resources.get(body.resource))
-    if resource is None or resource.clinic != booking.clinic:
-        raise invalid("resource", "no such resource at this clinic")
-    day, cell = locate_start(body.start, clinic.cell_minutes)
-    try:
-        await regions.submit(Reschedule(booking_id, patient, body.resource, day, cell))
-    except Refused as exc:
-        if exc.code is RefusalCode.TOO_LATE:
-            raise _too_late(clinic) from None
-        raise
-    return await _booking_reply(request, region, booking_id, patient)
 
-
-async def _booking_reply(request: Request, region: str, booking_id: str, patient: str) -> Response:
-    def read(state: RegionState) -> dict[str, Any]:
+    def reply(state: RegionState, _events: list[Event]) -> dict[str, Any]:
         booking, clinic = _own_booking(state, booking_id, patient)
         return booking_view(booking, clinic)
 
-    return json_response({"booking": await regions_of(request).query(region, read)})
+    try:
+        view = await regions.decide(region, make, reply)
+    except Refused as exc:
+        if exc.code is RefusalCode.TOO_LATE:
+            _, clinic = await regions.query(region, lambda s: _own_booking(s, booking_id, patient))
+            raise _too_late(clinic) from None
+        raise
+    return json_response({"booking": view})
 
 
 _BOOKING = {"type": "object", "required": ["booking"], "properties": {"booking": {"type": "object"}}}

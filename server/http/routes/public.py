@@ -6,7 +6,6 @@ region's actor between batches and returns plain data (never live engine objects
 
 from __future__ import annotations
 
-import asyncio
 import math
 from itertools import groupby
 from operator import itemgetter
@@ -56,10 +55,9 @@ def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 async def list_regions(request: Request) -> Response:
     regions = regions_of(request)
-    codes = [r.code for r in REGIONS if r.code in regions.actors]
-    counts = await asyncio.gather(*(regions.query(code, lambda s: len(s.clinics)) for code in codes))
+    counts = dict(await regions.query_all(lambda s: [(s.region, len(s.clinics))]))
     out = []
-    for region, count in zip(codes, counts, strict=True):
+    for region, count in ((r.code, counts[r.code]) for r in REGIONS if r.code in counts):
         county = geography.county(region)
         out.append(
             {"code": region, "name": county.name, "clinics": count, "lat": county.lat, "lon": county.lon}
@@ -92,10 +90,6 @@ async def search_clinics(request: Request) -> Response:
     if q.near:
         lat_s, lon_s = q.near.split(",")
         near = (float(lat_s), float(lon_s))
-    if q.region is not None:
-        codes = [q.region] if q.region in regions.actors else []
-    else:
-        codes = list(regions.actors)
 
     sort = q.sort or ("distance" if near else ("earliest" if q.service else "name"))
     if sort == "distance" and near is None:
@@ -160,8 +154,12 @@ async def search_clinics(request: Request) -> Response:
             del found[q.limit :]
         return found
 
-    per_region = await asyncio.gather(*(regions.query(code, search) for code in codes))
-    rows = [row for chunk in per_region for row in chunk]
+    if q.region is None:
+        rows = await regions.query_all(search)
+    elif q.region in regions.actors:
+        rows = await regions.query(q.region, search)
+    else:
+        rows = []
     if sort == "distance":
         rows.sort(key=lambda r: (r["distance_km"], r["id"]))
     elif sort == "earliest":
