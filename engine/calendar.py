@@ -123,8 +123,10 @@ def day_of_epoch(epoch_s: int) -> int:
     return datetime.fromtimestamp(epoch_s, TZ).date().toordinal()
 
 
+@lru_cache(maxsize=1 << 16)
 def iso(day: int, cell: int, cell_minutes: int) -> str:
-    """ISO 8601 with offset, e.g. ``2026-03-29T09:00:00+02:00``."""
+    """ISO 8601 with offset, e.g. ``2026-03-29T09:00:00+02:00``. Cached: every time an
+    availability answer lists is one (a clinic's week: ~60 of them)."""
     return cell_start(day, cell, cell_minutes).isoformat()
 
 

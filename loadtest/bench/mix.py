@@ -4,11 +4,13 @@ Serves a seeded data directory (``--data DIR``, e.g. one ``bench restart --keep 
 default a fresh ``tandtid seed --scale sweden --booked 0.3``), runs ``python -m loadtest.run
 --host ... --users 200 --seconds 120`` against it, and reads the server's event-loop lag
 histogram (``tandtid_event_loop_lag_seconds``) from ``/metrics`` before and after the run. One
-JSON line: each endpoint's p50/p99 (Locust's, in ms), the failures by request and cause
-(Locust's error report: ``failures_by_cause``), the loop lag p99 and p99.9 of the run (the
-upper bound of the histogram bucket they fall in: "at most"), the invariant (double bookings,
-missing), and the 1-minute load average at start and end (the machine is shared: read the
-figures beside it).
+JSON line: each endpoint's p50/p99 (Locust's, in ms), the server's own p99 per route template
+(from its ``tandtid_http_request_seconds`` histogram: the bucket bound), the server's CPU
+seconds over the run and per HTTP request (all threads, and the event loop's thread alone;
+load-robust where latency is not), the failures by request and cause (Locust's error report:
+``failures_by_cause``), the loop lag p99 and p99.9 of the run (the upper bound of the histogram
+bucket they fall in: "at most"), the invariant (double bookings, missing), and the 1-minute load
+average at start and end (the machine is shared: read the figures beside it).
 """
 
 from __future__ import annotations
@@ -25,20 +27,30 @@ from typing import Any
 
 import httpx
 
+from loadtest.bench.http import cpu_seconds
 from loadtest.bench.restart import load_avg, seed, tandtid, wait_ready
 from loadtest.redis_server import free_port
 
 LAG = "tandtid_event_loop_lag_seconds_bucket"
+HTTP = "tandtid_http_request_seconds_bucket"
+
+
+def histograms(url: str, metric: str) -> dict[str, dict[float, float]]:
+    """Cumulative counts of a histogram by upper bound (seconds; inf last), per ``route`` label
+    ("" for a histogram without one)."""
+    out: dict[str, dict[float, float]] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(metric + "{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            route = line.split('route="', 1)[1].split('"', 1)[0] if 'route="' in line else ""
+            bounds = out.setdefault(route, {})
+            bounds[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def lag_buckets(url: str) -> dict[float, float]:
     """Cumulative counts of the loop lag histogram by upper bound (seconds; inf last)."""
-    out: dict[float, float] = {}
-    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
-        if line.startswith(LAG):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
-    return out
+    return histograms(url, LAG).get("", {})
 
 
 def quantile_bound(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
@@ -82,19 +94,25 @@ def main(argv: list[str]) -> dict[str, Any]:
             )
         wait_ready(url, proc)
         before = lag_buckets(url)
+        http_before = histograms(url, HTTP)
+        cpu_before = cpu_seconds(proc.pid)
         run = subprocess.run(
             [sys.executable, "-m", "loadtest.run", "--host", url]
             + ["--users", str(args.users), "--seconds", str(args.seconds)],
             capture_output=True,
             text=True,
         )
+        cpu_after = cpu_seconds(proc.pid)
+        server_cpu, loop_cpu = (a - b for a, b in zip(cpu_after, cpu_before, strict=True))
         after = lag_buckets(url)
+        http_after = histograms(url, HTTP)
         lines = run.stdout.splitlines()
         start = max((i for i, line in enumerate(lines) if line == "{"), default=None)
         if start is None:
             raise SystemExit(f"loadtest.run printed no report: {run.stderr[-2000:]}")
         report = json.loads("\n".join(lines[start:]))
         invariant = report["invariant"]
+        http_requests = sum(r["requests"] for r in report["requests"] if r["type"] != "WS")
         result = {
             "bench": "mix",
             "users": args.users,
@@ -117,6 +135,18 @@ def main(argv: list[str]) -> dict[str, Any]:
                 ),
                 key=lambda e: -e["n"],
             ),
+            # in the server, from the route's start to its last byte (the loop's lag before a
+            # request is read is not in it): per route template, the bucket bound p99 falls in
+            "server_p99_ms_at_most": {
+                route: quantile_bound(http_before.get(route, {}), counts, 0.99)
+                for route, counts in sorted(http_after.items())
+                if counts.get(float("inf"), 0) - http_before.get(route, {}).get(float("inf"), 0) >= 20
+            },
+            # what the server spent (all threads): on a shared machine more telling than latency
+            "server_cpu_s": round(server_cpu, 1),
+            "server_cpu_ms_per_http_request": round(1000 * server_cpu / max(1, http_requests), 2),
+            "loop_cpu_s": round(loop_cpu, 1),  # the event loop's thread alone
+            "loop_cpu_ms_per_http_request": round(1000 * loop_cpu / max(1, http_requests), 2),
             "loop_lag_p99_ms_at_most": quantile_bound(before, after, 0.99),
             "loop_lag_p999_ms_at_most": quantile_bound(before, after, 0.999),
             "invariant_ok": invariant.get("ok"),
