@@ -14,7 +14,8 @@ from starlette.responses import Response
 
 from engine import queries
 from engine.calendar import date_of, day_of, iso
-from engine.commands import Block, Cancel, MarkNoShow, OpenDays, Party, Unblock
+from engine.commands import Block, Cancel, Command, MarkNoShow, OpenDays, Party, Unblock
+from engine.events import Event
 from engine.model import Clinic, Resource
 from engine.state import RegionState
 from server.http.errors import invalid, not_found
@@ -102,18 +103,16 @@ async def open_days(request: Request) -> Response:
     _, clinic_id = require_clinic(request)
     body = await parse_body(request, OpenBody)
     region = region_or_404(clinic_id)
-    regions = regions_of(request)
-    await regions.query(region, lambda s: _own_resource(s, clinic_id, body.resource))
     first = first_day(request, body.from_, days=body.days)
     horizon = int(request.app.state.settings.horizon_days)
-    events = await regions.submit(OpenDays(body.resource, first, body.days, horizon_days=horizon))
+
+    def make(state: RegionState) -> Command:
+        _own_resource(state, clinic_id, body.resource)
+        return OpenDays(body.resource, first, body.days, horizon_days=horizon)
+
+    changed = await regions_of(request).decide(region, make, lambda _state, events: bool(events))
     return json_response(
-        {
-            "resource": body.resource,
-            "from": body.from_.isoformat(),
-            "days": body.days,
-            "changed": bool(events),
-        }
+        {"resource": body.resource, "from": body.from_.isoformat(), "days": body.days, "changed": changed}
     )
 
 
@@ -121,21 +120,21 @@ async def _block_or_unblock(request: Request, unblock: bool) -> Response:
     _, clinic_id = require_clinic(request)
     body = await parse_body(request, BlockBody)
     region = region_or_404(clinic_id)
-    regions = regions_of(request)
-    clinic, _ = await regions.query(region, lambda s: _own_resource(s, clinic_id, body.resource))
-    day, cell = locate_start(body.start, clinic.cell_minutes)
-    if body.minutes % clinic.cell_minutes:
-        raise invalid("minutes", f"minutes must be a multiple of {clinic.cell_minutes}")
-    cells = body.minutes // clinic.cell_minutes
-    command = (Unblock if unblock else Block)(body.resource, day, cell, cells)
-    await regions.submit(command)
+
+    def make(state: RegionState) -> Command:
+        clinic, _ = _own_resource(state, clinic_id, body.resource)
+        day, cell = locate_start(body.start, clinic.cell_minutes)
+        if body.minutes % clinic.cell_minutes:
+            raise invalid("minutes", f"minutes must be a multiple of {clinic.cell_minutes}")
+        return (Unblock if unblock else Block)(body.resource, day, cell, body.minutes // clinic.cell_minutes)
+
+    def reply(state: RegionState, _events: list[Event]) -> str:
+        day, cell = locate_start(body.start, state.clinics[clinic_id].cell_minutes)
+        return iso(day, cell, state.clinics[clinic_id].cell_minutes)
+
+    start = await regions_of(request).decide(region, make, reply)  # one trip: checked, applied, answered
     return json_response(
-        {
-            "resource": body.resource,
-            "start": iso(day, cell, clinic.cell_minutes),
-            "minutes": body.minutes,
-            "blocked": not unblock,
-        }
+        {"resource": body.resource, "start": start, "minutes": body.minutes, "blocked": not unblock}
     )
 
 
