@@ -304,8 +304,12 @@ async def measure(
         key=lambda a: a.answered,
         default=None,
     )
-    # the subscribers: until they have had a moment for the last diffs
-    await asyncio.sleep(1.0)
+    # the subscribers: until each has the diff of the first booking after the kill (10 s at most)
+    deadline = time.monotonic() + 10
+    while first_after is not None and time.monotonic() < deadline:
+        if all(s.report(killed_at, first_after)["saw_booking_after_kill"] for s in subscribers):
+            break
+        await asyncio.sleep(0.1)
     for task in watching:
         task.cancel()
     await asyncio.gather(*watching, return_exceptions=True)
