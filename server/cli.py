@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,15 +144,23 @@ class CommandError(Exception):
     """A mistake in how the command was called; its message is the one line the user sees."""
 
 
+def log_level(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """The root logger's level: ``--log-level``, else ``TANDTID_LOG_LEVEL``, else INFO (as the README's table says)."""
+    name = getattr(args, "log_level", None) or env.get("TANDTID_LOG_LEVEL") or "info"
+    level = logging.getLevelName(name.upper())
+    if not isinstance(level, int):
+        raise CommandError(f"unknown log level {name!r}: use debug, info, warning, error or critical")
+    return level
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Errors the user can act on (a journal or server that cannot be reached, a
     password with no terminal to ask on) end in one line on stderr and exit status 1, never a traceback."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, (getattr(args, "log_level", None) or "INFO").upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     try:
+        logging.basicConfig(
+            level=log_level(args, os.environ), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
         return run_command(args)
     except KeyboardInterrupt:
         return 130
