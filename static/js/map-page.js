@@ -105,21 +105,21 @@ const tiles = tileUrl === "off" ? null : L.tileLayer(tileUrl, {
 });
 setBase(tiles ? "tiles-pending" : "outline");
 if (tiles) {
-  // The first tile decides: one that loads makes the street map the base (the counties become thin lines over
-  // it); an error before any loaded means no tiles here: back to the outline, and no more requests.
-  tiles.once("tileload", () => {
-    tiles.off("tileerror");
-    regionsLayer.countyStyle = { ...COUNTY_FILL, fillOpacity: 0, weight: 1 };
-    regionsLayer.setStyle(regionsLayer.countyStyle);
+  // One tile decides (Sweden's at zoom 4): if it loads, the street map becomes the base (the counties turn into
+  // thin lines over it); if not (offline, a blocked tile server), the outline stays the map, after one failed
+  // request rather than a screenful of them.
+  const probe = new Image();
+  probe.onload = () => {
+    tiles.once("tileload", () => {
+      regionsLayer.countyStyle = { ...COUNTY_FILL, fillOpacity: 0, weight: 1 };
+      regionsLayer.setStyle(regionsLayer.countyStyle);
+      setBase("tiles");
+    });
+    tiles.addTo(map);
     layerControl.addOverlay(tiles, t("map.layer.tiles"));
-    setBase("tiles");
-  });
-  tiles.once("tileerror", () => {
-    tiles.off("tileload");
-    map.removeLayer(tiles);
-    setBase("outline");
-  });
-  tiles.addTo(map);
+  };
+  probe.onerror = () => setBase("outline");
+  probe.src = L.Util.template(tileUrl, { z: 4, x: 8, y: 4, s: "a", r: "" });
 }
 
 function setBase(base) {
