@@ -20,7 +20,7 @@ from engine.model import Clinic
 from engine.queries import next_free
 from engine.state import RegionState
 
-RANKINGS = 256  # rankings kept per region; past it they start afresh
+RANKINGS = 64  # rankings kept per region (~300 kB each for Stockholm); past it they start afresh
 
 Start = tuple[int, int, str]  # (day, cell, resource)
 Found = tuple[Clinic, Start | None, int | None]  # (clinic, its earliest free start, as epoch seconds)
