@@ -1,8 +1,7 @@
 """Integration tests: API replies are gzip-compressed on a real uvicorn serving the real app.
 
 A big JSON reply (a clinic's availability) travels compressed when the client accepts gzip and
-decodes to the same JSON; a page sent as a file (streamed in parts) too; a tiny one is sent as it
-is; the WebSocket beside it is not touched.
+decodes to the same JSON; a page too; a tiny one is sent as it is; the WebSocket beside it is not touched.
 Responses are read raw (httpx decodes gzip itself, which would hide what travelled).
 """
 
@@ -64,7 +63,7 @@ async def test_a_big_json_reply_is_compressed(client: httpx.AsyncClient) -> None
     assert packed.headers["cache-control"]
 
 
-async def test_a_page_streamed_from_its_file_is_compressed(client: httpx.AsyncClient) -> None:
+async def test_a_page_is_compressed(client: httpx.AsyncClient) -> None:
     plain, plain_body = await raw_get(client, "/", "identity")
     assert plain.status_code == 200
     assert "content-encoding" not in plain.headers
