@@ -200,7 +200,9 @@ class EditClinic:
 
 @dataclass(frozen=True, slots=True)
 class PutResource:
-    """Add a resource to its clinic, or change its kind, name and services."""
+    """Add a resource to its clinic, or change its kind, name and services. Its own hours are
+    ``SetHours``/``SetDayHours``' business: the resource given carries none (INVALID otherwise),
+    and an edit keeps those it has."""
 
     resource: Resource
 
@@ -216,21 +218,27 @@ class RetireResource:
 
 @dataclass(frozen=True, slots=True)
 class SetHours:
-    """New weekly opening hours (ISO weekday -> intervals) for the clinic's resources."""
+    """New weekly opening hours (ISO weekday -> intervals) of the clinic, for its resources
+    without hours of their own; or, with ``resource`` (one of the clinic's), that resource's own
+    weekly hours (``None``: it follows the clinic's week again; the clinic's own may not be None)."""
 
     clinic: str
-    hours: OpeningHours
+    hours: OpeningHours | None
     cancel: tuple[str, ...] = ()
+    resource: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SetDayHours:
-    """One day's own hours (``()``: closed, e.g. a holiday), or ``None``: back to the week's."""
+    """One day's own hours (``()``: closed, e.g. a holiday), or ``None``: back to the week's.
+    With ``resource``: that resource's own day (its leave, its late evening), ``None``: the
+    resource follows the clinic's day again."""
 
     clinic: str
     day: int
     hours: tuple[tuple[int, int], ...] | None
     cancel: tuple[str, ...] = ()
+    resource: str = ""
 
 
 @dataclass(frozen=True, slots=True)

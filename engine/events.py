@@ -218,8 +218,10 @@ class ResourceRetired:
 class HoursSet:
     KIND: ClassVar[str] = "HoursSet"
     clinic: str
-    hours: dict[str, list[list[int]]]  # "1".."7" -> [[open, close], ...]
+    # "1".."7" -> [[open, close], ...]; None (a resource's only): it follows the clinic's week again
+    hours: dict[str, list[list[int]]] | None
     from_day: int  # opened days from this one on take the new hours
+    resource: str = ""  # v2: whose hours: "" the clinic's, else that resource's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +229,8 @@ class DayHoursSet:
     KIND: ClassVar[str] = "DayHoursSet"
     clinic: str
     day: int
-    hours: list[list[int]] | None  # None: the day follows the week again
+    hours: list[list[int]] | None  # None: the day follows the week again (a resource's: the clinic's day)
+    resource: str = ""  # v2: whose day: "" the clinic's, else that resource's own
 
 
 Event = (
@@ -290,11 +293,18 @@ _FIELD_NAMES: dict[str, tuple[str, ...]] = {
 Upcaster = Callable[[list[Any]], list[Any]]
 
 # The version of each kind's fields as declared above (bump on change, add an upcaster).
-VERSIONS: dict[str, int] = {kind: 1 for kind in _EVENT_TYPES} | {"Rescheduled": 2, "Cancelled": 2}
+VERSIONS: dict[str, int] = {kind: 1 for kind in _EVENT_TYPES} | {
+    "Rescheduled": 2,
+    "Cancelled": 2,
+    "HoursSet": 2,
+    "DayHoursSet": 2,
+}
 # (kind, version) -> the field values of version + 1, from those of ``version``.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("Rescheduled", 1): lambda values: [*values, "", -1, -1],  # the time before: not recorded
     ("Cancelled", 1): lambda values: [*values, ""],  # v2 added ``reason``: none before
+    ("HoursSet", 1): lambda values: [*values, ""],  # v2 added ``resource``: the clinic's before
+    ("DayHoursSet", 1): lambda values: [*values, ""],  # v2 added ``resource``: the clinic's before
 }
 
 

@@ -85,6 +85,21 @@ class ClinicKind(StrEnum):
     PRIVATE = "private"
 
 
+# Opening hours: for each ISO weekday 1..7 (Monday=1) a tuple of (open_minute, close_minute)
+# intervals in local wall-clock minutes since midnight; an empty tuple means closed.
+OpeningHours = dict[int, tuple[tuple[int, int], ...]]
+
+
+def intervals_record(days: dict[int, tuple[tuple[int, int], ...]]) -> dict[str, list[list[int]]]:
+    """Weekly hours or day exceptions (day -> intervals) as a msgpack/JSON-friendly dict."""
+    return {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(days.items())}
+
+
+def intervals_from_record(r: dict[str, list[list[int]]]) -> dict[int, tuple[tuple[int, int], ...]]:
+    """Inverse of ``intervals_record``."""
+    return {int(d): tuple((int(a), int(b)) for a, b in ivs) for d, ivs in r.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Resource:
     id: str  # carries the region: "AB-c12-r3"
@@ -93,11 +108,11 @@ class Resource:
     name: str  # display name, e.g. "Tandläkare 1" (staff, not patients)
     services: tuple[str, ...]  # service ids this resource performs
     retired: bool = False  # no longer takes bookings; kept so past bookings still name it
+    # its own weekly hours (a hygienist on Tuesdays and Thursdays); None: the clinic's week
+    hours: OpeningHours | None = None
+    # its own days (leave, a late evening): day -> intervals; other days follow the clinic's
+    exceptions: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
-
-# Opening hours: for each ISO weekday 1..7 (Monday=1) a tuple of (open_minute, close_minute)
-# intervals in local wall-clock minutes since midnight; an empty tuple means closed.
-OpeningHours = dict[int, tuple[tuple[int, int], ...]]
 
 DEFAULT_HOURS: OpeningHours = {
     1: ((8 * 60, 12 * 60), (13 * 60, 17 * 60)),
@@ -151,14 +166,14 @@ class Clinic:
             "lon": self.lon,
             "kind": str(self.kind),
             "services": list(self.services),
-            "hours": {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(self.hours.items())},
+            "hours": intervals_record(self.hours),
             "cell_minutes": self.cell_minutes,
             "phone": self.phone,
             "buffer_minutes": self.buffer_minutes,
             "cancel_notice_hours": self.cancel_notice_hours,
             "max_bookings_per_patient": self.max_bookings_per_patient,
             "offer_minutes": self.offer_minutes,
-            "exceptions": {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(self.exceptions.items())},
+            "exceptions": intervals_record(self.exceptions),
             "open_ahead_days": self.open_ahead_days,
         } | ({"suspended": True} if self.suspended else {})
 
@@ -175,29 +190,36 @@ def clinic_from_record(r: dict[str, Any]) -> Clinic:
         lon=float(r["lon"]),
         kind=ClinicKind(r["kind"]),
         services=tuple(r["services"]),
-        hours={int(d): tuple((int(a), int(b)) for a, b in ivs) for d, ivs in r["hours"].items()},
+        hours=intervals_from_record(r["hours"]),
         cell_minutes=int(r["cell_minutes"]),
         phone=r.get("phone", ""),
         buffer_minutes=int(r.get("buffer_minutes", 10)),
         cancel_notice_hours=int(r.get("cancel_notice_hours", 24)),
         max_bookings_per_patient=int(r.get("max_bookings_per_patient", 3)),
         offer_minutes=int(r.get("offer_minutes", 10)),
-        exceptions={
-            int(d): tuple((int(a), int(b)) for a, b in ivs) for d, ivs in r.get("exceptions", {}).items()
-        },
+        exceptions=intervals_from_record(r.get("exceptions", {})),
         open_ahead_days=int(r.get("open_ahead_days", 0)),
         suspended=bool(r.get("suspended", False)),
     )
 
 
 def resource_to_record(res: Resource) -> dict[str, Any]:
-    return {
+    """A msgpack/JSON-friendly dict; ``resource_from_record`` is its inverse. Fields at their
+    default (not retired, the clinic's hours) are left out, so such records keep their bytes."""
+    record: dict[str, Any] = {
         "id": res.id,
         "clinic": res.clinic,
         "kind": str(res.kind),
         "name": res.name,
         "services": list(res.services),
-    } | ({"retired": True} if res.retired else {})
+    }
+    if res.retired:
+        record["retired"] = True
+    if res.hours is not None:
+        record["hours"] = intervals_record(res.hours)
+    if res.exceptions:
+        record["exceptions"] = intervals_record(res.exceptions)
+    return record
 
 
 def resource_from_record(r: dict[str, Any]) -> Resource:
@@ -208,4 +230,6 @@ def resource_from_record(r: dict[str, Any]) -> Resource:
         name=r["name"],
         services=tuple(r["services"]),
         retired=bool(r.get("retired", False)),
+        hours=intervals_from_record(r["hours"]) if "hours" in r else None,
+        exceptions=intervals_from_record(r.get("exceptions", {})),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.calendar import iso_weekday, nonexistent_cells
 from engine.cells import BOOKED, BUFFER, CLOSED, FREE, HELD
-from engine.model import Clinic, OpeningHours
+from engine.model import Clinic, OpeningHours, Resource
 
 MAX_CELLS_PER_DAY = 24 * 60
 FREE_RUNS = [bytes([FREE]) * n for n in range(MAX_CELLS_PER_DAY + 1)]
@@ -127,28 +127,54 @@ def day_mask(template: bytes, day: int, cell_minutes: int) -> bytes:
 
 
 class OpeningMasks:
-    """The cells ``OpenDays`` opens on a day at a clinic (``day_mask`` of its weekday's
-    template), with the templates cached per clinic. ``forget`` a clinic whose hours may
-    have changed (it is registered again)."""
+    """The cells ``OpenDays`` opens on a day for a resource: ``day_mask`` of that day's hours.
+    Whose hours, the most specific first:
+
+    1. the resource's own hours for that day (its leave, its late evening);
+    2. the resource's own weekly hours, within the clinic's own hours for that day when the
+       clinic has them (a clinic holiday closes the resource too, a clinic late evening does
+       not lengthen the resource's day);
+    3. the clinic's own hours for that day (a holiday, a late evening);
+    4. the clinic's weekly hours.
+
+    Weekly templates are cached per clinic and per resource with hours of its own: ``forget``
+    one whose hours may have changed (a clinic registered again, new weekly hours)."""
 
     __slots__ = ("_templates",)
 
     def __init__(self) -> None:
-        self._templates: dict[str, dict[int, bytes]] = {}  # clinic -> iso weekday -> template
+        self._templates: dict[str, dict[int, bytes]] = {}  # clinic or resource -> iso weekday -> template
 
-    def of(self, clinic: Clinic, day: int) -> bytes:
+    def of(self, clinic: Clinic, day: int, resource: Resource | None = None) -> bytes:
+        cm = clinic.cell_minutes
         special = clinic.exceptions.get(day)
+        if resource is not None and (resource.hours is not None or resource.exceptions):
+            own = resource.exceptions.get(day)
+            if own is not None:
+                return day_mask(weekday_template({0: own}, 0, cm), day, cm)
+            if resource.hours is not None:
+                mask = self._weekly(resource.id, resource.hours, day, cm)
+                if special is None:
+                    return mask
+                bound = weekday_template({0: special}, 0, cm)
+                return bytes(
+                    FREE if m == FREE and b == FREE else CLOSED for m, b in zip(mask, bound, strict=True)
+                )
         if special is not None:  # a holiday or a late evening: that day's own hours
-            return day_mask(weekday_template({0: special}, 0, clinic.cell_minutes), day, clinic.cell_minutes)
+            return day_mask(weekday_template({0: special}, 0, cm), day, cm)
+        return self._weekly(clinic.id, clinic.hours, day, cm)
+
+    def _weekly(self, owner: str, hours: OpeningHours, day: int, cell_minutes: int) -> bytes:
         weekday = iso_weekday(day)
-        templates = self._templates.setdefault(clinic.id, {})
+        templates = self._templates.setdefault(owner, {})
         template = templates.get(weekday)
         if template is None:
-            template = templates[weekday] = weekday_template(clinic.hours, weekday, clinic.cell_minutes)
-        return day_mask(template, day, clinic.cell_minutes)
+            template = templates[weekday] = weekday_template(hours, weekday, cell_minutes)
+        return day_mask(template, day, cell_minutes)
 
-    def forget(self, clinic: str) -> None:
-        self._templates.pop(clinic, None)
+    def forget(self, owner: str) -> None:
+        """Drop the templates of a clinic or a resource (by id)."""
+        self._templates.pop(owner, None)
 
 
 def runs(

@@ -7,6 +7,14 @@ hygienist or chair), ``RetireResource``, ``SetHours`` (the weekly opening hours)
 ``OpenAhead`` (the rolling horizon: every clinic with ``open_ahead_days`` gets the days up to
 today + that many opened from its hours; the server sends it, no one opens days by hand).
 
+Hours belong to the clinic, and a resource may have its own: ``SetHours``/``SetDayHours`` with a
+``resource`` set that resource's weekly hours (a hygienist on Tuesday and Thursday mornings) and
+its own days (leave, a late evening); without them it follows the clinic's. Which hours a day
+of a resource has is ``engine.rows.OpeningMasks``' rule (its own day, else its own week within
+the clinic's own day, else the clinic's day, else the clinic's week). A resource's change
+touches that resource's cells only; a clinic's change touches every resource whose days it
+decides (one with its own week keeps it).
+
 Hours change opened days at once: from today on, cells inside the new hours that were
 CLOSED become FREE, and FREE/BUFFER/BLOCKED cells outside them become CLOSED. A change
 never drops a booking silently: a booking starting at or after ``now`` that would lie
@@ -16,7 +24,8 @@ applies it: each is cancelled by the clinic (a ``Cancelled`` event, which notifi
 patient) in the same step. Retiring a resource works the same way for its future bookings.
 Holds in the way (offers included) are released in the same step.
 
-Refusal order: unknown clinic/resource NOT_FOUND -> bad values INVALID -> bookings in the
+Refusal order: unknown clinic/resource (or a resource of another clinic) NOT_FOUND -> a retired
+resource, bad values INVALID -> bookings in the
 way HAS_BOOKINGS -> a ``cancel`` id that is not in the way INVALID.
 
 This module is the other half of ``engine.state`` for setup, as ``engine.snapshot`` is for
@@ -25,6 +34,7 @@ snapshots: it reads and changes the state's private stores, and only through its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -56,28 +66,26 @@ from engine.model import (
     SERVICES_BY_ID,
     Clinic,
     ClinicKind,
-    OpeningHours,
+    Resource,
+    intervals_from_record,
+    intervals_record,
     resource_from_record,
     resource_to_record,
 )
 from engine.records import BookingStatus
+from engine.rows import OpeningMasks
 
 if TYPE_CHECKING:
     from engine.state import RegionState
 
-MAX_EXCEPTIONS = 400  # a clinic's day exceptions from today on
+MAX_EXCEPTIONS = 400  # a clinic's (or a resource's) day exceptions from today on
+
+MaskOf = Callable[[str, int], bytes]
+"""(resource id, day) -> the opening mask a change would give that day."""
 
 
 def _refuse(code: RefusalCode, message: str, bookings: tuple[str, ...] = ()) -> NoReturn:
     raise Refused(code, message, bookings)
-
-
-def hours_record(hours: OpeningHours) -> dict[str, list[list[int]]]:
-    return {str(d): [list(iv) for iv in ivs] for d, ivs in sorted(hours.items())}
-
-
-def hours_from_record(r: dict[str, list[list[int]]]) -> OpeningHours:
-    return {int(d): tuple((int(a), int(b)) for a, b in ivs) for d, ivs in r.items()}
 
 
 def _check_intervals(ivs: tuple[tuple[int, int], ...]) -> None:
@@ -136,6 +144,15 @@ class ClinicSetup:
             _refuse(RefusalCode.NOT_FOUND, "unknown clinic")
         return clinic
 
+    def _own_resource(self, clinic: Clinic, rid: str) -> Resource:
+        """The clinic's resource ``rid`` that may get hours: NOT_FOUND, retired INVALID."""
+        res = self.s.resources.get(rid)
+        if res is None or res.clinic != clinic.id:
+            _refuse(RefusalCode.NOT_FOUND, "unknown resource at this clinic")
+        if res.retired:
+            _refuse(RefusalCode.INVALID, "the resource is retired")
+        return res
+
     def _opened(self, cid: str) -> bool:
         return any(self.s._rows[r].buf for r in self.s._clinic_resources.get(cid, ()))
 
@@ -144,12 +161,12 @@ class ClinicSetup:
         clinic: Clinic,
         resources: list[str],
         days: range,
-        new: Clinic | None,
+        new: MaskOf | None,
         now: int,
         cancel: tuple[str, ...],
     ) -> list[Any]:
         """Events releasing the holds and cancelling the bookings (those in ``cancel``) that
-        lie outside ``new``'s hours (or anywhere, when ``new`` is None) on ``days``. Refuses
+        lie outside the new hours ``new`` gives (or anywhere, when ``new`` is None) on ``days``. Refuses
         HAS_BOOKINGS when a booking starting at or after ``now`` is in the way and not listed."""
         s = self.s
         wanted = set(resources)
@@ -160,7 +177,7 @@ class ClinicSetup:
             if (
                 hold.resource in wanted
                 and hold.day in days
-                and self._outside(new, hold.day, hold.cell, hold.cells)
+                and self._outside(new, hold.resource, hold.day, hold.cell, hold.cells)
             ):
                 events.append(HoldReleased(hold.id))
         for day in days:
@@ -169,7 +186,7 @@ class ClinicSetup:
                     b.status == BookingStatus.BOOKED
                     and b.resource in wanted
                     and cell_epoch(b.day, b.cell, cm) >= now
-                    and self._outside(new, b.day, b.cell, b.cells)
+                    and self._outside(new, b.resource, b.day, b.cell, b.cells)
                 ):
                     stranded.append(b.id)
         missing = [b for b in stranded if b not in cancel]
@@ -184,25 +201,26 @@ class ClinicSetup:
         events.extend(Cancelled(b, str(Party.CLINIC), now, 0) for b in stranded)
         return events
 
-    def _outside(self, new: Clinic | None, day: int, cell: int, cells: int) -> bool:
+    @staticmethod
+    def _outside(new: MaskOf | None, resource: str, day: int, cell: int, cells: int) -> bool:
         if new is None:
             return True
-        mask = self.s._masks.of(new, day)
-        return CLOSED in mask[cell : cell + cells]
+        return CLOSED in new(resource, day)[cell : cell + cells]
 
-    def _reshape(self, clinic: Clinic, days: range) -> None:
-        """Opened days of ``days`` take ``clinic``'s (new) hours; BOOKED and HELD cells stay."""
+    def _reshape(self, clinic: Clinic, days: range, resources: list[str] | None = None) -> None:
+        """Opened days of ``days`` of the clinic's resources (or just ``resources``) take their
+        (new) hours; BOOKED and HELD cells stay. The caller forgot the changed templates."""
         s = self.s
-        s._masks.forget(clinic.id)
-        for rid in s._clinic_resources.get(clinic.id, ()):
-            if s.resources[rid].retired:
+        for rid in s._clinic_resources.get(clinic.id, ()) if resources is None else resources:
+            res = s.resources[rid]
+            if res.retired:
                 continue
             row = s._rows[rid]
             for day in days:
                 if row.offset(day) < 0:
                     continue
                 old = row.day(day)
-                mask = s._masks.of(clinic, day)
+                mask = s._masks.of(clinic, day, res)
                 new = bytes(
                     (FREE if c == CLOSED else c)
                     if m == FREE
@@ -291,6 +309,10 @@ class ClinicSetup:
         for s in res.services:
             if s not in SERVICES_BY_ID:
                 _refuse(RefusalCode.INVALID, f"unknown service {s}")
+        if res.hours is not None or res.exceptions:
+            _refuse(RefusalCode.INVALID, "a resource's own hours are set with SetHours/SetDayHours")
+        if known is not None:  # an edit keeps the resource's own hours
+            res = replace(res, hours=known.hours, exceptions=known.exceptions)
         if known == res:
             return []
         return [ResourcePut(resource_to_record(res))]
@@ -308,34 +330,54 @@ class ClinicSetup:
         events = self._in_the_way(clinic, [res.id], days, None, now, c.cancel)
         return [*events, ResourceRetired(res.id, today)]
 
-    def _decide_new_hours(self, clinic: Clinic, new: Clinic, now: int, cancel: tuple[str, ...]) -> list[Any]:
+    def _decide_new_hours(
+        self, clinic: Clinic, new: Clinic, res: Resource | None, now: int, cancel: tuple[str, ...]
+    ) -> list[Any]:
+        """What moving to clinic ``new`` (and, for a resource's change, resource ``res``) takes:
+        the holds released and the listed bookings cancelled; HAS_BOOKINGS for one not listed."""
         today = day_of_epoch(now)
         opened = self._horizon_days(clinic.id)
         days = range(max(today, opened.start), max(today, opened.stop))
-        live = [r for r in self.s._clinic_resources.get(clinic.id, ()) if not self.s.resources[r].retired]
-        self.s._masks.forget(clinic.id)  # masks are cached by clinic id: compute ``new``'s
-        try:
-            return self._in_the_way(clinic, live, days, new, now, cancel)
-        finally:
-            self.s._masks.forget(clinic.id)  # the masks of ``new`` were cached under the clinic's id
+        if res is None:
+            live = [r for r in self.s._clinic_resources.get(clinic.id, ()) if not self.s.resources[r].retired]
+            resources = {r: self.s.resources[r] for r in live}
+        else:
+            resources = {res.id: res}
+        masks = OpeningMasks()  # a cache of its own: the new hours are not the state's yet
+
+        def mask_of(rid: str, day: int) -> bytes:
+            return masks.of(new, day, resources[rid])
+
+        return self._in_the_way(clinic, list(resources), days, mask_of, now, cancel)
 
     def decide_hours(self, c: SetHours, now: int) -> list[Any]:
         clinic = self._clinic(c.clinic)
-        if set(c.hours) - set(range(1, 8)):
-            _refuse(RefusalCode.INVALID, "weekdays are 1 (Monday) .. 7 (Sunday)")
-        for ivs in c.hours.values():
-            _check_intervals(ivs)
-        hours = {d: tuple(c.hours.get(d, ())) for d in range(1, 8)}
-        new = replace(clinic, hours=hours)
-        events = self._decide_new_hours(clinic, new, now, c.cancel)
-        return [*events, HoursSet(clinic.id, hours_record(hours), day_of_epoch(now))]
+        res = self._own_resource(clinic, c.resource) if c.resource else None
+        hours = None
+        if c.hours is None:
+            if res is None:
+                _refuse(RefusalCode.INVALID, "the clinic's weekly hours cannot be none (closed: empty days)")
+        else:
+            if set(c.hours) - set(range(1, 8)):
+                _refuse(RefusalCode.INVALID, "weekdays are 1 (Monday) .. 7 (Sunday)")
+            for ivs in c.hours.values():
+                _check_intervals(ivs)
+            hours = {d: tuple(c.hours.get(d, ())) for d in range(1, 8)}
+        if res is None:
+            assert hours is not None
+            events = self._decide_new_hours(clinic, replace(clinic, hours=hours), None, now, c.cancel)
+        else:
+            events = self._decide_new_hours(clinic, clinic, replace(res, hours=hours), now, c.cancel)
+        record = None if hours is None else intervals_record(hours)
+        return [*events, HoursSet(clinic.id, record, day_of_epoch(now), c.resource)]
 
     def decide_day_hours(self, c: SetDayHours, now: int) -> list[Any]:
         clinic = self._clinic(c.clinic)
+        res = self._own_resource(clinic, c.resource) if c.resource else None
         today = day_of_epoch(now)
         if c.day < today:
             _refuse(RefusalCode.IN_PAST, "that day has passed")
-        exceptions = dict(clinic.exceptions)
+        exceptions = dict(clinic.exceptions if res is None else res.exceptions)
         if c.hours is None:
             exceptions.pop(c.day, None)
         else:
@@ -343,10 +385,15 @@ class ClinicSetup:
             exceptions[c.day] = tuple(c.hours)
             if sum(1 for d in exceptions if d >= today) > MAX_EXCEPTIONS:
                 _refuse(RefusalCode.LIMIT_REACHED, f"at most {MAX_EXCEPTIONS} days with their own hours")
-        new = replace(clinic, exceptions=exceptions)
-        events = self._decide_new_hours(clinic, new, now, c.cancel)
+        if res is None:
+            new = replace(clinic, exceptions=exceptions)
+            events = self._decide_new_hours(clinic, new, None, now, c.cancel)
+        else:
+            events = self._decide_new_hours(
+                clinic, clinic, replace(res, exceptions=exceptions), now, c.cancel
+            )
         hours = None if c.hours is None else [list(iv) for iv in c.hours]
-        return [*events, DayHoursSet(clinic.id, c.day, hours)]
+        return [*events, DayHoursSet(clinic.id, c.day, hours, c.resource)]
 
     def decide_suspend(self, c: SuspendClinic, now: int) -> list[Any]:
         clinic = self._clinic(c.clinic)
@@ -404,18 +451,38 @@ class ClinicSetup:
                 s._write(row, day, 0, old, new)
 
     def on_hours(self, e: HoursSet) -> None:
-        clinic = replace(self.s.clinics[e.clinic], hours=hours_from_record(e.hours))
-        self.s.clinics[clinic.id] = clinic
+        s = self.s
+        clinic = s.clinics[e.clinic]
+        hours = None if e.hours is None else intervals_from_record(e.hours)
         opened = self._horizon_days(clinic.id)
-        self._reshape(clinic, range(max(e.from_day, opened.start), opened.stop))
+        days = range(max(e.from_day, opened.start), opened.stop)
+        if e.resource:
+            s.resources[e.resource] = replace(s.resources[e.resource], hours=hours)
+            s._masks.forget(e.resource)
+            s._touch(clinic.id)
+            self._reshape(clinic, days, [e.resource])
+            return
+        assert hours is not None
+        clinic = replace(clinic, hours=hours)
+        s.clinics[clinic.id] = clinic
+        s._masks.forget(clinic.id)
+        s._touch(clinic.id)
+        self._reshape(clinic, days)
 
     def on_day_hours(self, e: DayHoursSet) -> None:
-        old = self.s.clinics[e.clinic]
-        exceptions = dict(old.exceptions)
+        s = self.s
+        clinic = s.clinics[e.clinic]
+        owner: Clinic | Resource = s.resources[e.resource] if e.resource else clinic
+        exceptions = dict(owner.exceptions)
         if e.hours is None:
             exceptions.pop(e.day, None)
         else:
             exceptions[e.day] = tuple((int(a), int(b)) for a, b in e.hours)
-        clinic = replace(old, exceptions=exceptions)
-        self.s.clinics[clinic.id] = clinic
+        s._touch(clinic.id)
+        if isinstance(owner, Resource):
+            s.resources[owner.id] = replace(owner, exceptions=exceptions)
+            self._reshape(clinic, range(e.day, e.day + 1), [owner.id])
+            return
+        clinic = replace(clinic, exceptions=exceptions)
+        s.clinics[clinic.id] = clinic
         self._reshape(clinic, range(e.day, e.day + 1))

@@ -11,7 +11,12 @@ store's indexes are stored as they are.
 This module is the other half of ``engine.state``: it reads and refills the state's private
 stores, and nothing else may. Changing what is stored means a new ``SNAPSHOT_VERSION``.
 
-Version 3 (what ``encode`` writes): as version 2, and the booking store's dict carries
+Version 4 (what ``encode`` writes): as version 3, and a resource's record may carry its own
+``"hours"`` and ``"exceptions"`` (``engine.model.resource_to_record``). A version 3 reader would
+drop them without a word, so the version says they may be there; a version 3 snapshot reads as
+one whose resources all follow their clinic's hours.
+
+Version 3 (read, never written): as version 2, and the booking store's dict carries
 ``"reasons": [[row, reason], ...]`` (the cancellations that gave one, by row).
 
 Version 2 (read, never written; its bookings have no reasons)::
@@ -54,8 +59,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SNAPSHOT_VERSION = 3
-READABLE_VERSIONS = frozenset({1, 2, 3})
+SNAPSHOT_VERSION = 4
+READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 
 
 def encode(state: RegionState) -> dict[str, Any]:

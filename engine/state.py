@@ -731,6 +731,8 @@ class RegionState:
                 self._rows[res.id] = ResourceRow(res.id, clinic.id, clinic.cell_minutes)
                 members.append(res.id)
         self._masks.forget(clinic.id)
+        for rid in members:  # their templates too: the cell size may have changed
+            self._masks.forget(rid)
         self._touch(clinic.id)
         self._starts.forget(clinic.id)
         offered = set(clinic.services)
@@ -785,6 +787,7 @@ class RegionState:
     def _on_days_opened(self, e: DaysOpened) -> None:
         row = self._rows[e.resource]
         clinic = self.clinics[row.clinic]
+        resource = self.resources[e.resource]
         if self._row_copies:
             self._save_row(row)
         row.cover(e.first_day, e.days)
@@ -794,7 +797,7 @@ class RegionState:
         free, append = self._free[row.clinic], self._changes.append
         for day in range(e.first_day, e.first_day + e.days):
             free.setdefault(day, 0)
-            mask = self._masks.of(clinic, day)
+            mask = self._masks.of(clinic, day, resource)
             old = row.day(day)
             if old == closed_day:  # the usual case: a fresh day takes the mask as it is
                 free[day] += row.write(day, 0, mask)
@@ -895,7 +898,8 @@ class RegionState:
         old = row.cells(e.day, e.cell, e.cells)
         if BLOCKED not in old:
             return
-        mask = self._masks.of(self.clinics[row.clinic], e.day)[e.cell : e.cell + e.cells]
+        mask = self._masks.of(self.clinics[row.clinic], e.day, self.resources[e.resource])
+        mask = mask[e.cell : e.cell + e.cells]
         new = bytes(
             (FREE if m == FREE else CLOSED) if s == BLOCKED else s for s, m in zip(old, mask, strict=True)
         )

@@ -21,7 +21,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.calendar import cell_epoch, day_of_epoch
 from engine.cells import FREE
@@ -35,15 +35,24 @@ from persistence.codec import pack_events, pack_snapshot
 from server.demo.catalogue import Catalog, build_catalog
 
 
+def kept_open(clinic: Clinic, days: int) -> Clinic:
+    """``clinic`` as the seed registers it: its ``open_ahead_days`` is what the seed opens (the
+    first day and ``days - 1`` after it), so the rolling horizon opens each new day as the demo
+    runs on (without it the demo's days run out ``days`` days after the seed)."""
+    return replace(clinic, open_ahead_days=max(0, days - 1))
+
+
 def seed_commands(
     scale: str | int, *, first_day: int, days: int = 90, rng_seed: int = 1
 ) -> dict[str, list[Command]]:
-    """Per region code: a ``RegisterClinic`` for each clinic, then an ``OpenDays`` for each
-    resource over ``days`` days from ``first_day`` (a ``date.toordinal()``). Apply them in
+    """Per region code: a ``RegisterClinic`` for each clinic (``kept_open``), then an ``OpenDays``
+    for each resource over ``days`` days from ``first_day`` (a ``date.toordinal()``). Apply them in
     order to an empty region state."""
     out: dict[str, list[Command]] = {}
     for region, clinics in build_catalog(scale, rng_seed=rng_seed).items():
-        commands: list[Command] = [RegisterClinic(clinic, resources) for clinic, resources in clinics]
+        commands: list[Command] = [
+            RegisterClinic(kept_open(clinic, days), resources) for clinic, resources in clinics
+        ]
         commands.extend(OpenDays(res.id, first_day, days) for _, resources in clinics for res in resources)
         out[region] = commands
     return out
@@ -85,7 +94,7 @@ Rows = Callable[[Resource, Clinic, int], bytes]
 def _opening_rows() -> Rows:
     """The cells the seed's ``OpenDays`` opens on a day: the engine's own opening masks."""
     masks = OpeningMasks()
-    return lambda resource, clinic, day: masks.of(clinic, day)
+    return lambda resource, clinic, day: masks.of(clinic, day, resource)
 
 
 def _state_rows(state: RegionState) -> Rows:
@@ -213,7 +222,7 @@ def seeded_state(
     rng_seed: int = 1,
 ) -> tuple[RegionState, list[Event], int]:
     """One region's demo state built by ``RegionState.apply`` at epoch second ``now``: every
-    clinic registered, every resource opened for ``days`` days from ``now``'s day, then
+    clinic registered (``kept_open``: the rolling horizon goes on opening its days), every resource opened for ``days`` days from ``now``'s day, then
     (``booked`` > 0) ``prebook_region``'s times from ``SEED_LEAD_S`` after ``now``. Returns the
     state, the events of the catalogue (clinics registered, days opened: a few per resource)
     and how many Book commands the engine refused (0 unless the generator and the engine
@@ -223,7 +232,7 @@ def seeded_state(
     apply = state.apply
     catalogue: list[Event] = []
     for clinic, resources in clinics:
-        catalogue.extend(apply(RegisterClinic(clinic, tuple(resources)), now))
+        catalogue.extend(apply(RegisterClinic(kept_open(clinic, days), tuple(resources)), now))
     for _, resources in clinics:
         for res in resources:
             catalogue.extend(apply(OpenDays(res.id, first_day, days), now))

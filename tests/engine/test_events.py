@@ -8,7 +8,9 @@ from engine.events import (
     VERSIONS,
     Booked,
     Cancelled,
+    DayHoursSet,
     HoldExpired,
+    HoursSet,
     Rescheduled,
     from_record,
     to_record,
@@ -77,3 +79,15 @@ def test_a_refused_record_is_not_quoted() -> None:
         with pytest.raises(ValueError) as raised:
             from_record(bad)
         assert "Svensson" not in str(raised.value)
+
+
+def test_hours_carry_whose_they_are_since_version_2() -> None:
+    """Version 1 hours were always the clinic's: they read with ``resource`` empty."""
+    week = {"2": [[480, 720]]}
+    assert from_record(["HoursSet", 1, "AB-c1", week, 740000]) == HoursSet("AB-c1", week, 740000, "")
+    assert from_record(["DayHoursSet", 1, "AB-c1", 740001, []]) == DayHoursSet("AB-c1", 740001, [], "")
+    own = HoursSet("AB-c1", None, 740000, "AB-c1-r3")
+    assert to_record(own) == ["HoursSet", 2, "AB-c1", None, 740000, "AB-c1-r3"]
+    assert from_record(to_record(own)) == own
+    day = DayHoursSet("AB-c1", 740001, [[780, 1200]], "AB-c1-r3")
+    assert from_record(to_record(day)) == day

@@ -342,10 +342,185 @@ def test_replaying_the_journal_of_every_setup_command_gives_the_same_state() -> 
             OpenAhead("AB", 400),
             SetHours("AB-c1", NINE_TO_FIVE, ("AB-b1",)),
             SetDayHours("AB-c1", MONDAY + 4, ((9 * 60, 20 * 60),)),
+            SetHours("AB-c1", {2: ((8 * 60, 12 * 60),)}, resource="AB-c1-r3"),
+            SetDayHours("AB-c1", MONDAY + 3, ((13 * 60, 19 * 60),), resource="AB-c1-r3"),
+            SetDayHours("AB-c1", MONDAY + 2, (), resource=R1),
+            PutResource(Resource("AB-c1-r3", "AB-c1", ResourceKind.HYGIENIST, "Sara", ("cleaning",))),
+            SetHours("AB-c1", NINE_TO_FIVE),
+            SetDayHours("AB-c1", MONDAY + 4, ()),
             RetireResource(R2),
             SuspendClinic("AB-c1", True),
         ],
         now,
     )
     assert packed(replayed(events)) == packed(state)
+    assert replayed_state_equal(state)
+
+
+# ---------------------------------------------------------------------- a resource's own hours
+
+HYG = "AB-c1-r3"
+TUE_THU_MORNINGS = {2: ((8 * 60, 12 * 60),), 4: ((8 * 60, 12 * 60),)}
+
+
+def with_hygienist(days: int = 5) -> tuple[RegionState, int]:
+    """``world`` and a hygienist AB-c1-r3 opened on the same days (the clinic's hours)."""
+    state, now = world(days=days)
+    state.apply(
+        PutResource(Resource(HYG, "AB-c1", ResourceKind.HYGIENIST, "Sara", ("cleaning", "checkup"))), now
+    )
+    state.apply(OpenDays(HYG, MONDAY, days), now)
+    return state, now
+
+
+def open_cells(state: RegionState, resource: str, day: int) -> set[int]:
+    return {i for i, v in enumerate(state.row(resource, day)) if v == FREE}
+
+
+def cells_between(a: tuple[int, int], *more: tuple[int, int]) -> set[int]:
+    """The 15-minute cells of the (from hour, to hour) spans."""
+    return {c for lo, hi in (a, *more) for c in range(cell(lo), cell(hi))}
+
+
+def test_a_resource_with_its_own_week_is_open_only_then_and_the_others_keep_the_clinics() -> None:
+    state, now = with_hygienist()
+    state.take_changes()
+    events = state.apply(SetHours("AB-c1", TUE_THU_MORNINGS, resource=HYG), now)
+    assert events == [
+        HoursSet("AB-c1", {str(d): [[480, 720]] if d in (2, 4) else [] for d in range(1, 8)}, MONDAY, HYG)
+    ]
+    assert open_cells(state, HYG, MONDAY) == set()
+    assert open_cells(state, HYG, MONDAY + 1) == cells_between((8, 12))
+    assert open_cells(state, HYG, MONDAY + 3) == cells_between((8, 12))
+    assert open_cells(state, R1, MONDAY) == cells_between((8, 12), (13, 17))  # the clinic's hours
+    assert {change[1] for change in state.take_changes()} == {HYG}  # screens see the hygienist's change
+    assert state.clinics["AB-c1"].hours[1]  # the clinic's week is as it was
+    assert replayed_state_equal(state)
+    # the clinic's new week leaves the hygienist's own alone
+    state.apply(SetHours("AB-c1", NINE_TO_FIVE), now)
+    assert open_cells(state, HYG, MONDAY + 1) == cells_between((8, 12))
+    assert open_cells(state, R1, MONDAY + 1) == cells_between((9, 17))
+    # back to the clinic's week
+    state.apply(SetHours("AB-c1", None, resource=HYG), now)
+    assert state.resources[HYG].hours is None
+    assert open_cells(state, HYG, MONDAY) == cells_between((9, 17))
+    assert replayed_state_equal(state)
+
+
+def test_a_resources_hours_refuse_with_its_bookings_outside_then_cancel_the_listed_ones() -> None:
+    state, now = with_hygienist()
+    book(state, "AB-b1", HYG, MONDAY, 9, now, "p1")  # Monday: outside Tue/Thu
+    book(state, "AB-b2", HYG, MONDAY + 1, 13, now, "p2")  # Tuesday afternoon: outside
+    book(state, "AB-b3", HYG, MONDAY + 1, 9, now, "p3")  # Tuesday morning: inside
+    book(state, "AB-b4", R1, MONDAY, 9, now, "p4")  # another resource: never in the way
+    state.apply(PlaceHold("AB-h1", "p5", HYG, "checkup", MONDAY + 2, cell(9)), now)  # Wednesday
+    state.apply(PlaceHold("AB-h2", "p6", R2, "checkup", MONDAY + 2, cell(9)), now)
+    error = refused(state, SetHours("AB-c1", TUE_THU_MORNINGS, resource=HYG), now)
+    assert error.code is RefusalCode.HAS_BOOKINGS and error.bookings == ("AB-b1", "AB-b2")
+    wrong = SetHours("AB-c1", TUE_THU_MORNINGS, ("AB-b1", "AB-b2", "AB-b4"), HYG)
+    assert refused(state, wrong, now).code is RefusalCode.INVALID
+    events = state.apply(SetHours("AB-c1", TUE_THU_MORNINGS, ("AB-b1", "AB-b2"), HYG), now)
+    assert events[:3] == [
+        HoldReleased("AB-h1"),
+        Cancelled("AB-b1", "clinic", now, 0),
+        Cancelled("AB-b2", "clinic", now, 0),
+    ]
+    assert set(state.holds) == {"AB-h2"}
+    assert state.row(HYG, MONDAY + 1)[cell(9)] == BOOKED and state.row(R1, MONDAY)[cell(9)] == BOOKED
+    assert state.row(HYG, MONDAY)[cell(9)] == CLOSED
+    assert replayed_state_equal(state)
+
+
+def test_resource_hours_refusals() -> None:
+    state, now = with_hygienist()
+    state.apply(RegisterClinic(make_clinic("AB-c2"), make_resources("AB-c2", n=1)), now)
+    state.apply(RetireResource(R2), now)
+    for command in (
+        SetHours("AB-c1", TUE_THU_MORNINGS, resource="AB-c1-r9"),
+        SetHours("AB-c1", TUE_THU_MORNINGS, resource="AB-c2-r1"),  # another clinic's
+        SetDayHours("AB-c1", MONDAY + 1, (), resource="AB-c2-r1"),
+    ):
+        assert refused(state, command, now).code is RefusalCode.NOT_FOUND, command
+    for command in (
+        SetHours("AB-c1", TUE_THU_MORNINGS, resource=R2),  # retired
+        SetHours("AB-c1", None),  # the clinic always has a week
+        SetHours("AB-c1", {2: ((720, 480),)}, resource=HYG),
+        SetHours("AB-c1", {0: ((480, 720),)}, resource=HYG),
+        SetDayHours("AB-c1", MONDAY + 1, ((600, 540),), resource=HYG),
+        SetDayHours("AB-c1", MONDAY + 1, (), resource=R2),
+    ):
+        assert refused(state, command, now).code is RefusalCode.INVALID, command
+    later = epoch(MONDAY + 1, 7)
+    assert refused(state, SetDayHours("AB-c1", MONDAY, (), resource=HYG), later).code is RefusalCode.IN_PAST
+
+
+def test_a_resources_own_days_and_how_they_meet_the_clinics() -> None:
+    state, now = with_hygienist()
+    state.apply(SetHours("AB-c1", TUE_THU_MORNINGS, resource=HYG), now)
+    # her leave on Tuesday; a late evening on Thursday
+    assert state.apply(SetDayHours("AB-c1", MONDAY + 1, (), resource=HYG), now) == [
+        DayHoursSet("AB-c1", MONDAY + 1, [], HYG)
+    ]
+    assert open_cells(state, HYG, MONDAY + 1) == set()
+    assert open_cells(state, R1, MONDAY + 1) == cells_between((8, 12), (13, 17))  # the others work
+    state.apply(SetDayHours("AB-c1", MONDAY + 3, ((13 * 60, 20 * 60),), resource=HYG), now)
+    assert open_cells(state, HYG, MONDAY + 3) == cells_between((13, 20))
+    # the clinic's late evening on Tuesday does not lengthen her week's Tuesday...
+    state.apply(SetDayHours("AB-c1", MONDAY + 1, None, resource=HYG), now)
+    state.apply(SetDayHours("AB-c1", MONDAY + 1, ((8 * 60, 20 * 60),)), now)
+    assert open_cells(state, HYG, MONDAY + 1) == cells_between((8, 12))
+    assert open_cells(state, R1, MONDAY + 1) == cells_between((8, 20))
+    # ...a clinic's holiday closes it, and her own day beats the clinic's
+    state.apply(SetDayHours("AB-c1", MONDAY + 3, ()), now)
+    assert open_cells(state, R1, MONDAY + 3) == set()
+    assert open_cells(state, HYG, MONDAY + 3) == cells_between((13, 20))
+    state.apply(SetDayHours("AB-c1", MONDAY + 3, None, resource=HYG), now)
+    assert open_cells(state, HYG, MONDAY + 3) == set()
+    # a resource following the clinic's week may still have a day of its own
+    state.apply(SetDayHours("AB-c1", MONDAY + 2, ((7 * 60, 9 * 60),), resource=R1), now)
+    assert open_cells(state, R1, MONDAY + 2) == cells_between((7, 9))
+    assert open_cells(state, R2, MONDAY + 2) == cells_between((8, 12), (13, 17))
+    assert state.resources[R1].exceptions == {MONDAY + 2: ((7 * 60, 9 * 60),)}
+    assert replayed_state_equal(state)
+
+
+def test_a_resources_own_day_refuses_with_its_bookings_in_the_way() -> None:
+    state, now = with_hygienist()
+    book(state, "AB-b1", HYG, MONDAY + 2, 9, now, "p1")
+    book(state, "AB-b2", R1, MONDAY + 2, 9, now, "p2")
+    error = refused(state, SetDayHours("AB-c1", MONDAY + 2, (), resource=HYG), now)
+    assert error.code is RefusalCode.HAS_BOOKINGS and error.bookings == ("AB-b1",)
+    events = state.apply(SetDayHours("AB-c1", MONDAY + 2, (), ("AB-b1",), HYG), now)
+    assert events == [Cancelled("AB-b1", "clinic", now, 0), DayHoursSet("AB-c1", MONDAY + 2, [], HYG)]
+    assert state.row(R1, MONDAY + 2)[cell(9)] == BOOKED
+
+
+def test_editing_a_resource_keeps_its_own_hours_and_a_new_one_comes_without() -> None:
+    state, now = with_hygienist()
+    state.apply(SetHours("AB-c1", TUE_THU_MORNINGS, resource=HYG), now)
+    state.apply(SetDayHours("AB-c1", MONDAY + 1, (), resource=HYG), now)
+    state.apply(PutResource(Resource(HYG, "AB-c1", ResourceKind.HYGIENIST, "Sara L", ("cleaning",))), now)
+    res = state.resources[HYG]
+    assert res.name == "Sara L" and res.hours is not None and res.hours[2] == ((480, 720),)
+    assert res.exceptions == {MONDAY + 1: ()}
+    with_hours = Resource("AB-c1-r4", "AB-c1", ResourceKind.HYGIENIST, "Ola", (), hours=TUE_THU_MORNINGS)
+    assert refused(state, PutResource(with_hours), now).code is RefusalCode.INVALID
+    assert replayed_state_equal(state)
+
+
+def test_open_ahead_opens_each_resources_days_from_its_own_hours_also_across_dst() -> None:
+    saturday = day_of(date(2027, 3, 27))  # clocks go forward on Sunday 2027-03-28 at 02:00
+    state, now = world(first_day=saturday, days=1)
+    state.apply(PutResource(Resource(HYG, "AB-c1", ResourceKind.HYGIENIST, "Sara", ("cleaning",))), now)
+    state.apply(SetHours("AB-c1", {7: ((0, 24 * 60),), 2: ((8 * 60, 12 * 60),)}, resource=HYG), now)
+    state.apply(EditClinic("AB-c1", open_ahead_days=7), now)
+    events = state.apply(OpenAhead("AB", 400), now)
+    assert DaysOpened(HYG, saturday, 8) in events
+    sunday = state.row(HYG, saturday + 1)
+    assert sunday[cell(1, 45)] == FREE and sunday[cell(2)] == CLOSED and sunday[cell(3)] == FREE
+    assert sunday.count(FREE) == 92  # round the clock but the hour that does not exist
+    assert open_cells(state, R1, saturday + 1) == set()  # the clinic is closed on Sundays
+    assert open_cells(state, HYG, saturday + 2) == set()  # Monday: not hers
+    assert open_cells(state, HYG, saturday + 3) == cells_between((8, 12))  # Tuesday
+    assert open_cells(state, R1, saturday + 2) == cells_between((8, 12), (13, 17))
     assert replayed_state_equal(state)

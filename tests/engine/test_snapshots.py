@@ -18,6 +18,7 @@ from engine.commands import (
     RegisterClinic,
     Reschedule,
     RetireResource,
+    SetDayHours,
     SetHours,
     Tick,
     Unblock,
@@ -166,7 +167,7 @@ def test_a_version_1_snapshot_still_loads() -> None:
     data = msgpack.unpackb((Path(__file__).parent / "fixtures" / "snapshot-v1.msgpack").read_bytes())
     assert data["v"] == 1
     restored = RegionState.from_snapshot(data)
-    assert restored.to_snapshot()["v"] == SNAPSHOT_VERSION == 3
+    assert restored.to_snapshot()["v"] == SNAPSHOT_VERSION == 4
     by_id = sorted(state.all_bookings(), key=lambda b: b.id)
     assert sorted(restored.all_bookings(), key=lambda b: b.id) == by_id
     for b in by_id:
@@ -232,3 +233,22 @@ def test_a_snapshot_after_a_setup_change_carries_it() -> None:
         (9 * 60, 17 * 60),
     )
     assert restored.resources[R2].retired and restored.resources == state.resources
+
+
+def test_a_resources_own_hours_survive_a_snapshot_and_a_version_3_snapshot_loads() -> None:
+    state, now = world()
+    state.to_snapshot()  # records made
+    state.apply(SetHours("AB-c1", {2: ((8 * 60, 12 * 60),)}, resource=R2), now)
+    state.apply(SetDayHours("AB-c1", MONDAY + 3, ((13 * 60, 20 * 60),), resource=R2), now)
+    data = msgpack.unpackb(packed(state))
+    [r1, r2] = data["resources"]
+    assert "hours" not in r1 and "exceptions" not in r1  # a resource on the clinic's hours: as before
+    assert r2["hours"]["2"] == [[480, 720]] and r2["exceptions"] == {str(MONDAY + 3): [[780, 1200]]}
+    restored = RegionState.from_snapshot(data)
+    assert restored.resources == state.resources and packed(restored) == packed(state)
+    assert restored.row(R2, MONDAY + 3) == state.row(R2, MONDAY + 3)
+    # version 3 had no hours of a resource's own: its resources follow the clinic's
+    older, _ = world()
+    data = msgpack.unpackb(packed(older))
+    data["v"] = 3
+    assert RegionState.from_snapshot(data).resources == older.resources

@@ -14,6 +14,7 @@ goes to the earliest matching entry.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from slot_world import MONDAY, epoch, make_clinic, make_resources
 
-from engine.calendar import cell_epoch, day_of_epoch, earliest_epoch
+from engine.calendar import cell_epoch, day_of_epoch, earliest_epoch, iso_weekday
 from engine.cells import BLOCKED, BOOKED, BUFFER, CLOSED, FREE, HELD
 from engine.commands import (
     Block,
@@ -39,11 +40,13 @@ from engine.commands import (
     ReleaseHold,
     Reschedule,
     SetDayHours,
+    SetHours,
     Tick,
     Unblock,
 )
 from engine.errors import Refused
 from engine.events import Booked, Event, HoldReleased, OfferMade
+from engine.model import OpeningHours
 from engine.state import RegionState
 from engine.waitlist import MAX_ENTRIES_PER_PATIENT
 
@@ -57,6 +60,12 @@ BUFFER_S = 600
 
 cells_st = st.integers(28, 70)
 DAY_HOURS = (None, (), ((9 * 60, 11 * 60),), ((8 * 60, 20 * 60),), ((13 * 60, 15 * 60), (16 * 60, 17 * 60)))
+RESOURCE_WEEKS: tuple[OpeningHours | None, ...] = (
+    None,  # the clinic's week again
+    {},  # closed every day
+    {2: ((8 * 60, 12 * 60),)},  # Tuesday mornings only
+    {1: ((13 * 60, 17 * 60),), 2: ((7 * 60, 19 * 60),)},
+)
 Key = tuple[str, int, int]
 
 
@@ -86,6 +95,9 @@ class SlotMachine(RuleBasedStateMachine):
         self.idem: dict[tuple[str, str], tuple[str, str]] = {}
         self.entries: dict[str, dict[str, Any]] = {}  # join order
         self.viewer = {(r, d): bytearray(96) for r in RES for d in DAYS}
+        # the hours: the clinic's own days (day -> cells), each resource's own week (weekday ->
+        # cells; None: the clinic's, 08-12 and 13-17 on both days), each resource's own days
+        self.hours: dict[str, Any] = {"clinic_day": {}, "week": {}, "res_day": {}}
         self._feed_viewer()
 
     # ------------------------------------------------------------ helpers
@@ -356,10 +368,16 @@ class SlotMachine(RuleBasedStateMachine):
 
     @rule(res=st.sampled_from(RES), day=st.sampled_from(DAYS), cell=cells_st, n=st.integers(1, 6))
     def unblock(self, res: str, day: int, cell: int, n: int) -> None:
+        """BLOCKED cells go FREE inside the hours the day has now, CLOSED outside (a past day
+        keeps the cells of the hours it had, so those may differ)."""
         if self._run(Unblock(res, day, cell, n), "OUTSIDE_HOURS" if cell + n > 96 else None) is not None:
+            open_now = self._open(self.hours, res, day)
             for c in range(cell, cell + n):
                 if self.cells.get((res, day, c)) == "X":
-                    self.cells[(res, day, c)] = "F"
+                    if c in open_now:
+                        self.cells[(res, day, c)] = "F"
+                    else:
+                        del self.cells[(res, day, c)]
             self._follow_offers()
 
     @rule(advance=st.integers(0, 3600))
@@ -459,6 +477,97 @@ class SlotMachine(RuleBasedStateMachine):
             self._set(h["res"], h["day"], h["cell"], h["k"], "F")
         self._follow_offers()
 
+    # ------------------------------------------------------------ hours (the clinic's and a resource's own)
+
+    def _open(self, hours: dict[str, Any], res: str, day: int) -> set[int]:
+        """The cells ``res`` is open on ``day`` under ``hours`` (the model of the documented rule:
+        its own day, else its own week within the clinic's day, else the clinic's day, else the
+        clinic's week)."""
+        own = hours["res_day"].get((res, day))
+        if own is not None:
+            return own
+        special = hours["clinic_day"].get(day)
+        week = hours["week"].get(res)
+        if week is not None:
+            mine: set[int] = week.get(iso_weekday(day), set())
+            return mine & special if special is not None else mine
+        return special if special is not None else OPEN
+
+    def _change_hours(
+        self, command: SetHours | SetDayHours, hours: dict[str, Any], refusal: str | None, cancel: str
+    ) -> None:
+        """Apply an hours change whose hours model afterwards is ``hours`` (``refusal``: the code
+        expected before bookings are looked at). Bookings of ``command``'s resources starting from
+        ``now`` on opened days from today that the new hours leave out refuse it with their list
+        unless listed in ``cancel``; holds they leave out are released; then every opened day from
+        today takes the new hours (BOOKED and HELD stay, FREE/BLOCKED/BUFFER outside close)."""
+        today = day_of_epoch(self.now)
+        days = [d for d in DAYS if d >= today]
+        resources = [command.resource] if command.resource else list(RES)
+
+        def outside(res: str, day: int, cell: int, k: int) -> bool:
+            return not set(range(cell, cell + k)) <= self._open(hours, res, day)
+
+        stranded = sorted(
+            bid
+            for bid, b in self.bookings.items()
+            if b["status"] == "booked"
+            and b["res"] in resources
+            and b["day"] in days
+            and cell_epoch(b["day"], b["cell"], 15) >= self.now
+            and outside(b["res"], b["day"], b["cell"], b["k"])
+        )
+        released = {
+            h
+            for h, v in self.holds.items()
+            if v["res"] in resources and v["day"] in days and outside(v["res"], v["day"], v["cell"], v["k"])
+        }
+        if stranded:
+            note_event(f"{type(command).__name__} with bookings in the way")
+        listed = {"none": [], "in_the_way": stranded, "too_many": [*stranded, "AB-b-unknown"]}[cancel]
+        expected = refusal or (
+            "HAS_BOOKINGS" if set(stranded) - set(listed) else "INVALID" if cancel == "too_many" else None
+        )
+        command = replace(command, cancel=tuple(listed))
+        before = msgpack.packb(self.state.to_snapshot())
+        try:
+            events = self.state.apply(command, self.now)
+        except Refused as refused:
+            assert refused.code == expected, (command, refused.code, expected)
+            if expected == "HAS_BOOKINGS":
+                assert sorted(refused.bookings) == stranded
+            assert msgpack.packb(self.state.to_snapshot()) == before
+            assert self.state.take_changes() == []
+            return
+        assert expected is None, (command, "accepted", expected)
+        self.journal.extend(events)
+        self._pending = events
+        note_event(f"{type(command).__name__} of {'a resource' if command.resource else 'the clinic'}")
+        assert {e.hold_id for e in events if isinstance(e, HoldReleased)} == released
+        for hold_id in sorted(released):
+            h = self._hold_gone(hold_id)
+            self._set(h["res"], h["day"], h["cell"], h["k"], "F")
+        for bid in stranded:
+            b = self.bookings[bid]
+            b["status"] = "cancelled"
+            self._set(b["res"], b["day"], b["cell"], b["k"], "F")
+        self.hours = hours
+        for r in resources:
+            for day in days:
+                open_now = self._open(hours, r, day)
+                for c in range(96):
+                    key = (r, day, c)
+                    v = self.cells.get(key)
+                    if c in open_now and v is None:
+                        self.cells[key] = "F"
+                    elif c not in open_now and (v in ("F", "X") or (isinstance(v, tuple) and v[0] == "U")):
+                        del self.cells[key]
+        self._follow_offers()
+
+    @staticmethod
+    def _minutes_to_cells(hours: tuple[tuple[int, int], ...]) -> set[int]:
+        return {c for a, b in hours for c in range(96) if a <= c * 15 and c * 15 + 15 <= b}
+
     @rule(
         day=st.sampled_from(DAYS),
         hours=st.sampled_from(DAY_HOURS),
@@ -467,59 +576,44 @@ class SlotMachine(RuleBasedStateMachine):
     def set_day_hours(self, day: int, hours: tuple[tuple[int, int], ...] | None, cancel: str) -> None:
         """A day's own hours (a holiday, a short day, a late evening, back to the week's):
         bookings left outside refuse it with their list unless cancelled in the same step."""
-        open_now = (
-            OPEN
-            if hours is None
-            else {c for a, b in hours for c in range(96) if a <= c * 15 and c * 15 + 15 <= b}
-        )
-        stranded = sorted(
-            bid
-            for bid, b in self.bookings.items()
-            if b["status"] == "booked"
-            and b["day"] == day
-            and cell_epoch(day, b["cell"], 15) >= self.now
-            and not set(range(b["cell"], b["cell"] + b["k"])) <= open_now
-        )
-        listed = {"none": [], "in_the_way": stranded, "too_many": [*stranded, "AB-b-unknown"]}[cancel]
-        expected = (
-            "IN_PAST"
-            if day < day_of_epoch(self.now)
-            else "HAS_BOOKINGS"
-            if set(stranded) - set(listed)
-            else "INVALID"
-            if cancel == "too_many"
-            else None
-        )
-        command = SetDayHours(CLINIC, day, hours, tuple(listed))
-        try:
-            events = self.state.apply(command, self.now)
-        except Refused as refused:
-            assert refused.code == expected, (command, refused.code, expected)
-            if expected == "HAS_BOOKINGS":
-                assert sorted(refused.bookings) == stranded
-            self._feed_viewer()
-            return
-        assert expected is None, (command, "accepted", expected)
-        self.journal.extend(events)
-        self._pending = events
-        note_event("day hours set")
-        for e in events:
-            if isinstance(e, HoldReleased):
-                h = self._hold_gone(e.hold_id)
-                self._set(h["res"], h["day"], h["cell"], h["k"], "F")
-        for bid in stranded:
-            b = self.bookings[bid]
-            b["status"] = "cancelled"
-            self._set(b["res"], b["day"], b["cell"], b["k"], "F")
-        for r in RES:
-            for c in range(96):
-                key = (r, day, c)
-                v = self.cells.get(key)
-                if c in open_now and v is None:
-                    self.cells[key] = "F"
-                elif c not in open_now and (v in ("F", "X") or (isinstance(v, tuple) and v[0] == "U")):
-                    del self.cells[key]
-        self._follow_offers()
+        new = {**self.hours, "clinic_day": dict(self.hours["clinic_day"])}
+        if hours is None:
+            new["clinic_day"].pop(day, None)
+        else:
+            new["clinic_day"][day] = self._minutes_to_cells(hours)
+        refusal = "IN_PAST" if day < day_of_epoch(self.now) else None
+        self._change_hours(SetDayHours(CLINIC, day, hours), new, refusal, cancel)
+
+    @rule(
+        res=st.sampled_from((*RES, "AB-c1-r9")),
+        week=st.sampled_from(RESOURCE_WEEKS),
+        cancel=st.sampled_from(["none", "in_the_way", "in_the_way", "too_many"]),
+    )
+    def set_resource_week(self, res: str, week: OpeningHours | None, cancel: str) -> None:
+        """A resource's own weekly hours (Tuesday mornings only, closed, back to the clinic's): its
+        own bookings left outside refuse it, the other resource's never count."""
+        new = {**self.hours, "week": dict(self.hours["week"])}
+        new["week"][res] = None if week is None else {d: self._minutes_to_cells(w) for d, w in week.items()}
+        refusal = "NOT_FOUND" if res not in RES else None
+        self._change_hours(SetHours(CLINIC, week, resource=res), new, refusal, cancel)
+
+    @rule(
+        res=st.sampled_from(RES),
+        day=st.sampled_from(DAYS),
+        hours=st.sampled_from(DAY_HOURS),
+        cancel=st.sampled_from(["none", "in_the_way", "too_many"]),
+    )
+    def set_resource_day(
+        self, res: str, day: int, hours: tuple[tuple[int, int], ...] | None, cancel: str
+    ) -> None:
+        """A resource's own day (leave, a late evening, back to the clinic's day)."""
+        new = {**self.hours, "res_day": dict(self.hours["res_day"])}
+        if hours is None:
+            new["res_day"].pop((res, day), None)
+        else:
+            new["res_day"][(res, day)] = self._minutes_to_cells(hours)
+        refusal = "IN_PAST" if day < day_of_epoch(self.now) else None
+        self._change_hours(SetDayHours(CLINIC, day, hours, resource=res), new, refusal, cancel)
 
     @rule()
     def snapshot_and_restore(self) -> None:

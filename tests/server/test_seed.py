@@ -26,7 +26,9 @@ def test_seed_commands_register_then_open_every_resource() -> None:
         registers = [c for c in cmds if isinstance(c, RegisterClinic)]
         opens = [c for c in cmds if isinstance(c, OpenDays)]
         assert cmds == [*registers, *opens]
-        assert [(r.clinic, r.resources) for r in registers] == catalog[region]
+        assert [(r.clinic, r.resources) for r in registers] == [
+            (replace(c, open_ahead_days=29), res) for c, res in catalog[region]
+        ]
         assert [o.resource for o in opens] == [r.id for _, res in catalog[region] for r in res]
         assert all(o.first_day == 739_000 and o.days == 30 for o in opens)
 
@@ -45,6 +47,26 @@ def test_the_engine_accepts_every_seed_command() -> None:
             state.apply(command, now)  # raises Refused if the engine rejects anything
         for clinic in state.clinics:
             assert state.free_count(clinic, first.toordinal()) > 0, clinic
+
+
+def test_the_seeded_clinics_stay_open_ahead_as_the_days_pass() -> None:
+    """The seed's clinics ask the rolling horizon for the days the seed opened: the day after the
+    seed it opens one new day per resource (before: open_ahead_days 0, and the demo ran out of days)."""
+    from engine.calendar import day_of_epoch
+    from engine.commands import OpenAhead
+    from engine.events import DaysOpened
+    from server.demo.seed import seeded_state
+
+    now = _midnight(PREBOOK_FIRST) + 8 * 3600
+    region, clinics = next((r, c) for r, c in build_catalog(40).items() if c)
+    state, _, _ = seeded_state(region, clinics, now=now, days=30)
+    assert {c.open_ahead_days for c in state.clinics.values()} == {29}
+    assert state.apply(OpenAhead(region, 400), now) == []  # the seed opened them all
+    tomorrow = now + 24 * 3600
+    opened = state.apply(OpenAhead(region, 400), tomorrow)
+    assert sorted(opened, key=lambda e: e.resource) == [  # type: ignore[union-attr]
+        DaysOpened(r, day_of_epoch(now) + 30, 1) for r in sorted(r.id for _, res in clinics for r in res)
+    ]
 
 
 # --- pre-booked times -----------------------------------------------------------------------
