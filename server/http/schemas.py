@@ -315,10 +315,19 @@ class HoursBody(Body):
 
 
 class DayHoursBody(Body):
-    """One day's own hours (``[]``: closed), or ``null``: the day follows the week again."""
+    """One day's own hours (``[]``: closed), or ``null``: the day follows the week again (for a
+    resource: the clinic's day again)."""
 
     date: Date
     hours: Intervals | None
+    cancel: CancelList = []
+
+
+class ResourceHoursBody(Body):
+    """A resource's own weekly hours (as ``HoursBody``'s ``week``), or ``null``: the same as the
+    clinic's. ``week`` must be sent (``null`` explicitly)."""
+
+    week: dict[Weekday, Intervals] | None
     cancel: CancelList = []
 
 

@@ -179,6 +179,17 @@ async def next_on(ws: ClientConnection, *topics: str) -> list[dict[str, Any]]:
     return [found[t] for t in topics]
 
 
+async def subscribed(ws: ClientConnection, topic: str, first: str, days: int) -> dict[str, Any]:
+    """Subscribe to ``topic`` and return its snapshot. A region too busy to answer at once says
+    UNAVAILABLE first and sends the snapshot when it answers (``server.live.fanout``)."""
+    await ws.send(orjson.dumps({"op": "subscribe", "topic": topic, "from": first, "days": days}).decode())
+    while True:
+        [message] = await next_on(ws, topic)
+        if message["type"] == "snapshot":
+            return message
+        assert message["type"] == "error" and message["code"] == "UNAVAILABLE", message
+
+
 async def test_setup_changes_reach_the_screens_watching_the_clinic_live(
     client: httpx.AsyncClient, live: LiveServer
 ) -> None:
@@ -273,3 +284,136 @@ async def test_a_suspended_clinic_is_marked_and_refuses_new_bookings_but_keeps_i
     assert "suspended" not in (await client.get("/api/clinics/M-c1")).json()
     r = await client.post("/api/bookings", headers=bearer(patient), json=at(10))
     assert r.status_code == 201, r.text
+
+
+async def test_a_hygienist_with_her_own_hours_is_bookable_only_then_and_watchers_see_it_live(
+    client: httpx.AsyncClient, live: LiveServer
+) -> None:
+    """A clinic on weekday hours gives its hygienist her own (Monday and Wednesday 08:00-10:00):
+    her cleaning times are only then, the dentist keeps the clinic's, and a screen watching the
+    clinic gets the change in its next frame; her own late evening arrives the same way."""
+    clinic, key = await registered(client, live)
+    staff = bearer(key)
+    r = await client.post(
+        "/api/clinic/v1/resources",
+        headers=staff,
+        json={"kind": "dentist", "name": "Ek", "services": ["checkup"]},
+    )
+    dentist = r.json()["clinic"]["resources"][0]["id"]
+    r = await client.post(
+        "/api/clinic/v1/resources",
+        headers=staff,
+        json={"kind": "hygienist", "name": "Sara", "services": ["cleaning"]},
+    )
+    assert r.status_code == 201, r.text
+    hygienist = r.json()["clinic"]["resources"][1]["id"]
+    r = await client.post("/api/clinic/v1/hours", headers=staff, json={"week": WEEKDAYS})
+    assert r.status_code == 200, r.text
+    monday, tuesday = FIRST_DATE.isoformat(), date_of(FIRST_DAY + 1).isoformat()
+    assert (await times_on(client, clinic, monday, "cleaning"))[-1]["start"].startswith(f"{monday}T16:15")
+
+    async with connect(live.url.replace("http", "ws") + "/ws") as ws:
+        topic = f"clinic:{clinic}"
+        snapshot = await subscribed(ws, topic, monday, 2)
+
+        own = {"1": [{"from": "08:00", "to": "10:00"}], "3": [{"from": "08:00", "to": "10:00"}]}
+        r = await client.post(
+            f"/api/clinic/v1/resources/{hygienist}/hours", headers=staff, json={"week": own}
+        )
+        assert r.status_code == 200, r.text
+        by_id = {res["id"]: res for res in r.json()["clinic"]["resources"]}
+        assert by_id[hygienist]["week"]["1"] == [{"from": "08:00", "to": "10:00"}]
+        assert by_id[hygienist]["week"]["2"] == [] and by_id[dentist]["week"] is None
+        [diff] = await next_on(ws, topic)
+        assert diff["type"] == "diff" and diff["seq"] == snapshot["seq"] + 1, diff
+        assert {c[0] for c in diff["data"]["cells"]} == {hygienist}  # the dentist's cells stay
+        assert sorted(c for c in diff["data"]["cells"] if c[1] == monday) == [
+            [hygienist, monday, 10 * 4, 8, CLOSED],
+            [hygienist, monday, 13 * 4, 16, CLOSED],
+        ]
+        cleaning = await times_on(client, clinic, monday, "cleaning")
+        assert [t["start"][11:16] for t in cleaning] == ["08:00", "08:15", "08:30", "08:45", "09:00", "09:15"]
+        assert all(t["resource"] == hygienist for t in cleaning)
+        assert await times_on(client, clinic, tuesday, "cleaning") == []
+        assert (await times_on(client, clinic, monday, "checkup"))[-1]["start"].startswith(f"{monday}T16:30")
+
+        # her own late evening on Tuesday: 17:00-20:00 opens for her alone, live
+        evening = {"date": tuesday, "hours": [{"from": "17:00", "to": "20:00"}]}
+        r = await client.post(f"/api/clinic/v1/resources/{hygienist}/day-hours", headers=staff, json=evening)
+        assert r.status_code == 200, r.text
+        [diff] = await next_on(ws, topic)
+        assert diff["data"]["cells"] == [[hygienist, tuesday, 17 * 4, 12, FREE]]
+        tuesday_times = await times_on(client, clinic, tuesday, "cleaning")
+        assert tuesday_times[0]["start"].startswith(f"{tuesday}T17:00") and len(tuesday_times) == 10
+
+    # a patient books her Monday 08:00; closing her Mondays then asks for it first
+    _, patient = live.user()
+    r = await client.post(
+        "/api/bookings",
+        headers=bearer(patient),
+        json={"clinic": clinic, "resource": hygienist, "service": "cleaning", "start": cleaning[0]["start"]},
+    )
+    assert r.status_code == 201, r.text
+    booking = r.json()["booking"]["id"]
+    wednesdays = {"week": {"3": [{"from": "08:00", "to": "10:00"}]}}
+    r = await client.post(f"/api/clinic/v1/resources/{hygienist}/hours", headers=staff, json=wednesdays)
+    assert assert_error_shape(r, 409, "HAS_BOOKINGS")["bookings"] == [booking]
+    r = await client.post(
+        f"/api/clinic/v1/resources/{hygienist}/hours", headers=staff, json={**wednesdays, "cancel": [booking]}
+    )
+    assert r.status_code == 200, r.text
+    assert await times_on(client, clinic, monday, "cleaning") == []
+    # the same as the clinic's again
+    r = await client.post(f"/api/clinic/v1/resources/{hygienist}/hours", headers=staff, json={"week": None})
+    assert r.status_code == 200 and r.json()["clinic"]["resources"][1]["week"] is None
+    assert (await times_on(client, clinic, monday, "cleaning"))[-1]["start"].startswith(f"{monday}T16:15")
+
+
+async def test_resource_hours_refusals(client: httpx.AsyncClient, live: LiveServer) -> None:
+    clinic, key = await registered(client, live)
+    _, other_key = await registered(client, live)
+    r = await client.post(
+        "/api/clinic/v1/resources",
+        headers=bearer(key),
+        json={"kind": "chair", "name": "Stol", "services": []},
+    )
+    rid = r.json()["clinic"]["resources"][0]["id"]
+    week = {"week": {"2": [{"from": "08:00", "to": "12:00"}]}}
+    for path in (f"/api/clinic/v1/resources/{rid}/hours", f"/api/clinic/v1/resources/{clinic}-r999/hours"):
+        assert_error_shape(
+            await client.post(path, headers=bearer(other_key) if rid in path else bearer(key), json=week),
+            404,
+            "NOT_FOUND",
+        )
+    for bad in (
+        {},  # week must be sent (null for the clinic's)
+        {"week": {"8": []}},
+        {"week": {"2": [{"from": "12:00", "to": "08:00"}]}},
+        {"week": None, "extra": 1},
+    ):
+        assert_error_shape(
+            await client.post(f"/api/clinic/v1/resources/{rid}/hours", headers=bearer(key), json=bad),
+            422,
+            "INVALID",
+        )
+    assert_error_shape(
+        await client.post(
+            f"/api/clinic/v1/resources/{rid}/day-hours",
+            headers=bearer(key),
+            json={"date": "2020-01-01", "hours": []},
+        ),
+        422,
+        "IN_PAST",
+    )
+    _, staff = live.user(Role.STAFF, clinic)
+    assert_error_shape(
+        await client.post(f"/api/clinic/v1/resources/{rid}/hours", headers=bearer(staff), json=week),
+        403,
+        "FORBIDDEN",
+    )
+    await client.post(f"/api/clinic/v1/resources/{rid}/retire", headers=bearer(key), json={})
+    assert_error_shape(
+        await client.post(f"/api/clinic/v1/resources/{rid}/hours", headers=bearer(key), json=week),
+        422,
+        "INVALID",
+    )

@@ -1,6 +1,10 @@
 """Clinic setup over HTTP: a clinic's own details, resources and hours (``/api/clinic/v1/…``,
 its key or a staff session) and registering a clinic (``/api/admin/clinics``, admin).
 
+Hours are the clinic's (``/hours``, ``/day-hours``) and, for a resource that works other hours
+(a hygienist on Tuesday mornings), its own (``/resources/{id}/hours``, ``/resources/{id}/day-hours``);
+a resource without them follows the clinic's (``engine.rows.OpeningMasks`` says how they meet).
+
 Every change is an engine command (``engine.setup``), journaled like a booking, so every
 screen watching the clinic sees the new times live. After each change the clinic's days
 ahead are opened from its hours (``OpenAhead`` up to ``open_ahead_days``, within the
@@ -26,7 +30,7 @@ from engine.commands import (
     SetDayHours,
     SetHours,
 )
-from engine.model import Clinic, ClinicKind, Resource, ResourceKind
+from engine.model import Clinic, ClinicKind, OpeningHours, Resource, ResourceKind
 from engine.state import RegionState
 from server.http import ids
 from server.http.errors import invalid, not_found
@@ -49,6 +53,7 @@ from server.http.schemas import (
     Interval,
     RegisterClinicBody,
     ResourceBody,
+    ResourceHoursBody,
     RetireBody,
     minute_of,
 )
@@ -64,6 +69,14 @@ def _intervals(ivs: tuple[tuple[int, int], ...]) -> list[dict[str, str]]:
 
 def _minutes(ivs: list[Interval]) -> tuple[tuple[int, int], ...]:
     return tuple((minute_of(iv.from_), minute_of(iv.to)) for iv in ivs)
+
+
+def _week(hours: OpeningHours) -> dict[str, list[dict[str, str]]]:
+    return {str(d): _intervals(hours.get(d, ())) for d in range(1, 8)}
+
+
+def _exceptions(days: dict[int, tuple[tuple[int, int], ...]]) -> list[dict[str, Any]]:
+    return [{"date": date_of(d).isoformat(), "hours": _intervals(ivs)} for d, ivs in sorted(days.items())]
 
 
 def setup_view(state: RegionState, clinic: Clinic) -> dict[str, Any]:
@@ -85,11 +98,8 @@ def setup_view(state: RegionState, clinic: Clinic) -> dict[str, Any]:
         "offer_minutes": clinic.offer_minutes,
         "max_bookings_per_patient": clinic.max_bookings_per_patient,
         "open_ahead_days": clinic.open_ahead_days,
-        "week": {str(d): _intervals(clinic.hours.get(d, ())) for d in range(1, 8)},
-        "exceptions": [
-            {"date": date_of(d).isoformat(), "hours": _intervals(ivs)}
-            for d, ivs in sorted(clinic.exceptions.items())
-        ],
+        "week": _week(clinic.hours),
+        "exceptions": _exceptions(clinic.exceptions),
         "resources": [
             {
                 "id": r.id,
@@ -97,6 +107,9 @@ def setup_view(state: RegionState, clinic: Clinic) -> dict[str, Any]:
                 "name": r.name,
                 "services": list(r.services),
                 "retired": r.retired,
+                # its own hours: week null = the clinic's; exceptions: its own days only
+                "week": None if r.hours is None else _week(r.hours),
+                "exceptions": _exceptions(r.exceptions),
             }
             for r in state.resources_of(clinic.id)
         ],
@@ -181,16 +194,40 @@ async def _put_resource(request: Request, rid: str | None) -> Response:
     return await _reply(request, clinic_id, status)
 
 
-async def retire_resource(request: Request) -> Response:
-    _, clinic_id = require_clinic_admin(request)
+async def _own_resource(request: Request, clinic_id: str) -> str:
+    """The resource the path names, 404 unless it is the clinic's."""
     rid = path_id(request)
-    body = await parse_body(request, RetireBody)
-    region = region_or_404(clinic_id)
-    regions = regions_of(request)
-    known = await regions.query(region, lambda s: s.resources.get(rid))
+    known = await regions_of(request).query(region_or_404(clinic_id), lambda s: s.resources.get(rid))
     if known is None or known.clinic != clinic_id:
         raise not_found("no such resource at your clinic")
-    await regions.submit(RetireResource(rid, tuple(body.cancel)))
+    return rid
+
+
+async def retire_resource(request: Request) -> Response:
+    _, clinic_id = require_clinic_admin(request)
+    body = await parse_body(request, RetireBody)
+    rid = await _own_resource(request, clinic_id)
+    await regions_of(request).submit(RetireResource(rid, tuple(body.cancel)))
+    return await _reply(request, clinic_id)
+
+
+async def set_resource_hours(request: Request) -> Response:
+    _, clinic_id = require_clinic_admin(request)
+    body = await parse_body(request, ResourceHoursBody)
+    rid = await _own_resource(request, clinic_id)
+    week = None if body.week is None else {int(d): _minutes(ivs) for d, ivs in body.week.items()}
+    await regions_of(request).submit(SetHours(clinic_id, week, tuple(body.cancel), rid))
+    return await _reply(request, clinic_id)
+
+
+async def set_resource_day_hours(request: Request) -> Response:
+    _, clinic_id = require_clinic_admin(request)
+    body = await parse_body(request, DayHoursBody)
+    rid = await _own_resource(request, clinic_id)
+    day = day_of(body.date)
+    within_horizon(request, day, field="date")
+    hours = None if body.hours is None else _minutes(body.hours)
+    await regions_of(request).submit(SetDayHours(clinic_id, day, hours, tuple(body.cancel), rid))
     return await _reply(request, clinic_id)
 
 
@@ -292,6 +329,29 @@ ENDPOINTS = [
         "Retire a resource: 409 HAS_BOOKINGS lists its future bookings unless sent in cancel",
         "clinic",
         body=RetireBody,
+        ok_schema=_CLINIC,
+        errors=(404, 409),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/resources/{id}/hours",
+        set_resource_hours,
+        "A resource's own weekly hours, or week null: the clinic's again. 409 HAS_BOOKINGS lists its bookings"
+        " left outside unless sent in cancel",
+        "clinic",
+        body=ResourceHoursBody,
+        ok_schema=_CLINIC,
+        errors=(404, 409),
+        auth="clinic",
+    ),
+    Endpoint(
+        "POST",
+        "/api/clinic/v1/resources/{id}/day-hours",
+        set_resource_day_hours,
+        "A resource's own day (leave: [], a late evening), or hours null: the clinic's day again",
+        "clinic",
+        body=DayHoursBody,
         ok_schema=_CLINIC,
         errors=(404, 409),
         auth="clinic",
