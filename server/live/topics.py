@@ -56,7 +56,8 @@ def parse_topic(value: object) -> TopicName:
     kind, _, ident = value.partition(":")
     if kind == "region" and ident in REGION_CODES:
         return TopicName(value, kind, ident, ident)
-    if kind == "clinic" and ident.isascii() and ident.replace("-", "").isalnum():
+    # a clinic id: its region, then ``server.http.ids``' base64url letters ('-' and '_' included)
+    if kind == "clinic" and ident.isascii() and ident.replace("-", "").replace("_", "").isalnum():
         try:
             return TopicName(value, kind, ident, region_of(ident))
         except ValueError:
