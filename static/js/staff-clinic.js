@@ -2,9 +2,11 @@
 // day's own hours (a holiday, a late evening). Every change goes through /api/clinic/v1/…; the engine
 // opens the days ahead from the hours. A change that would strand bookings comes back 409 HAS_BOOKINGS
 // with their ids: the panel lists them and offers to cancel them (the patients are told) and apply.
+// The hours forms are for the clinic or, chosen in "Tider för", one resource: "Samma som kliniken"
+// (it follows the clinic's week) or its own week, and its own days (leave, a late evening).
 
 import { ApiError, get, post } from "./api.js";
-import { t } from "./i18n.js";
+import { onLangChange, t } from "./i18n.js";
 import { announce, el } from "./shell.js";
 
 const $ = (id) => document.getElementById(id);
@@ -16,6 +18,7 @@ export class ClinicPanel {
     this.services = services; // [{id, name, name_en}]
     this.setup = null;
     this.pending = null; // {path, body, bookings}
+    this.owner = ""; // whose hours the hours forms show: "" the clinic's, else a resource id
   }
 
   say(text, kind = "info") {
@@ -36,6 +39,11 @@ export class ClinicPanel {
     $("setup-hours-form").addEventListener("submit", (ev) => { ev.preventDefault(); this.saveHours(); });
     $("setup-day-form").addEventListener("submit", (ev) => { ev.preventDefault(); this.saveDay(); });
     $("setup-confirm").addEventListener("click", () => this.confirm());
+    $("setup-hours-for").addEventListener("change", () => { this.owner = $("setup-hours-for").value; this.renderHours(); });
+    for (const id of ["setup-own-same", "setup-own-own"]) {
+      $(id).addEventListener("change", () => this.renderWeekInputs());
+    }
+    onLangChange(() => this.renderResources());
     this.setup = (await get("/api/clinic/v1/setup")).clinic;
     this.render();
     $("clinic-setup").dataset.ready = "true"; // the forms hold the clinic's values now
@@ -48,17 +56,72 @@ export class ClinicPanel {
     $("setup-address").value = c.address;
     $("setup-phone").value = c.phone;
     $("setup-ahead").value = c.open_ahead_days;
-    for (const d of WEEKDAYS) {
-      $(`setup-day-${d}`).value = (c.week[String(d)] || []).map((iv) => `${iv.from}-${iv.to}`).join(", ");
-    }
+    this.renderResources();
+    this.renderHours();
+  }
+
+  /** The resource list and the "Tider för" choice (their words only: no input is touched). */
+  renderResources() {
+    const c = this.setup;
+    if (!c) return;
     $("setup-resources").replaceChildren(...c.resources.map((r) => el("li", { class: r.retired ? "retired" : "" },
       el("span", { text: `${r.name} · ${t(`setup.kind.${r.kind}`)} · ${r.services.join(", ")}` }),
-      r.retired ? el("span", { class: "muted", text: ` (${t("setup.retired")})` })
-        : el("button", { type: "button", text: t("setup.retire"),
-          onclick: () => this.send(`/api/clinic/v1/resources/${encodeURIComponent(r.id)}/retire`, {}) }))));
-    $("setup-exceptions").replaceChildren(...c.exceptions.map((x) => el("li", {
+      r.retired ? el("span", { class: "muted", text: ` (${t("setup.retired")})` }) : el("span", { class: "muted",
+        text: ` · ${t(r.week ? "setup.own.own" : "setup.own.same")}${r.exceptions.length ? ` + ${t("setup.own.days", { n: r.exceptions.length })}` : ""} ` }),
+      r.retired ? null : el("span", { class: "actions" },
+        el("button", { type: "button", text: t("setup.hours.edit"), "aria-label": t("setup.hours.edit.for", { name: r.name }),
+          onclick: () => this.editHoursOf(r.id) }),
+        el("button", { type: "button", text: t("setup.retire"),
+          onclick: () => this.send(`/api/clinic/v1/resources/${encodeURIComponent(r.id)}/retire`, {}) })))));
+    const live = c.resources.filter((r) => !r.retired);
+    if (!live.some((r) => r.id === this.owner)) this.owner = "";
+    $("setup-hours-for").replaceChildren(el("option", { value: "", text: t("setup.hours.clinic") }),
+      ...live.map((r) => el("option", { value: r.id, text: `${r.name} (${t(`setup.kind.${r.kind}`)})` })));
+    $("setup-hours-for").value = this.owner;
+    $("setup-day-hours-label").textContent = t(this.owner ? "setup.day.hours.resource" : "setup.day.hours");
+  }
+
+  /** The resource whose hours the forms show, or null for the clinic's. */
+  resource() {
+    return this.owner ? this.setup.resources.find((r) => r.id === this.owner) || null : null;
+  }
+
+  editHoursOf(rid) {
+    this.owner = rid;
+    $("setup-hours-for").value = rid;
+    this.renderHours();
+    $("setup-hours-for").scrollIntoView({ block: "start" });
+    $("setup-hours-for").focus();
+  }
+
+  renderHours() {
+    const c = this.setup;
+    const r = this.resource();
+    $("setup-own").hidden = !r;
+    if (r) {
+      $("setup-own-same").checked = !r.week;
+      $("setup-own-own").checked = !!r.week;
+    }
+    this.renderWeekInputs();
+    const days = r ? r.exceptions : c.exceptions;
+    $("setup-exceptions").replaceChildren(...days.map((x) => el("li", {
       text: `${x.date}: ${x.hours.length ? x.hours.map((iv) => `${iv.from}-${iv.to}`).join(", ") : t("setup.closed")}`,
     })));
+    $("setup-day-hours-label").textContent = t(r ? "setup.day.hours.resource" : "setup.day.hours");
+  }
+
+  /** The weekday inputs: the clinic's week, or the resource's own (its own, or the clinic's to start
+   * from and read-only while it follows the clinic's). */
+  renderWeekInputs() {
+    const c = this.setup;
+    const r = this.resource();
+    const same = !!r && $("setup-own-same").checked;
+    const week = r && r.week ? r.week : c.week;
+    for (const d of WEEKDAYS) {
+      const input = $(`setup-day-${d}`);
+      input.value = (week[String(d)] || []).map((iv) => `${iv.from}-${iv.to}`).join(", ");
+      input.disabled = same;
+    }
   }
 
   /** "08:00-12:00, 13:00-17:00" -> [{from, to}]; throws on anything else. */
@@ -115,7 +178,13 @@ export class ClinicPanel {
     }
   }
 
+  /** Where the hours of the chosen owner are sent: the clinic's, or ".../resources/{id}/" + what. */
+  hoursPath(what) {
+    return this.owner ? `/api/clinic/v1/resources/${encodeURIComponent(this.owner)}/${what}` : `/api/clinic/v1/${what}`;
+  }
+
   saveHours() {
+    if (this.owner && $("setup-own-same").checked) return this.send(this.hoursPath("hours"), { week: null });
     const week = {};
     try {
       for (const d of WEEKDAYS) week[String(d)] = this.intervals($(`setup-day-${d}`).value);
@@ -123,7 +192,7 @@ export class ClinicPanel {
       this.say(err.message, "error");
       return null;
     }
-    return this.send("/api/clinic/v1/hours", { week });
+    return this.send(this.hoursPath("hours"), { week });
   }
 
   saveDay() {
@@ -136,6 +205,6 @@ export class ClinicPanel {
       this.say(err.message, "error");
       return null;
     }
-    return this.send("/api/clinic/v1/day-hours", { date, hours });
+    return this.send(this.hoursPath("day-hours"), { date, hours });
   }
 }

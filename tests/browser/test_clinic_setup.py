@@ -1,5 +1,7 @@
 """Browser test (integration, real server + headless Chromium): on /staff the "Klinik" section (the clinic
 admin's) adds a hygienist and a late evening; the clinic page then shows the hygienist's evening times.
+The hygienist gets hours of her own (early mornings on one weekday): a clinic page already open shows
+them arrive, and "Samma som kliniken" takes them away again.
 Hours that would strand a booking list it, and the "cancel these" step applies the change. The clinic
 admin adds a staff account (first password shown once), makes it admin and removes it (signed out at
 once), creates and revokes the API key; staff see only a line saying the setup is the admin's.
@@ -7,6 +9,8 @@ Each runs on a system of its own: they change the demo clinic's setup and accoun
 """
 
 from __future__ import annotations
+
+from datetime import date
 
 import pytest
 from playwright.sync_api import Browser, expect
@@ -70,6 +74,81 @@ def test_staff_add_a_hygienist_with_hours_and_see_the_times_on_the_clinic_page(
         )
         page.locator("#lang-toggle").click()
         expect(page.locator("#setup-title")).to_have_text("Clinic")
+    finally:
+        for context in contexts.opened:
+            context.close()
+        api.client.close()
+    assert not contexts.page_errors, contexts.page_errors
+
+
+def test_a_hygienist_with_hours_of_her_own_shows_them_on_the_clinic_page(
+    browser: Browser, fresh_system: ServedProcess
+) -> None:
+    """06:00 is before any demo clinic opens (07:30 at the earliest): a 06:00 time is hers."""
+    api = Api(fresh_system.url)
+    contexts = Contexts(browser, fresh_system.url)
+    try:
+        dates = sorted({t["date"] for t in api.free_times("AB-c1", service="cleaning", days=7)})
+        day = dates[1]  # a day the clinic is open, not today (its early morning may have passed)
+        weekday = date.fromisoformat(day).isoweekday()
+        page = contexts.page("/staff", viewport=PHONE)
+        sign_in(page, DEMO["clinic_admin"], DEMO_PASSWORD)
+        expect(page.locator("#clinic-setup[data-ready='true']")).to_be_visible()
+        page.locator("#setup-kind").select_option("hygienist")
+        page.locator("#setup-rname").fill("Hygienist Sara")
+        page.locator("#setup-services").get_by_label("Tandrengöring").check()
+        page.locator("#setup-resource-add").click()
+        sara = page.locator("#setup-resources li", has_text="Hygienist Sara")
+        expect(sara).to_contain_text("Samma som kliniken")
+        # a clinic page open from now on (it shows the resources it loaded with)
+        clinic = contexts.page(f"/clinic/AB-c1?service=cleaning&from={day}", viewport=PHONE)
+        times = clinic.locator("#times")
+        expect(times).to_contain_text(":")
+        expect(times).not_to_contain_text("06:00")
+        sara.get_by_role("button", name="Tider för Hygienist Sara").click()
+        expect(page.locator("#setup-own")).to_be_visible()
+        expect(page.locator("#setup-own-same")).to_be_checked()
+        expect(page.locator("#setup-day-1")).to_be_disabled()  # the clinic's week, read-only
+        page.locator("#setup-own-own").check()
+        for d in range(1, 8):
+            page.locator(f"#setup-day-{d}").fill("06:00-08:00" if d == weekday else "")
+        page.locator("#setup-hours-save").click()
+        expect(page.locator("#setup-message")).to_contain_text("Sparat")
+        expect(sara).to_contain_text("Egna tider")
+        check_accessibility(page, "staff resource hours")
+
+        expect(times).to_contain_text("06:00")  # the open clinic page, live
+        rid = next(
+            r["id"] for r in api.get("/api/clinics/AB-c1")["resources"] if r["name"] == "Hygienist Sara"
+        )
+        hers = [t for t in api.free_times("AB-c1", service="cleaning", days=7) if rid in t["resources"]]
+        assert hers and all(date.fromisoformat(t["date"]).isoweekday() == weekday for t in hers)
+        assert all("T06:" in t["start"] or "T07:" in t["start"] for t in hers), hers
+
+        # her own day: on that day only 06:00-07:00; listed for her, not for the clinic
+        page.locator("#setup-day-date").fill(day)
+        page.locator("#setup-day-hours").fill("06:00-07:00")
+        page.locator("#setup-day-save").click()
+        expect(page.locator("#setup-exceptions")).to_contain_text(f"{day}: 06:00-07:00")
+        page.locator("#setup-hours-for").select_option("")
+        expect(page.locator("#setup-own")).to_be_hidden()
+        expect(page.locator("#setup-exceptions")).not_to_contain_text("06:00-07:00")
+        hers = [t for t in api.free_times("AB-c1", service="cleaning", days=7) if rid in t["resources"]]
+        assert hers and all(t["date"] == day and "T06:" in t["start"] for t in hers), hers
+
+        # the same as the clinic's again: the early times go, live
+        sara.get_by_role("button", name="Tider för Hygienist Sara").click()
+        page.locator("#setup-own-same").check()
+        page.locator("#setup-hours-save").click()
+        expect(sara).to_contain_text("Samma som kliniken")
+        page.locator("#setup-day-date").fill(day)
+        page.locator("#setup-day-hours").fill("")
+        page.locator("#setup-day-save").click()
+        expect(page.locator("#setup-exceptions")).not_to_contain_text(day)
+        expect(times).not_to_contain_text("06:00")
+        page.locator("#lang-toggle").click()
+        expect(sara).to_contain_text("Same as the clinic")
+        expect(page.locator("label[for='setup-own-own']")).to_have_text("Own hours")
     finally:
         for context in contexts.opened:
             context.close()
