@@ -249,7 +249,10 @@ class LocalCluster:
 
 def lease_owners(store: redis.Redis) -> dict[str, str]:
     """region -> the node holding its lease (regions without a lease left out)."""
-    values = store.mget([region_key(code, "lease") for code in REGION_CODES])
+    pipe = store.pipeline(transaction=False)  # not MGET: a Redis Cluster keeps them on several shards
+    for code in REGION_CODES:
+        pipe.get(region_key(code, "lease"))
+    values = pipe.execute()
     leases = {code: parse_lease(value) for code, value in zip(REGION_CODES, values, strict=True)}
     return {code: lease.node for code, lease in leases.items() if lease is not None}
 

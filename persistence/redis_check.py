@@ -26,6 +26,7 @@ import redis
 
 from engine.events import from_record
 from engine.model import REGION_CODES
+from persistence import redis_client
 from persistence.codec import unpack_events
 from persistence.file_check import LostFrame, RegionCheck, SnapshotFile, bookings_in
 from persistence.redis_journal import region_key
@@ -42,9 +43,11 @@ class _Walk:
     positions: dict[bytes, int | None] = field(default_factory=dict)  # id -> position (None: unreadable)
 
 
-def connect(url: str) -> redis.Redis:
-    """A client whose XRANGE replies come back as Redis sent them (field order kept)."""
-    client = redis.Redis.from_url(url, decode_responses=False)
+def connect(url: str) -> Any:
+    """A client whose XRANGE replies come back as Redis sent them (field order kept): a
+    ``redis.Redis``, or a ``redis.RedisCluster`` for a cluster node (persistence.redis_client;
+    ``repair`` on a cluster needs redis-py 6 or newer: its MULTI is one region's keys)."""
+    client = redis_client.connect(url, decode_responses=False)
     client.set_response_callback("XRANGE", lambda response, **_options: response)
     return client
 

@@ -36,12 +36,12 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError
 from redis.retry import Retry
 
 from persistence.journal import Entry, Journal, JournalUnavailable, Snapshot, StaleEpoch
+from persistence.redis_client import connect_async, is_cluster
 
 _T = TypeVar("_T")
 
@@ -105,7 +105,7 @@ class RedisStreamJournal(Journal):
         self._retention_ms = retention_s * 1000
         self._socket_timeout_s = socket_timeout_s
         self._health_check_interval_s = health_check_interval_s
-        self._client: aioredis.Redis | None = None
+        self._client: Any = None  # redis.asyncio.Redis or RedisCluster (persistence.redis_client)
         self._append_sha: str = ""
         self._recent: dict[str, OrderedDict[int, bytes]] = {}
         self._pending: list[_Pending] = []  # appends waiting for the next round trip
@@ -119,7 +119,8 @@ class RedisStreamJournal(Journal):
         """Connect and load the append script; JournalUnavailable when Redis is down."""
         if self._client is not None:
             return
-        client = aioredis.Redis.from_url(
+        await asyncio.to_thread(is_cluster, self._url)  # decided off the loop, once per URL
+        client = connect_async(
             self._url,
             socket_timeout=self._socket_timeout_s,
             socket_connect_timeout=self._socket_timeout_s,
@@ -238,11 +239,13 @@ class RedisStreamJournal(Journal):
 
     async def _evalsha_all(self, batch: list[_Pending]) -> list[Any]:
         """EVALSHA of the append script for every item, pipelined (no MULTI: each script is
-        atomic by itself); per-command errors come back in the list, not raised."""
+        atomic by itself; on a Redis Cluster the pipeline is split per shard, each script's three
+        keys share the region's slot); per-command errors come back in the list, not raised."""
         pipe = self._redis.pipeline(transaction=False)
         for item in batch:
             region = item.region
-            pipe.evalsha(
+            pipe.execute_command(  # not pipe.evalsha(): redis-py's cluster pipeline refuses that name
+                "EVALSHA",
                 self._append_sha,
                 3,
                 region_key(region, "epoch"),
@@ -332,16 +335,16 @@ class RedisStreamJournal(Journal):
     # -- snapshots -------------------------------------------------------------------
 
     async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
-        """Store the snapshot (one MULTI/EXEC), then trim history that is older than it
-        and older than the retention period."""
+        """Store the snapshot (one HSET), then trim history that is older than it and older
+        than the retention period (by the server's clock: TIME, asked after the HSET)."""
         stream_id = await self._stream_id_of(region, snapshot.position)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(
-            region_key(region, "snapshot"),
-            mapping={"position": snapshot.position, "stream_id": stream_id, "payload": snapshot.payload},
+        await self._call(
+            self._redis.hset(
+                region_key(region, "snapshot"),
+                mapping={"position": snapshot.position, "stream_id": stream_id, "payload": snapshot.payload},
+            )
         )
-        pipe.time()
-        _, (seconds, micros) = await self._call(pipe.execute())
+        seconds, micros = await self._call(self._redis.time())
         if not stream_id:
             return
         cutoff_ms = seconds * 1000 + micros // 1000 - self._retention_ms
@@ -384,14 +387,15 @@ class RedisStreamJournal(Journal):
     # -- internals -------------------------------------------------------------------
 
     @property
-    def _redis(self) -> aioredis.Redis:
+    def _redis(self) -> Any:
         if self._client is None:
             raise RuntimeError("RedisStreamJournal is not open; await open() first")
         return self._client
 
     def _command(self, *args: Any) -> Awaitable[Any]:
         """A raw command (stream replies come back unparsed: see ``_raw``)."""
-        return self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
+        command: Awaitable[Any] = self._redis.execute_command(*args)
+        return command
 
     @staticmethod
     async def _call(awaitable: Awaitable[_T]) -> _T:

@@ -27,8 +27,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from redis.exceptions import RedisError
+
+from persistence import redis_client
 
 log = logging.getLogger("tandtid.redis_state")
 
@@ -53,8 +54,9 @@ ADVANCE_LUA = CURSOR_LUA + "advance(KEYS[1], ARGV[1], ARGV[2])\nreturn 0\n"
 
 
 def connect(url: str) -> Client:
-    """A thread-safe client (a connection pool) answering ``str``."""
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    """A thread-safe client (a connection pool) answering ``str``: ``redis.Redis``, or
+    ``redis.RedisCluster`` when ``url`` names a Redis Cluster node (persistence.redis_client)."""
+    return redis_client.connect(url, decode_responses=True, health_check_interval=30)
 
 
 class Lookup:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.redis_cluster import RedisCluster3
 from tests.support.redis_server import RedisServer
 
 
@@ -21,6 +22,16 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster3]:
+    """A real three-master Redis Cluster, one per session (empty it with ``flush()`` per test)."""
+    cluster = RedisCluster3().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

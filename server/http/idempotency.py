@@ -15,7 +15,7 @@ import hashlib
 import secrets
 from typing import Protocol
 
-import redis.asyncio as aioredis
+from persistence.redis_client import connect_async
 
 IN_FLIGHT_TTL_S = 30.0  # longer than any booking request is given (the region's submit timeout)
 _PREFIX = "tandtid:{idempotency}:in-flight:"
@@ -55,7 +55,7 @@ class LocalInFlight:
 
 class RedisInFlight:
     def __init__(self, url: str, *, ttl_s: float = IN_FLIGHT_TTL_S) -> None:
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._redis = connect_async(url, decode_responses=True)
         self._release = self._redis.register_script(_RELEASE)
         self._ttl_ms = int(ttl_s * 1000)
 

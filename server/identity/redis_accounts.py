@@ -116,6 +116,14 @@ return revoked
 """
 )
 
+# KEYS: key:<digest>, clinic-keys, clinic-key-at; ARGV: clinic, digest, now. One more key of the clinic.
+_INSERT_KEY = """
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
+return 0
+"""
+
 # KEYS: user, users, role:<old>, role:<new>; ARGV: uid, old role, clinic, new role.
 _SET_ROLE = """
 local found = redis.call('HMGET', KEYS[1], 'role', 'clinic')
@@ -168,6 +176,7 @@ class RedisAccountStore(Accounts):
         self._replace_all = self._redis.register_script(_REPLACE_KEYS)
         self._role = self._redis.register_script(_SET_ROLE)
         self._remove = self._redis.register_script(_DELETE_USER)
+        self._add_key = self._redis.register_script(_INSERT_KEY)
         self._notices = Notices(
             self._redis, CHANNEL, self._heard, lambda: self._drop(sessions=True, keys=True)
         )
@@ -297,11 +306,12 @@ class RedisAccountStore(Accounts):
     # -- clinic API keys --------------------------------------------------------------------------------
 
     def _insert_key(self, digest: str, clinic: str, now: float) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(PREFIX + "key:" + digest, clinic)
-        pipe.sadd(PREFIX + "clinic-keys:" + clinic, digest)
-        pipe.set(PREFIX + "clinic-key-at:" + clinic, repr(now))
-        pipe.execute()
+        keys = [
+            PREFIX + "key:" + digest,
+            PREFIX + "clinic-keys:" + clinic,
+            PREFIX + "clinic-key-at:" + clinic,
+        ]
+        self._add_key(keys=keys, args=[clinic, digest, repr(now)])
 
     def _key_created(self, clinic: str) -> float | None:
         at: str | None = self._redis.get(PREFIX + "clinic-key-at:" + clinic)

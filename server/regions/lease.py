@@ -45,10 +45,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from engine.model import REGIONS
+from persistence import redis_client
 from persistence.redis_journal import region_key
 from server.cancelling import cancel_until_done
 
@@ -154,7 +154,7 @@ class LeaseManager:
     ) -> None:
         if " " in node or not node:
             raise ValueError("a node name is one word")
-        self.client = redis.Redis.from_url(
+        self.client = redis_client.connect(
             redis_url, socket_timeout=ttl_ms / 3000, socket_connect_timeout=ttl_ms / 3000
         )
         self.node = node
@@ -351,12 +351,11 @@ class LeaseManager:
         held = self.held
         if not held:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for region, lease in held.items():
-            self._scripts["renew"](
-                keys=[region_key(region, "lease")], args=[lease.value, self.ttl_ms], client=pipe
-            )
-        replies = pipe.execute(raise_on_error=False)
+        replies = self._renew_all(held)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # The server lost its scripts (restart, SCRIPT FLUSH): none of those renewals ran.
+            self.client.script_load(RENEW_LUA)
+            replies = self._renew_all(held)
         changes: list[Change] = []
         for region, reply in zip(held, replies, strict=True):
             if isinstance(reply, Exception):
@@ -371,6 +370,16 @@ class LeaseManager:
                 )
                 changes.append(self._give_up(region))
         return changes
+
+    def _renew_all(self, held: dict[str, _Held]) -> list[Any]:
+        """The renew script for every held lease, pipelined (split per shard on a Redis Cluster;
+        EVALSHA by name: redis-py's cluster pipeline refuses its evalsha method)."""
+        pipe = self.client.pipeline(transaction=False)
+        sha = self._scripts["renew"].sha
+        for region, lease in held.items():
+            pipe.execute_command("EVALSHA", sha, 1, region_key(region, "lease"), lease.value, self.ttl_ms)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
 
     def _acquire(self, region: str) -> int | None:
         sent = time.monotonic()

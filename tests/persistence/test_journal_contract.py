@@ -1,7 +1,8 @@
 """Contract tests (integration): every Journal implementation passes this one suite.
 
 The ``journal`` fixture is parametrised over "file" (a FileJournal in a temp dir), "redis"
-(a RedisStreamJournal on a real redis-server started for the test) and "memory" (the
+(a RedisStreamJournal on a real redis-server started for the test), "redis-cluster" (the same
+on a real three-master Redis Cluster, one per session, emptied per test) and "memory" (the
 MemoryJournal the actor's failure-path tests inject faults into). ``reopen`` gives a fresh
 journal object over the same storage, the way a restarted process sees it.
 """
@@ -18,13 +19,21 @@ from persistence.file_journal import FileJournal
 from persistence.journal import Entry, Journal, Snapshot, StaleEpoch
 from persistence.memory_journal import MemoryJournal, MemoryStore
 from persistence.redis_journal import RedisStreamJournal
+from tests.support.redis_cluster import RedisCluster3
 from tests.support.redis_server import RedisServer
 
 Reopen = Callable[[], Awaitable[Journal]]
 WAIT_S = 5.0  # generous bound for "arrives at all"; never used to assert speed
 
 
-@pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.redis), "memory"])
+@pytest.fixture(
+    params=[
+        "file",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+        "memory",
+    ]
+)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Journal, Reopen]]:
     opened: list[Journal] = []
     server: RedisServer | None = None
@@ -38,6 +47,13 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
         def make() -> Journal:
             return MemoryJournal(store)
+    elif request.param == "redis-cluster":
+        cluster: RedisCluster3 = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        url = cluster.url
+
+        def make() -> Journal:
+            return RedisStreamJournal(url)
     else:
         server = RedisServer().start()
         url = server.url

@@ -17,10 +17,10 @@ import secrets
 from pathlib import Path
 
 import httpx
-import redis
 
 from engine.model import REGIONS
 from loadtest.cluster import free_times, lease_owners
+from persistence import redis_client
 from persistence.redis_journal import region_key
 from server.identity.accounts import Role
 from server.identity.auth import SessionSigner, start_session
@@ -59,7 +59,7 @@ class Cluster:
             served.args = ("--redis", redis_url, "--node", name, "--advertise", served.url)
             self.nodes[name] = served
         self.tokens = self._patients(patients)
-        self.store = redis.Redis.from_url(redis_url)
+        self.store = redis_client.connect(redis_url)  # a RedisCluster client for a cluster URL
 
     def _patients(self, count: int) -> list[str]:
         """``count`` patients with one session each, in the accounts every node shares (Redis)."""

@@ -66,6 +66,21 @@ _FIELDS = (
 )
 _PAGE = 200  # delivery log rows read per round trip while filtering by status
 
+# KEYS: endpoint:<id>, clinic:<clinic>, endpoints, endpoints-version; ARGV: id, clinic, url, secret,
+# events (JSON), created_at.
+_CREATE_ENDPOINT = """
+redis.call('HSET', KEYS[1], 'clinic', ARGV[2], 'url', ARGV[3], 'secret', ARGV[4], 'events', ARGV[5],
+           'created_at', ARGV[6], 'deleted', 0)
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+return redis.call('INCR', KEYS[4])
+"""
+
+# KEYS: endpoints-version, endpoints: the version and the endpoint ids at one moment.
+_ENDPOINT_IDS = """
+return {redis.call('GET', KEYS[1]) or '0', redis.call('ZRANGE', KEYS[2], 0, -1)}
+"""
+
 # Shared by the scripts: queue one delivery (ARGV-free: values passed in).
 _QUEUE = """
 local function queue(p, endpoint, event_id, kind, region, position, body, next_at, now, replay_of)
@@ -213,6 +228,8 @@ class RedisWebhookStore:
         self._settle = self._redis.register_script(_SETTLE)
         self._replay = self._redis.register_script(_REPLAY)
         self._advance = self._redis.register_script(ADVANCE_LUA)
+        self._create = self._redis.register_script(_CREATE_ENDPOINT)
+        self._endpoint_ids = self._redis.register_script(_ENDPOINT_IDS)
         self._subscriptions: tuple[int, dict[str, list[Endpoint]]] = (-1, {})
 
     # -- endpoints -------------------------------------------------------------------------------
@@ -220,23 +237,10 @@ class RedisWebhookStore:
     def create_endpoint(self, clinic: str, url: str, events: list[str], now: float) -> tuple[Endpoint, str]:
         endpoint = Endpoint("we_" + secrets.token_hex(8), clinic, url, tuple(sorted(set(events))), now)
         secret = "whsec_" + secrets.token_urlsafe(32)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(
-            PREFIX + "endpoint:" + endpoint.id,
-            mapping={
-                "clinic": clinic,
-                "url": url,
-                "secret": secret,
-                "events": json.dumps(list(endpoint.events)),
-                "created_at": repr(now),
-                "deleted": 0,
-            },
-        )
-        pipe.zadd(PREFIX + "clinic:" + clinic, {endpoint.id: now})
-        pipe.zadd(ALL_ENDPOINTS, {endpoint.id: now})
-        pipe.incr(VERSION)
-        pipe.publish(CHANNEL, "endpoints " + clinic)
-        pipe.execute()
+        keys = [PREFIX + "endpoint:" + endpoint.id, PREFIX + "clinic:" + clinic, ALL_ENDPOINTS, VERSION]
+        args = [endpoint.id, clinic, url, secret, json.dumps(list(endpoint.events)), repr(now)]
+        self._create(keys=keys, args=args)
+        self._redis.publish(CHANNEL, "endpoints " + clinic)
         return endpoint, secret
 
     def endpoints(self, clinic: str) -> list[Endpoint]:
@@ -266,10 +270,7 @@ class RedisWebhookStore:
         any node). Not thread-safe: one caller thread (the dispatcher's loop)."""
         version = int(self._redis.get(VERSION) or 0)
         if version != self._subscriptions[0]:
-            pipe = self._redis.pipeline(transaction=True)  # the version and the rows at one moment
-            pipe.get(VERSION)
-            pipe.zrange(ALL_ENDPOINTS, 0, -1)
-            raw_version, ids = pipe.execute()
+            raw_version, ids = self._endpoint_ids(keys=[VERSION, ALL_ENDPOINTS])
             pipe = self._redis.pipeline(transaction=False)
             for endpoint_id in ids:
                 pipe.hmget(
