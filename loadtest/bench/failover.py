@@ -5,7 +5,8 @@ nginx in front; ``--scale`` seeded), registers patients and collects free times 
 in every region the owner of AB writes, and a few in the others. ``--workers`` clients book
 them continuously through nginx, each booking with its own Idempotency-Key and retried with the
 same key after a 502/503/504, a broken connection or an "in progress" answer (as a client
-should), for up to ``2 x IN_FLIGHT_TTL_S`` (the life of a claim the killed node held). WebSocket
+should), for up to ``10 s + 2 x IN_FLIGHT_TTL_S`` (past a lease TTL and the life of a claim the
+killed node held). WebSocket
 subscribers to ``region:AB`` on every other node watch. After ``--kill-after`` acknowledged
 bookings the owner of AB is SIGKILLed; the load goes on for ``--after-kill-s`` seconds.
 
@@ -42,7 +43,7 @@ from loadtest.bench.restart import load_avg
 from loadtest.cluster import LocalCluster, Node, free_times
 from server.http.idempotency import IN_FLIGHT_TTL_S
 
-RETRY_FOR_S = 2 * IN_FLIGHT_TTL_S
+RETRY_FOR_S = 10 + 2 * IN_FLIGHT_TTL_S  # past the lease TTL and a dead node's claim (3 s, renewed)
 RETRY_EVERY_S = 0.1
 UNAVAILABLE = (502, 503, 504)
 

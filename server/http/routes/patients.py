@@ -158,7 +158,12 @@ async def create_booking(request: Request) -> Response:
     in_flight: InFlight = request.app.state.in_flight  # a concurrent twin (on any node) is 409
     claim = await in_flight.claim(patient, digest)
     if claim is None:
-        raise ApiError(409, "IDEMPOTENCY_MISMATCH", "a request with this Idempotency-Key is in progress")
+        raise ApiError(
+            409,
+            "IDEMPOTENCY_MISMATCH",
+            "a request with this Idempotency-Key is in progress",
+            headers={"Retry-After": "1"},
+        )
     try:
         if await _key_used_elsewhere(request, patient, digest, region):
             raise ApiError(
