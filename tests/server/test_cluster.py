@@ -20,7 +20,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.consumers.notify.messages import KEY_HEADER
 from server.http.idempotency import IN_FLIGHT_TTL_S
+from server.stores import open_webhooks
 from tests.server.conftest import assert_error_shape
+from tests.server.test_webhooks import Receiver
 from tests.support.cluster import Cluster, free_times, metric
 from tests.support.redis_server import RedisServer
 from tests.support.smtp import smtp_server
@@ -274,4 +276,42 @@ def _swallow(call: Callable[[], object]) -> None:
     """Make a request whose connection the test breaks (its node is killed)."""
     with contextlib.suppress(httpx.HTTPError):
         call()
+
+
+def test_each_webhook_delivery_is_posted_once_by_the_owner_of_its_region(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # A slow endpoint (each answer held 1.5 s, past the senders' 1 s poll): a delivery is pending
+    # in the shared queue while its POST is under way, in view of every node's sender.
+    receiver = Receiver(delay_s=1.5)
+    receiver.start()
+    cluster = Cluster(
+        tmp_path, redis_server.url, ("node-a", "node-b"), patients=3, env={"TANDTID_WEBHOOK_ALLOW_HTTP": "1"}
+    )
+    try:
+        cluster.start()
+        owner = cluster.owner("AB")
+        other = cluster.other_than(owner)
+        found = free_times(owner.url, "AB", 200, per_clinic=200)
+        clinic = found[0]["clinic"]
+        by_day = {t["start"][:10]: t for t in reversed(found) if t["clinic"] == clinic}  # one a day: apart
+        times = sorted(by_day.values(), key=lambda t: t["start"])[:3]
+        assert len(times) == 3, found
+        store = open_webhooks(tmp_path, redis_server.url)
+        try:
+            _, receiver.secret = store.create_endpoint(clinic, receiver.url, ["booking.created"], 0.0)
+        finally:
+            store.close()
+        for n, (time_, served) in enumerate(zip(times, (owner, other, owner), strict=False)):
+            r = book(served.url, cluster.tokens[n], time_)
+            assert r.status_code == 201, r.text
+        eventually_sync(
+            lambda: len(set(receiver.delivery_ids)) == len(times) and not receiver.handling,
+            timeout=30,
+            what="every delivery posted and answered",
+        )
+        assert sorted(receiver.delivery_ids) == sorted(set(receiver.delivery_ids)), receiver.delivery_ids
+    finally:
+        cluster.stop()
+        receiver.stop()
 

@@ -262,10 +262,14 @@ async def test_a_read_of_the_queue_from_before_a_delivery_ended_does_not_send_it
 
 
 class Receiver:
-    """An HTTP server on a fixed port that can go down and come back."""
+    """An HTTP server on a fixed port that can go down and come back; ``delay_s`` holds each answer
+    that long (a slow endpoint: its deliveries stay pending while they are posted)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.port = free_port()
+        self.delay_s = delay_s
+        self.delivery_ids: list[int] = []
+        self.handling = 0  # requests being answered now
         self.secret = ""
         self.events: list[dict[str, Any]] = []
         self.rejected = 0
@@ -283,14 +287,19 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._lock:
+                    receiver.handling += 1
+                time.sleep(receiver.delay_s)  # a handler thread of its own: a slow endpoint
                 ok = verify_signature(receiver.secret, self.headers.get(HEADER), body, time.time())
                 with receiver._lock:
                     if ok:
                         event = json.loads(body)
                         assert event["id"] == self.headers["Tandtid-Event-Id"]
                         receiver.events.append(event)
+                        receiver.delivery_ids.append(int(self.headers["Tandtid-Delivery-Id"]))
                     else:
                         receiver.rejected += 1
+                    receiver.handling -= 1
                 self.send_response(200 if ok else 400)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -6,7 +6,8 @@ each entry after its cursor it queues one delivery per (fact, subscribed endpoin
 clinic) — in the same transaction that moves the cursor.
 
 Sender: for every endpoint, only its oldest pending delivery is in flight (strict sequence
-order). A POST answered 2xx is delivered; anything else (status, timeout, refused
+order), sent by the node that follows the delivery's region (its owner, with ``--node``: the
+queue in Redis is shared, and an endpoint's deliveries are all of its clinic's region). A POST answered 2xx is delivered; anything else (status, timeout, refused
 connection) is retried after 1 s, 2 s, 4 s, ... capped at ``backoff_cap_s``, and given up
 (status ``failed``, visible in the log, replayable) once the delivery is older than 24 h.
 
@@ -370,7 +371,10 @@ class WebhookDispatcher:
         up()
         while True:
             self._wake.clear()
-            heads = await asyncio.to_thread(self.store.heads)
+            # Only the deliveries of the regions this node follows (owns, with --node): the queue in
+            # Redis is every node's, and each endpoint's deliveries are of its clinic's one region.
+            following = self.feed.following
+            heads = [h for h in await asyncio.to_thread(self.store.heads) if h.delivery.region in following]
             now = self.clock()
             wait = self.poll_s
             shown = {head.delivery.id for head in heads}
