@@ -21,6 +21,11 @@ Rules:
   ``Idempotency-Key``.
 - The owner's ``X-Request-ID`` is our own request id (sent along), so one id names the request
   on both nodes' access logs; a relayed answer says ``X-Tandtid-Forwarded-To: <node>``.
+- Read-your-writes: the forwarded request names its region (``X-Tandtid-Region``); the owner's
+  answer carries the region's committed journal position when it answered
+  (``X-Tandtid-Position``, relayed too), and the forwarding node relays the answer only once its
+  own replica has applied that position (at most ``READ_YOUR_WRITES_S``; then it relays anyway).
+  A read the client makes next on this node shows what the forwarded command did.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ log = logging.getLogger("tandtid.forwarding")
 FORWARD_KEY = "tandtid.forward"  # scope key: the region whose owner must answer this request
 FORWARDED = b"x-tandtid-forwarded"
 CLIENT = b"x-tandtid-client"
+REGION = b"x-tandtid-region"  # forwarded request: the region it was forwarded for
+POSITION = b"x-tandtid-position"  # the owner's answer: that region's committed position then
+READ_YOUR_WRITES_S = 2.0  # longest a relay waits for this node's replica to reach POSITION
 
 # Not passed on: hop-by-hop headers, and what the relaying node sets itself.
 _DROP_REQUEST = {
@@ -56,8 +64,15 @@ _DROP_REQUEST = {
     b"x-request-id",
     FORWARDED,
     CLIENT,
+    REGION,
 }
-_DROP_RESPONSE = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"x-request-id"}
+_DROP_RESPONSE = {
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"content-length",
+    b"x-request-id",
+}
 
 
 class Owners(Protocol):
@@ -67,6 +82,14 @@ class Owners(Protocol):
     seen_owners: dict[str, Owner | None]
 
     async def owners(self) -> dict[str, Owner | None]: ...
+
+
+class Replicas(Protocol):
+    """This node's copies of the regions (``server.regions.routing.Regions``)."""
+
+    def position_of(self, region: str) -> int: ...
+
+    async def wait_applied(self, region: str, position: int, timeout_s: float) -> bool: ...
 
 
 class Forwarder:
@@ -118,6 +141,7 @@ class Forwarder:
         headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST]
         headers.append((b"x-request-id", rid.encode()))
         headers.append((FORWARDED, f"{self.node} {self.mac(self.node, rid)}".encode()))
+        headers.append((REGION, region.encode()))
         client = scope.get("client")
         if client:
             headers.append((CLIENT, str(client[0]).encode()))
@@ -151,11 +175,37 @@ class Forwarder:
             )
             return
         self.forwarded += 1
+        position = response.headers.get("x-tandtid-position", "")
+        replicas: Replicas | None = getattr(scope["app"].state, "regions", None)
+        if (
+            position.isdigit()
+            and replicas is not None
+            and not await replicas.wait_applied(region, int(position), READ_YOUR_WRITES_S)
+        ):
+            log.warning(
+                "region %s: replica not at %s within %.0f s; relayed anyway",
+                region,
+                position,
+                READ_YOUR_WRITES_S,
+            )
         relayed = [(k, v) for k, v in response.headers.raw if k.lower() not in _DROP_RESPONSE]
         relayed.append((b"content-length", str(len(content)).encode()))
         relayed.append((b"x-tandtid-forwarded-to", owner.node.encode()))
         await send({"type": "http.response.start", "status": response.status_code, "headers": relayed})
         await send({"type": "http.response.body", "body": content})
+
+
+def _with_position(send: Send, replicas: Replicas, region: str) -> Send:
+    """``send`` with the region's committed position added to the answer's headers (read when
+    the answer starts: after the command it answers was made durable and applied)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            position = str(replicas.position_of(region)).encode()
+            message = {**message, "headers": [*message.get("headers", ()), (POSITION, position)]}
+        await send(message)
+
+    return sending
 
 
 async def _unavailable(scope: Scope, send: Send, message: str) -> None:
@@ -185,6 +235,10 @@ class ForwardingMiddleware:
                 client = next((v for k, v in scope["headers"] if k == CLIENT), None)
                 if client:
                     scope["client"] = (client.decode("latin-1"), 0)
+                region = next((v for k, v in scope["headers"] if k == REGION), b"").decode("latin-1")
+                replicas: Replicas | None = getattr(scope["app"].state, "regions", None)
+                if region and replicas is not None:
+                    send = _with_position(send, replicas, region)
             await self.app(scope, receive, send)  # already forwarded once: answered here, whatever it is
             return
 

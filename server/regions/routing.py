@@ -59,6 +59,7 @@ class Gathered(Generic[T]):
 
 
 NOT_OWNED = "owned by another node (its lease)"
+APPLIED_POLL_S = 0.005  # how often wait_applied looks at a replica's position
 
 
 # True once the current request (its task) has handed a command to an actor here: from then on a
@@ -303,6 +304,22 @@ class Regions:
         the object when it reloads."""
         actor = self.actors.get(region)
         return (actor.state, actor.position) if actor is not None and actor.ready else None
+
+    def position_of(self, region: str) -> int:
+        """The journal position this node's actor of ``region`` has applied (0: none here)."""
+        actor = self.actors.get(region)
+        return actor.position if actor is not None else 0
+
+    async def wait_applied(self, region: str, position: int, timeout_s: float) -> bool:
+        """Wait until this node's actor of ``region`` has applied ``position`` (a replica follows
+        the owner's journal within milliseconds); False if it has not within ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.position_of(region) < position:
+            if loop.time() >= deadline or region not in self.actors:
+                return False
+            await asyncio.sleep(APPLIED_POLL_S)
+        return True
 
     def ready(self) -> bool:
         return all(actor.serving for actor in self.actors.values())

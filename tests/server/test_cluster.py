@@ -315,3 +315,34 @@ def test_each_webhook_delivery_is_posted_once_by_the_owner_of_its_region(
         cluster.stop()
         receiver.stop()
 
+
+def test_a_read_right_after_a_forwarded_write_on_the_same_node_shows_it(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    cluster = Cluster(tmp_path, redis_server.url, ("node-a", "node-b"), patients=5)
+    try:
+        cluster.start()
+        owner = cluster.owner("AB")
+        other = cluster.other_than(owner)
+        for n, time_ in enumerate(free_times(other.url, "AB", 5)):
+            token = cluster.tokens[n]
+            r = book(other.url, token, time_)
+            assert r.status_code == 201 and "x-tandtid-forwarded-to" in r.headers, r.text
+            assert r.headers["x-tandtid-position"].isdigit()  # the owner's committed position then
+            booking = r.json()["booking"]
+            # At once, no waiting: the relay came after this node's replica applied that position.
+            mine = httpx.get(
+                f"{other.url}/api/bookings/{booking['id']}",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            assert mine.status_code == 200 and mine.json()["booking"]["status"] == "booked", mine.text
+            avail = httpx.get(
+                f"{other.url}/api/clinics/{time_['clinic']}/availability",
+                params={"service": "checkup", "days": 14},
+                timeout=30,
+            ).json()
+            offered = {(t["resource"], t["start"]) for day in avail["days"] for t in day["times"]}
+            assert (time_["resource"], time_["start"]) not in offered
+    finally:
+        cluster.stop()
