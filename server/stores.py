@@ -1,7 +1,7 @@
 """Where the shared state lives: SQLite files in the data directory (the embedded default), or
 Redis when the settings name one (``tandtid serve --redis URL``), so that several nodes share
 accounts, sessions, clinic keys, feed tokens, idempotency records, consumer cursors and
-webhook state. One ``open_*`` per concept; each returns the concept's interface, and the
+webhook state, and the local e-mail outbox. One ``open_*`` per concept; each returns the concept's interface, and the
 caller closes what it opened.
 """
 
@@ -14,6 +14,7 @@ from argon2 import PasswordHasher
 from redis.exceptions import RedisError
 
 from server.consumers.notify.ledger import Ledger, LedgerStore, RedisLedger
+from server.consumers.notify.outbox import Outbox, RedisOutbox
 from server.consumers.webhooks.store import Webhooks, WebhookStore
 from server.http.idempotency import InFlight, LocalInFlight, RedisInFlight
 from server.identity.accounts import Accounts, AccountStore
@@ -46,6 +47,11 @@ def open_in_flight(redis_url: str | None) -> InFlight:
 def open_ledger(data_dir: Path, redis_url: str | None) -> LedgerStore:
     """The notifier's cursors and sent-message keys."""
     return RedisLedger(redis_url) if redis_url else Ledger(data_dir / NOTIFY_FILE)
+
+
+def open_outbox(data_dir: Path, redis_url: str | None) -> Outbox:
+    """Where e-mails go without an SMTP server: ``<data_dir>/outbox``, or Redis (every node's)."""
+    return RedisOutbox(redis_url) if redis_url else Outbox(data_dir / "outbox")
 
 
 def open_webhooks(data_dir: Path, redis_url: str | None) -> Webhooks:

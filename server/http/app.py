@@ -62,7 +62,7 @@ from server.loop_lag import LoopLag
 from server.regions.horizon import RollingHorizon
 from server.regions.routing import Regions
 from server.settings import Settings
-from server.stores import open_accounts, open_feed_tokens, open_in_flight
+from server.stores import open_accounts, open_feed_tokens, open_in_flight, open_outbox
 
 log = logging.getLogger("tandtid.app")
 
@@ -125,6 +125,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
         app.state.signer = SessionSigner(settings.secret_key, settings.session_ttl_s)
         app.state.feed_tokens = open_feed_tokens(settings.data_dir, settings.redis_url)
         app.state.in_flight = open_in_flight(settings.redis_url)
+        app.state.outbox = open_outbox(settings.data_dir, settings.redis_url)
         hub = Hub(
             regions, settings, identify=patient_of, session_live=lambda sid: store.session(sid) is not None
         )
@@ -143,6 +144,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
             await hub.stop()
             app.state.feed_tokens.close()
             await app.state.in_flight.close()
+            app.state.outbox.close()
             login_limiter = getattr(app.state, "login_limiter", None)  # made on the first sign-in
             if isinstance(login_limiter, RedisRateLimiter):
                 login_limiter.close()

@@ -10,8 +10,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -20,11 +23,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.consumers.notify.messages import KEY_HEADER
 from server.http.idempotency import IN_FLIGHT_TTL_S
+from server.identity.accounts import Role
 from server.stores import open_webhooks
 from tests.server.conftest import assert_error_shape
 from tests.server.test_webhooks import Receiver
 from tests.support.cluster import Cluster, free_times, metric
 from tests.support.redis_server import RedisServer
+from tests.support.served import ServedProcess
 from tests.support.smtp import smtp_server
 from tests.support.waiting import eventually_sync, scaled
 
@@ -346,3 +351,96 @@ def test_a_read_right_after_a_forwarded_write_on_the_same_node_shows_it(
             assert (time_["resource"], time_["start"]) not in offered
     finally:
         cluster.stop()
+
+
+def test_the_outbox_is_every_nodes_and_a_reminder_fires_once_after_its_owner_died(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # The appointment: 10:00 on the next weekday (every demo clinic is open then). The lead puts
+    # the reminder due about LEAD_SLACK_S after the test starts: after the booking, and after the
+    # owner is killed, so the node that takes the region over is the one to send it.
+    zone = ZoneInfo("Europe/Stockholm")
+    day = datetime.now(zone).date() + timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    appointment = datetime.combine(day, dtime(10, 0), zone)
+    lead_m = int((appointment.timestamp() - time.time() - scaled(REMINDER_SLACK_S)) // 60)
+    due = appointment.timestamp() - lead_m * 60
+    cluster = Cluster(
+        tmp_path,
+        redis_server.url,
+        ("node-a", "node-b"),
+        patients=2,
+        env={"TANDTID_REMINDERS": f"{lead_m}m"},  # no SMTP host: the outbox (in Redis)
+        lease_ttl_ms=2_000,
+    )
+    admin = cluster.session(Role.ADMIN)
+    try:
+        cluster.start()
+        owner = cluster.owner("AB")
+        other = cluster.other_than(owner)
+        ours = cluster.region_owned_by(other)
+        slot = _free_at(owner.url, "AB", appointment)
+        r = book(owner.url, cluster.tokens[0], slot)
+        assert r.status_code == 201, r.text
+        assert time.time() < due, "the reminder fell due before the booking: raise REMINDER_SLACK_S"
+        booking = r.json()["booking"]["id"]
+        (elsewhere,) = free_times(other.url, ours, 1)
+        assert book(other.url, cluster.tokens[1], elsewhere).status_code == 201
+
+        # Each node's notifier writes its regions' e-mails; the admin page of either node lists both.
+        for served in (owner, other):
+            eventually_sync(
+                lambda s=served: len([k for k in _outbox_keys(s, admin) if k.endswith(":booked")]) == 2,
+                what=f"both confirmations in the outbox as {served.url} shows it",
+            )
+
+        # The owner of AB dies before the reminder is due: the other node takes AB over, and the
+        # reminder goes out once, from there.
+        assert owner.process is not None
+        owner.kill()
+        eventually_sync(lambda: "AB" in cluster.writes(other), timeout=30, what="the other node to write AB")
+        eventually_sync(
+            lambda: any(k.startswith(booking + ".") for k in _outbox_keys(other, admin)),
+            timeout=REMINDER_SLACK_S + 60,
+            what="the reminder",
+        )
+        keys = _outbox_keys(other, admin)
+        assert len([k for k in keys if k.startswith(booking + ".")]) == 1, keys  # AB-b7.740000.36:r…m
+        assert len([k for k in keys if k.endswith(":booked")]) == 2, keys
+    finally:
+        cluster.stop()
+
+
+REMINDER_SLACK_S = 100.0  # test start -> reminder due: covers starting two nodes and booking
+
+
+def _free_at(base: str, region: str, at: datetime) -> dict[str, str]:
+    """A bookable check-up starting at ``at`` in ``region``."""
+    clinics = httpx.get(
+        f"{base}/api/clinics",
+        params={"region": region, "service": "checkup", "has_free": "true", "limit": 50},
+        timeout=30,
+    ).json()
+    for clinic in clinics:
+        avail = httpx.get(
+            f"{base}/api/clinics/{clinic['id']}/availability",
+            params={"service": "checkup", "days": 7},
+            timeout=30,
+        ).json()
+        for day in avail["days"]:
+            for t in day["times"]:
+                if datetime.fromisoformat(t["start"]) == at:
+                    return {"clinic": clinic["id"], "resource": t["resource"], "start": t["start"]}
+    raise AssertionError(f"no free check-up at {at.isoformat()} in {region}")
+
+
+def _outbox_keys(served: ServedProcess, token: str) -> list[str]:
+    r = httpx.get(
+        f"{served.url}/api/admin/outbox",
+        params={"limit": 500},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return [m["key"] for m in r.json()["messages"]]

@@ -1,13 +1,15 @@
-"""Integration: the admin's view of the local outbox over real HTTP (live uvicorn server)."""
+"""Integration: the admin's view of the local outbox over real HTTP (live uvicorn server), with
+the outbox in the data directory and then in a real Redis (``--redis``: every node's)."""
 
 from __future__ import annotations
 
 from email.message import EmailMessage
 
 import httpx
+import pytest
 
-from server.consumers.notify.outbox import Outbox
 from server.identity.accounts import Role
+from server.stores import open_outbox
 from tests.server.conftest import bearer
 from tests.support.live_server import LiveServer
 
@@ -24,8 +26,13 @@ def message(key: str) -> EmailMessage:
     return m
 
 
+@pytest.fixture(scope="module")
+def live(live_each_store: LiveServer) -> LiveServer:
+    return live_each_store
+
+
 async def test_admin_reads_the_outbox_and_nobody_else_does(live: LiveServer) -> None:
-    outbox = Outbox(live.settings.data_dir / "outbox")
+    outbox = open_outbox(live.settings.data_dir, live.redis_url)
     assert outbox.put("AB:7:0:booked", message("AB:7:0:booked"))
     assert not outbox.put("AB:7:0:booked", message("AB:7:0:booked"))  # one file per key
     _, admin = live.user(Role.ADMIN)
@@ -44,3 +51,4 @@ async def test_admin_reads_the_outbox_and_nobody_else_does(live: LiveServer) -> 
         assert (await client.get("/api/admin/outbox")).status_code == 401
         r = await client.get("/api/admin/outbox/..%2Faccounts.sqlite3", headers=bearer(admin))
         assert r.status_code == 404
+    outbox.close()

@@ -76,6 +76,17 @@ class Cluster:
             store.close()
         return tokens
 
+    def session(self, role: Role) -> str:
+        """A Bearer token of a new account with ``role`` (in the shared accounts)."""
+        store = open_accounts(self.root, self.redis_url)
+        try:
+            user = store.create_user(
+                f"cluster.{role.value}.{secrets.token_hex(4)}@example.test", "hemligt-losen", "Kluster", role
+            )
+            return start_session(store, SessionSigner(self.secret.encode()), user)
+        finally:
+            store.close()
+
     def start(self, *, seed: bool = True) -> Cluster:
         """The first node (seeding an empty store when ``seed``), then the others; each
         waits for its own /ready. Then until the regions are spread over every node."""

@@ -16,12 +16,13 @@ when it could not be handed over now (connection, timeout, 4xx): the caller retr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Literal, Protocol
 
 import aiosmtplib
+from redis.exceptions import RedisError
 
 from engine.errors import TandtidError
 from server.consumers.notify.outbox import Outbox
@@ -131,11 +132,15 @@ class OutboxMailer:
             raise MailUnavailable(
                 f"{len(messages)} messages: outbox write failed ({exc.strerror or exc})"
             ) from None
+        except RedisError as exc:
+            raise MailUnavailable(
+                f"{len(messages)} messages: outbox write failed ({exc.__class__.__name__})"
+            ) from None
         return self.channel
 
 
-def mailer_for(config: MailConfig, data_dir: Path) -> Mailer:
-    """SMTP when a host is configured, else the outbox in ``data_dir``."""
+def mailer_for(config: MailConfig, outbox: Callable[[], Outbox]) -> Mailer:
+    """SMTP when a host is configured, else the outbox ``outbox()`` opens (server.stores)."""
     if config.host:
         return SmtpMailer(config)
-    return OutboxMailer(Outbox(data_dir / "outbox"))
+    return OutboxMailer(outbox())

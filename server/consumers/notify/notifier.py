@@ -39,11 +39,18 @@ from persistence.journal import Journal
 from server.consumers.feed import Fact, PendingCursors, RegionView, StateUnavailable
 from server.consumers.follow import Feed, Up, finish_first, why
 from server.consumers.notify.ledger import LedgerStore
-from server.consumers.notify.mailer import MailConfig, Mailer, MailUnavailable, Rejected, mailer_for
+from server.consumers.notify.mailer import (
+    MailConfig,
+    Mailer,
+    MailUnavailable,
+    OutboxMailer,
+    Rejected,
+    mailer_for,
+)
 from server.consumers.notify.messages import TEMPLATES, compose
 from server.consumers.notify.reminders import DEFAULT_LEADS, Reminder, Schedule, parse_leads, plan
 from server.identity.accounts import Accounts
-from server.stores import STORE_ERRORS, open_accounts, open_ledger
+from server.stores import STORE_ERRORS, open_accounts, open_ledger, open_outbox
 
 log = logging.getLogger("tandtid.notify")
 
@@ -125,13 +132,15 @@ class Notifier:
             source,
             ledger=ledger,
             accounts=store,
-            mailer=mailer_for(config, data_dir),
+            mailer=mailer_for(config, lambda: open_outbox(data_dir, redis_url)),
             sender=config.sender,
             clock=clock,
             leads=leads,
             regions=regions,
         )
         notifier._owned.append(ledger.close)
+        if isinstance(notifier.mailer, OutboxMailer):
+            notifier._owned.append(notifier.mailer.outbox.close)
         if own_accounts:
             notifier._owned.append(store.close)
         return notifier

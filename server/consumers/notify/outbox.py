@@ -5,6 +5,9 @@ One ``.eml`` file per message under ``<data_dir>/outbox/``, named by the message
 rename). Writing a key that is already there changes nothing, so the outbox is
 exactly-once even across a crash between writing and recording. Admins read it through
 ``GET /api/admin/outbox`` (it holds patients' e-mail addresses: never log its contents).
+
+With ``--redis`` the outbox is :class:`RedisOutbox`, one for every node: each region's notifier
+runs on its owner, and the admin page of any node lists every message (``server.stores``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+from persistence import redis_client
+
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}\.eml$")
 
 
@@ -27,6 +32,9 @@ def file_name(key: str) -> str:
 class Outbox:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    def close(self) -> None:
+        return
 
     def put(self, key: str, message: EmailMessage) -> bool:
         """Write the message; False if a message with this key is already there."""
@@ -110,3 +118,53 @@ class Outbox:
             for part in message.iter_attachments()
         ]
         return summary
+
+
+# KEYS: messages, order; ARGV: name, message, name, message, ... Writes the names not there yet.
+_PUT = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local written = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('ZADD', KEYS[2], ms, ARGV[i])
+    written = written + 1
+  end
+end
+return written
+"""
+_MESSAGES = "tandtid:{outbox}:messages"  # hash: file name -> the message as sent (bytes)
+_ORDER = "tandtid:{outbox}:order"  # sorted set: file name by when it was written (ms, server clock)
+
+
+class RedisOutbox(Outbox):
+    """The outbox in the Redis at ``url``, by the same file names (a name is written once: one
+    script call writes a batch atomically). Thread-safe; call :meth:`close`."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = redis_client.connect(url)
+        self._put = self._redis.register_script(_PUT)
+
+    def put_many(self, messages: list[tuple[str, EmailMessage]]) -> int:
+        if not messages:
+            return 0
+        args: list[str | bytes] = []
+        for key, message in messages:
+            args += [file_name(key), message.as_bytes(policy=policy.SMTP)]
+        return int(self._put(keys=[_MESSAGES, _ORDER], args=args))
+
+    def names(self) -> list[str]:
+        return [n.decode() for n in self._redis.zrevrange(_ORDER, 0, -1)]
+
+    def read(self, name: str) -> EmailMessage | None:
+        if not _NAME.match(name):
+            return None
+        data = self._redis.hget(_MESSAGES, name)
+        if data is None:
+            return None
+        message = BytesParser(policy=policy.default).parsebytes(data)
+        assert isinstance(message, EmailMessage)
+        return message
+
+    def close(self) -> None:
+        self._redis.close()

@@ -1,6 +1,7 @@
 """The local outbox for administrators (``/api/admin/outbox…``): the e-mails the notifier wrote
-to ``<data_dir>/outbox`` because no SMTP server is configured (``make run``). The messages
-hold patients' names and addresses, so this is admin-only and never logged.
+to ``<data_dir>/outbox`` (with ``--redis``: to Redis, every node's) because no SMTP server is
+configured (``make run``). The messages hold patients' names and addresses, so this is
+admin-only and never logged.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class OutboxQuery(Query):
 
 
 def _outbox(request: Request) -> Outbox:
-    return Outbox(request.app.state.settings.data_dir / "outbox")
+    outbox: Outbox = request.app.state.outbox  # server.stores.open_outbox, opened with the app
+    return outbox
 
 
 async def list_outbox(request: Request) -> Response:
