@@ -94,7 +94,7 @@ class Cluster:
             if i == 0 and seed:
                 served.args = (*served.args, "--seed")
             served.start()
-        eventually_sync(self.spread, timeout=30, what="the regions to be spread over every node")
+        eventually_sync(self.spread, timeout=60, what="the regions to be spread over every node")
         return self
 
     def owners(self) -> dict[str, str]:
