@@ -239,7 +239,9 @@ def test_a_retry_after_the_node_holding_its_idempotency_claim_died_is_decided_wi
             )
             first.start()
             claims = eventually_sync(
-                lambda: cluster.store.keys("tandtid:{idempotency}:in-flight:*"), what="the holder's claim"
+                lambda: cluster.store.keys("tandtid:{idempotency}:in-flight:*"),
+                timeout=30,
+                what="the holder's claim",
             )
             (claim,) = claims
             assert 0 < cluster.store.pttl(claim) <= IN_FLIGHT_TTL_S * 1000
