@@ -47,10 +47,11 @@ constraints: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | sed '/^-e /d' >> constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
-# The README's screenshots: the browser suite writing into docs/screenshots (otherwise a temp dir).
+# The README's screenshots: every screen, phone and desktop, from a fresh Sweden seed (--booked 0.3) into
+# docs/screenshots. DATA=<seeded dir> copies that store instead of seeding (the dir is left as it is).
 screenshots: $(STAMP)
 	@PYTHON=$(PYTHON) scripts/system-packages test
-	TANDTID_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser
+	$(BIN)/python scripts/screenshots.py $(if $(DATA),--data $(DATA))
 
 # Lighthouse 12 (npx, Debian's chromium) against a running server, e.g. one seeded with --scale sweden:
 #   make lighthouse URL=http://127.0.0.1:8000

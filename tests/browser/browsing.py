@@ -25,10 +25,8 @@ from tests.support.waiting import TIMEOUT_FACTOR
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
-# the README's screenshots are written only when asked (make screenshots); else a temp dir
-SCREENSHOTS = Path(
-    os.environ.get("TANDTID_SCREENSHOTS") or Path(tempfile.gettempdir()) / "tandtid-screenshots"
-)
+# what the tests photograph, to look at after a run (the README's pictures: make screenshots)
+SCREENSHOTS = Path(tempfile.gettempdir()) / "tandtid-screenshots"
 TIME_SCALE = TIMEOUT_FACTOR
 CHROMIUM = os.environ.get("TANDTID_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -1,9 +1,10 @@
 """Browser tests (integration, real server + headless Chromium): every screen at phone and desktop size.
 
 Each screen is brought into a meaningful state, checked with axe-core (no serious or critical violation)
-and photographed into $TANDTID_SCREENSHOTS (``make screenshots``: docs/screenshots/), else a temp dir. The map is also the offline test: the
-contexts refuse everything but 127.0.0.1, so the street map's tiles fail and the county outline must be the map;
-the page tries nothing else beyond the server. With tiles served, the street map is the base, with attribution.
+and photographed into a temp dir (the README's pictures come from ``make screenshots``, scripts/screenshots.py).
+The map is also the offline test: the contexts refuse everything but 127.0.0.1, so the street map's tiles fail
+and the county outline must be the map; the page tries nothing else beyond the server. With tiles served, the
+street map is the base, with attribution.
 """
 
 from __future__ import annotations
