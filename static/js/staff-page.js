@@ -93,10 +93,12 @@ function renderDay() {
     const when = `${formatTime(b.start)}–${formatTime(b.end)}`;
     const active = b.status === BOOKED;
     const statusKey = `me.status.${b.status}`;
+    // data-label names each cell's column where a phone shows the row as a card (table.stacks).
+    const cell = (key, text) => el("td", { dataset: { label: t(key) }, text });
     return el("tr", { dataset: { booking: b.id } },
-      el("td", { text: when }), el("td", { text: names[b.resource] || b.resource }),
-      el("td", { text: serviceName(b.service) }), el("td", { text: b.patient_name || "" }),
-      el("td", { text: t(statusKey) === statusKey ? b.status : t(statusKey) }),
+      cell("staff.time", when), cell("staff.resource", names[b.resource] || b.resource),
+      cell("staff.service", serviceName(b.service)), cell("staff.patient", b.patient_name || ""),
+      cell("staff.status", t(statusKey) === statusKey ? b.status : t(statusKey)),
       el("td", {}, active ? el("span", { class: "actions" },
         el("button", { type: "button", class: "danger", "aria-label": `${t("staff.cancel")} ${when}`, text: t("staff.cancel"),
           onclick: () => cancelBooking(b) }),

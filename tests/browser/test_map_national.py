@@ -1,5 +1,5 @@
-"""The map at national size (integration): a server seeded with all of Sweden (``--scale sweden``, 4,430 clinics),
-real Chromium. Every clinic is counted in the list and reachable through it, the DOM stays small, a booking
+"""The map at national size (integration): a server seeded with all of Sweden with a realistic share already
+booked (``--scale sweden --booked 0.3``: 4,430 clinics, ~3.35 M bookings), real Chromium. Every clinic is counted in the list and reachable through it, the DOM stays small, a booking
 elsewhere reaches the clinic's row by id, and the desktop layout keeps the map a fixed panel beside the list.
 
 Long tasks after load are printed (a figure, not a timed assertion).
@@ -38,7 +38,9 @@ new PerformanceObserver((list) => {
 @pytest.fixture(scope="module")
 def sweden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProcess]:
     data = tmp_path_factory.mktemp("sweden") / "data"
-    served = ServedProcess(data, "--seed", "--scale", "sweden", env=SERVED_ENV).start(ready_timeout=240.0)
+    served = ServedProcess(data, "--seed", "--scale", "sweden", "--booked", "0.3", env=SERVED_ENV).start(
+        ready_timeout=240.0
+    )
     try:
         yield served
     finally:

@@ -22,11 +22,13 @@ from tests.browser.browsing import (
 pytestmark = pytest.mark.browser
 
 
-def staff_day_with_booking(contexts: Contexts, api: Api, index: int) -> tuple[Page, dict[str, str], Patient]:
+def staff_day_with_booking(
+    contexts: Contexts, api: Api, index: int, viewport: dict[str, int] | None = None
+) -> tuple[Page, dict[str, str], Patient]:
     patient = api.register()
     today = api.today()  # a later day, so the rest of that day is open whatever hour the test runs
     booked = api.book(patient, "AB-c1", [t for t in api.free_times("AB-c1") if t["date"] != today][index])
-    page = contexts.page("/staff")
+    page = contexts.page("/staff") if viewport is None else contexts.page("/staff", viewport)
     sign_in(page, DEMO["staff"], DEMO_PASSWORD)
     wait_live(page)
     page.locator("#staff-date").fill(booked["start"][:10])
@@ -82,3 +84,23 @@ def test_staff_cancel_asks_first_and_the_patient_is_told_why(contexts: Contexts,
     check_accessibility(me, "my bookings with a clinic's cancellation")
     me.locator("#lang-toggle").click()
     expect(item.locator(".cancel-note")).to_have_text(f"Cancelled by the clinic. Reason: {reason}")
+
+
+def test_on_a_phone_each_booking_is_a_card_with_every_column_in_view(contexts: Contexts, api: Api) -> None:
+    """At 360 px the bookings table shows each booking as a card: every cell, the patient's name and the
+    actions included, lies inside the screen with its column's name before it; nothing scrolls sideways."""
+    page, booked, _ = staff_day_with_booking(contexts, api, 11, PHONE)
+    row = page.locator(f"#bookings-body tr[data-booking='{booked['id']}']")
+    width = page.viewport_size["width"] if page.viewport_size else 0
+    for cell in row.locator("td").all():
+        box = cell.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+    patient = row.locator("td").nth(3)
+    expect(patient).to_have_attribute("data-label", "Patient")
+    expect(patient).to_contain_text("Test Patient")
+    assert (
+        page.evaluate("document.querySelector('#bookings-body').closest('.table-wrap').scrollWidth") <= width
+    )
+    row.locator("button.danger").click()
+    expect(page.locator("#cancel-dialog")).to_be_visible()
+    check_accessibility(page, "staff bookings as cards on a phone")
