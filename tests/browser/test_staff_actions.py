@@ -84,23 +84,3 @@ def test_staff_cancel_asks_first_and_the_patient_is_told_why(contexts: Contexts,
     check_accessibility(me, "my bookings with a clinic's cancellation")
     me.locator("#lang-toggle").click()
     expect(item.locator(".cancel-note")).to_have_text(f"Cancelled by the clinic. Reason: {reason}")
-
-
-def test_on_a_phone_each_booking_is_a_card_with_every_column_in_view(contexts: Contexts, api: Api) -> None:
-    """At 360 px the bookings table shows each booking as a card: every cell, the patient's name and the
-    actions included, lies inside the screen with its column's name before it; nothing scrolls sideways."""
-    page, booked, _ = staff_day_with_booking(contexts, api, 11, PHONE)
-    row = page.locator(f"#bookings-body tr[data-booking='{booked['id']}']")
-    width = page.viewport_size["width"] if page.viewport_size else 0
-    for cell in row.locator("td").all():
-        box = cell.bounding_box()
-        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, box
-    patient = row.locator("td").nth(3)
-    expect(patient).to_have_attribute("data-label", "Patient")
-    expect(patient).to_contain_text("Test Patient")
-    assert (
-        page.evaluate("document.querySelector('#bookings-body').closest('.table-wrap').scrollWidth") <= width
-    )
-    row.locator("button.danger").click()
-    expect(page.locator("#cancel-dialog")).to_be_visible()
-    check_accessibility(page, "staff bookings as cards on a phone")
