@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.errors import TandtidError
 
@@ -47,6 +47,9 @@ class Entry:
     position: int  # 1, 2, 3, ... per region
     epoch: int
     payload: bytes
+    # epoch seconds by the journal's clock when the entry was written (the commit time every
+    # node's diffs carry); 0.0 where the journal keeps no time (files, memory)
+    written_at: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,12 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool:
         """True when the store is reachable (for /ready)."""
+
+    def written_at(self, region: str, position: int) -> float:
+        """When this object's own append of ``position`` was written, by the journal's clock (the
+        time ``Entry.written_at`` gives every reader of it); 0.0 when the journal keeps no time
+        or no longer remembers that append."""
+        return 0.0
 
     def write_failure(self) -> str | None:
         """Why durable writes fail right now (e.g. ``"ENOSPC: No space left on device"``: the disk

@@ -78,8 +78,9 @@ def _raw(response: Any, **_options: Any) -> Any:
 
 def _entry(item: list[Any]) -> Entry:
     fields = item[1]
-    # Fields are written in a fixed order by APPEND_LUA: position, epoch, payload.
-    return Entry(int(fields[1]), int(fields[3]), bytes(fields[5]))
+    # Fields are written in a fixed order by APPEND_LUA: position, epoch, payload. The stream id
+    # is the server's clock (ms) when XADD wrote it: the commit time.
+    return Entry(int(fields[1]), int(fields[3]), bytes(fields[5]), _id_tuple(bytes(item[0]))[0] / 1000)
 
 
 @dataclass(slots=True)
@@ -189,6 +190,11 @@ class RedisStreamJournal(Journal):
         if len(recent) > RECENT_IDS:
             recent.popitem(last=False)
         return position
+
+    def written_at(self, region: str, position: int) -> float:
+        recent = self._recent.get(region)
+        stream_id = recent.get(position) if recent is not None else None
+        return _id_tuple(stream_id)[0] / 1000 if stream_id else 0.0
 
     def _start_round(self) -> None:
         batch, self._pending = self._pending, []

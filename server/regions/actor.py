@@ -108,7 +108,9 @@ TRANSIENT = (JournalUnavailable, OSError, ConnectionError)
 class Committed:
     region: str
     position: int
-    committed_at: float  # epoch seconds, taken when the write became durable
+    # epoch seconds of the durable write: the journal's clock where it keeps one (Redis: the same
+    # on the owner and on every replica), else the writer's clock once the write returned
+    committed_at: float
     events: list[Event]
     changes: list[Change]
     counts: list[
@@ -590,7 +592,9 @@ class RegionActor:
             committed = Committed(
                 region=self.region,
                 position=self.position,
-                committed_at=time.time(),
+                # the journal's clock when it wrote the batch, where it keeps one (Redis: every
+                # node's replica publishes the same time), else ours now
+                committed_at=self.journal.written_at(self.region, self.position) or time.time(),
                 events=batch_events,
                 changes=changes,
                 counts=self._counts(changes, now),
@@ -716,7 +720,7 @@ class RegionActor:
                 Committed(
                     region=self.region,
                     position=entry.position,
-                    committed_at=time.time(),
+                    committed_at=entry.written_at or time.time(),  # the owner's commit, not our apply
                     events=events,
                     changes=changes,
                     counts=self._counts(changes, int(self.clock())),

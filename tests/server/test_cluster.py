@@ -207,6 +207,55 @@ async def receive(ws: ClientConnection) -> dict[str, Any]:
     return message
 
 
+async def test_a_subscriber_on_a_replica_gets_the_owners_commit_time_not_its_own_apply_time(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    cluster = Cluster(tmp_path, redis_server.url, ("node-a", "node-b"), patients=1)
+    try:
+        await asyncio.to_thread(cluster.start)
+        owner = cluster.owner("AB")
+        replica = cluster.other_than(owner)
+        (slot,) = await asyncio.to_thread(free_times, owner.url, "AB", 1)
+        subscribe = orjson.dumps(
+            {"op": "subscribe", "topic": f"clinic:{slot['clinic']}", "from": slot["start"][:10], "days": 14}
+        )
+        async with (
+            connect(owner.url.replace("http://", "ws://") + "/ws") as on_owner,
+            connect(replica.url.replace("http://", "ws://") + "/ws") as on_replica,
+        ):
+            for ws in (on_owner, on_replica):
+                await ws.send(subscribe)
+                assert (await receive(ws))["type"] == "snapshot"
+            # The replica is frozen while the owner commits: it applies the entry only after the
+            # booking was answered, so a time it stamped itself would be later than the answer.
+            assert replica.process is not None
+            os.kill(replica.process.pid, signal.SIGSTOP)
+            try:
+                sent_ms = time.time() * 1000
+                r = await asyncio.to_thread(book, owner.url, cluster.tokens[0], slot)
+                assert r.status_code == 201, r.text
+                answered_ms = time.time() * 1000
+                from_owner = await receive(on_owner)
+                await asyncio.to_thread(
+                    eventually_sync, lambda: time.time() * 1000 > answered_ms + 5, what="the clock to move on"
+                )
+            finally:
+                os.kill(replica.process.pid, signal.SIGCONT)
+            raw = await asyncio.wait_for(on_replica.recv(), scaled(30))
+            from_replica: dict[str, Any] = orjson.loads(raw)
+        assert from_owner["type"] == from_replica["type"] == "diff", (from_owner, from_replica)
+        assert from_replica["data"] == from_owner["data"]
+        # The owner's commit time (the journal's clock when it wrote the booking), on both nodes.
+        assert from_replica["committed_at"] == from_owner["committed_at"]
+        assert sent_ms - 1 <= from_replica["committed_at"] <= answered_ms
+        # A diff is cells only: nothing of the patient.
+        text = raw if isinstance(raw, str) else raw.decode()
+        assert r.json()["booking"]["id"] not in text
+        assert "Klusterpatient" not in text and "example.test" not in text
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
 def test_each_webhook_delivery_is_posted_once_by_the_owner_of_its_region(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
