@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from typing import Any
 
 import httpx
@@ -147,7 +149,7 @@ async def test_three_wait_one_offer_at_a_time(client: httpx.AsyncClient, live: L
         if (f := projection.apply("AB", i + 1, 0, e)) is not None and f.kind == "offer"
     ]
     assert [f.booking.id for f in facts] == [hold["id"], hold2["id"]]
-    message = compose(
+    mail = compose(
         "offer",
         facts[0].key,
         booking=facts[0].booking,
@@ -157,8 +159,10 @@ async def test_three_wait_one_offer_at_a_time(client: httpx.AsyncClient, live: L
         sender="tandtid@example.test",
         now_s=facts[0].at,
     )
+    message = message_from_bytes(mail.data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
     assert "A time has opened up" in message["Subject"]
-    assert "STATUS:TENTATIVE" in next(iter(message.iter_attachments())).get_content()
+    assert b"STATUS:TENTATIVE" in next(iter(message.iter_attachments())).get_payload(decode=True)
     assert sum(isinstance(e, OfferMade) for e in await live.journal_events("AB")) == 2
 
 

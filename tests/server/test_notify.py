@@ -31,13 +31,14 @@ from argon2 import PasswordHasher
 from engine.calendar import TZ, cell_epoch, day_of
 from engine.events import Booked, Cancelled, ClinicRegistered, Event, Rescheduled, to_record
 from engine.model import resource_to_record
+from engine.records import Booking, BookingStatus
 from persistence.codec import pack_events
 from persistence.file_journal import FileJournal
 from persistence.journal import Journal
 from persistence.redis_journal import RedisStreamJournal
 from server.consumers.notify.ledger import Ledger
 from server.consumers.notify.mailer import MailConfig, OutboxMailer, SmtpMailer
-from server.consumers.notify.messages import KEY_HEADER, message_id
+from server.consumers.notify.messages import KEY_HEADER, compose, message_id
 from server.consumers.notify.notifier import Notifier
 from server.consumers.notify.outbox import Outbox
 from server.consumers.notify.reminders import parse_leads
@@ -349,6 +350,38 @@ async def test_reminders_at_the_right_local_time_across_october_dst(
         ledger.close()
         accounts.close()
         await journal.close()
+
+
+async def test_a_composed_message_reaches_a_real_smtp_server_as_it_was_composed(
+    smtp: tuple[Inbox, int],
+) -> None:
+    """The bytes go over SMTP unchanged (dot-stuffing undone by the server), under the envelope
+    the message names; the server's parser reads the same headers and text."""
+    inbox, port = smtp
+    c, _ = clinic("AB", 1)
+    booking = Booking(
+        "AB-b1", "p1", "AB-c1", "AB-c1-r1", "checkup", FIRST_DAY, CELL_0900, 2, BookingStatus.BOOKED, NOW
+    )
+    mail = compose(
+        "booked",
+        "AB:3:0:booked",
+        booking=booking,
+        clinic=c,
+        to_name="Åsa Öberg",
+        to_email="asa@example.test",
+        sender="Tandtid Väst <no-reply@example.test>",
+        now_s=NOW,
+    )
+    assert await SmtpMailer(MailConfig(host="127.0.0.1", port=port)).send(mail) == "smtp"
+    assert inbox.envelopes == [("no-reply@example.test", ["asa@example.test"], mail.data)]
+    (message,) = inbox.messages
+    assert (message["From"], message["To"], message[KEY_HEADER]) == (
+        "Tandtid Väst <no-reply@example.test>",
+        "Åsa Öberg <asa@example.test>",
+        "AB:3:0:booked",
+    )
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None and body.get_content().startswith("Hej Åsa Öberg,\r\n\r\nDin tid är bokad.")
 
 
 def test_reminder_leads_parse() -> None:

@@ -3,27 +3,32 @@ the outbox in the data directory and then in a real Redis (``--redis``: every no
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-
 import httpx
 import pytest
 
+from engine.records import Booking, BookingStatus
+from server.consumers.notify.messages import Mail, compose
 from server.identity.accounts import Role
 from server.stores import open_outbox
 from tests.server.conftest import bearer
+from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, clinic
 from tests.support.live_server import LiveServer
 
 
-def message(key: str) -> EmailMessage:
-    m = EmailMessage()
-    m["Subject"] = "Bokningsbekräftelse / Booking confirmed"
-    m["To"] = "someone@example.test"
-    m["X-Tandtid-Key"] = key
-    m.set_content("Hej!")
-    m.add_attachment(
-        b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", maintype="text", subtype="calendar", filename="AB-b1.ics"
+def message(key: str) -> Mail:
+    booking = Booking(
+        "AB-b1", "p1", "AB-c1", "AB-c1-r1", "checkup", FIRST_DAY, CELL_0900, 2, BookingStatus.BOOKED, NOW
     )
-    return m
+    return compose(
+        "booked",
+        key,
+        booking=booking,
+        clinic=clinic("AB", 1)[0],
+        to_name="Åsa Öberg",
+        to_email="someone@example.test",
+        sender="Tandtid <no-reply@tandtid.se>",
+        now_s=NOW,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +38,8 @@ def live(live_each_store: LiveServer) -> LiveServer:
 
 async def test_admin_reads_the_outbox_and_nobody_else_does(live: LiveServer) -> None:
     outbox = open_outbox(live.settings.data_dir, live.redis_url)
-    assert outbox.put("AB:7:0:booked", message("AB:7:0:booked"))
-    assert not outbox.put("AB:7:0:booked", message("AB:7:0:booked"))  # one file per key
+    assert outbox.put(message("AB:7:0:booked"))
+    assert not outbox.put(message("AB:7:0:booked"))  # one file per key
     _, admin = live.user(Role.ADMIN)
     _, patient = live.user(Role.PATIENT)
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
@@ -45,7 +50,9 @@ async def test_admin_reads_the_outbox_and_nobody_else_does(live: LiveServer) -> 
         name = body["messages"][0]["name"]
         r = await client.get(f"/api/admin/outbox/{name}", headers=bearer(admin))
         assert r.status_code == 200
-        assert r.json()["text"].strip() == "Hej!"
+        assert r.json()["to"] == "Åsa Öberg <someone@example.test>"
+        assert r.json()["subject"] == "Bokningsbekräftelse / Booking confirmed – Testkliniken 1"
+        assert r.json()["text"].startswith("Hej Åsa Öberg,\r\n\r\nDin tid är bokad.")
         assert r.json()["attachments"] == [{"filename": "AB-b1.ics", "content_type": "text/calendar"}]
         assert (await client.get("/api/admin/outbox", headers=bearer(patient))).status_code == 403
         assert (await client.get("/api/admin/outbox")).status_code == 401

@@ -25,6 +25,7 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str], bytes]] = []  # MAIL FROM, RCPT TOs, DATA as received
         self.hold_after: int | None = None
         self.holding = threading.Event()
         self.release = threading.Event()
@@ -41,6 +42,7 @@ class Inbox:
         assert isinstance(message, EmailMessage)
         with self._lock:
             self.messages.append(message)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
         if not self.answer.is_set():
             await asyncio.to_thread(self.answer.wait, HOLD_S)
         return "250 OK"

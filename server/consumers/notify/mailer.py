@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Literal, Protocol
 
 import aiosmtplib
 from redis.exceptions import RedisError
 
 from engine.errors import TandtidError
+from server.consumers.notify.messages import Mail
 from server.consumers.notify.outbox import Outbox
 
 TlsMode = Literal["none", "starttls", "tls"]
@@ -68,9 +68,9 @@ class Mailer(Protocol):
     channel: str
     keyed: bool  # a message handed over under its key is its own record (sending it again changes nothing)
 
-    async def send(self, key: str, message: EmailMessage) -> str: ...
+    async def send(self, mail: Mail) -> str: ...
 
-    async def send_many(self, messages: list[tuple[str, EmailMessage]]) -> str:
+    async def send_many(self, mails: list[Mail]) -> str:
         """Hand every message over (all or MailUnavailable); the channel used."""
         ...
 
@@ -83,11 +83,14 @@ class SmtpMailer:
         assert config.host is not None
         self.config = config
 
-    async def send(self, key: str, message: EmailMessage) -> str:
+    async def send(self, mail: Mail) -> str:
         c = self.config
+        key = mail.key
         try:
             await aiosmtplib.send(
-                message,
+                mail.data,  # as it is: composed bytes need no flattening
+                sender=mail.sender,
+                recipients=[mail.to],
                 hostname=c.host,
                 port=c.port,
                 username=c.username,
@@ -108,9 +111,9 @@ class SmtpMailer:
             raise MailUnavailable(f"message {key}: {exc.__class__.__name__}") from None
         return self.channel
 
-    async def send_many(self, messages: list[tuple[str, EmailMessage]]) -> str:
-        for key, message in messages:
-            await self.send(key, message)
+    async def send_many(self, mails: list[Mail]) -> str:
+        for mail in mails:
+            await self.send(mail)
         return self.channel
 
 
@@ -121,20 +124,20 @@ class OutboxMailer:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
-    async def send(self, key: str, message: EmailMessage) -> str:
-        return await self.send_many([(key, message)])
+    async def send(self, mail: Mail) -> str:
+        return await self.send_many([mail])
 
-    async def send_many(self, messages: list[tuple[str, EmailMessage]]) -> str:
+    async def send_many(self, mails: list[Mail]) -> str:
         """One worker-thread call for all of them (one directory fsync)."""
         try:
-            await asyncio.to_thread(self.outbox.put_many, messages)
+            await asyncio.to_thread(self.outbox.put_many, mails)
         except OSError as exc:
             raise MailUnavailable(
-                f"{len(messages)} messages: outbox write failed ({exc.strerror or exc})"
+                f"{len(mails)} messages: outbox write failed ({exc.strerror or exc})"
             ) from None
         except RedisError as exc:
             raise MailUnavailable(
-                f"{len(messages)} messages: outbox write failed ({exc.__class__.__name__})"
+                f"{len(mails)} messages: outbox write failed ({exc.__class__.__name__})"
             ) from None
         return self.channel
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from persistence import redis_client
+from server.consumers.notify.messages import Mail
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}\.eml$")
 
@@ -36,25 +37,24 @@ class Outbox:
     def close(self) -> None:
         return
 
-    def put(self, key: str, message: EmailMessage) -> bool:
-        """Write the message; False if a message with this key is already there."""
-        return self.put_many([(key, message)]) == 1
+    def put(self, mail: Mail) -> bool:
+        """Write the message; False if a message with its key is already there."""
+        return self.put_many([mail]) == 1
 
-    def put_many(self, messages: list[tuple[str, EmailMessage]]) -> int:
+    def put_many(self, mails: list[Mail]) -> int:
         """Write every message whose key is not there yet (each file fsynced, renamed into
         place, then the directory fsynced once: all are durable when this returns). Returns
         how many were written."""
         self.directory.mkdir(parents=True, exist_ok=True)
         written = 0
-        for key, message in messages:
-            path = self.directory / file_name(key)
+        for mail in mails:
+            path = self.directory / file_name(mail.key)
             if path.exists():
                 continue
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            data = message.as_bytes(policy=policy.SMTP)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                view = memoryview(data)
+                view = memoryview(mail.data)
                 while view:
                     view = view[os.write(fd, view) :]
                 os.fsync(fd)
@@ -145,12 +145,12 @@ class RedisOutbox(Outbox):
         self._redis = redis_client.connect(url)
         self._put = self._redis.register_script(_PUT)
 
-    def put_many(self, messages: list[tuple[str, EmailMessage]]) -> int:
-        if not messages:
+    def put_many(self, mails: list[Mail]) -> int:
+        if not mails:
             return 0
         args: list[str | bytes] = []
-        for key, message in messages:
-            args += [file_name(key), message.as_bytes(policy=policy.SMTP)]
+        for mail in mails:
+            args += [file_name(mail.key), mail.data]
         return int(self._put(keys=[_MESSAGES, _ORDER], args=args))
 
     def names(self) -> list[str]:
