@@ -24,6 +24,8 @@ let user = null;
 let day = null;
 let services = [];
 let reloadTimer = null;
+let dayAsked = 0; // numbers each loadDay: only the latest one's answer is shown
+let dayLoads = 0; // loads not yet answered: the bookings table is aria-busy meanwhile
 const webhooks = new WebhooksPanel();
 
 function say(text, kind = "info") {
@@ -45,15 +47,31 @@ function minuteOf(iso) {
   return m ? Number(m[1]) * 60 + Number(m[2]) : 0;
 }
 
+/**
+ * Fetch and show the day the date field names. Loads overlap (a change of date, a live diff, an action), and
+ * their answers can come in any order: an answer to an earlier load is dropped, so the day shown is always the
+ * latest one asked for, never a date the staff have left.
+ */
 async function loadDay() {
   const date = $("staff-date").value || todayIso();
+  const asked = ++dayAsked;
+  setDayBusy(+1);
   try {
-    day = await get(`/api/clinic/v1/day${query({ date })}`);
+    const answer = await get(`/api/clinic/v1/day${query({ date })}`);
+    if (asked === dayAsked) {
+      day = answer;
+      renderDay();
+    }
   } catch (err) {
-    say(err instanceof ApiError ? err.describe() : String(err), "error");
-    return;
+    if (asked === dayAsked) say(err instanceof ApiError ? err.describe() : String(err), "error");
+  } finally {
+    setDayBusy(-1);
   }
-  renderDay();
+}
+
+function setDayBusy(change) {
+  dayLoads += change;
+  $("bookings-table").setAttribute("aria-busy", String(dayLoads > 0));
 }
 
 function scheduleReload() {

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, BrowserContext, Page, Route
+from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize
 
 from tests.support.served import ServedProcess
 from tests.support.waiting import TIMEOUT_FACTOR
@@ -46,9 +46,9 @@ DEMO = {
     "clinic_admin": "clinicadmin@demo.tandtid.se",
     "admin": "admin@demo.tandtid.se",
 }
-PHONE = {"width": 360, "height": 780}
-DESKTOP = {"width": 1440, "height": 900}
-KIOSK = {"width": 1920, "height": 1080}
+PHONE: ViewportSize = {"width": 360, "height": 780}
+DESKTOP: ViewportSize = {"width": 1440, "height": 900}
+KIOSK: ViewportSize = {"width": 1920, "height": 1080}
 
 
 def ms(seconds: float) -> float:
@@ -182,7 +182,7 @@ class Contexts:
     page_errors: list[str] = field(default_factory=list)
     opened: list[BrowserContext] = field(default_factory=list)
 
-    def new(self, viewport: dict[str, int] = DESKTOP, **options: Any) -> BrowserContext:
+    def new(self, viewport: ViewportSize = DESKTOP, **options: Any) -> BrowserContext:
         context = self.browser.new_context(viewport=viewport, base_url=self.base_url, **options)
         context.set_default_timeout(ms(10))
 
@@ -199,7 +199,7 @@ class Contexts:
         self.opened.append(context)
         return context
 
-    def page(self, path: str, viewport: dict[str, int] = DESKTOP, **options: Any) -> Page:
+    def page(self, path: str, viewport: ViewportSize = DESKTOP, **options: Any) -> Page:
         page = self.new(viewport, **options).new_page()
         page.goto(path)
         return page

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import ConsoleMessage, Page, ViewportSize, expect
 
 from tests.browser.browsing import DEMO, DEMO_PASSWORD, DESKTOP, PHONE, Api, Contexts, sign_in, wait_live
 
@@ -28,7 +28,7 @@ def shifted(page: Page) -> float:
     return total
 
 
-def loaded_page(contexts: Contexts, path: str, viewport: dict[str, int]) -> Page:
+def loaded_page(contexts: Contexts, path: str, viewport: ViewportSize) -> Page:
     context = contexts.new(viewport)
     context.add_init_script(WATCH_SHIFTS)
     page = context.new_page()

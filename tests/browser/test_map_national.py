@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from tests.browser.browsing import (
     DESKTOP,
@@ -61,7 +61,7 @@ def sweden_api(sweden: ServedProcess) -> Iterator[Api]:
         client.client.close()
 
 
-def open_map(contexts: Contexts, viewport: dict[str, int]) -> Page:
+def open_map(contexts: Contexts, viewport: ViewportSize) -> Page:
     context = contexts.new(viewport)
     context.add_init_script(LONG_TASKS)
     page = context.new_page()
