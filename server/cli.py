@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from websockets.exceptions import WebSocketException
@@ -29,6 +29,7 @@ from persistence.journal import JournalUnavailable
 from server.data_lock import DataDirectoryInUse
 
 log = logging.getLogger("tandtid")
+Result = TypeVar("Result")  # what the server loop's main coroutine returns
 
 
 def _common_store_args(p: argparse.ArgumentParser) -> None:
@@ -211,13 +212,13 @@ def run_command(args: argparse.Namespace) -> int:
     return 2
 
 
-def run_server_loop(main_coro: Coroutine[Any, Any, int]) -> int:
+def run_server_loop(main_coro: Coroutine[Any, Any, Result]) -> Result:
     """The server's event loop: uvloop when installed (uvicorn[standard] brings it), else asyncio."""
     try:
         import uvloop
     except ImportError:
         return asyncio.run(main_coro)
-    result: int = uvloop.run(main_coro)
+    result: Result = uvloop.run(main_coro)
     return result
 
 
