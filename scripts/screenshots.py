@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Page, ViewportSize, expect, sync_playwright  # noqa: E402
 
 from tests.browser.browsing import (  # noqa: E402
     CHROMIUM,
@@ -43,10 +43,10 @@ from tests.browser.browsing import (  # noqa: E402
     sign_in,
     wait_live,
 )
-from tests.browser.test_webhooks import Receiver  # noqa: E402
 from tests.support.served import ServedProcess, tandtid  # noqa: E402
+from tests.support.webhook_receiver import Receiver, receiving  # noqa: E402
 
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 SIZES = {"phone": PHONE, "desktop": DESKTOP}
 SEED_TIMEOUT_S = 900.0
 
@@ -233,11 +233,9 @@ def main() -> int:
         data = seeded_copy(args.data, Path(tmp))
         served = ServedProcess(data, env={**SERVED_ENV, "TANDTID_WEBHOOK_ALLOW_HTTP": "1"})
         served.start()
-        receiver = Receiver()
-        receiver.thread.start()
         api = Api(served.url)
         try:
-            with sync_playwright() as driver:
+            with receiving() as receiver, sync_playwright() as driver:
                 browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 contexts = Contexts(browser, served.url)
                 shots = Photographer(contexts, api, args.out, receiver)
@@ -258,8 +256,6 @@ def main() -> int:
                 raise SystemExit(f"uncaught errors in the pages: {contexts.page_errors}")
         finally:
             api.client.close()
-            receiver.server.shutdown()
-            receiver.server.server_close()
             served.stop()
     return 0
 

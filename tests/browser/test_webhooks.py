@@ -5,15 +5,9 @@ signature, the delivery log shows it delivered, Replay sends the same event agai
 
 from __future__ import annotations
 
-import json
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from playwright.sync_api import expect
@@ -24,7 +18,6 @@ from tests.browser.browsing import (
     DEMO_PASSWORD,
     DESKTOP,
     PHONE,
-    TIME_SCALE,
     Api,
     Contexts,
     check_accessibility,
@@ -33,70 +26,17 @@ from tests.browser.browsing import (
     sign_in,
     wait_live,
 )
+from tests.support.webhook_receiver import Receiver, receiving
 
 pytestmark = pytest.mark.browser
 
 SIZES = {"phone": PHONE, "desktop": DESKTOP}
 
 
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.body)
-        return data
-
-
-class Receiver:
-    """A plain HTTP server on 127.0.0.1 that answers 204 to every POST and queues what it got."""
-
-    def __init__(self) -> None:
-        got: queue.Queue[Received] = queue.Queue()
-        self.got = got
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server hook's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                got.put(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def next_for(self, booking_id: str, timeout_s: float = 15.0) -> Received:
-        """The next delivery about ``booking_id`` (others, if any, are skipped)."""
-        deadline = time.monotonic() + timeout_s * TIME_SCALE
-        while True:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no delivery for {booking_id} within {timeout_s}s"
-            try:
-                item = self.got.get(timeout=remaining)
-            except queue.Empty:
-                raise AssertionError(f"no delivery for {booking_id} within {timeout_s}s") from None
-            if item.json()["data"]["booking"] == booking_id:
-                return item
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    made = Receiver()
-    made.thread.start()
-    try:
+    with receiving() as made:
         yield made
-    finally:
-        made.server.shutdown()
-        made.server.server_close()
 
 
 @pytest.mark.parametrize("size", SIZES)

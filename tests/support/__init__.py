@@ -8,6 +8,7 @@ live_server.LiveServer                 the in-thread server: build_server's app 
                                        in a thread of the test process, its clock movable
 served.ServedProcess                   the subprocess server: the real ``tandtid serve``
 redis_server.RedisServer               a real redis-server on a free port
+webhook_receiver.receiving             a real HTTP server in this process that takes webhook deliveries
 catalog                                small clinic catalogues and pinned times
 """
 
