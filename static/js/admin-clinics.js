@@ -4,7 +4,7 @@
 
 import { ApiError, get, post } from "./api.js";
 import { t } from "./i18n.js";
-import { announce, el } from "./shell.js";
+import { announce, el, labelColumns } from "./shell.js";
 
 const $ = (id) => document.getElementById(id);
 const SERVICES = ["checkup", "cleaning", "emergency", "filling", "child_checkup"];
@@ -44,6 +44,7 @@ export class ClinicsPanel {
           "aria-label": `${t(c.suspended ? "clinics.unsuspend" : "clinics.suspend")}: ${c.name}`,
           onclick: () => this.suspend(c, !c.suspended),
         })))));
+    labelColumns($("clinics-table"));
     $("clinics-count").textContent = t("clinics.count", { shown: Math.min(found.length, 50), total: found.length });
   }
 

@@ -6,7 +6,7 @@ import { ApiError, get } from "./api.js";
 import { ClinicsPanel } from "./admin-clinics.js";
 import { applyTranslations, onLangChange, t } from "./i18n.js";
 import { authForm, currentUser, userBar } from "./session.js";
-import { announce, el, mountShell } from "./shell.js";
+import { announce, el, labelColumns, mountShell } from "./shell.js";
 
 mountShell({ active: "/admin" });
 
@@ -199,6 +199,7 @@ async function sampleOutbox() {
       onclick: () => showMessage(m.name).catch((err) => announce($("admin-message"),
         err instanceof ApiError ? err.describe() : t("error.network"), "error")) })),
     el("td", { text: m.to }), el("td", { text: m.date }))) : [el("tr", {}, el("td", { colspan: "3", class: "muted", text: t("admin.nodata") }))]));
+  labelColumns($("outbox-table"));
 }
 
 async function loop() {
@@ -224,7 +225,10 @@ async function signedIn(user) {
 }
 
 async function main() {
-  onLangChange(() => applyTranslations(document));
+  onLangChange(() => {
+    applyTranslations(document);
+    for (const id of ["outbox-table", "clinics-table"]) labelColumns($(id));
+  });
   const user = await currentUser().catch(() => null);
   if (user) await signedIn(user);
   else {

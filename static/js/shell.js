@@ -73,7 +73,8 @@ export function mountShell({ active = "", live = null, nav = true } = {}) {
     }
     const menu = el("nav", { "data-i18n-label": "nav.label" }, list);
     header.append(menu);
-    // A menu wider than its row scrolls sideways (a phone, staff's third link): show this page's link.
+    // A menu wider than its row scrolls sideways (a screen a little wider than a phone's, where the menu shares
+    // the row; on a phone it has a row of its own and wraps): show this page's link.
     const current = list.querySelector("[aria-current]");
     if (current) {
       requestAnimationFrame(() => {
@@ -103,6 +104,21 @@ export function mountShell({ active = "", live = null, nav = true } = {}) {
   applyTranslations(document);
   if (live) onLangChange(() => live.setState(live.state));
   return status;
+}
+
+/**
+ * Name each body cell's column for where a phone shows a table's rows as cards (table.stacks: each cell on its
+ * own line after its data-label). The names are the header row's, as shown now: call again after the body is
+ * filled and after a change of language. A row of another shape (one "nothing here" cell) is left alone.
+ */
+export function labelColumns(table) {
+  const names = [...table.tHead.rows[0].cells].map((th) => th.textContent.trim());
+  for (const body of table.tBodies) {
+    for (const row of body.rows) {
+      if (row.cells.length !== names.length) continue;
+      [...row.cells].forEach((cell, i) => { cell.dataset.label = names[i]; });
+    }
+  }
 }
 
 /** Put a message in a region that screen readers announce (role=status or role=alert in the markup). */

@@ -6,7 +6,7 @@
 import { ApiError, api, get, post, query } from "./api.js";
 import { applyTranslations, lang, t } from "./i18n.js";
 import { copyButton } from "./copy-button.js";
-import { announce, el } from "./shell.js";
+import { announce, el, labelColumns } from "./shell.js";
 import { formatDateTime } from "./stockholm.js";
 
 const BASE = "/api/clinic/v1/webhooks";
@@ -200,8 +200,10 @@ export class WebhooksPanel {
           onclick: () => this.replay(endpoint, d),
         })));
     });
-    return el("div", { class: "table-wrap" }, el("table", { class: "deliveries" },
+    const table = el("table", { class: "deliveries stacks" },
       el("caption", { class: "visually-hidden", text: `${t("webhooks.log")}: ${endpoint.url}` }),
-      el("thead", {}, el("tr", {}, ...head)), el("tbody", {}, ...rows)));
+      el("thead", {}, el("tr", {}, ...head)), el("tbody", {}, ...rows));
+    labelColumns(table); // rendered again on a change of language
+    return el("div", { class: "table-wrap" }, table);
   }
 }

@@ -95,6 +95,13 @@ class Api:
         body = r.json()
         return Patient(email, password, body["token"], body["user"])
 
+    def sign_in(self, email: str, password: str = DEMO_PASSWORD) -> Patient:
+        """A session for an existing account (a demo account by default password), as a Patient record."""
+        r = self.client.post("/api/auth/login", json={"email": email, "password": password})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return Patient(email, password, body["token"], body["user"])
+
     def get(self, path: str, token: str | None = None, **params: Any) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         r = self.client.get(path, params=params, headers=headers)

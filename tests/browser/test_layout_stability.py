@@ -1,6 +1,6 @@
 """Browser tests (integration, real server + headless Chromium): pages that fill in as data arrives do not
 move what is already on screen (Cumulative Layout Shift, as Chromium's layout-shift entries report it), and
-the header is one row on a phone with links for the patient's role only."""
+the header has fixed rows (one on a wide screen, two on a phone) with links for the patient's role only."""
 
 from __future__ import annotations
 
@@ -59,36 +59,56 @@ def test_the_kiosk_does_not_shift_as_it_loads(contexts: Contexts, api: Api, size
     assert shifted(page) < GOOD_CLS
 
 
-def test_the_phone_header_is_one_row_with_the_links_of_the_role(contexts: Contexts) -> None:
+def test_the_phone_header_is_two_rows_with_the_links_of_the_role(contexts: Contexts) -> None:
+    """On a phone the header is the name and the tools on one row, the menu on a second row below, every link
+    in view (nothing scrolls sideways); a patient sees only the patient's links, staff the staff link too."""
     for path in ("/", "/clinic/AB-c1", "/me"):
         page = contexts.page(path, PHONE)
         header = page.locator("header.site")
         expect(header.locator("#lang-toggle")).to_be_visible()
         box = header.bounding_box()
-        assert box is not None and box["height"] <= 60, (path, box)
+        assert box is not None and box["height"] <= 90, (path, box)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
         expect(header.locator("a[href='/me']")).to_be_visible()
         expect(header.locator("a[href='/staff']")).to_be_hidden()  # not for patients
         expect(header.locator("a[href='/admin']")).to_be_hidden()
-        for item in ("nav a[href='/']", "#lang-toggle", "#conn-status"):  # inside the screen, on the one row
-            inner = header.locator(item).bounding_box()
-            assert inner is not None and inner["x"] >= 0 and inner["x"] + inner["width"] <= PHONE["width"]
-            assert inner["y"] >= box["y"] and inner["y"] + inner["height"] <= box["y"] + box["height"]
+        assert_in_header(page, ("nav a[href='/']", "nav a[href='/me']", "#lang-toggle", "#conn-status"))
+        brand, menu = header.locator(".brand").bounding_box(), header.locator("nav").bounding_box()
+        assert brand is not None and menu is not None and menu["y"] >= brand["y"] + brand["height"], path
 
     staff = contexts.page("/staff", PHONE)
     sign_in(staff, DEMO["staff"], DEMO_PASSWORD)
     staff.goto("/")  # the role is remembered: the staff link shows on every page, the admin link does not
     expect(staff.locator("header.site a[href='/staff']")).to_be_visible()
     expect(staff.locator("header.site a[href='/admin']")).to_be_hidden()
-    staff.goto("/staff")  # three links are wider than a phone's row: the menu shows this page's own
+    staff.goto("/staff")  # three links: all of them on the menu's row, none scrolled out of view
     expect(staff.locator("header.site a[href='/staff']")).to_have_attribute("aria-current", "page")
-    staff.wait_for_function(
-        """() => {
-            const link = document.querySelector("header.site a[href='/staff']");
-            const menu = document.querySelector("header.site nav");
-            return link.getBoundingClientRect().right <= menu.getBoundingClientRect().right + 1;
-        }"""
-    )
+    assert_in_header(staff, ("nav a[href='/']", "nav a[href='/me']", "nav a[href='/staff']"))
+    assert staff.locator("header.site nav").evaluate("(nav) => nav.scrollWidth <= nav.clientWidth")
+
+
+def test_the_desktop_header_is_one_row(contexts: Contexts) -> None:
+    page = contexts.page("/me", DESKTOP)
+    header = page.locator("header.site")
+    expect(header.locator("#lang-toggle")).to_be_visible()
+    box = header.bounding_box()
+    assert box is not None and box["height"] <= 60, box
+    assert_in_header(page, ("nav a[href='/']", "nav a[href='/me']", "#lang-toggle", "#conn-status"))
+    brand, menu = header.locator(".brand").bounding_box(), header.locator("nav").bounding_box()
+    assert brand is not None and menu is not None and menu["y"] < brand["y"] + brand["height"]
+
+
+def assert_in_header(page: Page, items: tuple[str, ...]) -> None:
+    """Each item lies inside the screen's width and inside the header's box."""
+    header = page.locator("header.site").bounding_box()
+    width = page.viewport_size["width"] if page.viewport_size else 0
+    assert header is not None
+    for item in items:
+        inner = page.locator(f"header.site {item}").bounding_box()
+        assert inner is not None and inner["x"] >= 0 and inner["x"] + inner["width"] <= width, (item, inner)
+        assert header["y"] <= inner["y"] and inner["y"] + inner["height"] <= header["y"] + header["height"], (
+            item
+        )
 
 
 def test_an_anonymous_visit_leaves_the_console_clean(contexts: Contexts) -> None:
