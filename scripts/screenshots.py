@@ -37,7 +37,6 @@ from tests.browser.browsing import (  # noqa: E402
     SERVED_ENV,
     Api,
     Contexts,
-    Patient,
     epoch_of,
     ms,
     sign_in,
@@ -67,18 +66,10 @@ def seeded_copy(source: Path | None, work: Path) -> Path:
     return data
 
 
-def signed_in(api: Api, role: str) -> Patient:
-    """A demo account's session through the API (for setting up what the pages then show)."""
-    r = api.client.post("/api/auth/login", json={"email": DEMO[role], "password": DEMO_PASSWORD})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    return Patient(DEMO[role], DEMO_PASSWORD, body["token"], body["user"])
-
-
 class Photographer:
     def __init__(self, contexts: Contexts, api: Api, out: Path, receiver: Receiver) -> None:
         self.contexts, self.api, self.out, self.receiver = contexts, api, out, receiver
-        self.clinic: str = signed_in(api, "staff").user["clinic"]  # the demo staff's clinic
+        self.clinic: str = api.sign_in(DEMO["staff"]).user["clinic"]  # the demo staff's clinic
         self.taken: list[str] = []  # start times this run booked (never pick one twice)
         self.webhook = self.register_webhook()
 
@@ -187,7 +178,7 @@ class Photographer:
         """The demo staff's webhook for new bookings, to the receiver on loopback (before any booking, so every
         booking of this run is a delivery in its log)."""
         url = f"{self.receiver.base_url}/hooks/clinic"
-        staff = signed_in(self.api, "staff")
+        staff = self.api.sign_in(DEMO["staff"])
         r = self.api.post("/api/clinic/v1/webhooks", staff.token, {"url": url, "events": ["booking.created"]})
         assert r.status_code == 201, r.text
         return url
@@ -218,7 +209,7 @@ class Photographer:
 
     def book(self, skip: int) -> dict[str, object]:
         """The demo patient books a check-up at the demo clinic through the API."""
-        return self.api.book(signed_in(self.api, "patient"), self.clinic, self.free_time(skip))
+        return self.api.book(self.api.sign_in(DEMO["patient"]), self.clinic, self.free_time(skip))
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.browsing import Api, Contexts, sign_in, wait_live
+from tests.browser.browsing import DEMO, Api, Contexts, sign_in, wait_live
 
 pytestmark = pytest.mark.browser
 
@@ -37,11 +37,8 @@ def test_a_waiting_patient_is_offered_the_freed_time_and_books_it(
 
     # The clinic's admin cancels the other patient's booking: the cells go to BUFFER and the
     # wait-list gets them first, as an exclusive offer to the first in line.
-    admin = api.client.post(
-        "/api/auth/login", json={"email": "admin@demo.tandtid.se", "password": "tandtid-demo"}
-    )
-    assert admin.status_code == 200, admin.text
-    cancelled = api.post(f"/api/admin/bookings/{taken['id']}/cancel", admin.json()["token"], {})
+    admin = api.sign_in(DEMO["admin"])
+    cancelled = api.post(f"/api/admin/bookings/{taken['id']}/cancel", admin.token, {})
     assert cancelled.status_code == 200, cancelled.text
 
     offer = page.locator("#offers li")
