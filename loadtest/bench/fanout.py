@@ -15,6 +15,14 @@ Latency is commit -> arrival (``committed_at`` in the frame vs the client's cloc
 machine). RSS per connection is the server's RSS growth from 0 to N subscribed clients / N.
 Clients and server share the machine's cores: on 2 cores the client processes compete with
 the server, so frames/s is a floor for the server, not a ceiling.
+
+``--nodes N`` (``python -m loadtest.bench fanout --nodes 2``): the same spread on a cluster
+instead (``loadtest.cluster``: redis-server, N ``tandtid serve --redis`` nodes seeded with
+``--scale``). Each topic's subscribers alternate between the node that owns its region and
+the other nodes, which serve it from their read replicas; bookings are POSTed at ``--rate`` to
+the owner of their region. Commit -> arrival is printed for each side (``on_owner``,
+``on_replica``): ``committed_at`` is the journal's time of the write on every node, so the
+replica side includes the replication delay. Then the same reference as above.
 Prints one JSON line and returns the same dict.
 """
 
@@ -62,6 +70,9 @@ POPULATION: dict[str, int] = {
     "BD": 249,
 }
 HOT_CLINIC = "AB-c1"
+DRIVE_CONCURRENCY = 64  # --nodes: booking requests in flight at most
+TAIL_S = 0.5  # --nodes: frames counted this long after the last booking's answer
+NODES_DAYS = 14  # --nodes: free times drawn from the next two weeks (the seed opens them), subscribed to
 LATENCY_BINS = 30_000  # 1 ms bins
 
 
@@ -250,12 +261,17 @@ def _broadcast_server(port: int, pipe: Connection) -> None:
 # -- client processes ---------------------------------------------------------------------------
 
 
-def _client_proc(url: str, topics: list[str | None], first: str, pipe: Connection) -> None:
+# One client connection: the server's WebSocket URL, the topic it watches (None: none, for the
+# reference server) and the group its figures are counted in (e.g. 0: on the region's owner).
+Target = tuple[str, str | None, int]
+
+
+def _client_proc(targets: list[Target], first: str, pipe: Connection) -> None:
     with contextlib.suppress(ImportError):  # the load generator must not be the bottleneck
         import uvloop
 
         uvloop.install()
-    asyncio.run(_clients(url, topics, first, pipe))
+    asyncio.run(_clients(targets, first, pipe))
 
 
 class _Reader(asyncio.Protocol):
@@ -263,10 +279,11 @@ class _Reader(asyncio.Protocol):
     only counts frames and reads ``committed_at``; replies to pings. Much cheaper per frame
     than a full client library, so the client processes keep up and the bench measures the server."""
 
-    def __init__(self, request: bytes, sink: _Sink, subscribing: bool) -> None:
+    def __init__(self, request: bytes, sink: _Sink, subscribing: bool, group: int = 0) -> None:
         self.request = request
         self.subscribing = subscribing
         self.sink = sink
+        self.group = group
         self.buf = bytearray()
         self.handshaken = False
         self.first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -332,58 +349,70 @@ class _Reader(asyncio.Protocol):
                 self.first.set_result(None)
                 continue
             if sink.counting and opcode in (0x1, 0x2):
-                sink.frame(buf, start, pos)
+                sink.frame(buf, start, pos, self.group)
         del buf[:pos]
 
 
 class _Sink:
-    """What one client process counts: frames, bytes, commit -> arrival latency histogram."""
+    """What one client process counts: frames, bytes, a commit -> arrival latency histogram and
+    the frames per group of connections."""
 
-    def __init__(self) -> None:
-        self.hist = [0] * LATENCY_BINS
+    def __init__(self, groups: int = 1) -> None:
+        self.groups = groups
+        self.hists = [[0] * LATENCY_BINS for _ in range(groups)]
         self.stats = {"frames": 0, "diffs": 0, "bytes": 0, "closed": 0, "max_ms": 0}
+        self.group_frames = [0] * groups
         self.counting = False
 
     def reset(self) -> None:
         for key in self.stats:
             self.stats[key] = 0
-        self.hist = [0] * LATENCY_BINS
+        self.hists = [[0] * LATENCY_BINS for _ in range(self.groups)]
+        self.group_frames = [0] * self.groups
 
-    def frame(self, buf: bytearray, start: int, end: int) -> None:
+    def frame(self, buf: bytearray, start: int, end: int, group: int) -> None:
         stats = self.stats
         stats["frames"] += 1
+        self.group_frames[group] += 1
         stats["bytes"] += end - start
         i = buf.find(b'"committed_at":', start, end)
         if i < 0:
             return
         j = buf.find(b",", i, end)
         latency = max(0, int(time.time() * 1000 - int(buf[i + 15 : j])))
-        self.hist[min(latency, LATENCY_BINS - 1)] += 1
+        self.hists[group][min(latency, LATENCY_BINS - 1)] += 1
         stats["diffs"] += 1
         if latency > stats["max_ms"]:
             stats["max_ms"] = latency
 
 
-async def _clients(url: str, topics: list[str | None], first: str, pipe: Connection) -> None:
+async def _clients(targets: list[Target], first: str, pipe: Connection) -> None:
     import base64
     from urllib.parse import urlsplit
 
     _raise_nofile()
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = (
-        f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-    sink = _Sink()
+    sink = _Sink(max((group for _, _, group in targets), default=0) + 1)
     loop = asyncio.get_running_loop()
 
-    async def open_one(topic: str | None) -> _Reader:
+    def upgrade(url: str) -> tuple[str, int, bytes]:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        request = (
+            f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        return host, port, request
+
+    upgrades = {url: upgrade(url) for url in {url for url, _, _ in targets}}
+
+    async def open_one(target: Target) -> _Reader:
+        url, topic, group = target
+        host, port, request = upgrades[url]
         for attempt in range(5):
             try:
                 _, reader = await loop.create_connection(
-                    lambda: _Reader(request, sink, topic is not None), host, port
+                    lambda: _Reader(request, sink, topic is not None, group), host, port
                 )
                 break
             except OSError:
@@ -398,8 +427,8 @@ async def _clients(url: str, topics: list[str | None], first: str, pipe: Connect
         return reader
 
     readers: list[_Reader] = []
-    for i in range(0, len(topics), 200):
-        readers += await asyncio.gather(*(open_one(t) for t in topics[i : i + 200]))
+    for i in range(0, len(targets), 200):
+        readers += await asyncio.gather(*(open_one(t) for t in targets[i : i + 200]))
     pipe.send(("ready", len(readers)))
     while True:
         command = await asyncio.to_thread(pipe.recv)
@@ -408,7 +437,7 @@ async def _clients(url: str, topics: list[str | None], first: str, pipe: Connect
             sink.counting = True
         elif command == "stop":
             sink.counting = False
-            pipe.send(("result", sink.hist, dict(sink.stats)))
+            pipe.send(("result", sink.hists, dict(sink.stats), sink.group_frames))
         elif command == "quit":
             break
     for reader in readers:
@@ -417,13 +446,14 @@ async def _clients(url: str, topics: list[str | None], first: str, pipe: Connect
 
 
 class _ClientPool:
-    def __init__(self, url: str, topics: list[str | None], procs: int, first: str) -> None:
+    def __init__(self, targets: list[Target], procs: int, first: str) -> None:
         ctx = mp.get_context("spawn")
+        self.groups = max((group for _, _, group in targets), default=0) + 1
         self.pipes: list[Connection] = []
         self.procs: list[Any] = []
         for k in range(procs):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_client_proc, args=(url, topics[k::procs], first, child), daemon=True)
+            proc = ctx.Process(target=_client_proc, args=(targets[k::procs], first, child), daemon=True)
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
@@ -434,16 +464,25 @@ class _ClientPool:
             pipe.send("start")
 
     def stop(self) -> tuple[list[int], dict[str, int]]:
-        hist = [0] * LATENCY_BINS
+        """The latency histogram of every connection and the counts, summed over the processes."""
+        hists, total, _ = self.stop_groups()
+        return [sum(counts) for counts in zip(*hists, strict=True)], total
+
+    def stop_groups(self) -> tuple[list[list[int]], dict[str, int], list[int]]:
+        """Per group: the latency histogram and the frames; the counts of every connection."""
+        hists = [[0] * LATENCY_BINS for _ in range(self.groups)]
+        frames = [0] * self.groups
         total: dict[str, int] = {}
         for pipe in self.pipes:
             pipe.send("stop")
         for pipe in self.pipes:
-            _, h, stats = pipe.recv()
-            hist = [a + b for a, b in zip(hist, h, strict=True)]
+            _, proc_hists, stats, proc_frames = pipe.recv()
+            for g, h in enumerate(proc_hists):
+                hists[g] = [a + b for a, b in zip(hists[g], h, strict=True)]
+                frames[g] += proc_frames[g]
             for key, value in stats.items():
                 total[key] = max(total.get(key, 0), value) if key == "max_ms" else total.get(key, 0) + value
-        return hist, total
+        return hists, total, frames
 
     def close(self) -> None:
         for pipe in self.pipes:
@@ -515,6 +554,227 @@ def _phase(
     }
 
 
+def broadcast_limit(
+    clients: int, seconds: float, frame_bytes: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """A plain ``websockets`` server ``broadcast()``-ing ``frame_bytes`` frames to ``clients``
+    clients (opened the same way as the bench's) for ``seconds``: frames/s and latency."""
+    from loadtest.bench.catalog import FIRST_DATE
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    bport = free_port()
+    ref = ctx.Process(target=_broadcast_server, args=(bport, child), daemon=True)
+    ref.start()
+    parent.recv()
+    bpool = _ClientPool(
+        [(f"ws://127.0.0.1:{bport}/", None, 0)] * clients, args.client_procs, FIRST_DATE.isoformat()
+    )
+    bpool.start()
+    parent.send((seconds, frame_bytes))
+    broadcasts = parent.recv()
+    time.sleep(0.5)
+    bhist, bstats = bpool.stop()
+    bpool.close()
+    parent.send("quit")
+    ref.join(timeout=30)
+    return {
+        "frames_per_s": round(bstats["frames"] / seconds, 1),
+        "broadcasts": broadcasts,
+        "p50_ms": _percentile(bhist, 0.5),
+        "p99_ms": _percentile(bhist, 0.99),
+    }
+
+
+# -- on several nodes: subscribers on the owner of their region and on the other nodes ----------
+
+
+class _HttpConnection:
+    """One keep-alive HTTP/1.1 connection for the booking driver: much cheaper per request than
+    a client library, so the driver takes little of the cores the nodes and subscribers share."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.used = time.monotonic()
+
+    async def post(self, head: bytes, body: bytes) -> int:
+        self.writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in header.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        self.used = time.monotonic()
+        return int(header[9:12])
+
+
+async def _drive(bookings: list[tuple[str, str, str]], rate: float, seconds: float) -> dict[str, Any]:
+    """POST ``bookings`` ((node URL, Bearer token, JSON body)) at ``rate`` per second for at
+    most ``seconds``, at most ``DRIVE_CONCURRENCY`` in flight per node; the answers' statuses
+    and how long until the last answer."""
+    from urllib.parse import urlsplit
+
+    idle: dict[str, list[_HttpConnection]] = {url: [] for url in {b[0] for b in bookings}}
+    slots = {url: asyncio.Semaphore(DRIVE_CONCURRENCY) for url in idle}
+    statuses: dict[str, int] = {}
+
+    async def book(url: str, token: str, body: str) -> None:
+        parts = urlsplit(url)
+        head = (
+            f"POST /api/bookings HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
+        async with slots[url]:
+            pool = idle[url]
+            # uvicorn ends a connection idle for 5 s: never send on one idle for 2 s
+            while pool and time.monotonic() - pool[-1].used > 2.0:
+                pool.pop().writer.close()
+            try:
+                conn = (
+                    pool.pop()
+                    if pool
+                    else _HttpConnection(*await asyncio.open_connection(parts.hostname, parts.port))
+                )
+                status = str(await conn.post(head, body.encode()))
+                pool.append(conn)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                status = type(exc).__name__
+        statuses[status] = statuses.get(status, 0) + 1
+
+    tasks: list[asyncio.Task[None]] = []
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds and len(tasks) < len(bookings):
+        due = min(len(bookings), int(elapsed * rate))
+        tasks += [asyncio.create_task(book(*b)) for b in bookings[len(tasks) : due]]
+        await asyncio.sleep(0.005)
+    sent_s = time.perf_counter() - started
+    await asyncio.gather(*tasks)
+    for pool in idle.values():
+        for conn in pool:
+            conn.writer.close()
+    return {
+        "sent": len(tasks),
+        "statuses": dict(sorted(statuses.items())),
+        "sent_s": sent_s,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _side(hist: list[int], frames: int, subscribers: int, seconds: float) -> dict[str, Any]:
+    return {
+        "subscribers": subscribers,
+        "p50_ms": _percentile(hist, 0.50),
+        "p99_ms": _percentile(hist, 0.99),
+        "frames_per_s": round(frames / seconds, 1),
+    }
+
+
+def run_nodes(args: argparse.Namespace) -> dict[str, Any]:
+    """``--nodes N``: redis-server and N ``tandtid serve --redis`` nodes (``loadtest.cluster``,
+    seeded with ``--scale``); each topic's subscribers alternate between the node that owns its
+    region and the other nodes (their read replicas); bookings are POSTed to the owner of their
+    region at ``--rate``; commit -> arrival for each side, frames/s, then the reference."""
+    from datetime import datetime
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    import httpx
+
+    from loadtest.bench.http import SERVER_ENV, cpu_seconds, prepare
+    from loadtest.cluster import LocalCluster
+
+    env = {
+        **SERVER_ENV,
+        "TANDTID_WS_MAX_CONNECTIONS": "1000000",
+        "TANDTID_WS_MAX_CONNECTIONS_PER_IP": "1000000",
+    }
+    today = datetime.now(ZoneInfo("Europe/Stockholm")).date().isoformat()
+    result: dict[str, Any] = {
+        "bench": "fanout",
+        "nodes": args.nodes,
+        "journal": "redis",
+        "scale": args.scale,
+        "clients": args.clients,
+        "rate": args.rate,
+        "seconds": args.seconds,
+    }
+    with tempfile.TemporaryDirectory(prefix="tandtid-bench-fanout-nodes-") as data:
+        cluster = LocalCluster(Path(data), args.nodes, env=env, log_level="warning")
+        pool: _ClientPool | None = None
+        try:
+            cluster.start(scale=args.scale)
+            owners = cluster.owners()
+            urls = {node.name: node.url for node in cluster.nodes}
+            wanted = int(args.rate * args.seconds * 1.2) + 100
+            lines = asyncio.run(prepare(cluster.url, "uniform", "AB", args.patients, wanted, NODES_DAYS))
+            bookings = []
+            for line in lines:
+                _, _, token, body = line.split("\t")
+                region = json.loads(body)["clinic"].rsplit("-c", 1)[0]
+                bookings.append((urls[owners[region]], token, body))
+            clinics = {r["code"]: int(r["clinics"]) for r in httpx.get(f"{cluster.url}/api/regions").json()}
+            topics = _spread_topics(args.clients, clinics, random.Random(2))
+            targets: list[Target] = []
+            for k, topic in enumerate(topics):
+                assert topic is not None
+                owner = owners[topic.split(":", 1)[1].rsplit("-c", 1)[0]]
+                others = [name for name in urls if name != owner]
+                # every other subscriber of a kind (region and clinic topics alternate) on the owner
+                name = owner if (k // 2) % 2 == 0 or not others else others[k % len(others)]
+                targets.append(
+                    (urls[name].replace("http://", "ws://") + "/ws", topic, 0 if name == owner else 1)
+                )
+            pool = _ClientPool(targets, args.client_procs, today)
+            time.sleep(1.0)
+            pids = {node.name: node.process.pid for node in cluster.nodes if node.process is not None}
+            load = os.getloadavg()[0]
+            cpu = {name: cpu_seconds(pid)[0] for name, pid in pids.items()}
+            pool.start()
+            done = asyncio.run(_drive(bookings, args.rate, args.seconds))
+            time.sleep(TAIL_S)  # let the last frames arrive
+            hists, stats, frames = pool.stop_groups()
+            cpu = {name: cpu_seconds(pid)[0] - cpu[name] for name, pid in pids.items()}
+            result["loadavg_1m_before"] = round(load, 2)
+            result["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+        finally:
+            if pool is not None:
+                pool.close()
+            cluster.stop()
+    on_owner = sum(1 for t in targets if t[2] == 0)
+    everyone = [sum(counts) for counts in zip(*hists, strict=True)]
+    window = done["seconds"] + TAIL_S  # from the first booking sent to the count's end
+    result.update(
+        {
+            "bookings_per_s": round(done["statuses"].get("201", 0) / done["seconds"], 1),
+            "statuses": done["statuses"],
+            "last_answer_s": round(done["seconds"], 2),
+            "on_owner": _side(hists[0], frames[0], on_owner, window),
+            "on_replica": _side(
+                hists[1] if len(hists) > 1 else [],
+                frames[1] if len(frames) > 1 else 0,
+                len(targets) - on_owner,
+                window,
+            ),
+            "p50_ms": _percentile(everyone, 0.50),
+            "p99_ms": _percentile(everyone, 0.99),
+            "max_ms": float(stats["max_ms"]),
+            "frames_per_s": round(stats["frames"] / window, 1),
+            "frame_bytes": round(stats["bytes"] / max(1, stats["frames"])),
+            "closed_by_server": stats["closed"],
+            "node_cpu_share_of_a_core": {name: round(c / window, 2) for name, c in cpu.items()},
+        }
+    )
+    reference = broadcast_limit(args.clients, args.seconds, int(result["frame_bytes"]) or 120, args)
+    result["broadcast_frames_per_s"] = reference.pop("frames_per_s")
+    result["broadcast"] = reference
+    result["cores"] = os.cpu_count()
+    result["client_procs"] = args.client_procs
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tandtid bench fanout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=2000)
@@ -529,6 +789,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         default="hub",
         help="server WebSocket protocol: the hub's (as served) or uvicorn's stock one",
     )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="N cluster nodes on one redis-server (seeded with --scale), subscribers split between each "
+        "region's owner and the other nodes, bookings over HTTP to the owner (default: one in-process server)",
+    )
+    parser.add_argument("--scale", default="small", help="--nodes: the seed's scale")
+    parser.add_argument("--patients", type=int, default=100, help="--nodes: patients booking")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -540,6 +809,8 @@ def main(argv: list[str]) -> dict[str, Any]:
         asyncio.run(_serve(args.port, args.clinics, args.days, args.ws))
         return {}
     _raise_nofile()
+    if args.nodes:
+        return run_nodes(args)
     from loadtest.bench.catalog import FIRST_DATE
 
     first = FIRST_DATE.isoformat()
@@ -575,12 +846,12 @@ def main(argv: list[str]) -> dict[str, Any]:
         rss_before = _rss(server.pid)
         clinics = _clinics_per_region(args.clinics)
         topics = _spread_topics(args.clients, clinics, random.Random(2))
-        pool = _ClientPool(url, topics, args.client_procs, first)
+        pool = _ClientPool([(url, t, 0) for t in topics], args.client_procs, first)
         time.sleep(1.0)
         rss_after = _rss(server.pid)
         spread = _phase(server, pool, "spread", args.rate, args.seconds)
         pool.close()
-        hot_pool = _ClientPool(url, [f"clinic:{HOT_CLINIC}"] * args.clients, args.client_procs, first)
+        hot_pool = _ClientPool([(url, f"clinic:{HOT_CLINIC}", 0)] * args.clients, args.client_procs, first)
         hot = _phase(server, hot_pool, "hot", args.rate, args.seconds)
         hot_pool.close()
         result.update(
@@ -607,27 +878,9 @@ def main(argv: list[str]) -> dict[str, Any]:
                 server.kill()
 
     # the reference: websockets' broadcast() to as many clients, frames the size of the hot diffs
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    bport = free_port()
-    ref = ctx.Process(target=_broadcast_server, args=(bport, child), daemon=True)
-    ref.start()
-    parent.recv()
-    bpool = _ClientPool(f"ws://127.0.0.1:{bport}/", [None] * args.clients, args.client_procs, first)
-    bpool.start()
-    parent.send((args.seconds, int(result["hot"]["frame_bytes"]) or 120))
-    broadcasts = parent.recv()
-    time.sleep(0.5)
-    bhist, bstats = bpool.stop()
-    bpool.close()
-    parent.send("quit")
-    ref.join(timeout=30)
-    result["broadcast_frames_per_s"] = round(bstats["frames"] / args.seconds, 1)
-    result["broadcast"] = {
-        "broadcasts": broadcasts,
-        "p50_ms": _percentile(bhist, 0.5),
-        "p99_ms": _percentile(bhist, 0.99),
-    }
+    reference = broadcast_limit(args.clients, args.seconds, int(result["hot"]["frame_bytes"]) or 120, args)
+    result["broadcast_frames_per_s"] = reference.pop("frames_per_s")
+    result["broadcast"] = reference
     result["ratio"] = round(result["hot"]["frames_per_s"] / max(1.0, result["broadcast_frames_per_s"]), 3)
     result["cores"] = os.cpu_count()
     result["client_procs"] = args.client_procs
