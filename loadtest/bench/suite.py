@@ -21,6 +21,8 @@ PLAN: list[tuple[str, list[str], str, str]] = [
     ("actor", ["--journal", "file"], "bookings_per_s", ""),
     ("actor", ["--journal", "redis"], "bookings_per_s", ""),
     ("recovery", [], "recovery_s", ""),
+    # one confirmation e-mail: composing it (the bytes), then writing it to the local outbox
+    ("mail", [], "compose_cpu_us", ""),
     ("memory", [], "rss_mb", ""),
     ("http", [], "bookings_per_s", ""),
     # one node, then two, behind nginx on Redis: how the second node scales bookings/s

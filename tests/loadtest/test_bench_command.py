@@ -49,6 +49,13 @@ def test_a_benchmark_runs_by_name_and_prints_one_json_line() -> None:
     assert result["commands_per_s"] > 0
 
 
+def test_the_mail_benchmark_composes_and_writes_to_an_outbox() -> None:
+    done = bench("mail", "--messages", "10", "--batch", "4", "--repeat", "1")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["compose_cpu_us"] > 0 and result["outbox_cpu_us"] > 0 and result["bytes_per_message"] > 1000
+
+
 def test_an_unknown_benchmark_is_one_line_naming_the_known_ones() -> None:
     done = bench("no-such-bench")
     assert done.returncode == 2
