@@ -3,7 +3,8 @@ journal, demo seed) driven by headless Chromium (Debian's ``/usr/bin/chromium``)
 
 Every browser context refuses any request that is not to 127.0.0.1: the pages must work with no network
 beyond the server (that is also the offline-map test). Page errors (uncaught exceptions) fail the test.
-Timeouts are multiples of ``TIME_SCALE``, the suite's timeout factor (``TANDTID_TEST_TIMEOUT_FACTOR``, default 1).
+Timeouts are multiples of ``TIME_SCALE``, the suite's timeout factor (``TANDTID_TEST_TIMEOUT_FACTOR``, default 1);
+actions and expect() wait 10 s (scaled) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize
+from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize, expect
 
 from tests.support.served import ServedProcess
 from tests.support.waiting import TIMEOUT_FACTOR
@@ -54,6 +55,11 @@ KIOSK: ViewportSize = {"width": 1920, "height": 1080}
 def ms(seconds: float) -> float:
     """A Playwright timeout in milliseconds, scaled."""
     return seconds * 1000 * TIME_SCALE
+
+
+# expect() waits as long as a page's actions do (Contexts.new): 10 s, scaled (Playwright's own default is 5 s,
+# unscaled, which a loaded machine can outlast while a page is merely slow).
+expect.set_options(timeout=ms(10))
 
 
 # Every context of every test comes from 127.0.0.1, like a whole clinic behind one NAT address: give that
