@@ -9,7 +9,8 @@ Exception tree (under ``engine.errors.TandtidError``)::
     ApiError            code + status + message (+ field); raised by routes, rendered as the shape
      └── BodyTooLarge   the request body passed the size limit (413)
 
-``engine.errors.Refused`` maps through ``REFUSAL_STATUS``; ``server.regions.actor.Unavailable`` -> 503.
+``engine.errors.Refused`` maps through ``REFUSAL_STATUS`` (raised, by its handler; returned by
+``Regions.decide``, by ``refusal_response``); ``server.regions.actor.Unavailable`` -> 503.
 ``EdgeMiddleware`` gives each request an id (``X-Request-ID``; a client's own only when it is a
 hex trace id), caps the body size, adds the security headers (and ``Cache-Control: no-store`` on
 ``/api/`` answers that set no caching of their own: they are personal or live), counts the request in the metrics by route *template* and writes one access
@@ -143,11 +144,24 @@ def error_response(
     )
 
 
-def refusal_error(exc: Refused) -> ApiError:
-    """NOT_YOURS is reported as NOT_FOUND: whether an id exists for somebody else is never revealed."""
+def _refusal_answer(exc: Refused) -> tuple[int, str, str]:
+    """(status, code, message). NOT_YOURS is reported as NOT_FOUND: whether an id exists for
+    somebody else is never revealed."""
     code = RefusalCode.NOT_FOUND if exc.code is RefusalCode.NOT_YOURS else exc.code
     message = "not found" if code is RefusalCode.NOT_FOUND else exc.message
-    return ApiError(REFUSAL_STATUS.get(exc.code, 422), str(code), message, bookings=exc.bookings)
+    return REFUSAL_STATUS.get(exc.code, 422), str(code), message
+
+
+def refusal_error(exc: Refused) -> ApiError:
+    status, code, message = _refusal_answer(exc)
+    return ApiError(status, code, message, bookings=exc.bookings)
+
+
+def refusal_response(request: Request, exc: Refused) -> Response:
+    """The answer to a refusal a route got back as a value (``Regions.decide``): the same
+    response the ``Refused`` handler renders, with no exception raised on the way."""
+    status, code, message = _refusal_answer(exc)
+    return error_response(request, status, code, message, bookings=exc.bookings)
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> ApiError:

@@ -249,6 +249,7 @@ class RegionActor:
         self._lifecycle_enum = metrics.REGION_LIFECYCLE.labels(region=region)
         self._lifecycle_enum.state(self.lifecycle.value)
         self._command_counters: dict[type, Any] = {}
+        self._refusal_counters: dict[str, Any] = {}
         self._write_failed_at = -WRITE_RETRY_S  # time.monotonic() of the last append the journal refused
         # True from a turn's first apply until its batch is durable and answered: meanwhile the
         # state holds changes nobody may read yet, and readers wait in ``_readers`` for the turn
@@ -346,25 +347,33 @@ class RegionActor:
             raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
         self._refuse_while_unwritable()
         self._admit()
-        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Event] | Refused] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Request(command, future))
-        return await future
+        outcome = await future
+        if isinstance(outcome, Refused):
+            raise outcome
+        return outcome
 
     async def decide(
         self, make: Callable[[RegionState], Command], reply: Callable[[RegionState, list[Event]], T]
-    ) -> T:
+    ) -> T | Refused:
         """One trip through the actor for a command that needs the state to be built and to be
         answered: ``make(state)`` builds the command inside the turn (an exception it raises is
         re-raised here and nothing is applied), ``reply(state, events)`` runs right after the
         command applied (the state then holds exactly what this batch makes durable) and its
-        result is returned once the batch is durable. Raises like ``submit``, except that while
-        the region reloads it waits (like ``query``: the reload answers it, or fails it when the
-        journal stays unreachable). Both must be quick."""
+        result is returned once the batch is durable.
+
+        A refusal is an answer, not a failure: the engine's ``Refused`` is *returned* (nothing
+        changed), so a route answers it without an exception and its traceback travelling up
+        the request's frames (the hot path of a contested time: most requests are refusals).
+        Raises ``Unavailable`` like ``submit``, except that while the region reloads it waits
+        (like ``query``: the reload answers it, or fails it when the journal stays unreachable).
+        ``make`` and ``reply`` must be quick."""
         if self.lifecycle in (Lifecycle.FAILED, Lifecycle.FENCED):
             raise Unavailable(f"region {self.region} is {self.lifecycle.value}")
         self._refuse_while_unwritable()
         self._admit()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T | Refused] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Request(None, future, make, reply))
         return await future
 
@@ -530,7 +539,7 @@ class RegionActor:
                 self._start_snapshot()
             return
         self._applying = True
-        outcomes: list[list[Event] | _Replied | Exception] = []
+        outcomes: list[list[Event] | _Replied | Refused | Exception] = []
         batch_events: list[Event] = list(tick_events)
         kinds: dict[type, int] = {}
         refused: dict[str, int] = {}
@@ -548,7 +557,9 @@ class RegionActor:
             try:
                 events = state.apply(command, now)
             except Refused as refusal:
-                refusal.__traceback__ = None  # the caller needs the code, not the engine's frames
+                refusal.__traceback__ = (
+                    None  # an answer (set_result below): the code, not the engine's frames
+                )
                 refused[refusal.code] = refused.get(refusal.code, 0) + 1
                 outcomes.append(refusal)
                 continue
@@ -582,7 +593,9 @@ class RegionActor:
         for req, outcome in zip(requests, outcomes, strict=True):
             if req.future.done():  # the caller went away; its command still happened
                 continue
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, Refused):  # an answer, handed over as a value (``decide``)
+                req.future.set_result(outcome)
+            elif isinstance(outcome, Exception):
                 req.future.set_exception(outcome)
             elif isinstance(outcome, _Replied):
                 req.future.set_result(outcome.value)
@@ -617,7 +630,11 @@ class RegionActor:
                 self._command_counters[kind] = counter
             counter.inc(n)
         for code, n in refused.items():
-            metrics.REFUSALS.labels(code=str(code), region=self.region).inc(n)
+            refusals = self._refusal_counters.get(code)
+            if refusals is None:
+                refusals = metrics.REFUSALS.labels(code=str(code), region=self.region)
+                self._refusal_counters[code] = refusals
+            refusals.inc(n)
         self._batch_hist.observe(batch)
 
     def _counts(self, changes: list[Change], now: int) -> list[tuple[str, int, int, dict[str, int]]]:

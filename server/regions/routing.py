@@ -37,6 +37,7 @@ from engine.commands import (
     Tick,
     Unblock,
 )
+from engine.errors import Refused
 from engine.model import REGIONS, region_of
 from engine.state import RegionState
 from persistence.journal import Journal
@@ -234,8 +235,9 @@ class Regions:
         region: str,
         make: Callable[[RegionState], Command],
         reply: Callable[[RegionState, list[Any]], T],
-    ) -> T:
-        """``RegionActor.decide`` in ``region``: build, apply and answer in one trip."""
+    ) -> T | Refused:
+        """``RegionActor.decide`` in ``region``: build, apply and answer in one trip (a refusal
+        is returned, not raised)."""
         actor = self._owned_actor(region)
         SUBMITTED.set(True)
         return await actor.decide(make, reply)

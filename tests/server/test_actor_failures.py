@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from engine.commands import Book, Command, Tick
+from engine.errors import RefusalCode, Refused
 from engine.events import from_record
 from engine.state import RegionState
 from persistence.codec import unpack_events, unpack_snapshot
@@ -338,6 +339,24 @@ async def test_decide_builds_applies_and_answers_in_one_trip(
     assert await answered(actor.decide(make, reply)) == ("AB-b1", 1)
     assert seen == [0]
     assert actor.state.to_snapshot() == await replayed(journal)  # answered only once durable
+
+
+async def test_decide_returns_a_refusal_as_its_answer(actor: RegionActor, journal: MemoryJournal) -> None:
+    """A refusal is an answer, not a failure: ``decide`` returns the engine's ``Refused`` (no
+    exception for the route to catch), ``reply`` is not asked, nothing is journaled, and a
+    command beside it in the batch stands. ``submit`` still raises it."""
+    await actor.submit(book(1))
+    before = await journal.last_position("AB")
+    replied: list[Any] = []
+    other = asyncio.ensure_future(actor.submit(book(3, CELL_0900 + 4)))  # queued with it
+    outcome = await answered(actor.decide(lambda _s: book(2), lambda _s, events: replied.append(events)))
+    assert isinstance(outcome, Refused) and outcome.code is RefusalCode.SLOT_TAKEN
+    assert outcome.__traceback__ is None  # the engine's frames are not kept
+    assert replied == []
+    assert len(await answered(other)) == 1
+    assert await journal.last_position("AB") == before + 1  # only the other booking
+    with pytest.raises(Refused):
+        await answered(actor.submit(book(4)))
 
 
 async def test_decide_whose_make_raises_applies_nothing(actor: RegionActor, journal: MemoryJournal) -> None:

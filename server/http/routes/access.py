@@ -2,7 +2,8 @@
 check CSRF, take a token from that principal's bucket, and reach the regions.
 
 Everything here raises ``server.http.errors.ApiError`` (or ``server.identity.auth.AuthError``, mapped by
-``server.http.app``); routes never build error responses themselves.
+``server.http.app``); routes never build error responses themselves, except the answer to a refusal
+that ``Regions.decide`` returned, rendered by ``server.http.errors.refusal_response``.
 """
 
 from __future__ import annotations

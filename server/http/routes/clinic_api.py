@@ -15,10 +15,11 @@ from starlette.responses import Response
 from engine import queries
 from engine.calendar import date_of, day_of, iso
 from engine.commands import Block, Cancel, Command, MarkNoShow, OpenDays, Party, Unblock
+from engine.errors import Refused
 from engine.events import Event
 from engine.model import Clinic, Resource
 from engine.state import RegionState
-from server.http.errors import invalid, not_found
+from server.http.errors import invalid, not_found, refusal_response
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
     first_day,
@@ -111,6 +112,8 @@ async def open_days(request: Request) -> Response:
         return OpenDays(body.resource, first, body.days, horizon_days=horizon)
 
     changed = await regions_of(request).decide(region, make, lambda _state, events: bool(events))
+    if isinstance(changed, Refused):
+        return refusal_response(request, changed)
     return json_response(
         {"resource": body.resource, "from": body.from_.isoformat(), "days": body.days, "changed": changed}
     )
@@ -133,6 +136,8 @@ async def _block_or_unblock(request: Request, unblock: bool) -> Response:
         return iso(day, cell, state.clinics[clinic_id].cell_minutes)
 
     start = await regions_of(request).decide(region, make, reply)  # one trip: checked, applied, answered
+    if isinstance(start, Refused):
+        return refusal_response(request, start)
     return json_response(
         {"resource": body.resource, "start": start, "minutes": body.minutes, "blocked": not unblock}
     )

@@ -26,7 +26,7 @@ from engine.model import Clinic
 from engine.records import Booking
 from engine.state import RegionState
 from server.http import ids
-from server.http.errors import ApiError, invalid, not_found
+from server.http.errors import ApiError, invalid, not_found, refusal_response
 from server.http.idempotency import InFlight
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
@@ -93,6 +93,8 @@ async def place_hold(request: Request) -> Response:
         return hold_view(hold, state.clinics[hold.clinic]) if hold is not None else None
 
     view = await regions_of(request).decide(region, make, reply)
+    if isinstance(view, Refused):
+        return refusal_response(request, view)
     if view is None:  # expired already (a tiny TTL); the hold was real but is gone
         raise ApiError(410, "HOLD_EXPIRED", "the hold ran out before it could be shown")
     return json_response({"hold": view}, status=201)
@@ -210,16 +212,15 @@ async def _book(request: Request, body: BookingBody, patient: str, region: str, 
             return None
         return booking_view(booking, state.clinics[booking.clinic])
 
-    try:
-        view = await regions.decide(region, make, reply)
-    except Refused as exc:
-        if key and exc.code is RefusalCode.INVALID:
+    view = await regions.decide(region, make, reply)
+    if isinstance(view, Refused):
+        if key and view.code is RefusalCode.INVALID:
             earlier = await regions.query(region, lambda s: s.idempotent_booking(patient, key))
             if earlier is not None:
                 raise ApiError(
                     409, "IDEMPOTENCY_MISMATCH", "this Idempotency-Key was used with a different request"
-                ) from None
-        if body.hold is not None and exc.code in (
+                )
+        if body.hold is not None and view.code in (
             RefusalCode.NOT_FOUND,
             RefusalCode.NOT_YOURS,
             RefusalCode.HOLD_EXPIRED,
@@ -228,8 +229,8 @@ async def _book(request: Request, body: BookingBody, patient: str, region: str, 
             # usually meets; another patient's hold is answered the same (nothing revealed).
             raise ApiError(
                 410, "HOLD_EXPIRED", "the hold has expired (or is not yours); choose the time again"
-            ) from None
-        raise
+            )
+        return refusal_response(request, view)
     if view is None:
         raise not_found("no such booking")
     return json_response({"booking": view}, status=201, headers={"Location": f"/api/bookings/{view['id']}"})
@@ -319,13 +320,12 @@ async def _change_booking(
         booking, clinic = _own_booking(state, booking_id, patient)
         return booking_view(booking, clinic)
 
-    try:
-        view = await regions.decide(region, make, reply)
-    except Refused as exc:
-        if exc.code is RefusalCode.TOO_LATE:
+    view = await regions.decide(region, make, reply)
+    if isinstance(view, Refused):
+        if view.code is RefusalCode.TOO_LATE:
             _, clinic = await regions.query(region, lambda s: _own_booking(s, booking_id, patient))
-            raise _too_late(clinic) from None
-        raise
+            raise _too_late(clinic)
+        return refusal_response(request, view)
     return json_response({"booking": view})
 
 
