@@ -51,9 +51,10 @@ def user_view(user: User) -> dict[str, Any]:
     }
 
 
-def _signed_in(request: Request, user: User, status: int) -> Response:
+async def _signed_in(request: Request, user: User, status: int) -> Response:
     signer: SessionSigner = request.app.state.signer
-    token = start_session(request.app.state.accounts, signer, user)
+    # the session's row is written to the account store: off the event loop
+    token = await asyncio.to_thread(start_session, request.app.state.accounts, signer, user)
     response = json_response({"token": token, "user": user_view(user)}, status=status)
     set_session(response, token, secure=bool(request.app.state.settings.secure_cookies))
     return response
@@ -68,7 +69,7 @@ async def register(request: Request) -> Response:
         raise ApiError(409, "EMAIL_TAKEN", "there is already an account with that e-mail address") from None
     except InvalidAccount as exc:
         raise ApiError(422, "INVALID", str(exc)) from None
-    return _signed_in(request, user, 201)
+    return await _signed_in(request, user, 201)
 
 
 def login_limiter(request: Request) -> RateLimiter | RedisRateLimiter:
@@ -104,7 +105,7 @@ async def login(request: Request) -> Response:
     if user is None:
         limiter.take(key)
         raise ApiError(401, "UNAUTHENTICATED", "wrong e-mail address or password")
-    return _signed_in(request, user, 200)
+    return await _signed_in(request, user, 200)
 
 
 async def logout(request: Request) -> Response:
@@ -131,7 +132,7 @@ async def change_password(request: Request) -> Response:
     if user is None:
         raise ApiError(401, "UNAUTHENTICATED", "the current password is wrong")
     request.app.state.hub.sign_out(patient=user_id)  # every session ended: so do their sockets
-    return _signed_in(request, user, 200)
+    return await _signed_in(request, user, 200)
 
 
 async def me(request: Request) -> Response:
@@ -139,7 +140,7 @@ async def me(request: Request) -> Response:
     if principal is None or principal.user_id is None:
         raise AuthError("UNAUTHENTICATED", "not signed in")
     accounts: Accounts = request.app.state.accounts
-    user = accounts.get(principal.user_id)
+    user = await asyncio.to_thread(accounts.get, principal.user_id)
     if user is None:
         raise AuthError("UNAUTHENTICATED", "not signed in")
     return json_response({"user": user_view(user)})

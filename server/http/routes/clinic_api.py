@@ -7,6 +7,7 @@ day view, looked up from the account store at the moment of the request (never j
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -94,7 +95,9 @@ async def clinic_day(request: Request) -> Response:
     if view is None:
         raise not_found("no such clinic")
     accounts: Accounts = request.app.state.accounts
-    names = accounts.names({b["patient"] for b in view["bookings"]})
+    patients = {b["patient"] for b in view["bookings"]}
+    # A query of the account store (SQLite, or a round trip to Redis): off the event loop.
+    names = await asyncio.to_thread(accounts.names, patients) if patients else {}
     for booking in view["bookings"]:
         booking["patient_name"] = names.get(booking.pop("patient"), "")
     return json_response(view, headers={"Cache-Control": "no-store"})
