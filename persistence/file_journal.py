@@ -599,8 +599,9 @@ class FileJournal(Journal):
             waiter = state.appended
             recent = state.recent_after(cursor.position)
             if recent is None:
-                async for entry in self._entries(state, cursor, after):
-                    yield entry
+                if state.owner or _file_size_at(state.log_path) > cursor.offset:
+                    async for entry in self._entries(state, cursor, after):
+                        yield entry
             else:  # what this process just appended: from memory
                 for entry, end in recent:
                     cursor.offset, cursor.position = end, entry.position
@@ -961,6 +962,16 @@ def _restore_region(journal_dir: Path, name: str, frames: dict[int, bytes]) -> N
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _file_size_at(path: Path) -> int:
+    """The file's size (0 if there is none). One ``stat``, called on the event loop: a follower
+    polling a region nobody here appends to looks for growth this way, a few microseconds,
+    instead of opening and measuring the file in worker threads (two hops) every poll."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _open_read(path: Path) -> int | None:

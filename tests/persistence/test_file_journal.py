@@ -316,6 +316,31 @@ async def test_second_journal_object_tails_by_polling(tmp_path: Path, opened: li
     assert await reader.last_position("AB") == 2
 
 
+async def test_a_follower_waiting_on_another_objects_region_opens_the_file_only_when_it_grew(
+    tmp_path: Path, opened: list[FileJournal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polling a region this object does not append to looks at the file's size (no file opened,
+    no worker thread) until another writer's append makes it grow; then that entry is read."""
+    monkeypatch.setattr(file_journal, "TAIL_POLL_S", 0.01)
+    opens: list[Path] = []
+    real_open_read = file_journal._open_read
+    monkeypatch.setattr(file_journal, "_open_read", lambda path: opens.append(path) or real_open_read(path))
+    writer = await reopened(tmp_path)
+    reader = await reopened(tmp_path)
+    opened += [writer, reader]
+    await writer.append("AB", 1, b"one")
+    tail = reader.tail("AB")
+    assert await asyncio.wait_for(anext(tail), 5) == Entry(1, 1, b"one")
+    second = asyncio.ensure_future(anext(tail))
+    opens.clear()
+    await asyncio.sleep(0.3)  # some 30 polls with nothing new
+    assert opens == [] and not second.done()
+    await writer.append("AB", 1, b"two")
+    assert await asyncio.wait_for(second, 5) == Entry(2, 1, b"two")
+    assert opens  # read from the file
+    await tail.aclose()
+
+
 async def test_tail_hands_own_appends_from_memory_and_older_ones_from_the_file(
     tmp_path: Path, opened: list[FileJournal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
