@@ -33,6 +33,11 @@ class Settings:
     advertise: str | None = None  # this node's address for other nodes (stored in its leases)
     lease_ttl_ms: int = 5_000
     forward_timeout_s: float = 10.0  # a request forwarded to a region's owner: 503 past this
+    # An idle keep-alive connection is closed after this long. A client that sends a request the
+    # moment the server closes gets no answer (and POSTs are not retried: Locust's client, nginx's
+    # upstream keep-alive, a browser's fetch may fail), so it must be longer than any client keeps
+    # an idle connection: nginx keeps upstream connections 60 s. uvicorn's own default is 5 s.
+    keep_alive_s: int = 75
     hold_ttl_s: int = 300
     horizon_days: int = 400  # days may be opened and asked about this far ahead, no further
     session_ttl_s: int = 7 * 24 * 3600
@@ -73,6 +78,7 @@ class Settings:
             "advertise": str,
             "lease_ttl_ms": int,
             "forward_timeout_s": float,
+            "keep_alive_s": int,
             "hold_ttl_s": int,
             "horizon_days": int,
             "session_ttl_s": int,
