@@ -6,6 +6,7 @@ integration test over a live uvicorn; plus the event-loop lag histogram in /metr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -109,3 +110,36 @@ async def test_metrics_export_the_event_loop_lag(client: httpx.AsyncClient) -> N
         await asyncio.sleep(0.05)
     assert count > 0
     assert 'tandtid_event_loop_lag_seconds_bucket{le="0.05"}' in text
+
+
+def lag_counts(metrics: str) -> tuple[float, float]:
+    """(observations, those at most 0.25 s) of the event-loop lag histogram."""
+    found = {}
+    for line in metrics.splitlines():
+        for key in (
+            'tandtid_event_loop_lag_seconds_bucket{le="+Inf"}',
+            'tandtid_event_loop_lag_seconds_bucket{le="0.25"}',
+        ):
+            if line.startswith(key + " "):
+                found[key] = float(line.split()[-1])
+    return found['tandtid_event_loop_lag_seconds_bucket{le="+Inf"}'], found[
+        'tandtid_event_loop_lag_seconds_bucket{le="0.25"}'
+    ]
+
+
+async def test_a_stalled_event_loop_shows_in_the_lag_histogram(
+    live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """The histogram measures the loop: holding the server's loop 0.4 s adds an observation past 0.25 s."""
+    total, within = lag_counts((await client.get("/metrics")).text)
+
+    async def stall() -> None:
+        time.sleep(0.4)  # noqa: ASYNC251 - holding the server's event loop is the point
+
+    await asyncio.wrap_future(live.call(stall()))
+    for _ in range(100):  # the lag task observes when it next wakes
+        after_total, after_within = lag_counts((await client.get("/metrics")).text)
+        if after_total - after_within > total - within:
+            break
+        await asyncio.sleep(0.05)
+    assert after_total - after_within > total - within
