@@ -263,12 +263,12 @@ class Fanout:
             return
         topics = self.topics
         committed_ms = int(item.committed_at * 1000)
-        if item.counts:
+        if item.changes:
             topic = topics.get("region:" + item.region)
             if topic is not None:
                 topic.snapshots.clear()  # cached snapshots no longer match state
-                if topic.subscribers:
-                    self._add_pending(topic, committed_ms, "counts", count_items(item.counts))
+                if topic.subscribers:  # counted only for a region somebody watches
+                    self._add_pending(topic, committed_ms, "counts", count_items(item.counts()))
         if item.changes:
             for clinic, cells in cell_items_by_clinic(item.changes).items():
                 topic = topics.get("clinic:" + clinic)

@@ -48,6 +48,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from engine.commands import Command, Tick
@@ -113,9 +114,10 @@ class Committed:
     committed_at: float
     events: list[Event]
     changes: list[Change]
-    counts: list[
-        tuple[str, int, int, dict[str, int]]
-    ]  # (clinic, day, free cells, {service: bookable times}) per clinic-day touched
+    # (clinic, day, free cells, {service: bookable times}) per clinic-day touched, counted when
+    # called: by a listener that needs them (a recount per clinic-day, which a node where nobody
+    # watches the region never pays) and only while it is being told (the state moves on after)
+    counts: Callable[[], list[tuple[str, int, int, dict[str, int]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,7 +612,7 @@ class RegionActor:
                 committed_at=self.journal.written_at(self.region, self.position) or time.time(),
                 events=batch_events,
                 changes=changes,
-                counts=self._counts(changes, now),
+                counts=partial(self._counts, changes, now),
             )
             self._publish(committed)
         if self._snapshot_due(now_f):
@@ -740,7 +742,7 @@ class RegionActor:
                     committed_at=entry.written_at or time.time(),  # the owner's commit, not our apply
                     events=events,
                     changes=changes,
-                    counts=self._counts(changes, int(self.clock())),
+                    counts=partial(self._counts, changes, int(self.clock())),
                 )
             )
 

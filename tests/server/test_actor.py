@@ -83,7 +83,7 @@ async def test_listeners_hear_only_durable_batches_in_order(file_journal: FileJo
     assert last.position == await file_journal.last_position("AB")
     assert ("AB-c1", "AB-c1-r1", FIRST_DAY, CELL_0900, 4, int(Cell.BOOKED)) in last.changes
     state = actor.state
-    assert last.counts == [
+    assert last.counts() == [
         (
             "AB-c1",
             FIRST_DAY,
