@@ -233,6 +233,7 @@ class RegionActor:
         self.retry_backoff_s = retry_backoff_s
         self.state = RegionState(region)
         self.position = 0
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (position, woken at it)
         self.lifecycle = Lifecycle.RECOVERING
         self.failure: str | None = None  # why the region FAILED (no personal data: kinds and offsets)
         self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
@@ -589,6 +590,7 @@ class RegionActor:
                 raise
             self._append_hist.observe(time.perf_counter() - started)
             self.position = position
+            self._wake_applied()
             self._events_since_snapshot += len(batch_events)
 
         # 4. acknowledge, then publish
@@ -716,6 +718,29 @@ class RegionActor:
                 await asyncio.sleep(0)
                 slice_started = time.perf_counter()
 
+    async def applied(self, position: int) -> None:
+        """Return once this actor has applied journal ``position`` (callers bound the wait)."""
+        if self.position >= position:
+            return
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((position, woken))
+        try:
+            await woken
+        except BaseException:  # given up (timeout, cancelled): forget it
+            self._applied_waiters = [w for w in self._applied_waiters if w[1] is not woken]
+            raise
+
+    def _wake_applied(self) -> None:
+        if not self._applied_waiters:
+            return
+        waiting = []
+        for position, woken in self._applied_waiters:
+            if position > self.position:
+                waiting.append((position, woken))
+            elif not woken.done():
+                woken.set_result(None)
+        self._applied_waiters = waiting
+
     def _apply_entry(self, entry: Entry) -> None:
         """Evolve by one entry another node wrote and tell the listeners, as its writer did.
         A gap (history trimmed under a slow replica) reloads from the snapshot."""
@@ -734,6 +759,7 @@ class RegionActor:
             evolve(event)
         changes = self.state.take_changes()
         self.position = entry.position
+        self._wake_applied()
         if events:
             self._publish(
                 Committed(
@@ -875,6 +901,7 @@ class RegionActor:
         state.take_changes()
         self.state = state
         self.position = position
+        self._wake_applied()
         self._events_since_snapshot = replayed
         if not self.fenced:
             self._become(Lifecycle.FOLLOWING if self._follow else Lifecycle.READY)

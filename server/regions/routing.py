@@ -60,7 +60,6 @@ class Gathered(Generic[T]):
 
 
 NOT_OWNED = "owned by another node (its lease)"
-APPLIED_POLL_S = 0.005  # how often wait_applied looks at a replica's position
 
 
 # True once the current request (its task) has handed a command to an actor here: from then on a
@@ -314,13 +313,15 @@ class Regions:
 
     async def wait_applied(self, region: str, position: int, timeout_s: float) -> bool:
         """Wait until this node's actor of ``region`` has applied ``position`` (a replica follows
-        the owner's journal within milliseconds); False if it has not within ``timeout_s``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.position_of(region) < position:
-            if loop.time() >= deadline or region not in self.actors:
-                return False
-            await asyncio.sleep(APPLIED_POLL_S)
+        the owner's journal within milliseconds); False if it has not within ``timeout_s``.
+        Woken by the actor when its position moves, not polled."""
+        actor = self.actors.get(region)
+        if actor is None:
+            return False
+        try:
+            await asyncio.wait_for(actor.applied(position), timeout_s)
+        except TimeoutError:
+            return False
         return True
 
     def ready(self) -> bool:

@@ -284,3 +284,25 @@ async def test_redis_killed_and_restarted_mid_load(redis_server) -> None:
     await fresh.stop()
     await actor.stop()
     await journal.close()
+
+
+async def test_a_wait_for_a_position_ends_when_the_actor_applies_it(file_journal: FileJournal) -> None:
+    """``applied`` (what a forwarding node's read-your-writes wait stands on) is woken by the
+    append that reaches the position, not before it, and a wait past the last one times out."""
+    actor = await started_actor(file_journal)
+    for command in setup_commands():
+        await actor.submit(command)
+    now = actor.position
+    await asyncio.wait_for(actor.applied(now), 1)  # already there: at once
+    next_one = asyncio.create_task(actor.applied(now + 1))
+    far = asyncio.create_task(actor.applied(now + 2))
+    await asyncio.sleep(0.05)
+    assert not next_one.done() and not far.done()
+    await actor.submit(Book("AB-b1", "p1", "AB-c1-r1", "checkup", FIRST_DAY, CELL_0900))
+    await asyncio.wait_for(next_one, 5)
+    assert actor.position == now + 1 and not far.done()
+    far.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await far
+    assert actor._applied_waiters == []  # a wait given up is forgotten
+    await actor.stop()
