@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.calendar import day_of
-from engine.model import Clinic, ClinicKind
+from engine.model import ClinicKind
 from engine.records import Booking, BookingStatus
-from loadtest.bench.catalog import ALL_SERVICES, FIRST_DATE, bench_now
+from loadtest.bench.catalog import FIRST_DATE, bench_catalog, bench_now
 from loadtest.bench.memory import loadavg
 from server.consumers.notify.messages import Mail, compose
 from server.consumers.notify.outbox import Outbox
@@ -39,17 +39,11 @@ REASON = (
 def messages(count: int) -> list[Mail]:
     first_day = day_of(FIRST_DATE)
     now = bench_now(first_day)
-    clinic = Clinic(
-        id="AB-c1",
+    clinic = replace(  # the benches' first Stockholm clinic, with Swedish letters to encode
+        bench_catalog("AB", 1, 1, days=1)[0][0][0],
         name="Folktandvården Södermalm Åsögatan",
-        region="AB",
-        municipality="0180",
-        municipality_name="Stockholm",
         address="Åsögatan 133, 116 24 Stockholm",
-        lat=59.31,
-        lon=18.07,
         kind=ClinicKind.PUBLIC,
-        services=ALL_SERVICES,
         phone="08-123 456 78",
     )
     booking = Booking(
