@@ -62,6 +62,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from engine.errors import TandtidError
 
 MIN_PASSWORD = 8
+# argon2id at OWASP's recommended minimum (Password Storage Cheat Sheet: 19 MiB, 2 passes, 1 lane):
+# ~22 ms of one core per hash or verify here. argon2-cffi's default (RFC 9106's low-memory profile:
+# 64 MiB, 3 passes, 4 lanes) took ~190 ms and four threads per call, so 200 users registering and
+# signing in on this 2-core machine queued behind it (register p99 430-1,600 ms). A hash made with
+# other parameters still verifies (they are in the encoded string) and is re-made with these on the
+# next sign-in.
+PASSWORD_HASHER = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
 MAX_PASSWORD = 1024  # argon2 would hash a megabyte happily; a login form need not
 MAX_EMAIL = 254
 MAX_NAME = 200
@@ -210,13 +217,12 @@ class Accounts(ABC):
 
     Validation, argon2 and the caches live here; a store implements the ``_``-prefixed
     primitives below on its storage. Pass ``hasher`` only to tune argon2 cost (tests use a
-    cheap one); the default is argon2-cffi's recommended argon2id profile. Call :meth:`close`
-    on shutdown.
+    cheap one); the default is ``PASSWORD_HASHER``. Call :meth:`close` on shutdown.
     """
 
     def __init__(self, hasher: PasswordHasher | None = None) -> None:
-        self._hasher = hasher or PasswordHasher()
-        # argon2id takes ~64 MiB and a core per call: at most one per core at a time, so a burst
+        self._hasher = hasher or PASSWORD_HASHER
+        # argon2id takes ~19 MiB and a core per call: at most one per core at a time, so a burst
         # of logins queues here instead of swelling memory (the routes' thread pool is wider).
         self._hashing = threading.BoundedSemaphore(os.cpu_count() or 1)
         # Verified against when the e-mail is unknown, so both paths cost one argon2 verify.
