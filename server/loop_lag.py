@@ -1,30 +1,61 @@
-"""Event-loop lag: how late a timer fires, as a Prometheus histogram (``tandtid_event_loop_lag_seconds``).
+"""Event-loop lag: how late a timer fires, as a Prometheus histogram (``tandtid_event_loop_lag_seconds``),
+and where the loop was when it stalled.
 
 A task sleeps ``interval`` seconds again and again and observes how much later than asked it
 woke up. Anything that holds the loop (a long query, a snapshot on the actor, a GC pause)
 shows up as lag, so the histogram's tail is the stall every request on the loop could meet.
-Start one per process (``LoopLag().start()``, in the app's lifespan) and ``await stop()``.
+
+With ``stall_ms`` > 0 a watchdog thread also looks at the loop every ``stall_ms / 2``: when the
+timer task has not run for ``stall_ms``, it takes the loop thread's stack (code locations only:
+file, line, function; never a local variable, so no personal data) and logs it once per stall as
+a warning on ``tandtid.stall``, counting ``tandtid_event_loop_stalls_total``. A stack taken in
+the middle of a stall shows what holds the loop, which the histogram cannot.
+
+Start one per process (``LoopLag(...).start()``, in the app's lifespan) and ``await stop()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sys
+import threading
 import time
+import traceback
 
 from server import metrics
 
+log = logging.getLogger("tandtid.stall")
+
+STACK_FRAMES = 12  # innermost frames logged per stall
+
 
 class LoopLag:
-    def __init__(self, interval: float = 0.02) -> None:
+    def __init__(self, interval: float = 0.02, stall_ms: int = 0) -> None:
         self.interval = interval
+        self.stall_s = stall_ms / 1000
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._beat = time.perf_counter()
 
     def start(self) -> None:
         if self._task is None:
+            self._beat = time.perf_counter()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="event-loop-lag")
+        if self.stall_s > 0 and self._watchdog is None:
+            self._stopping.clear()
+            self._watchdog = threading.Thread(
+                target=self._watch, args=(threading.get_ident(),), name="event-loop-stalls", daemon=True
+            )
+            self._watchdog.start()
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._stopping.set()
+            await asyncio.to_thread(self._watchdog.join)
+            self._watchdog = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -36,4 +67,27 @@ class LoopLag:
         while True:
             asked = clock() + interval
             await asyncio.sleep(interval)
-            observe(max(0.0, clock() - asked))
+            now = clock()
+            self._beat = now
+            observe(max(0.0, now - asked))
+
+    def _watch(self, loop_thread: int) -> None:
+        """The watchdog thread: one warning per stall, with the loop thread's stack mid-stall."""
+        clock, limit = time.perf_counter, self.interval + self.stall_s
+        reported = 0.0  # the beat of the last stall reported
+        while not self._stopping.wait(self.stall_s / 2):
+            beat = self._beat
+            held = clock() - beat
+            if held < limit or beat == reported:
+                continue
+            frame = sys._current_frames().get(loop_thread)
+            if frame is None:
+                return
+            reported = beat
+            metrics.EVENT_LOOP_STALLS.inc()
+            stack = traceback.extract_stack(frame)[-STACK_FRAMES:]
+            log.warning(
+                "event loop held for %d ms so far, at: %s",
+                (held - self.interval) * 1000,
+                " <- ".join(f"{f.name} ({f.filename}:{f.lineno})" for f in reversed(stack)),
+            )

@@ -60,6 +60,10 @@ EVENT_LOOP_LAG = Histogram(
     "How much later than asked a 20 ms timer on the event loop fires (server.loop_lag)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+EVENT_LOOP_STALLS = Counter(
+    "tandtid_event_loop_stalls_total",
+    "Stalls of the event loop longer than TANDTID_STALL_MS, each logged with the loop's stack (server.loop_lag)",
+)
 WS_CONNECTIONS = Gauge("tandtid_ws_connections", "Open WebSocket connections")
 WS_FRAMES_SENT = Counter("tandtid_ws_frames_sent_total", "WebSocket frames sent", ["kind"])
 WS_REFUSED = Counter(

@@ -58,6 +58,8 @@ class Settings:
     tick_interval_s: float = 1.0
     secure_cookies: bool = False
     log_level: str = "info"
+    # An event-loop stall longer than this (ms) is logged with the loop's stack (server.loop_lag); 0: off.
+    stall_ms: int = 200
     # the map's street layer ({z}/{x}/{y} tile template; "off": the county outline only). Another tile server
     # must allow the use (OpenStreetMap's policy: light use, attribution shown).
     tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
@@ -97,6 +99,7 @@ class Settings:
             "tick_interval_s": float,
             "secure_cookies": lambda v: v.lower() in ("1", "true", "yes"),
             "log_level": str,
+            "stall_ms": int,
             "tile_url": str,
         }
         for f in fields(cls):

@@ -32,6 +32,8 @@ from loadtest.bench.restart import load_avg, seed, tandtid, wait_ready
 from loadtest.redis_server import free_port
 
 LAG = "tandtid_event_loop_lag_seconds_bucket"
+STALL_MS = 40  # the server logs each event-loop stall longer than this with where the loop was
+OWN_CODE = ("/engine/", "/persistence/", "/server/")
 HTTP = "tandtid_http_request_seconds_bucket"
 
 
@@ -65,6 +67,22 @@ def quantile_bound(before: dict[float, float], after: dict[float, float], q: flo
     return None
 
 
+def stall_places(log: str, top: int = 8) -> list[dict[str, Any]]:
+    """The stalls the server logged (``tandtid.stall``), grouped by where the loop was: the
+    innermost frame, and the innermost frame of our own code when that is a library's; most
+    frequent first."""
+    places: dict[str, int] = {}
+    for line in log.splitlines():
+        if "event loop held for" not in line or " at: " not in line:
+            continue
+        frames = line.split(" at: ", 1)[1].split(" <- ")
+        own = next((f for f in frames if any(part in f for part in OWN_CODE)), None)
+        place = frames[0] if own in (None, frames[0]) else f"{frames[0]} in {own}"
+        places[place] = places.get(place, 0) + 1
+    ranked = sorted(places.items(), key=lambda item: -item[1])[:top]
+    return [{"at": at, "n": n} for at, n in ranked]
+
+
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench mix")
     parser.add_argument("--data", default=None, help="a seeded data directory to serve (default: seed one)")
@@ -82,7 +100,12 @@ def main(argv: list[str]) -> dict[str, Any]:
     try:
         if args.data is None:
             seed(data, args.scale, args.booked)
-        env = {**os.environ, "TANDTID_RATE_PER_S": "0", "TANDTID_WS_MAX_CONNECTIONS_PER_IP": "1000000"}
+        env = {
+            **os.environ,
+            "TANDTID_RATE_PER_S": "0",
+            "TANDTID_WS_MAX_CONNECTIONS_PER_IP": "1000000",
+            "TANDTID_STALL_MS": str(STALL_MS),
+        }
         env.pop("TANDTID_REDIS_URL", None)
         with (scratch / "server.log").open("wb") as log:
             proc = subprocess.Popen(
@@ -95,6 +118,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         wait_ready(url, proc)
         before = lag_buckets(url)
         http_before = histograms(url, HTTP)
+        log_start = (scratch / "server.log").stat().st_size  # stalls of the run, not of the start
         cpu_before = cpu_seconds(proc.pid)
         run = subprocess.run(
             [sys.executable, "-m", "loadtest.run", "--host", url]
@@ -111,6 +135,9 @@ def main(argv: list[str]) -> dict[str, Any]:
         if start is None:
             raise SystemExit(f"loadtest.run printed no report: {run.stderr[-2000:]}")
         report = json.loads("\n".join(lines[start:]))
+        with (scratch / "server.log").open("rb") as server_log:
+            server_log.seek(log_start)
+            run_log = server_log.read().decode(errors="replace")
         invariant = report["invariant"]
         http_requests = sum(r["requests"] for r in report["requests"] if r["type"] != "WS")
         result = {
@@ -149,6 +176,10 @@ def main(argv: list[str]) -> dict[str, Any]:
             "loop_cpu_ms_per_http_request": round(1000 * loop_cpu / max(1, http_requests), 2),
             "loop_lag_p99_ms_at_most": quantile_bound(before, after, 0.99),
             "loop_lag_p999_ms_at_most": quantile_bound(before, after, 0.999),
+            # each stall past STALL_MS the server logged, by where its loop was held
+            "stalls_over_ms": STALL_MS,
+            "stalls": sum(places["n"] for places in stall_places(run_log, top=10_000)),
+            "stall_places": stall_places(run_log),
             "invariant_ok": invariant.get("ok"),
             "double_bookings": len(invariant.get("double_bookings", [])),
             "missing": len(invariant.get("missing", [])),
@@ -166,4 +197,6 @@ def main(argv: list[str]) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if proc is not None and proc.returncode not in (0, -15):
+            print((scratch / "server.log").read_text(errors="replace")[-4000:], file=sys.stderr)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -131,7 +131,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
         )
         app.state.hub = hub
         hub.start()
-        lag = LoopLag()
+        lag = LoopLag(stall_ms=settings.stall_ms)
         lag.start()
         horizon = RollingHorizon(regions, app.state.clock, settings.horizon_days)
         app.state.horizon = horizon

@@ -143,3 +143,30 @@ async def test_a_stalled_event_loop_shows_in_the_lag_histogram(
             break
         await asyncio.sleep(0.05)
     assert after_total - after_within > total - within
+
+
+async def test_a_stalled_event_loop_is_logged_with_where_it_was_held(
+    live: LiveServer, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past TANDTID_STALL_MS (200 ms by default) the watchdog logs the loop thread's stack mid-stall
+    and counts it: the function holding the loop is named, once for the stall."""
+
+    def stalls(metrics: str) -> float:
+        return next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("tandtid_event_loop_stalls_total ")
+        )
+
+    before = stalls((await client.get("/metrics")).text)
+
+    async def hold_the_loop_for_the_test() -> None:
+        time.sleep(0.6)  # noqa: ASYNC251 - holding the server's event loop is the point
+
+    with caplog.at_level("WARNING", logger="tandtid.stall"):
+        await asyncio.wrap_future(live.call(hold_the_loop_for_the_test()))
+        await asyncio.sleep(0.1)
+    logged = [r.getMessage() for r in caplog.records if r.name == "tandtid.stall"]
+    assert any("hold_the_loop_for_the_test (" in message for message in logged), logged
+    assert len([m for m in logged if "hold_the_loop_for_the_test" in m]) == 1  # once per stall
+    assert stalls((await client.get("/metrics")).text) >= before + 1
