@@ -5,9 +5,11 @@ A ``Feed`` follows every region's journal into the process's one ``Projection`` 
 region, shared by all its readers) and hands each entry after a reader's durable cursor to
 that reader, in order. A reader is anything with a ``name`` (a metric label), ``cursors()``
 (its durable cursor per region; blocking, called in a worker thread) and ``async
-handle(region, position, facts)`` (act on one entry — also one without facts — and move the
-cursor past it durably, in the same transaction as the action or soon after when there is
-nothing to do).
+handle(region, entries)`` (act on a run of consecutive entries, ``(position, facts)`` in order —
+also ones without facts — and move the cursor past the last durably, in the same transaction as
+the action or soon after when there is nothing to do). A reader is handed every entry queued for
+it when it asks, up to ``batch_entries``: under load the runs grow, so one worker-thread call,
+one write and one fsync serve many bookings.
 
 Per region, one supervised pipeline:
 
@@ -70,7 +72,8 @@ log = logging.getLogger("tandtid.consumers")
 T = TypeVar("T")
 Up = Callable[[], None]
 HAND_OVER_GRACE_S = 30.0  # how long a stop waits for a hand-over in flight (SMTP/HTTP timeouts are less)
-Queued = tuple[int, list[Fact]] | Exception  # an entry for a reader, or the failure after the last one
+Entry = tuple[int, list[Fact]]  # a journal entry's position and its facts
+Queued = Entry | Exception  # an entry for a reader, or the failure after the last one
 
 
 class Reader(Protocol):
@@ -78,7 +81,7 @@ class Reader(Protocol):
 
     def cursors(self) -> dict[str, int]: ...
 
-    async def handle(self, region: str, position: int, facts: list[Fact]) -> None: ...
+    async def handle(self, region: str, entries: list[Entry]) -> None: ...
 
 
 class _Stopped(Exception):
@@ -123,6 +126,7 @@ class Feed:
         backoff_s: tuple[float, float] = (0.2, 30.0),
         queue_entries: int = 4096,
         yield_every: int = 256,
+        batch_entries: int = 256,
         states: States | None = None,
     ) -> None:
         self.journal = journal
@@ -131,6 +135,7 @@ class Feed:
         self.backoff_s = backoff_s
         self.queue_entries = queue_entries
         self.yield_every = yield_every
+        self.batch_entries = batch_entries
         self.projection = Projection(states)
         self.readers: list[Reader] = []
         self._caught_up: set[str] = set()
@@ -349,9 +354,10 @@ class Feed:
                 raise _Stopped("feed", exc) from exc
 
     async def _deliver(self, reader: Reader, region: str, queue: asyncio.Queue[Queued]) -> None:
-        """Hand ``reader`` its entries in order. A failing ``handle`` is retried on the same entry
-        with backoff (the reader's cursor has not moved past it and its keys drop what it did),
-        reported down meanwhile: one reader's trouble never restarts the others."""
+        """Hand ``reader`` its entries in order: each call every entry queued by then (at most
+        ``batch_entries``). A failing ``handle`` is retried on the same entries with backoff (the
+        reader's cursor has not moved past them and its keys drop what it did), reported down
+        meanwhile: one reader's trouble never restarts the others."""
         gauge = metrics.CONSUMER_POSITION.labels(consumer=reader.name, region=region)
         low, high = self.backoff_s
         while True:
@@ -359,20 +365,29 @@ class Feed:
             item = await queue.get()
             if isinstance(item, BaseException):
                 raise _Stopped("feed", item)
-            position, facts = item
+            entries = [item]
+            failure: BaseException | None = None
+            while len(entries) < self.batch_entries and not queue.empty():
+                item = queue.get_nowait()
+                if isinstance(item, BaseException):
+                    failure = item  # after the entries before it are handled
+                    break
+                entries.append(item)
             delay = low
             while True:
                 try:
-                    await reader.handle(region, position, facts)
+                    await reader.handle(region, entries)
                     break
                 except Exception as exc:
                     self._report(reader.name, region, exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(high, delay * 2)
                     _honour_cancel()
-            gauge.set(position)
+            gauge.set(entries[-1][0])
             if self.health.is_down(reader.name, region):
                 self._up(reader.name, region)  # it handled what it failed on
+            if failure is not None:
+                raise _Stopped("feed", failure)
 
     def _report(self, part: str, region: str, exc: BaseException, delay: float) -> None:
         kind = failure_kind(exc)

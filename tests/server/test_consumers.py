@@ -585,3 +585,58 @@ async def test_a_fact_that_cannot_be_placed_stops_the_consumer_and_is_reported(
         ledger.close()
         accounts.close()
         await journal.close()
+
+
+@dataclass
+class Recording:
+    """A reader that records the runs of entries it is handed (its cursor: nothing read yet)."""
+
+    name: str = "recording"
+    runs: list[list[int]] = field(default_factory=list)
+
+    def cursors(self) -> dict[str, int]:
+        return {}
+
+    async def handle(self, region: str, entries: list[tuple[int, list[Any]]]) -> None:
+        self.runs.append([position for position, _ in entries])
+
+
+@pytest.mark.parametrize("batch_entries", [256, 8])
+async def test_a_reader_is_handed_the_entries_queued_for_it_as_runs_in_order(
+    tmp_path: Path, batch_entries: int
+) -> None:
+    """Entries waiting for a reader reach it together (one call, so one write for many), each
+    once and in journal order, never more than ``batch_entries`` per call."""
+    journal = FileJournal(tmp_path / "data")
+    await journal.open()
+    c, resources = clinic("AB", 1)
+    registered = ClinicRegistered(c.to_record(), [resource_to_record(r) for r in resources])
+    positions = [await journal.append("AB", 1, pack_events([to_record(registered)]))]
+    for n in range(60):
+        booked = Booked(
+            f"AB-b{n}",
+            "patient-1",
+            "AB-c1",
+            "AB-c1-r1",
+            "checkup",
+            FIRST_DAY,
+            CELL_0900 + 2 * n,
+            2,
+            NOW,
+            "",
+            "",
+            "",
+        )
+        positions.append(await journal.append("AB", 1, pack_events([to_record(booked)])))
+    feed = Feed(journal, regions=["AB"], backoff_s=(0.05, 0.2), batch_entries=batch_entries)
+    reader = Recording()
+    feed.add(reader)
+    await feed.start()
+    try:
+        await until(lambda: sum(len(run) for run in reader.runs) >= len(positions), "every entry handed over")
+        assert [p for run in reader.runs for p in run] == positions  # each once, in order
+        assert max(len(run) for run in reader.runs) <= batch_entries
+        assert len(reader.runs) < len(positions)  # queued entries went together
+    finally:
+        await feed.stop()
+        await journal.close()

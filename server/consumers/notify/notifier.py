@@ -36,7 +36,7 @@ from engine.model import Clinic
 from engine.records import Booking, BookingStatus
 from persistence.journal import Journal
 from server.consumers.feed import Fact, PendingCursors, RegionView, StateUnavailable
-from server.consumers.follow import Feed, Up, finish_first, why
+from server.consumers.follow import Entry, Feed, Up, finish_first, why
 from server.consumers.notify.ledger import LedgerStore
 from server.consumers.notify.mailer import (
     MailConfig,
@@ -180,20 +180,26 @@ class Notifier:
 
     # -- journal facts ---------------------------------------------------------------------------
 
-    async def handle(self, region: str, position: int, facts: list[Fact]) -> None:
-        """Send the messages of one entry after the cursor and move the cursor past it."""
+    async def handle(self, region: str, entries: list[Entry]) -> None:
+        """Send the messages of a run of entries after the cursor and move the cursor past the
+        last: one worker-thread call composes them all, and a keyed mailer writes them with the
+        cursor in one transaction."""
         planned = self._planned.get(region)
         if planned is not None and planned[0] is not self.projection.views.get(region):
             planned = None  # the view was reloaded: the next scan plans from the new one
-        for fact in facts:
-            if fact.kind in ("booked", "rescheduled") and planned is not None:
-                # within the planned horizon: plan now (beyond it, the next scan of the view will)
-                self._plan_booking(region, planned[0], fact.booking.id, planned[1])
-        wanted = [f for f in facts if f.kind in TEMPLATES]
+        wanted: list[tuple[str, Fact, str, int]] = []
+        for _, facts in entries:
+            for fact in facts:
+                if fact.kind in ("booked", "rescheduled") and planned is not None:
+                    # within the planned horizon: plan now (beyond it, the next scan of the view will)
+                    self._plan_booking(region, planned[0], fact.booking.id, planned[1])
+                if fact.kind in TEMPLATES:
+                    wanted.append((fact.key, fact, fact.kind, 0))
+        position = entries[-1][0]
         if not wanted:
             self._cursors.note(region, position)
             return
-        await self._deliver([(f.key, f, f.kind, 0) for f in wanted], region=region, position=position)
+        await self._deliver(wanted, region=region, position=position)
         self._cursors.discard(region)
 
     async def _deliver(

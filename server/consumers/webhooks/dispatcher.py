@@ -56,7 +56,7 @@ import orjson
 
 from persistence.journal import Journal
 from server.consumers.feed import Fact, PendingCursors
-from server.consumers.follow import Feed, Up, finish_first, why
+from server.consumers.follow import Entry, Feed, Up, finish_first, why
 from server.consumers.webhooks.signing import HEADER, sign
 from server.consumers.webhooks.store import Attempt, Endpoint, QueuedRow, Webhooks, subscribers_in
 from server.http.views import end_iso, epoch_iso
@@ -338,24 +338,27 @@ class WebhookDispatcher:
 
     # -- queueing --------------------------------------------------------------------------------
 
-    async def handle(self, region: str, position: int, facts: list[Fact]) -> None:
-        """Queue the deliveries of one entry after the cursor and move the cursor past it."""
+    async def handle(self, region: str, entries: list[Entry]) -> None:
+        """Queue the deliveries of a run of entries after the cursor and move the cursor past
+        the last (one write for them all)."""
         rows: list[QueuedRow] = []
         subscriptions: dict[str, list[Endpoint]] | None = None
-        for fact in facts:
-            event_type = WEBHOOK_TYPES.get(fact.kind)
-            if event_type is None:
-                continue
-            if subscriptions is None:
-                subscriptions = self.store.subscriptions()  # from memory, checked once per entry
-            endpoints = subscribers_in(subscriptions, fact.clinic.id, event_type, fact.at)
-            if endpoints:
-                try:
-                    body = payload(fact)
-                except ValueError:  # a time the calendar cannot place (never written by the engine)
-                    log.warning("region %s position %d: event not deliverable; skipped", region, position)
+        for position, facts in entries:
+            for fact in facts:
+                event_type = WEBHOOK_TYPES.get(fact.kind)
+                if event_type is None:
                     continue
-                rows.extend((endpoint, fact.event_id, event_type, body) for endpoint in endpoints)
+                if subscriptions is None:
+                    subscriptions = self.store.subscriptions()  # from memory, checked once per run
+                endpoints = subscribers_in(subscriptions, fact.clinic.id, event_type, fact.at)
+                if endpoints:
+                    try:
+                        body = payload(fact)
+                    except ValueError:  # a time the calendar cannot place (never written by the engine)
+                        log.warning("region %s position %d: event not deliverable; skipped", region, position)
+                        continue
+                    rows.extend((endpoint, fact.event_id, event_type, body) for endpoint in endpoints)
+        position = entries[-1][0]
         if not rows:
             self._cursors.note(region, position)
             return
