@@ -68,8 +68,9 @@ log = logging.getLogger("tandtid.app")
 
 # Below this a reply is sent as it is: the gzip header and a round trip of CPU buy nothing.
 COMPRESS_MIN_BYTES = 1024
-# zlib's level 6: within a few per cent of 9's size on JSON at a fraction of its CPU.
-COMPRESS_LEVEL = 6
+# zlib's level 1 (nginx's default gzip_comp_level): a 56 KB availability-sized JSON reply in
+# 276 us of the event loop against 681 us at level 6, for 11.3 KB instead of 10.2 KB.
+COMPRESS_LEVEL = 1
 
 ENDPOINTS: list[Endpoint] = [
     *ops.ENDPOINTS,
