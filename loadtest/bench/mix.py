@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         http_before = histograms(url, HTTP)
         log_start = (scratch / "server.log").stat().st_size  # stalls of the run, not of the start
         cpu_before = cpu_seconds(proc.pid)
+        locust_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         run = subprocess.run(
             [sys.executable, "-m", "loadtest.run", "--host", url]
             + ["--users", str(args.users), "--seconds", str(args.seconds)],
@@ -127,6 +129,10 @@ def main(argv: list[str]) -> dict[str, Any]:
             text=True,
         )
         cpu_after = cpu_seconds(proc.pid)
+        locust_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the run has been waited for
+        locust_cpu = sum(
+            getattr(locust_after, f) - getattr(locust_before, f) for f in ("ru_utime", "ru_stime")
+        )
         server_cpu, loop_cpu = (a - b for a, b in zip(cpu_after, cpu_before, strict=True))
         after = lag_buckets(url)
         http_after = histograms(url, HTTP)
@@ -172,6 +178,8 @@ def main(argv: list[str]) -> dict[str, Any]:
             # what the server spent (all threads): on a shared machine more telling than latency
             "server_cpu_s": round(server_cpu, 1),
             "server_cpu_ms_per_http_request": round(1000 * server_cpu / max(1, http_requests), 2),
+            # the Locust users' process on the same 2 cores: what the server did not get
+            "load_generator_cpu_s": round(locust_cpu, 1),
             "loop_cpu_s": round(loop_cpu, 1),  # the event loop's thread alone
             "loop_cpu_ms_per_http_request": round(1000 * loop_cpu / max(1, http_requests), 2),
             "loop_lag_p99_ms_at_most": quantile_bound(before, after, 0.99),
