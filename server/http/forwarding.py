@@ -35,10 +35,10 @@ import hmac
 import logging
 from typing import Protocol
 
-import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.http.errors import error_response, request_id
+from server.http.relay import Relay, RelayError
 from server.regions.lease import Owner
 
 log = logging.getLogger("tandtid.forwarding")
@@ -61,6 +61,7 @@ _DROP_REQUEST = {
     b"transfer-encoding",
     b"upgrade",
     b"content-length",
+    b"expect",
     b"x-request-id",
     FORWARDED,
     CLIENT,
@@ -101,16 +102,11 @@ class Forwarder:
         self.node = owners.node
         self._key = hmac.new(secret, b"tandtid/forwarded/v1", hashlib.sha256).digest()
         self.timeout_s = timeout_s
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=min(1.0, timeout_s)),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self.relay = Relay(timeout_s=timeout_s, connect_timeout_s=min(1.0, timeout_s))
         self.forwarded = 0
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.relay.close()
 
     def mac(self, node: str, rid: str) -> str:
         return hmac.new(self._key, f"{node}\0{rid}".encode(), hashlib.sha256).hexdigest()[:32]
@@ -152,19 +148,14 @@ class Forwarder:
             + path.decode("latin-1")
             + ("?" + query.decode("latin-1") if query else "")
         )
-        request = self.client.build_request(scope["method"], url, headers=headers, content=body)
         try:
-            response = await self.client.send(request, stream=True)
-            try:
-                content = b"".join([chunk async for chunk in response.aiter_raw()])
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
+            answer = await self.relay.request(scope["method"], url, headers, body)
+        except RelayError as exc:
             log.warning(
                 "forwarding to node %s for region %s failed: %s (request %s)",
                 owner.node,
                 region,
-                type(exc).__name__,
+                exc,
                 rid,
             )
             await _unavailable(
@@ -175,7 +166,7 @@ class Forwarder:
             )
             return
         self.forwarded += 1
-        position = response.headers.get("x-tandtid-position", "")
+        position = next((v for k, v in answer.headers if k.lower() == POSITION), b"").decode("latin-1")
         replicas: Replicas | None = getattr(scope["app"].state, "regions", None)
         if (
             position.isdigit()
@@ -188,11 +179,11 @@ class Forwarder:
                 position,
                 READ_YOUR_WRITES_S,
             )
-        relayed = [(k, v) for k, v in response.headers.raw if k.lower() not in _DROP_RESPONSE]
-        relayed.append((b"content-length", str(len(content)).encode()))
+        relayed = [(k, v) for k, v in answer.headers if k.lower() not in _DROP_RESPONSE]
+        relayed.append((b"content-length", str(len(answer.body)).encode()))
         relayed.append((b"x-tandtid-forwarded-to", owner.node.encode()))
-        await send({"type": "http.response.start", "status": response.status_code, "headers": relayed})
-        await send({"type": "http.response.body", "body": content})
+        await send({"type": "http.response.start", "status": answer.status, "headers": relayed})
+        await send({"type": "http.response.body", "body": answer.body})
 
 
 def _with_position(send: Send, replicas: Replicas, region: str) -> Send:
