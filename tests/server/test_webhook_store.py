@@ -3,13 +3,16 @@ test runs against a real SQLite file and a real redis-server."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from server.consumers.webhooks.dispatcher import FreshSubscriptions
 from server.consumers.webhooks.redis_store import RedisWebhookStore
-from server.consumers.webhooks.store import CANCELLED, DELIVERED, FAILED, PENDING, Webhooks
+from server.consumers.webhooks.store import CANCELLED, DELIVERED, FAILED, PENDING, Endpoint, Webhooks
 from server.stores import open_webhooks
 from tests.support.redis_server import RedisServer
 from tests.support.stores import StoreBackend
@@ -157,5 +160,43 @@ def test_every_node_sees_endpoint_changes_at_once(module_redis: RedisServer, tmp
         names = " ".join(backend.key_names())
         assert "example" not in names
     finally:
+        a.close()
+        b.close()
+
+
+async def test_the_dispatcher_reads_endpoints_made_before_it_asked_once_for_all_who_asked_meanwhile(
+    module_redis: RedisServer, tmp_path: Path
+) -> None:
+    """FreshSubscriptions (the dispatcher's read of ``subscriptions()``, off the event loop): an
+    asker that comes while a read is under way is answered by a read begun after it asked (it sees
+    an endpoint node A made just before), and one read serves every asker that came meanwhile."""
+    StoreBackend("redis", tmp_path, module_redis.url).flush()
+    a, b = RedisWebhookStore(module_redis.url), RedisWebhookStore(module_redis.url)
+    inside, release = threading.Event(), threading.Event()
+    first = [True]
+
+    def read() -> dict[str, list[Endpoint]]:
+        found = b.subscriptions()
+        if first[0]:  # the first read holds until the test lets it go
+            first[0] = False
+            inside.set()
+            release.wait(30)
+        return found
+
+    fresh = FreshSubscriptions(read)
+    try:
+        early = asyncio.create_task(fresh.get())
+        await asyncio.to_thread(inside.wait, 30)  # the first read has read: no endpoint then
+        made, _ = await asyncio.to_thread(
+            a.create_endpoint, "AB-c1", "https://a.example/hook", [CREATED], 1.0
+        )
+        late = [asyncio.create_task(fresh.get()) for _ in range(5)]
+        await asyncio.sleep(0)
+        release.set()
+        assert await early == {}
+        assert await asyncio.gather(*late) == [{"AB-c1": [made]}] * 5
+        assert fresh.reads == 2  # the early one's, then one for the five that came during it
+    finally:
+        release.set()
         a.close()
         b.close()

@@ -245,6 +245,58 @@ def payload(fact: Fact) -> bytes:
     return orjson.dumps(body)
 
 
+class FreshSubscriptions:
+    """The store's ``subscriptions()`` as read no earlier than it was asked for, off the event
+    loop, one read at a time: whoever asks while a read is under way waits for the next read,
+    which begins after it asked and serves everyone who asked meanwhile (every region's runs). So
+    facts are matched against the endpoints as they were after their entries were read (an
+    endpoint created before a fact is seen, on any node), as when each run read them itself, with
+    one store round trip per read rather than per run and region, and none on the event loop (with
+    Redis a run's GET waited there behind the journal's fsyncs: ~28% of a node's loop under
+    ``bench http --nodes 2``, py-spy, issue 11)."""
+
+    def __init__(self, read: Callable[[], dict[str, list[Endpoint]]]) -> None:
+        self._read = read
+        self._next: asyncio.Future[dict[str, list[Endpoint]]] | None = None  # the read not begun yet
+        self._reading: asyncio.Task[None] | None = None
+        self.reads = 0
+
+    async def get(self) -> dict[str, list[Endpoint]]:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            self._next.add_done_callback(_retrieved)
+        wanted = self._next
+        if self._reading is None:
+            self._reading = asyncio.create_task(self._read_while_asked(), name="webhook-subscriptions")
+        return await asyncio.shield(wanted)  # a cancelled asker does not cancel the others' read
+
+    async def _read_while_asked(self) -> None:
+        try:
+            while self._next is not None:
+                serving, self._next = self._next, None
+                try:
+                    # not left running in a worker thread by a cancel: reads stay one at a time
+                    found = await finish_first(asyncio.to_thread(self._read))
+                except Exception as exc:
+                    serving.set_exception(exc)
+                except BaseException:  # cancelled (the loop is closing): its askers are too
+                    serving.cancel()
+                    raise
+                else:
+                    serving.set_result(found)
+                self.reads += 1
+        finally:
+            self._reading = None
+            if self._next is not None:
+                self._next.cancel()
+                self._next = None
+
+
+def _retrieved(future: asyncio.Future[dict[str, list[Endpoint]]]) -> None:
+    if not future.cancelled():
+        future.exception()  # every asker got it; none left to log it as never retrieved
+
+
 class WebhookDispatcher:
     name = "webhooks"
 
@@ -283,6 +335,7 @@ class WebhookDispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
         self._owns_store = False
+        self.subscriptions = FreshSubscriptions(store.subscriptions)
         self.feed.add(self)
 
     @classmethod
@@ -349,7 +402,7 @@ class WebhookDispatcher:
                 if event_type is None:
                     continue
                 if subscriptions is None:
-                    subscriptions = self.store.subscriptions()  # from memory, checked once per run
+                    subscriptions = await self.subscriptions.get()  # read after the run was read
                 endpoints = subscribers_in(subscriptions, fact.clinic.id, event_type, fact.at)
                 if endpoints:
                     try:
