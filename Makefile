@@ -29,7 +29,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check engine persistence server loadtest tests scripts
 	$(BIN)/ruff format --check engine persistence server loadtest tests scripts
-	$(BIN)/mypy --strict engine persistence server
+	$(BIN)/mypy --strict engine persistence server loadtest tests/support
 
 # The non-browser suite against the newest release of every dependency, in its own venv,
 # so an upstream release that breaks us is seen the day it appears. It prints which

@@ -40,12 +40,12 @@ LAST_REPORT: dict[str, Any] = {}
 CLINIC_KEYS = 3  # created when none are given; the first is the flash crowd's clinic
 
 
-@events.test_start.add_listener
+@events.test_start.add_listener  # type: ignore[untyped-decorator]  # unannotated in locust
 def _reset_ledger(environment: Environment, **_: Any) -> None:
     invariants.LEDGER.reset()
 
 
-@events.test_start.add_listener
+@events.test_start.add_listener  # type: ignore[untyped-decorator]  # unannotated in locust
 def _create_clinic_keys(environment: Environment, **_: Any) -> None:
     if environment.host is None or "TANDTID_LT_CLINIC_KEYS" in os.environ:
         return
@@ -67,7 +67,7 @@ def _create_clinic_keys(environment: Environment, **_: Any) -> None:
     os.environ["TANDTID_LT_FLASH_CLINIC"] = next(iter(keys), "")
 
 
-@events.test_stop.add_listener
+@events.test_stop.add_listener  # type: ignore[untyped-decorator]  # unannotated in locust
 def _check_invariant(environment: Environment, **_: Any) -> None:
     if environment.host is None or os.environ.get("TANDTID_LT_SKIP_CHECK"):
         return

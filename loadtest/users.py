@@ -489,19 +489,19 @@ class ClinicSystemUser(FastHttpUser):
 
     @task(3)
     def read_day(self) -> None:
-        self.key_or_stop()
+        key = self.key_or_stop()
         clinic_day(
-            self, self.key, today() + dt.timedelta(days=random.randint(0, WINDOW_DAYS)), "/api/clinic/v1/day"
+            self, key, today() + dt.timedelta(days=random.randint(0, WINDOW_DAYS)), "/api/clinic/v1/day"
         )
 
     @task(2)
     def block_and_unblock(self) -> None:
-        self.key_or_stop()
+        key = self.key_or_stop()
         if self.blocked:
             self.unblock_all()
             return
         date = today() + dt.timedelta(days=FIRST_OFFSET + random.randint(0, WINDOW_DAYS - 1))
-        day = clinic_day(self, self.key, date, "/api/clinic/v1/day")
+        day = clinic_day(self, key, date, "/api/clinic/v1/day")
         if day is None:
             return
         resource = random.choice(day["resources"])
@@ -513,21 +513,19 @@ class ClinicSystemUser(FastHttpUser):
             "start": start_iso(date, random.choice(starts), self.cell_minutes),
             "minutes": 2 * self.cell_minutes,
         }
-        reply = call(
-            self, "POST", "/api/clinic/v1/block", name="/api/clinic/v1/block", token=self.key, json=body
-        )
+        reply = call(self, "POST", "/api/clinic/v1/block", name="/api/clinic/v1/block", token=key, json=body)
         if reply.status == 200:
             self.blocked.append(body)
 
     @task(1)
     def open_days(self) -> None:
-        self.key_or_stop()
+        key = self.key_or_stop()
         call(
             self,
             "POST",
             "/api/clinic/v1/open",
             name="/api/clinic/v1/open",
-            token=self.key,
+            token=key,
             json={
                 "resource": random.choice(self.resources),
                 "from": (today() + dt.timedelta(days=80)).isoformat(),

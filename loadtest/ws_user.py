@@ -65,11 +65,11 @@ class LiveConnection:
         self.seq: dict[str, int] = {}  # topic -> last seq seen
         self.wanted: dict[str, dict[str, Any]] = {}  # topic -> its subscribe message
         self.sent_at: dict[str, float] = {}  # topic -> perf_counter of the subscribe
-        self.waiting: dict[str, AsyncResult] = {}  # topic -> snapshot future
+        self.waiting: dict[str, AsyncResult[dict[str, Any]]] = {}  # topic -> snapshot future
         self.diffs = 0
         self.gaps = 0
         self._ws: websocket.WebSocket | None = None
-        self._reader: gevent.Greenlet | None = None
+        self._reader: gevent.Greenlet[[], None] | None = None
         self._closing = False
 
     # -- reporting ---------------------------------------------------------------------------
@@ -77,7 +77,8 @@ class LiveConnection:
     def _report(
         self, name: str, response_time_ms: float, length: int = 0, exception: BaseException | None = None
     ) -> None:
-        self.environment.events.request.fire(
+        # locust's EventHook.fire(**kwargs) carries no annotations
+        self.environment.events.request.fire(  # type: ignore[no-untyped-call]
             request_type=WS,
             name=name,
             response_time=response_time_ms,
@@ -108,7 +109,9 @@ class LiveConnection:
         if self._ws is not None:
             with contextlib.suppress(OSError, websocket.WebSocketException):
                 self._ws.close(timeout=1)
-            self._ws.shutdown()  # close() skips the socket when the server had closed first
+            # close() skips the socket when the server had closed first; websocket-client leaves
+            # shutdown() unannotated
+            self._ws.shutdown()  # type: ignore[no-untyped-call]
         for result in self.waiting.values():
             if not result.ready():
                 result.set_exception(ConnectionError("connection closed"))
@@ -123,7 +126,7 @@ class LiveConnection:
         """A new socket after a lost one (e.g. closed 1013, too slow), with every topic asked again.
         Call from the user's greenlet only, never from ``on_diff``."""
         if self._ws is not None:
-            self._ws.shutdown()
+            self._ws.shutdown()  # type: ignore[no-untyped-call]  # unannotated in websocket-client
         self.seq.clear()
         self.open()
         for topic, message in list(self.wanted.items()):
@@ -153,14 +156,13 @@ class LiveConnection:
         self._ensure_open()
         self.wanted[topic] = message
         self.seq.pop(topic, None)
-        result: AsyncResult = AsyncResult()
+        result: AsyncResult[dict[str, Any]] = AsyncResult()
         self.waiting[topic] = result
         self.sent_at[topic] = time.perf_counter()
         self._send(message)
         if not wait:
             return None
-        data: dict[str, Any] = result.get(timeout=self.timeout_s)
-        return data
+        return result.get(timeout=self.timeout_s)
 
     def unsubscribe(self, topic: str) -> None:
         self.wanted.pop(topic, None)

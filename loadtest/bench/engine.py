@@ -37,6 +37,7 @@ from engine.commands import (
     Unblock,
 )
 from engine.errors import Refused
+from engine.events import Booked, HoldPlaced
 from engine.model import Clinic, ClinicKind, Resource, ResourceKind
 from engine.state import Change, RegionState
 
@@ -137,10 +138,10 @@ def plan(
         except Refused:
             events = []
         for e in events:
-            if type(e).__name__ == "HoldPlaced":
-                holds.append((e.hold_id, e.patient))  # type: ignore[union-attr]
-            elif type(e).__name__ == "Booked":
-                bookings.append((e.booking_id, e.patient, e.clinic))  # type: ignore[union-attr]
+            if isinstance(e, HoldPlaced):
+                holds.append((e.hold_id, e.patient))
+            elif isinstance(e, Booked):
+                bookings.append((e.booking_id, e.patient, e.clinic))
         stream.append((cmd, now))
         effects.append(state.take_changes())
     return stream, effects

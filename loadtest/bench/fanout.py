@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from loadtest.redis_server import free_port
 
@@ -183,10 +183,12 @@ async def _serve(port: int, total_clinics: int, days: int, ws: str) -> None:
                     pool = pools[region]
                     if not pool:
                         continue
-                    res, day, cell = pool.pop()
+                    resource_id, day, cell = pool.pop()
                     seq += 1
                     task = asyncio.create_task(
-                        regions.submit(Book(f"{region}-bk{seq}", f"bench-p{seq}", res, "checkup", day, cell))
+                        regions.submit(
+                            Book(f"{region}-bk{seq}", f"bench-p{seq}", resource_id, "checkup", day, cell)
+                        )
                     )
                     pending.add(task)
                     task.add_done_callback(done)
@@ -274,6 +276,16 @@ def _client_proc(targets: list[Target], first: str, pipe: Connection) -> None:
     asyncio.run(_clients(targets, first, pipe))
 
 
+@runtime_checkable
+class _Wire(Protocol):
+    """What a reader needs of its transport: asyncio's stream transports and uvloop's (which
+    subclass no asyncio transport class) both have these."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _Reader(asyncio.Protocol):
     """A minimal WebSocket client: hand-made handshake (no compression), a frame reader that
     only counts frames and reads ``committed_at``; replies to pings. Much cheaper per frame
@@ -287,10 +299,11 @@ class _Reader(asyncio.Protocol):
         self.buf = bytearray()
         self.handshaken = False
         self.first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
+        self.transport: _Wire | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        assert isinstance(transport, _Wire), type(transport)
+        self.transport = transport
         transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:

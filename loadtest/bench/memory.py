@@ -35,7 +35,8 @@ from engine.calendar import TZ
 from engine.cells import BOOKED
 from engine.state import RegionState
 from persistence.codec import pack_snapshot, unpack_snapshot
-from server.demo.seed import build_catalog, prebook_region, seed_commands
+from server.demo.catalogue import build_catalog
+from server.demo.seed import prebook_region, seed_commands
 
 
 def _now_before(first_day: int) -> int:

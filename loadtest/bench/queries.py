@@ -40,7 +40,8 @@ from engine.state import RegionState
 from loadtest.bench.memory import _now_before, loadavg
 from persistence.codec import unpack_snapshot
 from persistence.file_journal import decode_snapshot
-from server.demo.seed import build_catalog, prebook_region, seed_commands
+from server.demo.catalogue import build_catalog
+from server.demo.seed import prebook_region, seed_commands
 
 SERVICES = ("checkup", "cleaning", "emergency", "filling", "child_checkup")
 

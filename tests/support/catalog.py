@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from engine.calendar import TZ, day_of
-from engine.commands import OpenDays, RegisterClinic
+from engine.commands import Command, OpenDays, RegisterClinic
 from engine.model import Clinic, ClinicKind, Resource, ResourceKind
 
 # A Monday in winter: every test day is a normal opening day (08-12, 13-17).
@@ -42,8 +42,8 @@ def clinic(region: str = "AB", n: int = 1, resources: int = 2) -> tuple[Clinic, 
     return c, res
 
 
-def setup_commands(region: str = "AB", clinics: int = 1, resources: int = 2, days: int = 5) -> list:
-    commands: list = []
+def setup_commands(region: str = "AB", clinics: int = 1, resources: int = 2, days: int = 5) -> list[Command]:
+    commands: list[Command] = []
     for n in range(1, clinics + 1):
         c, res = clinic(region, n, resources)
         commands.append(RegisterClinic(c, res))

@@ -32,13 +32,13 @@ class StoreBackend:
                 if kind == b"string":
                     out += client.get(key) or b""
                 elif kind == b"hash":
-                    out += b"".join(k + b"=" + v for k, v in client.hgetall(key).items())
+                    out += b"".join(_raw(k) + b"=" + _raw(v) for k, v in client.hgetall(key).items())
                 elif kind == b"set":
-                    out += b"".join(client.smembers(key))
+                    out += b"".join(map(_raw, client.smembers(key)))
                 elif kind == b"zset":
-                    out += b"".join(client.zrange(key, 0, -1))
+                    out += b"".join(map(_raw, client.zrange(key, 0, -1)))
                 elif kind == b"list":
-                    out += b"".join(client.lrange(key, 0, -1))
+                    out += b"".join(map(_raw, client.lrange(key, 0, -1)))
                 out += b"\n"
         finally:
             client.close()
@@ -60,3 +60,14 @@ class StoreBackend:
                 client.flushall()
             finally:
                 client.close()
+
+
+def _raw(value: object) -> bytes:
+    """One member or value as Redis holds it. redis-py types its replies loosely (``bytes | str``,
+    or a union with the ``withscores`` shapes for ZRANGE); without ``decode_responses`` and
+    without scores each one is bytes."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"not a Redis string: {type(value).__name__}")
