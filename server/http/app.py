@@ -55,7 +55,7 @@ from server.http.routes import (
 from server.http.routes.pages import STATIC_DIR, not_found_page
 from server.http.static_assets import static_app
 from server.identity.accounts import Accounts
-from server.identity.auth import AuthError, SessionSigner, patient_of
+from server.identity.auth import AuthError, LoadIdentityOffLoop, SessionSigner, patient_of
 from server.identity.ratelimit import RateLimiter, RateLimitMiddleware, RedisRateLimiter
 from server.live.hub import Hub
 from server.loop_lag import LoopLag
@@ -162,6 +162,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
             Middleware(ForwardingMiddleware),  # a cluster node: another node's regions go there
             Middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_per_s, settings.rate_burst)),
             Middleware(CompressMiddleware, min_bytes=COMPRESS_MIN_BYTES, level=COMPRESS_LEVEL),
+            Middleware(LoadIdentityOffLoop),  # a session or key not cached yet: read in a thread
         ],
         exception_handlers=handlers,
         lifespan=lifespan,

@@ -455,6 +455,10 @@ class Accounts(ABC):
             return None
         return found
 
+    def knows_session(self, sid: str) -> bool:
+        """True when :meth:`session` answers ``sid`` from memory (no store read)."""
+        return self._cached(self._sessions, sid)[0]
+
     def end_session(self, sid: str) -> None:
         """Sign this session out: its token stops working now, on every node."""
         self._delete_session(sid)
@@ -475,6 +479,10 @@ class Accounts(ABC):
         key = CLINIC_KEY_PREFIX + secrets.token_urlsafe(32)
         self._insert_key(key_hash(key), clinic, time.time())
         return key
+
+    def knows_key(self, key: str) -> bool:
+        """True when :meth:`clinic_for_key` answers ``key`` from memory (no store read)."""
+        return self._cached(self._keys, key_hash(key))[0]
 
     def clinic_for_key(self, key: str) -> str | None:
         """The clinic a live key belongs to, else None."""

@@ -26,6 +26,7 @@ Errors::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -36,6 +37,7 @@ from typing import Any, Literal
 import jwt
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.errors import TandtidError
 from server.identity.accounts import CLINIC_KEY_PREFIX, Accounts, Role, User
@@ -264,3 +266,44 @@ def require(
     if clinic is not None and principal.role != Role.ADMIN and principal.clinic != clinic:
         raise AuthError("FORBIDDEN", "not allowed for this clinic")
     return principal
+
+
+class LoadIdentityOffLoop:
+    """Reads a request's session (or clinic key) this process has not cached yet from the store
+    in a worker thread, before the route asks for it. The routes ask on the event loop
+    (:func:`principal_from` is synchronous and answers from the accounts' cache), where a miss
+    held the loop for the store's reads: with Redis two round trips that wait behind the journal's
+    fsyncs, ~3 ms each under ``bench http --nodes 2``, for every session a node sees first (issue
+    11: 3-5% of each node's loop there, py-spy). Only a miss costs a hop; a token that does not
+    verify, or a store that fails here, is left to the route to refuse or report as before."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            state = scope["app"].state
+            accounts: Accounts | None = getattr(state, "accounts", None)
+            if accounts is not None and getattr(state, "signer", None) is not None:
+                await _load_missing(HTTPConnection(scope), accounts)
+        await self.app(scope, receive, send)
+
+
+async def _load_missing(conn: HTTPConnection, accounts: Accounts) -> None:
+    header = conn.headers.get("authorization")
+    if header is not None:
+        credential = header.strip().partition(" ")[2].strip()
+        if credential.startswith(CLINIC_KEY_PREFIX):
+            if not accounts.knows_key(credential):
+                await _quietly(accounts.clinic_for_key, credential)
+            return
+    claims = session_claims(conn)
+    if claims is not None and not accounts.knows_session(claims["sid"]):
+        await _quietly(accounts.session, claims["sid"])
+
+
+async def _quietly(read: Any, arg: str) -> None:
+    try:
+        await asyncio.to_thread(read, arg)
+    except Exception:  # the route reads again and reports it the usual way
+        return

@@ -5,7 +5,9 @@ feed token, a clinic API key, a webhook endpoint -- holds on the other at once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -78,3 +80,38 @@ async def test_clinic_keys_and_webhook_endpoints_are_the_same_on_every_node(
         return (await on_a.get("/api/clinic/v1/webhooks", headers=bearer(key))).status_code == 401
 
     await eventually(refused_on_a, what="A to refuse the key revoked on B")
+
+
+async def test_a_session_or_key_made_on_one_node_is_read_off_the_others_event_loop(
+    nodes: tuple[LiveServer, LiveServer], clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    """B has never seen a session A opened (or a key A made): B reads it from Redis in a worker
+    thread before the route asks for it on B's event loop (LoadIdentityOffLoop), then answers
+    from memory."""
+    a, b = nodes
+    _, on_b = clients
+    readers: list[int] = []
+    store = b.accounts
+    load_session, load_key = store._load_session, store._load_key  # the real reads, watched
+
+    def watched_session(sid: str) -> Any:
+        readers.append(threading.get_ident())
+        return load_session(sid)
+
+    def watched_key(digest: str) -> Any:
+        readers.append(threading.get_ident())
+        return load_key(digest)
+
+    store._load_session = watched_session  # type: ignore[method-assign]
+    store._load_key = watched_key  # type: ignore[method-assign]
+    try:
+        _, token = a.user(Role.PATIENT)
+        key = a.accounts.create_clinic_key("AB-c3")
+        for _ in range(2):
+            assert (await on_b.get("/api/auth/me", headers=bearer(token))).status_code == 200
+            assert (await on_b.get("/api/clinic/v1/webhooks", headers=bearer(key))).status_code == 200
+    finally:
+        del store._load_session, store._load_key
+    assert b._thread is not None
+    assert len(readers) == 2, readers  # one read of each, the second requests from memory
+    assert b._thread.ident not in readers  # neither on B's event loop thread
