@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import resource as rusage
 import shutil
 import subprocess
 import sys
@@ -265,6 +266,19 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return of(f"/proc/{pid}/stat"), of(f"/proc/{pid}/task/{pid}/stat")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds so far of the process and its children (nginx: the master and its workers)."""
+    total = 0.0
+    try:
+        total = cpu_seconds(pid)[0]
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += tree_cpu_seconds(int(child))
+    except (FileNotFoundError, ProcessLookupError):
+        pass  # gone meanwhile
+    return total
+
+
 def caught_up(pid: int, timeout_s: float = CATCH_UP_S) -> float:
     """Wait until the process idles (the consumers have done the run's work); its CPU seconds then."""
     deadline = time.monotonic() + timeout_s
@@ -368,9 +382,21 @@ def on_nodes(args: argparse.Namespace, nodes: int, root: Path, req_file: str) ->
         pids = {node.name: node.process.pid for node in cluster.nodes if node.process is not None}
         before = journal_counts(*ports)
         cpu_before = {name: cpu_seconds(pid)[0] for name, pid in pids.items()}
+        # what else the 2 cores ran for the run: the load generator, the balancer, the journal
+        others = {
+            "redis": cluster.redis.pid,
+            "nginx": cluster.nginx.process.pid if cluster.nginx.process else None,
+        }
+        others_before = {name: tree_cpu_seconds(pid) for name, pid in others.items() if pid is not None}
+        wrk_before = rusage.getrusage(rusage.RUSAGE_CHILDREN)
         load = os.getloadavg()[0]
         raw = wrk(cluster.port, req_file, args.connections, args.seconds, args.threads)
         cpu = {name: cpu_seconds(pid)[0] - cpu_before[name] for name, pid in pids.items()}
+        wrk_after = rusage.getrusage(rusage.RUSAGE_CHILDREN)
+        beside = {name: tree_cpu_seconds(pid) - others_before[name] for name, pid in others.items() if pid}
+        beside["wrk"] = (wrk_after.ru_utime + wrk_after.ru_stime) - (
+            wrk_before.ru_utime + wrk_before.ru_stime
+        )
         after = journal_counts(*ports)
         figures = _figures(raw)
         owned = {node.name: len(node.writes()) for node in cluster.nodes}
@@ -382,6 +408,9 @@ def on_nodes(args: argparse.Namespace, nodes: int, root: Path, req_file: str) ->
         "nodes_cpu_us_per_request": round(sum(cpu.values()) * 1e6 / max(int(raw["requests"]), 1)),
         "node_cpu_share_of_a_core": {
             name: round(c / (raw["duration_us"] / 1e6), 2) for name, c in cpu.items()
+        },
+        "beside_cpu_share_of_a_core": {
+            name: round(c / (raw["duration_us"] / 1e6), 2) for name, c in beside.items()
         },
         "durable_writes_per_s": round((after[0] - before[0]) / args.seconds),
         "loadavg_1m_before": round(load, 2),
