@@ -141,26 +141,38 @@ class StartCounts:
 
     def of(self, clinic: str, rows: list[ResourceRow], first_day: int, cuts: tuple[int, ...]) -> list[Counts]:
         """The clinic's bookable starts per service on each day from ``first_day``, the day
-        ``first_day + i`` counted from cell ``cuts[i]`` on (``day_cuts``). Any day not kept (or
-        kept from another cut) recounts the whole range in one go and keeps every day of it."""
+        ``first_day + i`` counted from cell ``cuts[i]`` on (``day_cuts``). The days kept from the
+        same cut are looked up; the others (not kept, changed, or today's as its cells begin)
+        are counted, each run of them in one go, and kept. A booking, or the clock moving on
+        into a new cell, costs the recount of one day, not of the range."""
         days = self._days.get(clinic)
         if days is None:
             days = self._days[clinic] = {}
         out: list[Counts] = []
-        for day, cut in enumerate(cuts, first_day):
-            kept = days.get(day)
-            if kept is None or kept[0] != cut:
-                break
-            out.append(kept[1])
-        else:
+        stale: list[int] = []  # indexes into cuts of the days to count
+        for i, cut in enumerate(cuts):
+            kept = days.get(first_day + i)
+            if kept is not None and kept[0] == cut:
+                out.append(kept[1])
+            else:
+                out.append(NONE)
+                stale.append(i)
+        if not stale:
             return out
-        counted = count_days(rows, first_day, cuts)
-        for day, (cut, counts) in enumerate(zip(cuts, counted, strict=True), first_day):
-            if day not in days:
-                if self._size >= MAX_CLINIC_DAYS:
-                    self._days.clear()
-                    self._size = 0
-                    days = self._days[clinic] = {}
-                self._size += 1
-            days[day] = (cut, counts)
-        return counted
+        if self._size + len(stale) > MAX_CLINIC_DAYS:
+            self._days.clear()
+            self._size = 0
+            days = self._days[clinic] = {}
+        start = 0
+        while start < len(stale):
+            end = start + 1
+            while end < len(stale) and stale[end] == stale[end - 1] + 1:
+                end += 1
+            first, last = stale[start], stale[end - 1] + 1
+            for i, counts in enumerate(count_days(rows, first_day + first, cuts[first:last]), first):
+                if first_day + i not in days:
+                    self._size += 1
+                days[first_day + i] = (cuts[i], counts)
+                out[i] = counts
+            start = end
+        return out

@@ -12,6 +12,10 @@ machine runs) -- the median of ``--repeat`` calls, in ms:
   bookings at random clinics (what a search meets under load);
 - ``summary_*``: the map's free counts of every clinic for 14 days (``engine.queries.region_summary``,
   a region topic's snapshot and ``/api/regions/{code}/summary``): cold, after N bookings;
+- ``badges_*``: the map's badges, every clinic's bookable times of a service for 14 days
+  (``engine.queries.bookable_summary``, in a region topic's snapshot): ``cold`` nothing counted
+  yet (after a start), ``next_cell`` the clock moved into the next cell (today's times are
+  counted again, every ``cell_minutes``), ``after_N`` after ``N`` bookings;
 - ``availability``: one clinic's free starts for a service over 7 days (``queries.free_starts``);
 - ``clinic_day``: one clinic's cells and bookings of a day (``queries.clinic_day``);
 - ``my_bookings``: one patient's bookings (``RegionState.bookings_of``).
@@ -36,6 +40,7 @@ from engine import queries, search
 from engine.calendar import day_of_epoch
 from engine.commands import Book
 from engine.errors import Refused
+from engine.starts import StartCounts
 from engine.state import RegionState
 from loadtest.bench.memory import _now_before, loadavg
 from persistence.codec import unpack_snapshot
@@ -124,6 +129,17 @@ def main(argv: list[str]) -> dict[str, Any]:
         state.take_changes()
 
     service = iter(SERVICES * (args.repeat + 1))
+    cell_s = 60 * min(c.cell_minutes for c in state.clinics.values())
+    at = [now]
+
+    def next_cell() -> None:
+        queries.bookable_summary(state, "checkup", today, 14, at[0])  # counted and kept
+        at[0] += cell_s  # the timed read: one cell later
+
+    def cold_badges() -> object:
+        queries._summaries.pop(state, None)
+        state._starts = StartCounts()
+        return queries.bookable_summary(state, "checkup", today, 14, now)
 
     def fresh_search() -> object:
         search._rankings.pop(state, None)
@@ -149,6 +165,15 @@ def main(argv: list[str]) -> dict[str, Any]:
         ),
         f"summary_after_{args.after}_ms": cpu_ms(
             lambda: queries.region_summary(state, today, 14), args.repeat, book_some
+        ),
+        "badges_cold_ms": cpu_ms(cold_badges, min(args.repeat, 5)),
+        "badges_next_cell_ms": cpu_ms(
+            lambda: queries.bookable_summary(state, "checkup", today, 14, at[0]),
+            min(args.repeat, 10),
+            next_cell,
+        ),
+        f"badges_after_{args.after}_ms": cpu_ms(
+            lambda: queries.bookable_summary(state, "checkup", today, 14, at[0]), args.repeat, book_some
         ),
         "availability_ms": cpu_ms(
             lambda: queries.free_starts(state, rng.choice(clinics), "checkup", first, days, now), args.repeat
