@@ -290,6 +290,10 @@ class RegionState:
         it changes nothing here."""
         return self._bookings.get(booking_id)
 
+    def may_have_bookings_of(self, patient: str) -> bool:
+        """False when the patient has no booking here (cheap: the patient index only)."""
+        return self._bookings.has_patient(patient)
+
     def bookings_of(self, patient: str) -> list[Booking]:
         """The patient's bookings (booked and cancelled), by start then id."""
         return sorted(self._bookings.of_patient(patient), key=lambda b: (b.day, b.cell, b.id))

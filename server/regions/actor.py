@@ -386,6 +386,14 @@ class RegionActor:
         first apply and its answers): ``fn(state)`` may be read right now (``query``)."""
         return not self._applying and self.lifecycle in (Lifecycle.READY, Lifecycle.FOLLOWING)
 
+    @property
+    def committing(self) -> bool:
+        """True while a serving actor's batch is between its first apply and its answers: the
+        state then holds everything durable plus what that batch does (or, if the batch fails,
+        it is reloaded from what is durable). Something the state only ever gains (a patient's
+        bookings, the idempotency keys) and that it does not hold now is not durable either."""
+        return self._applying and self.lifecycle in (Lifecycle.READY, Lifecycle.FOLLOWING)
+
     async def query(self, fn: Callable[[RegionState], T]) -> T:
         """``fn(state)`` on durable state only, in the caller's task: at once while the actor is
         ``settled``, else right after the batch in flight is durable and answered (never behind

@@ -244,24 +244,34 @@ class Regions:
     async def query(self, region: str, fn: Callable[[RegionState], T]) -> T:
         return await self._reading_actor(region).query(fn)
 
-    async def query_all(self, fn: Callable[[RegionState], list[T]]) -> list[T]:
+    async def query_all(
+        self, fn: Callable[[RegionState], list[T]], *, absent: Callable[[RegionState], bool] | None = None
+    ) -> list[T]:
         """``fn`` on every region (each on its actor's or replica's durable state), the lists
         joined. Raises ``Unavailable`` when any region cannot answer: for what must see every
-        region (is an idempotency key used anywhere?). To show what can be shown, ``query_available``."""
-        chunks = await self._query_each(fn)
+        region (is an idempotency key used anywhere?). To show what can be shown, ``query_available``.
+
+        ``absent(state)``: True when ``fn`` finds nothing in ``state`` and what it looks for is
+        only ever added (a patient's bookings, idempotency keys). A region in the middle of a
+        commit where it is True answers ``[]`` at once (nothing durable can hold what the state
+        with the batch in flight does not: ``RegionActor.committing``) instead of being waited
+        for; without it every read of all regions waits for the slowest commit under way."""
+        chunks = await self._query_each(fn, absent)
         for chunk in chunks:
             if isinstance(chunk, BaseException):
                 raise chunk
         return [item for chunk in chunks for item in chunk]  # type: ignore[union-attr]
 
-    async def query_available(self, fn: Callable[[RegionState], list[T]]) -> Gathered[T]:
+    async def query_available(
+        self, fn: Callable[[RegionState], list[T]], *, absent: Callable[[RegionState], bool] | None = None
+    ) -> Gathered[T]:
         """``fn`` on every region that can answer (each on its durable state), the lists joined,
         and the regions that could not (FAILED, FENCED, overloaded), sorted. For things that can
         live in any region: a patient's bookings, holds, wait-list entries -- one failed region
-        must not hide those in the twenty others."""
+        must not hide those in the twenty others. ``absent`` as for ``query_all``."""
         items: list[T] = []
         missing: list[str] = []
-        for code, chunk in zip(self.actors, await self._query_each(fn), strict=True):
+        for code, chunk in zip(self.actors, await self._query_each(fn, absent), strict=True):
             if isinstance(chunk, Unavailable):
                 missing.append(code)
             elif isinstance(chunk, BaseException):
@@ -270,17 +280,28 @@ class Regions:
                 items.extend(chunk)
         return Gathered(items, sorted(missing))
 
-    async def _query_each(self, fn: Callable[[RegionState], T]) -> list[T | BaseException]:
-        """``fn`` in every region, in ``actors`` order: read at once where the actor is settled,
-        the others awaited together (each a result or the exception it raised; ``Unavailable``
-        for a region that cannot answer)."""
+    async def _query_each(
+        self, fn: Callable[[RegionState], list[T]], absent: Callable[[RegionState], bool] | None = None
+    ) -> list[list[T] | BaseException]:
+        """``fn`` in every region, in ``actors`` order: read at once where the actor is settled
+        (or committing, where ``absent`` says there is nothing to find), the others awaited
+        together (each a result or the exception it raised; ``Unavailable`` for a region that
+        cannot answer)."""
         codes = list(self.actors)
-        out: list[T | BaseException] = []
+        out: list[list[T] | BaseException] = []
         waiting: dict[int, str] = {}
         for code in codes:
             try:
                 actor = self._reading_actor(code)
-                if not actor.settled or actor.overloaded:
+                if actor.overloaded or not actor.settled:
+                    if (
+                        not actor.overloaded
+                        and absent is not None
+                        and actor.committing
+                        and absent(actor.state)
+                    ):
+                        out.append([])
+                        continue
                     waiting[len(out)] = code
                     out.append(Unavailable(code))  # until awaited below
                     continue

@@ -137,7 +137,10 @@ async def _key_used_elsewhere(request: Request, patient: str, digest: str, regio
         booking = state.idempotent_booking(patient, digest)
         return [state.region] if booking is not None else []
 
-    return any(r != region for r in await regions_of(request).query_all(read))
+    def absent(state: RegionState) -> bool:  # keys are only ever added: see Regions.query_all
+        return state.idempotent_booking(patient, digest) is None
+
+    return any(r != region for r in await regions_of(request).query_all(read, absent=absent))
 
 
 def _fingerprint(body: BookingBody) -> str:
@@ -245,7 +248,10 @@ async def list_bookings(request: Request) -> Response:
 
     # A patient's bookings can be in any region; the per-patient index makes each query cheap.
     # A region that cannot answer is named in missing_regions; the others' bookings are shown.
-    found = await regions.query_available(read)
+    def absent(state: RegionState) -> bool:  # a patient's bookings are only ever added
+        return not state.may_have_bookings_of(patient)
+
+    found = await regions.query_available(read, absent=absent)
     views = sorted(found.items, key=lambda v: (v["start"], v["id"]))
     return json_response(found.body("bookings", views))
 
