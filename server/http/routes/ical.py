@@ -66,7 +66,10 @@ async def patient_feed(request: Request) -> Response:
                 out.append((b, clinic, f"{_service(b)} – {clinic.name}"))
         return out
 
-    found = await regions.query_all(read)
+    def absent(state: RegionState) -> bool:  # a patient's bookings are only ever added
+        return not state.may_have_bookings_of(patient)
+
+    found = await regions.query_all(read, absent=absent)
     items = sorted(found, key=lambda i: (cell_epoch(i[0].day, i[0].cell, i[1].cell_minutes), i[0].id))
     return _feed_response(feed_ics(items, name="Tandtid", now_s=now))
 
