@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.model import REGION_CODES
+from persistence.durable_file import pwrite_all
 
 RECORD_MAGIC = b"TTC1"
 # A region frame (FileJournal's on-disk unit), which every record carries.
@@ -235,16 +236,6 @@ def empty(path: Path) -> None:
             os.close(fd)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written <= 0:
-            raise OSError("pwrite wrote nothing")
-        view = view[written:]
-        offset += written
-
-
 class CommitLog:
     """The group writer of one FileJournal. ``open`` and ``close`` run in a worker thread;
     ``write`` is called on the event loop with the region's lock held."""
@@ -333,9 +324,9 @@ class CommitLog:
                 touched.append(target)
                 if target.dirty:
                     os.ftruncate(target.fd, target.committed)
-                _pwrite_all(target.fd, item.frame, target.committed)
+                pwrite_all(target.fd, item.frame, target.committed)
             data = b"".join(encode_record(i.target.name, i.position, i.frame) for i in batch)
-            _pwrite_all(self._fd, data, self._size)
+            pwrite_all(self._fd, data, self._size)
             os.fsync(self._fd)
         except OSError:
             for target in touched:

@@ -55,6 +55,13 @@ from persistence import commit_log
 from persistence.commit_log import FRAME_HEADER as FRAME_HEADER
 from persistence.commit_log import FRAME_MAGIC as FRAME_MAGIC
 from persistence.commit_log import CommitLog
+from persistence.durable_file import (
+    fsync_directory,
+    pwrite_all,
+    remove_stale_temp_files,
+    write_all,
+    write_atomically,
+)
 from persistence.journal import CorruptJournal, Entry, Journal, JournalUnavailable, Snapshot, StaleEpoch
 
 log = logging.getLogger(__name__)
@@ -265,40 +272,12 @@ def set_aside(directory: Path, name: str, data: bytes) -> Path:
     path = aside / f"{name}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.{time.time_ns() % 10**9:09d}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(aside)
+    fsync_directory(aside)
     return path
-
-
-def remove_stale_temp_files(directory: Path) -> list[Path]:
-    """``.<name>.<pid>.tmp`` files left by a process that died before its rename."""
-    removed = []
-    for path in directory.glob(".*.tmp"):
-        try:
-            pid = int(path.name.rsplit(".", 2)[-2])
-        except (ValueError, IndexError):
-            continue
-        if pid == os.getpid() or _alive(pid):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(path)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _probe_write(directory: Path) -> None:
@@ -315,14 +294,6 @@ def _probe_write(directory: Path) -> None:
         probe.unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def decode_snapshot(data: bytes) -> Snapshot | None:
     """The snapshot in a ``.snap`` file's bytes, or None when they are damaged."""
     if len(data) >= SNAP_HEADER.size:
@@ -335,29 +306,6 @@ def decode_snapshot(data: bytes) -> Snapshot | None:
         ):
             return Snapshot(position, payload)
     return None
-
-
-def _write_atomically(path: Path, data: bytes, keep_previous_as: Path | None = None) -> None:
-    """temp file, write, fsync, rename over ``path``, fsync the directory. With
-    ``keep_previous_as`` the file being replaced is renamed there first (a crash between
-    the two renames leaves only the previous one, which ``load_snapshot`` falls back to)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk must not stay full of half snapshots
-        raise
-    finally:
-        os.close(fd)
-    if keep_previous_as is not None:
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(path, keep_previous_as)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 @dataclass(slots=True)
@@ -547,7 +495,7 @@ class FileJournal(Journal):
                 if state.fd is None:
                     state.fd = await self._run(self._open_for_append, state)
                 if epoch > state.epoch:
-                    await self._run(_write_atomically, state.epoch_path, b"%d\n" % epoch)
+                    await self._run(write_atomically, state.epoch_path, b"%d\n" % epoch)
                     state.epoch = epoch
                 state.owner = True
                 position = state.position + 1
@@ -653,7 +601,9 @@ class FileJournal(Journal):
         data = SNAP_MAGIC + struct.pack("<I", crc) + fields_ + snapshot.payload
         path = self._snap_dir / f"{region}.snap"
         try:
-            await self._run(_write_atomically, path, data, path.with_name(f"{region}.snap.prev"))
+            await self._run(
+                write_atomically, path, data, keep_previous_as=path.with_name(f"{region}.snap.prev")
+            )
         except OSError as exc:
             self._wrote(exc)
             raise JournalUnavailable(
@@ -750,7 +700,7 @@ class FileJournal(Journal):
         existed = state.log_path.exists()
         fd = os.open(state.log_path, os.O_WRONLY | os.O_CREAT, 0o644)
         if not existed:
-            _fsync_dir(self._journal_dir)
+            fsync_directory(self._journal_dir)
         return fd
 
     def _recover(self, state: _Region) -> None:
@@ -900,7 +850,7 @@ def restore_from_commit_log(directory: Path) -> list[str]:
                     f"commit log damaged ({found.problem}; kept as set-aside/{kept.name}): "
                     "an acknowledged append may be missing"
                 )
-                _write_atomically(
+                write_atomically(
                     commit_damage_path(journal_dir, name), CommitDamage(why, kept.name, spans).to_json()
                 )
                 stopped.append(name)
@@ -910,7 +860,7 @@ def restore_from_commit_log(directory: Path) -> list[str]:
         problems.append(problem)
         log.error("%s", problem)
     if found.records:
-        _fsync_dir(journal_dir)
+        fsync_directory(journal_dir)
     commit_log.empty(path)
     return problems
 
@@ -944,14 +894,7 @@ def _restore_region(journal_dir: Path, name: str, frames: dict[int, bytes]) -> N
             missing.append(frames[cut_position + len(missing) + 1])
         if missing:
             os.ftruncate(fd, cut_offset)
-            data = b"".join(missing)
-            view = memoryview(data)
-            at = cut_offset
-            while view:
-                written = os.pwrite(fd, view, at)
-                if written <= 0:
-                    raise OSError("pwrite wrote nothing")
-                view, at = view[written:], at + written
+            pwrite_all(fd, b"".join(missing), cut_offset)
             log.warning(
                 "region %s: restored %d frames (positions %d..%d) from the commit log",
                 name,

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from persistence.durable_file import write_atomically
+
 
 def env_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -132,12 +134,5 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     if path.exists():
         return path.read_bytes().strip()
     key = secrets.token_urlsafe(48).encode()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomically(path, key, mode=0o600)
     return key

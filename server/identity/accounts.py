@@ -49,8 +49,8 @@ import threading
 import time
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -60,6 +60,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from engine.errors import TandtidError
+from persistence import sqlite_file
 
 MIN_PASSWORD = 8
 # argon2id at OWASP's recommended minimum (Password Storage Cheat Sheet: 19 MiB, 2 passes, 1 lane):
@@ -523,29 +524,15 @@ class AccountStore(Accounts):
 
     def __init__(self, path: Path, *, hasher: PasswordHasher | None = None) -> None:
         super().__init__(hasher)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite_file.connect(path, _SCHEMA, synchronous="NORMAL")
         self._data_version = self._version()
         self._checked_at = time.monotonic()
 
     # -- plumbing -------------------------------------------------------------
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                if self._db.in_transaction:  # SQLite rolls back by itself on e.g. a full disk
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_file.transaction(self._db, self._lock)
 
     def _fetch(self, sql: str, args: Iterable[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import threading
 import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from persistence import sqlite_file
 from server.redis_state import connect
 
 _SCHEMA = """
@@ -67,28 +67,18 @@ class FeedTokens:
     """In SQLite. Thread-safe (one connection, one lock); call :meth:`close` on shutdown."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite_file.connect(path, _SCHEMA)
 
     def create(self, kind: FeedKind, owner: str) -> str:
         """A new token for ``owner`` (its previous one stops working). Shown once: keep the URL."""
         token = secrets.token_urlsafe(32)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM ical_tokens WHERE kind = ? AND owner = ?", (kind.value, owner))
-                self._db.execute(
-                    "INSERT INTO ical_tokens (token_hash, kind, owner, created_at) VALUES (?, ?, ?, ?)",
-                    (_hash(token), kind.value, owner, time.time()),
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with sqlite_file.transaction(self._db, self._lock) as db:
+            db.execute("DELETE FROM ical_tokens WHERE kind = ? AND owner = ?", (kind.value, owner))
+            db.execute(
+                "INSERT INTO ical_tokens (token_hash, kind, owner, created_at) VALUES (?, ?, ?, ?)",
+                (_hash(token), kind.value, owner, time.time()),
+            )
         return token
 
     def revoke(self, kind: FeedKind, owner: str) -> bool:

@@ -7,8 +7,7 @@ import logging
 import os
 import resource
 import shutil
-import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -263,18 +262,6 @@ async def test_corrupt_snapshot_is_ignored(
     await journal.save_snapshot("AB", Snapshot(10, b"fresh"))
     assert await journal.load_snapshot("AB") == Snapshot(10, b"fresh")
     assert [p.name for p in snap.parent.iterdir()] == ["AB.snap"]  # no temp files left behind
-
-
-@pytest.fixture
-def file_size_limit() -> Iterator[None]:
-    """Lets a test lower RLIMIT_FSIZE (real EFBIG write failures); restores it afterwards."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
 
 
 @pytest.mark.usefixtures("file_size_limit")

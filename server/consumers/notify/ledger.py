@@ -19,11 +19,11 @@ key), so the receiving side can drop the duplicate.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Protocol
 
+from persistence import sqlite_file
 from server.redis_state import ADVANCE_LUA, CURSOR_LUA, connect
 
 _SCHEMA = """
@@ -68,13 +68,8 @@ class LedgerStore(Protocol):
 
 class Ledger:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite_file.connect(path, _SCHEMA)
 
     def cursors(self) -> dict[str, int]:
         with self._lock:
@@ -108,20 +103,13 @@ class Ledger:
     ) -> None:
         """Mark every (key, channel) of ``sent`` sent and, when ``region``/``position`` are
         given, move that cursor — in one transaction (one fsync)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO sent (key, channel, sent_at) VALUES (?, ?, ?)",
-                    [(key, channel, now) for key, channel in sent],
-                )
-                if region is not None and position is not None:
-                    self._advance(region, position)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # SQLite rolled back already on some errors (a full disk)
-                    self._db.execute("ROLLBACK")
-                raise
+        with sqlite_file.transaction(self._db, self._lock) as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO sent (key, channel, sent_at) VALUES (?, ?, ?)",
+                [(key, channel, now) for key, channel in sent],
+            )
+            if region is not None and position is not None:
+                self._advance(region, position)
 
     def advance(self, region: str, position: int) -> None:
         with self._lock:

@@ -284,12 +284,16 @@ class Notifier:
                 log.warning("message %s: refused by the mail server for good; not retried", key)
                 await self._record([(key, "rejected")], region)
             except MailUnavailable as exc:
-                self.stats.retries += 1
-                log.warning("%s; retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_s)
+                delay = await self._wait_for_mail_server(exc, delay)
                 continue
             return
+
+    async def _wait_for_mail_server(self, exc: MailUnavailable, delay: float) -> float:
+        """Count the retry, wait ``delay`` and return the next (doubled, up to ``retry_max_s``)."""
+        self.stats.retries += 1
+        log.warning("%s; retrying in %.0f s", exc, delay)
+        await asyncio.sleep(delay)
+        return min(delay * 2, self.retry_max_s)
 
     async def _hand_over(self, mail: Mail, region: str) -> None:
         channel = await self.mailer.send(mail)
@@ -305,10 +309,7 @@ class Notifier:
             try:
                 channel = await self.mailer.send_many(mails)
             except MailUnavailable as exc:
-                self.stats.retries += 1
-                log.warning("%s; retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_s)
+                delay = await self._wait_for_mail_server(exc, delay)
                 continue
             self.stats.sent += len(mails)
             log.info("%d messages written to the %s", len(mails), channel)

@@ -12,7 +12,6 @@ runs on its owner, and the admin page of any node lists every message (``server.
 
 from __future__ import annotations
 
-import os
 import re
 from email import policy
 from email.message import EmailMessage
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from persistence import redis_client
+from persistence.durable_file import fsync_directory, write_atomically
 from server.consumers.notify.messages import Mail
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}\.eml$")
@@ -51,23 +51,10 @@ class Outbox:
             path = self.directory / file_name(mail.key)
             if path.exists():
                 continue
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(mail.data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            write_atomically(path, mail.data, mode=0o600, sync_directory=False)
             written += 1
         if written:
-            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_directory(self.directory)
         return written
 
     def names(self) -> list[str]:

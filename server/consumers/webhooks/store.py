@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from persistence import sqlite_file
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
     id TEXT PRIMARY KEY, clinic TEXT NOT NULL, url TEXT NOT NULL, secret TEXT NOT NULL,
@@ -203,29 +205,16 @@ class Webhooks(Protocol):
 
 class WebhookStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite_file.connect(path, _SCHEMA)
         # The dispatcher's reads of the endpoints (event loop only): its own connection, so a
         # writer's transaction in a worker thread never holds it up (WAL: readers never wait).
         self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._subscriptions: tuple[int, dict[str, list[Endpoint]]] = (-1, {})
 
     def _tx(self, fn: Any) -> Any:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(self._db)
-                self._db.execute("COMMIT")
-                return result
-            except BaseException:
-                if self._db.in_transaction:  # SQLite rolled back already on some errors (a full disk)
-                    self._db.execute("ROLLBACK")
-                raise
+        with sqlite_file.transaction(self._db, self._lock) as db:
+            return fn(db)
 
     # -- endpoints -------------------------------------------------------------------------------
 

@@ -21,7 +21,9 @@ from engine.commands import Command
 from engine.errors import RefusalCode, Refused
 from engine.events import Event
 from engine.model import region_of
+from engine.state import RegionState
 from server.http.errors import ApiError, invalid, not_found, validation_error
+from server.http.views import booking_view
 from server.identity.accounts import CLINIC_ROLES, Role
 from server.identity.auth import AuthError, Principal, csrf_ok, principal_from
 from server.identity.ratelimit import RateLimiter
@@ -44,6 +46,18 @@ async def submit_own(request: Request, command: Command, missing: str) -> list[E
         if exc.code in (RefusalCode.NOT_FOUND, RefusalCode.NOT_YOURS):
             raise not_found(missing) from None
         raise
+
+
+async def booking_as_now(regions: Regions, region: str, booking_id: str) -> dict[str, Any]:
+    """The booking's view after a command on it was accepted (the command found it, and bookings
+    are never removed, so it is there)."""
+
+    def read(state: RegionState) -> dict[str, Any]:
+        booking = state.booking(booking_id)
+        assert booking is not None
+        return booking_view(booking, state.clinics[booking.clinic])
+
+    return await regions.query(region, read)
 
 
 def now_s(request: Request) -> int:

@@ -12,6 +12,7 @@ from engine.commands import Cancel, Party, SuspendClinic
 from engine.state import RegionState
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
+    booking_as_now,
     clinic_in_path,
     first_day,
     parse_body,
@@ -24,7 +25,7 @@ from server.http.routes.access import (
     today,
 )
 from server.http.routes.public import clinic_summary
-from server.http.routes.replies import json_response
+from server.http.routes.replies import json_response, shown_once
 from server.http.schemas import AdminBookingsQuery, CancelBody, SuspendBody
 from server.http.views import booking_view
 from server.identity.accounts import Accounts
@@ -83,13 +84,7 @@ async def cancel_booking(request: Request) -> Response:
     body = await parse_body(request, CancelBody, required=False)
     regions = regions_of(request)
     await regions.submit(Cancel(booking_id, Party.ADMIN, admin, body.reason or ""))
-
-    def read(state: RegionState) -> dict[str, Any]:
-        booking = state.booking(booking_id)
-        assert booking is not None  # the submit above found it, and bookings are never removed
-        return booking_view(booking, state.clinics[booking.clinic])
-
-    return json_response({"booking": await regions.query(region, read)})
+    return json_response({"booking": await booking_as_now(regions, region, booking_id)})
 
 
 async def suspend_clinic(request: Request) -> Response:
@@ -113,7 +108,7 @@ async def create_clinic_key(request: Request) -> Response:
     clinic = await clinic_in_path(request)
     accounts: Accounts = request.app.state.accounts
     key = await asyncio.to_thread(accounts.create_clinic_key, clinic)
-    return json_response({"clinic": clinic, "key": key}, status=201)
+    return shown_once({"clinic": clinic}, key, field="key")
 
 
 async def system_state(request: Request) -> Response:

@@ -28,11 +28,9 @@ from server.http.routes.access import (
     require_admin,
     require_clinic_admin,
 )
-from server.http.routes.replies import json_response, no_content
+from server.http.routes.replies import NO_STORE, json_response, no_content, shown_once
 from server.http.schemas import ClinicAccountBody, ClinicRoleBody
 from server.identity.accounts import Accounts, EmailTaken, InvalidAccount, Role, UnknownAccount, User
-
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _accounts(request: Request) -> Accounts:
@@ -56,16 +54,16 @@ async def _create(request: Request, clinic: str) -> Response:
         raise ApiError(409, "EMAIL_TAKEN", "there is already an account with that e-mail address") from None
     except InvalidAccount as exc:
         raise ApiError(422, "INVALID", str(exc)) from None
-    reply: dict[str, Any] = {"account": account_view(user)}
-    if made:
-        reply["password"] = password  # this once: hand it over, they change it after signing in
-    return json_response(reply, status=201, headers=_NO_STORE)
+    reply = {"account": account_view(user)}
+    if made:  # hand it over; they change it after signing in
+        return shown_once(reply, password, field="password")
+    return json_response(reply, status=201, headers=NO_STORE)
 
 
 async def list_accounts(request: Request) -> Response:
     _, clinic = require_clinic_admin(request, key=False)
     users = await asyncio.to_thread(_accounts(request).clinic_users, clinic)
-    return json_response({"accounts": [account_view(u) for u in users]}, headers=_NO_STORE)
+    return json_response({"accounts": [account_view(u) for u in users]}, headers=NO_STORE)
 
 
 async def create_account(request: Request) -> Response:
@@ -87,7 +85,7 @@ async def set_role(request: Request) -> Response:
         user = await asyncio.to_thread(_accounts(request).set_clinic_role, clinic, account, Role(body.role))
     except UnknownAccount:
         raise not_found("no such account at your clinic") from None
-    return json_response({"account": account_view(user)}, headers=_NO_STORE)
+    return json_response({"account": account_view(user)}, headers=NO_STORE)
 
 
 async def remove_account(request: Request) -> Response:
@@ -109,15 +107,14 @@ def _key_view(created: float | None) -> dict[str, Any]:
 async def key_state(request: Request) -> Response:
     _, clinic = require_clinic_admin(request, key=False)
     created = await asyncio.to_thread(_accounts(request).clinic_key_created, clinic)
-    return json_response({"key": _key_view(created)}, headers=_NO_STORE)
+    return json_response({"key": _key_view(created)}, headers=NO_STORE)
 
 
 async def rotate_key(request: Request) -> Response:
     _, clinic = require_clinic_admin(request, key=False)
     key = await asyncio.to_thread(_accounts(request).rotate_clinic_key, clinic)
     created = await asyncio.to_thread(_accounts(request).clinic_key_created, clinic)
-    # the key itself is in this reply only; the server keeps its hash
-    return json_response({"key": _key_view(created), "secret": key}, status=201, headers=_NO_STORE)
+    return shown_once({"key": _key_view(created)}, key)
 
 
 async def revoke_key(request: Request) -> Response:

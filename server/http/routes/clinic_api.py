@@ -23,6 +23,7 @@ from engine.state import RegionState
 from server.http.errors import invalid, not_found, refusal_response
 from server.http.openapi import Endpoint
 from server.http.routes.access import (
+    booking_as_now,
     first_day,
     locate_start,
     parse_body,
@@ -34,9 +35,9 @@ from server.http.routes.access import (
     today,
     within_horizon,
 )
-from server.http.routes.replies import json_response
+from server.http.routes.replies import NO_STORE, json_response
 from server.http.schemas import BlockBody, CancelBody, DayQuery, OpenBody
-from server.http.views import booking_view, end_iso
+from server.http.views import end_iso
 from server.identity.accounts import Accounts
 
 
@@ -100,7 +101,7 @@ async def clinic_day(request: Request) -> Response:
     names = await asyncio.to_thread(accounts.names, patients) if patients else {}
     for booking in view["bookings"]:
         booking["patient_name"] = names.get(booking.pop("patient"), "")
-    return json_response(view, headers={"Cache-Control": "no-store"})
+    return json_response(view, headers=NO_STORE)
 
 
 async def open_days(request: Request) -> Response:
@@ -164,13 +165,7 @@ async def cancel_booking(request: Request) -> Response:
     regions = regions_of(request)
     # The engine refuses another clinic's booking as NOT_FOUND (mapped to 404).
     await regions.submit(Cancel(booking_id, Party.CLINIC, clinic_id, body.reason or ""))
-
-    def read(state: RegionState) -> dict[str, Any]:
-        booking = state.booking(booking_id)
-        assert booking is not None  # the submit above found it, and bookings are never removed
-        return booking_view(booking, state.clinics[booking.clinic])
-
-    return json_response({"booking": await regions.query(region, read)})
+    return json_response({"booking": await booking_as_now(regions, region, booking_id)})
 
 
 async def mark_no_show(request: Request) -> Response:
@@ -182,13 +177,7 @@ async def mark_no_show(request: Request) -> Response:
     regions = regions_of(request)
     # Another clinic's booking is NOT_FOUND; one not started yet or not booked is INVALID (422).
     await regions.submit(MarkNoShow(booking_id, clinic_id))
-
-    def read(state: RegionState) -> dict[str, Any]:
-        booking = state.booking(booking_id)
-        assert booking is not None  # the submit above found it, and bookings are never removed
-        return booking_view(booking, state.clinics[booking.clinic])
-
-    return json_response({"booking": await regions.query(region, read)})
+    return json_response({"booking": await booking_as_now(regions, region, booking_id)})
 
 
 _BOOKING = {"type": "object", "required": ["booking"], "properties": {"booking": {"type": "object"}}}

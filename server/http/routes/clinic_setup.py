@@ -45,7 +45,7 @@ from server.http.routes.access import (
     require_clinic_admin,
     within_horizon,
 )
-from server.http.routes.replies import json_response
+from server.http.routes.replies import NO_STORE, json_response
 from server.http.schemas import (
     ClinicDetailsBody,
     DayHoursBody,
@@ -130,7 +130,7 @@ async def _reply(request: Request, clinic_id: str, status: int = 200) -> Respons
     view = await regions.query(region, read)
     if view is None:
         raise not_found("no such clinic")
-    return json_response({"clinic": view}, status=status, headers={"Cache-Control": "no-store"})
+    return json_response({"clinic": view}, status=status, headers=NO_STORE)
 
 
 async def get_setup(request: Request) -> Response:
@@ -144,7 +144,7 @@ async def get_setup(request: Request) -> Response:
     view = await regions_of(request).query(region, read)
     if view is None:
         raise not_found("no such clinic")
-    return json_response({"clinic": view}, headers={"Cache-Control": "no-store"})
+    return json_response({"clinic": view}, headers=NO_STORE)
 
 
 async def edit_details(request: Request) -> Response:

@@ -21,7 +21,7 @@ from engine.state import RegionState
 from server.http.errors import not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import now_s, region_or_404, regions_of, require_clinic, require_user
-from server.http.routes.replies import json_response, no_content
+from server.http.routes.replies import NO_STORE, json_response, no_content
 from server.http.views import feed_ics
 from server.identity.calendar_tokens import FeedKind, FeedTokenStore
 
@@ -104,7 +104,7 @@ def _created(request: Request, kind: FeedKind, token: str) -> Response:
     return json_response(
         {"url": str(request.base_url).rstrip("/") + path, "path": path},
         status=201,
-        headers={"Cache-Control": "no-store"},
+        headers=NO_STORE,
     )
 
 

@@ -17,7 +17,7 @@ from server.consumers.notify.outbox import Outbox
 from server.http.errors import not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import parse_query, require_admin
-from server.http.routes.replies import json_response
+from server.http.routes.replies import NO_STORE, json_response
 from server.http.schemas import Query
 
 
@@ -40,7 +40,7 @@ async def list_outbox(request: Request) -> Response:
         return len(names), [s for s in (outbox.summary(n) for n in names[: q.limit]) if s is not None]
 
     total, messages = await asyncio.to_thread(read)
-    return json_response({"total": total, "messages": messages}, headers={"Cache-Control": "no-store"})
+    return json_response({"total": total, "messages": messages}, headers=NO_STORE)
 
 
 async def read_message(request: Request) -> Response:
@@ -49,7 +49,7 @@ async def read_message(request: Request) -> Response:
     view = await asyncio.to_thread(_outbox(request).view, name)
     if view is None:
         raise not_found("no such message")
-    return json_response(view, headers={"Cache-Control": "no-store"})
+    return json_response(view, headers=NO_STORE)
 
 
 ENDPOINTS = [

@@ -22,7 +22,7 @@ from server.consumers.webhooks.store import STATUSES, Webhooks
 from server.http.errors import invalid, not_found
 from server.http.openapi import Endpoint
 from server.http.routes.access import now_s, parse_body, parse_query, path_id, require_clinic
-from server.http.routes.replies import json_response, no_content
+from server.http.routes.replies import json_response, no_content, shown_once
 from server.http.schemas import Body, Query
 from server.stores import open_webhooks
 
@@ -63,9 +63,7 @@ async def create_endpoint(request: Request) -> Response:
     endpoint, secret = await asyncio.to_thread(
         store.create_endpoint, clinic, body.url, list(body.events), float(now_s(request))
     )
-    view = endpoint.view()
-    view["secret"] = secret  # shown this once: the clinic verifies signatures with it
-    return json_response(view, status=201, headers={"Cache-Control": "no-store"})
+    return shown_once(endpoint.view(), secret)  # the clinic verifies signatures with it
 
 
 async def list_endpoints(request: Request) -> Response:
