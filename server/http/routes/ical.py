@@ -34,6 +34,15 @@ def _tokens(request: Request) -> FeedTokenStore:
     return tokens
 
 
+async def _feed_owner(request: Request, kind: FeedKind) -> str:
+    """Whose feed the token in the path opens (a patient, a clinic); 404 for no live token."""
+    token = str(request.path_params["token"])
+    owner = await asyncio.to_thread(_tokens(request).owner, kind, token)
+    if owner is None:
+        raise not_found("no such feed")
+    return owner
+
+
 def _service(booking: Booking) -> str:
     service = SERVICES_BY_ID.get(booking.service)
     return service.name if service else booking.service
@@ -51,10 +60,7 @@ def _feed_response(text: str) -> Response:
 
 
 async def patient_feed(request: Request) -> Response:
-    token = str(request.path_params["token"])
-    patient = await asyncio.to_thread(_tokens(request).owner, FeedKind.PATIENT, token)
-    if patient is None:
-        raise not_found("no such feed")
+    patient = await _feed_owner(request, FeedKind.PATIENT)
     regions = regions_of(request)
     now = now_s(request)
 
@@ -75,10 +81,7 @@ async def patient_feed(request: Request) -> Response:
 
 
 async def clinic_feed(request: Request) -> Response:
-    token = str(request.path_params["token"])
-    clinic_id = await asyncio.to_thread(_tokens(request).owner, FeedKind.CLINIC, token)
-    if clinic_id is None:
-        raise not_found("no such feed")
+    clinic_id = await _feed_owner(request, FeedKind.CLINIC)
     now = now_s(request)
     today = day_of_epoch(now)
 
