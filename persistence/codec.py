@@ -51,22 +51,37 @@ def unpack_events(data: bytes) -> list[list[Any]]:
     return records
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _canonical(value[k]) for k in sorted(value, key=_sort_key)}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    return value
-
-
 def _sort_key(key: Any) -> tuple[str, str]:
     # Mixed key types (int and str) must still sort deterministically.
     return (type(key).__name__, repr(key))
 
 
 def pack_snapshot(data: dict[str, Any]) -> bytes:
-    """Deterministic msgpack bytes of a snapshot dict (keys sorted at every level)."""
-    return msgpack.packb(_canonical(data), use_bin_type=True)
+    """Deterministic msgpack bytes of a snapshot dict (keys sorted at every level): the bytes
+    ``msgpack.packb`` gives for the canonical form, packed piece by piece. A region's snapshot is
+    up to ~100 MB and one ``packb`` holds the GIL for all of it (~120 ms for Stockholm), which
+    stops the event loop though the packing runs in a worker thread; a piece holds it for its own
+    size only (the largest is one of the booking store's columns, a few MB), then one join."""
+    parts: list[bytes] = []
+    _pack_canonical(data, msgpack.Packer(use_bin_type=True), parts)
+    return b"".join(parts)
+
+
+def _pack_canonical(value: Any, packer: msgpack.Packer, parts: list[bytes]) -> None:
+    if isinstance(value, dict):
+        parts.append(packer.pack_map_header(len(value)))
+        for key in sorted(value, key=_sort_key):
+            parts.append(packer.pack(key))
+            _pack_canonical(value[key], packer, parts)
+    elif isinstance(value, list | tuple):
+        if any(isinstance(v, dict | list | tuple) for v in value):
+            parts.append(packer.pack_array_header(len(value)))
+            for v in value:
+                _pack_canonical(v, packer, parts)
+        else:  # scalars only: packed in one call, as packb would
+            parts.append(packer.pack(value))
+    else:
+        parts.append(packer.pack(value))
 
 
 def unpack_snapshot(data: bytes) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -45,7 +46,7 @@ def fsync_directory(path: Path) -> None:
 
 def write_atomically(
     path: Path,
-    data: bytes,
+    data: bytes | Sequence[bytes],
     *,
     mode: int = 0o644,
     keep_previous_as: Path | None = None,
@@ -56,11 +57,13 @@ def write_atomically(
     must not stay full of half files). With ``keep_previous_as`` the file being replaced is
     renamed there first (a crash between the two renames leaves only the previous one). With
     ``sync_directory=False`` the caller must ``fsync_directory(path.parent)`` before it
-    counts the file as durable."""
+    counts the file as durable. ``data`` may be a sequence of parts, written one after another
+    (a large payload behind a small header is not copied into one buffer first)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        write_all(fd, data)
+        for part in (data,) if isinstance(data, bytes) else data:
+            write_all(fd, part)
         os.fsync(fd)
     except OSError:
         tmp.unlink(missing_ok=True)

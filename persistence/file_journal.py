@@ -294,6 +294,14 @@ def _probe_write(directory: Path) -> None:
         probe.unlink(missing_ok=True)
 
 
+def snapshot_file_parts(snapshot: Snapshot) -> tuple[bytes, bytes]:
+    """A snapshot file's bytes, as its header (magic, CRC-32 of the fields and the payload,
+    length, position) and the payload itself (not copied). ``decode_snapshot`` reads it back."""
+    fields_ = struct.pack("<QQ", len(snapshot.payload), snapshot.position)
+    crc = zlib.crc32(snapshot.payload, zlib.crc32(fields_))
+    return SNAP_MAGIC + struct.pack("<I", crc) + fields_, snapshot.payload
+
+
 def decode_snapshot(data: bytes) -> Snapshot | None:
     """The snapshot in a ``.snap`` file's bytes, or None when they are damaged."""
     if len(data) >= SNAP_HEADER.size:
@@ -596,14 +604,14 @@ class FileJournal(Journal):
         if self._read_only:
             raise JournalUnavailable("this FileJournal was opened read-only")
         self._check(region)
-        fields_ = struct.pack("<QQ", len(snapshot.payload), snapshot.position)
-        crc = zlib.crc32(snapshot.payload, zlib.crc32(fields_))
-        data = SNAP_MAGIC + struct.pack("<I", crc) + fields_ + snapshot.payload
         path = self._snap_dir / f"{region}.snap"
+        previous = path.with_name(f"{region}.snap.prev")
+
+        def write() -> None:  # in the journal's thread: a snapshot is up to hundreds of MB
+            write_atomically(path, snapshot_file_parts(snapshot), keep_previous_as=previous)
+
         try:
-            await self._run(
-                write_atomically, path, data, keep_previous_as=path.with_name(f"{region}.snap.prev")
-            )
+            await self._run(write)
         except OSError as exc:
             self._wrote(exc)
             raise JournalUnavailable(

@@ -41,7 +41,7 @@ from engine.errors import Refused
 from engine.model import REGIONS, region_of
 from engine.state import RegionState
 from persistence.journal import Journal
-from server.regions.actor import Committed, RegionActor, Reloaded, Unavailable
+from server.regions.actor import Committed, RegionActor, Reloaded, SnapshotGate, Unavailable
 
 T = TypeVar("T")
 OwnershipListener = Callable[[str, bool], Awaitable[None] | None]  # (region, owned now)
@@ -115,7 +115,12 @@ class Regions:
         self.journal = journal
         self._listeners: list[Callable[[Committed | Reloaded], None]] = []
         self._ownership_listeners: list[OwnershipListener] = []
-        self._actor_options: dict[str, Any] = {"clock": clock, **actor_options}
+        # one snapshot written at a time in the process (SnapshotGate)
+        self._actor_options: dict[str, Any] = {
+            "clock": clock,
+            "snapshot_gate": SnapshotGate(),
+            **actor_options,
+        }
         codes = regions if regions is not None else tuple(r.code for r in REGIONS)
         self.actors: dict[str, RegionActor] = {code: self._new_actor(code, epoch) for code in codes}
         self.owned: set[str] = set(codes)  # the regions this node writes (all of them without leases)

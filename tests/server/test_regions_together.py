@@ -1,4 +1,4 @@
-"""Unit test (no network): reads over every region (``Regions.query_all`` / ``query_available``)
+"""Unit tests (no network) of what the regions share: reads over every region (``Regions.query_all`` / ``query_available``)
 wait for a region's commit in flight only when that batch could hold what they look for.
 
 A patient's bookings and the idempotency keys are only ever added, so a region whose state --
@@ -15,6 +15,7 @@ import pytest
 
 from engine.commands import Book
 from engine.state import RegionState
+from persistence.journal import Snapshot
 from persistence.memory_journal import MemoryJournal
 from server.regions.routing import Regions
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, setup_commands
@@ -79,3 +80,49 @@ async def test_a_read_for_one_patient_does_not_wait_for_another_patients_commit(
     await asyncio.wait_for(in_flight, BOUND_S)
     assert await asyncio.wait_for(waiting, BOUND_S) == ["C-b1"]
     assert await asyncio.wait_for(waiting2, BOUND_S) == ["AB-b2"]
+
+
+class SlowSnapshots(MemoryJournal):
+    """A MemoryJournal whose snapshot writes wait for ``release`` and count how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.writing = 0
+        self.most_at_once = 0
+        self.stored: list[str] = []
+
+    async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
+        self.writing += 1
+        self.most_at_once = max(self.most_at_once, self.writing)
+        try:
+            await self.release.wait()
+            await super().save_snapshot(region, snapshot)
+            self.stored.append(region)
+        finally:
+            self.writing -= 1
+
+
+async def test_regions_write_one_snapshot_at_a_time() -> None:
+    """Two regions due for a snapshot together: the second waits for a later turn (SnapshotGate)."""
+    journal = SlowSnapshots()
+    await journal.open()
+    regions = Regions(
+        journal, clock=lambda: NOW, regions=("AB", "C"), snapshot_every_events=1, tick_interval_s=0.01
+    )
+    await regions.start()
+    try:
+        journal.release.clear()
+        for region in ("AB", "C"):
+            for command in setup_commands(region):
+                await regions.submit(command)
+        await eventually(lambda: journal.writing == 1, what="one snapshot under way")
+        for _ in range(50):  # both regions had events and ticks meanwhile: still only one
+            await asyncio.sleep(0.01)
+        assert journal.writing == 1
+        journal.release.set()
+        await eventually(lambda: {"AB", "C"} <= set(journal.stored), what="both regions' snapshots")
+        assert journal.most_at_once == 1
+    finally:
+        journal.release.set()
+        await regions.stop()
