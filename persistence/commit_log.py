@@ -177,14 +177,16 @@ def _torn(data: bytes, off: int) -> bool:
     if magic != RECORD_MAGIC or RECORD_HEADER.size + length <= len(rest):
         return False
     # Cut short, unless its length field is what was damaged: then the rest is one whole record
-    # whose checksum matches the true length (or whose frame is whole and intact).
+    # whose checksum matches the true length, or begins with one whole, intact frame (a whole
+    # record, acknowledged, even when a later round was torn after it).
     frame = rest[RECORD_HEADER.size :]
     true_fields = struct.pack("<4sQI", region, position, len(frame))
     if zlib.crc32(frame, zlib.crc32(true_fields)) == crc:
         return False
     if len(frame) >= FRAME_HEADER.size and frame[:4] == FRAME_MAGIC:
         _fmagic, fcrc, flength, _fposition, _epoch = FRAME_HEADER.unpack_from(frame)
-        if FRAME_HEADER.size + flength == len(frame) and zlib.crc32(frame[8:]) == fcrc:
+        whole = FRAME_HEADER.size + flength
+        if whole <= len(frame) and zlib.crc32(frame[8:whole]) == fcrc:
             return False
     return True
 

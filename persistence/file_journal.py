@@ -246,14 +246,29 @@ def damage_in_tail(fd: int, offset: int, end: int, position: int) -> str | None:
     if FRAME_HEADER.size + length <= size:
         return "checksum mismatch in a complete frame"
     # An incomplete frame: torn, unless its length field is what was damaged (the rest of
-    # the file then is one whole frame whose checksum matches the true length).
+    # the file then begins with one whole frame whose checksum matches its true length; an
+    # interrupted append after it may have left the start of the next frame, or zeros).
     rest = os.pread(fd, size, offset)
-    true_fields = struct.pack("<IQQ", size - FRAME_HEADER.size, fpos, _epoch)
-    if zlib.crc32(rest[FRAME_HEADER.size :], zlib.crc32(true_fields)) == crc:
-        return "damaged length field in a complete frame"
+    for stop in _frame_ends_before_a_torn_tail(rest):
+        true_fields = struct.pack("<IQQ", stop - FRAME_HEADER.size, fpos, _epoch)
+        if zlib.crc32(rest[FRAME_HEADER.size : stop], zlib.crc32(true_fields)) == crc:
+            return "damaged length field in a complete frame"
     if _valid_frame_after(fd, offset, end):
         return "incomplete frame followed by valid frames"
     return None
+
+
+def _frame_ends_before_a_torn_tail(rest: bytes) -> list[int]:
+    """Where a whole frame at the start of ``rest`` may end when what follows it is what an
+    interrupted append leaves: nothing, zeros, a prefix of the next frame's magic, or the
+    start of a frame (its magic)."""
+    ends = {len(rest), len(rest.rstrip(b"\0"))}
+    ends.update(len(rest) - n for n in range(1, len(FRAME_MAGIC)) if rest.endswith(FRAME_MAGIC[:n]))
+    at = rest.find(FRAME_MAGIC, FRAME_HEADER.size)
+    while at >= 0:
+        ends.add(at)
+        at = rest.find(FRAME_MAGIC, at + 1)
+    return sorted(e for e in ends if e >= FRAME_HEADER.size)
 
 
 def _all_zeros(fd: int, offset: int, end: int) -> bool:

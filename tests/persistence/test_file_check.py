@@ -315,3 +315,39 @@ async def test_no_flipped_bit_in_the_commit_log_after_a_power_loss_loses_a_booki
                 assert report.status == "damaged" and report.lost, at
         finally:
             await journal.close()
+
+
+async def test_a_flipped_length_in_the_last_record_before_a_torn_round_is_damage_not_a_torn_round(
+    tmp_path: Path,
+) -> None:
+    """O's round was interrupted (its record is cut short: never acknowledged) and one bit of the
+    length field of AB's last record (acknowledged, its frame lost with AB.log's tail) flipped.
+    The bytes from that record on are no longer one whole record, but they begin with AB's whole,
+    intact frame: damage, not a torn round. Was: taken for a torn round, AB served without its
+    last booking and nobody was told. Every bit of the length field."""
+    clean, ids = await power_lost(tmp_path / "clean")
+    log = clean / "journal" / "commit.log"
+    last = check_region(clean, "AB").position + 2
+    records = commit_records(log)
+    ((ab_start, _, _),) = [r for r in records if r[1:] == ("AB", last)]
+    o_start, o_region, _ = records[-1]
+    assert o_region == "O"
+    torn = log.read_bytes()[: o_start + commit_log.RECORD_HEADER.size + 5]  # O's record cut short
+    length_field = ab_start + commit_log.RECORD_HEADER.size - 4
+    case = tmp_path / "case"
+    for at in range(length_field, length_field + 4):
+        for bit in range(8):
+            shutil.rmtree(case, ignore_errors=True)
+            shutil.copytree(clean, case)
+            damaged = bytearray(torn)
+            damaged[at] ^= 1 << bit
+            (case / "journal" / "commit.log").write_bytes(bytes(damaged))
+            journal = FileJournal(case)
+            await journal.open()
+            try:
+                if journal.damage("AB") is None:  # only if the whole frame was put back
+                    assert await journal.last_position("AB") == last, (at, bit)
+                else:
+                    assert ids[-1] in check_region(case, "AB").lost_bookings, (at, bit)
+            finally:
+                await journal.close()

@@ -533,6 +533,38 @@ async def test_no_flipped_bit_anywhere_is_cut_silently(tmp_path: Path) -> None:
                 await journal.close()
 
 
+@pytest.mark.parametrize(
+    "torn",
+    [encode_frame(4, 1, b"never-acknowledged")[:30], bytes(17), b"TT"],
+    ids=["next-frame-prefix", "zeros", "magic-prefix"],
+)
+async def test_a_flipped_length_in_the_last_frame_before_a_torn_append_is_never_cut(
+    tmp_path: Path, torn: bytes
+) -> None:
+    """An append was interrupted (it left ``torn`` after the last frame: never acknowledged)
+    and one bit of the last, acknowledged frame's length field flipped. The file past the
+    good frames is then no longer one whole frame, but it begins with one: damage, kept, not
+    a torn tail. Was: cut with the torn bytes, the region served without that entry. Every bit
+    of the length field."""
+    log = await written(tmp_path / "clean")
+    clean = log.read_bytes() + torn
+    length_field = len(log.read_bytes()) - FRAME_HEADER.size - len(PAYLOADS[-1]) + 8
+    case = tmp_path / "case"
+    for at in range(length_field, length_field + 4):
+        for bit in range(8):
+            shutil.rmtree(case, ignore_errors=True)
+            (case / "journal").mkdir(parents=True)
+            damaged = bytearray(clean)
+            damaged[at] ^= 1 << bit
+            (case / "journal" / "AB.log").write_bytes(bytes(damaged))
+            journal = await reopened(case)
+            try:
+                assert journal.damage("AB") is not None, (at, bit)
+                assert (case / "journal" / "AB.log").read_bytes() == bytes(damaged), (at, bit)
+            finally:
+                await journal.close()
+
+
 async def test_a_damaged_commit_log_record_is_kept_and_reported(
     tmp_path: Path, opened: list[FileJournal]
 ) -> None:
