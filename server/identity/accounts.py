@@ -309,6 +309,10 @@ class Accounts(ABC):
         """Drop what others may have changed since (a store that polls for changes does it here)."""
         return
 
+    def _coherence_due(self) -> bool:
+        """Whether the next :meth:`_coherent` reads the store (a store that polls says when)."""
+        return False
+
     def _announce(self, *, sid: str | None = None, sessions: bool = False, keys: bool = False) -> None:
         """Tell the other processes sharing the store to drop these (a store that can, does)."""
         return
@@ -457,8 +461,9 @@ class Accounts(ABC):
         return found
 
     def knows_session(self, sid: str) -> bool:
-        """True when :meth:`session` answers ``sid`` from memory (no store read)."""
-        return self._cached(self._sessions, sid)[0]
+        """True when :meth:`session` answers ``sid`` from memory (no store read: not even the
+        look whether others changed the store, when one is due)."""
+        return not self._coherence_due() and self._cached(self._sessions, sid)[0]
 
     def end_session(self, sid: str) -> None:
         """Sign this session out: its token stops working now, on every node."""
@@ -482,8 +487,8 @@ class Accounts(ABC):
         return key
 
     def knows_key(self, key: str) -> bool:
-        """True when :meth:`clinic_for_key` answers ``key`` from memory (no store read)."""
-        return self._cached(self._keys, key_hash(key))[0]
+        """True when :meth:`clinic_for_key` answers ``key`` from memory (as :meth:`knows_session`)."""
+        return not self._coherence_due() and self._cached(self._keys, key_hash(key))[0]
 
     def clinic_for_key(self, key: str) -> str | None:
         """The clinic a live key belongs to, else None."""
@@ -542,6 +547,9 @@ class AccountStore(Accounts):
         with self._lock:
             row = self._db.execute("PRAGMA data_version").fetchone()
         return int(row[0])
+
+    def _coherence_due(self) -> bool:
+        return time.monotonic() - self._checked_at >= _COHERENCE_S
 
     def _coherent(self) -> None:
         """Forget the caches if another connection has committed since we last looked."""

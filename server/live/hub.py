@@ -38,7 +38,8 @@ class Hub:
     signed-in patient of a handshake (``server.identity.auth.patient_of``); without it every
     connection is anonymous. ``session_live`` says whether a session id still lives: every
     ``session_sweep_s`` the sockets of sessions ended elsewhere are closed (``sign_out`` closes
-    those of a session ended in this process at once)."""
+    those of a session ended in this process at once); it is asked in a worker thread, since it
+    may read the account store."""
 
     def __init__(
         self,
@@ -112,15 +113,26 @@ class Hub:
         return self.me.sign_out(session=session, patient=patient)
 
     async def _sweep_sessions(self) -> None:
-        assert self.session_live is not None
         while True:
             await asyncio.sleep(self.session_sweep_s)
+            sessions = self.me.sessions()
+            if not sessions:
+                continue
             try:
-                self.me.sweep(self.session_live)
+                # in a worker thread: the store is read for every session its memory lost (all of
+                # them after a drop), which must not hold up the event loop
+                ended = await asyncio.to_thread(self._ended, sessions)
             except Exception as exc:  # the session store is away: keep the sockets, look again later
                 log.warning(
                     "session sweep failed (%s); retrying in %.0f s", type(exc).__name__, self.session_sweep_s
                 )
+                continue
+            self.me.sweep(ended)
+
+    def _ended(self, sessions: set[str]) -> set[str]:
+        session_live = self.session_live
+        assert session_live is not None
+        return {s for s in sessions if not session_live(s)}
 
     # -- from the actors ---------------------------------------------------------------------
 

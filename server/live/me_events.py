@@ -12,7 +12,7 @@ whose session ended elsewhere (another node, expiry). The page reconnects, signe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Collection
 from typing import Any
 
 from engine.events import Booked, Cancelled, OfferMade, Rescheduled
@@ -56,14 +56,13 @@ class MeEvents:
             self.sender.shut(conn, CLOSE_SIGNED_OUT)  # detaches: no "me" event reaches it any more
         return len(doomed)
 
-    def sweep(self, session_live: Callable[[str], bool]) -> int:
-        """Close the sockets whose session is no longer live; returns how many."""
-        doomed = [
-            c
-            for conns in self.watchers.values()
-            for c in conns
-            if c.session is not None and not session_live(c.session)
-        ]
+    def sessions(self) -> set[str]:
+        """The sessions the watched sockets were opened with (to ask the store which still live)."""
+        return {c.session for conns in self.watchers.values() for c in conns if c.session is not None}
+
+    def sweep(self, ended: Collection[str]) -> int:
+        """Close the sockets opened with a session of ``ended``; returns how many."""
+        doomed = [c for conns in self.watchers.values() for c in conns if c.session in ended]
         for conn in doomed:
             self.sender.shut(conn, CLOSE_SIGNED_OUT)
         return len(doomed)

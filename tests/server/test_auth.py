@@ -4,6 +4,7 @@ store under them is each of the real ones (a SQLite file, a real redis-server)."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -21,6 +22,7 @@ import pytest
 from argon2 import PasswordHasher
 from jwt.warnings import InsecureKeyLengthWarning
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -32,6 +34,7 @@ from server.identity.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
     AuthError,
+    LoadIdentityOffLoop,
     Principal,
     SessionSigner,
     clear_session,
@@ -44,7 +47,7 @@ from server.identity.auth import (
 )
 from server.stores import open_accounts
 from tests.support.stores import StoreBackend
-from tests.support.waiting import eventually_sync
+from tests.support.waiting import eventually, eventually_sync
 
 SECRET = b"s" * 32
 PASSWORD = "correct horse battery"
@@ -547,3 +550,95 @@ def test_a_verified_token_is_remembered_but_still_expires(signer: SessionSigner,
     assert signer.verify(token) is claims  # verified once: the signature is not checked per request
     assert signer.verify(token, now=claims["exp"] + 1) is None  # a remembered token expires all the same
     assert signer.verify(token[:-2] + ("AA" if not token.endswith("AA") else "BB")) is None
+
+
+# -- LoadIdentityOffLoop: the store read in a worker thread ------------------------------------
+
+
+class StoreReads:
+    """Counts the account store's reads behind a principal (sessions, keys, and the SQLite store's
+    look whether another process wrote) and how many ran on an event loop; each is passed on to
+    the real store."""
+
+    def __init__(self, accounts: Accounts, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.on_loop = 0
+        for name in ("_load_session", "_load_key", "_version"):
+            real = getattr(accounts, name, None)
+            if real is not None:
+                monkeypatch.setattr(accounts, name, self._counted(real))
+
+    def _counted(self, real: Any) -> Any:
+        def read(*args: Any) -> Any:
+            self.count += 1
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                self.on_loop += 1
+            return real(*args)
+
+        return read
+
+
+def who_app(accounts: Accounts, signer: SessionSigner) -> Starlette:
+    """A route that answers who is calling, behind the product's LoadIdentityOffLoop."""
+
+    async def who(request: Request) -> Response:
+        principal = principal_from(request)
+        if principal is None:
+            return JSONResponse(None, status_code=401)
+        return JSONResponse(
+            {"user": principal.user_id, "role": str(principal.role), "clinic": principal.clinic}
+        )
+
+    a = Starlette(routes=[Route("/who", who)], middleware=[Middleware(LoadIdentityOffLoop)])
+    a.state.accounts = accounts
+    a.state.signer = signer
+    return a
+
+
+async def test_a_role_changed_or_a_session_ended_elsewhere_is_read_off_the_loop(
+    signer: SessionSigner, accounts: Accounts, backend: StoreBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (the admin CLI, another node) changes the account: the next request sees it,
+    and every store read behind that (for SQLite also its once-a-second look at whether another
+    process wrote) happens in a worker thread, not on the event loop."""
+    staff = accounts.create_user("staff@example.se", PASSWORD, "S", Role.STAFF, "AB-c1")
+    header = {"Authorization": "Bearer " + start_session(accounts, signer, staff)}
+    transport = httpx.ASGITransport(app=who_app(accounts, signer))
+    async with httpx.AsyncClient(transport=transport, base_url="http://tandtid") as client:
+
+        async def who() -> Any:
+            r = await client.get("/who", headers=header)
+            return r.json() if r.status_code == 200 else r.status_code
+
+        assert (await who())["role"] == "staff"
+        reads = StoreReads(accounts, monkeypatch)
+        elsewhere = open_accounts(
+            backend.data_dir,
+            backend.redis_url,
+            hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
+        )
+        try:
+            elsewhere.set_clinic_role("AB-c1", staff.id, Role.CLINIC_ADMIN)
+            if isinstance(accounts, AccountStore):
+                accounts._checked_at -= 2  # the once-a-second look is due (the Redis store hears a notice)
+
+            async def promoted() -> bool:
+                answer = await who()
+                return answer != 401 and answer["role"] == "clinic_admin"
+
+            await eventually(promoted, what="the new role")
+            assert elsewhere.end_sessions(staff.id) == 1
+            if isinstance(accounts, AccountStore):
+                accounts._checked_at -= 2
+
+            async def refused() -> bool:
+                return (await who()) == 401
+
+            await eventually(refused, what="the ended session refused")
+        finally:
+            elsewhere.close()
+    assert reads.count >= 2 and reads.on_loop == 0, (reads.count, reads.on_loop)
