@@ -50,7 +50,10 @@ def test_staff_register_a_webhook_see_the_delivery_and_replay_it(
 
     # Register for new bookings only: the secret is shown once, with the "copy it now" note.
     page.locator("#webhook-url").fill(url)
-    for box in page.locator("#webhook-events input[type=checkbox]").all():
+    boxes = page.locator("#webhook-events input[type=checkbox]")
+    # The panel draws its boxes after the live day view is up (wait_live): .all() does not wait for them.
+    expect(boxes).to_have_count(3)
+    for box in boxes.all():
         if box.get_attribute("value") != "booking.created":
             box.uncheck()
     page.locator("#webhook-register").click()
