@@ -126,7 +126,7 @@ class Feed:
         backoff_s: tuple[float, float] = (0.2, 30.0),
         queue_entries: int = 4096,
         yield_every: int = 256,
-        batch_entries: int = 256,
+        batch_entries: int = 64,
         states: States | None = None,
     ) -> None:
         self.journal = journal

@@ -41,6 +41,7 @@ Messages never contain the e-mail, name or password (personal data stays out of 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -78,6 +79,17 @@ _MAX_KEY = 128  # longer bearer strings are not keys; do not even hash them
 _SQL_CHUNK = 500  # stay well under SQLite's bound-variable limit
 T = TypeVar("T")
 _CACHE_MAX = 200_000  # sessions (and key hashes) kept in memory; the oldest are forgotten first
+
+
+def _on_event_loop() -> bool:
+    """True on a thread running an asyncio event loop (not in a worker thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 _COHERENCE_S = 1.0  # how often the cache asks SQLite whether another connection wrote
 
 
@@ -533,6 +545,8 @@ class AccountStore(Accounts):
         self._db = sqlite_file.connect(path, _SCHEMA, synchronous="NORMAL")
         self._data_version = self._version()
         self._checked_at = time.monotonic()
+        # when a request was last sent to make the look in a worker thread (``_coherence_due``)
+        self._look_sent_at = -_COHERENCE_S
 
     # -- plumbing -------------------------------------------------------------
 
@@ -549,12 +563,23 @@ class AccountStore(Accounts):
         return int(row[0])
 
     def _coherence_due(self) -> bool:
-        return time.monotonic() - self._checked_at >= _COHERENCE_S
+        """Asked on the event loop (``knows_*``): True for ONE request once the look is due, which
+        then goes to a worker thread and makes it; the requests meanwhile answer from memory. (When
+        every request took the hop while the look was due, 128 connections queued in the worker
+        threads once a second: bench http's p99 went 209 -> 469 ms.)"""
+        now = time.monotonic()
+        if now - self._checked_at < _COHERENCE_S or now - self._look_sent_at < _COHERENCE_S:
+            return False
+        self._look_sent_at = now
+        return True
 
     def _coherent(self) -> None:
-        """Forget the caches if another connection has committed since we last looked."""
+        """Forget the caches if another connection has committed since we last looked. Not on an
+        event loop's thread while a request sent to look (``_coherence_due``) is on its way."""
         now = time.monotonic()
         if now - self._checked_at < _COHERENCE_S:
+            return
+        if now - self._look_sent_at < _COHERENCE_S and _on_event_loop():
             return
         self._checked_at = now
         version = self._version()
