@@ -509,6 +509,17 @@ async def test_the_commit_log_is_checkpointed_when_it_grows(
     assert len([e async for e in journal.read("M")]) == 40
 
 
+async def reopened_with_a_flip(case: Path, clean: bytes, at: int, bit: int) -> tuple[FileJournal, bytes]:
+    """A fresh data directory at ``case`` whose AB.log is ``clean`` with bit ``bit`` of byte
+    ``at`` flipped, opened; and those damaged bytes."""
+    shutil.rmtree(case, ignore_errors=True)
+    (case / "journal").mkdir(parents=True)
+    damaged = bytearray(clean)
+    damaged[at] ^= 1 << bit
+    (case / "journal" / "AB.log").write_bytes(bytes(damaged))
+    return await reopened(case), bytes(damaged)
+
+
 async def test_no_flipped_bit_anywhere_is_cut_silently(tmp_path: Path) -> None:
     """Exhaustive over every byte of a small journal (two bits each): after one flipped bit
     the journal either reads back every entry it had, or reports the region damaged with
@@ -518,17 +529,12 @@ async def test_no_flipped_bit_anywhere_is_cut_silently(tmp_path: Path) -> None:
     case = tmp_path / "case"
     for at in range(len(clean)):
         for bit in (0, 7):
-            shutil.rmtree(case, ignore_errors=True)
-            (case / "journal").mkdir(parents=True)
-            damaged = bytearray(clean)
-            damaged[at] ^= 1 << bit
-            (case / "journal" / "AB.log").write_bytes(bytes(damaged))
-            journal = await reopened(case)
+            journal, damaged = await reopened_with_a_flip(case, clean, at, bit)
             try:
                 if journal.damage("AB") is None:
                     assert [e.payload for e in await entries(journal)] == PAYLOADS, (at, bit)
                 else:
-                    assert (case / "journal" / "AB.log").read_bytes() == bytes(damaged), (at, bit)
+                    assert (case / "journal" / "AB.log").read_bytes() == damaged, (at, bit)
             finally:
                 await journal.close()
 
@@ -552,15 +558,10 @@ async def test_a_flipped_length_in_the_last_frame_before_a_torn_append_is_never_
     case = tmp_path / "case"
     for at in range(length_field, length_field + 4):
         for bit in range(8):
-            shutil.rmtree(case, ignore_errors=True)
-            (case / "journal").mkdir(parents=True)
-            damaged = bytearray(clean)
-            damaged[at] ^= 1 << bit
-            (case / "journal" / "AB.log").write_bytes(bytes(damaged))
-            journal = await reopened(case)
+            journal, damaged = await reopened_with_a_flip(case, clean, at, bit)
             try:
                 assert journal.damage("AB") is not None, (at, bit)
-                assert (case / "journal" / "AB.log").read_bytes() == bytes(damaged), (at, bit)
+                assert (case / "journal" / "AB.log").read_bytes() == damaged, (at, bit)
             finally:
                 await journal.close()
 
