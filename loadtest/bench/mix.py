@@ -91,6 +91,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--booked", type=float, default=0.3)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--server-log", default=None, help="keep the server's log (its stalls' stacks) here")
     args = parser.parse_args(argv)
     load_start = load_avg()
     scratch = Path(tempfile.mkdtemp(prefix="tandtid-bench-mix-"))
@@ -207,4 +208,6 @@ def main(argv: list[str]) -> dict[str, Any]:
                 proc.wait()
         if proc is not None and proc.returncode not in (0, -15):
             print((scratch / "server.log").read_text(errors="replace")[-4000:], file=sys.stderr)
+        if args.server_log and (scratch / "server.log").exists():
+            shutil.copyfile(scratch / "server.log", args.server_log)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -65,6 +65,7 @@ from engine.records import Booking, BookingStatus
 from engine.setup import edited
 from persistence.codec import unpack_events
 from server import metrics
+from server.consumers.workers import in_consumer_thread
 
 log = logging.getLogger("tandtid.consumers.feed")
 
@@ -406,7 +407,7 @@ class PendingCursors:
         self._pending.pop(region, None)
 
     def flush(self) -> None:
-        """Write the pending cursors now (blocking: call via ``asyncio.to_thread``). On an error
+        """Write the pending cursors now (blocking: call via ``in_consumer_thread``). On an error
         (a full disk) the cursors not written stay pending and the error propagates."""
         pending, self._pending = self._pending, {}
         done: list[str] = []
@@ -426,6 +427,6 @@ class PendingCursors:
             await asyncio.sleep(self._every_s)
             if self._pending:
                 try:
-                    await asyncio.to_thread(self.flush)
+                    await in_consumer_thread(self.flush)
                 except Exception as exc:  # a full disk: the entries are re-read after a crash
                     log.error("cursor flush failed (%s); retrying", type(exc).__name__)

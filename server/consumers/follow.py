@@ -36,6 +36,8 @@ behind) cannot be had back: the gap is counted (``tandtid_consumer_lost_entries_
 logged and noted in ``Health`` for the rest of the process's life, never passed silently.
 
 ``supervise`` is the same restart-with-backoff for a reader's own loops (reminders, sending).
+
+Consumers' blocking work runs on their own worker threads (``server.consumers.workers``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from server.consumers.feed import (
     Unplaced,
     replica_of_snapshot,
 )
+from server.consumers.workers import in_consumer_thread
 from server.health import Health
 
 log = logging.getLogger("tandtid.consumers")
@@ -262,7 +265,7 @@ class Feed:
     async def _follow(self, region: str, _up: Up) -> None:
         """Snapshot + cursors, then the journal for ever (returns only by raising)."""
         readers = list(self.readers)
-        stored = [await asyncio.to_thread(reader.cursors) for reader in readers]
+        stored = [await in_consumer_thread(reader.cursors) for reader in readers]
         view = await self._load(region)
         cursors = [s.get(region, view.base) for s in stored]
         for reader, s in zip(readers, stored, strict=True):
@@ -299,7 +302,7 @@ class Feed:
                 if snapshot is None:
                     view = RegionView(region, replica=BookingsReplica())
                 else:
-                    replica = await asyncio.to_thread(_replica_of, snapshot.payload)
+                    replica = await in_consumer_thread(_replica_of, snapshot.payload)
                     view = RegionView(region, base=snapshot.position, replica=replica)
         except Exception as exc:
             raise _Stopped("feed", exc) from exc

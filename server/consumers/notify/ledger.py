@@ -7,7 +7,7 @@ same in Redis (``--redis``: whichever node runs a region's notifier finds its me
     tandtid:{notify}:cursors   hash: region -> position
     tandtid:{notify}:sent      hash: message key (``AB:12:0:booked``, no personal data) -> channel
 
-Both are synchronous and thread-safe; the notifier calls them through ``asyncio.to_thread``.
+Both are synchronous and thread-safe; the notifier calls them through ``in_consumer_thread``.
 
 The at-most-once-after-recording rule: a message's key is recorded as sent in the same
 transaction that (when it is the entry's last message) advances the region's cursor. A key

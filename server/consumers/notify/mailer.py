@@ -15,7 +15,6 @@ when it could not be handed over now (connection, timeout, 4xx): the caller retr
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -26,6 +25,7 @@ from redis.exceptions import RedisError
 from engine.errors import TandtidError
 from server.consumers.notify.messages import Mail
 from server.consumers.notify.outbox import Outbox
+from server.consumers.workers import in_consumer_thread
 
 TlsMode = Literal["none", "starttls", "tls"]
 
@@ -130,7 +130,7 @@ class OutboxMailer:
     async def send_many(self, mails: list[Mail]) -> str:
         """One worker-thread call for all of them (one directory fsync)."""
         try:
-            await asyncio.to_thread(self.outbox.put_many, mails)
+            await in_consumer_thread(self.outbox.put_many, mails)
         except OSError as exc:
             raise MailUnavailable(
                 f"{len(mails)} messages: outbox write failed ({exc.strerror or exc})"

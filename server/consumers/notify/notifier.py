@@ -48,6 +48,7 @@ from server.consumers.notify.mailer import (
 )
 from server.consumers.notify.messages import TEMPLATES, Mail, compose
 from server.consumers.notify.reminders import DEFAULT_LEADS, Reminder, Schedule, parse_leads, plan
+from server.consumers.workers import in_consumer_thread
 from server.identity.accounts import Accounts
 from server.stores import STORE_ERRORS, open_accounts, open_ledger, open_outbox
 
@@ -165,7 +166,7 @@ class Notifier:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.to_thread(self._cursors.flush)
+        await in_consumer_thread(self._cursors.flush)
         for close in self._owned:
             close()
         self._owned.clear()
@@ -214,7 +215,7 @@ class Notifier:
         are one worker-thread call; a keyed mailer (the outbox) gets all messages in one call
         and they are recorded with the cursor in one transaction; SMTP messages are recorded
         one by one, each right after the server accepted it."""
-        composed = await asyncio.to_thread(self._compose_unsent, messages, int(self.clock()))
+        composed = await in_consumer_thread(self._compose_unsent, messages, int(self.clock()))
         recorded: list[tuple[str, str]] = []  # (key, channel) to record with the cursor
         keyed: list[Mail] = []
         for key, fact_region, mail in composed:
@@ -247,7 +248,7 @@ class Notifier:
         delay = 0.1
         while True:
             try:
-                await asyncio.to_thread(
+                await in_consumer_thread(
                     self.ledger.record_many, sent, self.clock(), region=region, position=position
                 )
             except STORE_ERRORS as exc:

@@ -59,6 +59,7 @@ from server.consumers.feed import Fact, PendingCursors
 from server.consumers.follow import Entry, Feed, Up, finish_first, why
 from server.consumers.webhooks.signing import HEADER, sign
 from server.consumers.webhooks.store import Attempt, Endpoint, QueuedRow, Webhooks, subscribers_in
+from server.consumers.workers import in_consumer_thread
 from server.http.views import end_iso, epoch_iso
 from server.stores import STORE_ERRORS, open_webhooks
 
@@ -276,7 +277,7 @@ class FreshSubscriptions:
                 serving, self._next = self._next, None
                 try:
                     # not left running in a worker thread by a cancel: reads stay one at a time
-                    found = await finish_first(asyncio.to_thread(self._read))
+                    found = await finish_first(in_consumer_thread(self._read))
                 except Exception as exc:
                     serving.set_exception(exc)
                 except BaseException:  # cancelled (the loop is closing): its askers are too
@@ -374,7 +375,7 @@ class WebhookDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._inflight.clear()
-        await asyncio.to_thread(self._cursors.flush)
+        await in_consumer_thread(self._cursors.flush)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -417,7 +418,7 @@ class WebhookDispatcher:
             return
         # not left running in a worker thread by a cancel: a restarted pipeline that read the
         # cursor before this write landed would queue the deliveries again
-        await finish_first(asyncio.to_thread(self.store.enqueue, region, position, rows, self.clock()))
+        await finish_first(in_consumer_thread(self.store.enqueue, region, position, rows, self.clock()))
         self._cursors.discard(region)
         self._wake.set()
 
@@ -430,7 +431,7 @@ class WebhookDispatcher:
             # Only the deliveries of the regions this node follows (owns, with --node): the queue in
             # Redis is every node's, and each endpoint's deliveries are of its clinic's one region.
             following = self.feed.following
-            heads = [h for h in await asyncio.to_thread(self.store.heads) if h.delivery.region in following]
+            heads = [h for h in await in_consumer_thread(self.store.heads) if h.delivery.region in following]
             now = self.clock()
             wait = self.poll_s
             shown = {head.delivery.id for head in heads}
@@ -460,7 +461,7 @@ class WebhookDispatcher:
         delay = 0.1
         while True:
             try:
-                await asyncio.to_thread(write)
+                await in_consumer_thread(write)
                 return
             except STORE_ERRORS as exc:
                 log.error("a webhook attempt's outcome not recorded (%s); retrying in %.1fs", why(exc), delay)

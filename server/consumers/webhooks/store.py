@@ -2,7 +2,7 @@
 is what the dispatcher and the routes use; :class:`WebhookStore` keeps it in one SQLite file
 (``<data_dir>/webhooks.sqlite3``; WAL, ``synchronous=FULL``), and
 :class:`~server.consumers.webhooks.redis_store.RedisWebhookStore` in Redis (``--redis``). Both
-are thread-safe; call them through ``asyncio.to_thread`` from async code.
+are thread-safe; call them through ``in_consumer_thread`` from the consumers (``asyncio.to_thread`` from routes).
 
 A delivery is one event for one endpoint. Deliveries of an endpoint go out strictly in the
 order of their row ids, which is journal order (one clinic lives in one region): only the
