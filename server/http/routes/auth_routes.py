@@ -14,8 +14,10 @@ never the address itself): after ``LOGIN_FAILURES`` wrong passwords the account 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -55,6 +57,23 @@ async def _signed_in(request: Request, user: User, status: int) -> Response:
     signer: SessionSigner = request.app.state.signer
     # the session's row is written to the account store: off the event loop
     token = await asyncio.to_thread(start_session, request.app.state.accounts, signer, user)
+    return _session_reply(request, user, token, status)
+
+
+async def _find_and_sign_in(request: Request, find: Callable[[], User | None]) -> tuple[User, str] | None:
+    """``find()`` the account (a sign-up's or sign-in's password hash) and start its session in ONE
+    worker-thread call: the request waits for one hop, not two."""
+    accounts: Accounts = request.app.state.accounts
+    signer: SessionSigner = request.app.state.signer
+
+    def work() -> tuple[User, str] | None:
+        user = find()
+        return None if user is None else (user, start_session(accounts, signer, user))
+
+    return await asyncio.to_thread(work)
+
+
+def _session_reply(request: Request, user: User, token: str, status: int) -> Response:
     response = json_response({"token": token, "user": user_view(user)}, status=status)
     set_session(response, token, secure=bool(request.app.state.settings.secure_cookies))
     return response
@@ -64,12 +83,15 @@ async def register(request: Request) -> Response:
     body = await parse_body(request, RegisterBody)
     accounts: Accounts = request.app.state.accounts
     try:
-        user = await asyncio.to_thread(accounts.create_user, body.email, body.password, body.name)
+        signed = await _find_and_sign_in(
+            request, functools.partial(accounts.create_user, body.email, body.password, body.name)
+        )
     except EmailTaken:
         raise ApiError(409, "EMAIL_TAKEN", "there is already an account with that e-mail address") from None
     except InvalidAccount as exc:
         raise ApiError(422, "INVALID", str(exc)) from None
-    return await _signed_in(request, user, 201)
+    assert signed is not None  # create_user returns the account or raises
+    return _session_reply(request, *signed, 201)
 
 
 def login_limiter(request: Request) -> RateLimiter | RedisRateLimiter:
@@ -101,11 +123,13 @@ async def login(request: Request) -> Response:
             "too many failed sign-ins for this account; try again later",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    user = await asyncio.to_thread(accounts.authenticate, body.email, body.password)
-    if user is None:
+    signed = await _find_and_sign_in(
+        request, functools.partial(accounts.authenticate, body.email, body.password)
+    )
+    if signed is None:
         limiter.take(key)
         raise ApiError(401, "UNAUTHENTICATED", "wrong e-mail address or password")
-    return await _signed_in(request, user, 200)
+    return _session_reply(request, *signed, 200)
 
 
 async def logout(request: Request) -> Response:
