@@ -8,8 +8,9 @@ shows up as lag, so the histogram's tail is the stall every request on the loop 
 With ``stall_ms`` > 0 a watchdog thread also looks at the loop every ``stall_ms / 2``: when the
 timer task has not run for ``stall_ms``, it takes the loop thread's stack (code locations only:
 file, line, function; never a local variable, so no personal data) and logs it once per stall as
-a warning on ``tandtid.stall``, counting ``tandtid_event_loop_stalls_total``. A stack taken in
-the middle of a stall shows what holds the loop, which the histogram cannot.
+a warning on ``tandtid.stall``, counting ``tandtid_event_loop_stalls_total``; when the loop runs
+again, a second warning says how long the stall held it in all (with the same stack). A stack
+taken in the middle of a stall shows what holds the loop, which the histogram cannot.
 
 Start one per process (``LoopLag(...).start()``, in the app's lifespan) and ``await stop()``.
 """
@@ -72,22 +73,24 @@ class LoopLag:
             observe(max(0.0, now - asked))
 
     def _watch(self, loop_thread: int) -> None:
-        """The watchdog thread: one warning per stall, with the loop thread's stack mid-stall."""
+        """The watchdog thread: one warning per stall, with the loop thread's stack mid-stall, and
+        one more when the stall is over, saying how long it held the loop in all."""
         clock, limit = time.perf_counter, self.interval + self.stall_s
-        reported = 0.0  # the beat of the last stall reported
+        stalled: tuple[float, str] | None = None  # the beat before the stall being reported, its stack
         while not self._stopping.wait(self.stall_s / 2):
             beat = self._beat
+            if stalled is not None and beat != stalled[0]:
+                held_ms = (beat - stalled[0] - self.interval) * 1000
+                log.warning("event loop held for %d ms in all, at: %s", held_ms, stalled[1])
+                stalled = None
             held = clock() - beat
-            if held < limit or beat == reported:
+            if held < limit or stalled is not None:
                 continue
             frame = sys._current_frames().get(loop_thread)
             if frame is None:
                 return
-            reported = beat
             metrics.EVENT_LOOP_STALLS.inc()
             stack = traceback.extract_stack(frame)[-STACK_FRAMES:]
-            log.warning(
-                "event loop held for %d ms so far, at: %s",
-                (held - self.interval) * 1000,
-                " <- ".join(f"{f.name} ({f.filename}:{f.lineno})" for f in reversed(stack)),
-            )
+            where = " <- ".join(f"{f.name} ({f.filename}:{f.lineno})" for f in reversed(stack))
+            stalled = (beat, where)
+            log.warning("event loop held for %d ms so far, at: %s", (held - self.interval) * 1000, where)

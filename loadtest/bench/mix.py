@@ -70,18 +70,24 @@ def quantile_bound(before: dict[float, float], after: dict[float, float], q: flo
 
 def stall_places(log: str, top: int = 8) -> list[dict[str, Any]]:
     """The stalls the server logged (``tandtid.stall``), grouped by where the loop was: the
-    innermost frame, and the innermost frame of our own code when that is a library's; most
-    frequent first."""
-    places: dict[str, int] = {}
+    innermost frame, and the innermost frame of our own code when that is a library's; with how
+    many and how long they held the loop in all (ms, from each stall's closing line), longest first."""
+    places: dict[str, list[int]] = {}
     for line in log.splitlines():
         if "event loop held for" not in line or " at: " not in line:
             continue
         frames = line.split(" at: ", 1)[1].split(" <- ")
         own = next((f for f in frames if any(part in f for part in OWN_CODE)), None)
         place = frames[0] if own in (None, frames[0]) else f"{frames[0]} in {own}"
-        places[place] = places.get(place, 0) + 1
-    ranked = sorted(places.items(), key=lambda item: -item[1])[:top]
-    return [{"at": at, "n": n} for at, n in ranked]
+        seen = places.setdefault(place, [0, 0, 0])  # stalls, ms in all, longest ms
+        if " ms in all" in line:
+            held = int(line.split("event loop held for ", 1)[1].split(" ms", 1)[0])
+            seen[1] += held
+            seen[2] = max(seen[2], held)
+        else:
+            seen[0] += 1
+    ranked = sorted(places.items(), key=lambda item: (-item[1][1], -item[1][0]))[:top]
+    return [{"at": at, "n": n, "ms": ms, "longest_ms": longest} for at, (n, ms, longest) in ranked]
 
 
 def main(argv: list[str]) -> dict[str, Any]:
@@ -188,6 +194,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             # each stall past STALL_MS the server logged, by where its loop was held
             "stalls_over_ms": STALL_MS,
             "stalls": sum(places["n"] for places in stall_places(run_log, top=10_000)),
+            "stall_longest_ms": max((p["longest_ms"] for p in stall_places(run_log, top=10_000)), default=0),
             "stall_places": stall_places(run_log),
             "invariant_ok": invariant.get("ok"),
             "double_bookings": len(invariant.get("double_bookings", [])),

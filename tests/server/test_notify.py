@@ -36,12 +36,13 @@ from persistence.codec import pack_events
 from persistence.file_journal import FileJournal
 from persistence.journal import Journal
 from persistence.redis_journal import RedisStreamJournal
+from server.consumers.notify import notifier as notifier_module
 from server.consumers.notify.ledger import Ledger
 from server.consumers.notify.mailer import MailConfig, OutboxMailer, SmtpMailer
 from server.consumers.notify.messages import KEY_HEADER, compose, message_id
 from server.consumers.notify.notifier import Notifier
 from server.consumers.notify.outbox import Outbox
-from server.consumers.notify.reminders import parse_leads
+from server.consumers.notify.reminders import Reminder, Schedule, parse_leads
 from server.identity.accounts import AccountStore, Role
 from server.stores import open_accounts, open_ledger
 from tests.support.catalog import CELL_0900, FIRST_DAY, NOW, clinic
@@ -278,9 +279,12 @@ class Clock:
 
 
 async def test_reminders_at_the_right_local_time_across_october_dst(
-    tmp_path: Path, smtp: tuple[Inbox, int]
+    tmp_path: Path, smtp: tuple[Inbox, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inbox, port = smtp
+    # due reminders are taken in chunks (yielding between): one per chunk here, so the two due
+    # together on Tuesday go out over two chunks of one send_due_reminders call
+    monkeypatch.setattr(notifier_module, "PLAN_CHUNK", 1)
     data = tmp_path / "data"
     accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
     patient = accounts.create_user("dst@example.test", "password-123", "Dst Patient", Role.PATIENT).id
@@ -382,6 +386,14 @@ async def test_a_composed_message_reaches_a_real_smtp_server_as_it_was_composed(
     )
     body = message.get_body(preferencelist=("plain",))
     assert body is not None and body.get_content().startswith("Hej Åsa Öberg,\r\n\r\nDin tid är bokad.")
+
+
+def test_due_reminders_come_earliest_first_and_at_most_the_limit() -> None:
+    schedule = Schedule()
+    schedule.add([Reminder(100 + i, f"b{i}:r24", "AB", f"b{i}", 1, 1, 86400, 200) for i in (3, 1, 2, 9)])
+    assert [r.booking_id for r in schedule.due(105, limit=2)] == ["b1", "b2"]
+    assert [r.booking_id for r in schedule.due(105, limit=2)] == ["b3"]
+    assert schedule.due(105) == [] and len(schedule) == 1
 
 
 def test_reminder_leads_parse() -> None:

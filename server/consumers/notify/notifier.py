@@ -56,7 +56,9 @@ log = logging.getLogger("tandtid.notify")
 
 CURSOR_FLUSH_S = 1.0
 PLAN_AHEAD_S = 12 * 3600  # reminders are planned for appointments up to max(lead) + this ahead
-PLAN_CHUNK = 500  # bookings looked at between two yields to the event loop (~4 us each: ~2 ms)
+PLAN_CHUNK = (
+    500  # bookings (or due reminders) looked at between two yields to the event loop (~4 us each: ~2 ms)
+)
 
 
 @dataclass
@@ -361,15 +363,21 @@ class Notifier:
             return 0
         now = self.clock()
         await self._plan(now)
-        due = []
-        for reminder in self.schedule.due(now):
-            fact = self._current(reminder, now)
-            if fact is not None:
-                due.append((reminder.key, fact, "reminder", reminder.lead_s))
-        if due:
-            await self._deliver(due)
-            self.stats.reminders += len(due)
-        return len(due)
+        sent = 0
+        while True:  # in chunks, yielding between: after a start or a pause thousands may be due at once
+            popped = self.schedule.due(now, PLAN_CHUNK)
+            due = []
+            for reminder in popped:
+                fact = self._current(reminder, now)
+                if fact is not None:
+                    due.append((reminder.key, fact, "reminder", reminder.lead_s))
+            if due:
+                await self._deliver(due)
+                self.stats.reminders += len(due)
+                sent += len(due)
+            if len(popped) < PLAN_CHUNK:
+                return sent
+            await asyncio.sleep(0)
 
     async def _plan(self, now: float) -> None:
         """Plan the reminders of appointments from now to ``max(leads) + PLAN_AHEAD_S`` ahead,

@@ -95,10 +95,10 @@ class Schedule:
                 self._keys.add(reminder.key)
                 heapq.heappush(self._heap, reminder)
 
-    def due(self, now: float) -> list[Reminder]:
-        """Remove and return every reminder due at or before ``now``, earliest first."""
+    def due(self, now: float, limit: int | None = None) -> list[Reminder]:
+        """Remove and return the reminders due at or before ``now`` (at most ``limit``), earliest first."""
         out: list[Reminder] = []
-        while self._heap and self._heap[0].due <= now:
+        while self._heap and self._heap[0].due <= now and (limit is None or len(out) < limit):
             reminder = heapq.heappop(self._heap)
             self._keys.discard(reminder.key)
             out.append(reminder)
