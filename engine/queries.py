@@ -99,38 +99,74 @@ def next_free(
 
 SUMMARIES = 64  # summaries kept per region (ranges, services, minutes); past it they start afresh
 Rows = dict[str, list[int]]
+Row = Callable[[str], list[int]]
 _summaries: WeakKeyDictionary[RegionState, dict[tuple[Any, ...], tuple[int, Rows]]] = WeakKeyDictionary()
+# summaries being built in slices (``budget``): key -> (version at the start, rows so far, clinics left)
+_building: WeakKeyDictionary[RegionState, dict[tuple[Any, ...], tuple[int, Rows, list[str]]]] = (
+    WeakKeyDictionary()
+)
 
 
-def _kept_per_clinic(state: RegionState, key: tuple[Any, ...], row: Callable[[str], list[int]]) -> Rows:
+def _kept_per_clinic(state: RegionState, key: tuple[Any, ...], row: Row) -> Rows:
     """``{clinic: row(clinic)}`` for every clinic (sorted by id), kept under ``key`` and brought up
     to date from the clinics changed since (``changed_since``), so it costs what changed, not the
     region. A new dict each call; the lists in it are shared with later answers and never changed
     (a changed clinic gets a new list)."""
+    _build(state, key, row, None)
+    version, rows = _summaries[state][key]
+    changed = state.changed_since(version)
+    for c in changed:
+        rows[c] = row(c)
+    _summaries[state][key] = (state.version, rows)
+    return dict(rows)
+
+
+def _build(state: RegionState, key: tuple[Any, ...], row: Row, budget: int | None) -> bool:
+    """Make sure a summary is kept under ``key`` (not necessarily up to date: the rows of the
+    clinics changed since its version are stale): True when it is. With ``budget``, compute at
+    most that many rows and return False while clinics are left: a cold summary of a big region
+    built in slices, between which the caller lets others run."""
     kept = _summaries.get(state)
     if kept is None:
         kept = _summaries[state] = {}
     hit = kept.get(key)
     if hit is not None:
-        version, rows = hit
-        changed = state.changed_since(version)
-        if all(c in rows for c in changed):  # else a clinic was registered: start afresh (sorted)
-            for c in changed:
-                rows[c] = row(c)
-            kept[key] = (state.version, rows)
-            return dict(rows)
-    rows = {c: row(c) for c in sorted(state.clinics)}
+        if all(c in hit[1] for c in state.changed_since(hit[0])):
+            return True
+        del kept[key]  # a clinic was registered: start afresh (sorted)
+    building = _building.get(state)
+    if building is None:
+        building = _building[state] = {}
+    started = building.pop(key, None)
+    version, rows, left = started or (state.version, {}, sorted(state.clinics, reverse=True))
+    while left:
+        if budget is not None:
+            if budget <= 0:
+                if len(building) >= SUMMARIES:
+                    building.clear()
+                building[key] = (version, rows, left)
+                return False
+            budget -= 1
+        c = left.pop()
+        if c in state.clinics:
+            rows[c] = row(c)
+    if any(c not in rows for c in state.changed_since(version)):  # registered meanwhile: again
+        return _build(state, key, row, budget)
     if len(kept) >= SUMMARIES:
         kept.clear()
-    kept[key] = (state.version, rows)
-    return dict(rows)
+    kept[key] = (version, rows)
+    return True
 
 
 def region_summary(state: RegionState, first_day: int, days: int) -> Rows:
     """Per clinic (sorted by id): FREE cell counts for each day of the range (``_kept_per_clinic``)."""
+    return _kept_per_clinic(state, ("free", first_day, days), _free_counts(state, first_day, days))
+
+
+def _free_counts(state: RegionState, first_day: int, days: int) -> Row:
     span = range(first_day, first_day + days)
     free_count = state.free_count
-    return _kept_per_clinic(state, ("free", first_day, days), lambda c: [free_count(c, d) for d in span])
+    return lambda c: [free_count(c, d) for d in span]
 
 
 def bookable_summary(state: RegionState, service: str, first_day: int, days: int, now: int) -> Rows:
@@ -140,12 +176,31 @@ def bookable_summary(state: RegionState, service: str, first_day: int, days: int
     on whole minutes) and brought up to date from the clinics changed since
     (``_kept_per_clinic``); the state keeps the counts per clinic-day, so the next minute's
     answer is a look-up per clinic-day."""
-    starts = state.bookable_starts_of
-    minute = -(-now // 60)
     return _kept_per_clinic(
+        state, _starts_key(service, first_day, days, now), _starts(state, service, first_day, days, now)
+    )
+
+
+def _starts_key(service: str, first_day: int, days: int, now: int) -> tuple[Any, ...]:
+    return ("starts", service, first_day, days, -(-now // 60))
+
+
+def _starts(state: RegionState, service: str, first_day: int, days: int, now: int) -> Row:
+    starts = state.bookable_starts_of
+    return lambda c: starts(c, service, first_day, days, now)
+
+
+def prepare_summaries(
+    state: RegionState, service: str, first_day: int, days: int, now: int, budget: int
+) -> bool:
+    """Build what ``region_summary`` and ``bookable_summary`` keep for the range, at most
+    ``budget`` clinics' rows of each per call; True when both are kept (they then cost what
+    changed). Call it again after letting others run while it says False."""
+    return _build(state, ("free", first_day, days), _free_counts(state, first_day, days), budget) and _build(
         state,
-        ("starts", service, first_day, days, minute),
-        lambda c: starts(c, service, first_day, days, now),
+        _starts_key(service, first_day, days, now),
+        _starts(state, service, first_day, days, now),
+        budget,
     )
 
 

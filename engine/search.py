@@ -30,7 +30,7 @@ class Ranking:
     """Every clinic offering ``service``, ordered by its earliest free start in [first_day,
     first_day + days). Brought up to date by ``refresh(state, now)`` before each read."""
 
-    __slots__ = ("days", "first_day", "found", "order", "service", "version", "asked")
+    __slots__ = ("days", "first_day", "found", "order", "service", "version", "asked", "pending")
 
     def __init__(self, service: str, first_day: int, days: int) -> None:
         self.service = service
@@ -40,21 +40,31 @@ class Ranking:
         self.found: dict[str, tuple[int, Start] | None] = {}  # clinic -> (at, start); None: none free
         self.version = -1  # the state's version this ranking reflects (-1: never built)
         self.asked = 0  # the latest ``now`` an answer was found at
+        self.pending: list[str] = []  # clinics still to ask (a build in slices)
 
-    def refresh(self, state: RegionState, now: int) -> None:
+    def refresh(self, state: RegionState, now: int, budget: int | None = None) -> bool:
+        """Bring the ranking up to date at ``now``; True when it is. With ``budget``, ask at most
+        that many clinics and return False if some are left: a first build of a big region (every
+        clinic's ``next_free``) made in slices, between which the caller lets others run."""
         if self.version < 0 or now < self.asked:  # new, or a clock that went back: ask everything
             self.order.clear()
             self.found.clear()
-            clinics: list[str] = list(state.clinics)
+            self.pending = list(state.clinics)
         else:
-            clinics = state.changed_since(self.version)
+            self.pending.extend(state.changed_since(self.version))
         self.version = state.version
         self.asked = now
-        for clinic in clinics:
-            self._ask(state, clinic, now)
+        pending = self.pending
+        while pending:
+            if budget is not None:
+                if budget <= 0:
+                    return False
+                budget -= 1
+            self._ask(state, pending.pop(), now)
         order = self.order
         while order and order[0][0] < now:  # its earliest start has begun: the next one
             self._ask(state, order[0][1], now)
+        return True
 
     def _ask(self, state: RegionState, clinic_id: str, now: int) -> None:
         old = self.found.pop(clinic_id, None)
@@ -83,6 +93,21 @@ _rankings: WeakKeyDictionary[RegionState, dict[tuple[str, int, int], Ranking]] =
 
 def ranking(state: RegionState, service: str, first_day: int, days: int, now: int) -> Ranking:
     """The region's ranking for ``service`` over the range, up to date at ``now``."""
+    found = _kept(state, service, first_day, days)
+    found.refresh(state, now)
+    return found
+
+
+def prepare(
+    state: RegionState, services: list[str], first_day: int, days: int, now: int, budget: int
+) -> bool:
+    """Bring the rankings of ``services`` over the range up to date, asking at most ``budget``
+    clinics in each; True when all are (a search then costs what changed). Call it again after
+    letting others run while it says False: a cold ranking is built in slices, not in one go."""
+    return all(_kept(state, s, first_day, days).refresh(state, now, budget) for s in services)
+
+
+def _kept(state: RegionState, service: str, first_day: int, days: int) -> Ranking:
     kept = _rankings.get(state)
     if kept is None:
         kept = _rankings[state] = {}
@@ -92,7 +117,6 @@ def ranking(state: RegionState, service: str, first_day: int, days: int, now: in
         if len(kept) >= RANKINGS:
             kept.clear()
         found = kept[key] = Ranking(service, first_day, days)
-    found.refresh(state, now)
     return found
 
 

@@ -33,6 +33,7 @@ from collections import defaultdict
 from typing import Any
 
 from engine.events import ClinicRegistered
+from engine.queries import prepare_summaries
 from engine.state import RegionState
 from server.live.codec import Encoding, Frame, encode
 from server.live.connection import Connection, Sender, Subscription
@@ -46,7 +47,7 @@ from server.live.topics import (
     snapshot_data,
 )
 from server.regions.actor import Committed, Reloaded
-from server.regions.routing import Regions
+from server.regions.routing import SLICE_CLINICS, Regions
 
 log = logging.getLogger("tandtid.hub")
 
@@ -113,6 +114,12 @@ class Fanout:
             return True
 
         try:
+            if name.kind == "region":  # its counts of every clinic: built in slices when cold
+                now = int(self.regions.actors[name.region].clock())
+                await self.regions.prepare(
+                    name.region,
+                    lambda state: prepare_summaries(state, service, first_day, days, now, SLICE_CLINICS),
+                )
             found = await self.regions.query(name.region, register)
         except Exception as exc:
             log.warning("subscribe to %s failed: %s", name.key, type(exc).__name__)

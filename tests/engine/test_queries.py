@@ -5,7 +5,14 @@ from __future__ import annotations
 from slot_world import MONDAY, cell, epoch, make_clinic, make_resources, world
 
 from engine.commands import Block, Book, OpenDays, RegisterClinic
-from engine.queries import clinic_day, free_starts, next_free, region_summary
+from engine.queries import (
+    bookable_summary,
+    clinic_day,
+    free_starts,
+    next_free,
+    prepare_summaries,
+    region_summary,
+)
 
 R1, R2 = "AB-c1-r1", "AB-c1-r2"
 
@@ -130,3 +137,27 @@ def test_next_free_is_the_first_of_free_starts_on_a_busy_week() -> None:
             ]
             expected = (listed[0][0], *listed[0][1]) if listed else None
             assert next_free(state, "AB-c1", service, MONDAY, 5, at) == expected
+
+
+def test_summaries_built_in_slices_answer_as_ones_built_at_once() -> None:
+    """``prepare_summaries`` with a budget builds the map's summaries a few clinics per call;
+    bookings and a new clinic between the calls are in the answers read afterwards."""
+    state, now = world(days=3)
+    for i in range(2, 9):
+        state.apply(RegisterClinic(make_clinic(f"AB-c{i}"), make_resources(f"AB-c{i}", n=1)), now)
+        state.apply(OpenDays(f"AB-c{i}-r1", MONDAY, 3), now)
+    calls = 0
+    while not prepare_summaries(state, "checkup", MONDAY, 3, now, budget=2):
+        calls += 1
+        if calls == 1:
+            state.apply(Book("AB-b1", "p1", "AB-c8-r1", "checkup", MONDAY, cell(9)), now)  # asked later
+            state.apply(Book("AB-b2", "p2", R1, "checkup", MONDAY, cell(9)), now)  # asked already
+        if calls == 2:
+            state.apply(RegisterClinic(make_clinic("AB-c9"), make_resources("AB-c9", n=1)), now)
+            state.apply(OpenDays("AB-c9-r1", MONDAY, 3), now)
+    assert calls >= 4  # in slices, not at once
+    free = {c: [state.free_count(c, d) for d in range(MONDAY, MONDAY + 3)] for c in sorted(state.clinics)}
+    starts = {c: state.bookable_starts_of(c, "checkup", MONDAY, 3, now) for c in sorted(state.clinics)}
+    assert region_summary(state, MONDAY, 3) == free
+    assert bookable_summary(state, "checkup", MONDAY, 3, now) == starts
+    assert list(free) == [f"AB-c{i}" for i in range(1, 10)] and free["AB-c8"][0] == free["AB-c2"][0] - 2

@@ -11,7 +11,7 @@ from engine.commands import Block, Book, Cancel, OpenDays, Party, RegisterClinic
 from engine.errors import Refused
 from engine.model import Clinic
 from engine.queries import next_free
-from engine.search import earliest_clinics, first_free, ranking
+from engine.search import earliest_clinics, first_free, prepare, ranking
 from engine.state import RegionState
 
 CLINICS = 12
@@ -110,3 +110,21 @@ def test_first_free_is_the_earliest_over_services() -> None:
     at, start = first_free(rankings, "AB-c1") or (0, None)
     assert start == (MONDAY, cell(8, 30), "AB-c1-r2") and at == epoch(MONDAY, 8, 30)
     assert first_free([ranking(state, "filling", MONDAY, 2, now)], "AB-c0") is None  # AB-c0 offers none
+
+
+def test_a_ranking_built_in_slices_answers_as_one_built_at_once() -> None:
+    """``prepare`` with a budget asks a few clinics per call; bookings and the clock moving on
+    between the calls are in the search made afterwards."""
+    state, now = region()
+    calls = 0
+    while not prepare(state, ["checkup", "filling"], MONDAY, 2, now, budget=3):
+        calls += 1
+        state.apply(
+            Book(f"AB-b{calls}", f"p{calls}", f"AB-c{calls % CLINICS}-r1", "checkup", MONDAY, 32), now
+        )
+        now += 600
+    assert calls >= 4  # in slices, not at once
+    for service in ("checkup", "filling"):
+        assert earliest_clinics(state, service, MONDAY, 2, now, 20) == brute(
+            state, service, MONDAY, 2, now, 20
+        )

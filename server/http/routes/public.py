@@ -25,6 +25,7 @@ from server.http.openapi import Endpoint
 from server.http.routes.access import first_day, now_s, parse_query, path_id, region_or_404, regions_of
 from server.http.routes.replies import json_response
 from server.http.schemas import AvailabilityQuery, ClinicSearchQuery, MunicipalitiesQuery, SummaryQuery
+from server.regions.routing import SLICE_CLINICS
 
 
 def clinic_resources(state: RegionState, clinic: str) -> list[Resource]:
@@ -154,9 +155,16 @@ async def search_clinics(request: Request) -> Response:
             del found[q.limit :]
         return found
 
+    searched = list(regions.actors) if q.region is None else [q.region] if q.region in regions.actors else []
+    if wants_first:  # every clinic's first free time: a cold ranking is built in slices first
+        for code in searched:
+            await regions.prepare(
+                code,
+                lambda state: engine_search.prepare(state, services, start_day, q.days, now, SLICE_CLINICS),
+            )
     if q.region is None:
         rows = await regions.query_all(search)
-    elif q.region in regions.actors:
+    elif searched:
         rows = await regions.query(q.region, search)
     else:
         rows = []
