@@ -11,14 +11,18 @@ from the raw bytes, best effort), and every entry a repair would remove.
 ``repair_region`` (stop every server writing the region first) removes from the stream the
 damaged entries the snapshot already covers (recovery never reads them) and, from the first
 damaged entry past the snapshot on, every entry (the positions after it could not be replayed
-in order); the position counter is set back to the last good position. Nothing is deleted
+in order); the position counter is set back to the last good position. A snapshot whose chunks
+are missing or fail their CRC-32 (recovery does not load it) makes the region damaged too; repair
+sets it aside and recovery replays the stream from its start. Nothing is deleted
 without a copy: removed entries go to the stream ``tandtid:{AB}:set-aside:<ms>`` (their fields
-plus ``id``), a snapshot past the cut to the hash ``tandtid:{AB}:set-aside-snapshot:<ms>``.
+plus ``id``), a snapshot past the cut or damaged to the hash ``tandtid:{AB}:set-aside-snapshot:<ms>``
+(its chunks stay where it points).
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +33,7 @@ from engine.model import REGION_CODES
 from persistence import redis_client
 from persistence.codec import unpack_events
 from persistence.file_check import LostFrame, RegionCheck, SnapshotFile, bookings_in
-from persistence.redis_journal import region_key
+from persistence.redis_journal import SNAPSHOT_FIELDS, SnapshotHead, region_key
 
 PAGE = 1_000
 
@@ -81,31 +85,34 @@ def repair_region(client: redis.Redis, region: str) -> RegionCheck:
     for stream_id, fields in doomed:
         copy: dict[Any, Any] = {**_field_map(fields), b"id": stream_id}
         pipe.xadd(aside, copy)
-    pipe.xdel(region_key(region, "journal"), *[i for i, _ in doomed])
+    if doomed:
+        pipe.xdel(region_key(region, "journal"), *[i for i, _ in doomed])
+        report.set_aside.append(aside)
     if cut is not None:
         pipe.set(region_key(region, "position"), report.position)
-        if any(s.position is None or s.position > report.position for s in report.snapshots):
-            pipe.rename(region_key(region, "snapshot"), region_key(region, f"set-aside-snapshot:{stamp}"))
-            report.set_aside.append(region_key(region, f"set-aside-snapshot:{stamp}"))
+    if any(s.position is None or s.position > report.position for s in report.snapshots):
+        pipe.rename(region_key(region, "snapshot"), region_key(region, f"set-aside-snapshot:{stamp}"))
+        report.set_aside.append(region_key(region, f"set-aside-snapshot:{stamp}"))
     pipe.execute()
-    report.set_aside.append(aside)
     report.repaired = True
     return report
 
 
 def _check(client: redis.Redis, region: str) -> tuple[RegionCheck, _Walk, bytes | None]:
     report = RegionCheck(region, "ok", 0, 0, 0)
-    snap: list[Any] = client.hmget(region_key(region, "snapshot"), ["position", "payload"])
-    snap_position, snap_payload = snap
-    if snap_position is not None:
-        report.snapshots = [SnapshotFile("snapshot", int(snap_position), len(snap_payload or b""))]
-    base = int(snap_position) if snap_position is not None else 0
+    head = SnapshotHead.of(client.hmget(region_key(region, "snapshot"), list(SNAPSHOT_FIELDS)))
+    base = head.position if head is not None else 0  # a damaged snapshot's too: its claim is judged
+    problems: list[str] = []
+    if head is not None:
+        snapshot, damage = _snapshot(client, region, head)
+        report.snapshots = [snapshot]
+        if damage is not None:
+            problems.append(f"snapshot at position {head.position}: {damage}")
     walk = _walk(client, region)
     report.size = len(walk.entries)
     # Recovery: from the snapshot on, each entry after ``base`` must be the next position.
     position = base
     cut: bytes | None = None
-    problems: list[str] = []
     for stream_id, _fields in walk.entries:
         found = walk.positions[stream_id]
         why = walk.damaged.get(stream_id)
@@ -126,13 +133,30 @@ def _check(client: redis.Redis, region: str) -> tuple[RegionCheck, _Walk, bytes 
             continue
         position = found if found is not None else position
     report.position = position
-    if walk.damaged:
+    if problems:
         report.status = "damaged"
         report.problem = "; ".join(problems)
         for stream_id, fields in walk.entries:
             if stream_id in walk.damaged or (cut is not None and stream_id >= cut):
                 report.lost.append(_lost(stream_id, fields, walk, stream_id not in walk.damaged))
     return report, walk, cut
+
+
+def _snapshot(client: redis.Redis, region: str, head: SnapshotHead) -> tuple[SnapshotFile, str | None]:
+    """The snapshot the hash points at, its chunks read one by one (as a load does), and why it
+    is damaged (None when it is not)."""
+    if not head.version:  # the older format: the payload in the hash
+        size = int(client.hstrlen(region_key(region, "snapshot"), "payload"))
+        damage = None if size or client.hexists(region_key(region, "snapshot"), "payload") else "no payload"
+    else:
+        size = crc32 = 0
+        for index in range(head.chunks):
+            chunk: bytes | None = client.lindex(head.chunks_key(region), index)  # type: ignore[assignment]
+            if chunk is None:
+                break
+            size, crc32 = size + len(chunk), zlib.crc32(chunk, crc32)
+        damage = head.damage(size, crc32)
+    return SnapshotFile("snapshot", None if damage else head.position, size), damage
 
 
 def _walk(client: redis.Redis, region: str) -> _Walk:

@@ -5,7 +5,9 @@ Keys of region ``AB`` (the braces are a Redis Cluster hash tag: one shard per re
     tandtid:{AB}:journal    stream; each entry has fields position, epoch, payload (in that order)
     tandtid:{AB}:position   INCR counter: the last position handed out
     tandtid:{AB}:epoch      the highest epoch accepted (fencing token)
-    tandtid:{AB}:snapshot   hash: position, stream_id, payload
+    tandtid:{AB}:snapshot             hash: position, stream_id, version, length, crc32, chunks,
+                                      previous (the pointer to the current snapshot)
+    tandtid:{AB}:snapshot:<version>   list: that snapshot's payload in chunks of SNAPSHOT_CHUNK bytes
 
 An append is one EVALSHA of a Lua script that fences the epoch, INCRs the position and
 XADDs the entry atomically. Group commit: the appends of all regions made in the same
@@ -24,6 +26,19 @@ recent appends), else at the start of the stream, and skips entries with positio
 ``after``: recovery (after == snapshot position) skips nothing; a tail from an arbitrary
 old position costs one transfer of the entries since the snapshot.
 
+A snapshot (up to ~100 MB for Stockholm) is never one command: Redis runs one command at a
+time and, under ``appendfsync always``, a 96 MB HSET held every client's appends (every region,
+every node) for 0.3-1.3 s. ``save_snapshot`` RPUSHes the payload in chunks, each its own round trip
+(other clients' commands run between them), to a new ``version`` key that expires unless the save
+finishes (a crash halfway leaves nothing behind for good), then SWITCH_LUA atomically checks that
+every chunk is there and points the hash at the new version; the old version's chunks (and those of
+the one before, if a crash came between a switch and its cleanup) are UNLINKed after. A reader
+reads the hash, then the chunks one by one, and checks length and CRC-32 against the hash: a chunk
+that vanished because a newer snapshot replaced it makes it start again; a missing or damaged one
+under an unchanged pointer is damage: logged, listed in ``problems()`` and not loaded (recovery
+replays the whole stream, which refuses to start past a trimmed head). A hash with a ``payload``
+field and no ``version`` is the older one-command format: still read, in one HGET.
+
 After a snapshot is saved, history older than the snapshot AND older than
 ``retention_s`` (by the server clock in the stream ids) is trimmed with XTRIM MINID.
 """
@@ -31,6 +46,9 @@ After a snapshot is saved, history older than the snapshot AND older than
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
+import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -45,11 +63,16 @@ from persistence.redis_client import connect_async, is_cluster
 
 _T = TypeVar("_T")
 
+log = logging.getLogger(__name__)
+
 PAGE = 10_000  # most stream entries per XRANGE round trip
 PAGE_MIN = 100  # fewest (the first page of a read)
 PAGE_BYTES = 8 * 1024 * 1024  # aimed-for payload bytes per XRANGE page
 TAIL_BLOCK_MS = 1_000  # XREAD BLOCK; well under the socket timeout
 RECENT_IDS = 4_096  # remembered (position -> stream id) of this object's appends per region
+SNAPSHOT_CHUNK = 1024 * 1024  # payload bytes per snapshot command (write and read)
+SNAPSHOT_WRITING_MS = 600_000  # a half-written snapshot's chunks expire this long after the last one
+SNAPSHOT_LOAD_ATTEMPTS = 5  # reads started again when newer snapshots replace the one being read
 WRITE_PROBE = "tandtid:write-probe"  # ping's probe write while writes fail (expires in a second)
 
 APPEND_LUA = """
@@ -65,6 +88,57 @@ local position = redis.call('INCR', KEYS[2])
 local id = redis.call('XADD', KEYS[3], '*', 'position', position, 'epoch', ARGV[1], 'payload', ARGV[2])
 return {position, id}
 """
+
+
+# KEYS: the snapshot hash, the new version's chunk list. ARGV: version, position, stream_id, length,
+# crc32, chunks. Returns {0} when chunks are missing (expired: the save took too long), else
+# {1, the version replaced, the one before that} (b"" when none): their chunks are to be UNLINKed.
+SWITCH_LUA = """
+if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[6]) then
+  return {0}
+end
+redis.call('PERSIST', KEYS[2])
+local old = redis.call('HMGET', KEYS[1], 'version', 'previous')
+redis.call('UNLINK', KEYS[1])
+redis.call('HSET', KEYS[1], 'position', ARGV[2], 'stream_id', ARGV[3], 'version', ARGV[1],
+  'length', ARGV[4], 'crc32', ARGV[5], 'chunks', ARGV[6], 'previous', old[1] or '')
+return {1, old[1] or '', old[2] or ''}
+"""
+SNAPSHOT_FIELDS = ("position", "version", "length", "crc32", "chunks")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotHead:
+    """What a region's snapshot hash says about the snapshot it points at."""
+
+    position: int
+    version: bytes  # b"": the older format, the whole payload in the hash's ``payload`` field
+    length: int
+    crc32: int
+    chunks: int
+
+    @classmethod
+    def of(cls, values: list[Any]) -> SnapshotHead | None:
+        """From an HMGET of SNAPSHOT_FIELDS; None when there is no snapshot."""
+        position, version, length, crc32, chunks = values
+        if position is None:
+            return None
+        if not version:
+            return cls(int(position), b"", 0, 0, 0)
+        return cls(int(position), _as_bytes(version), int(length), int(crc32), int(chunks))
+
+    def chunks_key(self, region: str) -> str:
+        return snapshot_chunks_key(region, self.version)
+
+    def damage(self, length: int, crc32: int) -> str | None:
+        """Why chunks of ``length`` bytes in all with this CRC-32 are not this snapshot, or None."""
+        if (length, crc32) == (self.length, self.crc32):
+            return None
+        return f"{length} bytes with CRC-32 {crc32}, where {self.length} with {self.crc32} were saved"
+
+
+def snapshot_chunks_key(region: str, version: bytes) -> str:
+    return region_key(region, f"snapshot:{version.decode()}")
 
 
 def region_key(region: str, name: str) -> str:
@@ -113,6 +187,7 @@ class RedisStreamJournal(Journal):
         self._flushing = False  # a round is scheduled or in flight
         self.rounds = 0  # pipelined append round trips made (each carries one or more regions)
         self._write_failure: str | None = None  # see write_failure()
+        self._problems: dict[str, list[str]] = {}  # see problems()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -341,15 +416,41 @@ class RedisStreamJournal(Journal):
     # -- snapshots -------------------------------------------------------------------
 
     async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
-        """Store the snapshot (one HSET), then trim history that is older than it and older
-        than the retention period (by the server's clock: TIME, asked after the HSET)."""
+        """Store the snapshot in chunks under a new version and switch the hash to it (see the
+        module docstring), then trim history that is older than it and older than the retention
+        period (by the server's clock: TIME, asked after the switch)."""
         stream_id = await self._stream_id_of(region, snapshot.position)
-        await self._call(
-            self._redis.hset(
+        version = secrets.token_hex(8).encode()
+        chunks_key = snapshot_chunks_key(region, version)
+        view = memoryview(snapshot.payload)
+        crc32 = chunks = 0
+        for start in range(0, len(view), SNAPSHOT_CHUNK):
+            chunk = view[start : start + SNAPSHOT_CHUNK]
+            pipe = self._redis.pipeline(transaction=False)  # one round trip, two small commands
+            pipe.rpush(chunks_key, chunk)
+            pipe.pexpire(chunks_key, SNAPSHOT_WRITING_MS)
+            await self._call(pipe.execute())
+            crc32 = zlib.crc32(chunk, crc32)  # as it goes: one 96 MB CRC would hold the loop
+            chunks += 1
+        reply = await self._call(
+            self._redis.eval(
+                SWITCH_LUA,
+                2,
                 region_key(region, "snapshot"),
-                mapping={"position": snapshot.position, "stream_id": stream_id, "payload": snapshot.payload},
+                chunks_key,
+                version,
+                snapshot.position,
+                stream_id,
+                len(view),
+                crc32,
+                chunks,
             )
         )
+        if not int(reply[0]):
+            raise JournalUnavailable(f"region {region}: snapshot chunks expired before the switch")
+        replaced = [snapshot_chunks_key(region, bytes(old)) for old in reply[1:] if old]
+        if replaced:
+            await self._call(self._redis.unlink(*replaced))
         seconds, micros = await self._call(self._redis.time())
         if not stream_id:
             return
@@ -385,10 +486,52 @@ class RedisStreamJournal(Journal):
             end = b"(" + page[-1][0]
 
     async def load_snapshot(self, region: str) -> Snapshot | None:
-        values = await self._call(self._redis.hmget(region_key(region, "snapshot"), "position", "payload"))
-        if values[0] is None or values[1] is None:
+        """The snapshot the hash points at, read chunk by chunk and checked (length, CRC-32);
+        None when there is none or it is damaged (logged, listed in ``problems()``: the caller
+        replays the whole stream)."""
+        for _attempt in range(SNAPSHOT_LOAD_ATTEMPTS):
+            head = await self._snapshot_head(region)
+            if head is None:
+                return None
+            payload, damage = await self._read_snapshot(region, head)
+            if damage is None:
+                return Snapshot(head.position, payload)
+            if await self._snapshot_head(region) != head:
+                continue  # replaced while read (its chunks unlinked): read the new one
+            log.error("region %s: the snapshot at position %d is damaged (%s)", region, head.position, damage)
+            problem = f"snapshot at position {head.position} is damaged ({damage}): not loaded"
+            found = self._problems.setdefault(region, [])
+            if problem not in found:  # a follower may load it again and again
+                found.append(problem)
             return None
-        return Snapshot(int(values[0]), _as_bytes(values[1]))
+        raise JournalUnavailable(
+            f"region {region}: the snapshot was replaced {SNAPSHOT_LOAD_ATTEMPTS} times while it was read"
+        )
+
+    async def _snapshot_head(self, region: str) -> SnapshotHead | None:
+        return SnapshotHead.of(
+            await self._call(self._redis.hmget(region_key(region, "snapshot"), *SNAPSHOT_FIELDS))
+        )
+
+    async def _read_snapshot(self, region: str, head: SnapshotHead) -> tuple[bytes, str | None]:
+        """(payload, None), or (b"", why it is not the snapshot ``head`` describes)."""
+        if not head.version:  # the older format: one HGET
+            payload = await self._call(self._redis.hget(region_key(region, "snapshot"), "payload"))
+            return (_as_bytes(payload), None) if payload is not None else (b"", "no payload in the hash")
+        key = head.chunks_key(region)
+        parts: list[bytes] = []
+        crc32 = 0
+        for index in range(head.chunks):
+            chunk = await self._call(self._redis.lindex(key, index))
+            if chunk is None:
+                return b"", f"chunk {index + 1} of {head.chunks} is missing"
+            parts.append(chunk)
+            crc32 = zlib.crc32(chunk, crc32)  # as it goes, like the save
+        damage = head.damage(sum(len(part) for part in parts), crc32)
+        return (b"", damage) if damage is not None else (b"".join(parts), None)
+
+    def problems(self) -> dict[str, list[str]]:
+        return {region: list(found) for region, found in self._problems.items()}
 
     # -- internals -------------------------------------------------------------------
 

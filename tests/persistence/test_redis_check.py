@@ -154,3 +154,33 @@ async def test_a_damaged_entry_the_snapshot_covers_is_removed_and_nothing_else(
         assert actor.ready and all(actor.state.booking(b) is not None for b in ids)
     finally:
         await stopped(actor)
+
+
+async def test_a_damaged_snapshot_is_reported_and_repair_sets_it_aside(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    ids = await booked(url, snapshot=True)
+    client = redis.Redis.from_url(url)
+    version = client.hget(region_key("AB", "snapshot"), "version")
+    assert version is not None
+    chunks = region_key("AB", f"snapshot:{version.decode()}")
+    chunk = bytearray(client.lindex(chunks, 0))
+    chunk[len(chunk) // 2] ^= 0x01
+    client.lset(chunks, 0, bytes(chunk))
+
+    done = tandtid("journal", "check", "--redis", url, "--region", "AB")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "damaged" and "CRC-32" in report["problem"]
+    assert [s["position"] for s in report["snapshots"]] == [None] and report["lost"] == []
+
+    done = tandtid("journal", "repair", "--redis", url, "--region", "AB")
+    assert done.returncode == 0, done.stderr
+    (aside,) = json.loads(done.stdout)["set_aside"]
+    assert client.hget(aside, "version") == version and client.exists(region_key("AB", "snapshot")) == 0
+    client.close()
+    actor = await recovered(url)  # from the stream's start: nothing was trimmed
+    try:
+        assert actor.ready and all(actor.state.booking(b) is not None for b in ids)
+    finally:
+        await stopped(actor)
+    assert tandtid("journal", "check", "--redis", url, "--region", "AB").returncode == 0

@@ -1,17 +1,18 @@
 """RedisStreamJournal-specific tests (integration, a real redis-server per test): crashes,
-restarts, key layout, one round trip per append, MINID trimming."""
+restarts, key layout, one round trip per append, MINID trimming, snapshots in chunks."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from collections.abc import AsyncIterator
 
 import pytest
 import redis
 
 from persistence.journal import Entry, JournalUnavailable, Snapshot
-from persistence.redis_journal import RedisStreamJournal, region_key
+from persistence.redis_journal import SNAPSHOT_CHUNK, SNAPSHOT_WRITING_MS, RedisStreamJournal, region_key
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -69,11 +70,14 @@ async def test_keys_carry_the_region_hash_tag(redis_server: RedisServer, journal
     client = redis.Redis.from_url(redis_server.url)
     try:
         keys = sorted(k.decode() for k in client.keys("*"))
+        version = client.hget(region_key("AB", "snapshot"), "version")
+        assert version is not None
         assert keys == [
             "tandtid:{AB}:epoch",
             "tandtid:{AB}:journal",
             "tandtid:{AB}:position",
             "tandtid:{AB}:snapshot",
+            f"tandtid:{{AB}}:snapshot:{version.decode()}",
         ]
         ((stream_id, fields),) = client.xrange(region_key("AB", "journal"))
         assert fields == {b"position": b"1", b"epoch": b"2", b"payload": b"x"}
@@ -238,3 +242,152 @@ async def test_redis_out_of_memory_is_a_write_failure_until_writes_work_again(
         admin.close()
     assert await journal.append("AB", 1, b"after") == 2
     assert [e.payload for e in await entries(journal)] == [b"before", b"after"]
+
+
+def counted(chunks: float) -> bytes:
+    """A payload of ``chunks`` snapshot chunks whose every 4 bytes differ (chunks out of order
+    or swapped would not compare equal)."""
+    return array("I", range(int(chunks * SNAPSHOT_CHUNK) // 4)).tobytes()
+
+
+def snapshot_keys(client: redis.Redis) -> list[bytes]:
+    return sorted(client.keys(region_key("AB", "snapshot:*")))
+
+
+def commands_made(client: redis.Redis, before: dict[str, dict[str, int]]) -> dict[str, int]:
+    after = client.info("commandstats")
+    calls = {
+        name.removeprefix("cmdstat_"): after[name]["calls"] - before.get(name, {"calls": 0})["calls"]
+        for name in after
+    }
+    return {name: n for name, n in calls.items() if n}
+
+
+async def test_a_snapshot_is_written_and_read_one_bounded_chunk_per_command(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
+    """A 96 MB HSET held every other client's commands for up to 1.3 s (appendfsync always):
+    each command now carries at most SNAPSHOT_CHUNK bytes of it."""
+    payload = counted(3.5)
+    await journal.append("AB", 1, b"x")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        before = client.info("commandstats")
+        await journal.save_snapshot("AB", Snapshot(1, payload))
+        saved = commands_made(client, before)
+        assert saved["rpush"] == 4 and saved["eval"] == 1
+        (key,) = snapshot_keys(client)
+        chunks = client.lrange(key, 0, -1)
+        assert [len(c) for c in chunks] == [SNAPSHOT_CHUNK] * 3 + [SNAPSHOT_CHUNK // 2]
+        assert client.pttl(key) == -1  # switched to: kept for good
+
+        before = client.info("commandstats")
+        assert await journal.load_snapshot("AB") == Snapshot(1, payload)
+        assert commands_made(client, before)["lindex"] == 4
+
+        await journal.save_snapshot("AB", Snapshot(1, b"smaller"))
+        assert snapshot_keys(client) != [key] and len(snapshot_keys(client)) == 1  # the old chunks went
+    finally:
+        client.close()
+    assert await journal.load_snapshot("AB") == Snapshot(1, b"smaller")
+    assert journal.problems() == {}
+
+
+async def test_a_save_that_fails_halfway_leaves_the_previous_snapshot(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
+    """Redis reaches maxmemory after a few chunks (as a crash could stop a save): the hash still
+    points at the previous snapshot, which loads whole; the chunks written expire."""
+    await journal.append("AB", 1, b"x")
+    await journal.save_snapshot("AB", Snapshot(1, b"previous"))
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        (previous,) = snapshot_keys(client)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 3 * SNAPSHOT_CHUNK)
+        with pytest.raises(JournalUnavailable):
+            await journal.save_snapshot("AB", Snapshot(1, counted(8)))
+        client.config_set("maxmemory", 0)
+        (half,) = [key for key in snapshot_keys(client) if key != previous]
+        assert 1 <= client.llen(half) < 8
+        assert 0 < client.pttl(half) <= SNAPSHOT_WRITING_MS
+    finally:
+        client.config_set("maxmemory", 0)
+        client.close()
+    fresh = RedisStreamJournal(redis_server.url)
+    await fresh.open()
+    try:
+        assert await fresh.load_snapshot("AB") == Snapshot(1, b"previous")
+        assert fresh.problems() == {}
+    finally:
+        await fresh.close()
+    await journal.save_snapshot("AB", Snapshot(1, counted(2)))
+    assert await journal.load_snapshot("AB") == Snapshot(1, counted(2))
+
+
+async def test_a_snapshot_in_the_older_one_field_format_still_loads(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
+    for i in range(1, 6):
+        await journal.append("AB", 1, b"e%d" % i)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        stream_id = client.xrange(region_key("AB", "journal"))[2][0]
+        old_format = {"position": 3, "stream_id": stream_id, "payload": b"state-at-3"}
+        client.hset(region_key("AB", "snapshot"), mapping=old_format)  # as tandtid wrote it before chunks
+        fresh = RedisStreamJournal(redis_server.url)
+        await fresh.open()
+        try:
+            assert await fresh.load_snapshot("AB") == Snapshot(3, b"state-at-3")
+            assert [e.position async for e in fresh.read("AB", 3)] == [4, 5]
+            await fresh.save_snapshot("AB", Snapshot(5, counted(1.5)))
+            assert await fresh.load_snapshot("AB") == Snapshot(5, counted(1.5))
+        finally:
+            await fresh.close()
+        assert client.hget(region_key("AB", "snapshot"), "payload") is None  # replaced whole
+    finally:
+        client.close()
+
+
+async def test_a_missing_or_damaged_chunk_is_reported_and_never_loaded(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
+    await journal.append("AB", 1, b"x")
+    await journal.save_snapshot("AB", Snapshot(1, counted(3)))
+    client = redis.Redis.from_url(redis_server.url)
+    fresh = RedisStreamJournal(redis_server.url)
+    await fresh.open()
+    try:
+        (key,) = snapshot_keys(client)
+        client.lset(key, 1, counted(1)[::-1])  # same length, other bytes
+        assert await fresh.load_snapshot("AB") is None
+        (problem,) = fresh.problems()["AB"]
+        assert "snapshot at position 1 is damaged" in problem and "CRC-32" in problem
+
+        client.rpop(key)
+        assert await fresh.load_snapshot("AB") is None
+        assert "chunk 3 of 3 is missing" in fresh.problems()["AB"][1]
+    finally:
+        await fresh.close()
+        client.close()
+
+
+async def test_a_load_while_snapshots_replace_each_other_gets_one_whole_snapshot(
+    redis_server: RedisServer, journal: RedisStreamJournal
+) -> None:
+    """Another node reads while the owner saves: a load whose chunks were unlinked by the switch
+    to a newer snapshot starts again and returns that one; never a mix, never 'damaged'."""
+    await journal.append("AB", 1, b"x")
+    big, small = Snapshot(1, counted(6)), Snapshot(1, b"small")
+    reader = RedisStreamJournal(redis_server.url)
+    await reader.open()
+    try:
+        for _ in range(10):
+            await journal.save_snapshot("AB", big)
+            loaded, _saved = await asyncio.gather(
+                reader.load_snapshot("AB"), journal.save_snapshot("AB", small)
+            )
+            assert loaded in (big, small)
+        assert reader.problems() == {}
+    finally:
+        await reader.close()
