@@ -22,7 +22,7 @@ venv: $(STAMP)
 # Both runs add to one coverage file; the per-package table is printed at the end.
 test: $(STAMP)
 	@PYTHON=$(PYTHON) scripts/system-packages test
-	$(BIN)/python -m pytest -q --cov --cov-report= --ignore=tests/browser
+	TANDTID_TEST_SWEDEN=$${TANDTID_TEST_SWEDEN:-1} $(BIN)/python -m pytest -q --cov --cov-report= --ignore=tests/browser
 	$(BIN)/python -m pytest -q --cov --cov-append --cov-report= tests/browser
 	@$(BIN)/python scripts/coverage_by_package.py
 

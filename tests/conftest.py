@@ -37,12 +37,13 @@ def redis_cluster() -> Iterator[RedisCluster3]:
 @pytest.fixture(scope="session")
 def sweden_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """All of Sweden with 30% of the open times booked, seeded once per session by
-    ``tandtid seed --scale sweden --booked 0.3`` (a snapshot per region; ~1 CPU-minute). Opt-in,
-    so ``make test`` stays fast: set ``TANDTID_TEST_SWEDEN=1`` (or to a directory seeded before,
-    which is then used as it is). Serve a copy (``shutil.copytree``) when a test writes."""
+    ``tandtid seed --scale sweden --booked 0.3`` (a snapshot per region; ~40 s on 2 cores). On
+    with ``TANDTID_TEST_SWEDEN=1`` (what ``make test`` and so CI set), or set to a directory seeded
+    before, which is then used as it is; a bare ``pytest`` skips it to stay quick. Serve a copy
+    (``shutil.copytree``) when a test writes."""
     wanted = os.environ.get("TANDTID_TEST_SWEDEN", "")
     if not wanted:
-        pytest.skip("the Sweden-size fixture is opt-in: TANDTID_TEST_SWEDEN=1 (or a seeded data dir)")
+        pytest.skip("the Sweden-size fixture is off: TANDTID_TEST_SWEDEN=1 (as make test sets) or a seeded data dir")
     if wanted != "1":
         return Path(wanted)
     data = tmp_path_factory.mktemp("sweden") / "data"

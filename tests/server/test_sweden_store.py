@@ -1,4 +1,4 @@
-"""Integration (opt-in, ``TANDTID_TEST_SWEDEN=1``): a real ``tandtid serve`` on all of Sweden with
+"""Integration (``TANDTID_TEST_SWEDEN=1``, as ``make test`` sets): a real ``tandtid serve`` on all of Sweden with
 30% of the open times booked (the session's ``sweden_data``): it comes up from the seeded
 snapshots, the map of Stockholm has full, nearly full and free clinics, and search answers at
 its limit with each clinic's first free time."""
