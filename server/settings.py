@@ -65,6 +65,10 @@ class Settings:
     # the map's street layer ({z}/{x}/{y} tile template; "off": the county outline only). Another tile server
     # must allow the use (OpenStreetMap's policy: light use, attribution shown).
     tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    # A name given by whoever starts the process, echoed on /ready (``instance``): the starter then
+    # knows it reached its own process, not another one that took the port meanwhile (the tests'
+    # restarts). Unset: /ready does not carry it.
+    instance: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -103,6 +107,7 @@ class Settings:
             "log_level": str,
             "stall_ms": int,
             "tile_url": str,
+            "instance": str,
         }
         for f in fields(cls):
             var = "TANDTID_" + f.name.upper()

@@ -9,11 +9,17 @@ a SIGKILL and a restart, the browser suite, a Locust run.
 
 ``kill()`` is SIGKILL (a crash); ``start()`` again reuses the port and the data directory. The
 server's output goes to ``log_path``; ``output()`` reads it (for assertion messages).
+
+Every ``start()`` gives the process a new name (``TANDTID_INSTANCE``, echoed on ``/ready``) and
+waits for ``/ready`` to answer with THAT name: between a stop and the next start another process
+(another test's server, an engineer's) may take the port, and its ``/ready`` is not ours. Ours
+then cannot bind the port and exits: ``start()`` raises with its output.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -53,6 +59,8 @@ class ServedProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"serve-{data_dir.name}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.instance = ""  # this start's name, echoed on /ready
+        self.others: set[str] = set()  # what other processes answered on /ready (for the error)
 
     def start(self, ready_timeout: float = READY_TIMEOUT_S) -> ServedProcess:
         """Start the process and wait until ``/ready`` answers 200 (RuntimeError with its log if it exits)."""
@@ -69,20 +77,36 @@ class ServedProcess:
             str(self.data_dir),
             *self.args,
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self.instance = secrets.token_hex(8)
+        self.others = set()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, "TANDTID_INSTANCE": self.instance}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         eventually_sync(self._ready, timeout=ready_timeout, interval=0.1, what=f"tandtid serve on {self.url}")
         return self
 
     def _ready(self) -> bool:
+        """``/ready`` answers 200 with this start's name; RuntimeError at once if the process exited."""
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(f"tandtid serve exited with {self.process.returncode}:\n{self.output()}")
+            others = f" (another process answers /ready there: {sorted(self.others)})" if self.others else ""
+            raise RuntimeError(
+                f"tandtid serve on port {self.port} exited with {self.process.returncode}{others}:\n"
+                f"{self.output()}"
+            )
         try:
-            return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
+            r = httpx.get(f"{self.url}/ready", timeout=2)
         except httpx.HTTPError:
+            return False  # nothing listens yet
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        instance = body.get("instance") if isinstance(body, dict) else None
+        if instance != self.instance:
+            self.others.add(f"{r.status_code}, instance {instance}")
             return False
+        return r.status_code == 200
 
     def stop(self) -> None:
         """SIGTERM (a graceful stop), SIGKILL if it takes longer than 20 s."""

@@ -30,7 +30,8 @@ async def ready(request: Request) -> Response:
     balancer keeps sending their traffic. ``degraded`` lists every part that is down — regions
     and consumers alike — as ``{part, region, why, ...}``. 503 while any region is still
     recovering, the journal does not answer, or it refuses every write (a full disk:
-    ``journal_writable`` false, the ``journal`` part in ``degraded`` says why; bookings get 503)."""
+    ``journal_writable`` false, the ``journal`` part in ``degraded`` says why; bookings get 503).
+    ``instance``: the ``TANDTID_INSTANCE`` the process was started with, only when it was set."""
     regions = regions_of(request)
     waiting = [code for code, actor in regions.actors.items() if not actor.serving]
     failed = {
@@ -66,6 +67,9 @@ async def ready(request: Request) -> Response:
     }
     if regions.leased:  # a cluster node: what it writes; it serves reads of every region
         body["regions_owned"] = sorted(regions.owned)
+    instance = request.app.state.settings.instance
+    if instance:  # the name its starter gave it (TANDTID_INSTANCE): this process, not another on the port
+        body["instance"] = instance
     return json_response(body, status=200 if serving else 503)
 
 
