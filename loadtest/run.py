@@ -132,6 +132,9 @@ def stats_summary(env: Environment) -> dict[str, Any]:
     }
 
 
+SLOW_MS = 100  # an answer slower than this is noted with the second it came in
+
+
 def run_locust(
     host: str, users: int, spawn_rate: float, seconds: float, stop_timeout: float
 ) -> dict[str, Any]:
@@ -146,6 +149,13 @@ def run_locust(
     )
     runner = env.create_local_runner()
     started = time.monotonic()
+    slow: dict[int, list[str]] = {}  # second of the run -> the requests slower than SLOW_MS in it
+
+    def on_request(request_type: str, name: str, response_time: float, **_: Any) -> None:
+        if response_time > SLOW_MS:
+            slow.setdefault(int(time.monotonic() - started), []).append(f"{request_type} {name}")
+
+    events.request.add_listener(on_request)  # type: ignore[no-untyped-call]  # unannotated in locust
     runner.start(users, spawn_rate=spawn_rate)
     gevent.spawn_later(seconds, runner.quit)
     runner.greenlet.join()
@@ -158,6 +168,13 @@ def run_locust(
         "user_classes": dict(runner.final_user_classes_count or {}),
         **stats_summary(env),
         "invariant": dict(locustfile.LAST_REPORT) or {"ok": False, "error": "the check did not run"},
+        # when the slow answers came (together: a pause of the server or of this process; spread:
+        # queueing), the seconds with the most first
+        "slow_ms": SLOW_MS,
+        "slow_by_second": [
+            {"second": second, "n": len(names), "requests": sorted(set(names))[:6]}
+            for second, names in sorted(slow.items(), key=lambda item: -len(item[1]))[:10]
+        ],
     }
 
 

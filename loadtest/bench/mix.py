@@ -175,6 +175,9 @@ def main(argv: list[str]) -> dict[str, Any]:
                 ),
                 key=lambda e: -e["n"],
             ),
+            # client answers slower than slow_ms, by the second of the run they came in
+            "slow_ms": report.get("slow_ms"),
+            "slow_by_second": report.get("slow_by_second", []),
             # in the server, from the route's start to its last byte (the loop's lag before a
             # request is read is not in it): per route template, the bucket bound p99 falls in
             "server_p99_ms_at_most": {
