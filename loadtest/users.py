@@ -42,6 +42,7 @@ from locust import FastHttpUser, between, constant, task
 from locust.exception import StopUser
 
 from engine.calendar import day_of, iso
+from engine.model import SERVICES_BY_ID
 from loadtest.invariants import LEDGER, PendingBook, PendingCancel
 from loadtest.ws_user import WebSocketUser
 
@@ -53,6 +54,7 @@ SERVICES = ("checkup", "checkup", "checkup", "cleaning", "emergency", "filling",
 FREE = 1
 FIRST_OFFSET = 2  # days ahead: beyond every clinic's 24 h cancellation notice
 WINDOW_DAYS = 7
+FLASH_SERVICE = "child_checkup"  # what the flash crowd books
 MAX_PER_CLINIC = 3  # the clinics' default max_bookings_per_patient
 DEMO_ADMIN = ("admin@demo.tandtid.se", "tandtid-demo")
 REGISTRATIONS = Semaphore(2)
@@ -611,26 +613,31 @@ class FlashCrowd(WebSocketUser):
         while not self.released.empty():  # only the newest release matters
             released = self.released.get_nowait()
         resource, date, first_cell, n = released
-        cell = first_cell + random.randrange(n)
+        # a start the treatment fits in: the run's last cell may be followed by a closed one
+        need = -(-SERVICES_BY_ID[FLASH_SERVICE].minutes // self.cell_minutes)
+        if n < need:
+            self.race_for_earliest()
+            return
+        cell = first_cell + random.randrange(n - need + 1)
         self.session.book(
             {
                 "clinic": self.clinic_id,
                 "resource": resource,
-                "service": "child_checkup",
+                "service": FLASH_SERVICE,
                 "start": start_iso(dt.date.fromisoformat(date), cell, self.cell_minutes),
             },
             "/api/bookings (flash)",
         )
 
     def race_for_earliest(self) -> None:
-        times = self.session.availability(self.clinic_id, "child_checkup", self.first)
+        times = self.session.availability(self.clinic_id, FLASH_SERVICE, self.first)
         if times:
             pick = random.choice(times[:3])
             self.session.book(
                 {
                     "clinic": self.clinic_id,
                     "resource": pick["resource"],
-                    "service": "child_checkup",
+                    "service": FLASH_SERVICE,
                     "start": pick["start"],
                 },
                 "/api/bookings (flash)",
