@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import threading
@@ -40,8 +41,11 @@ class LoopLag:
         self._watchdog: threading.Thread | None = None
         self._stopping = threading.Event()
         self._beat = time.perf_counter()
+        self._gc_started = 0.0
 
     def start(self) -> None:
+        if self.stall_s > 0 and self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
         if self._task is None:
             self._beat = time.perf_counter()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="event-loop-lag")
@@ -53,6 +57,8 @@ class LoopLag:
             self._watchdog.start()
 
     async def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._watchdog is not None:
             self._stopping.set()
             await asyncio.to_thread(self._watchdog.join)
@@ -71,6 +77,23 @@ class LoopLag:
             now = clock()
             self._beat = now
             observe(max(0.0, now - asked))
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """A cyclic garbage collection holds the whole process (every thread waits for the GIL),
+        and the watchdog cannot see it (it waits too, and the loop's timer runs first after it):
+        one longer than ``stall_ms`` is logged with its generation and what it collected."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        held = time.perf_counter() - self._gc_started
+        if held >= self.stall_s:
+            metrics.EVENT_LOOP_STALLS.inc()
+            log.warning(
+                "event loop held for %d ms in all, at: garbage collection of generation %d (%d collected)",
+                held * 1000,
+                info.get("generation", -1),
+                info.get("collected", 0),
+            )
 
     def _watch(self, loop_thread: int) -> None:
         """The watchdog thread: one warning per stall, with the loop thread's stack mid-stall, and

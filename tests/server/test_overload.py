@@ -6,6 +6,7 @@ integration test over a live uvicorn; plus the event-loop lag histogram in /metr
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ import pytest
 
 from engine.commands import Book
 from persistence.memory_journal import MemoryJournal
+from server.loop_lag import LoopLag
 from server.regions.actor import Overloaded, RegionActor
 from tests.server.conftest import assert_error_shape
 from tests.server.test_http_booking import direct, patient
@@ -178,3 +180,19 @@ async def test_a_stalled_event_loop_is_logged_with_where_it_was_held(
     assert len(logged("so far")) == 1  # once per stall, mid-stall
     assert int(over.split("held for ")[1].split(" ms")[0]) >= 500  # the whole 0.6 s, not the threshold
     assert stalls((await client.get("/metrics")).text) >= before + 1
+
+
+async def test_a_long_garbage_collection_is_logged_as_a_stall(caplog: pytest.LogCaptureFixture) -> None:
+    """A collection holds every thread (the watchdog too, and the loop's timer runs first after
+    it, so the watchdog cannot see it): one longer than stall_ms is logged with its generation."""
+    lag = LoopLag(stall_ms=1)
+    lag.start()
+    try:
+        young = [[i] for i in range(300_000)]  # a collection has 300,000 containers to walk
+        with caplog.at_level("WARNING", logger="tandtid.stall"):
+            gc.collect()
+        del young
+    finally:
+        await lag.stop()
+    logged = [r.getMessage() for r in caplog.records if r.name == "tandtid.stall"]
+    assert any("garbage collection of generation 2" in m for m in logged), logged
