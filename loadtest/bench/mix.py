@@ -176,6 +176,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                 key=lambda e: -e["n"],
             ),
             # client answers slower than slow_ms, by the second of the run they came in
+            "load_generator_gc_pauses": report.get("load_generator_gc_pauses", []),
             "slow_ms": report.get("slow_ms"),
             "slow_by_second": report.get("slow_by_second", []),
             # in the server, from the route's start to its last byte (the loop's lag before a

@@ -16,6 +16,8 @@ machine runs) -- the median of ``--repeat`` calls, in ms:
   (``engine.queries.bookable_summary``, in a region topic's snapshot): ``cold`` nothing counted
   yet (after a start), ``next_cell`` the clock moved into the next cell (today's times are
   counted again, every ``cell_minutes``), ``after_N`` after ``N`` bookings;
+- ``*_longest_slice_ms``: the same cold builds as the server makes them (``Regions.prepare``:
+  ``SLICE_CLINICS`` clinics per turn of its event loop), the longest turn;
 - ``availability``: one clinic's free starts for a service over 7 days (``queries.free_starts``);
 - ``clinic_day``: one clinic's cells and bookings of a day (``queries.clinic_day``);
 - ``my_bookings``: one patient's bookings (``RegionState.bookings_of``).
@@ -47,6 +49,7 @@ from persistence.codec import unpack_snapshot
 from persistence.file_journal import decode_snapshot
 from server.demo.catalogue import build_catalog
 from server.demo.seed import prebook_region, seed_commands
+from server.regions.routing import SLICE_CLINICS
 
 SERVICES = ("checkup", "cleaning", "emergency", "filling", "child_checkup")
 
@@ -87,6 +90,18 @@ def cpu_ms(fn: Callable[[], object], repeat: int, before: Callable[[], object] |
         fn()
         times.append(time.thread_time() - started)
     return round(statistics.median(times) * 1000, 3)
+
+
+def longest_slice_ms(step: Callable[[], bool]) -> float:
+    """The longest call of ``step`` (thread CPU ms), called until it says done: what one turn of
+    the event loop costs while the server builds a cold cache in slices (``Regions.prepare``)."""
+    longest = 0.0
+    while True:
+        started = time.thread_time()
+        done = step()
+        longest = max(longest, time.thread_time() - started)
+        if done:
+            return round(longest * 1000, 3)
 
 
 def main(argv: list[str]) -> dict[str, Any]:
@@ -141,6 +156,24 @@ def main(argv: list[str]) -> dict[str, Any]:
         state._starts = StartCounts()
         return queries.bookable_summary(state, "checkup", today, 14, now)
 
+    def cold_badges_in_slices() -> float:
+        queries._summaries.pop(state, None)
+        queries._building.pop(state, None)
+        state._starts = StartCounts()
+        return longest_slice_ms(
+            lambda: queries.prepare_summaries(state, "checkup", today, 14, now, SLICE_CLINICS)
+        )
+
+    def next_cell_in_slices() -> float:
+        next_cell()
+        return longest_slice_ms(
+            lambda: queries.prepare_summaries(state, "checkup", today, 14, at[0], SLICE_CLINICS)
+        )
+
+    def cold_search_in_slices() -> float:
+        search._rankings.pop(state, None)
+        return longest_slice_ms(lambda: search.prepare(state, ["checkup"], first, days, now, SLICE_CLINICS))
+
     def fresh_search() -> object:
         search._rankings.pop(state, None)
         return search.earliest_clinics(state, next(service), first, days, now, 20)
@@ -153,6 +186,8 @@ def main(argv: list[str]) -> dict[str, Any]:
         "bookings": state.booking_count(),
         "load_s": round(load_s, 2),
         "search_cold_ms": cpu_ms(fresh_search, min(args.repeat, 10)),
+        # the same cold build as the server makes it: SLICE_CLINICS clinics per turn of its loop
+        "search_cold_longest_slice_ms": cold_search_in_slices(),
         "search_warm_ms": cpu_ms(
             lambda: search.earliest_clinics(state, "checkup", first, days, now, 20), args.repeat
         ),
@@ -172,6 +207,8 @@ def main(argv: list[str]) -> dict[str, Any]:
             min(args.repeat, 10),
             next_cell,
         ),
+        "badges_cold_longest_slice_ms": cold_badges_in_slices(),
+        "badges_next_cell_longest_slice_ms": next_cell_in_slices(),
         f"badges_after_{args.after}_ms": cpu_ms(
             lambda: queries.bookable_summary(state, "checkup", today, 14, at[0]), args.repeat, book_some
         ),
