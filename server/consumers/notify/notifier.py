@@ -399,7 +399,8 @@ class Notifier:
                 continue  # the region's actor is recovering: the next poll plans it
             after = seen[1] if seen is not None and seen[0] is view else int(now)
             self._planned[region] = (view, until)  # facts handled from now on plan themselves
-            first_day, last_day = day_of_epoch(after) - 1, day_of_epoch(until) + 1
+            # a booking's cells are in its own Stockholm-local day: starts in (after, until] are on these
+            first_day, last_day = day_of_epoch(after), day_of_epoch(until)
             looked = 0
             for clinic in list(reads.clinics.values()):
                 for day in range(first_day, last_day + 1):
