@@ -43,7 +43,9 @@ def sweden_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (``shutil.copytree``) when a test writes."""
     wanted = os.environ.get("TANDTID_TEST_SWEDEN", "")
     if not wanted:
-        pytest.skip("the Sweden-size fixture is off: TANDTID_TEST_SWEDEN=1 (as make test sets) or a seeded data dir")
+        pytest.skip(
+            "the Sweden-size fixture is off: TANDTID_TEST_SWEDEN=1 (as make test sets) or a seeded data dir"
+        )
     if wanted != "1":
         return Path(wanted)
     data = tmp_path_factory.mktemp("sweden") / "data"
