@@ -18,12 +18,14 @@ from engine.state import RegionState
 _DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
 
 
-def _candidates(state: RegionState, clinic: str, service: str) -> list[tuple[ResourceRow, int]]:
-    """(row, cells needed) for every resource of the clinic that performs ``service`` there."""
+def _candidates(state: RegionState, clinic: str, service: str | None) -> list[tuple[ResourceRow, int]]:
+    """(row, cells needed) for every resource of the clinic that performs ``service`` there. For
+    ``service`` None (any service the clinic offers), each resource's shortest: wherever a longer
+    service fits, the shortest fits too, so the first fit of the shortest is the first of any."""
     out = []
     for res in state.resources_of(clinic):
         row = state.resource_row(res.id)
-        k = row.cells_for.get(service)
+        k = row.cells_for.get(service) if service is not None else min(row.cells_for.values(), default=None)
         if k is not None:
             out.append((row, k))
     return out
@@ -75,9 +77,10 @@ def first_start(row: ResourceRow, k: int, day: int, now: int) -> int | None:
 
 
 def next_free(
-    state: RegionState, clinic: str, service: str, first_day: int, days: int, now: int
+    state: RegionState, clinic: str, service: str | None, first_day: int, days: int, now: int
 ) -> tuple[int, int, str] | None:
-    """The earliest (day, cell, resource) where ``service`` fits in the range, or None. Days
+    """The earliest (day, cell, resource) where ``service`` (None: any service the clinic
+    offers) fits in the range, or None. Days
     without a FREE cell are skipped by their count; on a day with some, each resource is
     searched only up to its first fit."""
     cands = _candidates(state, clinic, service)

@@ -1,8 +1,9 @@
 """Clinic search by earliest free time: the first ``limit`` clinics of a region in the order of
 their earliest free start for a service, at a cost of what changed since the last search.
 
-A ``Ranking`` per (service, first day, days) holds every clinic offering the service with its
-earliest free start (``queries.next_free``) in order. A search first asks again only what can
+A ``Ranking`` per (service, first day, days) holds every clinic offering the service (service
+None: any service, for a search that names none) with its earliest free start
+(``queries.next_free``) in order. A search first asks again only what can
 have changed since the ranking was last brought up to date: the clinics whose cells changed
 since (``RegionState.changed_since``) and the clinics at the head whose start ``now`` has passed
 (a later ``now`` only takes starts away, so every other answer still holds); then it reads the
@@ -27,12 +28,12 @@ Found = tuple[Clinic, Start | None, int | None]  # (clinic, its earliest free st
 
 
 class Ranking:
-    """Every clinic offering ``service``, ordered by its earliest free start in [first_day,
-    first_day + days). Brought up to date by ``refresh(state, now)`` before each read."""
+    """Every clinic offering ``service`` (None: any service), ordered by its earliest free start in
+    [first_day, first_day + days). Brought up to date by ``refresh(state, now)`` before each read."""
 
     __slots__ = ("days", "first_day", "found", "order", "service", "version", "asked", "pending")
 
-    def __init__(self, service: str, first_day: int, days: int) -> None:
+    def __init__(self, service: str | None, first_day: int, days: int) -> None:
         self.service = service
         self.first_day = first_day
         self.days = days
@@ -71,7 +72,7 @@ class Ranking:
         if old is not None:
             del self.order[bisect_left(self.order, (old[0], clinic_id))]
         clinic = state.clinics.get(clinic_id)
-        if clinic is None or self.service not in clinic.services:
+        if clinic is None or (self.service is not None and self.service not in clinic.services):
             return
         start = next_free(state, clinic_id, self.service, self.first_day, self.days, now)
         if start is None:
@@ -82,16 +83,10 @@ class Ranking:
         insort(self.order, (at, clinic_id))
 
 
-def first_free(rankings: list[Ranking], clinic_id: str) -> tuple[int, Start] | None:
-    """The clinic's earliest (at, start) over the rankings' services (each up to date), or None."""
-    found = [f for r in rankings if (f := r.found.get(clinic_id))]
-    return min(found) if found else None
+_rankings: WeakKeyDictionary[RegionState, dict[tuple[str | None, int, int], Ranking]] = WeakKeyDictionary()
 
 
-_rankings: WeakKeyDictionary[RegionState, dict[tuple[str, int, int], Ranking]] = WeakKeyDictionary()
-
-
-def ranking(state: RegionState, service: str, first_day: int, days: int, now: int) -> Ranking:
+def ranking(state: RegionState, service: str | None, first_day: int, days: int, now: int) -> Ranking:
     """The region's ranking for ``service`` over the range, up to date at ``now``."""
     found = _kept(state, service, first_day, days)
     found.refresh(state, now)
@@ -99,15 +94,15 @@ def ranking(state: RegionState, service: str, first_day: int, days: int, now: in
 
 
 def prepare(
-    state: RegionState, services: list[str], first_day: int, days: int, now: int, budget: int
+    state: RegionState, service: str | None, first_day: int, days: int, now: int, budget: int
 ) -> bool:
-    """Bring the rankings of ``services`` over the range up to date, asking at most ``budget``
-    clinics in each; True when all are (a search then costs what changed). Call it again after
-    letting others run while it says False: a cold ranking is built in slices, not in one go."""
-    return all(_kept(state, s, first_day, days).refresh(state, now, budget) for s in services)
+    """Bring the ranking of ``service`` over the range up to date, asking at most ``budget``
+    clinics; True when it is (a search then costs what changed). Call it again after letting
+    others run while it says False: a cold ranking is built in slices, not in one go."""
+    return _kept(state, service, first_day, days).refresh(state, now, budget)
 
 
-def _kept(state: RegionState, service: str, first_day: int, days: int) -> Ranking:
+def _kept(state: RegionState, service: str | None, first_day: int, days: int) -> Ranking:
     kept = _rankings.get(state)
     if kept is None:
         kept = _rankings[state] = {}
@@ -122,7 +117,7 @@ def _kept(state: RegionState, service: str, first_day: int, days: int) -> Rankin
 
 def earliest_clinics(
     state: RegionState,
-    service: str,
+    service: str | None,
     first_day: int,
     days: int,
     now: int,
@@ -131,7 +126,7 @@ def earliest_clinics(
     municipality: str | None = None,
     has_free: bool = True,
 ) -> list[Found]:
-    """At most ``limit`` clinics offering ``service`` (in ``municipality`` if given), by their
+    """At most ``limit`` clinics offering ``service`` (None: any; in ``municipality`` if given), by their
     earliest free start in the range (not before ``now``), then id; without ``has_free`` the
     clinics with no free start follow, by id. Walks the ranking only as far as the answer."""
     rank = ranking(state, service, first_day, days, now)

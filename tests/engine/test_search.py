@@ -11,7 +11,7 @@ from engine.commands import Block, Book, Cancel, OpenDays, Party, RegisterClinic
 from engine.errors import Refused
 from engine.model import Clinic
 from engine.queries import next_free
-from engine.search import earliest_clinics, first_free, prepare, ranking
+from engine.search import earliest_clinics, prepare, ranking
 from engine.state import RegionState
 
 CLINICS = 12
@@ -33,17 +33,23 @@ def region(days: int = 4) -> tuple[RegionState, int]:
 
 
 def brute(
-    state: RegionState, service: str, first_day: int, days: int, now: int, limit: int, **kw: object
+    state: RegionState, service: str | None, first_day: int, days: int, now: int, limit: int, **kw: object
 ) -> list[tuple[Clinic, tuple[int, int, str] | None, int | None]]:
-    """Reference: ask every clinic, sort by start then id, the clinics with none after (by id)."""
+    """Reference: ask every clinic (for service None: every service it offers, the earliest
+    answer), sort by start then id, the clinics with none after (by id)."""
     rows = []
     for clinic in state.clinics.values():
-        if service not in clinic.services or (
+        if (service is not None and service not in clinic.services) or (
             kw.get("municipality") and clinic.municipality != kw["municipality"]
         ):
             continue
-        start = next_free(state, clinic.id, service, first_day, days, now)
-        at = cell_epoch(start[0], start[1], clinic.cell_minutes) if start else None
+        asked = [service] if service is not None else list(clinic.services)
+        found = [
+            (cell_epoch(s[0], s[1], clinic.cell_minutes), s)
+            for a in asked
+            if (s := next_free(state, clinic.id, a, first_day, days, now))
+        ]
+        at, start = min(found) if found else (None, None)
         if start is None and kw.get("has_free", True):
             continue
         rows.append((clinic, start, at))
@@ -80,7 +86,7 @@ def test_the_ranking_answers_as_every_clinic_asked_through_changes_and_time() ->
             pass
         if step % 7 == 0:
             now += rng.choice((0, 60, 900, 3600))  # time goes on: starts it passes drop out
-        service = rng.choice(ALL_SERVICES)
+        service = rng.choice((*ALL_SERVICES, None))
         first_day, days = MONDAY + rng.randrange(2), rng.choice((1, 3))
         limit = rng.choice((1, 3, 20))
         kw = rng.choice(({}, {"municipality": "0114"}, {"has_free": False}))
@@ -102,14 +108,15 @@ def test_a_clinic_whose_start_has_begun_is_asked_again() -> None:
     assert [c.id for c, _, _ in earliest_clinics(state, "checkup", MONDAY, 1, now, 2)] == ["AB-c0", "AB-c1"]
 
 
-def test_first_free_is_the_earliest_over_services() -> None:
+def test_any_service_is_the_earliest_start_of_the_shortest_service_that_fits() -> None:
+    """AB-c1 blocked from 08:00: on r1 for four cells, on r2 for two. The first free start of any
+    service is r2's 08:30 (the shortest service fits there first), not r1's 09:00."""
     state, now = region(days=2)
     state.apply(Block("AB-c1-r1", MONDAY, cell(8), 4), now)
     state.apply(Block("AB-c1-r2", MONDAY, cell(8), 2), now)
-    rankings = [ranking(state, s, MONDAY, 2, now) for s in ("checkup", "child_checkup")]
-    at, start = first_free(rankings, "AB-c1") or (0, None)
+    at, start = ranking(state, None, MONDAY, 2, now).found["AB-c1"] or (0, None)
     assert start == (MONDAY, cell(8, 30), "AB-c1-r2") and at == epoch(MONDAY, 8, 30)
-    assert first_free([ranking(state, "filling", MONDAY, 2, now)], "AB-c0") is None  # AB-c0 offers none
+    assert ranking(state, "filling", MONDAY, 2, now).found.get("AB-c0") is None  # AB-c0 offers none
 
 
 def test_a_ranking_built_in_slices_answers_as_one_built_at_once() -> None:
@@ -117,7 +124,7 @@ def test_a_ranking_built_in_slices_answers_as_one_built_at_once() -> None:
     between the calls are in the search made afterwards."""
     state, now = region()
     calls = 0
-    while not prepare(state, ["checkup", "filling"], MONDAY, 2, now, budget=3):
+    while not all(prepare(state, s, MONDAY, 2, now, budget=3) for s in ("checkup", "filling")):
         calls += 1
         state.apply(
             Book(f"AB-b{calls}", f"p{calls}", f"AB-c{calls % CLINICS}-r1", "checkup", MONDAY, 32), now

@@ -95,16 +95,16 @@ async def search_clinics(request: Request) -> Response:
     sort = q.sort or ("distance" if near else ("earliest" if q.service else "name"))
     if sort == "distance" and near is None:
         sort = "name"
+    # every clinic's first free time, of the service or (none named) of any: one ranking
     wants_first = bool(q.service or q.has_free or sort == "earliest")
-    services: list[str] = [q.service] if q.service else [s.id for s in SERVICES]
 
     def search(state: RegionState) -> list[dict[str, Any]]:
         """At most ``limit`` rows of this region, in the answer's order. By ``earliest`` for a
         service: the head of the region's ranking (``engine.search``), walked only as far as the
         answer. Otherwise clinics are ordered first (by name or distance) and taken until
-        ``limit`` are found, each clinic's first free time read from the rankings."""
+        ``limit`` are found, each clinic's first free time read from the ranking."""
         found: list[engine_search.Found]
-        if sort == "earliest" and q.service:
+        if sort == "earliest":
             found = engine_search.earliest_clinics(
                 state,
                 q.service,
@@ -116,7 +116,7 @@ async def search_clinics(request: Request) -> Response:
                 has_free=bool(q.has_free),
             )
         else:
-            found = _ordered(state, services if wants_first else [])
+            found = _ordered(state)
         rows = []
         for clinic, first, at in found:
             row = clinic_summary(clinic)
@@ -127,8 +127,8 @@ async def search_clinics(request: Request) -> Response:
             rows.append(row)
         return rows
 
-    def _ordered(state: RegionState, services: list[str]) -> list[engine_search.Found]:
-        rankings = [engine_search.ranking(state, s, start_day, q.days, now) for s in services]
+    def _ordered(state: RegionState) -> list[engine_search.Found]:
+        rank = engine_search.ranking(state, q.service, start_day, q.days, now) if wants_first else None
         matching = [
             c
             for c in state.clinics.values()
@@ -143,24 +143,21 @@ async def search_clinics(request: Request) -> Response:
             matching.sort(key=lambda c: (c.name, c.id))
         found: list[engine_search.Found] = []
         for clinic in matching:
-            first = engine_search.first_free(rankings, clinic.id) if rankings else None
+            first = rank.found.get(clinic.id) if rank else None
             if q.has_free and first is None:
                 continue
             # compared as instants: (day, cell) alone is not comparable across cell sizes
             found.append((clinic, first[1], first[0]) if first else (clinic, None, None))
-            if sort != "earliest" and len(found) >= q.limit:
+            if len(found) >= q.limit:
                 break
-        if sort == "earliest":
-            found.sort(key=lambda f: (f[2] is None, f[2] or 0, f[0].id))
-            del found[q.limit :]
         return found
 
     searched = list(regions.actors) if q.region is None else [q.region] if q.region in regions.actors else []
-    if wants_first:  # every clinic's first free time: a cold ranking is built in slices first
+    if wants_first:  # a cold ranking is built in slices first
         for code in searched:
             await regions.prepare(
                 code,
-                lambda state: engine_search.prepare(state, services, start_day, q.days, now, SLICE_CLINICS),
+                lambda state: engine_search.prepare(state, q.service, start_day, q.days, now, SLICE_CLINICS),
             )
     if q.region is None:
         rows = await regions.query_all(search)
