@@ -61,6 +61,7 @@ lighthouse:
 	$(PYTHON) scripts/lighthouse.py $(or $(URL),http://127.0.0.1:8000) --pages / /clinic/AB-c1 /kiosk/AB-c1
 
 bench: $(STAMP)
+	@PYTHON=$(PYTHON) scripts/system-packages bench
 	$(BIN)/python -m loadtest.bench all
 
 loadtest: $(STAMP)
