@@ -21,6 +21,7 @@ from engine.model import Clinic
 from engine.queries import next_free
 from engine.state import RegionState
 
+LATE_S = 60  # a search's ``now`` up to this far behind the ranking's is answered as of the ranking's
 RANKINGS = 64  # rankings kept per region (~300 kB each for Stockholm); past it they start afresh
 
 Start = tuple[int, int, str]  # (day, cell, resource)
@@ -47,7 +48,13 @@ class Ranking:
         """Bring the ranking up to date at ``now``; True when it is. With ``budget``, ask at most
         that many clinics and return False if some are left: a first build of a big region (every
         clinic's ``next_free``) made in slices, between which the caller lets others run."""
-        if self.version < 0 or now < self.asked:  # new, or a clock that went back: ask everything
+        if 0 < self.asked - now <= LATE_S:
+            # a search begun a moment before the one that last refreshed: answer as of that one's
+            # ``now`` (a start begun in between has begun by the time either answers). Going back
+            # would throw away the ranking: two searches a second apart each building it in slices
+            # would start it afresh after each other's slice, for ever.
+            now = self.asked
+        if self.version < 0 or now < self.asked:  # new, or a clock set back: ask everything
             self.order.clear()
             self.found.clear()
             self.pending = list(state.clinics)

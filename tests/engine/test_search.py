@@ -135,3 +135,23 @@ def test_a_ranking_built_in_slices_answers_as_one_built_at_once() -> None:
         assert earliest_clinics(state, service, MONDAY, 2, now, 20) == brute(
             state, service, MONDAY, 2, now, 20
         )
+
+
+def test_searches_a_second_apart_build_one_ranking_in_slices_together() -> None:
+    """Two searches whose clocks are a second apart, each building the cold ranking a slice at a
+    time in turn, finish it together: the later clock's slice never makes the earlier one start
+    afresh (which, under load, kept searches rebuilding each other's ranking for ever)."""
+    state, now = region()
+    turns = 0
+    done = [False, False]
+    while not all(done):
+        for i, at in enumerate((now, now + 1)):
+            done[i] = prepare(state, "checkup", MONDAY, 2, at, budget=3)
+        turns += 1
+        assert turns <= CLINICS, "the slices never finish"
+    late = earliest_clinics(state, "checkup", MONDAY, 2, now, 20)
+    assert late == brute(state, "checkup", MONDAY, 2, now + 1, 20)
+    back = epoch(MONDAY, 0) - 3600  # a clock set back an hour: asked afresh, answered as of then
+    assert earliest_clinics(state, "checkup", MONDAY, 2, back, 20) == brute(
+        state, "checkup", MONDAY, 2, back, 20
+    )
