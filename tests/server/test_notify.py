@@ -388,6 +388,42 @@ async def test_a_composed_message_reaches_a_real_smtp_server_as_it_was_composed(
     assert body is not None and body.get_content().startswith("Hej Åsa Öberg,\r\n\r\nDin tid är bokad.")
 
 
+async def test_on_planned_is_called_once_after_the_first_plan_of_every_region(tmp_path: Path) -> None:
+    """``tandtid serve`` freezes what lived after the notifier's first plan (``on_planned``): the
+    call comes once, when the reminders of the bookings already journalled are in the schedule."""
+    data = tmp_path / "data"
+    accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
+    journal = FileJournal(data)
+    await journal.open()
+    monday = day_of(datetime(2026, 10, 26).date())
+    await append(journal, "AB", registered("AB"))
+    await append(
+        journal, "AB", booked("AB-b1", "u_nobody", "AB", monday, 9 * 4, at=int(utc(2026, 10, 20, 10, 0)))
+    )
+    ledger = Ledger(data / "notify.sqlite3")
+    notifier = Notifier(
+        journal,
+        ledger=ledger,
+        accounts=accounts,
+        mailer=OutboxMailer(Outbox(data / "outbox")),
+        clock=Clock(utc(2026, 10, 25, 12, 0)),  # the appointment is ~20 h away: both reminders planned
+        regions=["AB"],
+        reminder_poll_s=0.01,
+    )
+    planned: list[int] = []
+    notifier.on_planned = lambda: planned.append(len(notifier.schedule))
+    await notifier.start()
+    try:
+        await eventually(lambda: bool(planned), timeout=WAIT_S, what="on_planned")
+        await asyncio.sleep(0.1)  # ten more polls
+    finally:
+        await notifier.stop()
+        ledger.close()
+        accounts.close()
+        await journal.close()
+    assert planned == [1]  # once; the 24 h reminder was due before the poll and went out (no account)
+
+
 def test_due_reminders_come_earliest_first_and_at_most_the_limit() -> None:
     schedule = Schedule()
     schedule.add([Reminder(100 + i, f"b{i}:r24", "AB", f"b{i}", 1, 1, 86400, 200) for i in (3, 1, 2, 9)])

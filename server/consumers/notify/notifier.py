@@ -107,6 +107,9 @@ class Notifier:
         self._tasks: list[asyncio.Task[None]] = []
         self._handing_over = asyncio.Lock()  # SMTP: one message between hand-over and record
         self._owned: list[Callable[[], None]] = []
+        # called once, after the reminders of every region were first planned (``tandtid serve``:
+        # ``runtime.freeze_what_lived``, so collections never walk the schedule)
+        self.on_planned: Callable[[], None] | None = None
         self.feed.add(self)
 
     @classmethod
@@ -459,6 +462,11 @@ class Notifier:
     async def _remind_forever(self, up: Up) -> None:
         await self.feed.wait_caught_up()
         up()
+        planned = self.on_planned
         while True:
             await self.send_due_reminders()
+            if planned is not None:
+                self.on_planned = None
+                planned()
+                planned = None
             await asyncio.sleep(self.reminder_poll_s)
