@@ -17,7 +17,8 @@ machine runs) -- the median of ``--repeat`` calls, in ms:
   yet (after a start), ``next_cell`` the clock moved into the next cell (today's times are
   counted again, every ``cell_minutes``), ``after_N`` after ``N`` bookings;
 - ``*_longest_slice_ms``: the same cold builds as the server makes them (``Regions.prepare``:
-  ``SLICE_CLINICS`` clinics per turn of its event loop), the longest turn;
+  ``SLICE_CLINICS`` clinics per turn of its event loop, ``SEARCH_SLICE_CLINICS`` for a search
+  ranking), the longest turn;
 - ``availability``: one clinic's free starts for a service over 7 days (``queries.free_starts``);
 - ``clinic_day``: one clinic's cells and bookings of a day (``queries.clinic_day``);
 - ``my_bookings``: one patient's bookings (``RegionState.bookings_of``).
@@ -49,7 +50,7 @@ from persistence.codec import unpack_snapshot
 from persistence.file_journal import decode_snapshot
 from server.demo.catalogue import build_catalog
 from server.demo.seed import prebook_region, seed_commands
-from server.regions.routing import SLICE_CLINICS
+from server.regions.routing import SEARCH_SLICE_CLINICS, SLICE_CLINICS
 
 SERVICES = ("checkup", "cleaning", "emergency", "filling", "child_checkup")
 
@@ -172,7 +173,9 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     def cold_search_in_slices() -> float:
         search._rankings.pop(state, None)
-        return longest_slice_ms(lambda: search.prepare(state, "checkup", first, days, now, SLICE_CLINICS))
+        return longest_slice_ms(
+            lambda: search.prepare(state, "checkup", first, days, now, SEARCH_SLICE_CLINICS)
+        )
 
     def fresh_search_any() -> object:  # a search naming no service: the earliest time of any
         search._rankings.pop(state, None)
@@ -191,7 +194,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "load_s": round(load_s, 2),
         "search_cold_ms": cpu_ms(fresh_search, min(args.repeat, 10)),
         "search_any_service_cold_ms": cpu_ms(fresh_search_any, min(args.repeat, 10)),
-        # the same cold build as the server makes it: SLICE_CLINICS clinics per turn of its loop
+        # the same cold build as the server makes it: SEARCH_SLICE_CLINICS clinics per turn of its loop
         "search_cold_longest_slice_ms": cold_search_in_slices(),
         "search_warm_ms": cpu_ms(
             lambda: search.earliest_clinics(state, "checkup", first, days, now, 20), args.repeat

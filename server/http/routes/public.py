@@ -25,7 +25,7 @@ from server.http.openapi import Endpoint
 from server.http.routes.access import first_day, now_s, parse_query, path_id, region_or_404, regions_of
 from server.http.routes.replies import json_response
 from server.http.schemas import AvailabilityQuery, ClinicSearchQuery, MunicipalitiesQuery, SummaryQuery
-from server.regions.routing import SLICE_CLINICS
+from server.regions.routing import SEARCH_SLICE_CLINICS
 
 
 def clinic_resources(state: RegionState, clinic: str) -> list[Resource]:
@@ -157,7 +157,9 @@ async def search_clinics(request: Request) -> Response:
         for code in searched:
             await regions.prepare(
                 code,
-                lambda state: engine_search.prepare(state, q.service, start_day, q.days, now, SLICE_CLINICS),
+                lambda state: engine_search.prepare(
+                    state, q.service, start_day, q.days, now, SEARCH_SLICE_CLINICS
+                ),
             )
     if q.region is None:
         rows = await regions.query_all(search)
