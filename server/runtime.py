@@ -47,13 +47,17 @@ def tune_gc() -> None:
     release_free_memory()
 
 
-def freeze_what_lived() -> None:
-    """Move what is alive now into the permanent generation too, without a collection: for the
-    long-lived objects a server makes after ``tune_gc`` (the notifier's first plan of reminders:
-    a reminder and a heap entry per lead for every booking in the next 36 hours, hundreds of
-    thousands for Sweden at 30%). Left young, each full collection walks them all (a collection
-    held the loop 92 ms ~20 s into one bench mix run). What became garbage in a cycle since
-    ``tune_gc`` stays (the planning makes plain data)."""
+@contextlib.contextmanager
+def long_lived_made() -> Iterator[None]:
+    """Around the making of a start's later long-lived objects (the notifier's first plan of
+    reminders: a reminder and a heap entry per lead for every booking in the next 36 hours,
+    hundreds of thousands for Sweden at 30%): no collections meanwhile (``gc_paused``), then
+    what is alive is moved to the permanent generation too (``gc.freeze``, no collection). Made
+    after ``tune_gc`` with the collector on, they set off a young collection every ~50,000 (12 of
+    14-36 ms each in the 2.5 s after /ready in a bench mix run, the loop held through each), and
+    were left for later collections to walk. What became garbage in a cycle meanwhile stays."""
+    with gc_paused():
+        yield
     gc.freeze()
 
 

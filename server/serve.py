@@ -42,7 +42,7 @@ from server.identity.accounts import Accounts
 from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.lease import LeaseManager
 from server.regions.routing import Regions
-from server.runtime import freeze_what_lived, gc_paused, tune_gc
+from server.runtime import gc_paused, long_lived_made, tune_gc
 from server.settings import Settings, env_list
 
 log = logging.getLogger("tandtid.serve")
@@ -354,7 +354,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             journal, health=built.app.state.health, states=None if settings.node else built.regions.state_of
         )
         notifier = Notifier.from_env(feed, settings.data_dir, redis_url=settings.redis_url)
-        notifier.on_planned = freeze_what_lived
+        notifier.first_plan = long_lived_made
         webhooks = WebhookDispatcher.open(feed, settings.data_dir, settings.redis_url)
         await notifier.start()
         await webhooks.start()

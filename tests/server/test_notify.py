@@ -15,6 +15,7 @@ process) and a real notifier process killed with SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -388,9 +389,10 @@ async def test_a_composed_message_reaches_a_real_smtp_server_as_it_was_composed(
     assert body is not None and body.get_content().startswith("Hej Åsa Öberg,\r\n\r\nDin tid är bokad.")
 
 
-async def test_on_planned_is_called_once_after_the_first_plan_of_every_region(tmp_path: Path) -> None:
-    """``tandtid serve`` freezes what lived after the notifier's first plan (``on_planned``): the
-    call comes once, when the reminders of the bookings already journalled are in the schedule."""
+async def test_the_first_plan_of_every_region_runs_once_inside_first_plan(tmp_path: Path) -> None:
+    """``tandtid serve`` pauses the collector around the notifier's first plan and freezes what it
+    made (``first_plan``): entered once, left when the reminders of the bookings already
+    journalled are in the schedule."""
     data = tmp_path / "data"
     accounts = AccountStore(data / "accounts.sqlite3", hasher=FAST_HASHER)
     journal = FileJournal(data)
@@ -410,18 +412,26 @@ async def test_on_planned_is_called_once_after_the_first_plan_of_every_region(tm
         regions=["AB"],
         reminder_poll_s=0.01,
     )
-    planned: list[int] = []
-    notifier.on_planned = lambda: planned.append(len(notifier.schedule))
+    planned: list[tuple[int, int]] = []
+
+    @contextlib.contextmanager
+    def first_plan() -> Iterator[None]:
+        before = len(notifier.schedule)
+        yield
+        planned.append((before, len(notifier.schedule)))
+
+    notifier.first_plan = first_plan
     await notifier.start()
     try:
-        await eventually(lambda: bool(planned), timeout=WAIT_S, what="on_planned")
+        await eventually(lambda: bool(planned), timeout=WAIT_S, what="the first plan")
         await asyncio.sleep(0.1)  # ten more polls
     finally:
         await notifier.stop()
         ledger.close()
         accounts.close()
         await journal.close()
-    assert planned == [1]  # once; the 24 h reminder was due before the poll and went out (no account)
+    # once; the 24 h reminder was due at the first poll and went out (to nobody: no account)
+    assert planned == [(0, 1)]
 
 
 def test_due_reminders_come_earliest_first_and_at_most_the_limit() -> None:

@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +108,9 @@ class Notifier:
         self._tasks: list[asyncio.Task[None]] = []
         self._handing_over = asyncio.Lock()  # SMTP: one message between hand-over and record
         self._owned: list[Callable[[], None]] = []
-        # called once, after the reminders of every region were first planned (``tandtid serve``:
-        # ``runtime.freeze_what_lived``, so collections never walk the schedule)
-        self.on_planned: Callable[[], None] | None = None
+        # entered around the first plan of every region's reminders, once (``tandtid serve``:
+        # ``runtime.long_lived_made``: no collections while it is made, then it is frozen)
+        self.first_plan: Callable[[], AbstractContextManager[None]] | None = None
         self.feed.add(self)
 
     @classmethod
@@ -462,11 +463,11 @@ class Notifier:
     async def _remind_forever(self, up: Up) -> None:
         await self.feed.wait_caught_up()
         up()
-        planned = self.on_planned
+        first_plan, self.first_plan = self.first_plan, None
+        if first_plan is not None:
+            with first_plan():
+                await self.send_due_reminders()
+            await asyncio.sleep(self.reminder_poll_s)
         while True:
             await self.send_due_reminders()
-            if planned is not None:
-                self.on_planned = None
-                planned()
-                planned = None
             await asyncio.sleep(self.reminder_poll_s)
