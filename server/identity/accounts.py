@@ -64,14 +64,13 @@ from engine.errors import TandtidError
 from persistence import sqlite_file
 
 MIN_PASSWORD = 8
-# argon2id at OWASP's recommended minimum memory and passes (Password Storage Cheat Sheet: 19 MiB,
-# 2 passes) in two lanes, which argon2 fills in two threads: the same work as one lane (~28 ms of a
-# core here) done in ~17 ms when the other core has room (when both are busy it takes as long).
-# argon2-cffi's default (RFC 9106's low-memory profile: 64 MiB, 3 passes, 4 lanes) took ~190 ms of
-# CPU per call, so 200 users registering and signing in on this 2-core machine queued behind it
-# (register p99 430-1,600 ms). A hash made with other parameters still verifies (they are in the
-# encoded string) and is re-made with these on the next sign-in.
-PASSWORD_HASHER = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=2)
+# argon2id at OWASP's recommended minimum (Password Storage Cheat Sheet: 19 MiB, 2 passes, 1 lane):
+# ~22 ms of one core per hash or verify here. argon2-cffi's default (RFC 9106's low-memory profile:
+# 64 MiB, 3 passes, 4 lanes) took ~190 ms and four threads per call, so 200 users registering and
+# signing in on this 2-core machine queued behind it (register p99 430-1,600 ms). A hash made with
+# other parameters still verifies (they are in the encoded string) and is re-made with these on the
+# next sign-in.
+PASSWORD_HASHER = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
 MAX_PASSWORD = 1024  # argon2 would hash a megabyte happily; a login form need not
 MAX_EMAIL = 254
 MAX_NAME = 200

@@ -97,13 +97,13 @@ def test_key_names_hold_no_personal_data(store: Accounts, backend: StoreBackend)
 
 
 def test_default_hasher_is_argon2id_at_owasps_minimum(backend: StoreBackend) -> None:
-    """No ``hasher`` given: argon2id, 19 MiB, 2 passes, 2 lanes (server.identity.accounts.PASSWORD_HASHER)."""
+    """No ``hasher`` given: argon2id, 19 MiB, 2 passes, 1 lane (server.identity.accounts.PASSWORD_HASHER)."""
     s = opened(backend)
     try:
         u = s.create_user("d@example.se", PASSWORD, "D")
         assert s.authenticate("d@example.se", PASSWORD) == u
         stored = backend.written()
-        assert b"$argon2id$v=19$m=19456,t=2,p=2$" in stored
+        assert b"$argon2id$v=19$m=19456,t=2,p=1$" in stored
         assert s.authenticate("d@example.se", PASSWORD + "x") is None
     finally:
         s.close()
