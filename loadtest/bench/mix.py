@@ -108,6 +108,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     try:
         if args.data is None:
             seed(data, args.scale, args.booked)
+        # A seed or a copy made just before leaves the store's pages dirty, and the kernel writes them
+        # back ~30 s later (vm.dirty_expire_centisecs), in the middle of the run, with every journal
+        # fsync waiting behind it: 2-29 answers over 100 ms at seconds 23-27 of nearly every run.
+        os.sync()
         env = {
             **os.environ,
             "TANDTID_RATE_PER_S": "0",
