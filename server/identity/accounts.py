@@ -307,6 +307,10 @@ class Accounts(ABC):
     def get(self, user_id: str) -> User | None: ...
 
     @abstractmethod
+    def get_many(self, user_ids: Iterable[str]) -> dict[str, User]:
+        """The users by id, in one look-up (the notifier's batch); unknown ids are simply absent."""
+
+    @abstractmethod
     def names(self, user_ids: Iterable[str]) -> dict[str, str]:
         """Display names by user id; unknown ids are simply absent."""
 
@@ -648,6 +652,18 @@ class AccountStore(Accounts):
     def get(self, user_id: str) -> User | None:
         rows = self._fetch("SELECT id, email, name, role, clinic FROM users WHERE id = ?", (user_id,))
         return self._user(rows[0]) if rows else None
+
+    def get_many(self, user_ids: Iterable[str]) -> dict[str, User]:
+        ids = list(dict.fromkeys(user_ids))
+        out: dict[str, User] = {}
+        for i in range(0, len(ids), _SQL_CHUNK):
+            chunk = ids[i : i + _SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self._fetch(
+                f"SELECT id, email, name, role, clinic FROM users WHERE id IN ({marks})", chunk
+            ):
+                out[str(row[0])] = self._user(row)
+        return out
 
     def names(self, user_ids: Iterable[str]) -> dict[str, str]:
         ids = list(dict.fromkeys(user_ids))

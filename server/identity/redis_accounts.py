@@ -257,6 +257,14 @@ class RedisAccountStore(Accounts):
     def get(self, user_id: str) -> User | None:
         return self._user(user_id, self._redis.hmget(_user_key(user_id), list(_USER_FIELDS)))
 
+    def get_many(self, user_ids: Iterable[str]) -> dict[str, User]:
+        ids = list(dict.fromkeys(user_ids))
+        pipe = self._redis.pipeline(transaction=False)
+        for uid in ids:
+            pipe.hmget(_user_key(uid), list(_USER_FIELDS))
+        users = (self._user(uid, fields) for uid, fields in zip(ids, pipe.execute(), strict=True))
+        return {user.id: user for user in users if user is not None}
+
     def names(self, user_ids: Iterable[str]) -> dict[str, str]:
         ids = list(dict.fromkeys(user_ids))
         pipe = self._redis.pipeline(transaction=False)

@@ -257,6 +257,14 @@ def test_names(store: Accounts) -> None:
     assert store.names([]) == {}
 
 
+def test_get_many(store: Accounts) -> None:
+    a = store.create_user("a@example.se", PASSWORD, "Anna")
+    b = store.create_user("b@example.se", PASSWORD, "Bo")
+    unknown = [f"u_missing{i}" for i in range(1200)]  # more than one SQL chunk
+    assert store.get_many(iter([b.id, *unknown, a.id, b.id])) == {a.id: a, b.id: b}
+    assert store.get_many([]) == {}
+
+
 def test_survives_reopen(backend: StoreBackend) -> None:
     s = opened(backend, cheap_hasher())
     u = s.create_user("keep@example.se", PASSWORD, "K")

@@ -40,9 +40,9 @@ from persistence.redis_journal import RedisStreamJournal
 from server.consumers.notify import notifier as notifier_module
 from server.consumers.notify.ledger import Ledger
 from server.consumers.notify.mailer import MailConfig, OutboxMailer, SmtpMailer
-from server.consumers.notify.messages import KEY_HEADER, compose, message_id
+from server.consumers.notify.messages import KEY_HEADER, Mail, compose, message_id
 from server.consumers.notify.notifier import Notifier
-from server.consumers.notify.outbox import Outbox
+from server.consumers.notify.outbox import Outbox, OutboxDamaged, encode, file_name
 from server.consumers.notify.reminders import Reminder, Schedule, parse_leads
 from server.identity.accounts import AccountStore, Role
 from server.stores import open_accounts, open_ledger
@@ -496,6 +496,76 @@ async def test_without_smtp_messages_go_to_the_outbox_once(tmp_path: Path) -> No
     assert view["attachments"] == [{"filename": "M-b1.ics", "content_type": "text/calendar"}]
     assert "Bokningsnummer: M-b1" in view["text"]
     assert outbox.view("../accounts.sqlite3") is None
+
+
+def _mail(key: str, text: str = "Hej") -> Mail:
+    return Mail(
+        key,
+        "tandtid@example.test",
+        "patient@example.test",
+        f"X-Tandtid-Key: {key}\r\n\r\n{text}\r\n".encode(),
+    )
+
+
+def test_the_outbox_is_one_log_written_once_per_name_by_every_writer(tmp_path: Path) -> None:
+    """Two outboxes on one directory (the server's and a notifier's, or two processes): each sees
+    what the other wrote, a name is written once, the newest comes first."""
+    first, second = Outbox(tmp_path / "outbox"), Outbox(tmp_path / "outbox")
+    assert first.names() == [] and first.read("AB_1_0_booked.eml") is None
+    assert first.put_many([_mail("AB:1:0:booked"), _mail("AB:1:0:booked"), _mail("AB:2:0:booked")]) == 2
+    assert second.put_many([_mail("AB:2:0:booked", "again"), _mail("AB:3:0:booked")]) == 1
+    assert not first.put(_mail("AB:3:0:booked"))
+    assert first.names() == ["AB_3_0_booked.eml", "AB_2_0_booked.eml", "AB_1_0_booked.eml"]
+    message = second.read("AB_2_0_booked.eml")
+    assert message is not None and message.get_content().strip() == "Hej"
+    assert [p.name for p in (tmp_path / "outbox").iterdir()] == ["messages.log"]
+    assert (tmp_path / "outbox" / "messages.log").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_outbox_cuts_a_write_a_crash_interrupted_and_writes_its_batch_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Outbox(tmp_path).put_many([_mail("AB:1:0:booked")])
+    log = tmp_path / "messages.log"
+    whole = log.stat().st_size
+    cut = encode("AB_2_0_booked.eml", _mail("AB:2:0:booked").data, 1)[:-7]
+    with log.open("ab") as f:
+        f.write(cut)
+    reader = Outbox(tmp_path)
+    assert reader.names() == ["AB_1_0_booked.eml"]  # a reader reads past nothing, cuts nothing
+    assert log.stat().st_size == whole + len(cut)
+    with caplog.at_level("WARNING", logger="tandtid.outbox"):
+        assert Outbox(tmp_path).put_many([_mail("AB:2:0:booked")]) == 1
+    assert f"cut {len(cut)} bytes" in caplog.text and "patient@example.test" not in caplog.text
+    assert reader.names() == ["AB_2_0_booked.eml", "AB_1_0_booked.eml"]
+    assert log.stat().st_size == 2 * whole
+
+
+def test_a_damaged_record_with_whole_records_after_it_is_an_error(tmp_path: Path) -> None:
+    Outbox(tmp_path).put_many([_mail("AB:1:0:booked")])
+    Outbox(tmp_path).put_many([_mail("AB:2:0:booked")])
+    log = tmp_path / "messages.log"
+    data = bytearray(log.read_bytes())
+    data[40] ^= 0xFF  # inside the first record
+    log.write_bytes(bytes(data))
+    with pytest.raises(OutboxDamaged, match="damaged record at byte 0"):
+        Outbox(tmp_path).put_many([_mail("AB:3:0:booked")])
+    with pytest.raises(OutboxDamaged):
+        Outbox(tmp_path).names()
+    assert log.read_bytes() == bytes(data)  # nothing cut, nothing added
+
+
+def test_an_outbox_of_eml_files_moves_into_the_log_oldest_first(tmp_path: Path) -> None:
+    for i, key in enumerate(["M:1:0:booked", "M:2:0:booked"]):
+        path = tmp_path / file_name(key)
+        path.write_bytes(_mail(key, f"old {i}").data)
+        os.utime(path, ns=(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 1)))
+    outbox = Outbox(tmp_path)
+    assert outbox.put_many([_mail("M:2:0:booked", "new"), _mail("M:3:0:booked")]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messages.log"]
+    assert outbox.names() == ["M_3_0_booked.eml", "M_2_0_booked.eml", "M_1_0_booked.eml"]
+    message = Outbox(tmp_path).read("M_2_0_booked.eml")
+    assert message is not None and message.get_content().strip() == "old 1"
 
 
 def test_the_ledger_records_a_batch_and_its_cursor_in_one_step(backend: StoreBackend) -> None:

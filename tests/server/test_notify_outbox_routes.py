@@ -39,7 +39,7 @@ def live(live_each_store: LiveServer) -> LiveServer:
 async def test_admin_reads_the_outbox_and_nobody_else_does(live: LiveServer) -> None:
     outbox = open_outbox(live.settings.data_dir, live.redis_url)
     assert outbox.put(message("AB:7:0:booked"))
-    assert not outbox.put(message("AB:7:0:booked"))  # one file per key
+    assert not outbox.put(message("AB:7:0:booked"))  # once per key
     _, admin = live.user(Role.ADMIN)
     _, patient = live.user(Role.PATIENT)
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:

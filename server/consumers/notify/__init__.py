@@ -4,6 +4,6 @@ between sending and recording repeats a message with the same Message-ID; see ``
 
 Modules: ``feed`` (journal -> facts, the cursor loop, shared with ``server.consumers.webhooks``),
 ``ledger`` (cursors + sent keys in SQLite), ``messages`` (templates, .ics), ``mailer``
-(SMTP / outbox), ``outbox`` (the .eml directory), ``reminders`` (lead times, schedule),
+(SMTP / outbox), ``outbox`` (the log of messages written), ``reminders`` (lead times, schedule),
 ``notifier`` (the consumer). Standalone: ``python -m server.consumers.notify --data DIR``.
 """

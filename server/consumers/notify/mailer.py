@@ -119,7 +119,7 @@ class SmtpMailer:
 
 class OutboxMailer:
     channel = "outbox"
-    keyed = True  # the file named by the key is the record
+    keyed = True  # the outbox writes a key once: its record is the record
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
@@ -128,7 +128,7 @@ class OutboxMailer:
         return await self.send_many([mail])
 
     async def send_many(self, mails: list[Mail]) -> str:
-        """One worker-thread call for all of them (one directory fsync)."""
+        """One worker-thread call for all of them (one write and one fsync)."""
         try:
             await in_consumer_thread(self.outbox.put_many, mails)
         except OSError as exc:

@@ -12,8 +12,8 @@ already recorded is never sent again, so a restarted notifier resumes without re
 The one window: a crash after the SMTP server accepted a message (its 250 reply to DATA)
 and before the ledger commit (a local SQLite write, well under a millisecond of work plus
 one fsync) resends that one message after restart — with the same Message-ID, so mail
-systems that dedupe by it drop it. The outbox channel has no such window (the file named by
-the key is the record).
+systems that dedupe by it drop it. The outbox channel has no such window (the outbox writes a
+key once: the record named by it is the record).
 
 Run it inside ``tandtid serve`` (``Notifier.from_env(feed, ...)`` on the shared feed, ``await
 start()`` / ``stop()``) or standalone: ``python -m server.consumers.notify --data DIR [--redis
@@ -50,7 +50,7 @@ from server.consumers.notify.mailer import (
 from server.consumers.notify.messages import TEMPLATES, Mail, compose
 from server.consumers.notify.reminders import DEFAULT_LEADS, Reminder, Schedule, parse_leads, plan
 from server.consumers.workers import in_consumer_thread
-from server.identity.accounts import Accounts
+from server.identity.accounts import Accounts, User
 from server.stores import STORE_ERRORS, open_accounts, open_ledger, open_outbox
 
 log = logging.getLogger("tandtid.notify")
@@ -329,15 +329,18 @@ class Notifier:
         (key, the fact's region, the message or the channel to record when there is none) for
         every message whose key is not recorded as sent."""
         unsent = set(self.ledger.unsent([key for key, _, _, _ in messages]))
+        todo = [message for message in messages if message[0] in unsent]
+        users = self.accounts.get_many(fact.booking.patient for _, fact, _, _ in todo)  # one look-up
         return [
-            (key, fact.region, self._compose(key, fact, kind, lead_s, now_s))
-            for key, fact, kind, lead_s in messages
-            if key in unsent
+            (key, fact.region, self._compose(key, fact, kind, lead_s, now_s, users.get(fact.booking.patient)))
+            for key, fact, kind, lead_s in todo
         ]
 
-    def _compose(self, key: str, fact: Fact, kind: str, lead_s: int, now_s: int) -> Mail | str:
-        """In a worker thread: the message, or the channel to record when there is none."""
-        user = self.accounts.get(fact.booking.patient)
+    def _compose(
+        self, key: str, fact: Fact, kind: str, lead_s: int, now_s: int, user: User | None
+    ) -> Mail | str:
+        """In a worker thread: the message to ``user`` (the patient), or the channel to record when
+        there is none."""
         if user is None or not user.email:
             return "skipped:no-account"
         try:
