@@ -317,6 +317,18 @@ def snapshot_file_parts(snapshot: Snapshot) -> tuple[bytes, bytes]:
     return SNAP_MAGIC + struct.pack("<I", crc) + fields_, snapshot.payload
 
 
+def _snapshot_position(path: Path) -> int:
+    """The position in the header of the snapshot file at ``path`` (-1: none, or no header)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(SNAP_HEADER.size)
+    except FileNotFoundError:
+        return -1
+    if len(head) < SNAP_HEADER.size or head[:4] != SNAP_MAGIC:
+        return -1
+    return int(SNAP_HEADER.unpack(head)[3])
+
+
 def decode_snapshot(data: bytes) -> Snapshot | None:
     """The snapshot in a ``.snap`` file's bytes, or None when they are damaged."""
     if len(data) >= SNAP_HEADER.size:
@@ -623,6 +635,13 @@ class FileJournal(Journal):
         previous = path.with_name(f"{region}.snap.prev")
 
         def write() -> None:  # in the journal's thread: a snapshot is up to hundreds of MB
+            if _snapshot_position(path) > snapshot.position:
+                log.warning(
+                    "region %s: a snapshot at position %d not saved: the stored one is newer",
+                    region,
+                    snapshot.position,
+                )
+                return
             write_atomically(path, snapshot_file_parts(snapshot), keep_previous_as=previous)
 
         try:

@@ -88,7 +88,10 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
-        """Store atomically: a reader sees the old snapshot or the new one, never a mix."""
+        """Store atomically: a reader sees the old snapshot or the new one, never a mix. A snapshot
+        at a lower position than the stored one is dropped, the stored one stays: a deposed owner's
+        save that lands late must not take the region back to older state (its history may be
+        trimmed already)."""
 
     @abc.abstractmethod
     async def load_snapshot(self, region: str) -> Snapshot | None: ...

@@ -135,7 +135,9 @@ class MemoryJournal(Journal):
 
     async def save_snapshot(self, region: str, snapshot: Snapshot) -> None:
         self._reachable()
-        self.store.snapshots[region] = snapshot
+        stored = self.store.snapshots.get(region)
+        if stored is None or stored.position <= snapshot.position:
+            self.store.snapshots[region] = snapshot
 
     async def load_snapshot(self, region: str) -> Snapshot | None:
         self._reachable()

@@ -91,11 +91,17 @@ return {position, id}
 
 
 # KEYS: the snapshot hash, the new version's chunk list. ARGV: version, position, stream_id, length,
-# crc32, chunks. Returns {0} when chunks are missing (expired: the save took too long), else
+# crc32, chunks. Returns {0} when chunks are missing (expired: the save took too long), {2} when the
+# stored snapshot is at a later position (a deposed owner's late save: dropped, its chunks gone), else
 # {1, the version replaced, the one before that} (b"" when none): their chunks are to be UNLINKed.
 SWITCH_LUA = """
 if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[6]) then
   return {0}
+end
+local stored = redis.call('HGET', KEYS[1], 'position')
+if stored and tonumber(stored) > tonumber(ARGV[2]) then
+  redis.call('UNLINK', KEYS[2])
+  return {2}
 end
 redis.call('PERSIST', KEYS[2])
 local old = redis.call('HMGET', KEYS[1], 'version', 'previous')
@@ -448,6 +454,13 @@ class RedisStreamJournal(Journal):
         )
         if not int(reply[0]):
             raise JournalUnavailable(f"region {region}: snapshot chunks expired before the switch")
+        if int(reply[0]) == 2:
+            log.warning(
+                "region %s: a snapshot at position %d not saved: the stored one is newer",
+                region,
+                snapshot.position,
+            )
+            return
         replaced = [snapshot_chunks_key(region, bytes(old)) for old in reply[1:] if old]
         if replaced:
             await self._call(self._redis.unlink(*replaced))

@@ -176,6 +176,18 @@ async def test_snapshot_roundtrip_and_atomic_replacement(journal: Journal) -> No
     assert [e.position for e in await collect(journal.read("AB", 4))] == [5]
 
 
+async def test_a_snapshot_older_than_the_stored_one_is_dropped(journal: Journal) -> None:
+    """A deposed owner's save that lands after the new owner's must not take the region back."""
+    for i in range(6):
+        await journal.append("AB", 1, b"e%d" % i)
+    await journal.save_snapshot("AB", Snapshot(5, b"state-at-5"))
+    await journal.save_snapshot("AB", Snapshot(3, b"state-at-3"))
+    assert await journal.load_snapshot("AB") == Snapshot(5, b"state-at-5")
+    await journal.save_snapshot("AB", Snapshot(6, b"state-at-6"))
+    assert await journal.load_snapshot("AB") == Snapshot(6, b"state-at-6")
+    assert journal.problems() == {}
+
+
 async def test_a_snapshot_of_megabytes_round_trips_whole(journal: Journal) -> None:
     """Redis keeps it in chunks (persistence.redis_journal): every byte back, in order."""
     await journal.append("AB", 1, b"e")
