@@ -37,6 +37,7 @@ from server.http.compression import CompressMiddleware
 from server.http.errors import EdgeMiddleware, error_response, exception_handlers
 from server.http.forwarding import ForwardingMiddleware
 from server.http.openapi import Endpoint, build_document
+from server.http.router import IndexedRouter
 from server.http.routes import (
     admin,
     auth_routes,
@@ -167,6 +168,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
         exception_handlers=handlers,
         lifespan=lifespan,
     )
+    app.router = IndexedRouter(routes, lifespan=lifespan)  # before the first request builds the stack
     app.state.settings = settings
     app.state.regions = regions
     app.state.health = Health()  # parts down while the rest serves (the journal consumers); /ready
