@@ -22,7 +22,9 @@ Throughput swings with what else runs on the machine, so it also prints what the
 its CPU microseconds per request during the run (all threads, and the event loop's thread
 alone), the share of a core it got, and the CPU per booking once the journal consumers have
 caught up after the run (the e-mails and webhooks of the run's bookings are composed then:
-until the process idles, at most ``CATCH_UP_S``). Read from ``/proc`` (Linux).
+until the process idles, at most ``CATCH_UP_S``). Read from ``/proc`` (Linux). ``catch_up_s`` is
+how long that took and ``bookings_per_s_all_work_done`` the bookings over the run and the catch-up
+together: a server whose consumers fall behind books faster for 20 s than it can keep up with.
 """
 
 from __future__ import annotations
@@ -279,29 +281,41 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def caught_up(pid: int, timeout_s: float = CATCH_UP_S) -> float:
-    """Wait until the process idles (the consumers have done the run's work); its CPU seconds then."""
-    deadline = time.monotonic() + timeout_s
+def caught_up(pid: int, timeout_s: float = CATCH_UP_S, step_s: float = 0.25) -> tuple[float, float]:
+    """Wait until the process idles (the consumers have done the run's work): its CPU seconds
+    then, and how long after the call it was still busy (to ``step_s``)."""
+    started = time.monotonic()
     before = cpu_seconds(pid)[0]
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
+    busy_until = started
+    while time.monotonic() - started < timeout_s:
+        time.sleep(step_s)
         now = cpu_seconds(pid)[0]
-        if now - before < IDLE_CPU_SHARE:
-            return now
-        before = now
-    return before
+        if now - before < IDLE_CPU_SHARE * step_s:
+            return now, busy_until - started
+        before, busy_until = now, time.monotonic()
+    return before, busy_until - started
 
 
 def server_cpu(
-    start: tuple[float, float], end: tuple[float, float], settled: float, seconds: float, raw: dict[str, Any]
+    start: tuple[float, float],
+    end: tuple[float, float],
+    settled: tuple[float, float],
+    seconds: float,
+    raw: dict[str, Any],
 ) -> dict[str, Any]:
+    """What the server spent. Its journal consumers (e-mails, webhooks) may fall behind during
+    the run and do the rest after it: ``catch_up_s`` is how long that took, and
+    ``bookings_per_s_all_work_done`` the run's bookings over the run and that time together (the
+    rate the server keeps up with, e-mails included)."""
     requests = max(int(raw["requests"]), 1)
     booked = max(int(raw["statuses"].get("201", 0)), 1)
     return {
+        "catch_up_s": round(settled[1], 2),
+        "bookings_per_s_all_work_done": round(booked / (seconds + settled[1])),
         "server_cpu_us_per_request": round((end[0] - start[0]) * 1e6 / requests),
         "server_loop_cpu_us_per_request": round((end[1] - start[1]) * 1e6 / requests),
         "server_cpu_share_of_a_core": round((end[0] - start[0]) / seconds, 2),
-        "server_cpu_us_per_booking_caught_up": round((settled - start[0]) * 1e6 / booked),
+        "server_cpu_us_per_booking_caught_up": round((settled[0] - start[0]) * 1e6 / booked),
     }
 
 
