@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import sys
 from collections.abc import Iterator
 
 _paused = 0  # nesting depth of gc_paused()
@@ -61,6 +62,27 @@ def long_lived_made() -> Iterator[None]:
         # frozen before the collector is back on: the first allocation after it would otherwise
         # set off one young collection of all of it (140-210 ms in four bench mix runs)
         gc.freeze()
+
+
+# How often a thread waiting for the GIL takes it from the event loop while the loop runs a long
+# job of its own (CPython's default: 5 ms).
+LONG_JOB_SWITCH_S = 0.0005
+
+
+@contextlib.contextmanager
+def threads_served_often() -> Iterator[None]:
+    """Around a long job on the event loop's thread (the notifier's first plan, ~1 s for Sweden at
+    30%): a worker thread waiting for the GIL gets it within ``LONG_JOB_SWITCH_S``, not 5 ms. The
+    loop yields to other coroutines between the job's chunks, but never lets go of the GIL, so a
+    sign-up's thread (argon2, SQLite: every C call that lets go of the GIL waits to take it back)
+    took ~800 ms where it takes ~30: the first two sign-ups after /ready in every start. Not for
+    the whole run: more switches cost the loop throughput (bench http, 1 ms: fewer bookings/s)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, LONG_JOB_SWITCH_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def release_free_memory() -> None:

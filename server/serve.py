@@ -21,7 +21,7 @@ import os
 import resource
 import time
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from server.identity.accounts import Accounts
 from server.live.protocol import UVICORN_WS_OPTIONS
 from server.regions.lease import LeaseManager
 from server.regions.routing import Regions
-from server.runtime import gc_paused, long_lived_made, tune_gc
+from server.runtime import gc_paused, long_lived_made, threads_served_often, tune_gc
 from server.settings import Settings, env_list
 
 log = logging.getLogger("tandtid.serve")
@@ -326,6 +326,15 @@ async def _seed_store(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def first_plan() -> Iterator[None]:
+    """Around the notifier's first plan of reminders, the start's last long job on the loop: its
+    objects made with the collector off and then frozen, and the GIL handed to waiting threads
+    often meanwhile (``server.runtime``)."""
+    with long_lived_made(), threads_served_often():
+        yield
+
+
 async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT, holding the data directory's lock (one writer only)."""
     settings = settings_from_args(args)
@@ -354,7 +363,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             journal, health=built.app.state.health, states=None if settings.node else built.regions.state_of
         )
         notifier = Notifier.from_env(feed, settings.data_dir, redis_url=settings.redis_url)
-        notifier.first_plan = long_lived_made
+        notifier.first_plan = first_plan
         webhooks = WebhookDispatcher.open(feed, settings.data_dir, settings.redis_url)
         await notifier.start()
         await webhooks.start()

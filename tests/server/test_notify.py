@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sqlite3
@@ -37,6 +38,8 @@ from persistence.codec import pack_events
 from persistence.file_journal import FileJournal
 from persistence.journal import Journal
 from persistence.redis_journal import RedisStreamJournal
+from server import runtime
+from server import serve as serve_module
 from server.consumers.notify import notifier as notifier_module
 from server.consumers.notify.ledger import Ledger
 from server.consumers.notify.mailer import MailConfig, OutboxMailer, SmtpMailer
@@ -432,6 +435,18 @@ async def test_the_first_plan_of_every_region_runs_once_inside_first_plan(tmp_pa
         await journal.close()
     # once; the 24 h reminder was due at the first poll and went out (to nobody: no account)
     assert planned == [(0, 1)]
+
+
+def test_serves_first_plan_pauses_the_collector_and_hands_the_gil_over_often_then_restores_both() -> None:
+    """Threads waiting for the GIL (a sign-up's argon2 and SQLite calls) get it every 0.5 ms while
+    the loop plans (they waited ~800 ms in the first sign-ups after /ready); afterwards the
+    interpreter's own switch interval and collector are back."""
+    before, enabled = sys.getswitchinterval(), gc.isenabled()
+    with serve_module.first_plan():
+        assert sys.getswitchinterval() == runtime.LONG_JOB_SWITCH_S < before
+        assert not gc.isenabled()
+    gc.unfreeze()  # what the block froze: this test process's objects, back to the collector
+    assert sys.getswitchinterval() == before and gc.isenabled() == enabled
 
 
 def test_due_reminders_come_earliest_first_and_at_most_the_limit() -> None:
