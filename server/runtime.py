@@ -69,20 +69,31 @@ def long_lived_made() -> Iterator[None]:
 LONG_JOB_SWITCH_S = 0.0005
 
 
+_served_often = 0  # nesting depth of threads_served_often()
+_switch_before = 0.005
+
+
 @contextlib.contextmanager
 def threads_served_often() -> Iterator[None]:
-    """Around a long job on the event loop's thread (the notifier's first plan, ~1 s for Sweden at
-    30%): a worker thread waiting for the GIL gets it within ``LONG_JOB_SWITCH_S``, not 5 ms. The
-    loop yields to other coroutines between the job's chunks, but never lets go of the GIL, so a
-    sign-up's thread (argon2, SQLite: every C call that lets go of the GIL waits to take it back)
-    took ~800 ms where it takes ~30: the first two sign-ups after /ready in every start. Not for
-    the whole run: more switches cost the loop throughput (bench http, 1 ms: fewer bookings/s)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, LONG_JOB_SWITCH_S))
+    """A worker thread waiting for the GIL gets it within ``LONG_JOB_SWITCH_S``, not CPython's 5 ms,
+    while any such block runs: around a long job on the event loop's thread (the notifier's first
+    plan, ~1 s for Sweden at 30%), and while a request waits for a worker thread that makes many
+    calls letting the GIL go (a sign-up or sign-in: argon2, then SQLite; each call waits to take
+    the GIL back while the loop is busy). The loop yields to other coroutines between a job's
+    chunks but never lets go of the GIL: the first two sign-ups after /ready took ~800 ms where
+    they take ~30. Not for the whole run: more switches cost the loop throughput (bench http at
+    1 ms booked fewer per second). One event loop only (not thread-safe)."""
+    global _served_often, _switch_before
+    if _served_often == 0:
+        _switch_before = sys.getswitchinterval()
+        sys.setswitchinterval(min(_switch_before, LONG_JOB_SWITCH_S))
+    _served_often += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        _served_often -= 1
+        if _served_often == 0:
+            sys.setswitchinterval(_switch_before)
 
 
 def release_free_memory() -> None:

@@ -445,6 +445,9 @@ def test_serves_first_plan_pauses_the_collector_and_hands_the_gil_over_often_the
     with serve_module.first_plan():
         assert sys.getswitchinterval() == runtime.LONG_JOB_SWITCH_S < before
         assert not gc.isenabled()
+        with runtime.threads_served_often():  # a sign-up meanwhile
+            pass
+        assert sys.getswitchinterval() == runtime.LONG_JOB_SWITCH_S  # the plan still runs
     gc.unfreeze()  # what the block froze: this test process's objects, back to the collector
     assert sys.getswitchinterval() == before and gc.isenabled() == enabled
 

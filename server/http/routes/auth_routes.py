@@ -38,6 +38,7 @@ from server.identity.auth import (
     start_session,
 )
 from server.identity.ratelimit import RateLimiter, RedisRateLimiter
+from server.runtime import threads_served_often
 
 LOGIN_FAILURES = 10
 LOGIN_REFILL_S = 60.0
@@ -70,7 +71,8 @@ async def _find_and_sign_in(request: Request, find: Callable[[], User | None]) -
         user = find()
         return None if user is None else (user, start_session(accounts, signer, user))
 
-    return await asyncio.to_thread(work)
+    with threads_served_often():  # ~20 calls in the thread let the GIL go and wait to take it back
+        return await asyncio.to_thread(work)
 
 
 def _session_reply(request: Request, user: User, token: str, status: int) -> Response:
