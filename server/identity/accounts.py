@@ -654,26 +654,21 @@ class AccountStore(Accounts):
         return self._user(rows[0]) if rows else None
 
     def get_many(self, user_ids: Iterable[str]) -> dict[str, User]:
-        ids = list(dict.fromkeys(user_ids))
-        out: dict[str, User] = {}
-        for i in range(0, len(ids), _SQL_CHUNK):
-            chunk = ids[i : i + _SQL_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for row in self._fetch(
-                f"SELECT id, email, name, role, clinic FROM users WHERE id IN ({marks})", chunk
-            ):
-                out[str(row[0])] = self._user(row)
-        return out
+        rows = self._users_by_id("id, email, name, role, clinic", user_ids)
+        return {str(row[0]): self._user(row) for row in rows}
 
     def names(self, user_ids: Iterable[str]) -> dict[str, str]:
+        return {str(uid): str(name) for uid, name in self._users_by_id("id, name", user_ids)}
+
+    def _users_by_id(self, columns: str, user_ids: Iterable[str]) -> list[tuple[object, ...]]:
+        """``columns`` of the users with these ids (each once), in chunks of ``_SQL_CHUNK`` ids."""
         ids = list(dict.fromkeys(user_ids))
-        out: dict[str, str] = {}
+        rows: list[tuple[object, ...]] = []
         for i in range(0, len(ids), _SQL_CHUNK):
             chunk = ids[i : i + _SQL_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for uid, name in self._fetch(f"SELECT id, name FROM users WHERE id IN ({marks})", chunk):
-                out[str(uid)] = str(name)
-        return out
+            rows += self._fetch(f"SELECT {columns} FROM users WHERE id IN ({marks})", chunk)
+        return rows
 
     def users(self, role: Role | None = None) -> list[User]:
         cols = "SELECT id, email, name, role, clinic FROM users"
