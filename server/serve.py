@@ -183,6 +183,7 @@ async def build_server(
         "proxy_headers": bool(settings.forwarded_allow_ips),
         "forwarded_allow_ips": settings.forwarded_allow_ips or None,
         "access_log": False,
+        "server_header": False,  # no "server: uvicorn": what runs here is nobody's business
         "timeout_keep_alive": settings.keep_alive_s,
         **UVICORN_WS_OPTIONS,  # the hub writes pre-framed diffs straight to sockets; no deflate
         **uvicorn_options,

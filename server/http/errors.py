@@ -293,6 +293,12 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
+# An /api/ answer is data, never a page: nothing in it may load or run, nothing may frame it
+# (OWASP's REST Security Cheat Sheet). Shorter to send and to check than a page's policy.
+API_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    *SECURITY_HEADERS[1:],
+]
 
 
 class EdgeMiddleware:
@@ -339,7 +345,9 @@ class EdgeMiddleware:
                 headers = list(message.get("headers", ()))
                 present = {k.lower() for k, _ in headers}
                 headers.append((b"x-request-id", rid.encode()))
-                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                headers.extend(
+                    h for h in (API_SECURITY_HEADERS if api else SECURITY_HEADERS) if h[0] not in present
+                )
                 if api and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}

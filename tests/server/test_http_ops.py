@@ -54,6 +54,9 @@ async def test_every_answer_has_security_headers_and_a_request_id(client: httpx.
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"]
+        assert "server" not in r.headers
+        if path.startswith("/api/"):  # data, never a page: nothing may load or run in it
+            assert r.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
     r = await client.get("/health", headers={"X-Request-ID": "0af7651916cd43dd8448eb211c80319c"})
     assert r.headers["x-request-id"] == "0af7651916cd43dd8448eb211c80319c"
     r = await client.get("/health", headers={"X-Request-ID": "trace-42.a_b"})  # words may be personal
