@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated proxy addresses (or networks, or *) whose X-Forwarded-For names the client "
         "(env TANDTID_FORWARDED_ALLOW_IPS; default: none, the peer is the client)",
     )
+    serve.add_argument(
+        "--consumers",
+        choices=("process", "in-process"),
+        default=None,
+        help="where e-mails and webhooks are made and sent: their own process beside the server's "
+        "(the default) or the server's own (env TANDTID_CONSUMERS)",
+    )
     serve.add_argument("--log-level", default=None)
 
     seed = sub.add_parser("seed", help="fill an empty data store with clinics (no server)")

@@ -33,6 +33,7 @@ from persistence.journal import Journal, Snapshot
 from server import metrics
 from server.consumers.follow import Feed
 from server.consumers.notify.notifier import Notifier
+from server.consumers.process import ConsumerProcess
 from server.consumers.webhooks.dispatcher import WebhookDispatcher
 from server.data_lock import data_directory_lock
 from server.http.app import create_app
@@ -65,6 +66,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         node=getattr(args, "node", None),
         advertise=getattr(args, "advertise", None),
         log_level=getattr(args, "log_level", None),
+        consumers=getattr(args, "consumers", None),
         forwarded_allow_ips=env_list(args.forwarded_allow_ips)
         if getattr(args, "forwarded_allow_ips", None)
         else None,
@@ -357,26 +359,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {role:12s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
     with gc_paused():  # the whole start: collect once, after everything is loaded (tune_gc)
         built = await build_server(settings, journal=journal)
-        # One feed of the journal for both consumers, supervised, /ready tells. It reads the
-        # bookings from the actors' own state (no copy). With --node a region's actor may live
-        # on another node: the feed then keeps compact replicas of its own.
-        feed = Feed(
-            journal, health=built.app.state.health, states=None if settings.node else built.regions.state_of
-        )
-        notifier = Notifier.from_env(feed, settings.data_dir, redis_url=settings.redis_url)
-        notifier.first_plan = first_plan
-        webhooks = WebhookDispatcher.open(feed, settings.data_dir, settings.redis_url)
-        await notifier.start()
-        await webhooks.start()
-        # The consumers run once per region in a cluster: with its owner (they resume from their
-        # durable cursors when the region moves). No await between these two: no move is missed.
-        await feed.start(sorted(built.regions.owned))
-        built.regions.add_ownership_listener(
-            lambda region, owned: feed.follow(region) if owned else feed.unfollow(region)
-        )
+        consumers = await start_consumers(settings, built)
     tune_gc()
-    built.app.state.webhook_store = webhooks.store
-    built.app.state.webhook_dispatcher = webhooks
     server = built.server
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
     if getattr(args, "open", False):
@@ -397,8 +381,61 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await built.serve()
     finally:
-        await feed.stop()
-        await notifier.stop()
-        await webhooks.stop()
+        await consumers.stop()
         await built.close()
     return 0
+
+
+class InProcessConsumers:
+    """The consumers on the server's own loop and threads (``--consumers in-process``): one feed of
+    the journal for both, supervised; ``/ready`` tells. It reads the bookings from the actors' own
+    state (no copy). With --node a region's actor may live on another node: the feed then keeps
+    compact replicas of its own."""
+
+    def __init__(self, settings: Settings, built: BuiltServer) -> None:
+        self.feed = Feed(
+            built.journal,
+            health=built.app.state.health,
+            states=None if settings.node else built.regions.state_of,
+        )
+        self.notifier = Notifier.from_env(self.feed, settings.data_dir, redis_url=settings.redis_url)
+        self.notifier.first_plan = first_plan
+        self.webhooks = WebhookDispatcher.open(self.feed, settings.data_dir, settings.redis_url)
+        built.app.state.webhook_store = self.webhooks.store
+        built.app.state.webhook_dispatcher = self.webhooks
+
+    async def start(self, regions: list[str]) -> None:
+        await self.notifier.start()
+        await self.webhooks.start()
+        await self.feed.start(regions)
+
+    def follow(self, region: str) -> None:
+        self.feed.follow(region)
+
+    async def unfollow(self, region: str) -> None:
+        await self.feed.unfollow(region)
+
+    async def stop(self) -> None:
+        await self.feed.stop()
+        await self.notifier.stop()
+        await self.webhooks.stop()
+
+
+async def start_consumers(settings: Settings, built: BuiltServer) -> InProcessConsumers | ConsumerProcess:
+    """The journal consumers, for the regions this node owns: in their own process
+    (``server.consumers.process``) or in this one. They run once per region in a cluster, with
+    its owner (they resume from their durable cursors when the region moves). No await between
+    starting them and listening for moves: no move is missed."""
+    consumers: InProcessConsumers | ConsumerProcess
+    if settings.consumers == "process":
+        consumers = ConsumerProcess.of_store(
+            settings.data_dir, settings.redis_url, built.app.state.health, settings.log_level
+        )
+        built.app.state.consumer_process = consumers
+    else:
+        consumers = InProcessConsumers(settings, built)
+    await consumers.start(sorted(built.regions.owned))
+    built.regions.add_ownership_listener(
+        lambda region, owned: consumers.follow(region) if owned else consumers.unfollow(region)
+    )
+    return consumers

@@ -22,6 +22,9 @@ def env_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+CONSUMERS = ("process", "in-process")
+
+
 @dataclass
 class Settings:
     host: str = "127.0.0.1"
@@ -69,6 +72,9 @@ class Settings:
     # knows it reached its own process, not another one that took the port meanwhile (the tests'
     # restarts). Unset: /ready does not carry it.
     instance: str | None = None
+    # Where the journal consumers (e-mails, webhooks) run: "process", their own process beside the
+    # server's (server.consumers.process), or "in-process", on the server's loop and threads.
+    consumers: str = "process"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -108,6 +114,7 @@ class Settings:
             "stall_ms": int,
             "tile_url": str,
             "instance": str,
+            "consumers": str,
         }
         for f in fields(cls):
             var = "TANDTID_" + f.name.upper()
@@ -116,6 +123,8 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         settings.data_dir = Path(settings.data_dir)
+        if settings.consumers not in CONSUMERS:
+            raise ValueError(f"consumers must be one of {', '.join(CONSUMERS)}, not {settings.consumers!r}")
         if not settings.allowed_origins:
             settings.allowed_origins = [
                 f"http://localhost:{settings.port}",

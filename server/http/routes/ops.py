@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from server.consumers.process import merged_exposition
 from server.health import Health
 from server.http.openapi import Endpoint
 from server.http.routes.access import regions_of
@@ -74,7 +75,10 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    consumers = getattr(request.app.state, "consumer_process", None)  # their own process: with its figures
+    if consumers is None:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(merged_exposition(await consumers.metrics_text()), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:

@@ -1,0 +1,359 @@
+"""The journal consumers (notifier, webhooks) in a process of their own, beside ``tandtid serve``.
+
+The server's one event loop and GIL belong to its bookings: the region actors, HTTP, WebSockets.
+Composing a confirmation e-mail, recording it, looking up its patient and delivering a webhook
+cost about a third of the server's CPU a booking under load, and inside the server's process
+every microsecond of it is taken from the bookings (``bench http --spread uniform`` on 2 cores:
+~2,700 bookings/s with the consumers inside, ~3,900/s with them in their own process).
+
+``tandtid serve`` (``--consumers process``, the default) runs ``python -m server.consumers``
+and keeps it running (``ConsumerProcess``):
+
+- the child follows the journal read-only as any reader does: its own ``Feed``, a
+  ``BookingsReplica`` per region made from the snapshots the actors write and the entries after
+  them. Appends stay the server's alone;
+- the server tells it which regions to follow on its stdin, one JSON object a line:
+  ``{"follow": "AB"}``, ``{"unfollow": "AB"}`` (a cluster node: the regions it owns, as leases
+  move), ``{"metrics": true}``;
+- the child tells the server on its stdout: ``{"started": true}``; every change of its health,
+  ``{"down": [part, region, why]}``, ``{"up": [part, region]}``, ``{"note": [part, region,
+  why]}``, which the server's ``Health`` shows on ``/ready``; its metrics when asked
+  (``{"metrics": "<exposition>"}``), which the server's ``/metrics`` serves with its own
+  (``merged_exposition``). Its log goes where the server's goes (stderr);
+- the child stops when its stdin closes (the server is gone, even by SIGKILL) or on SIGTERM. It
+  runs in a session of its own, so a terminal's Ctrl-C reaches the server only, which stops it.
+  A child that exits on its own is reported down (``consumers`` / ``*``) and started again after
+  a backoff; it resumes from its durable cursors, so nothing is lost and nothing repeated.
+
+``--consumers in-process`` keeps them on the server's own loop and threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from persistence.journal import Journal
+from server.health import Health
+
+log = logging.getLogger("tandtid.consumers.process")
+
+PART = "consumers"
+STOP_GRACE_S = 10.0  # a child that has not stopped this long after SIGTERM is killed
+METRICS_WAIT_S = 2.0  # /metrics serves the server's own figures alone past this
+_LINE_LIMIT = 64 * 1024 * 1024  # a metrics answer is one line
+
+
+# -- the server's side ----------------------------------------------------------------------------
+
+
+class ConsumerProcess:
+    """Starts the consumers' process, tells it its regions, reports its health, starts it again."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        health: Health,
+        *,
+        regions: Iterable[str] = (),
+        backoff_s: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.argv = argv
+        self.health = health
+        self.regions: set[str] = set(regions)
+        self.backoff_s = backoff_s
+        self.started = asyncio.Event()  # the running child has started its feed
+        self.exits = 0  # children that exited on their own
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._reported: set[tuple[str, str]] = set()  # parts the running child reported down
+        self._metrics: asyncio.Future[str] | None = None
+
+    @classmethod
+    def of_store(
+        cls, data_dir: Path, redis_url: str | None, health: Health, log_level: str
+    ) -> ConsumerProcess:
+        argv = [sys.executable, "-m", "server.consumers", "--data", str(data_dir), "--log-level", log_level]
+        if redis_url:
+            argv += ["--redis", redis_url]
+        return cls(argv, health)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    async def start(self, regions: Iterable[str]) -> None:
+        self.regions = set(regions)
+        self._task = asyncio.create_task(self._keep_running(), name="consumer-process")
+
+    def follow(self, region: str) -> None:
+        self.regions.add(region)
+        self._send({"follow": region})
+
+    def unfollow(self, region: str) -> None:
+        self.regions.discard(region)
+        self._send({"unfollow": region})
+
+    async def metrics_text(self, wait_s: float = METRICS_WAIT_S) -> str | None:
+        """The child's metrics exposition; None when it is not running or does not answer in time."""
+        if self.pid is None or not self.started.is_set():
+            return None
+        if self._metrics is None or self._metrics.done():
+            self._metrics = asyncio.get_running_loop().create_future()
+            self._send({"metrics": True})
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._metrics), wait_s)
+        except TimeoutError:
+            log.warning("the consumer process did not send its metrics within %.1f s", wait_s)
+            return None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            except TimeoutError:
+                log.error("the consumer process did not stop within %.0f s of SIGTERM: killed", STOP_GRACE_S)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # -- running the child --------------------------------------------------------------------
+
+    async def _keep_running(self) -> None:
+        delay = self.backoff_s[0]
+        while not self._stopping:
+            began = time.monotonic()
+            why = await self._run_child()
+            if self._stopping:
+                return
+            self.exits += 1
+            self.started.clear()
+            for part, region in self._reported:  # the child's own troubles ended with it
+                self.health.up(part, region)
+            self._reported.clear()
+            self.health.down(PART, "*", why)
+            if time.monotonic() - began > 60:
+                delay = self.backoff_s[0]
+            log.error("the consumer process %s; starting it again in %.1f s", why, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_s[1])
+
+    async def _run_child(self) -> str:
+        """Run one child until it exits; what ended it, for ``/ready``."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                limit=_LINE_LIMIT,
+            )
+        except OSError as exc:
+            return f"could not start: {type(exc).__name__}"
+        self._proc = proc
+        try:
+            for region in sorted(self.regions):
+                self._send({"follow": region})
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                self._on_line(line)
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            if proc.returncode is None:
+                proc.kill()
+            raise
+        finally:
+            if self._metrics is not None and not self._metrics.done():
+                self._metrics.set_result("")
+        return f"exited with {code}" if code >= 0 else f"killed by signal {-code}"
+
+    def _on_line(self, line: bytes) -> None:
+        try:
+            message = orjson.loads(line)
+            kind, value = next(iter(message.items()))
+        except (orjson.JSONDecodeError, AttributeError, StopIteration):
+            log.warning("the consumer process wrote a line that is not a message (%d bytes)", len(line))
+            return
+        if kind == "started":
+            self.health.up(PART, "*")
+            self.started.set()
+        elif kind == "down":
+            part, region, why = value
+            self._reported.add((part, region))
+            self.health.down(part, region, why)
+        elif kind == "up":
+            part, region = value
+            self._reported.discard((part, region))
+            self.health.up(part, region)
+        elif kind == "note":
+            self.health.note(*value)
+        elif kind == "metrics":
+            if self._metrics is not None and not self._metrics.done():
+                self._metrics.set_result(value)
+        else:
+            log.warning("the consumer process sent a message of an unknown kind: %s", kind)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None or proc.stdin is None or proc.stdin.is_closing():
+            return  # the next child is told the regions when it starts
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(orjson.dumps(message) + b"\n")
+
+
+def merged_exposition(theirs: str | None, registry: Collector = REGISTRY) -> bytes:
+    """The server's metrics with the consumer process's ``tandtid_`` families: the samples of a family
+    both have are joined; a sample whose labels the server has too gets ``process="consumers"``.
+    The child's process and Python figures are left out (the server's own stand under those names)."""
+    if not theirs:
+        return generate_latest(registry)
+    others = {f.name: f for f in text_string_to_metric_families(theirs) if f.name.startswith("tandtid_")}
+
+    class Merged:
+        def collect(self) -> Iterator[Any]:
+            for family in registry.collect():
+                other = others.pop(family.name, None)
+                if other is not None:
+                    own = {(s.name, tuple(sorted(s.labels.items()))) for s in family.samples}
+                    for sample in other.samples:
+                        if (sample.name, tuple(sorted(sample.labels.items()))) in own:
+                            sample = sample._replace(labels={**sample.labels, "process": PART})
+                        family.samples.append(sample)
+                yield family
+            yield from others.values()
+
+    return generate_latest(Merged())
+
+
+# -- the child's side -----------------------------------------------------------------------------
+
+
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+class ReportedHealth(Health):
+    """The child's ``Health``: every change is also told to the server on stdout."""
+
+    def __init__(self, tell: Callable[[dict[str, Any]], None] = _emit) -> None:
+        super().__init__()
+        self._tell = tell
+
+    def down(self, part: str, region: str, why: str) -> None:
+        super().down(part, region, why)
+        self._tell({"down": [part, region, why]})
+
+    def up(self, part: str, region: str) -> None:
+        if self.is_down(part, region):
+            self._tell({"up": [part, region]})
+        super().up(part, region)
+
+    def note(self, part: str, region: str, why: str) -> None:
+        super().note(part, region, why)
+        self._tell({"note": [part, region, why]})
+
+
+def open_reader_journal(data_dir: Path, redis_url: str | None) -> Journal:
+    """The journal as a process that only reads and follows it sees it (unopened)."""
+    if redis_url:
+        from persistence.redis_journal import RedisStreamJournal
+
+        return RedisStreamJournal(redis_url)
+    from persistence.file_journal import FileJournal
+
+    return FileJournal(data_dir, read_only=True)
+
+
+async def run_child(data_dir: Path, redis_url: str | None) -> int:
+    from server.consumers.follow import Feed
+    from server.consumers.notify.notifier import Notifier
+    from server.consumers.webhooks.dispatcher import WebhookDispatcher
+    from server.runtime import tune_gc
+
+    journal = open_reader_journal(data_dir, redis_url)
+    await journal.open()
+    feed = Feed(journal, health=ReportedHealth())  # no states here: replicas of the snapshots
+    notifier = Notifier.from_env(feed, data_dir, redis_url=redis_url)
+    webhooks = WebhookDispatcher.open(feed, data_dir, redis_url)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    commands = asyncio.StreamReader(limit=_LINE_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+    try:
+        await notifier.start()
+        await webhooks.start()
+        await feed.start([])
+        tune_gc()
+        _emit({"started": True})
+        reading = asyncio.create_task(_obey(commands, feed))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (reading, stopping):
+            task.cancel()
+        if reading.done() and not reading.cancelled() and reading.exception() is not None:
+            raise reading.exception()  # type: ignore[misc]
+    finally:
+        await feed.stop()
+        await notifier.stop()
+        await webhooks.stop()
+        await journal.close()
+    return 0
+
+
+async def _obey(commands: asyncio.StreamReader, feed: Any) -> None:
+    """The server's commands until it closes our stdin."""
+    while line := await commands.readline():
+        message = orjson.loads(line)
+        if "follow" in message:
+            feed.follow(message["follow"])
+        elif "unfollow" in message:
+            await feed.unfollow(message["unfollow"])
+        elif "metrics" in message:
+            _emit({"metrics": generate_latest().decode()})
+        else:
+            log.warning("an unknown command from the server: %s", sorted(message))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m server.consumers",
+        description="The journal consumers, started and told their regions by tandtid serve "
+        "(--consumers process). Commands on stdin, reports on stdout.",
+    )
+    parser.add_argument("--data", default=os.environ.get("TANDTID_DATA_DIR", "./data"))
+    parser.add_argument("--redis", default=os.environ.get("TANDTID_REDIS_URL") or None)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    return asyncio.run(run_child(Path(args.data), args.redis))
