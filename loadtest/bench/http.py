@@ -61,8 +61,8 @@ IDLE_CPU_SHARE = 0.05  # a process using less of a core than this has caught up
 SERVER_ENV = {"TANDTID_RATE_PER_S": "1000000", "TANDTID_RATE_BURST": "1000000"}  # no rate limit
 
 
-def start_server(data: str, port: int, scale: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **SERVER_ENV, "TANDTID_LOG_LEVEL": "warning"}
+def start_server(data: str, port: int, scale: str, consumers: str = "process") -> subprocess.Popen[bytes]:
+    env = {**os.environ, **SERVER_ENV, "TANDTID_LOG_LEVEL": "warning", "TANDTID_CONSUMERS": consumers}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         + ["--data", data, "--seed", "--scale", scale, "--log-level", "warning"],
@@ -282,14 +282,15 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def caught_up(pid: int, timeout_s: float = CATCH_UP_S, step_s: float = 0.25) -> tuple[float, float]:
-    """Wait until the process idles (the consumers have done the run's work): its CPU seconds
-    then, and how long after the call it was still busy (to ``step_s``)."""
+    """Wait until the server and its children idle (the consumers, in the server's process or
+    their own, have done the run's work): their CPU seconds then, and how long after the call they
+    were still busy (to ``step_s``)."""
     started = time.monotonic()
-    before = cpu_seconds(pid)[0]
+    before = tree_cpu_seconds(pid)
     busy_until = started
     while time.monotonic() - started < timeout_s:
         time.sleep(step_s)
-        now = cpu_seconds(pid)[0]
+        now = tree_cpu_seconds(pid)
         if now - before < IDLE_CPU_SHARE * step_s:
             return now, busy_until - started
         before, busy_until = now, time.monotonic()
@@ -297,16 +298,18 @@ def caught_up(pid: int, timeout_s: float = CATCH_UP_S, step_s: float = 0.25) -> 
 
 
 def server_cpu(
-    start: tuple[float, float],
-    end: tuple[float, float],
+    start: tuple[float, float, float],
+    end: tuple[float, float, float],
     settled: tuple[float, float],
     seconds: float,
     raw: dict[str, Any],
 ) -> dict[str, Any]:
-    """What the server spent. Its journal consumers (e-mails, webhooks) may fall behind during
-    the run and do the rest after it: ``catch_up_s`` is how long that took, and
+    """What the server spent (``start``/``end``: its process, its event loop's thread, the process
+    and its children). Its journal consumers (e-mails, webhooks), in its process or their own, may
+    fall behind during the run and do the rest after it: ``catch_up_s`` is how long that took, and
     ``bookings_per_s_all_work_done`` the run's bookings over the run and that time together (the
-    rate the server keeps up with, e-mails included)."""
+    rate the server keeps up with, e-mails included). ``server_cpu_us_per_booking_caught_up``
+    counts the consumers' process too."""
     requests = max(int(raw["requests"]), 1)
     booked = max(int(raw["statuses"].get("201", 0)), 1)
     return {
@@ -314,12 +317,35 @@ def server_cpu(
         "bookings_per_s_all_work_done": round(booked / (seconds + settled[1])),
         "server_cpu_us_per_request": round((end[0] - start[0]) * 1e6 / requests),
         "server_loop_cpu_us_per_request": round((end[1] - start[1]) * 1e6 / requests),
+        "consumer_process_cpu_us_per_request": round(
+            ((end[2] - end[0]) - (start[2] - start[0])) * 1e6 / requests
+        ),
         "server_cpu_share_of_a_core": round((end[0] - start[0]) / seconds, 2),
+        "consumer_process_cpu_share_of_a_core": round(
+            ((end[2] - end[0]) - (start[2] - start[0])) / seconds, 2
+        ),
         # per booking only where bookings are the work (the hot spread makes 10: the rest are refusals)
         "server_cpu_us_per_booking_caught_up": (
-            round((settled[0] - start[0]) * 1e6 / booked) if booked > HOT_TIMES else None
+            round((settled[0] - start[2]) * 1e6 / booked) if booked > HOT_TIMES else None
         ),
     }
+
+
+def cpu_now(pid: int) -> tuple[float, float, float]:
+    """(the process, its main thread, the process and its children) CPU seconds so far."""
+    own, loop = cpu_seconds(pid)
+    return own, loop, tree_cpu_seconds(pid)
+
+
+def emails_written(store: str) -> int:
+    """Messages in the store's local outbox (the notifier writes one a booking and change)."""
+    from server.consumers.notify.outbox import Outbox
+
+    outbox = Outbox(Path(store) / "outbox")
+    try:
+        return len(outbox.names())
+    finally:
+        outbox.close()
 
 
 def journal_counts(*ports: int) -> tuple[float, float]:
@@ -398,7 +424,8 @@ def on_nodes(args: argparse.Namespace, nodes: int, root: Path, req_file: str) ->
         ports = [node.port for node in cluster.nodes]
         pids = {node.name: node.process.pid for node in cluster.nodes if node.process is not None}
         before = journal_counts(*ports)
-        cpu_before = {name: cpu_seconds(pid)[0] for name, pid in pids.items()}
+        # a node with its consumers' process
+        cpu_before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         # what else the 2 cores ran for the run: the load generator, the balancer, the journal
         others = {
             "redis": cluster.redis.pid,
@@ -408,7 +435,7 @@ def on_nodes(args: argparse.Namespace, nodes: int, root: Path, req_file: str) ->
         wrk_before = rusage.getrusage(rusage.RUSAGE_CHILDREN)
         load = os.getloadavg()[0]
         raw = wrk(cluster.port, req_file, args.connections, args.seconds, args.threads)
-        cpu = {name: cpu_seconds(pid)[0] - cpu_before[name] for name, pid in pids.items()}
+        cpu = {name: tree_cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         wrk_after = rusage.getrusage(rusage.RUSAGE_CHILDREN)
         beside = {name: tree_cpu_seconds(pid) - others_before[name] for name, pid in others.items() if pid}
         beside["wrk"] = (wrk_after.ru_utime + wrk_after.ru_stime) - (
@@ -471,7 +498,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         req_file = str(Path(data) / "requests.tsv")
 
         port = free_port()
-        server = start_server(str(Path(data) / "store"), port, args.scale)
+        store = str(Path(data) / "store")
+        server = start_server(store, port, args.scale, args.consumers)
         try:
             lines = asyncio.run(
                 prepare(
@@ -485,12 +513,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             Path(req_file).write_text("\n".join(lines) + "\n")
             before = journal_counts(port)
-            cpu_before = cpu_seconds(server.pid)
+            emails_before = emails_written(store)
+            cpu_before = cpu_now(server.pid)
             raw = wrk(port, req_file, args.connections, args.seconds, args.threads)
-            cpu_after = cpu_seconds(server.pid)
+            cpu_after = cpu_now(server.pid)
             after = journal_counts(port)
             tandtid = _figures(raw)
             cpu = server_cpu(cpu_before, cpu_after, caught_up(server.pid), raw["duration_us"] / 1e6, raw)
+            cpu["emails_written"] = emails_written(store) - emails_before
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -502,6 +532,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "spread": args.spread,
         **({"region": args.region} if args.spread == "region" else {}),
         "scale": args.scale,
+        "consumers": args.consumers,
         "connections": args.connections,
         "seconds": args.seconds,
         **tandtid,
@@ -530,6 +561,12 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--bookings", type=int, default=200_000, help="distinct times prepared")
     parser.add_argument("--patients", type=int, default=100)
     parser.add_argument("--days", type=int, default=14, help="how far ahead free times are drawn from")
+    parser.add_argument(
+        "--consumers",
+        choices=("process", "in-process"),
+        default="process",
+        help="where the server runs its e-mails and webhooks (tandtid serve --consumers)",
+    )
     parser.add_argument(
         "--nodes",
         type=int,
