@@ -229,10 +229,16 @@ class ConsumerProcess:
 def merged_exposition(theirs: str | None, registry: Collector = REGISTRY) -> bytes:
     """The server's metrics with the consumer process's ``tandtid_`` families: the samples of a family
     both have are joined; a sample whose labels the server has too gets ``process="consumers"``.
-    The child's process and Python figures are left out (the server's own stand under those names)."""
+    The child's process and Python figures and its metrics' creation times are left out (the
+    server's own stand under those names)."""
     if not theirs:
         return generate_latest(registry)
-    others = {f.name: f for f in text_string_to_metric_families(theirs) if f.name.startswith("tandtid_")}
+    others = {
+        f.name: f
+        for f in text_string_to_metric_families(theirs)
+        # the text format's ``_created`` lines parse as families of their own; the child's start times say nothing
+        if f.name.startswith("tandtid_") and not f.name.endswith("_created")
+    }
 
     class Merged:
         def collect(self) -> Iterator[Any]:
