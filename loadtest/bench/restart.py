@@ -16,6 +16,7 @@ The machine is shared: read ``load_avg`` (1-minute load average at start and end
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -59,6 +60,16 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def children_rss_mb(pid: int) -> float:
+    """RSS of the process's children (the consumers' process of ``tandtid serve``)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile
+                total += rss_mb(int(child))
+    return total
 
 
 def load_avg() -> float:
@@ -111,7 +122,12 @@ def serve(data: Path, steady_s: float) -> dict[str, float]:
         ready_s = time.perf_counter() - started
         at_ready = rss_mb(proc.pid)
         time.sleep(steady_s)
-        return {"ready_s": ready_s, "rss_mb_ready": at_ready, "rss_mb_steady": rss_mb(proc.pid)}
+        return {
+            "ready_s": ready_s,
+            "rss_mb_ready": at_ready,
+            "rss_mb_steady": rss_mb(proc.pid),
+            "consumers_rss_mb_steady": children_rss_mb(proc.pid),
+        }
     finally:
         proc.terminate()
         try:
@@ -150,6 +166,8 @@ def main(argv: list[str]) -> dict[str, Any]:
             "ready_s": round(served["ready_s"], 2),
             "rss_mb_ready": round(served["rss_mb_ready"], 1),
             "rss_mb_steady": round(served["rss_mb_steady"], 1),
+            # the consumers' own process (e-mails, webhooks): replicas of the region snapshots
+            "consumers_rss_mb_steady": round(served["consumers_rss_mb_steady"], 1),
             "bookings": int(seeded["bookings"]),
             "bytes_per_booking_whole_process": round(
                 served["rss_mb_steady"] * 2**20 / max(1, seeded["bookings"])
