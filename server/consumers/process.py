@@ -12,10 +12,11 @@ and keeps it running (``ConsumerProcess``):
 - the child follows the journal read-only as any reader does: its own ``Feed``, a
   ``BookingsReplica`` per region made from the snapshots the actors write and the entries after
   them. Appends stay the server's alone;
-- the server tells it which regions to follow on its stdin, one JSON object a line:
-  ``{"follow": "AB"}``, ``{"unfollow": "AB"}`` (a cluster node: the regions it owns, as leases
-  move), ``{"metrics": true}``;
-- the child tells the server on its stdout: ``{"started": true}``; every change of its health,
+- it starts with the regions to follow (``--regions``); later the server tells it on its stdin, one
+  JSON object a line: ``{"follow": "AB"}``, ``{"unfollow": "AB"}`` (a cluster node: the regions
+  it owns, as leases move), ``{"metrics": true}``;
+- the child tells the server on its stdout: ``{"started": true}``; ``{"caught_up": seconds}``
+  once it has reached the journal's end as of its start (the server logs it); every change of its health,
   ``{"down": [part, region, why]}``, ``{"up": [part, region]}``, ``{"note": [part, region,
   why]}``, which the server's ``Health`` shows on ``/ready``; its metrics when asked
   (``{"metrics": "<exposition>"}``), which the server's ``/metrics`` serves with its own
@@ -165,9 +166,12 @@ class ConsumerProcess:
 
     async def _run_child(self) -> str:
         """Run one child until it exits; what ended it, for ``/ready``."""
+        told = set(self.regions)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,
+                "--regions",
+                ",".join(sorted(told)),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 start_new_session=True,
@@ -177,8 +181,10 @@ class ConsumerProcess:
             return f"could not start: {type(exc).__name__}"
         self._proc = proc
         try:
-            for region in sorted(self.regions):
+            for region in sorted(self.regions - told):  # moved while it was being started
                 self._send({"follow": region})
+            for region in sorted(told - self.regions):
+                self._send({"unfollow": region})
             assert proc.stdout is not None
             while line := await proc.stdout.readline():
                 self._on_line(line)
@@ -202,6 +208,8 @@ class ConsumerProcess:
         if kind == "started":
             self.health.up(PART, "*")
             self.started.set()
+        elif kind == "caught_up":
+            log.info("the consumer process has caught up with the journal, %.1f s after it started", value)
         elif kind == "down":
             part, region, why = value
             self._reported.add((part, region))
@@ -296,7 +304,7 @@ def open_reader_journal(data_dir: Path, redis_url: str | None) -> Journal:
     return FileJournal(data_dir, read_only=True)
 
 
-async def run_child(data_dir: Path, redis_url: str | None) -> int:
+async def run_child(data_dir: Path, redis_url: str | None, regions: list[str]) -> int:
     from server.consumers.follow import Feed
     from server.consumers.notify.notifier import Notifier
     from server.consumers.webhooks.dispatcher import WebhookDispatcher
@@ -312,16 +320,23 @@ async def run_child(data_dir: Path, redis_url: str | None) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     commands = asyncio.StreamReader(limit=_LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+    started = time.monotonic()
     try:
         await notifier.start()
         await webhooks.start()
-        await feed.start([])
+        await feed.start(regions)
         tune_gc()
         _emit({"started": True})
+
+        async def tell_caught_up() -> None:
+            await feed.wait_caught_up()
+            _emit({"caught_up": round(time.monotonic() - started, 1)})
+
+        telling = asyncio.create_task(tell_caught_up())
         reading = asyncio.create_task(_obey(commands, feed))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (reading, stopping):
+        for task in (reading, stopping, telling):
             task.cancel()
         if reading.done() and not reading.cancelled() and reading.exception() is not None:
             raise reading.exception()  # type: ignore[misc]
@@ -355,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", default=os.environ.get("TANDTID_DATA_DIR", "./data"))
     parser.add_argument("--redis", default=os.environ.get("TANDTID_REDIS_URL") or None)
+    parser.add_argument("--regions", default="", help="comma-separated region codes to follow at the start")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -362,4 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    return asyncio.run(run_child(Path(args.data), args.redis))
+    from server.cli import run_server_loop  # uvloop, as the server's
+
+    regions = [r for r in args.regions.split(",") if r]
+    return run_server_loop(run_child(Path(args.data), args.redis, regions))

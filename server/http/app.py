@@ -7,8 +7,8 @@ the event-loop lag monitor (``server.loop_lag``), and puts ``regions``, ``health
 ``signer``, ``settings``, ``hub``, ``clock``,
 ``openapi`` and the principal rate limiter on ``app.state``.
 
-Middleware, outermost first: ``EdgeMiddleware`` (request id, body cap, security headers,
-metrics, access log, catch-all 500), ``ForwardingMiddleware`` (a cluster node sends requests for
+Middleware, outermost first (``TandtidApp``: no Starlette catch-all outside it): ``EdgeMiddleware``
+(request id, body cap, security headers, metrics, access log, catch-all 500), ``ForwardingMiddleware`` (a cluster node sends requests for
 another node's regions there: ``server.http.forwarding``; the owner's reply is relayed as it is),
 then ``RateLimitMiddleware`` (per client IP), then ``CompressMiddleware`` (``server.http.compression``): a
 reply of ``COMPRESS_MIN_BYTES`` or more (the map's ~1.2 MB clinic list, availability) is gzip-compressed when
@@ -27,9 +27,11 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from server.health import Health
@@ -88,6 +90,19 @@ ENDPOINTS: list[Endpoint] = [
     *outbox.ENDPOINTS,
     *pages.ENDPOINTS,
 ]
+
+
+class TandtidApp(Starlette):
+    """Starlette, without its own catch-all outermost: ``EdgeMiddleware``, next inside it, already
+    catches every exception and answers in the one error shape, so Starlette's
+    ``ServerErrorMiddleware`` never sees one and only costs every request a layer (its call and its
+    wrapper of both sends). Kept where the stack is not the one expected."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if isinstance(stack, ServerErrorMiddleware) and isinstance(stack.app, EdgeMiddleware):
+            return stack.app
+        return stack
 
 
 async def _auth_error(request: Request, exc: Exception) -> Response:
@@ -156,7 +171,7 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
     handlers = exception_handlers()
     handlers[AuthError] = _auth_error
     handlers[HTTPException] = _page_or_error(handlers[HTTPException])
-    app = Starlette(
+    app = TandtidApp(
         routes=routes,
         middleware=[
             Middleware(EdgeMiddleware, max_body=settings.max_body_bytes),

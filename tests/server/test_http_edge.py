@@ -1,6 +1,7 @@
 """Unit tests: the HTTP edge pieces on tiny inline Starlette apps (in-process, no network).
 
-EdgeMiddleware's catch-all (500 with the shape, request id logged, nothing of the body),
+EdgeMiddleware's catch-all (500 with the shape, request id logged, nothing of the body; the
+outermost layer, with Starlette's own catch-all left out),
 the streaming body cap, the token bucket, the fingerprint and views used by the routes.
 """
 
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from engine.model import Clinic, ClinicKind
 from engine.records import Booking
+from server.http.app import TandtidApp
 from server.http.errors import EdgeMiddleware, exception_handlers
 from server.http.views import booking_ics, booking_view
 from server.identity.ratelimit import RateLimiter
@@ -35,7 +37,7 @@ async def echo(request: Request) -> Response:
 
 
 def app() -> Starlette:
-    return Starlette(
+    return TandtidApp(
         routes=[Route("/boom", boom, methods=["POST"]), Route("/echo", echo, methods=["POST"])],
         middleware=[Middleware(EdgeMiddleware, max_body=1000)],
         exception_handlers=exception_handlers(),
@@ -65,6 +67,13 @@ async def test_unexpected_exception_is_500_with_the_shape_and_logged_without_the
     errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert errors and "5f2b1c7e-0001" in errors[0].getMessage() and "/boom" in errors[0].getMessage()
     assert all("Secret Person" not in rec.getMessage() for rec in caplog.records)
+
+
+def test_the_edge_is_the_outermost_layer_with_no_other_catch_all_outside_it() -> None:
+    assert isinstance(app().build_middleware_stack(), EdgeMiddleware)
+    assert not isinstance(
+        Starlette(middleware=[Middleware(EdgeMiddleware)]).build_middleware_stack(), EdgeMiddleware
+    )
 
 
 async def test_body_cap_with_and_without_content_length() -> None:
