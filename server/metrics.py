@@ -2,6 +2,10 @@
 
 Labels carry regions, command types, refusal codes and route templates only: never
 ids of patients, names, e-mail addresses or phone numbers.
+
+The journal consumers' metrics are named ``tandtid_consumer_*``: when they run in their own
+process, the server's ``/metrics`` takes exactly those families from it
+(``server.consumers.process.merged_exposition``).
 """
 
 from __future__ import annotations

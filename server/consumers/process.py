@@ -57,6 +57,7 @@ PART = "consumers"
 STOP_GRACE_S = 10.0  # a child that has not stopped this long after SIGTERM is killed
 METRICS_WAIT_S = 2.0  # /metrics serves the server's own figures alone past this
 _LINE_LIMIT = 64 * 1024 * 1024  # a metrics answer is one line
+CONSUMER_METRICS = "tandtid_consumer_"  # what the server's /metrics takes from the child's
 
 
 # -- the server's side ----------------------------------------------------------------------------
@@ -235,17 +236,18 @@ class ConsumerProcess:
 
 
 def merged_exposition(theirs: str | None, registry: Collector = REGISTRY) -> bytes:
-    """The server's metrics with the consumer process's ``tandtid_`` families: the samples of a family
-    both have are joined; a sample whose labels the server has too gets ``process="consumers"``.
-    The child's process and Python figures and its metrics' creation times are left out (the
-    server's own stand under those names)."""
+    """The server's metrics with the consumer process's own: its ``tandtid_consumer_`` families
+    (every metric of the consumers is named so). The rest of what the child's registry holds are
+    the server's metrics it never feeds (zeros under the server's names: an event-loop lag of
+    nothing, no HTTP requests) and its process and Python figures: left out, the server's stand. A
+    sample whose labels the server has too gets ``process="consumers"``."""
     if not theirs:
         return generate_latest(registry)
     others = {
         f.name: f
         for f in text_string_to_metric_families(theirs)
         # the text format's ``_created`` lines parse as families of their own; the child's start times say nothing
-        if f.name.startswith("tandtid_") and not f.name.endswith("_created")
+        if f.name.startswith(CONSUMER_METRICS) and not f.name.endswith("_created")
     }
 
     class Merged:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.consumers.notify.outbox import Outbox
@@ -148,15 +148,18 @@ def test_the_consumer_process_ends_with_a_killed_server(served: ServedProcess) -
 
 def test_merged_exposition_joins_families_and_keeps_a_shared_sample_apart() -> None:
     registry = CollectorRegistry()
-    counter = Counter("tandtid_things", "Things", ["kind"], registry=registry)
+    counter = Counter("tandtid_consumer_things", "Things", ["kind"], registry=registry)
+    Histogram("tandtid_event_loop_lag_seconds", "Lag", registry=registry).observe(0.01)
     counter.labels(kind="a").inc(2)
     theirs = (
-        "# HELP tandtid_things_total Things\n# TYPE tandtid_things_total counter\n"
-        'tandtid_things_total{kind="a"} 5.0\ntandtid_things_total{kind="b"} 1.0\n'
-        "# HELP tandtid_only_theirs Theirs\n# TYPE tandtid_only_theirs gauge\ntandtid_only_theirs 3.0\n"
+        "# HELP tandtid_consumer_things_total Things\n# TYPE tandtid_consumer_things_total counter\n"
+        'tandtid_consumer_things_total{kind="a"} 5.0\ntandtid_consumer_things_total{kind="b"} 1.0\n'
+        "# HELP tandtid_consumer_only_theirs Theirs\n# TYPE tandtid_consumer_only_theirs gauge\ntandtid_consumer_only_theirs 3.0\n"
         '# HELP python_info Python\n# TYPE python_info gauge\npython_info{version="3"} 1.0\n'
-        "# HELP tandtid_things_created Things\n# TYPE tandtid_things_created gauge\n"
-        'tandtid_things_created{kind="a"} 1.7e+09\n'
+        "# HELP tandtid_event_loop_lag_seconds Lag\n# TYPE tandtid_event_loop_lag_seconds histogram\n"
+        'tandtid_event_loop_lag_seconds_bucket{le="+Inf"} 0.0\ntandtid_event_loop_lag_seconds_count 0.0\n'
+        "# HELP tandtid_consumer_things_created Things\n# TYPE tandtid_consumer_things_created gauge\n"
+        'tandtid_consumer_things_created{kind="a"} 1.7e+09\n'
     )
     text = merged_exposition(theirs, registry).decode()
     samples = {
@@ -164,11 +167,17 @@ def test_merged_exposition_joins_families_and_keeps_a_shared_sample_apart() -> N
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-    assert samples[("tandtid_things_total", (("kind", "a"),))] == 2.0
-    assert samples[("tandtid_things_total", (("kind", "a"), ("process", "consumers")))] == 5.0
-    assert samples[("tandtid_things_total", (("kind", "b"),))] == 1.0
-    assert samples[("tandtid_only_theirs", ())] == 3.0
+    assert samples[("tandtid_consumer_things_total", (("kind", "a"),))] == 2.0
+    assert samples[("tandtid_consumer_things_total", (("kind", "a"), ("process", "consumers")))] == 5.0
+    assert samples[("tandtid_consumer_things_total", (("kind", "b"),))] == 1.0
+    assert samples[("tandtid_consumer_only_theirs", ())] == 3.0
     assert not any(name == "python_info" for name, _ in samples)
+    lag = {
+        labels: value
+        for (name, labels), value in samples.items()
+        if name == "tandtid_event_loop_lag_seconds_count"
+    }
+    assert lag == {(): 1.0}  # the server's, not the child's zeros beside it
     names = [family.name for family in text_string_to_metric_families(text)]
     assert len(names) == len(set(names))
     assert merged_exposition(None, registry) == merged_exposition("", registry)
