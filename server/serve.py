@@ -29,6 +29,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from engine.model import REGIONS
 from persistence.journal import Journal, Snapshot
 from server import metrics
 from server.consumers.follow import Feed
@@ -36,6 +37,7 @@ from server.consumers.notify.notifier import Notifier
 from server.consumers.process import ConsumerProcess
 from server.consumers.webhooks.dispatcher import WebhookDispatcher
 from server.data_lock import data_directory_lock
+from server.health import Health
 from server.http.app import create_app
 from server.http.forwarding import Forwarder
 from server.http.protocol import http_protocol
@@ -204,8 +206,6 @@ class Seeded:
 
 async def journal_is_empty(journal: Journal) -> bool:
     """No region has an entry or a snapshot: the only store ``seed_journal`` fills."""
-    from engine.model import REGIONS
-
     for region in REGIONS:
         if await journal.last_position(region.code):
             return False
@@ -357,9 +357,17 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Demo accounts (password {DEMO_PASSWORD!r}):", flush=True)
         for email, role, at in accounts:
             print(f"  {role:12s} {email}" + (f"  (clinic {at})" if at else ""), flush=True)
+    process = None
+    if settings.consumers == "process":
+        # Started first: it loads its replicas of the snapshots while the regions recover here, not
+        # on the other core beside the first requests (the mix's sign-ups in its first second).
+        process = ConsumerProcess.of_store(
+            settings.data_dir, settings.redis_url, Health(), settings.log_level
+        )
+        await process.start([] if settings.node else [region.code for region in REGIONS])
     with gc_paused():  # the whole start: collect once, after everything is loaded (tune_gc)
         built = await build_server(settings, journal=journal)
-        consumers = await start_consumers(settings, built)
+        consumers = await start_consumers(settings, built, process)
     tune_gc()
     server = built.server
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
@@ -421,20 +429,26 @@ class InProcessConsumers:
         await self.webhooks.stop()
 
 
-async def start_consumers(settings: Settings, built: BuiltServer) -> InProcessConsumers | ConsumerProcess:
-    """The journal consumers, for the regions this node owns: in their own process
-    (``server.consumers.process``) or in this one. They run once per region in a cluster, with
-    its owner (they resume from their durable cursors when the region moves). No await between
-    starting them and listening for moves: no move is missed."""
+async def start_consumers(
+    settings: Settings, built: BuiltServer, process: ConsumerProcess | None = None
+) -> InProcessConsumers | ConsumerProcess:
+    """The journal consumers, for the regions this node owns: in their own ``process``
+    (``server.consumers.process``, started before the server was built: now told the regions this
+    node owns, its health shown on /ready) or in this one. They run once per region in a cluster,
+    with its owner (they resume from their durable cursors when the region moves). No await between
+    telling them the regions and listening for moves: no move is missed."""
     consumers: InProcessConsumers | ConsumerProcess
-    if settings.consumers == "process":
-        consumers = ConsumerProcess.of_store(
-            settings.data_dir, settings.redis_url, built.app.state.health, settings.log_level
-        )
-        built.app.state.consumer_process = consumers
+    if process is not None:
+        built.app.state.health = process.health  # with what it reported before the app existed
+        built.app.state.consumer_process = process
+        for region in sorted(built.regions.owned - process.regions):
+            process.follow(region)
+        for region in sorted(process.regions - built.regions.owned):
+            process.unfollow(region)
+        consumers = process
     else:
         consumers = InProcessConsumers(settings, built)
-    await consumers.start(sorted(built.regions.owned))
+        await consumers.start(sorted(built.regions.owned))
     built.regions.add_ownership_listener(
         lambda region, owned: consumers.follow(region) if owned else consumers.unfollow(region)
     )

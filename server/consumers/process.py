@@ -57,7 +57,10 @@ PART = "consumers"
 STOP_GRACE_S = 10.0  # a child that has not stopped this long after SIGTERM is killed
 METRICS_WAIT_S = 2.0  # /metrics serves the server's own figures alone past this
 _LINE_LIMIT = 64 * 1024 * 1024  # a metrics answer is one line
-CONSUMER_METRICS = "tandtid_consumer_"  # what the server's /metrics takes from the child's
+CONSUMER_METRICS = "tandtid_consumer_"
+# Below the server on a busy machine: a request never waits for the CPU an e-mail takes. E-mails
+# only wait, and catch up when the CPU is free (their cursors are durable).
+NICENESS = 10  # what the server's /metrics takes from the child's
 
 
 # -- the server's side ----------------------------------------------------------------------------
@@ -380,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    os.nice(NICENESS)
     from server.cli import run_server_loop  # uvloop, as the server's
 
     regions = [r for r in args.regions.split(",") if r]
