@@ -330,11 +330,11 @@ async def run_child(data_dir: Path, redis_url: str | None, regions: list[str]) -
         await notifier.start()
         await webhooks.start()
         await feed.start(regions)
-        tune_gc()
         _emit({"started": True})
 
         async def tell_caught_up() -> None:
             await feed.wait_caught_up()
+            tune_gc()  # the replicas are loaded: their long-lived objects frozen, the heap trimmed
             _emit({"caught_up": round(time.monotonic() - started, 1)})
 
         telling = asyncio.create_task(tell_caught_up())
