@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from loadtest.bench.http import cpu_seconds
+from loadtest.bench.http import cpu_seconds, tree_cpu_seconds
 from loadtest.bench.restart import load_avg, seed, tandtid, wait_ready
 from loadtest.redis_server import free_port
 
@@ -132,6 +132,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         http_before = histograms(url, HTTP)
         log_start = (scratch / "server.log").stat().st_size  # stalls of the run, not of the start
         cpu_before = cpu_seconds(proc.pid)
+        tree_before = tree_cpu_seconds(proc.pid)  # with the consumers' own process
         locust_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         run = subprocess.run(
             [sys.executable, "-m", "loadtest.run", "--host", url]
@@ -140,6 +141,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             text=True,
         )
         cpu_after = cpu_seconds(proc.pid)
+        tree_after = tree_cpu_seconds(proc.pid)
         locust_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the run has been waited for
         locust_cpu = sum(
             getattr(locust_after, f) - getattr(locust_before, f) for f in ("ru_utime", "ru_stime")
@@ -193,6 +195,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             # what the server spent (all threads): on a shared machine more telling than latency
             "server_cpu_s": round(server_cpu, 1),
             "server_cpu_ms_per_http_request": round(1000 * server_cpu / max(1, http_requests), 2),
+            "consumers_cpu_s": round((tree_after - tree_before) - server_cpu, 1),
             # the Locust users' process on the same 2 cores: what the server did not get
             "load_generator_cpu_s": round(locust_cpu, 1),
             "loop_cpu_s": round(loop_cpu, 1),  # the event loop's thread alone
