@@ -362,7 +362,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # Started first: it loads its replicas of the snapshots while the regions recover here, not
         # on the other core beside the first requests (the mix's sign-ups in its first second).
         process = ConsumerProcess.of_store(
-            settings.data_dir, settings.redis_url, Health(), settings.log_level
+            settings.data_dir, settings.redis_url, Health(), settings.log_level, settings.consumers_hung_s
         )
         await process.start([] if settings.node else [region.code for region in REGIONS])
     with gc_paused():  # the whole start: collect once, after everything is loaded (tune_gc)

@@ -75,6 +75,8 @@ class Settings:
     # Where the journal consumers (e-mails, webhooks) run: "process", their own process beside the
     # server's (server.consumers.process), or "in-process", on the server's loop and threads.
     consumers: str = "process"
+    # A consumers' process that answers no ping this long (seconds) is hung: killed and started again.
+    consumers_hung_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -115,6 +117,7 @@ class Settings:
             "tile_url": str,
             "instance": str,
             "consumers": str,
+            "consumers_hung_s": float,
         }
         for f in fields(cls):
             var = "TANDTID_" + f.name.upper()

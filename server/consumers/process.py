@@ -14,17 +14,19 @@ and keeps it running (``ConsumerProcess``):
   them. Appends stay the server's alone;
 - it starts with the regions to follow (``--regions``); later the server tells it on its stdin, one
   JSON object a line: ``{"follow": "AB"}``, ``{"unfollow": "AB"}`` (a cluster node: the regions
-  it owns, as leases move), ``{"metrics": true}``;
+  it owns, as leases move), ``{"metrics": true}``, and every few seconds ``{"ping": true}``;
 - the child tells the server on its stdout: ``{"started": true}``; ``{"caught_up": seconds}``
   once it has reached the journal's end as of its start (the server logs it); every change of its health,
   ``{"down": [part, region, why]}``, ``{"up": [part, region]}``, ``{"note": [part, region,
   why]}``, which the server's ``Health`` shows on ``/ready``; its metrics when asked
   (``{"metrics": "<exposition>"}``), which the server's ``/metrics`` serves with its own
-  (``merged_exposition``). Its log goes where the server's goes (stderr);
+  (``merged_exposition``); ``{"pong": true}`` to each ping. Its log goes where the server's goes (stderr);
 - the child stops when its stdin closes (the server is gone, even by SIGKILL) or on SIGTERM. It
   runs in a session of its own, so a terminal's Ctrl-C reaches the server only, which stops it.
-  A child that exits on its own is reported down (``consumers`` / ``*``) and started again after
-  a backoff; it resumes from its durable cursors, so nothing is lost and nothing repeated.
+  A child that exits on its own, or answers no ping for ``hung_s`` (30 s; then it is killed: a
+  stuck loop is a dead consumer that still has a pid), is reported down (``consumers`` / ``*``)
+  and started again after a backoff; it resumes from its durable cursors, so nothing is lost and
+  nothing repeated.
 
 ``--consumers in-process`` keeps them on the server's own loop and threads.
 """
@@ -55,6 +57,7 @@ log = logging.getLogger("tandtid.consumers.process")
 
 PART = "consumers"
 STOP_GRACE_S = 10.0  # a child that has not stopped this long after SIGTERM is killed
+PING_S = 5.0  # how often the server asks a started child to answer
 METRICS_WAIT_S = 2.0  # /metrics serves the server's own figures alone past this
 _LINE_LIMIT = 64 * 1024 * 1024  # a metrics answer is one line
 CONSUMER_METRICS = "tandtid_consumer_"
@@ -76,11 +79,13 @@ class ConsumerProcess:
         *,
         regions: Iterable[str] = (),
         backoff_s: tuple[float, float] = (0.5, 30.0),
+        hung_s: float = 30.0,
     ) -> None:
         self.argv = argv
         self.health = health
         self.regions: set[str] = set(regions)
         self.backoff_s = backoff_s
+        self.hung_s = hung_s  # a child that answers no ping this long is hung: killed, started again
         self.started = asyncio.Event()  # the running child has started its feed
         self.exits = 0  # children that exited on their own
         self._proc: asyncio.subprocess.Process | None = None
@@ -91,12 +96,12 @@ class ConsumerProcess:
 
     @classmethod
     def of_store(
-        cls, data_dir: Path, redis_url: str | None, health: Health, log_level: str
+        cls, data_dir: Path, redis_url: str | None, health: Health, log_level: str, hung_s: float = 30.0
     ) -> ConsumerProcess:
         argv = [sys.executable, "-m", "server.consumers", "--data", str(data_dir), "--log-level", log_level]
         if redis_url:
             argv += ["--redis", redis_url]
-        return cls(argv, health)
+        return cls(argv, health, hung_s=hung_s)
 
     @property
     def pid(self) -> int | None:
@@ -184,6 +189,8 @@ class ConsumerProcess:
         except OSError as exc:
             return f"could not start: {type(exc).__name__}"
         self._proc = proc
+        self._hung = False
+        watching = asyncio.create_task(self._watch(proc), name="consumer-process-pings")
         try:
             for region in sorted(self.regions - told):  # moved while it was being started
                 self._send({"follow": region})
@@ -198,9 +205,25 @@ class ConsumerProcess:
                 proc.kill()
             raise
         finally:
+            watching.cancel()
             if self._metrics is not None and not self._metrics.done():
                 self._metrics.set_result("")
+        if self._hung:
+            return f"hung: no answer for {self.hung_s:.0f} s, killed"
         return f"exited with {code}" if code >= 0 else f"killed by signal {-code}"
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """Ping the child from its start; one that answers none for ``hung_s`` (a stuck loop or
+        start, a stopped process) is killed, and ``_keep_running`` reports it and starts another."""
+        self._answered = time.monotonic()
+        while proc.returncode is None:
+            self._send({"ping": True})
+            await asyncio.sleep(min(PING_S, self.hung_s / 3))
+            if time.monotonic() - self._answered > self.hung_s and proc.returncode is None:
+                log.error("the consumer process has answered no ping for %.0f s: killing it", self.hung_s)
+                self._hung = True
+                proc.kill()
+                return
 
     def _on_line(self, line: bytes) -> None:
         try:
@@ -212,6 +235,8 @@ class ConsumerProcess:
         if kind == "started":
             self.health.up(PART, "*")
             self.started.set()
+        elif kind == "pong":
+            self._answered = time.monotonic()
         elif kind == "caught_up":
             log.info("the consumer process has caught up with the journal, %.1f s after it started", value)
         elif kind == "down":
@@ -316,7 +341,6 @@ async def run_child(data_dir: Path, redis_url: str | None, regions: list[str]) -
     from server.runtime import tune_gc
 
     journal = open_reader_journal(data_dir, redis_url)
-    await journal.open()
     feed = Feed(journal, health=ReportedHealth())  # no states here: replicas of the snapshots
     notifier = Notifier.from_env(feed, data_dir, redis_url=redis_url)
     webhooks = WebhookDispatcher.open(feed, data_dir, redis_url)
@@ -325,11 +349,18 @@ async def run_child(data_dir: Path, redis_url: str | None, regions: list[str]) -
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     commands = asyncio.StreamReader(limit=_LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+    running = asyncio.Event()
+    # Pings are answered from the first moment (a start that hangs is found too); the other
+    # commands wait until the consumers run.
+    reading = asyncio.create_task(_obey(commands, feed, running))
     started = time.monotonic()
+    telling: asyncio.Task[None] | None = None
     try:
+        await journal.open()
         await notifier.start()
         await webhooks.start()
         await feed.start(regions)
+        running.set()
         _emit({"started": True})
 
         async def tell_caught_up() -> None:
@@ -338,14 +369,15 @@ async def run_child(data_dir: Path, redis_url: str | None, regions: list[str]) -
             _emit({"caught_up": round(time.monotonic() - started, 1)})
 
         telling = asyncio.create_task(tell_caught_up())
-        reading = asyncio.create_task(_obey(commands, feed))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (reading, stopping, telling):
-            task.cancel()
+        stopping.cancel()
         if reading.done() and not reading.cancelled() and reading.exception() is not None:
             raise reading.exception()  # type: ignore[misc]
     finally:
+        reading.cancel()
+        if telling is not None:
+            telling.cancel()
         await feed.stop()
         await notifier.stop()
         await webhooks.stop()
@@ -353,10 +385,14 @@ async def run_child(data_dir: Path, redis_url: str | None, regions: list[str]) -
     return 0
 
 
-async def _obey(commands: asyncio.StreamReader, feed: Any) -> None:
+async def _obey(commands: asyncio.StreamReader, feed: Any, running: asyncio.Event) -> None:
     """The server's commands until it closes our stdin."""
     while line := await commands.readline():
         message = orjson.loads(line)
+        if "ping" in message:
+            _emit({"pong": True})
+            continue
+        await running.wait()
         if "follow" in message:
             feed.follow(message["follow"])
         elif "unfollow" in message:

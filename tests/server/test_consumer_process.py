@@ -1,7 +1,8 @@
 """The journal consumers in their own process (``tandtid serve``'s default, ``server.consumers.process``),
 against the real server with the demo seed: a booking's e-mail is written by the consumers' process,
 ``/metrics`` carries that process's figures, a killed consumers' process is reported on ``/ready``
-and started again with nothing lost or told twice, and it ends with a killed server."""
+and started again with nothing lost or told twice, a hung one (SIGSTOP) is found by its pings,
+killed and replaced, and it ends with a killed server."""
 
 from __future__ import annotations
 
@@ -138,6 +139,44 @@ def test_a_killed_consumer_process_is_reported_started_again_and_loses_nothing(s
     time.sleep(1.0)  # a repeat would come from the new process's first reads: give it the time
     assert len(booked_mails(served)) == 1
     assert "the consumer process killed by signal 9" in served.output()
+
+
+def test_a_hung_consumer_process_is_reported_killed_and_started_again(tmp_path: Path) -> None:
+    served = ServedProcess(tmp_path / "data", "--seed", env={"TANDTID_CONSUMERS_HUNG_S": "3"}).start()
+    try:
+        eventually_sync(
+            lambda: len(consumer_pids(served)) == 1, timeout=WAIT_S, what="the consumers' process"
+        )
+        (first,) = consumer_pids(served)
+        os.kill(first, signal.SIGSTOP)  # alive, a pid, answering nothing: as a stuck loop
+        seen: list[dict[str, object]] = []
+
+        def reported() -> bool:
+            body = httpx.get(f"{served.url}/ready").json()
+            seen.extend(body["degraded"])
+            return any(part["part"] == "consumers" for part in body["degraded"])
+
+        eventually_sync(
+            reported, timeout=WAIT_S, interval=0.02, what="/ready naming the hung consumers' process"
+        )
+        assert (
+            next(part["why"] for part in seen if part["part"] == "consumers")
+            == "hung: no answer for 3 s, killed"
+        )
+        assert not alive(first)
+        eventually_sync(
+            lambda: (
+                consumer_pids(served) not in ([], [first])
+                and httpx.get(f"{served.url}/ready").json()["degraded"] == []
+            ),
+            timeout=WAIT_S,
+            what="a new consumers' process, /ready no longer degraded",
+        )
+        time.sleep(4)  # past the hung bound again: the new one answers its pings
+        assert len(consumer_pids(served)) == 1 and first not in consumer_pids(served)
+        assert httpx.get(f"{served.url}/ready").json()["degraded"] == []
+    finally:
+        served.stop()
 
 
 def test_the_consumer_process_ends_with_a_killed_server(served: ServedProcess) -> None:
