@@ -15,8 +15,9 @@ one fsync) resends that one message after restart — with the same Message-ID, 
 systems that dedupe by it drop it. The outbox channel has no such window (the outbox writes a
 key once: the record named by it is the record).
 
-Run it inside ``tandtid serve`` (``Notifier.from_env(feed, ...)`` on the shared feed, ``await
-start()`` / ``stop()``) or standalone: ``python -m server.consumers.notify --data DIR [--redis
+Run it on a feed shared with the webhook dispatcher (``Notifier.from_env(feed, ...)``, ``await
+start()`` / ``stop()``), as ``tandtid serve``'s consumers' process does (``server.consumers.process``;
+``--consumers in-process``: in the server's own), or standalone: ``python -m server.consumers.notify --data DIR [--redis
 URL]`` (given a journal instead of a feed, the notifier runs a feed of its own).
 """
 
