@@ -90,6 +90,31 @@ def booked_mails(served: ServedProcess) -> list[str]:
         outbox.close()
 
 
+def why_consumers_down(served: ServedProcess) -> str:
+    """Wait until /ready names the consumers' process as down (polled often: it is started again
+    within a second); why it says so."""
+    seen: list[dict[str, object]] = []
+
+    def reported() -> bool:
+        body = httpx.get(f"{served.url}/ready").json()
+        seen.extend(body["degraded"])
+        return any(part["part"] == "consumers" for part in body["degraded"])
+
+    eventually_sync(reported, timeout=WAIT_S, interval=0.02, what="/ready naming the consumers' process")
+    return str(next(part["why"] for part in seen if part["part"] == "consumers"))
+
+
+def wait_replaced(served: ServedProcess, first: int) -> None:
+    eventually_sync(
+        lambda: (
+            consumer_pids(served) not in ([], [first])
+            and httpx.get(f"{served.url}/ready").json()["degraded"] == []
+        ),
+        timeout=WAIT_S,
+        what="a new consumers' process, /ready no longer degraded",
+    )
+
+
 def test_a_booking_is_mailed_by_the_consumers_own_process(served: ServedProcess) -> None:
     (child,) = consumer_pids(served)
     assert child != served.process.pid  # type: ignore[union-attr]
@@ -116,25 +141,9 @@ def test_metrics_carry_the_consumer_process_figures_once(served: ServedProcess) 
 def test_a_killed_consumer_process_is_reported_started_again_and_loses_nothing(served: ServedProcess) -> None:
     (first,) = consumer_pids(served)
     os.kill(first, signal.SIGKILL)
-    seen: list[dict[str, object]] = []
-
-    def reported() -> bool:
-        body = httpx.get(f"{served.url}/ready").json()
-        seen.extend(body["degraded"])
-        return any(part["part"] == "consumers" for part in body["degraded"])
-
-    eventually_sync(reported, timeout=WAIT_S, interval=0.02, what="/ready naming the consumers' process")
-    why = next(part["why"] for part in seen if part["part"] == "consumers")
-    assert why == "killed by signal 9"
+    assert why_consumers_down(served) == "killed by signal 9"
     book(served, "AB-c3")  # while it is down or starting again
-    eventually_sync(
-        lambda: (
-            consumer_pids(served) not in ([], [first])
-            and httpx.get(f"{served.url}/ready").json()["degraded"] == []
-        ),
-        timeout=WAIT_S,
-        what="a new consumers' process, /ready no longer degraded",
-    )
+    wait_replaced(served, first)
     eventually_sync(lambda: len(booked_mails(served)) == 1, timeout=WAIT_S, what="the booking's e-mail")
     time.sleep(1.0)  # a repeat would come from the new process's first reads: give it the time
     assert len(booked_mails(served)) == 1
@@ -149,29 +158,9 @@ def test_a_hung_consumer_process_is_reported_killed_and_started_again(tmp_path: 
         )
         (first,) = consumer_pids(served)
         os.kill(first, signal.SIGSTOP)  # alive, a pid, answering nothing: as a stuck loop
-        seen: list[dict[str, object]] = []
-
-        def reported() -> bool:
-            body = httpx.get(f"{served.url}/ready").json()
-            seen.extend(body["degraded"])
-            return any(part["part"] == "consumers" for part in body["degraded"])
-
-        eventually_sync(
-            reported, timeout=WAIT_S, interval=0.02, what="/ready naming the hung consumers' process"
-        )
-        assert (
-            next(part["why"] for part in seen if part["part"] == "consumers")
-            == "hung: no answer for 3 s, killed"
-        )
+        assert why_consumers_down(served) == "hung: no answer for 3 s, killed"
         assert not alive(first)
-        eventually_sync(
-            lambda: (
-                consumer_pids(served) not in ([], [first])
-                and httpx.get(f"{served.url}/ready").json()["degraded"] == []
-            ),
-            timeout=WAIT_S,
-            what="a new consumers' process, /ready no longer degraded",
-        )
+        wait_replaced(served, first)
         time.sleep(4)  # past the hung bound again: the new one answers its pings
         assert len(consumer_pids(served)) == 1 and first not in consumer_pids(served)
         assert httpx.get(f"{served.url}/ready").json()["degraded"] == []
