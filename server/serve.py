@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import signal
 import time
 import webbrowser
 from collections.abc import Callable, Iterator
@@ -386,12 +387,23 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         url,
         "redis" if settings.redis_url else f"files in {settings.data_dir}",
     )
+    # uvicorn re-raises the signal that stopped it once it has drained (so that the process ends
+    # the default way), and the default ends it at once: without this, nothing below ran on SIGTERM
+    # or Ctrl-C (no actor stopped, no lease handed back, the journal not closed).
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stopping, _end_after_cleanup)
     try:
         await built.serve()
     finally:
         await consumers.stop()
         await built.close()
     return 0
+
+
+def _end_after_cleanup(signum: int, _frame: object) -> None:
+    """The re-raised signal: the clean-up after ``serve`` runs, then the process ends. Another one
+    meanwhile (a second Ctrl-C) ends it at once, the default way."""
+    signal.signal(signum, signal.SIG_DFL)
 
 
 class InProcessConsumers:

@@ -168,6 +168,15 @@ def test_a_hung_consumer_process_is_reported_killed_and_started_again(tmp_path: 
         served.stop()
 
 
+def test_a_sigterm_stops_the_server_cleanly_consumers_first(served: ServedProcess) -> None:
+    """uvicorn re-raises the signal once it has drained; the clean-up after it (the consumers'
+    process, the actors, the journal) still runs and the process ends with 0, not by the signal."""
+    (child,) = consumer_pids(served)
+    served.stop()
+    assert served.process is not None and served.process.returncode == 0, served.output(20)
+    assert not alive(child)
+
+
 def test_the_consumer_process_ends_with_a_killed_server(served: ServedProcess) -> None:
     (child,) = consumer_pids(served)
     served.kill()
