@@ -38,6 +38,7 @@ from server.health import Health
 from server.http.compression import CompressMiddleware
 from server.http.errors import EdgeMiddleware, error_response, exception_handlers
 from server.http.forwarding import ForwardingMiddleware
+from server.http.hot_routes import HotRoutes
 from server.http.openapi import Endpoint, build_document
 from server.http.router import IndexedRouter
 from server.http.routes import (
@@ -74,6 +75,9 @@ COMPRESS_MIN_BYTES = 1024
 # zlib's level 1 (nginx's default gzip_comp_level): a 56 KB availability-sized JSON reply in
 # 276 us of the event loop against 681 us at level 6, for 11.3 KB instead of 10.2 KB.
 COMPRESS_LEVEL = 1
+
+# Answered right under the edge (``server.http.hot_routes``): the requests of every booking.
+HOT_ROUTES = [("/api/bookings", {"POST"}), ("/api/holds", {"POST"})]
 
 ENDPOINTS: list[Endpoint] = [
     *ops.ENDPOINTS,
@@ -171,12 +175,23 @@ def create_app(settings: Settings, *, regions: Regions, accounts: Accounts | Non
     handlers = exception_handlers()
     handlers[AuthError] = _auth_error
     handlers[HTTPException] = _page_or_error(handlers[HTTPException])
+    per_ip = RateLimiter(settings.rate_per_s, settings.rate_burst)
+    hot = [r for r in routes if isinstance(r, Route) and (r.path, r.methods) in HOT_ROUTES]
+    assert len(hot) == len(HOT_ROUTES), "a hot route is not in the endpoint table"
     app = TandtidApp(
         routes=routes,
         middleware=[
             Middleware(EdgeMiddleware, max_body=settings.max_body_bytes),
+            Middleware(
+                HotRoutes,
+                routes=hot,
+                limiter=per_ip,
+                handlers=handlers,
+                compress_min_bytes=COMPRESS_MIN_BYTES,
+                compress_level=COMPRESS_LEVEL,
+            ),
             Middleware(ForwardingMiddleware),  # a cluster node: another node's regions go there
-            Middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_per_s, settings.rate_burst)),
+            Middleware(RateLimitMiddleware, limiter=per_ip),
             Middleware(CompressMiddleware, min_bytes=COMPRESS_MIN_BYTES, level=COMPRESS_LEVEL),
             Middleware(LoadIdentityOffLoop),  # a session or key not cached yet: read in a thread
         ],

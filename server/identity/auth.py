@@ -282,14 +282,17 @@ class LoadIdentityOffLoop:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            state = scope["app"].state
-            accounts: Accounts | None = getattr(state, "accounts", None)
-            if accounts is not None and getattr(state, "signer", None) is not None:
-                await _load_missing(HTTPConnection(scope), accounts)
+            await load_missing(HTTPConnection(scope))
         await self.app(scope, receive, send)
 
 
-async def _load_missing(conn: HTTPConnection, accounts: Accounts) -> None:
+async def load_missing(conn: HTTPConnection) -> None:
+    """Read the session (or clinic key) ``conn`` carries in a worker thread if this process has not
+    cached it; nothing before the app's lifespan has opened the accounts and the signer."""
+    state = conn.app.state
+    accounts: Accounts | None = getattr(state, "accounts", None)
+    if accounts is None or getattr(state, "signer", None) is None:
+        return
     header = conn.headers.get("authorization")
     if header is not None:
         credential = header.strip().partition(" ")[2].strip()

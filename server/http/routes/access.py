@@ -105,15 +105,17 @@ async def parse_body(request: Request, model: type[M], *, required: bool = True)
             return model()
         raise invalid("body", "a JSON object body is required")
     try:
+        return model.model_validate_json(raw, strict=True)  # no coercion: "5" is not 5
+    except ValidationError as exc:
+        error = exc
+    # Refused: say why in plain words where the body is not even a JSON object.
+    try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise invalid("body", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise invalid("body", "the body must be a JSON object")
-    try:
-        return model.model_validate_json(raw, strict=True)  # no coercion: "5" is not 5
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    raise validation_error(error) from None
 
 
 def parse_query(request: Request, model: type[M]) -> M:
