@@ -316,13 +316,23 @@ class EdgeMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        # One pass over the head: the client's request id and the body's declared length (the
+        # first of each counts).
         rid = ""
+        declared: int | None = None
+        seen_id = seen_length = False
         for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
+            if name == b"x-request-id" and not seen_id:
+                seen_id = True
                 candidate = value.decode("latin-1")
                 if _SANE_REQUEST_ID.match(candidate):
                     rid = candidate
-                break
+            elif name == b"content-length" and not seen_length:
+                seen_length = True
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = None
         rid = rid or ids.request_id()
         scope[REQUEST_ID_KEY] = rid
         if scope["type"] == "websocket":
@@ -334,7 +344,6 @@ class EdgeMiddleware:
         status = 500
         response_started = False
         limit = self.max_body
-        declared = _content_length(scope)
         seen = 0
 
         async def send_wrapper(message: Message) -> None:
@@ -391,16 +400,6 @@ class EdgeMiddleware:
             _observe(template, method, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info("%s %s %d %.1fms rid=%s", method, template, status, elapsed * 1000, rid)
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 # (route, method, status) -> the request counter's and the latency histogram's children: their
