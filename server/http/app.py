@@ -8,7 +8,8 @@ the event-loop lag monitor (``server.loop_lag``), and puts ``regions``, ``health
 ``openapi`` and the principal rate limiter on ``app.state``.
 
 Middleware, outermost first (``TandtidApp``: no Starlette catch-all outside it): ``EdgeMiddleware``
-(request id, body cap, security headers, metrics, access log, catch-all 500), ``ForwardingMiddleware`` (a cluster node sends requests for
+(request id, body cap, security headers, metrics, access log, catch-all 500), ``HotRoutes`` (the requests of every
+booking, ``HOT_ROUTES``, answered from there: ``server.http.hot_routes``), ``ForwardingMiddleware`` (a cluster node sends requests for
 another node's regions there: ``server.http.forwarding``; the owner's reply is relayed as it is),
 then ``RateLimitMiddleware`` (per client IP), then ``CompressMiddleware`` (``server.http.compression``): a
 reply of ``COMPRESS_MIN_BYTES`` or more (the map's ~1.2 MB clinic list, availability) is gzip-compressed when
