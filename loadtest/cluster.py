@@ -31,6 +31,7 @@ import httpx
 import redis
 
 from engine.model import REGIONS
+from loadtest import instance
 from loadtest.nginx import Nginx
 from loadtest.redis_server import RedisServer, free_port
 from persistence.redis_journal import region_key
@@ -60,6 +61,7 @@ class Node:
         self.redis_url = redis_url
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
+        self.instance = ""  # this start's name (``loadtest.instance``): /ready from this process only
 
     def start(self) -> Node:
         """Start the process (in a session of its own: whoever started it stops it); not waiting."""
@@ -70,13 +72,14 @@ class Node:
             *("--redis", self.redis_url, "--node", self.name, "--advertise", self.url),
             *("--log-level", self.log_level),
         )
+        self.instance = instance.new_name()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env, instance.ENV: self.instance},
                 start_new_session=True,
             )
         return self
@@ -85,12 +88,13 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
     def ready(self) -> bool:
-        """Its /ready answers 200; RuntimeError (with the end of its log) if it exited."""
+        """Its /ready answers 200 with this start's name; RuntimeError (with the end of its log) if it
+        exited."""
         if not self.alive():
             tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
             raise RuntimeError(f"{self.name} exited:\n{tail}")
         try:
-            return httpx.get(f"{self.url}/ready", timeout=5).status_code == 200
+            return instance.ready_as(httpx.get(f"{self.url}/ready", timeout=5), self.instance)
         except httpx.HTTPError:
             return False
 

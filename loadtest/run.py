@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 import gevent
 import httpx
 
+from loadtest import instance
 from loadtest.clinic_keys import NoClinicKeys, keys_through_api
 from loadtest.redis_server import free_port
 from loadtest.users import config
@@ -58,7 +59,13 @@ class LocalServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
         # every simulated user comes from 127.0.0.1: no per-IP rate limit, no per-IP socket cap
-        env = {**os.environ, "TANDTID_RATE_PER_S": "0", "TANDTID_WS_MAX_CONNECTIONS_PER_IP": "1000000"}
+        self.name = instance.new_name()  # /ready from this process, not another on the port
+        env = {
+            **os.environ,
+            "TANDTID_RATE_PER_S": "0",
+            "TANDTID_WS_MAX_CONNECTIONS_PER_IP": "1000000",
+            instance.ENV: self.name,
+        }
         env.pop("TANDTID_REDIS_URL", None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -89,7 +96,7 @@ class LocalServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited ({self.proc.returncode}); see {self.log_path}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                if instance.ready_as(httpx.get(f"{self.url}/ready", timeout=2), self.name):
                     return
             except httpx.HTTPError:
                 pass

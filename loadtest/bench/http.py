@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 
+from loadtest import instance
 from loadtest.bench.restart import wait_ready
 from loadtest.cluster import LocalCluster
 from loadtest.redis_server import free_port
@@ -62,7 +63,14 @@ SERVER_ENV = {"TANDTID_RATE_PER_S": "1000000", "TANDTID_RATE_BURST": "1000000"} 
 
 
 def start_server(data: str, port: int, scale: str, consumers: str = "process") -> subprocess.Popen[bytes]:
-    env = {**os.environ, **SERVER_ENV, "TANDTID_LOG_LEVEL": "warning", "TANDTID_CONSUMERS": consumers}
+    name = instance.new_name()
+    env = {
+        **os.environ,
+        **SERVER_ENV,
+        "TANDTID_LOG_LEVEL": "warning",
+        "TANDTID_CONSUMERS": consumers,
+        instance.ENV: name,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         + ["--data", data, "--seed", "--scale", scale, "--log-level", "warning"],
@@ -70,7 +78,7 @@ def start_server(data: str, port: int, scale: str, consumers: str = "process") -
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=180)
+    wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=180, name=name)
     return proc
 
 
@@ -111,7 +119,7 @@ def start_trivial(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=180)
+    wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=180, name=None)  # not tandtid: no name echoed
     return proc
 
 

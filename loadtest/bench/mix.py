@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from loadtest import instance
 from loadtest.bench.http import cpu_seconds, tree_cpu_seconds
 from loadtest.bench.restart import load_avg, seed, tandtid, wait_ready
 from loadtest.redis_server import free_port
@@ -112,11 +113,13 @@ def main(argv: list[str]) -> dict[str, Any]:
         # back ~30 s later (vm.dirty_expire_centisecs), in the middle of the run, with every journal
         # fsync waiting behind it: 2-29 answers over 100 ms at seconds 23-27 of nearly every run.
         os.sync()
+        name = instance.new_name()
         env = {
             **os.environ,
             "TANDTID_RATE_PER_S": "0",
             "TANDTID_WS_MAX_CONNECTIONS_PER_IP": "1000000",
             "TANDTID_STALL_MS": str(STALL_MS),
+            instance.ENV: name,
         }
         env.pop("TANDTID_REDIS_URL", None)
         with (scratch / "server.log").open("wb") as log:
@@ -127,7 +130,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_ready(url, proc)
+        wait_ready(url, proc, name=name)
         before = lag_buckets(url)
         http_before = histograms(url, HTTP)
         log_start = (scratch / "server.log").stat().st_size  # stalls of the run, not of the start

@@ -30,22 +30,35 @@ from typing import Any
 
 import httpx
 
+from loadtest import instance
 from loadtest.redis_server import free_port
 
 
 def wait_ready(
-    url: str, proc: subprocess.Popen[bytes], timeout_s: float = 600, interval_s: float = 0.2
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout_s: float = 600,
+    interval_s: float = 0.2,
+    *,
+    name: str | None,
 ) -> None:
-    """Until ``url``/ready answers 200; SystemExit if the server exits or takes longer than ``timeout_s``."""
+    """Until ``url``/ready answers 200 from the process named ``name`` (``loadtest.instance``; None:
+    any process); SystemExit if the server exits or takes longer than ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
+    others: set[str | None] = set()
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
+            also = f" (another process answers /ready there: {sorted(map(str, others))})" if others else ""
+            raise SystemExit(f"the server exited with {proc.returncode}{also}")
         try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
+            answer = httpx.get(f"{url}/ready", timeout=2)
         except httpx.HTTPError:
-            pass
+            answer = None
+        if answer is not None:
+            if instance.ready_as(answer, name):
+                return
+            if name is not None and instance.answering(answer) != name:
+                others.add(instance.answering(answer))
         time.sleep(interval_s)
     proc.kill()
     raise SystemExit(f"the server at {url} was not ready within {timeout_s:.0f}s")
@@ -106,7 +119,8 @@ def seed(data: Path, scale: str, booked: float) -> tuple[float, dict[str, float]
 def serve(data: Path, steady_s: float) -> dict[str, float]:
     """Start ``tandtid serve`` on ``data``: seconds to /ready 200, RSS then and ``steady_s`` later."""
     port = free_port()
-    env = {**os.environ, "TANDTID_LOG_LEVEL": "warning"}
+    name = instance.new_name()
+    env = {**os.environ, "TANDTID_LOG_LEVEL": "warning", instance.ENV: name}
     env.pop("TANDTID_REDIS_URL", None)
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -118,7 +132,7 @@ def serve(data: Path, steady_s: float) -> dict[str, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, interval_s=0.05)
+        wait_ready(f"http://127.0.0.1:{port}", proc, interval_s=0.05, name=name)
         ready_s = time.perf_counter() - started
         at_ready = rss_mb(proc.pid)
         time.sleep(steady_s)

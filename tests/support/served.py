@@ -19,7 +19,6 @@ then cannot bind the port and exits: ``start()`` raises with its output.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from loadtest import instance
 from tests.support import free_port
 from tests.support.waiting import eventually_sync
 
@@ -77,9 +77,9 @@ class ServedProcess:
             str(self.data_dir),
             *self.args,
         ]
-        self.instance = secrets.token_hex(8)
+        self.instance = instance.new_name()
         self.others = set()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, "TANDTID_INSTANCE": self.instance}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, instance.ENV: self.instance}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         eventually_sync(self._ready, timeout=ready_timeout, interval=0.1, what=f"tandtid serve on {self.url}")
@@ -98,15 +98,11 @@ class ServedProcess:
             r = httpx.get(f"{self.url}/ready", timeout=2)
         except httpx.HTTPError:
             return False  # nothing listens yet
-        try:
-            body = r.json()
-        except ValueError:
-            body = None
-        instance = body.get("instance") if isinstance(body, dict) else None
-        if instance != self.instance:
-            self.others.add(f"{r.status_code}, instance {instance}")
+        if not instance.ready_as(r, self.instance):
+            if instance.answering(r) != self.instance:
+                self.others.add(f"{r.status_code}, instance {instance.answering(r)}")
             return False
-        return r.status_code == 200
+        return True
 
     def stop(self) -> None:
         """SIGTERM (a graceful stop), SIGKILL if it takes longer than 20 s."""
