@@ -321,7 +321,11 @@ def main(argv: list[str]) -> int:
         stopping.append(signum)
         raise KeyboardInterrupt
 
+    # Both, explicitly: a process started in the background by a shell without job control (nohup,
+    # CI) inherits SIGINT ignored, and Python then leaves it ignored: Ctrl-C (or a test's SIGINT)
+    # would do nothing.
     signal.signal(signal.SIGTERM, stop_on)
+    signal.signal(signal.SIGINT, stop_on)
     print(
         f"starting Redis on {cluster.redis_url} (AOF in {root / 'redis'}), {args.nodes} nodes on ports"
         f" {', '.join(str(n.port) for n in cluster.nodes)} (logs in {root}/node*.log) and nginx on"

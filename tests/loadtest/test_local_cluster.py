@@ -40,6 +40,7 @@ class Script:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "TANDTID_RATE_PER_S": "0", "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # its group: the script, redis-server and nginx (close() kills it)
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -70,6 +71,10 @@ class Script:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+            # redis-server and nginx's workers rename themselves (their command lines do not
+            # name the root): they go with the script's group; the nodes have sessions of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             for line in pids_under(self.root):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(line.split(":")[0]), signal.SIGKILL)
